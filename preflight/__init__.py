@@ -1,0 +1,5 @@
+"""preflight: executable production-readiness checklists."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

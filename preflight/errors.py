@@ -1,0 +1,19 @@
+"""One exception root for the harness; every error a user can see says what and how to fix it."""
+
+from __future__ import annotations
+
+
+class PreflightError(Exception):
+    """Root of every error the harness raises on purpose (exit code 2 at the CLI)."""
+
+
+class TargetUnavailable(PreflightError):
+    """A target could not be brought up or reached; the message names the component and the fix."""
+
+
+class TargetFileInvalid(PreflightError):
+    """A target file is missing a field or has a bad value; the message names the field."""
+
+
+class EdgeConfigInvalid(PreflightError):
+    """The rendered NGINX configuration does not render or does not pass `nginx -t`."""
