@@ -1,0 +1,53 @@
+"""`python -m chatsdk`: serve until SIGTERM or SIGINT, then drain and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from chatsdk.errors import SettingsError
+from chatsdk.logs import configure_logging
+from chatsdk.server import start_server
+from chatsdk.settings import Settings
+
+log = logging.getLogger("chatsdk.server")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+
+
+async def serve(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = await start_server(settings)
+    log.info("listening", extra={"fields": {"url": server.url}})
+    await stop.wait()
+    try:
+        await server.drain()
+    except TimeoutError:
+        log.error("drain did not finish within 15 s; exiting anyway")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"chatsdk: invalid settings: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    configure_logging(settings.log_level, settings.worker_id)
+    try:
+        return asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot serve on %s:%s: %s", settings.host, settings.port, exc.strerror)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

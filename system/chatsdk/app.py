@@ -1,0 +1,73 @@
+"""The application factory: wires routes, middlewares and cleanup contexts; does no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from chatsdk import service
+from chatsdk.dependencies import Dependencies
+from chatsdk.keys import DEPENDENCIES, LIFECYCLE, METRICS, SETTINGS, WEBSOCKETS, Lifecycle
+from chatsdk.metrics import Metrics
+from chatsdk.middlewares import (
+    add_request_id_header,
+    error_middleware,
+    metrics_middleware,
+    request_id_middleware,
+)
+from chatsdk.settings import Settings
+
+log = logging.getLogger("chatsdk.app")
+
+# Both come out of the settings' POOL_CLOSE_RESERVE_SECONDS, so the drain ends within 15 s.
+SOCKETS_CLOSE_TIMEOUT = 1.0
+POOL_CLOSE_TIMEOUT = 0.75  # each of the PostgreSQL pool and the Redis client
+
+
+async def dependencies_context(app: web.Application) -> AsyncIterator[None]:
+    deps = Dependencies(app[SETTINGS], app[METRICS])
+    app[DEPENDENCIES] = deps
+    deps.start()
+    yield
+    await deps.close(POOL_CLOSE_TIMEOUT)
+
+
+async def close_websockets(app: web.Application) -> None:
+    # Concurrently and bounded: one unresponsive client must not hold the whole drain.
+    sockets = app[WEBSOCKETS]
+    closing = [
+        ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        for ws in list(sockets)
+    ]
+    if not closing:
+        return
+    try:
+        async with asyncio.timeout(SOCKETS_CLOSE_TIMEOUT):
+            await asyncio.gather(*closing, return_exceptions=True)
+    except TimeoutError:
+        log.warning(
+            "some WebSockets did not acknowledge the close within %.1f s", SOCKETS_CLOSE_TIMEOUT
+        )
+
+
+def create_app(settings: Settings) -> web.Application:
+    # Outermost first: the request id exists before anything logs or fails.
+    app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[LIFECYCLE] = Lifecycle()
+    sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+    app[WEBSOCKETS] = sockets
+    app.cleanup_ctx.append(dependencies_context)
+    app.on_response_prepare.append(add_request_id_header)
+    app.on_shutdown.append(close_websockets)
+
+    app.router.add_get("/v1/health/live", service.live, name="health_live")
+    app.router.add_get("/v1/health/ready", service.ready, name="health_ready")
+    app.router.add_get("/v1/openapi.json", service.openapi, name="openapi")
+    app.router.add_get("/metrics", service.metrics_endpoint, name="metrics")
+    return app

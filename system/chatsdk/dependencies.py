@@ -1,0 +1,179 @@
+"""PostgreSQL and Redis: connected in the background with backoff, checked on demand.
+
+The API starts and answers liveness before either database is up; readiness reports what is
+missing. A background task keeps (re)connecting, applies migrations once PostgreSQL answers and
+refreshes the up/down gauges, so readiness recovers by itself when a database comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from chatsdk.errors import MigrationError
+from chatsdk.metrics import Metrics
+from chatsdk.migrate import Migration, apply_migrations, load_migrations
+from chatsdk.settings import Settings
+
+log = logging.getLogger("chatsdk.dependencies")
+
+CONNECT_TIMEOUT = 3.0
+COMMAND_TIMEOUT = 10.0
+REDIS_SOCKET_TIMEOUT = 2.0
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+MONITOR_INTERVAL = 2.0
+
+
+class MigrationState(enum.StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class Dependencies:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, migrations: list[Migration] | None = None
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._migrations = migrations
+        self.pool: Any = None  # asyncpg.Pool once PostgreSQL answered
+        # redis-py connects lazily and reconnects on its own; one quick retry covers a
+        # connection that went stale while Redis restarted.
+        self.redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+            health_check_interval=15,
+        )
+        self.migrations = MigrationState.PENDING
+        self._task: asyncio.Task[None] | None = None
+        self._connect_failures = 0
+        self._db_was_up: bool | None = None
+        self._redis_was_up: bool | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="chatsdk-dependencies")
+
+    async def check_database(self, wait_s: float) -> bool:
+        pool = self.pool
+        up = False
+        if pool is not None:
+            try:
+                async with asyncio.timeout(wait_s):
+                    async with pool.acquire(timeout=wait_s) as conn:
+                        up = await conn.fetchval("SELECT 1", timeout=wait_s) == 1
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.debug("database check failed: %s", type(exc).__name__)
+        self._metrics.db_up.set(1 if up else 0)
+        return up
+
+    async def check_redis(self, wait_s: float) -> bool:
+        up = False
+        try:
+            async with asyncio.timeout(wait_s):
+                up = bool(await self.redis.ping())
+        except Exception as exc:  # any failure means "not up"
+            log.debug("redis check failed: %s", type(exc).__name__)
+        self._metrics.redis_up.set(1 if up else 0)
+        return up
+
+    async def _supervise(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                settled = await self._tick()
+            except Exception:
+                # A bug here must not silently end reconnection for the life of the process.
+                log.exception("dependency supervisor failed; retrying")
+                settled = False
+            if settled:
+                delay = BACKOFF_FIRST
+                await asyncio.sleep(MONITOR_INTERVAL)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _tick(self) -> bool:
+        """Connect what is missing, migrate once, refresh the gauges; True when all is well."""
+        if self.pool is None:
+            await self._connect_database()
+        if self.pool is not None and self.migrations is MigrationState.PENDING:
+            await self._migrate()
+        db_up = await self.check_database(CONNECT_TIMEOUT)
+        redis_up = await self.check_redis(REDIS_SOCKET_TIMEOUT)
+        if db_up != self._db_was_up:
+            log.log(logging.INFO if db_up else logging.WARNING, "database %s", _updown(db_up))
+        if redis_up != self._redis_was_up:
+            log.log(logging.INFO if redis_up else logging.WARNING, "redis %s", _updown(redis_up))
+        self._db_was_up, self._redis_was_up = db_up, redis_up
+        return db_up and redis_up and self.migrations is not MigrationState.PENDING
+
+    async def _connect_database(self) -> None:
+        try:
+            self.pool = await asyncpg.create_pool(
+                self._settings.database_url,
+                min_size=1,
+                max_size=10,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                max_inactive_connection_lifetime=60.0,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Warn on the first failure and then once a minute or so, not on every attempt.
+            level = logging.WARNING if self._connect_failures % 12 == 0 else logging.DEBUG
+            self._connect_failures += 1
+            log.log(
+                level,
+                "database not reachable yet: %s",
+                type(exc).__name__,
+                extra={"fields": {"attempts": self._connect_failures}},
+            )
+        else:
+            self._connect_failures = 0
+            log.info("database pool created")
+
+    async def _migrate(self) -> None:
+        try:
+            migrations = self._migrations if self._migrations is not None else load_migrations()
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                applied = await apply_migrations(conn, migrations)
+        except MigrationError as exc:
+            # Not retried: a human must fix the files or the ledger; readiness stays 503.
+            self.migrations = MigrationState.FAILED
+            log.error("migrations failed: %s", exc)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("migrations not applied yet: %s: %s", type(exc).__name__, exc)
+        else:
+            self.migrations = MigrationState.OK
+            log.info("migrations up to date", extra={"fields": {"applied": applied}})
+
+    async def close(self, wait_s: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), wait_s)
+            except TimeoutError:
+                log.warning("database pool did not close in %.1f s; terminating it", wait_s)
+                self.pool.terminate()
+        try:
+            await asyncio.wait_for(self.redis.aclose(), wait_s)
+        except TimeoutError:
+            log.warning("redis client did not close in %.1f s", wait_s)
+
+
+def _updown(up: bool) -> str:
+    return "up" if up else "down"

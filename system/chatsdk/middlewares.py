@@ -1,0 +1,120 @@
+"""Request id, metrics and the JSON error contract, applied to every request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from chatsdk.keys import METRICS, REQUEST_ID
+from chatsdk.logs import request_id_var
+
+log = logging.getLogger("chatsdk.http")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+UNMATCHED_ROUTE = "unmatched"
+
+ERROR_CODES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+# Headers of an aiohttp HTTPException worth keeping on the JSON error (e.g. Allow on 405).
+KEPT_HEADERS = (hdrs.ALLOW, hdrs.RETRY_AFTER, hdrs.WWW_AUTHENTICATE)
+
+
+def request_id_of(request: web.Request) -> str:
+    return request.get(REQUEST_ID) or request_id_var.get() or "-"
+
+
+def error_body(request: web.Request, code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "request_id": request_id_of(request)}}
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(error_body(request, code, message), status=status, headers=headers)
+
+
+def _message_for(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return "No resource matches this path."
+    if exc.status == 405:
+        return f"Method {request.method} is not allowed on this path."
+    if exc.status == 413:
+        return "The request body is too large."
+    reason = exc.reason or "Error"
+    return reason if reason.endswith(".") else f"{reason}."
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = supplied if SANE_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    token = request_id_var.set(request_id)
+    try:
+        return await handler(request)
+    finally:
+        request_id_var.reset(token)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    # on_response_prepare also covers streamed responses and WebSocket handshakes.
+    response.headers[REQUEST_ID_HEADER] = request_id_of(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        # Unknown paths share one label so scanners cannot blow up the label cardinality.
+        route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(request.method, route, str(status)).inc()
+        metrics.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {str(name): exc.headers[name] for name in KEPT_HEADERS if name in exc.headers}
+        code = ERROR_CODES.get(exc.status, "http_error")
+        return error_response(request, exc.status, code, _message_for(request, exc), headers)
+    except Exception:
+        # The stack trace goes to the log only, never to the client.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(
+            request, 500, "internal_error", "The server failed to answer this request."
+        )

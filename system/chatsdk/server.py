@@ -1,0 +1,86 @@
+"""Running the app on a socket and draining it: shared by `python -m chatsdk` and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from chatsdk.app import create_app
+from chatsdk.keys import LIFECYCLE, METRICS
+from chatsdk.logs import JsonAccessLogger, access_logger
+from chatsdk.settings import DRAIN_BUDGET_SECONDS, Settings
+
+log = logging.getLogger("chatsdk.server")
+
+
+@dataclass
+class RunningServer:
+    app: web.Application
+    runner: web.AppRunner
+    settings: Settings
+    host: str
+    port: int
+    stopped: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def drain(self) -> None:
+        """Readiness 503 at once, wait the drain delay, stop listening, finish in-flight, close."""
+        started = time.monotonic()
+        self.app[LIFECYCLE].draining = True
+        self.app[METRICS].draining.set(1)
+        self.app[METRICS].ready.set(0)
+        log.info(
+            "draining",
+            extra={
+                "fields": {
+                    "drain_delay_s": self.settings.drain_delay,
+                    "shutdown_timeout_s": self.settings.shutdown_timeout,
+                }
+            },
+        )
+        await asyncio.sleep(self.settings.drain_delay)
+        # runner.cleanup closes the listener, closes WebSockets (on_shutdown), waits up to
+        # shutdown_timeout for in-flight requests, then runs the cleanup contexts (pools).
+        remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
+        self.stopped = True
+        await asyncio.wait_for(self.runner.cleanup(), timeout=max(remaining, 0.1))
+        log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
+
+
+async def start_server(settings: Settings, app: web.Application | None = None) -> RunningServer:
+    if app is None:
+        app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        access_log_class=JsonAccessLogger,
+        access_log=access_logger(),
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return RunningServer(app, runner, settings, host, port)
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, app: web.Application | None = None
+) -> AsyncIterator[RunningServer]:
+    server = await start_server(settings, app)
+    try:
+        yield server
+    finally:
+        if not server.stopped:
+            server.stopped = True
+            await server.runner.cleanup()

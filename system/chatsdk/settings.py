@@ -1,0 +1,204 @@
+"""Settings read once from CHATSDK_* environment variables, cast and validated."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from chatsdk.errors import SettingsError
+
+PREFIX = "CHATSDK_"
+MIN_SECRET_LENGTH = 32
+# The whole drain (delay, in-flight requests, closing pools) must end within 15 s; closing the
+# pools gets what is left after the delay and the in-flight budget.
+DRAIN_BUDGET_SECONDS = 15.0
+POOL_CLOSE_RESERVE_SECONDS = 3.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_T = TypeVar("_T")
+
+
+def default_upload_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "chatsdk-uploads"
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
+    admin_key: str = field(repr=False)
+    jwt_secret: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    worker_id: str = "0"
+    shutdown_timeout: float = 10.0
+    drain_delay: float = 1.0
+    log_level: str = "INFO"
+    upload_dir: Path = field(default_factory=default_upload_dir)
+    allowed_origins: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        # URLs are shown with their password masked; keys and secrets are never shown.
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, worker_id={self.worker_id!r}, "
+            f"database_url={_redact_url(self.database_url)!r}, "
+            f"redis_url={_redact_url(self.redis_url)!r}, admin_key='***', jwt_secret='***', "
+            f"shutdown_timeout={self.shutdown_timeout}, drain_delay={self.drain_delay}, "
+            f"log_level={self.log_level!r}, upload_dir={str(self.upload_dir)!r}, "
+            f"allowed_origins={self.allowed_origins!r})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        env = _Env(environ)
+        settings = cls(
+            host=env.get("HOST", str, default="127.0.0.1", check=_non_empty),
+            port=env.get("PORT", _port, default=8080),
+            database_url=env.get("DATABASE_URL", str, check=_url({"postgresql", "postgres"})),
+            redis_url=env.get("REDIS_URL", str, check=_url({"redis", "rediss"})),
+            admin_key=env.get("ADMIN_KEY", str, check=_secret),
+            jwt_secret=env.get("JWT_SECRET", str, check=_secret),
+            worker_id=env.get("WORKER_ID", str, default="0", check=_worker_id),
+            shutdown_timeout=env.get(
+                "SHUTDOWN_TIMEOUT", _seconds, default=10.0, check=_between(0.1, 11.0)
+            ),
+            drain_delay=env.get("DRAIN_DELAY", _seconds, default=1.0, check=_between(0.0, 5.0)),
+            log_level=env.get("LOG_LEVEL", _log_level, default="INFO"),
+            upload_dir=env.get(
+                "UPLOAD_DIR",
+                Path,
+                default=default_upload_dir(),
+                check=_absolute,
+            ),
+            allowed_origins=env.get("ALLOWED_ORIGINS", _origins, default=()),
+        )
+        budget = DRAIN_BUDGET_SECONDS - POOL_CLOSE_RESERVE_SECONDS
+        if settings.drain_delay + settings.shutdown_timeout > budget:
+            raise SettingsError(
+                f"{PREFIX}DRAIN_DELAY plus {PREFIX}SHUTDOWN_TIMEOUT must be at most {budget:g} "
+                f"seconds so the drain ends within {DRAIN_BUDGET_SECONDS:g} s "
+                f"(got {settings.drain_delay:g} + {settings.shutdown_timeout:g})"
+            )
+        return settings
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(
+        self,
+        name: str,
+        cast: Callable[[str], _T],
+        *,
+        default: _T | None = None,
+        check: Callable[[_T], str | None] | None = None,
+    ) -> _T:
+        key = PREFIX + name
+        raw = self._environ.get(key)
+        if raw is None or raw.strip() == "":
+            if default is None:
+                raise SettingsError(f"{key} is required and not set")
+            return default
+        try:
+            value = cast(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{key} {exc}") from None
+        problem = check(value) if check is not None else None
+        if problem is not None:
+            raise SettingsError(f"{key} {problem}")
+        return value
+
+
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError(f"must be an integer port number (got {raw!r})") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"must be a port number between 0 and 65535 (got {port})")
+    return port
+
+
+def _seconds(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds (got {raw!r})") from None
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (got {raw!r})")
+    return level
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+            raise ValueError(
+                f"must be a comma-separated list of origins like https://chat.example.com "
+                f"(got {origin!r})"
+            )
+    return origins
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _secret(value: str) -> str | None:
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be at least {MIN_SECRET_LENGTH} characters long (got {len(value)})"
+    return None
+
+
+def _worker_id(value: str) -> str | None:
+    if len(value) <= 64 and all(c.isalnum() or c in "._-" for c in value):
+        return None
+    return "must be 1 to 64 characters of letters, digits, '.', '_' or '-'"
+
+
+def _absolute(value: Path) -> str | None:
+    return None if value.is_absolute() else f"must be an absolute path (got {str(value)!r})"
+
+
+def _between(low: float, high: float) -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        if low <= value <= high:
+            return None
+        return f"must be between {low:g} and {high:g} seconds (got {value:g})"
+
+    return check
+
+
+def _url(schemes: set[str]) -> Callable[[str], str | None]:
+    expected = " or ".join(f"{scheme}://..." for scheme in sorted(schemes))
+
+    def check(value: str) -> str | None:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            return f"must be a URL like {expected} (it does not parse)"
+        if parts.scheme not in schemes or not parts.hostname:
+            return f"must be a URL like {expected} with a host"
+        return None
+
+    return check

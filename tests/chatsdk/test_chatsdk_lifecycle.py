@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+from chatsdk.keys import WEBSOCKETS
+from chatsdk.server import RunningServer
+from chatsdk.settings import Settings
+
+Wait = Callable[..., Any]
+RunApp = Callable[..., Any]
+
+
+def test_the_api_waits_for_postgresql_and_recovers_when_it_comes_back(
+    own_postgres: Any,
+    redis_server: Any,
+    env_for: Callable[..., dict[str, str]],
+    run_app: RunApp,
+    wait_status: Wait,
+) -> None:
+    database_url = own_postgres.create_database()
+    own_postgres.stop()  # workers start before the databases in the drill
+    settings = Settings.from_env(env_for(database_url, redis_server.url))
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        body = await wait_status(client, "/v1/health/ready", 503)
+        assert body["checks"]["database"] == "unavailable"
+        async with client.get("/v1/health/live") as response:
+            assert response.status == 200
+
+        await asyncio.to_thread(own_postgres.launch)
+        body = await wait_status(client, "/v1/health/ready", 200, within=12)
+        assert body["checks"]["migrations"] == "ok"
+
+        await asyncio.to_thread(own_postgres.stop)
+        body = await wait_status(client, "/v1/health/ready", 503)
+        assert body["checks"]["database"] == "unavailable"
+
+        await asyncio.to_thread(own_postgres.launch)
+        await wait_status(client, "/v1/health/ready", 200, within=12)
+
+    run_app(settings, scenario, ready=False)
+
+
+def test_drain_lets_in_flight_requests_finish_and_closes_sockets_with_1001(
+    settings: Settings, run_app: RunApp
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.8)
+        return web.json_response({"slow": "done"})
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        request.app[WEBSOCKETS].add(ws)
+        async for _ in ws:
+            pass
+        return ws
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        ws = await client.ws_connect("/v1/test-socket")
+        in_flight = asyncio.create_task(client.get("/v1/slow"))
+        await asyncio.sleep(0.2)  # the slow request is being handled
+        started = time.monotonic()
+        await server.drain()
+        drained_in = time.monotonic() - started
+        response = await in_flight
+        async with response:
+            assert response.status == 200
+            assert await response.json() == {"slow": "done"}
+        message = await ws.receive(timeout=2)
+        assert message.type is WSMsgType.CLOSE
+        assert message.data == WSCloseCode.GOING_AWAY
+        await ws.close()
+        assert drained_in < settings.shutdown_timeout + 1
+
+    # Extra routes go on this test's own app instance, never on the real app.
+    run_app(
+        settings,
+        scenario,
+        extra_routes=[web.get("/v1/slow", slow), web.get("/v1/test-socket", socket)],
+    )

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chatsdk.errors import ChatSDKError, SettingsError
+from chatsdk.settings import Settings
+
+ADMIN_KEY = "admin-key-" + "k" * 30
+JWT_SECRET = "jwt-secret-" + "s" * 30
+DB_PASSWORD = "db-password-4711"
+REDIS_PASSWORD = "redis-password-0815"
+
+VALID = {
+    "CHATSDK_DATABASE_URL": f"postgresql://chatsdk:{DB_PASSWORD}@127.0.0.1:5432/chatsdk",
+    "CHATSDK_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:6379/0",
+    "CHATSDK_ADMIN_KEY": ADMIN_KEY,
+    "CHATSDK_JWT_SECRET": JWT_SECRET,
+}
+
+
+def test_defaults_apply_when_only_required_variables_are_set() -> None:
+    settings = Settings.from_env(VALID)
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.worker_id == "0"
+    assert settings.shutdown_timeout == 10.0
+    assert settings.drain_delay == 1.0
+    assert settings.log_level == "INFO"
+    assert settings.upload_dir.is_absolute()
+    assert settings.allowed_origins == ()
+
+
+def test_values_are_cast() -> None:
+    settings = Settings.from_env(
+        {
+            **VALID,
+            "CHATSDK_PORT": "9001",
+            "CHATSDK_SHUTDOWN_TIMEOUT": "5",
+            "CHATSDK_DRAIN_DELAY": "1.5",
+            "CHATSDK_LOG_LEVEL": "debug",
+            "CHATSDK_UPLOAD_DIR": "/srv/chatsdk/uploads",
+            "CHATSDK_ALLOWED_ORIGINS": "https://a.example, https://b.example/",
+        }
+    )
+    assert settings.port == 9001
+    assert settings.shutdown_timeout == 5.0
+    assert settings.drain_delay == 1.5
+    assert settings.log_level == "DEBUG"
+    assert settings.upload_dir == Path("/srv/chatsdk/uploads")
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_a_missing_required_variable_is_named(name: str) -> None:
+    env = {key: value for key, value in VALID.items() if key != name}
+    with pytest.raises(SettingsError, match=f"^{name} is required"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CHATSDK_PORT", "http", "integer port"),
+        ("CHATSDK_PORT", "70000", "between 0 and 65535"),
+        ("CHATSDK_DATABASE_URL", "mysql://db/x", "postgresql://"),
+        ("CHATSDK_REDIS_URL", "http://cache:6379", "redis://"),
+        ("CHATSDK_ADMIN_KEY", "short", "at least 32 characters"),
+        ("CHATSDK_JWT_SECRET", "x" * 31, "at least 32 characters"),
+        ("CHATSDK_SHUTDOWN_TIMEOUT", "soon", "number of seconds"),
+        ("CHATSDK_SHUTDOWN_TIMEOUT", "30", "between"),
+        ("CHATSDK_DRAIN_DELAY", "-1", "between"),
+        ("CHATSDK_LOG_LEVEL", "LOUD", "one of DEBUG"),
+        ("CHATSDK_WORKER_ID", "a b", "letters, digits"),
+        ("CHATSDK_UPLOAD_DIR", "relative/dir", "absolute path"),
+        ("CHATSDK_ALLOWED_ORIGINS", "chat.example.com", "origins like https://"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_the_expectation(
+    name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**VALID, name: value})
+    message = str(caught.value)
+    assert message.startswith(name), message
+    assert expected in message
+
+
+def test_the_drain_budget_is_enforced() -> None:
+    with pytest.raises(SettingsError, match="CHATSDK_DRAIN_DELAY plus CHATSDK_SHUTDOWN_TIMEOUT"):
+        Settings.from_env({**VALID, "CHATSDK_DRAIN_DELAY": "5", "CHATSDK_SHUTDOWN_TIMEOUT": "11"})
+
+
+def test_settings_errors_share_the_package_root() -> None:
+    assert issubclass(SettingsError, ChatSDKError)
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env(VALID)
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("secret", [ADMIN_KEY, JWT_SECRET, DB_PASSWORD, REDIS_PASSWORD])
+def test_secrets_never_appear_in_repr(secret: str) -> None:
+    settings = Settings.from_env(VALID)
+    assert secret not in repr(settings)
+    assert secret not in str(settings)
+
+
+def test_a_bad_url_error_does_not_echo_the_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**VALID, "CHATSDK_DATABASE_URL": f"mysql://u:{DB_PASSWORD}@db/x"})
+    assert DB_PASSWORD not in str(caught.value)
