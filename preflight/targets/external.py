@@ -1,0 +1,155 @@
+"""The external target: a deployment that already runs, described by a target file (YAML).
+
+```yaml
+name: staging                          # required
+edge_url: https://staging.example:443  # required, https
+ca_file: ca.pem                        # optional; relative to the target file
+admin_key: env:PREFLIGHT_ADMIN_KEY     # required; any secret may be `env:NAME`
+http_url: http://staging.example       # optional: the plain-HTTP port, for redirect probes
+postgres_dsn: env:STAGING_PG_DSN       # optional
+redis_url: env:STAGING_REDIS_URL       # optional
+control:                               # optional: commands drills use to break and restore
+  postgres: {stop: "...", start: "...", kill: "..."}
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from preflight.errors import TargetFileInvalid
+from preflight.targets.base import CONTROL_ACTIONS, ComponentControl, ShellControl, TargetInfo
+
+FIELDS = {
+    "name",
+    "edge_url",
+    "ca_file",
+    "admin_key",
+    "http_url",
+    "postgres_dsn",
+    "redis_url",
+    "control",
+}
+SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url")
+
+
+def _fail(path: Path, field: str, problem: str) -> TargetFileInvalid:
+    return TargetFileInvalid(f"target file {path}: field `{field}` {problem}")
+
+
+def _resolve(path: Path, field: str, value: object, environ: Mapping[str, str]) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(path, field, "must be a non-empty string")
+    if value.startswith("env:"):
+        name = value[4:]
+        if not name:
+            raise _fail(path, field, "says `env:` without a variable name")
+        if not environ.get(name):
+            raise _fail(path, field, f"refers to environment variable {name}, which is not set")
+        return environ[name]
+    return value
+
+
+def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> TargetInfo:
+    """Read and validate a target file; every problem names the field."""
+    env = os.environ if environ is None else environ
+    try:
+        raw: Any = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TargetFileInvalid(f"target file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise TargetFileInvalid(f"target file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TargetFileInvalid(f"target file {path} must be a mapping of fields")
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise _fail(path, unknown[0], f"is not a known field (known: {', '.join(sorted(FIELDS))})")
+    for required in ("name", "edge_url", "admin_key"):
+        if required not in raw:
+            raise _fail(path, required, "is missing")
+
+    values = {k: _resolve(path, k, v, env) for k, v in raw.items() if k != "control"}
+    _check_urls(path, values)
+    ca_file: Path | None = None
+    if "ca_file" in values:
+        ca_file = Path(values["ca_file"])
+        if not ca_file.is_absolute():
+            ca_file = (path.parent / ca_file).resolve()
+        if not ca_file.is_file():
+            raise _fail(path, "ca_file", f"names {ca_file}, which is not a readable file")
+
+    return TargetInfo(
+        name=values["name"],
+        kind="external",
+        edge_url=values["edge_url"].rstrip("/"),
+        admin_key=values["admin_key"],
+        ca_file=ca_file,
+        http_url=values.get("http_url"),
+        postgres_dsn=values.get("postgres_dsn"),
+        redis_url=values.get("redis_url"),
+        control=_control(path, raw.get("control")),
+    )
+
+
+URL_SCHEMES = {
+    "edge_url": ("https",),
+    "http_url": ("http",),
+    "postgres_dsn": ("postgresql", "postgres"),
+    "redis_url": ("redis", "rediss"),
+}
+
+
+def _check_urls(path: Path, values: Mapping[str, str]) -> None:
+    for name, schemes in URL_SCHEMES.items():
+        if name not in values:
+            continue
+        url = urlsplit(values[name])
+        if url.scheme not in schemes or not url.hostname:
+            raise _fail(
+                path, name, f"must be a {' or '.join(s + '://' for s in schemes)} URL with a host"
+            )
+
+
+def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(path, "control", "must map component names to {stop, start, kill} commands")
+    controls: dict[str, ComponentControl] = {}
+    for component, commands in raw.items():
+        field = f"control.{component}"
+        if not isinstance(commands, dict) or not commands:
+            raise _fail(path, field, "must map some of stop, start, kill to a command")
+        for action, command in commands.items():
+            if action not in CONTROL_ACTIONS:
+                raise _fail(path, f"{field}.{action}", "is not one of stop, start, kill")
+            if not isinstance(command, str) or not command.strip():
+                raise _fail(path, f"{field}.{action}", "must be a non-empty command string")
+        controls[str(component)] = ShellControl(str(component), commands)
+    return controls
+
+
+def write_target_file(info: TargetInfo, path: Path) -> None:
+    """Write a target file another process can use; 0600 because it holds secrets."""
+    data: dict[str, str] = {"name": info.name, "edge_url": info.edge_url}
+    if info.http_url:
+        data["http_url"] = info.http_url
+    if info.ca_file:
+        data["ca_file"] = str(info.ca_file)
+    data["admin_key"] = info.admin_key
+    if info.postgres_dsn:
+        data["postgres_dsn"] = info.postgres_dsn
+    if info.redis_url:
+        data["redis_url"] = info.redis_url
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"# written by `preflight up` for the {info.kind} target; holds secrets\n")
+        yaml.safe_dump(data, f, sort_keys=False)
+    tmp.replace(path)

@@ -1,0 +1,475 @@
+"""The native target: real PostgreSQL, Redis, API workers and NGINX as child processes of this
+one, on free loopback ports, in a private temp dir that is removed on stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import redis
+
+from preflight.errors import PreflightError, TargetUnavailable
+from preflight.targets.base import TargetInfo
+from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
+from preflight.targets.pki import make_pki
+from preflight.targets.procs import Child, RunAs, ensure_port_free, free_port, wait_until
+
+PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+TEMP_PREFIX = "preflight-native-"
+APP_DB = "chatsdk"
+APP_ROLE = "chatsdk"
+
+
+@dataclass(frozen=True)
+class NativeOptions:
+    workers: int = 2
+    edge_port: int | None = None  # None: a free port
+    http_port: int | None = None
+    ready_timeout: float = 30.0
+    nginx_workers: int = 1
+    pg_bin: Path = PG_BIN
+    log: Callable[[str], None] = field(default=lambda _msg: None)
+
+
+@dataclass(frozen=True)
+class ChildControl:
+    """Drill control over one child process of the native target."""
+
+    child: Child
+    restart: Callable[[], None]
+
+    def stop(self) -> None:
+        self.child.stop()
+
+    def kill(self) -> None:
+        self.child.kill()
+
+    def start(self) -> None:
+        if self.child.running():
+            return
+        self.restart()
+
+
+def _executable(name: str, where: Path | None = None) -> str:
+    path = str(where / name) if where else shutil.which(name, path=os.defpath + ":/usr/sbin")
+    if not path or not os.access(path, os.X_OK):
+        package = {"nginx": "nginx", "redis-server": "redis-server"}.get(name, "postgresql-15")
+        raise TargetUnavailable(
+            f"{name} not found{f' in {where}' if where else ''}; install it with "
+            f"`apt-get install {package}` (or run `make run`, which does)"
+        )
+    return path
+
+
+def sweep_stale_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove temp dirs left by launchers that were killed (SIGKILL leaves no chance to clean)."""
+    removed = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            owner = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        except PermissionError:
+            continue
+    return removed
+
+
+class NativeTarget:
+    """`with NativeTarget(opts) as info:` brings the whole stack up and always tears it down."""
+
+    def __init__(self, options: NativeOptions | None = None) -> None:
+        self.options = options or NativeOptions()
+        self.dir: Path | None = None
+        self.children: list[Child] = []
+        self.info: TargetInfo | None = None
+        self.started_in: float | None = None
+        self._pg_password = secrets.token_urlsafe(24)
+        self._app_password = secrets.token_urlsafe(24)
+        self._redis_password = secrets.token_urlsafe(24)
+        self.admin_key = secrets.token_urlsafe(32)
+        self._jwt_secret = secrets.token_urlsafe(48)
+        # How each child was started, so drills can start it again the same way.
+        self._start_args: dict[str, tuple[dict[str, str] | None, RunAs | None]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> TargetInfo:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> TargetInfo:
+        opts = self.options
+        if opts.workers < 1:
+            raise PreflightError(f"--workers must be at least 1 (got {opts.workers})")
+        t0 = time.monotonic()
+        sweep_stale_dirs()
+        https_port = self._port(opts.edge_port, "edge HTTPS", "--edge-port")
+        http_port = self._port(opts.http_port, "edge plain-HTTP", "--http-port")
+        pg_port, redis_port = free_port(), free_port()
+        api_ports = [free_port() for _ in range(opts.workers)]
+
+        pg_bin = {
+            n: _executable(n, opts.pg_bin) for n in ("initdb", "postgres", "psql", "pg_isready")
+        }
+        _executable("nginx")  # fail before anything starts, with the install hint
+        redis_bin = _executable("redis-server")
+
+        self.dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        # 0711: the postgres user and nginx's unprivileged workers must traverse it (see
+        # environment-notes: a 0700 parent makes request bodies > 16 KB fail with 500).
+        self.dir.chmod(0o711)
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
+        logs = self.dir / "logs"
+        logs.mkdir()
+
+        opts.log("generating the private CA and the edge certificate")
+        pki = make_pki(self.dir / "pki")
+
+        initdb = self._initdb(pg_bin["initdb"], logs)
+        self._start_redis(redis_bin, redis_port, logs)
+        dsn = f"postgresql://{APP_ROLE}:{quote(self._app_password)}@127.0.0.1:{pg_port}/{APP_DB}"
+        redis_url = f"redis://:{quote(self._redis_password)}@127.0.0.1:{redis_port}/0"
+        # Workers start before the databases are ready on purpose: they connect with backoff.
+        opts.log(f"starting {opts.workers} API worker(s)")
+        workers = [
+            self._start_worker(i, port, dsn, redis_url, logs) for i, port in enumerate(api_ports)
+        ]
+
+        edge_conf = render_edge(
+            EdgeConfig(
+                workdir=self.dir / "edge",
+                https_port=https_port,
+                http_port=http_port,
+                upstreams=[("127.0.0.1", p) for p in api_ports],
+                pki=pki,
+                worker_processes=opts.nginx_workers,
+            )
+        )
+        validate_edge(edge_conf)
+        edge = Child("nginx", nginx_command(edge_conf), logs / "nginx.log", signal.SIGQUIT, 10.0)
+        self._spawn(edge)
+
+        opts.log("initialising PostgreSQL")
+        self._finish_initdb(initdb)
+        self._start_postgres(pg_bin["postgres"], pg_bin["pg_isready"], pg_port, logs)
+        self._create_app_role(pg_bin["psql"], pg_port)
+
+        edge_url = f"https://127.0.0.1:{https_port}"
+        ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+        opts.log("waiting for the API workers and the edge to be ready")
+        for child, port in zip(workers, api_ports, strict=True):
+            url = f"http://127.0.0.1:{port}/v1/health/ready"
+            wait_until(child, lambda u=url: _http_ok(u), opts.ready_timeout, "ready")  # type: ignore[misc]
+        wait_until(
+            edge, lambda: _http_ok(f"{edge_url}/v1/health/ready", ca), opts.ready_timeout, "ready"
+        )
+        self.started_in = time.monotonic() - t0
+
+        controls = {c.name: ChildControl(c, self._restarter(c)) for c in self.children}
+        self.info = TargetInfo(
+            name="native",
+            kind="native",
+            edge_url=edge_url,
+            http_url=f"http://127.0.0.1:{http_port}",
+            ca_file=pki.ca_cert,
+            admin_key=self.admin_key,
+            postgres_dsn=dsn,
+            redis_url=redis_url,
+            control=controls,
+        )
+        return self.info
+
+    def stop(self) -> None:
+        """Stop in dependency order (edge, API, Redis, PostgreSQL), then remove the temp dir."""
+        order = {"nginx": 0, "redis": 2, "postgres": 3}
+        api = [c for c in self.children if c.name.startswith("api-")]
+        for c in api:  # SIGTERM all workers first so they drain in parallel
+            c.expected_exit = True
+            c.signal(signal.SIGTERM)
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 1)):
+            with contextlib.suppress(Exception):
+                child.stop()
+        self.children.clear()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def crashed(self) -> list[Child]:
+        """Children that exited without being asked to."""
+        return [c for c in self.children if not c.expected_exit and not c.running()]
+
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children if c.proc is not None]
+
+    # -- components --------------------------------------------------------------------------
+
+    def _port(self, wanted: int | None, what: str, option: str) -> int:
+        if wanted is None:
+            return free_port()
+        ensure_port_free(wanted, what, option)
+        return wanted
+
+    def _spawn(
+        self, child: Child, env: dict[str, str] | None = None, run_as: RunAs | None = None
+    ) -> Child:
+        child.start(env=env, run_as=run_as)
+        self.children.append(child)
+        self._start_args[child.name] = (env, run_as)
+        return child
+
+    def _restarter(self, child: Child) -> Callable[[], None]:
+        env, run_as = self._start_args[child.name]
+        return lambda: child.start(env=env, run_as=run_as)
+
+    def _pg_dirs(self) -> tuple[Path, RunAs | None]:
+        assert self.dir is not None
+        pg_dir = self.dir / "postgres"
+        run_as = RunAs.system_user("postgres")
+        if not pg_dir.exists():
+            pg_dir.mkdir(mode=0o700)
+            if run_as is not None:
+                os.chown(pg_dir, run_as.uid, run_as.gid)
+        return pg_dir, run_as
+
+    def _initdb(self, initdb: str, logs: Path) -> subprocess.Popen[bytes]:
+        pg_dir, run_as = self._pg_dirs()
+        pwfile = pg_dir / "superuser.pw"
+        pwfile.write_text(self._pg_password + "\n")
+        pwfile.chmod(0o600)
+        if run_as is not None:
+            os.chown(pwfile, run_as.uid, run_as.gid)
+        kwargs: dict[str, object] = {}
+        if run_as is not None:
+            kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+        log = (logs / "initdb.log").open("ab")
+        with log:
+            return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+                [
+                    initdb,
+                    "-D",
+                    str(pg_dir / "data"),
+                    "-U",
+                    "postgres",
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "--data-checksums",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **kwargs,
+            )
+
+    def _finish_initdb(self, proc: subprocess.Popen[bytes]) -> None:
+        assert self.dir is not None
+        code = proc.wait(timeout=120)
+        (self.dir / "postgres" / "superuser.pw").unlink(missing_ok=True)
+        if code != 0:
+            log = self.dir / "logs" / "initdb.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise TargetUnavailable(f"PostgreSQL initdb failed with exit code {code}:\n{tail}")
+
+    def _start_postgres(self, postgres: str, pg_isready: str, port: int, logs: Path) -> None:
+        pg_dir, run_as = self._pg_dirs()
+        child = Child(
+            "postgres",
+            [
+                postgres,
+                "-D",
+                str(pg_dir / "data"),
+                "-p",
+                str(port),
+                "-k",
+                str(pg_dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "password_encryption=scram-sha-256",
+                "-c",
+                "fsync=on",
+                "-c",
+                "full_page_writes=on",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "log_min_messages=warning",
+                "-c",
+                "log_connections=off",
+            ],
+            logs / "postgres.log",
+            signal.SIGINT,  # "fast" shutdown: roll back open transactions, checkpoint, exit
+            30.0,
+        )
+        self._spawn(child, run_as=run_as)
+        wait_until(
+            child,
+            lambda: (
+                subprocess.run(
+                    [pg_isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "1"], check=False
+                ).returncode
+                == 0
+            ),
+            self.options.ready_timeout,
+            "accepting connections",
+            interval=0.05,
+        )
+
+    def _create_app_role(self, psql: str, port: int) -> None:
+        # The application role owns its database and nothing more: no superuser, no CREATEROLE,
+        # no CREATEDB. Timeouts are set on the role so no session of the app can hang forever.
+        # The password goes through a psql variable (:'pw'), quoted by psql itself.
+        sql = f"""
+CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION
+    CONNECTION LIMIT 150 PASSWORD :'pw';
+ALTER ROLE {APP_ROLE} SET statement_timeout = '30s';
+ALTER ROLE {APP_ROLE} SET idle_in_transaction_session_timeout = '60s';
+ALTER ROLE {APP_ROLE} SET lock_timeout = '10s';
+CREATE DATABASE {APP_DB} OWNER {APP_ROLE} ENCODING 'UTF8' TEMPLATE template0;
+REVOKE ALL ON DATABASE {APP_DB} FROM PUBLIC;
+\\c {APP_DB}
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+ALTER SCHEMA public OWNER TO {APP_ROLE};
+"""
+        result = subprocess.run(
+            [
+                psql,
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                f"pw={self._app_password}",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ],
+            input=sql,
+            env={**os.environ, "PGPASSWORD": self._pg_password, "PGCONNECT_TIMEOUT": "5"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise TargetUnavailable(
+                f"PostgreSQL: creating the application role failed: {result.stderr.strip()}"
+            )
+
+    def _start_redis(self, redis_server: str, port: int, logs: Path) -> None:
+        assert self.dir is not None
+        rdir = self.dir / "redis"
+        rdir.mkdir(mode=0o700)
+        conf = rdir / "redis.conf"
+        # In a file, not on the command line, so the password is not visible in `ps`.
+        conf.write_text(
+            "\n".join(
+                [
+                    f"port {port}",
+                    "bind 127.0.0.1",
+                    "protected-mode yes",
+                    f"requirepass {self._redis_password}",
+                    f"dir {rdir}",
+                    "daemonize no",
+                    'logfile ""',
+                    "loglevel warning",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    # Chosen, not defaulted: Redis holds rate-limit buckets and pub/sub here;
+                    # losing keys silently would be worse than refusing a write.
+                    "maxmemory 256mb",
+                    "maxmemory-policy noeviction",
+                    "",
+                ]
+            )
+        )
+        conf.chmod(0o600)
+        child = self._spawn(Child("redis", [redis_server, str(conf)], logs / "redis.log"))
+
+        def pong() -> bool:
+            try:
+                client = redis.Redis(
+                    host="127.0.0.1",
+                    port=port,
+                    password=self._redis_password,
+                    socket_timeout=0.5,
+                    socket_connect_timeout=0.5,
+                )
+                with client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(child, pong, self.options.ready_timeout, "answering PING")
+
+    def _start_worker(self, index: int, port: int, dsn: str, redis_url: str, logs: Path) -> Child:
+        assert self.dir is not None
+        uploads = self.dir / "uploads"
+        uploads.mkdir(exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "CHATSDK_HOST": "127.0.0.1",
+            "CHATSDK_PORT": str(port),
+            "CHATSDK_WORKER_ID": str(index),
+            "CHATSDK_DATABASE_URL": dsn,
+            "CHATSDK_REDIS_URL": redis_url,
+            "CHATSDK_ADMIN_KEY": self.admin_key,
+            "CHATSDK_JWT_SECRET": self._jwt_secret,
+            "CHATSDK_UPLOAD_DIR": str(uploads),
+        }
+        child = Child(f"api-{index}", [sys.executable, "-m", "chatsdk"], logs / f"api-{index}.log")
+        return self._spawn(child, env=env)
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def native_target(options: NativeOptions | None = None) -> Iterator[NativeTarget]:
+    target = NativeTarget(options)
+    with target:
+        yield target

@@ -1,0 +1,118 @@
+"""The target file: what another process needs to reach a running system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from preflight.errors import TargetFileInvalid
+from preflight.targets.base import ShellControl, TargetInfo
+from preflight.targets.external import load_target_file, write_target_file
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+name: staging
+edge_url: https://127.0.0.1:8443/
+admin_key: env:TEST_ADMIN_KEY
+postgres_dsn: postgresql://app:pw@127.0.0.1:5432/app
+control:
+  postgres: {stop: "true", start: "true", kill: "false"}
+"""
+
+
+def test_a_good_file_resolves_env_secrets_and_control(tmp_path: Path) -> None:
+    info = load_target_file(write(tmp_path, GOOD), {"TEST_ADMIN_KEY": "k" * 40})
+    assert info.kind == "external"
+    assert info.edge_url == "https://127.0.0.1:8443"
+    assert info.admin_key == "k" * 40
+    assert info.redis_url is None
+    control = info.control["postgres"]
+    assert isinstance(control, ShellControl)
+    control.stop()
+    with pytest.raises(Exception, match="exited 1"):
+        control.kill()
+
+
+def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
+    info = load_target_file(write(tmp_path, GOOD), {"TEST_ADMIN_KEY": "sekrit-" * 6})
+    assert "sekrit" not in repr(info)
+    assert "pw@" not in repr(info)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        ("edge_url: https://x\nadmin_key: k\n", "name", "is missing"),
+        ("name: a\nadmin_key: k\n", "edge_url", "is missing"),
+        ("name: a\nedge_url: https://x\n", "admin_key", "is missing"),
+        ("name: a\nedge_url: http://x\nadmin_key: k\n", "edge_url", "https://"),
+        (
+            "name: a\nedge_url: https://x\nadmin_key: env:NOPE_NOT_SET\n",
+            "admin_key",
+            "NOPE_NOT_SET",
+        ),
+        ("name: a\nedge_url: https://x\nadmin_key: k\nedge: 1\n", "edge", "not a known field"),
+        ("name: a\nedge_url: https://x\nadmin_key: k\nca_file: nope.pem\n", "ca_file", "not a"),
+        ("name: a\nedge_url: https://x\nadmin_key: k\nredis_url: http://r\n", "redis_url", "redis"),
+        ("name: a\nedge_url: https://x\nadmin_key: ''\n", "admin_key", "non-empty"),
+        (
+            "name: a\nedge_url: https://x\nadmin_key: k\ncontrol: {api: {restart: x}}\n",
+            "control.api.restart",
+            "stop, start, kill",
+        ),
+    ],
+)
+def test_every_problem_names_the_field(tmp_path: Path, text: str, field: str, problem: str) -> None:
+    with pytest.raises(TargetFileInvalid) as err:
+        load_target_file(write(tmp_path, text), {})
+    assert f"`{field}`" in str(err.value)
+    assert problem in str(err.value)
+
+
+def test_not_yaml_and_not_a_mapping_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(TargetFileInvalid, match="not valid YAML"):
+        load_target_file(write(tmp_path, "name: [unclosed\n"), {})
+    with pytest.raises(TargetFileInvalid, match="mapping"):
+        load_target_file(write(tmp_path, "- a\n- b\n"), {})
+    with pytest.raises(TargetFileInvalid, match="does not exist"):
+        load_target_file(tmp_path / "missing.yaml", {})
+
+
+def test_ca_file_is_relative_to_the_target_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("pem")
+    info = load_target_file(
+        write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\nca_file: ca.pem\n"), {}
+    )
+    assert info.ca_file == (tmp_path / "ca.pem").resolve()
+
+
+def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    info = TargetInfo(
+        name="native",
+        kind="native",
+        edge_url="https://127.0.0.1:1234",
+        admin_key="a" * 43,
+        ca_file=ca,
+        http_url="http://127.0.0.1:1235",
+        postgres_dsn="postgresql://u:p@127.0.0.1:1/db",
+        redis_url="redis://:p@127.0.0.1:2/0",
+    )
+    out = tmp_path / "out.yaml"
+    write_target_file(info, out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    back = load_target_file(out, {})
+    assert (back.edge_url, back.admin_key, back.ca_file) == (info.edge_url, info.admin_key, ca)
+    assert (back.http_url, back.postgres_dsn, back.redis_url) == (
+        info.http_url,
+        info.postgres_dsn,
+        info.redis_url,
+    )

@@ -1,0 +1,414 @@
+"""The native target, for real: PostgreSQL, Redis, API workers and NGINX as child processes."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from preflight.errors import PreflightError, TargetUnavailable
+from preflight.targets import ExternalTarget
+from preflight.targets.base import TargetInfo
+from preflight.targets.external import load_target_file
+from preflight.targets.native import TEMP_PREFIX, NativeOptions, NativeTarget, sweep_stale_dirs
+
+pytestmark = pytest.mark.native
+
+SECURITY_HEADERS = (
+    "Strict-Transport-Security",
+    "Content-Security-Policy",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Cross-Origin-Resource-Policy",
+)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[NativeTarget]:
+    target = NativeTarget(NativeOptions(workers=2))
+    with target:
+        yield target
+
+
+@pytest.fixture(scope="module")
+def info(stack: NativeTarget) -> TargetInfo:
+    assert stack.info is not None
+    return stack.info
+
+
+def https(info: TargetInfo, timeout: float = 10) -> http.client.HTTPSConnection:
+    url = urlsplit(info.edge_url)
+    ctx = ssl.create_default_context(cafile=str(info.ca_file))
+    return http.client.HTTPSConnection(url.hostname or "", url.port, context=ctx, timeout=timeout)
+
+
+def get(
+    info: TargetInfo, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = https(info)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and str(os.getpid()) != entry.name:
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def api_logs(stack: NativeTarget) -> str:
+    assert stack.dir is not None
+    return "".join(p.read_text() for p in (stack.dir / "logs").glob("api-*.log"))
+
+
+def test_edge_answers_ready_over_tls_with_the_generated_ca(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    status, _headers, body = get(info, "/v1/health/ready")
+    assert status == 200, body
+    checks = json.loads(body)["checks"]
+    assert checks == {"database": "ok", "redis": "ok", "migrations": "ok"}
+    assert stack.started_in is not None
+    assert info.edge_url.startswith("https://127.0.0.1:")
+
+
+def test_the_certificate_is_refused_without_the_ca(info: TargetInfo) -> None:
+    url = urlsplit(info.edge_url)
+    conn = http.client.HTTPSConnection(
+        url.hostname or "", url.port, context=ssl.create_default_context(), timeout=5
+    )
+    with pytest.raises(ssl.SSLCertVerificationError):
+        conn.request("GET", "/v1/health/live")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/v1/health/live", 200), ("/v1/no-such-route", 404), ("/metrics", 404)],
+)
+def test_security_headers_on_success_and_errors(info: TargetInfo, path: str, status: int) -> None:
+    got, headers, _ = get(info, path)
+    assert got == status
+    missing = [h for h in SECURITY_HEADERS if h not in headers]
+    assert not missing, f"{path} ({got}) lacks {missing}"
+    assert "nginx/" not in headers.get("Server", ""), "Server header must not carry a version"
+    assert "max-age=" in headers["Strict-Transport-Security"]
+    max_age = int(headers["Strict-Transport-Security"].split("max-age=")[1].split(";")[0])
+    assert max_age >= 31536000
+    assert "includeSubDomains" in headers["Strict-Transport-Security"]
+
+
+def test_metrics_are_internal_only(stack: NativeTarget, info: TargetInfo) -> None:
+    status, _, body = get(info, "/metrics")
+    assert status == 404
+    assert b"http_requests_total" not in body
+    # ...while the workers do serve them on their private port.
+    env = stack._start_args["api-0"][0]
+    assert env is not None
+    conn = http.client.HTTPConnection("127.0.0.1", int(env["CHATSDK_PORT"]), timeout=5)
+    conn.request("GET", "/metrics")
+    assert b"http_requests_total" in conn.getresponse().read()
+    conn.close()
+
+
+def test_plain_http_redirects_browsers_and_refuses_the_api(info: TargetInfo) -> None:
+    assert info.http_url is not None
+    url = urlsplit(info.http_url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    conn.request("GET", "/some/page?x=1")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 301
+    assert resp.getheader("Location") == f"{info.edge_url}/some/page?x=1"
+    conn.request("POST", "/v1/apps", body=b"{}", headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 403
+    assert body["error"]["code"] == "https_required"
+    conn.close()
+
+
+def test_body_over_100_mb_is_refused_by_the_edge_before_the_api(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    big_id, small_id = f"big-{time.time_ns()}", f"small-{time.time_ns()}"
+    conn = https(info)
+    conn.putrequest("POST", "/v1/uploads")
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("Content-Length", str(100 * 1024 * 1024 + 1))
+    conn.putheader("X-Request-ID", big_id)
+    conn.endheaders()
+    conn.send(b"x" * 65536)  # a start of the body; the edge answers on the header alone
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 413
+    assert "Strict-Transport-Security" in dict(resp.getheaders())
+    # A small request with its own id does reach a worker: the log is where we look.
+    conn = https(info)
+    conn.request("POST", "/v1/uploads", body=b"x" * 10, headers={"X-Request-ID": small_id})
+    conn.getresponse().read()
+    conn.close()
+    deadline = time.monotonic() + 5
+    while small_id not in api_logs(stack) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logs = api_logs(stack)
+    assert small_id in logs, "the control request must appear in the API log"
+    assert big_id not in logs, "the API must never see a request over the body limit"
+
+
+def test_drain_on_sigterm_then_start_again(stack: NativeTarget, info: TargetInfo) -> None:
+    child = next(c for c in stack.children if c.name == "api-1")
+    env = stack._start_args["api-1"][0]
+    assert env is not None
+    port = int(env["CHATSDK_PORT"])
+    t0 = time.monotonic()
+    child.signal(signal.SIGTERM)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    conn.request("GET", "/v1/health/ready")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 503
+    assert resp.getheader("Retry-After")
+    assert "draining" in json.dumps(body)
+    # The edge keeps answering from the other worker while this one drains.
+    assert get(info, "/v1/health/ready")[0] == 200
+    assert child.proc is not None
+    assert child.proc.wait(timeout=15) == 0
+    assert time.monotonic() - t0 < 15
+    info.control["api-1"].start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            c.request("GET", "/v1/health/ready")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        finally:
+            c.close()
+        time.sleep(0.1)
+    else:
+        pytest.fail("api-1 did not become ready again after start")
+    assert not stack.crashed()
+
+
+def test_a_crashed_component_is_reported_with_its_log(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    redis_child = next(c for c in stack.children if c.name == "redis")
+    os.kill(redis_child.pid, signal.SIGKILL)
+    assert redis_child.proc is not None
+    redis_child.proc.wait(timeout=5)
+    crashed = stack.crashed()
+    assert [c.name for c in crashed] == ["redis"]
+    message = crashed[0].crashed_message()
+    assert "signal SIGKILL" in message
+    assert "redis.log" in message
+    info.control["redis"].start()
+    assert info.redis_url is not None
+    client = redis.Redis.from_url(info.redis_url, socket_timeout=2)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    client.close()
+    assert not stack.crashed()
+    deadline = time.monotonic() + 15
+    while get(info, "/v1/health/ready")[0] != 200:
+        assert time.monotonic() < deadline, "readiness did not recover after Redis came back"
+        time.sleep(0.2)
+
+
+def test_redis_needs_its_password(info: TargetInfo) -> None:
+    assert info.redis_url is not None
+    port = urlsplit(info.redis_url).port or 6379
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+    with pytest.raises(redis.AuthenticationError):
+        client.ping()
+    client.close()
+
+
+def test_past_the_rate_limit_the_edge_answers_429_with_retry_after(info: TargetInfo) -> None:
+    """Runs last in this module: it empties this client's bucket."""
+
+    def one(_: int) -> tuple[int, str | None, bool]:
+        conn = https(info)
+        try:
+            conn.request("GET", "/v1/health/live")
+            resp = conn.getresponse()
+            resp.read()
+            return (
+                resp.status,
+                resp.getheader("Retry-After"),
+                bool(resp.getheader("Strict-Transport-Security")),
+            )
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(600)))
+    statuses = [s for s, _, _ in results]
+    limited = [r for r in results if r[0] == 429]
+    assert statuses.count(200) > 0
+    assert limited, f"600 requests in a burst never met the limit: {set(statuses)}"
+    assert all(ra is not None and ra.isdigit() for _, ra, _ in limited)
+    assert all(hsts for _, _, hsts in limited)
+    assert 503 not in statuses
+    time.sleep(2)  # let the bucket refill for whatever runs next
+
+
+def test_stop_leaves_no_process_and_no_temp_dir() -> None:
+    target = NativeTarget(NativeOptions(workers=1))
+    with target:
+        assert target.dir is not None
+        d = target.dir
+        pids = target.pids()
+        assert len(pids) == 4  # redis, api-0, nginx, postgres
+        assert processes_mentioning(str(d))
+    assert not d.exists()
+    assert not processes_mentioning(str(d)), "processes outlived the target"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_port_in_use_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        tmp = Path(tempfile.gettempdir())
+        before = set(tmp.glob(f"{TEMP_PREFIX}*"))
+        with (
+            pytest.raises(TargetUnavailable, match=rf"{port} is already in use.*--edge-port"),
+            NativeTarget(NativeOptions(workers=1, edge_port=port)),
+        ):
+            pass
+        assert set(tmp.glob(f"{TEMP_PREFIX}*")) == before
+
+
+def test_a_missing_binary_is_named(tmp_path: Path) -> None:
+    with (
+        pytest.raises(TargetUnavailable, match=r"initdb not found.*apt-get install postgresql-15"),
+        NativeTarget(NativeOptions(workers=1, pg_bin=tmp_path)),
+    ):
+        pass
+    with pytest.raises(PreflightError, match="at least 1"), NativeTarget(NativeOptions(workers=0)):
+        pass
+
+
+def _start_up(extra: list[str], target_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "preflight.cli",
+            "up",
+            "--target",
+            "native",
+            "--workers",
+            "1",
+            "--write-target",
+            str(target_file),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            pytest.fail(f"preflight up exited {proc.returncode}: {err}")
+        assert time.monotonic() < deadline, "preflight up did not write its target file"
+        time.sleep(0.05)
+
+
+def test_up_writes_a_target_file_another_process_can_use(tmp_path: Path) -> None:
+    target_file = tmp_path / "t.yaml"
+    proc = _start_up([], target_file)
+    try:
+        _wait_for_file(target_file, proc)
+        # Another process (this one) reaches the system through the file alone.
+        with ExternalTarget(target_file) as info:
+            status, headers, _ = get(info, "/v1/health/ready")
+            assert status == 200
+            assert headers["Strict-Transport-Security"]
+        assert load_target_file(target_file).postgres_dsn
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "native target ready in" in out
+    assert "admin key" in out
+    assert not target_file.exists(), "the target file must not outlive the target"
+
+
+def test_killing_the_launcher_takes_every_child_with_it(tmp_path: Path) -> None:
+    target_file = tmp_path / "t.yaml"
+    proc = _start_up([], target_file)
+    try:
+        _wait_for_file(target_file, proc)
+        info = load_target_file(target_file)
+        assert info.ca_file is not None
+        tempdir = info.ca_file.parent.parent
+        assert processes_mentioning(str(tempdir))
+        proc.kill()  # SIGKILL: the launcher gets no chance to clean up
+        proc.wait(timeout=5)
+        deadline = time.monotonic() + 20
+        while processes_mentioning(str(tempdir)):
+            assert time.monotonic() < deadline, processes_mentioning(str(tempdir))
+            time.sleep(0.1)
+        # Its temp dir is left behind, and the next start sweeps it.
+        assert tempdir.exists()
+        assert tempdir in sweep_stale_dirs()
+        assert not tempdir.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
