@@ -109,6 +109,7 @@ class NativeTarget:
         self._jwt_secret = secrets.token_urlsafe(48)
         # How each child was started, so drills can start it again the same way.
         self._start_args: dict[str, tuple[dict[str, str] | None, RunAs | None]] = {}
+        self._initdb_proc: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class NativeTarget:
         opts.log("generating the private CA and the edge certificate")
         pki = make_pki(self.dir / "pki")
 
-        initdb = self._initdb(pg_bin["initdb"], logs)
+        self._initdb_proc = self._initdb(pg_bin["initdb"], logs)
         self._start_redis(redis_bin, redis_port, logs)
         dsn = f"postgresql://{APP_ROLE}:{quote(self._app_password)}@127.0.0.1:{pg_port}/{APP_DB}"
         redis_url = f"redis://:{quote(self._redis_password)}@127.0.0.1:{redis_port}/0"
@@ -175,7 +176,7 @@ class NativeTarget:
         self._spawn(edge)
 
         opts.log("initialising PostgreSQL")
-        self._finish_initdb(initdb)
+        self._finish_initdb(self._initdb_proc)
         self._start_postgres(pg_bin["postgres"], pg_bin["pg_isready"], pg_port, logs)
         self._create_app_role(pg_bin["psql"], pg_port)
 
@@ -207,6 +208,12 @@ class NativeTarget:
     def stop(self) -> None:
         """Stop in dependency order (edge, API, Redis, PostgreSQL), then remove the temp dir."""
         order = {"nginx": 0, "redis": 2, "postgres": 3}
+        if self._initdb_proc is not None and self._initdb_proc.poll() is None:
+            # A start that failed early may leave initdb running; removing the dir under it
+            # would let it re-create part of the tree after the rmtree.
+            self._initdb_proc.kill()
+            self._initdb_proc.wait(timeout=10)
+        self._initdb_proc = None
         api = [c for c in self.children if c.name.startswith("api-")]
         for c in api:  # SIGTERM all workers first so they drain in parallel
             c.expected_exit = True

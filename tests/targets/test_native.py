@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from preflight.errors import PreflightError, TargetUnavailable
+from preflight.errors import EdgeConfigInvalid, PreflightError, TargetUnavailable
 from preflight.targets import ExternalTarget
 from preflight.targets.base import TargetInfo
 from preflight.targets.external import load_target_file
@@ -412,3 +412,21 @@ def test_killing_the_launcher_takes_every_child_with_it(tmp_path: Path) -> None:
             proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_a_start_that_fails_midway_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """initdb, Redis and the workers are already running when the edge config is rendered."""
+    from preflight.targets import native  # noqa: PLC0415
+
+    def broken(_cfg: object) -> Path:
+        raise EdgeConfigInvalid("edge template broken on purpose")
+
+    monkeypatch.setattr(native, "render_edge", broken)
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob(f"{TEMP_PREFIX}*"))
+    target = NativeTarget(NativeOptions(workers=1))
+    with pytest.raises(EdgeConfigInvalid), target:
+        pass
+    time.sleep(0.5)  # an initdb left running would re-create its dir by now
+    assert set(tmp.glob(f"{TEMP_PREFIX}*")) == before
+    assert not target.children
