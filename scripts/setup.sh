@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(redis-server nginx postgresql-15 openssl ca-certificates procps)
+# PREFLIGHT_APT_PACKAGES overrides the list (the tests use it to show the not-root path).
+read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps}"
 PG_BIN=/usr/lib/postgresql/15/bin
 
 missing=()

@@ -81,7 +81,10 @@ def test_plan_edge_uses_the_shared_templates_and_every_worker(workdir: Path) -> 
     rendered = "\n".join(p.read_text() for p in conf_dir.rglob("*.conf"))
     assert "server api-0:8080" in rendered
     assert "server api-1:8080" in rendered
-    assert "127.0.0.1:" not in rendered.split("upstream", 1)[0] or "listen 0.0.0.0" in rendered
+    # Inside its own network namespace the edge must listen on every interface to be mapped.
+    assert "listen 0.0.0.0:8443 ssl http2;" in rendered
+    assert "listen 0.0.0.0:8080;" in rendered
+    assert "listen 127.0.0.1" not in rendered
     host, inside, _mode = plan.edge.volumes[0]
     assert host == inside == str(workdir)
     assert (workdir / "pki" / "ca.pem").is_file()

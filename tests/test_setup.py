@@ -1,0 +1,48 @@
+"""scripts/setup.sh: what the README's two commands run first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
+def test_not_root_and_a_package_missing_prints_the_command_and_exits_2() -> None:
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "bash",
+            str(REPO / "scripts" / "setup.sh"),
+        ],
+        env={**os.environ, "PREFLIGHT_APT_PACKAGES": "nginx preflight-no-such-package"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "missing system packages: preflight-no-such-package" in result.stderr
+    assert "apt-get install -y --no-install-recommends preflight-no-such-package" in result.stderr
+    assert "nginx" not in result.stderr.split("install -y")[1], (
+        "installed packages are not asked for"
+    )
+
+
+def test_a_second_run_installs_nothing_and_is_fast() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "setup.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "installing" not in result.stdout + result.stderr
