@@ -42,6 +42,10 @@ class NativeOptions:
     ready_timeout: float = 30.0
     nginx_workers: int = 1
     pg_bin: Path = PG_BIN
+    # The edge's per-client-IP limits. Test suites that drive the API hard from one loopback
+    # address raise them; the limits themselves are tested with the defaults.
+    api_rate_per_s: int = 100
+    ws_rate_per_s: int = 50
     log: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -110,6 +114,9 @@ class NativeTarget:
         # How each child was started, so drills can start it again the same way.
         self._start_args: dict[str, tuple[dict[str, str] | None, RunAs | None]] = {}
         self._initdb_proc: subprocess.Popen[bytes] | None = None
+        # Direct URLs of the API workers (plain HTTP on loopback), for tests that must reach one
+        # worker in particular, e.g. to prove fan-out across workers.
+        self.worker_urls: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -157,8 +164,11 @@ class NativeTarget:
         redis_url = f"redis://:{quote(self._redis_password)}@127.0.0.1:{redis_port}/0"
         # Workers start before the databases are ready on purpose: they connect with backoff.
         opts.log(f"starting {opts.workers} API worker(s)")
+        edge_url = f"https://127.0.0.1:{https_port}"
+        self.worker_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
         workers = [
-            self._start_worker(i, port, dsn, redis_url, logs) for i, port in enumerate(api_ports)
+            self._start_worker(i, port, dsn, redis_url, logs, edge_url)
+            for i, port in enumerate(api_ports)
         ]
 
         edge_conf = render_edge(
@@ -169,6 +179,10 @@ class NativeTarget:
                 upstreams=[("127.0.0.1", p) for p in api_ports],
                 pki=pki,
                 worker_processes=opts.nginx_workers,
+                api_rate_per_s=opts.api_rate_per_s,
+                ws_rate_per_s=opts.ws_rate_per_s,
+                api_burst=max(50, opts.api_rate_per_s // 2),
+                ws_burst=max(25, opts.ws_rate_per_s // 2),
             )
         )
         validate_edge(edge_conf)
@@ -180,7 +194,6 @@ class NativeTarget:
         self._start_postgres(pg_bin["postgres"], pg_bin["pg_isready"], pg_port, logs)
         self._create_app_role(pg_bin["psql"], pg_port)
 
-        edge_url = f"https://127.0.0.1:{https_port}"
         ca = ssl.create_default_context(cafile=str(pki.ca_cert))
         opts.log("waiting for the API workers and the edge to be ready")
         for child, port in zip(workers, api_ports, strict=True):
@@ -446,7 +459,9 @@ ALTER SCHEMA public OWNER TO {APP_ROLE};
 
         wait_until(child, pong, self.options.ready_timeout, "answering PING")
 
-    def _start_worker(self, index: int, port: int, dsn: str, redis_url: str, logs: Path) -> Child:
+    def _start_worker(
+        self, index: int, port: int, dsn: str, redis_url: str, logs: Path, origin: str
+    ) -> Child:
         assert self.dir is not None
         uploads = self.dir / "uploads"
         uploads.mkdir(exist_ok=True)
@@ -462,6 +477,8 @@ ALTER SCHEMA public OWNER TO {APP_ROLE};
             "CHATSDK_ADMIN_KEY": self.admin_key,
             "CHATSDK_JWT_SECRET": self._jwt_secret,
             "CHATSDK_UPLOAD_DIR": str(uploads),
+            # Browsers reach the API through the edge only: that is the one allowed Origin.
+            "CHATSDK_ALLOWED_ORIGINS": origin,
         }
         child = Child(f"api-{index}", [sys.executable, "-m", "chatsdk"], logs / f"api-{index}.log")
         return self._spawn(child, env=env)

@@ -9,9 +9,31 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from chatsdk import service
+from chatsdk import (
+    apps,
+    channels,
+    gdpr,
+    messages,
+    polls,
+    realtime,
+    service,
+    tokens,
+    uploads,
+    users,
+    webhooks,
+)
+from chatsdk.auth import no_credentials_in_query
 from chatsdk.dependencies import Dependencies
-from chatsdk.keys import DEPENDENCIES, LIFECYCLE, METRICS, SETTINGS, WEBSOCKETS, Lifecycle
+from chatsdk.keys import (
+    DEPENDENCIES,
+    LIFECYCLE,
+    METRICS,
+    OUTBOX_CONSUMERS,
+    OUTBOX_WAKE,
+    SETTINGS,
+    WEBSOCKETS,
+    Lifecycle,
+)
 from chatsdk.metrics import Metrics
 from chatsdk.middlewares import (
     add_request_id_header,
@@ -54,12 +76,23 @@ async def close_websockets(app: web.Application) -> None:
         )
 
 
+MODULES = (apps, tokens, users, channels, messages, polls, uploads, gdpr, webhooks, realtime)
+
+
 def create_app(settings: Settings) -> web.Application:
     # Outermost first: the request id exists before anything logs or fails.
-    app = web.Application(middlewares=[request_id_middleware, metrics_middleware, error_middleware])
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            error_middleware,
+            no_credentials_in_query,
+        ]
+    )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[LIFECYCLE] = Lifecycle()
+    app[OUTBOX_WAKE] = asyncio.Event()
     sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[WEBSOCKETS] = sockets
     app.cleanup_ctx.append(dependencies_context)
@@ -70,4 +103,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/health/ready", service.ready, name="health_ready")
     app.router.add_get("/v1/openapi.json", service.openapi, name="openapi")
     app.router.add_get("/metrics", service.metrics_endpoint, name="metrics")
+    # Each area module has `routes`, and may have `cleanup_contexts` (its background tasks)
+    # and `outbox_consumers` (called by the outbox drainer inside its transaction).
+    app[OUTBOX_CONSUMERS] = []
+    for module in MODULES:
+        app.add_routes(module.routes)
+        app.cleanup_ctx.extend(getattr(module, "cleanup_contexts", []))
+        app[OUTBOX_CONSUMERS].extend(getattr(module, "outbox_consumers", []))
     return app

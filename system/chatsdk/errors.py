@@ -17,3 +17,42 @@ class MigrationError(ChatSDKError):
 
 class MigrationChecksumMismatch(MigrationError):
     """An already applied migration was changed after it was applied."""
+
+
+class ApiError(ChatSDKError):
+    """An answer in the contract's error shape: raised by handlers, rendered by the middleware."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(message: str, code: str = "invalid_input") -> ApiError:
+    return ApiError(400, code, message)
+
+
+def not_found(what: str) -> ApiError:
+    # One answer for "does not exist" and "not yours": ids of other apps are not confirmed.
+    return ApiError(404, "not_found", f"No {what} with this id is visible to you.")
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def unavailable(what: str, retry_after: int = 2) -> ApiError:
+    return ApiError(
+        503,
+        "dependency_unavailable",
+        f"{what} is unavailable; retry shortly.",
+        {"Retry-After": str(retry_after)},
+    )

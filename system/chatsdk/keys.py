@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -23,5 +26,13 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 DEPENDENCIES = web.AppKey("dependencies", Dependencies)
 # Open WebSockets, closed with 1001 on shutdown (the realtime endpoint registers them here).
 WEBSOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
+
+# Set after a commit that wrote outbox rows: the drainer publishes at once.
+OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)
+
+# Called by the drainer with (connection, outbox rows) inside the transaction that marks the
+# rows published, e.g. to turn events into webhook deliveries.
+OutboxConsumer = Callable[[Any, list[Any]], Awaitable[None]]
+OUTBOX_CONSUMERS: web.AppKey[list[OutboxConsumer]] = web.AppKey("outbox_consumers")
 
 REQUEST_ID = web.RequestKey("request_id", str)

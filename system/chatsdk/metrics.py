@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 # The 0.0.4 text format is the one every Prometheus version scrapes.
@@ -36,6 +43,75 @@ class Metrics:
         self.redis_up = Gauge(
             "chatsdk_redis_up", "1 when Redis answered the last check.", registry=self.registry
         )
+
+        # The seed's names (see ../shared/reference/original-chatsdk-facts.md), so its alert rules
+        # and dashboards find real series. Route labels are route templates, never raw paths.
+        size_buckets = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
+        self.http_request_size = Histogram(
+            "http_request_size_bytes",
+            "Size of HTTP request bodies, by method and route template.",
+            ["method", "route"],
+            buckets=size_buckets,
+            registry=self.registry,
+        )
+        self.http_response_size = Histogram(
+            "http_response_size_bytes",
+            "Size of HTTP response bodies, by method and route template.",
+            ["method", "route"],
+            buckets=size_buckets,
+            registry=self.registry,
+        )
+        self.active_websockets = Gauge(
+            "active_websocket_connections",
+            "Authenticated WebSocket connections open on this worker.",
+            registry=self.registry,
+        )
+        self.messages_sent = Counter(
+            "messages_sent_total", "Messages stored (new sends only).", registry=self.registry
+        )
+        self.messages_received = Counter(
+            "messages_received_total",
+            "message.new events delivered to sockets on this worker.",
+            registry=self.registry,
+        )
+        self.db_query_duration = Histogram(
+            "db_query_duration_seconds",
+            "Time of database work, by operation.",
+            ["operation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "cache_hits_total", "Redis cache hits, by cache.", ["cache"], registry=self.registry
+        )
+        self.cache_misses = Counter(
+            "cache_misses_total", "Redis cache misses, by cache.", ["cache"], registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "rate_limited_total",
+            "Requests refused by the API's own rate limits, by action.",
+            ["action"],
+            registry=self.registry,
+        )
+        self.outbox_published = Counter(
+            "outbox_events_published_total",
+            "Outbox events published to Redis by this worker.",
+            registry=self.registry,
+        )
+        self.outbox_lag = Histogram(
+            "outbox_publish_lag_seconds",
+            "Time from an event's commit to its publication.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "webhook_deliveries_total",
+            "Webhook delivery attempts, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from chatsdk.errors import ApiError
 from chatsdk.keys import METRICS, REQUEST_ID
 from chatsdk.logs import request_id_var
 
@@ -106,6 +107,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except ApiError as exc:
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,0 +1,148 @@
+"""A small synchronous client for the chat API of a target: what probes, drills and tests use
+to talk to the system under test through its edge (TLS verified with the target's CA)."""
+
+from __future__ import annotations
+
+import http.client
+import json as jsonlib
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from preflight.targets.base import TargetInfo
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes
+    method: str = ""
+    path: str = ""
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    @property
+    def error_code(self) -> str | None:
+        try:
+            return str(self.json()["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} -> {self.status} {self.body[:300]!r}"
+
+
+@dataclass
+class ChatClient:
+    base_url: str
+    ca_file: Path | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 10.0
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @classmethod
+    def for_target(cls, info: TargetInfo) -> ChatClient:
+        return cls(info.edge_url, info.ca_file)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("https://", "wss://", 1) + "/v1/realtime"
+
+    def with_headers(self, **headers: str) -> ChatClient:
+        merged = {**self.headers, **{k.replace("_", "-"): v for k, v in headers.items()}}
+        return ChatClient(self.base_url, self.ca_file, merged, self.timeout)
+
+    def as_admin(self, admin_key: str) -> ChatClient:
+        return self.with_headers(**{"X-Admin-Key": admin_key})
+
+    def as_app(self, api_key: str) -> ChatClient:
+        return self.with_headers(**{"X-API-Key": api_key})
+
+    def as_user(self, access_token: str) -> ChatClient:
+        return self.with_headers(Authorization=f"Bearer {access_token}")
+
+    def _connection(self) -> http.client.HTTPSConnection:
+        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            url = urlsplit(self.base_url)
+            conn = http.client.HTTPSConnection(
+                url.hostname or "",
+                url.port or 443,
+                context=self.ssl_context(),
+                timeout=self.timeout,
+            )
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, Any] | None = None,
+    ) -> Response:
+        all_headers = dict(self.headers)
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        if query:
+            path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # A kept-alive connection the server closed meanwhile: one fresh try.
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            if resp.getheader("Connection", "").lower() == "close":
+                self.close()
+            headers_out = {k.lower(): v for k, v in resp.getheaders()}
+            return Response(resp.status, headers_out, data, method, path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Response:
+        return self.request("POST", path, json=json, **kw)
+
+    def patch(self, path: str, json: Any = None, **kw: Any) -> Response:
+        return self.request("PATCH", path, json=json, **kw)
+
+    def put(self, path: str, json: Any = None, **kw: Any) -> Response:
+        return self.request("PUT", path, json=json, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Response:
+        return self.request("DELETE", path, **kw)
+
+
+def expect(resp: Response, status: int) -> Any:
+    """The JSON body of a response that must have `status`; one-sentence failure otherwise."""
+    __tracebackhide__ = True
+    if resp.status != status:
+        raise AssertionError(f"{resp.method} {resp.path} must answer {status} (got {resp})")
+    return resp.json() if resp.body else None

@@ -1,0 +1,177 @@
+"""Who is calling: the operator (X-Admin-Key), an app's backend (X-API-Key) or a user (a JWT).
+
+- API keys are `ck_<key_id>.<secret>`: the secret has 256 bits of entropy and is stored only as
+  its sha256 (a slow hash adds nothing at that entropy), compared in constant time.
+- User tokens are HS256 JWTs from PyJWT with an algorithm allowlist, and `iss`, `aud`, `exp`,
+  `nbf`, `iat`, `jti`, `typ` and `ver` required. `ver` is the user's token version in PostgreSQL:
+  revocation bumps it, so a restart of anything never un-revokes a token.
+- Credentials are never accepted in a query string: such a request is refused outright.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from chatsdk import db
+from chatsdk.errors import ApiError
+from chatsdk.keys import SETTINGS
+
+ADMIN_HEADER = "X-Admin-Key"
+API_KEY_HEADER = "X-API-Key"
+ISSUER = "chatsdk"
+AUDIENCE = "chatsdk-api"
+ALGORITHMS = ["HS256"]  # the allowlist: never "none", never a key-type confusion
+ACCESS_TTL = 15 * 60
+REFRESH_TTL = 30 * 24 * 3600
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "nbf", "iat", "jti", "sub", "typ", "ver", "app"]
+CREDENTIAL_QUERY_NAMES = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "access_token",
+        "refresh_token",
+        "admin_key",
+        "jwt",
+        "auth",
+        "authorization",
+        "x-api-key",
+        "x-admin-key",
+    }
+)
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+@dataclass(frozen=True)
+class User:
+    app_id: str
+    user_id: str
+
+
+@web.middleware
+async def no_credentials_in_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if any(name.lower() in CREDENTIAL_QUERY_NAMES for name in request.query):
+        raise ApiError(
+            400,
+            "credentials_in_query",
+            "Credentials are never accepted in the query string; send them in a header.",
+        )
+    return await handler(request)
+
+
+def require_admin(request: web.Request) -> None:
+    given = request.headers.get(ADMIN_HEADER, "")
+    expected = request.app[SETTINGS].admin_key
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise unauthorized(f"A valid {ADMIN_HEADER} header is required.")
+
+
+def new_api_key(key_id: str) -> tuple[str, bytes]:
+    """The key to show once, and the hash to store."""
+    secret = secrets.token_urlsafe(32)
+    return f"ck_{key_id}.{secret}", hashlib.sha256(secret.encode()).digest()
+
+
+async def require_app(request: web.Request) -> str:
+    """The app whose valid, unrevoked API key the request carries."""
+    given = request.headers.get(API_KEY_HEADER, "")
+    if not given.startswith("ck_") or "." not in given or len(given) > 200:
+        raise unauthorized(f"A valid {API_KEY_HEADER} header is required.")
+    key_id, _, secret = given[3:].partition(".")
+    row = await db.pool(request).fetchrow(
+        "SELECT app_id, key_hash, revoked_at FROM api_keys WHERE key_id = $1", key_id
+    )
+    # Hash and compare even for an unknown key id, so timing does not tell which ids exist.
+    stored = bytes(row["key_hash"]) if row is not None else b"\0" * 32
+    matches = hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), stored)
+    if row is None or not matches or row["revoked_at"] is not None:
+        raise unauthorized(f"A valid {API_KEY_HEADER} header is required.")
+    return str(row["app_id"])
+
+
+def mint(secret: str, app_id: str, user_id: str, version: int, typ: str) -> tuple[str, str, int]:
+    """A signed token, its jti and its expiry (epoch seconds)."""
+    now = int(time.time())
+    ttl = ACCESS_TTL if typ == "access" else REFRESH_TTL
+    jti = secrets.token_hex(16)
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": user_id,
+        "app": app_id,
+        "typ": typ,
+        "ver": version,
+        "jti": jti,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHMS[0]), jti, now + ttl
+
+
+def decode(secret: str, token: str, typ: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=ALGORITHMS,
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": REQUIRED_CLAIMS},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError:
+        raise unauthorized("The token has expired.") from None
+    except jwt.InvalidTokenError:
+        raise unauthorized("The token is not valid.") from None
+    if claims.get("typ") != typ:
+        raise unauthorized(f"A {typ} token is required.")
+    if not isinstance(claims.get("ver"), int) or not isinstance(claims.get("sub"), str):
+        raise unauthorized("The token is not valid.")
+    return claims
+
+
+async def token_version(conn_or_pool: Any, app_id: str, user_id: str) -> int | None:
+    row = await conn_or_pool.fetchrow(
+        "SELECT token_version, erased_at FROM users WHERE app_id = $1 AND id = $2",
+        app_id,
+        user_id,
+    )
+    if row is None or row["erased_at"] is not None:
+        return None
+    return int(row["token_version"])
+
+
+async def user_from_token(request: web.Request | web.Application, token: str) -> User:
+    """The user an access token names, if it is valid and not revoked (checked in PostgreSQL)."""
+    app = request.app if isinstance(request, web.Request) else request
+    claims = decode(app[SETTINGS].jwt_secret, token, "access")
+    version = await token_version(db.pool(app), claims["app"], claims["sub"])
+    if version is None or claims["ver"] != version:
+        raise unauthorized("The token has been revoked.")
+    return User(claims["app"], claims["sub"])
+
+
+def bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("An Authorization: Bearer <access token> header is required.")
+    return token.strip()
+
+
+async def require_user(request: web.Request) -> User:
+    return await user_from_token(request, bearer(request))
