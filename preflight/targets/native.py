@@ -167,7 +167,7 @@ class NativeTarget:
         edge_url = f"https://127.0.0.1:{https_port}"
         self.worker_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
         workers = [
-            self._start_worker(i, port, dsn, redis_url, logs, edge_url)
+            self._start_worker(i, port, dsn, redis_url, logs, origin=edge_url)
             for i, port in enumerate(api_ports)
         ]
 
@@ -460,7 +460,7 @@ ALTER SCHEMA public OWNER TO {APP_ROLE};
         wait_until(child, pong, self.options.ready_timeout, "answering PING")
 
     def _start_worker(
-        self, index: int, port: int, dsn: str, redis_url: str, logs: Path, origin: str
+        self, index: int, port: int, dsn: str, redis_url: str, logs: Path, *, origin: str
     ) -> Child:
         assert self.dir is not None
         uploads = self.dir / "uploads"
