@@ -44,7 +44,9 @@ class ChatClient:
     ca_file: Path | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 10.0
-    _local: threading.local = field(default_factory=threading.local, repr=False)
+    # One kept-alive connection per thread; closed by close() and when the client is dropped.
+    _conns: dict[int, http.client.HTTPSConnection] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_target(cls, info: TargetInfo) -> ChatClient:
@@ -71,23 +73,35 @@ class ChatClient:
         return self.with_headers(Authorization=f"Bearer {access_token}")
 
     def _connection(self) -> http.client.HTTPSConnection:
-        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            url = urlsplit(self.base_url)
-            conn = http.client.HTTPSConnection(
-                url.hostname or "",
-                url.port or 443,
-                context=self.ssl_context(),
-                timeout=self.timeout,
-            )
-            self._local.conn = conn
+        me = threading.get_ident()
+        with self._lock:
+            conn = self._conns.get(me)
+            if conn is None:
+                url = urlsplit(self.base_url)
+                conn = http.client.HTTPSConnection(
+                    url.hostname or "",
+                    url.port or 443,
+                    context=self.ssl_context(),
+                    timeout=self.timeout,
+                )
+                self._conns[me] = conn
         return conn
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
+    def _drop_connection(self) -> None:
+        with self._lock:
+            conn = self._conns.pop(threading.get_ident(), None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+
+    def __del__(self) -> None:
+        for conn in getattr(self, "_conns", {}).values():
+            conn.close()
 
     def request(
         self,
@@ -114,12 +128,12 @@ class ChatClient:
                 data = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # A kept-alive connection the server closed meanwhile: one fresh try.
-                self.close()
+                self._drop_connection()
                 if attempt == 2:
                     raise
                 continue
             if resp.getheader("Connection", "").lower() == "close":
-                self.close()
+                self._drop_connection()
             headers_out = {k.lower(): v for k, v in resp.getheaders()}
             return Response(resp.status, headers_out, data, method, path)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -46,6 +46,8 @@ class NativeOptions:
     # address raise them; the limits themselves are tested with the defaults.
     api_rate_per_s: int = 100
     ws_rate_per_s: int = 50
+    # Extra CHATSDK_* settings for the workers (e.g. a short webhook backoff in tests).
+    worker_env: Mapping[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -479,6 +481,7 @@ ALTER SCHEMA public OWNER TO {APP_ROLE};
             "CHATSDK_UPLOAD_DIR": str(uploads),
             # Browsers reach the API through the edge only: that is the one allowed Origin.
             "CHATSDK_ALLOWED_ORIGINS": origin,
+            **self.options.worker_env,
         }
         child = Child(f"api-{index}", [sys.executable, "-m", "chatsdk"], logs / f"api-{index}.log")
         return self._spawn(child, env=env)

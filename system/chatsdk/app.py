@@ -41,6 +41,7 @@ from chatsdk.middlewares import (
     metrics_middleware,
     request_id_middleware,
 )
+from chatsdk.ratelimit import DEFAULT_LIMITS, RATE_LIMITER, RateLimiter
 from chatsdk.settings import Settings
 
 log = logging.getLogger("chatsdk.app")
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[LIFECYCLE] = Lifecycle()
     app[OUTBOX_WAKE] = asyncio.Event()
+    app[RATE_LIMITER] = RateLimiter(dict(DEFAULT_LIMITS))
     sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[WEBSOCKETS] = sockets
     app.cleanup_ctx.append(dependencies_context)

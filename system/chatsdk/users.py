@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chatsdk import db
+from chatsdk import db, ratelimit
 from chatsdk.auth import require_user
 from chatsdk.errors import bad_request, not_found
 from chatsdk.validation import Field, path_id, read_body, string, url
@@ -37,6 +37,7 @@ async def me(request: web.Request) -> web.Response:
 @routes.patch("/v1/me")
 async def update_me(request: web.Request) -> web.Response:
     user = await require_user(request)
+    await ratelimit.limit(request, user, "default")
     body = await read_body(
         request,
         {

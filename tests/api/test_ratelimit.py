@@ -1,0 +1,77 @@
+"""The API's own per-user, per-action rate limits (token buckets in Redis), and their chosen
+behaviour while Redis is down (a per-worker bucket in memory)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from urllib.parse import urlsplit
+
+from preflight.targets.native import NativeTarget
+from tests.api.conftest import AppCtx, UserCtx
+
+BURST = 100  # the "default" action: 50/s, burst 100
+
+
+def hammer(user: UserCtx, count: int) -> list[tuple[int, str | None]]:
+    out = []
+    for i in range(count):
+        resp = user.client.patch("/v1/me", {"name": f"n{i}"})
+        out.append((resp.status, resp.headers.get("retry-after")))
+    return out
+
+
+def test_a_user_past_the_bucket_gets_429_with_retry_after(app: AppCtx) -> None:
+    user, bystander = app.user(), app.user()
+    results = hammer(user, BURST + 60)
+    statuses = [s for s, _ in results]
+    assert statuses[:BURST].count(200) == BURST, "the burst itself must be served"
+    limited = [ra for s, ra in results if s == 429]
+    assert limited, f"{len(results)} writes in a burst never met the limit"
+    assert all(ra is not None and ra.isdigit() and int(ra) >= 1 for ra in limited)
+    # Buckets are per user: another user of the same app is not affected.
+    assert bystander.client.patch("/v1/me", {"name": "b"}).status == 200
+
+
+def test_the_bucket_refills(app: AppCtx) -> None:
+    user = app.user()
+    hammer(user, BURST + 20)
+    time.sleep(1.1)
+    assert user.client.patch("/v1/me", {"name": "again"}).status == 200
+
+
+def direct_patch(worker_url: str, token: str) -> int:
+    url = urlsplit(worker_url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    try:
+        conn.request(
+            "PATCH",
+            "/v1/me",
+            body=json.dumps({"name": "x"}),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_with_redis_down_limits_hold_per_worker_and_writes_go_on(
+    stack: NativeTarget, app: AppCtx
+) -> None:
+    assert stack.info is not None
+    user = app.user()
+    redis_control = stack.info.control["redis"]
+    redis_control.stop()
+    try:
+        statuses = [
+            direct_patch(stack.worker_urls[0], user.access_token) for _ in range(BURST + 40)
+        ]
+    finally:
+        redis_control.start()
+    assert statuses[0] == 200, "writes must go on while Redis is down"
+    assert 429 in statuses, "the in-memory fallback must still limit"
+    assert 503 not in statuses
+    assert 500 not in statuses
