@@ -28,7 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = "system/deploy/Dockerfile"
 POSTGRES_IMAGE = "postgres:15"
 REDIS_IMAGE = "redis:7.0"
-NGINX_IMAGE = "nginx:1.22"  # the same major as the native edge, so one template serves both
+NGINX_IMAGE = "nginx:1.22"
+MINIO_IMAGE = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
+UPLOAD_BUCKET = "chatsdk-uploads"  # the same major as the native edge, so one template serves both
 API_PORT = 8080
 EDGE_HTTPS_PORT = 8443
 EDGE_HTTP_PORT = 8080
@@ -73,6 +75,7 @@ class ContainerSpec:
 class ContainersPlan:
     postgres: ContainerSpec
     redis: ContainerSpec
+    minio: ContainerSpec
     api: tuple[ContainerSpec, ...]
     edge: ContainerSpec
     app_role_sql: str = field(repr=False)
@@ -88,6 +91,7 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
     pg_password, app_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     redis_password, admin_key = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     jwt_secret = secrets.token_urlsafe(48)
+    minio_user, minio_password = "chatsdk", secrets.token_urlsafe(24)
 
     postgres = ContainerSpec(
         name="postgres",
@@ -126,6 +130,15 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
         exposed_ports=(6379,),
         volumes=((str(redis_conf), "/usr/local/etc/redis/redis.conf", "ro"),),
     )
+    # Uploads go to S3-compatible storage here, as in production (the native target uses disk).
+    minio = ContainerSpec(
+        name="minio",
+        image=MINIO_IMAGE,
+        aliases=("minio",),
+        env={"MINIO_ROOT_USER": minio_user, "MINIO_ROOT_PASSWORD": minio_password},
+        command=("server", "/data"),
+        exposed_ports=(9000,),
+    )
     dsn_in_network = f"postgresql://chatsdk:{app_password}@postgres:5432/chatsdk"
     redis_in_network = f"redis://:{redis_password}@redis:6379/0"
     api = tuple(
@@ -142,6 +155,12 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
                 "CHATSDK_ADMIN_KEY": admin_key,
                 "CHATSDK_JWT_SECRET": jwt_secret,
                 "CHATSDK_UPLOAD_DIR": "/var/lib/chatsdk/uploads",
+                "CHATSDK_STORAGE": "s3",
+                "CHATSDK_S3_ENDPOINT": "http://minio:9000",
+                "CHATSDK_S3_BUCKET": UPLOAD_BUCKET,
+                "CHATSDK_S3_REGION": "us-east-1",
+                "CHATSDK_S3_ACCESS_KEY": minio_user,
+                "CHATSDK_S3_SECRET_KEY": minio_password,
             },
             exposed_ports=(API_PORT,),
         )
@@ -178,6 +197,7 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
     return ContainersPlan(
         postgres=postgres,
         redis=redis_spec,
+        minio=minio,
         api=api,
         edge=edge,
         app_role_sql=role_sql,
@@ -260,6 +280,7 @@ class ContainersTarget:
         if result.exit_code != 0:
             raise TargetUnavailable(f"containers target: creating the app role failed: {result}")
         rd = run(plan.redis)
+        run(plan.minio)
         self.log(f"building the API image from {DOCKERFILE}")
         image = self._stack.enter_context(
             DockerImage(path=REPO_ROOT, dockerfile_path=DOCKERFILE, tag="preflight-chatsdk:local")

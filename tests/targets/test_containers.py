@@ -71,6 +71,10 @@ def test_plan_wires_api_to_postgres_and_redis_by_alias(workdir: Path) -> None:
         assert "@postgres:5432/chatsdk" in spec.env["CHATSDK_DATABASE_URL"]
         assert "@redis:6379/0" in spec.env["CHATSDK_REDIS_URL"]
         assert spec.env["CHATSDK_ADMIN_KEY"] == plan.admin_key
+    for spec in plan.api:
+        assert spec.env["CHATSDK_STORAGE"] == "s3"
+        assert spec.env["CHATSDK_S3_ENDPOINT"] == "http://minio:9000"
+        assert spec.env["CHATSDK_S3_SECRET_KEY"] == plan.minio.env["MINIO_ROOT_PASSWORD"]
     assert plan.postgres.env["POSTGRES_INITDB_ARGS"].startswith("--data-checksums")
     assert "NOSUPERUSER NOCREATEROLE NOCREATEDB" in plan.app_role_sql
 
@@ -93,7 +97,7 @@ def test_plan_edge_uses_the_shared_templates_and_every_worker(workdir: Path) -> 
 def test_plan_keeps_secrets_out_of_command_lines(workdir: Path) -> None:
     plan = plan_containers(workdir)
     secrets = [plan.admin_key, plan.app_password]
-    for spec in (plan.postgres, plan.redis, plan.edge, *plan.api):
+    for spec in (plan.postgres, plan.redis, plan.minio, plan.edge, *plan.api):
         for secret in secrets:
             assert secret not in " ".join(spec.command), spec.name
     assert "requirepass" in (workdir / "redis.conf").read_text()
