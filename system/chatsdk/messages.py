@@ -1,7 +1,554 @@
-"""Routes of this area are added by the issue that builds it (see app.py's MODULES)."""
+"""Messages: sends with gap-free per-channel seq, idempotent client_msg_id, threads, reactions,
+edits and tombstones.
+
+- seq: `UPDATE channels SET last_seq = last_seq + 1 ... RETURNING last_seq` and the INSERT run in
+  one transaction. The row lock serialises the channel's senders across workers and a rollback
+  gives the number back, so seqs are strictly increasing without gaps or duplicates.
+- client_msg_id: a repeat answers 200 with the original message. It is looked up before the
+  transaction (cheap retries take no lock) and again after the seq bump: the bump waits for any
+  concurrent sender holding the channel row, whose message is then committed and visible, so a
+  racing duplicate is found there and rolled back (its seq given back) instead of inserted.
+- Every handler first checks membership (membership.py, cached): a non-member, of this app or
+  another, gets 404 and no data. Only the author edits; the author or the channel owner deletes.
+- Tombstones keep their seq and place in history with `text: null, deleted: true`; their
+  attachments and reactions are removed. Tombstoned or poll messages cannot be edited (409).
+- Body references (`parent_id`, `upload_ids`) that are not visible to the sender are invalid input
+  (400 naming the field). Threads are one level deep: a reply's parent is a top-level message of
+  the same channel. Replies are also part of the channel's history (they have seqs).
+- History pages by seq through the (channel_id, seq) index, never OFFSET. `after_seq` pages
+  forward from after_seq + 1; `before_seq` returns the `limit` messages just before it; neither
+  returns the latest page. Pages are always in ascending seq; `has_more` says whether more exist
+  in the paging direction.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
 from aiohttp import web
 
+from chatsdk import db, membership, outbox, ratelimit
+from chatsdk.auth import User, require_user
+from chatsdk.errors import ApiError, bad_request, forbidden, not_found
+from chatsdk.ids import new_id
+from chatsdk.keys import METRICS
+from chatsdk.validation import (
+    Field,
+    identifier,
+    list_of,
+    path_id,
+    query_int,
+    read_body,
+    string,
+)
+
 routes = web.RouteTableDef()
+
+MAX_TEXT = 4000
+MAX_SEQ = 2**62
+TEXT = string(1, MAX_TEXT)
+# Every column of messages (the queries here use *; realtime.py builds its backfill from this).
+MESSAGE_COLUMNS = (
+    "id, app_id, channel_id, seq, user_id, kind, text, client_msg_id, parent_id, "
+    "created_at, edited_at, deleted_at"
+)
+
+
+class DuplicateMessage(Exception):
+    """A message with this client_msg_id already exists; the transaction must roll back."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
+
+
+@dataclass
+class Extras:
+    reactions: dict[str, dict[str, int]] = field(default_factory=dict)
+    reply_counts: dict[str, int] = field(default_factory=dict)
+    uploads: dict[str, list[str]] = field(default_factory=dict)
+    polls: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def timed(request: web.Request, operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        request.app[METRICS].db_query_duration.labels(operation).observe(
+            time.perf_counter() - started
+        )
+
+
+def message_json(row: Any, extras: Extras | None = None) -> dict[str, Any]:
+    extras = extras or Extras()
+    mid = row["id"]
+    deleted = row["deleted_at"] is not None
+    out: dict[str, Any] = {
+        "message_id": mid,
+        "seq": row["seq"],
+        "channel_id": row["channel_id"],
+        "user_id": row["user_id"],
+        "kind": row["kind"],
+        "text": None if deleted else row["text"],
+        "client_msg_id": row["client_msg_id"],
+        "parent_id": row["parent_id"],
+        "created_at": row["created_at"].isoformat(),
+        "edited_at": row["edited_at"].isoformat() if row["edited_at"] else None,
+        "deleted": deleted,
+        "deleted_at": row["deleted_at"].isoformat() if deleted else None,
+        "upload_ids": [] if deleted else extras.uploads.get(mid, []),
+        "reactions": {} if deleted else extras.reactions.get(mid, {}),
+        "reply_count": extras.reply_counts.get(mid, 0),
+    }
+    if row["kind"] == "poll":
+        out["poll_id"] = extras.polls.get(mid)
+    return out
+
+
+async def load_extras(conn: Any, rows: list[Any]) -> Extras:
+    """Reactions, reply counts, attachments and poll ids of a page, in four indexed queries."""
+    extras = Extras()
+    ids = [r["id"] for r in rows]
+    if not ids:
+        return extras
+    for r in await conn.fetch(
+        "SELECT message_id, emoji, count(*) AS n FROM reactions "
+        "WHERE message_id = ANY($1::text[]) GROUP BY message_id, emoji ORDER BY message_id, emoji",
+        ids,
+    ):
+        extras.reactions.setdefault(r["message_id"], {})[r["emoji"]] = r["n"]
+    top_level = [r["id"] for r in rows if r["parent_id"] is None]
+    if top_level:
+        for r in await conn.fetch(
+            "SELECT parent_id, count(*) AS n FROM messages "
+            "WHERE parent_id = ANY($1::text[]) GROUP BY parent_id",
+            top_level,
+        ):
+            extras.reply_counts[r["parent_id"]] = r["n"]
+    for r in await conn.fetch(
+        "SELECT message_id, upload_id FROM message_uploads "
+        "WHERE message_id = ANY($1::text[]) ORDER BY message_id, upload_id",
+        ids,
+    ):
+        extras.uploads.setdefault(r["message_id"], []).append(r["upload_id"])
+    polls = [r["id"] for r in rows if r["kind"] == "poll"]
+    if polls:
+        for r in await conn.fetch(
+            "SELECT message_id, id FROM polls WHERE message_id = ANY($1::text[])", polls
+        ):
+            extras.polls[r["message_id"]] = r["id"]
+    return extras
+
+
+async def messages_json(conn: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    extras = await load_extras(conn, rows)
+    return [message_json(r, extras) for r in rows]
+
+
+async def bump_seq(conn: Any, app_id: str, channel_id: str) -> int:
+    seq = await conn.fetchval(
+        "UPDATE channels SET last_seq = last_seq + 1 "
+        "WHERE id = $1 AND app_id = $2 AND deleted_at IS NULL RETURNING last_seq",
+        channel_id,
+        app_id,
+    )
+    if seq is None:
+        raise not_found("channel")
+    return int(seq)
+
+
+async def find_by_client_id(conn: Any, user: User, channel_id: str, client_msg_id: str) -> Any:
+    return await conn.fetchrow(
+        "SELECT * FROM messages "
+        "WHERE channel_id = $1 AND user_id = $2 AND client_msg_id = $3 AND app_id = $4",
+        channel_id,
+        user.user_id,
+        client_msg_id,
+        user.app_id,
+    )
+
+
+async def append_message(
+    conn: Any,
+    user: User,
+    channel_id: str,
+    *,
+    kind: str,
+    text: str,
+    client_msg_id: str | None = None,
+    parent_id: str | None = None,
+) -> Any:
+    """Take the channel's next seq and insert the message, inside the caller's transaction.
+    Keep work after this short: the channel row stays locked until the commit."""
+    seq = await bump_seq(conn, user.app_id, channel_id)
+    if client_msg_id is not None:
+        existing = await find_by_client_id(conn, user, channel_id, client_msg_id)
+        if existing is not None:
+            raise DuplicateMessage(existing["id"])
+    return await conn.fetchrow(
+        "INSERT INTO messages (id, app_id, channel_id, seq, user_id, kind, text, client_msg_id, "
+        "parent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+        new_id("msg"),
+        user.app_id,
+        channel_id,
+        seq,
+        user.user_id,
+        kind,
+        text,
+        client_msg_id,
+        parent_id,
+    )
+
+
+async def message_in_channel(conn: Any, user: User, channel_id: str, message_id: str) -> Any:
+    return await conn.fetchrow(
+        "SELECT * FROM messages WHERE id = $1 AND channel_id = $2 AND app_id = $3",
+        message_id,
+        channel_id,
+        user.app_id,
+    )
+
+
+async def _existing_response(request: web.Request, message_id: str) -> web.Response:
+    async with db.pool(request).acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+        body = (await messages_json(conn, [row]))[0]
+    return web.json_response(body, status=200)
+
+
+SEND_SPEC = {
+    "text": Field(TEXT),
+    "client_msg_id": Field(identifier(), required=False),
+    "parent_id": Field(identifier(), required=False),
+    "upload_ids": Field(list_of(identifier(), 0, 10), required=False),
+}
+
+
+@routes.post("/v1/channels/{channel_id}/messages")
+async def send_message(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    await ratelimit.limit(request, user, "send_message")
+    channel_id = path_id(request, "channel_id")
+    body = await read_body(request, SEND_SPEC)
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    client_msg_id: str | None = body.get("client_msg_id")
+    parent_id: str | None = body.get("parent_id")
+    upload_ids: list[str] = body.get("upload_ids", [])
+    if client_msg_id is not None:
+        existing = await find_by_client_id(db.pool(request), user, channel_id, client_msg_id)
+        if existing is not None:
+            return await _existing_response(request, existing["id"])
+    try:
+        with timed(request, "send_message"):
+            async with db.transaction(request) as conn:
+                if parent_id is not None:
+                    parent = await message_in_channel(conn, user, channel_id, parent_id)
+                    if parent is None or parent["parent_id"] is not None:
+                        raise bad_request(
+                            "Field parent_id must name a top-level message of this channel."
+                        )
+                if upload_ids:
+                    owned = await conn.fetchval(
+                        "SELECT count(*) FROM uploads WHERE app_id = $1 AND user_id = $2 "
+                        "AND id = ANY($3::text[]) AND deleted_at IS NULL",
+                        user.app_id,
+                        user.user_id,
+                        upload_ids,
+                    )
+                    if owned != len(upload_ids):
+                        raise bad_request("Field upload_ids must name uploads of the sender.")
+                row = await append_message(
+                    conn,
+                    user,
+                    channel_id,
+                    kind="text",
+                    text=body["text"],
+                    client_msg_id=client_msg_id,
+                    parent_id=parent_id,
+                )
+                if upload_ids:
+                    await conn.execute(
+                        "INSERT INTO message_uploads (message_id, upload_id) "
+                        "SELECT $1, u FROM unnest($2::text[]) AS u",
+                        row["id"],
+                        upload_ids,
+                    )
+                data = message_json(row, Extras(uploads={row["id"]: sorted(upload_ids)}))
+                await outbox.emit(
+                    conn,
+                    user.app_id,
+                    "message.new",
+                    data,
+                    channel_id=channel_id,
+                    user_id=user.user_id,
+                    seq=row["seq"],
+                )
+    except DuplicateMessage as dup:
+        return await _existing_response(request, dup.message_id)
+    except asyncpg.UniqueViolationError:
+        # Belt and braces: the lookup under the channel lock should make this unreachable.
+        if client_msg_id is None:
+            raise
+        existing = await find_by_client_id(db.pool(request), user, channel_id, client_msg_id)
+        if existing is None:
+            raise
+        return await _existing_response(request, existing["id"])
+    outbox.wake(request)
+    request.app[METRICS].messages_sent.inc()
+    return web.json_response(data, status=201)
+
+
+PAGE_FORWARD_SQL = (
+    "SELECT * FROM messages WHERE channel_id = $1 AND app_id = $2 AND seq > $3 AND seq < $4 "
+    "ORDER BY seq ASC LIMIT $5"
+)
+PAGE_BACK_SQL = (
+    "SELECT * FROM messages WHERE channel_id = $1 AND app_id = $2 AND seq > $3 AND seq < $4 "
+    "ORDER BY seq DESC LIMIT $5"
+)
+
+
+def _page_limit(request: web.Request) -> int:
+    value = query_int(request, "limit", 50, 1, 200)
+    assert value is not None
+    return value
+
+
+@routes.get("/v1/channels/{channel_id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    channel_id = path_id(request, "channel_id")
+    after = query_int(request, "after_seq", None, 0, MAX_SEQ)
+    before = query_int(request, "before_seq", None, 1, MAX_SEQ)
+    limit = _page_limit(request)
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    # after_seq pages forward; otherwise the page just before before_seq (or the latest).
+    ascending = after is not None
+    args = (channel_id, user.app_id, after or 0, before or MAX_SEQ, limit + 1)
+    with timed(request, "list_messages"):
+        async with db.pool(request).acquire() as conn:
+            rows = await conn.fetch(PAGE_FORWARD_SQL if ascending else PAGE_BACK_SQL, *args)
+            page = rows[:limit] if ascending else list(reversed(rows[:limit]))
+            out = await messages_json(conn, page)
+    return web.json_response({"messages": out, "has_more": len(rows) > limit})
+
+
+@routes.get("/v1/channels/{channel_id}/messages/{message_id}/replies")
+async def list_replies(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    channel_id = path_id(request, "channel_id")
+    message_id = path_id(request, "message_id")
+    after = query_int(request, "after_seq", 0, 0, MAX_SEQ)
+    limit = _page_limit(request)
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    async with db.pool(request).acquire() as conn:
+        if await message_in_channel(conn, user, channel_id, message_id) is None:
+            raise not_found("message")
+        rows = await conn.fetch(
+            "SELECT * FROM messages WHERE parent_id = $1 AND seq > $2 "
+            "AND channel_id = $3 AND app_id = $4 ORDER BY seq LIMIT $5",
+            message_id,
+            after,
+            channel_id,
+            user.app_id,
+            limit + 1,
+        )
+        out = await messages_json(conn, rows[:limit])
+    return web.json_response({"messages": out, "has_more": len(rows) > limit})
+
+
+@routes.patch("/v1/channels/{channel_id}/messages/{message_id}")
+async def edit_message(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    await ratelimit.limit(request, user, "send_message")
+    channel_id = path_id(request, "channel_id")
+    message_id = path_id(request, "message_id")
+    body = await read_body(request, {"text": Field(TEXT)})
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    async with db.transaction(request) as conn:
+        current = await conn.fetchrow(
+            "SELECT * FROM messages WHERE id = $1 AND channel_id = $2 AND app_id = $3 FOR UPDATE",
+            message_id,
+            channel_id,
+            user.app_id,
+        )
+        if current is None:
+            raise not_found("message")
+        if current["user_id"] != user.user_id:
+            raise forbidden("Only the author may edit a message.")
+        if current["deleted_at"] is not None:
+            raise ApiError(409, "conflict", "A deleted message cannot be edited.")
+        if current["kind"] != "text":
+            raise ApiError(409, "conflict", "A poll's message cannot be edited.")
+        row = await conn.fetchrow(
+            "UPDATE messages SET text = $2, edited_at = now() WHERE id = $1 RETURNING *",
+            message_id,
+            body["text"],
+        )
+        data = (await messages_json(conn, [row]))[0]
+        await outbox.emit(
+            conn, user.app_id, "message.updated", data, channel_id=channel_id, user_id=user.user_id
+        )
+    outbox.wake(request)
+    return web.json_response(data)
+
+
+@routes.delete("/v1/channels/{channel_id}/messages/{message_id}")
+async def delete_message(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    await ratelimit.limit(request, user, "default")
+    channel_id = path_id(request, "channel_id")
+    message_id = path_id(request, "message_id")
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    async with db.transaction(request) as conn:
+        current = await conn.fetchrow(
+            "SELECT * FROM messages WHERE id = $1 AND channel_id = $2 AND app_id = $3 FOR UPDATE",
+            message_id,
+            channel_id,
+            user.app_id,
+        )
+        if current is None:
+            raise not_found("message")
+        if current["user_id"] != user.user_id:
+            role = await conn.fetchval(
+                "SELECT role FROM channel_members WHERE channel_id = $1 AND user_id = $2",
+                channel_id,
+                user.user_id,
+            )
+            if role != "owner":
+                raise forbidden("Only the author or the channel's owner may delete a message.")
+        if current["deleted_at"] is None:
+            row = await conn.fetchrow(
+                "UPDATE messages SET text = NULL, deleted_at = now() WHERE id = $1 RETURNING *",
+                message_id,
+            )
+            await conn.execute("DELETE FROM message_uploads WHERE message_id = $1", message_id)
+            await conn.execute("DELETE FROM reactions WHERE message_id = $1", message_id)
+            data = (await messages_json(conn, [row]))[0]
+            await outbox.emit(
+                conn,
+                user.app_id,
+                "message.deleted",
+                {**data, "deleted_by": user.user_id},
+                channel_id=channel_id,
+                user_id=user.user_id,
+            )
+    outbox.wake(request)
+    return web.Response(status=204)
+
+
+def emoji_of(request: web.Request) -> str:
+    value = str(request.match_info["emoji"])
+    if not 1 <= len(value) <= 32 or any(
+        ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Zs", "Zl", "Zp") for ch in value
+    ):
+        raise bad_request(
+            "Path parameter emoji must be 1 to 32 characters without spaces or control characters."
+        )
+    return value
+
+
+async def _reaction_target(conn: Any, user: User, channel_id: str, message_id: str) -> Any:
+    row = await message_in_channel(conn, user, channel_id, message_id)
+    if row is None:
+        raise not_found("message")
+    return row
+
+
+async def _reaction_summary(conn: Any, message_id: str) -> dict[str, int]:
+    return {
+        r["emoji"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT emoji, count(*) AS n FROM reactions WHERE message_id = $1 "
+            "GROUP BY emoji ORDER BY emoji",
+            message_id,
+        )
+    }
+
+
+@routes.put("/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}")
+async def add_reaction(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    await ratelimit.limit(request, user, "react")
+    channel_id = path_id(request, "channel_id")
+    message_id = path_id(request, "message_id")
+    emoji = emoji_of(request)
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    async with db.transaction(request) as conn:
+        target = await _reaction_target(conn, user, channel_id, message_id)
+        if target["deleted_at"] is not None:
+            raise ApiError(409, "conflict", "A deleted message cannot get reactions.")
+        added = await conn.fetchval(
+            "INSERT INTO reactions (message_id, user_id, emoji) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            message_id,
+            user.user_id,
+            emoji,
+        )
+        summary = await _reaction_summary(conn, message_id)
+        if added is not None:
+            await outbox.emit(
+                conn,
+                user.app_id,
+                "reaction.added",
+                {
+                    "channel_id": channel_id,
+                    "message_id": message_id,
+                    "user_id": user.user_id,
+                    "emoji": emoji,
+                    "count": summary.get(emoji, 0),
+                },
+                channel_id=channel_id,
+                user_id=user.user_id,
+            )
+    outbox.wake(request)
+    return web.json_response({"message_id": message_id, "emoji": emoji, "reactions": summary})
+
+
+@routes.delete("/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}")
+async def remove_reaction(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    await ratelimit.limit(request, user, "react")
+    channel_id = path_id(request, "channel_id")
+    message_id = path_id(request, "message_id")
+    emoji = emoji_of(request)
+    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    async with db.transaction(request) as conn:
+        await _reaction_target(conn, user, channel_id, message_id)
+        removed = await conn.fetchval(
+            "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3 "
+            "RETURNING 1",
+            message_id,
+            user.user_id,
+            emoji,
+        )
+        if removed is not None:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2",
+                message_id,
+                emoji,
+            )
+            await outbox.emit(
+                conn,
+                user.app_id,
+                "reaction.removed",
+                {
+                    "channel_id": channel_id,
+                    "message_id": message_id,
+                    "user_id": user.user_id,
+                    "emoji": emoji,
+                    "count": count,
+                },
+                channel_id=channel_id,
+                user_id=user.user_id,
+            )
+    outbox.wake(request)
+    return web.Response(status=204)

@@ -30,7 +30,14 @@ async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> di
         raise ApiError(
             413, "payload_too_large", f"The JSON body must be at most {max_bytes} bytes."
         )
-    raw = await request.content.read(max_bytes + 1)
+    # StreamReader.read(n) returns what has arrived so far (up to n), not n bytes: keep reading
+    # until EOF or past the limit, or a body larger than one chunk arrives truncated.
+    raw = b""
+    while len(raw) <= max_bytes:
+        chunk = await request.content.read(max_bytes + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > max_bytes:
         raise ApiError(
             413, "payload_too_large", f"The JSON body must be at most {max_bytes} bytes."
