@@ -19,6 +19,7 @@ MIN_SECRET_LENGTH = 32
 DRAIN_BUDGET_SECONDS = 15.0
 POOL_CLOSE_RESERVE_SECONDS = 3.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STORAGE_BACKENDS = ("local", "s3")
 
 _T = TypeVar("_T")
 
@@ -49,6 +50,16 @@ class Settings:
     log_level: str = "INFO"
     upload_dir: Path = field(default_factory=default_upload_dir)
     allowed_origins: tuple[str, ...] = ()
+    # Upload storage: local disk (upload_dir) or an S3-compatible bucket (MinIO, AWS S3).
+    storage: str = "local"
+    s3_endpoint: str = ""  # empty: the AWS endpoint of s3_region
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "uploads/"
+    s3_access_key: str = field(default="", repr=False)  # empty: boto3's credential chain
+    s3_secret_key: str = field(default="", repr=False)
+    # Webhook retries wait base * 2^(attempt-1) seconds (with jitter, capped).
+    webhook_backoff_base: float = 1.0
 
     def __repr__(self) -> str:
         # URLs are shown with their password masked; keys and secrets are never shown.
@@ -58,7 +69,12 @@ class Settings:
             f"redis_url={_redact_url(self.redis_url)!r}, admin_key='***', jwt_secret='***', "
             f"shutdown_timeout={self.shutdown_timeout}, drain_delay={self.drain_delay}, "
             f"log_level={self.log_level!r}, upload_dir={str(self.upload_dir)!r}, "
-            f"allowed_origins={self.allowed_origins!r})"
+            f"allowed_origins={self.allowed_origins!r}, storage={self.storage!r}, "
+            f"s3_endpoint={_redact_url(self.s3_endpoint)!r}, s3_bucket={self.s3_bucket!r}, "
+            f"s3_region={self.s3_region!r}, s3_prefix={self.s3_prefix!r}, "
+            f"s3_access_key={'***' if self.s3_access_key else ''!r}, "
+            f"s3_secret_key={'***' if self.s3_secret_key else ''!r}, "
+            f"webhook_backoff_base={self.webhook_backoff_base})"
         )
 
     @classmethod
@@ -84,7 +100,24 @@ class Settings:
                 check=_absolute,
             ),
             allowed_origins=env.get("ALLOWED_ORIGINS", _origins, default=()),
+            storage=env.get("STORAGE", _storage, default="local"),
+            s3_endpoint=env.get("S3_ENDPOINT", str, default="", check=_url({"http", "https"})),
+            s3_bucket=env.get("S3_BUCKET", str, default="", check=_bucket),
+            s3_region=env.get("S3_REGION", str, default="us-east-1", check=_region),
+            s3_prefix=env.get("S3_PREFIX", str, default="uploads/", check=_prefix),
+            s3_access_key=env.get("S3_ACCESS_KEY", str, default=""),
+            s3_secret_key=env.get("S3_SECRET_KEY", str, default=""),
+            webhook_backoff_base=env.get(
+                "WEBHOOK_BACKOFF_BASE", _seconds, default=1.0, check=_between(0.01, 60.0)
+            ),
         )
+        if settings.storage == "s3" and not settings.s3_bucket:
+            raise SettingsError(f"{PREFIX}S3_BUCKET is required when {PREFIX}STORAGE is s3")
+        if bool(settings.s3_access_key) != bool(settings.s3_secret_key):
+            raise SettingsError(
+                f"{PREFIX}S3_ACCESS_KEY and {PREFIX}S3_SECRET_KEY must be set together "
+                "(or both left empty for the default credential chain)"
+            )
         budget = DRAIN_BUDGET_SECONDS - POOL_CLOSE_RESERVE_SECONDS
         if settings.drain_delay + settings.shutdown_timeout > budget:
             raise SettingsError(
@@ -157,6 +190,42 @@ def _origins(raw: str) -> tuple[str, ...]:
                 f"(got {origin!r})"
             )
     return origins
+
+
+def _storage(raw: str) -> str:
+    value = raw.lower()
+    if value not in STORAGE_BACKENDS:
+        raise ValueError(f"must be one of {', '.join(STORAGE_BACKENDS)} (got {raw!r})")
+    return value
+
+
+def _bucket(value: str) -> str | None:
+    # S3's bucket naming rules, the part that matters for building URLs safely.
+    if (
+        3 <= len(value) <= 63
+        and value[0].isalnum()
+        and value[-1].isalnum()
+        and all(c.islower() or c.isdigit() or c in ".-" for c in value)
+    ):
+        return None
+    return "must be an S3 bucket name: 3 to 63 lower-case letters, digits, '.' or '-'"
+
+
+def _region(value: str) -> str | None:
+    if 1 <= len(value) <= 64 and all(c.isalnum() or c == "-" for c in value):
+        return None
+    return f"must be a region name like us-east-1 (got {value!r})"
+
+
+def _prefix(value: str) -> str | None:
+    if (
+        len(value) <= 200
+        and ".." not in value
+        and not value.startswith("/")
+        and all(c.isalnum() or c in "/._-" for c in value)
+    ):
+        return None
+    return "must be a key prefix of letters, digits, '/', '.', '_' or '-' (at most 200)"
 
 
 def _non_empty(value: str) -> str | None:
