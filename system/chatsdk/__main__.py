@@ -8,7 +8,7 @@ import signal
 import sys
 
 from chatsdk.errors import SettingsError
-from chatsdk.logs import configure_logging
+from chatsdk.logs import configure_logging, url_password
 from chatsdk.server import start_server
 from chatsdk.settings import Settings
 
@@ -41,7 +41,15 @@ def main() -> int:
     except SettingsError as exc:
         print(f"chatsdk: invalid settings: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    configure_logging(settings.log_level, settings.worker_id)
+    # Masked in every log line, wherever they would appear.
+    secrets = (
+        settings.admin_key,
+        settings.jwt_secret,
+        url_password(settings.database_url),
+        url_password(settings.redis_url),
+        settings.s3_secret_key,
+    )
+    configure_logging(settings.log_level, settings.worker_id, secrets=secrets)
     try:
         return asyncio.run(serve(settings))
     except OSError as exc:

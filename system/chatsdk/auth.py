@@ -24,6 +24,7 @@ from aiohttp.typedefs import Handler
 from chatsdk import db
 from chatsdk.errors import ApiError
 from chatsdk.keys import SETTINGS
+from chatsdk.logs import bind_identity
 
 ADMIN_HEADER = "X-Admin-Key"
 API_KEY_HEADER = "X-API-Key"
@@ -99,6 +100,7 @@ async def require_app(request: web.Request) -> str:
     matches = hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), stored)
     if row is None or not matches or row["revoked_at"] is not None:
         raise unauthorized(f"A valid {API_KEY_HEADER} header is required.")
+    bind_identity(request, str(row["app_id"]))
     return str(row["app_id"])
 
 
@@ -162,6 +164,8 @@ async def user_from_token(request: web.Request | web.Application, token: str) ->
     version = await token_version(db.pool(app), claims["app"], claims["sub"])
     if version is None or claims["ver"] != version:
         raise unauthorized("The token has been revoked.")
+    if isinstance(request, web.Request):
+        bind_identity(request, claims["app"], claims["sub"])
     return User(claims["app"], claims["sub"])
 
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from chatsdk.dbtiming import timed_connection_class
 from chatsdk.errors import MigrationError
 from chatsdk.metrics import Metrics
 from chatsdk.migrate import Migration, apply_migrations, load_migrations
@@ -128,6 +129,8 @@ class Dependencies:
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 max_inactive_connection_lifetime=60.0,
+                # Every statement observed in db_query_duration_seconds{operation}.
+                connection_class=timed_connection_class(self._metrics.db_query_duration),
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Warn on the first failure and then once a minute or so, not on every attempt.

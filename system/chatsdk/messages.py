@@ -445,13 +445,24 @@ async def delete_message(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# A reaction is an emoji (symbols, marks, joiners and variation selectors) or a short name such
+# as "thumbs_up" or ":+1:"; never markup, quotes or path syntax.
+EMOJI_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-:")
+EMOJI_JOINERS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
+
+
+def _emoji_char(ch: str) -> bool:
+    if ch.isascii():
+        return ch in EMOJI_ASCII
+    return ch in EMOJI_JOINERS or unicodedata.category(ch) in ("So", "Sk", "Sm", "Mn", "Me")
+
+
 def emoji_of(request: web.Request) -> str:
     value = str(request.match_info["emoji"])
-    if not 1 <= len(value) <= 32 or any(
-        ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs", "Zs", "Zl", "Zp") for ch in value
-    ):
+    if not 1 <= len(value) <= 32 or not all(_emoji_char(ch) for ch in value):
         raise bad_request(
-            "Path parameter emoji must be 1 to 32 characters without spaces or control characters."
+            "Path parameter emoji must be an emoji or a short name of letters, digits and _+-: "
+            "(1 to 32 characters)."
         )
     return value
 

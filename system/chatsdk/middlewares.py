@@ -14,13 +14,14 @@ from aiohttp.typedefs import Handler
 
 from chatsdk.errors import ApiError
 from chatsdk.keys import METRICS, REQUEST_ID
-from chatsdk.logs import request_id_var
+from chatsdk.logs import bind_request_context, request_id_var
 
 log = logging.getLogger("chatsdk.http")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 UNMATCHED_ROUTE = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 ERROR_CODES: Mapping[int, str] = {
     400: "bad_request",
@@ -74,11 +75,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = supplied if SANE_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    token = request_id_var.set(request_id)
-    try:
+    # A fresh log context per request: ids set by auth (app_id, user_id) never leak into the
+    # next request served on the same connection.
+    with bind_request_context(request_id):
         return await handler(request)
-    finally:
-        request_id_var.reset(token)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -86,21 +86,44 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
     response.headers[REQUEST_ID_HEADER] = request_id_of(request)
 
 
+def _request_size(request: web.Request) -> int:
+    if request.content_length is not None:
+        return request.content_length
+    # Chunked bodies: what the handler actually read.
+    return int(getattr(request.content, "total_bytes", 0))
+
+
+def _response_size(response: web.StreamResponse | None) -> int | None:
+    if response is None or isinstance(response, web.WebSocketResponse):
+        return None  # a socket's traffic is not a response body
+    if response.prepared:
+        # Streamed by the handler (downloads): the bytes it wrote.
+        return response.body_length
+    return response.content_length if response.content_length is not None else 0
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
         return response
     finally:
         resource = request.match_info.route.resource
-        # Unknown paths share one label so scanners cannot blow up the label cardinality.
+        # Route templates only (/v1/channels/{channel_id}), never raw paths; unknown paths share
+        # one label, so scanners cannot blow up the label cardinality.
         route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
         metrics = request.app[METRICS]
-        metrics.http_requests.labels(request.method, route, str(status)).inc()
-        metrics.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.http_requests.labels(method, route, str(status)).inc()
+        metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
+        metrics.http_request_size.labels(method, route).observe(_request_size(request))
+        size = _response_size(response)
+        if size is not None:
+            metrics.http_response_size.labels(method, route).observe(size)
 
 
 @web.middleware

@@ -60,6 +60,12 @@ async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> di
         raise bad_request("The body is not valid JSON.", "invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("The JSON body must be an object.", "invalid_json")
+    try:
+        # JSON may spell lone UTF-16 surrogates ("\ud800"); they are not text and PostgreSQL
+        # cannot store them, so they are refused here rather than failing deep in a query.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("The JSON body contains invalid Unicode (lone surrogates).") from None
     return body
 
 

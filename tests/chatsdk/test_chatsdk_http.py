@@ -209,14 +209,12 @@ def test_the_openapi_document_describes_the_existing_routes(
     doc = run_app(settings, scenario, ready=False)
     assert doc["openapi"].startswith("3.1")
     assert {"title", "version"} <= set(doc["info"])
-    assert set(doc["paths"]) == {
-        "/v1/health/live",
-        "/v1/health/ready",
-        "/v1/openapi.json",
-        "/metrics",
-    }
+    # The full route-by-route match is tests/api/test_openapi.py; here: the service routes.
+    assert {"/v1/health/live", "/v1/health/ready", "/v1/openapi.json"} <= set(doc["paths"])
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
+            if method not in {"get", "put", "post", "patch", "delete"}:
+                continue  # path-level keys such as "parameters"
             assert operation["responses"], f"{method.upper()} {path} must list its responses"
     refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(doc))
     assert set(refs) <= set(doc["components"]["schemas"])
