@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
+import redis.exceptions
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
@@ -37,6 +39,19 @@ ERROR_CODES: Mapping[int, str] = {
     500: "internal_error",
     503: "service_unavailable",
 }
+# Failures of PostgreSQL or Redis reaching a handler: connection refused or lost, the server
+# shutting down or starting up, a pool closing under a restart, a timed-out round trip.
+DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
 # Headers of an aiohttp HTTPException worth keeping on the JSON error (e.g. Allow on 405).
 KEPT_HEADERS = (hdrs.ALLOW, hdrs.RETRY_AFTER, hdrs.WWW_AUTHENTICATE)
 
@@ -138,6 +153,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {str(name): exc.headers[name] for name in KEPT_HEADERS if name in exc.headers}
         code = ERROR_CODES.get(exc.status, "http_error")
         return error_response(request, exc.status, code, _message_for(request, exc), headers)
+    except DEPENDENCY_DOWN as exc:
+        # A database that went away mid-request is the contract's 503, not a server bug.
+        log.warning("dependency unavailable in %s %s: %s", request.method, request.path, exc)
+        return error_response(
+            request,
+            503,
+            "dependency_unavailable",
+            "A backing service is unavailable; retry shortly.",
+            {"Retry-After": "2"},
+        )
     except Exception:
         # The stack trace goes to the log only, never to the client.
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -339,6 +339,7 @@ ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "IdempotencyKeyReused": _error("The Idempotency-Key was used with a different body."),
     "RateLimited": _error("Rate limited (per user and action).", retry_after=True),
     "Unavailable": _error("A dependency is down, or the worker is draining.", retry_after=True),
+    "UpgradeRequired": _error("A plain request to the WebSocket endpoint: upgrade to WebSocket."),
 }
 ERROR_STATUS = {
     "400": "BadRequest",
@@ -350,6 +351,7 @@ ERROR_STATUS = {
     "415": "UnsupportedMediaType",
     "422": "IdempotencyKeyReused",
     "429": "RateLimited",
+    "426": "UpgradeRequired",
     "503": "Unavailable",
 }
 
@@ -789,7 +791,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "with 1001.",
                 PUBLIC,
                 ("101", None, "Switching Protocols."),
-                errors=("403",),
+                errors=("403", "426"),
             ),
             "x-websocket-events": EVENT_TYPES,
         }
