@@ -217,6 +217,19 @@ async def message_in_channel(conn: Any, user: User, channel_id: str, message_id:
     )
 
 
+async def locked_message(conn: Any, user: User, channel_id: str, message_id: str) -> Any:
+    """The message, row-locked for a change in this transaction; 404 when not visible."""
+    current = await conn.fetchrow(
+        "SELECT * FROM messages WHERE id = $1 AND channel_id = $2 AND app_id = $3 FOR UPDATE",
+        message_id,
+        channel_id,
+        user.app_id,
+    )
+    if current is None:
+        raise not_found("message")
+    return current
+
+
 async def _existing_response(request: web.Request, message_id: str) -> web.Response:
     async with db.pool(request).acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
@@ -374,14 +387,7 @@ async def edit_message(request: web.Request) -> web.Response:
     body = await read_body(request, {"text": Field(TEXT)})
     await membership.require_member(request, user.app_id, channel_id, user.user_id)
     async with db.transaction(request) as conn:
-        current = await conn.fetchrow(
-            "SELECT * FROM messages WHERE id = $1 AND channel_id = $2 AND app_id = $3 FOR UPDATE",
-            message_id,
-            channel_id,
-            user.app_id,
-        )
-        if current is None:
-            raise not_found("message")
+        current = await locked_message(conn, user, channel_id, message_id)
         if current["user_id"] != user.user_id:
             raise forbidden("Only the author may edit a message.")
         if current["deleted_at"] is not None:
@@ -409,14 +415,7 @@ async def delete_message(request: web.Request) -> web.Response:
     message_id = path_id(request, "message_id")
     await membership.require_member(request, user.app_id, channel_id, user.user_id)
     async with db.transaction(request) as conn:
-        current = await conn.fetchrow(
-            "SELECT * FROM messages WHERE id = $1 AND channel_id = $2 AND app_id = $3 FOR UPDATE",
-            message_id,
-            channel_id,
-            user.app_id,
-        )
-        if current is None:
-            raise not_found("message")
+        current = await locked_message(conn, user, channel_id, message_id)
         if current["user_id"] != user.user_id:
             role = await conn.fetchval(
                 "SELECT role FROM channel_members WHERE channel_id = $1 AND user_id = $2",

@@ -13,24 +13,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from chatsdk import validation
+from chatsdk.outbox import PUBLIC_EVENT_TYPES
 from chatsdk.version import __version__
 
 Schema = dict[str, Any]
 
-ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+ID_PATTERN = f"^{validation.ID_PATTERN.pattern}$"
 MAX_SEQ = 2**62
-EVENT_TYPES = [
-    "message.new",
-    "message.updated",
-    "message.deleted",
-    "reaction.added",
-    "reaction.removed",
-    "read.updated",
-    "poll.updated",
-    "member.joined",
-    "member.left",
-    "typing",
-]
+EVENT_TYPES = list(PUBLIC_EVENT_TYPES)
 
 
 # -- schema building blocks -------------------------------------------------------------------

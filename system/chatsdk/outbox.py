@@ -12,6 +12,21 @@ from aiohttp import web
 
 from chatsdk.keys import OUTBOX_WAKE
 
+# The event types of API.md that clients and webhooks see. Internal events (user.revoked,
+# channel.*) travel through the outbox too but are never offered to webhooks.
+PUBLIC_EVENT_TYPES = (
+    "message.new",
+    "message.updated",
+    "message.deleted",
+    "reaction.added",
+    "reaction.removed",
+    "read.updated",
+    "poll.updated",
+    "member.joined",
+    "member.left",
+    "typing",
+)
+
 
 async def emit(
     conn: Any,

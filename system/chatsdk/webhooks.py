@@ -39,7 +39,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from chatsdk import db
+from chatsdk import db, outbox
 from chatsdk.auth import require_app
 from chatsdk.errors import ApiError, bad_request, not_found
 from chatsdk.ids import new_id
@@ -50,20 +50,7 @@ log = logging.getLogger("chatsdk.webhooks")
 
 routes = web.RouteTableDef()
 
-# The public event types of API.md; "*" subscribes to all of them (never to internal events
-# such as user.revoked).
-EVENT_TYPES = (
-    "message.new",
-    "message.updated",
-    "message.deleted",
-    "reaction.added",
-    "reaction.removed",
-    "read.updated",
-    "poll.updated",
-    "member.joined",
-    "member.left",
-    "typing",
-)
+EVENT_TYPES = outbox.PUBLIC_EVENT_TYPES
 MAX_WEBHOOKS_PER_APP = 20
 DISABLE_AFTER_FAILURES = 10
 MAX_ATTEMPTS = 15  # one poisonous event cannot retry forever while others succeed
