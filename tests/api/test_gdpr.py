@@ -5,6 +5,7 @@ searched), in upload storage or in Redis, and the user's tokens stop working."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -213,7 +214,14 @@ def test_erasure_leaves_nothing_personal_anywhere(
         # Positive controls: the searches below do find the data while it exists.
         assert stored.is_file()
         assert rows_containing(info, [marker])
-        assert redis_keys_with(info, user_id), "the user must have Redis keys before erasure"
+        # Redis keys name the user (membership cache, rate-limit buckets). Right after a Redis
+        # restart in an earlier test the workers skip Redis for a moment, by design: touch the
+        # channel until the cache holds the user again.
+        deadline = time.monotonic() + 10
+        while not redis_keys_with(info, user_id):
+            assert time.monotonic() < deadline, "the user must have Redis keys before erasure"
+            ok(victim.client.get(f"/v1/channels/{channel_id}/messages"))
+            time.sleep(0.2)
 
         assert other_app.client.delete(f"/v1/users/{user_id}").status == 404
         resp = app.client.delete(f"/v1/users/{user_id}")
