@@ -15,6 +15,7 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 from preflight import __version__
+from preflight.checklist import AREAS, DEFAULT_PATH, load_checklist
 from preflight.errors import PreflightError
 from preflight.targets import select_target
 from preflight.targets.base import TargetInfo
@@ -91,7 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="verify the edge answers over TLS, then stop everything (exit 0 if it does)",
     )
+    _add_checklist_parser(sub)
     return parser
+
+
+def _add_checklist_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    checklist = sub.add_parser(
+        "checklist",
+        help="validate or list the checklist",
+        description="Validate checklist.yaml against its schema and rules, or list its items.",
+    )
+    actions = checklist.add_subparsers(dest="checklist_command", required=True, metavar="ACTION")
+    validate = actions.add_parser(
+        "validate",
+        help="check the file; exit 0 if valid, 2 listing every problem (item, field, line)",
+    )
+    validate.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
+    show = actions.add_parser("show", help="list items: id, area, severity, verify, title")
+    show.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
+    show.add_argument("--area", choices=AREAS, help="only items of this area")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,10 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             return cmd_up(args)
+        if args.command == "checklist":
+            return cmd_checklist(args)
     except PreflightError as exc:
         print(f"preflight: error: {exc}", file=sys.stderr)
         return EXIT_HARNESS
     return EXIT_HARNESS  # pragma: no cover - argparse rejects unknown commands
+
+
+def cmd_checklist(args: argparse.Namespace) -> int:
+    checklist = load_checklist(args.file)
+    if args.checklist_command == "validate":
+        print(checklist.summary())
+        return EXIT_OK
+    items = [i for i in checklist.items if args.area is None or i.area == args.area]
+    columns = ("id", "area", "severity", "verify", "title")
+    rows = [columns, *((i.id, i.area, i.severity, i.verify, i.title) for i in items)]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(columns) - 1)]
+    for row in rows:
+        print(
+            "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]])
+        )
+    print(f"{len(items)} of {len(checklist.items)} items")
+    return EXIT_OK
 
 
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:

@@ -17,3 +17,13 @@ class TargetFileInvalid(PreflightError):
 
 class EdgeConfigInvalid(PreflightError):
     """The rendered NGINX configuration does not render or does not pass `nginx -t`."""
+
+
+class ChecklistInvalid(PreflightError):
+    """checklist.yaml breaks its schema or rules; `problems` names item id, field and line."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{path} is not a valid checklist ({count}):\n  " + "\n  ".join(problems))
