@@ -244,8 +244,15 @@ def test_a_webhook_is_disabled_after_10_consecutive_failures(app: AppCtx) -> Non
         for i in range(4):
             send(owner, channel_id, f"doomed {i}")
         rx.wait_for(4, 10)
-        # Positive control: 4 failures (retries come >= 0.8 s later) do not disable it.
-        early = delivery_log(app, hook["webhook_id"])
+        # Positive control: 4 failures (retries come >= 0.8 s later) do not disable it. The
+        # receiver sees a request before the API records its failure: wait for the record.
+        early = wait_log(
+            app,
+            hook["webhook_id"],
+            lambda log: log["webhook"]["consecutive_failures"] >= 4,
+            5,
+            "4 failures recorded",
+        )
         assert early["webhook"]["disabled_at"] is None
         assert 4 <= early["webhook"]["consecutive_failures"] < 10
 
