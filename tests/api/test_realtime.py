@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from preflight.client import ChatClient, expect
@@ -126,6 +126,31 @@ def worker_socket_url(stack: NativeTarget, index: int) -> str:
     return stack.worker_urls[index].replace("http://", "ws://", 1) + "/v1/realtime"
 
 
+def _connect_once_more(
+    url: str, context: ssl.SSLContext | None, origin: str | None, max_size: int | None
+) -> ClientConnection:
+    """Connect; one more try only when the transport broke during the handshake.
+
+    Seen once in about six full-suite runs: the edge closed a fresh TLS connection while the
+    upgrade request was being written (SSLEOFError), before any WebSocket logic ran. Not
+    diagnosed yet; these tests verify the protocol, so a transport failure at connect gets one
+    retry. Handshake refusals (an HTTP status) and every close code stay strict."""
+    for attempt in (1, 2):
+        try:
+            return connect(
+                url,
+                ssl=context,
+                origin=origin,  # type: ignore[arg-type]
+                open_timeout=5,
+                close_timeout=2,
+                max_size=max_size,
+            )
+        except (ssl.SSLError, ConnectionClosedError, ConnectionResetError):
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def open_socket(
     chat: ChatClient,
@@ -138,14 +163,7 @@ def open_socket(
     """A connected socket (authenticated when a token is given), closed at the end."""
     url = url or edge_socket_url(chat)
     context: ssl.SSLContext | None = chat.ssl_context() if url.startswith("wss://") else None
-    with connect(
-        url,
-        ssl=context,
-        origin=origin,  # type: ignore[arg-type]
-        open_timeout=5,
-        close_timeout=2,
-        max_size=max_size,
-    ) as conn:
+    with _connect_once_more(url, context, origin, max_size) as conn:
         socket = Socket(conn)
         if token is not None:
             socket.send({"type": "auth", "token": token})
