@@ -23,14 +23,17 @@ from preflight.errors import TargetUnavailable
 from preflight.targets.base import TargetInfo
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
+from preflight.targets.servers import APP_ROLE_SQL, postgres_args
+from preflight.targets.servers import redis_conf as redis_conf_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = "system/deploy/Dockerfile"
 POSTGRES_IMAGE = "postgres:15"
 REDIS_IMAGE = "redis:7.0"
-NGINX_IMAGE = "nginx:1.22"
+NGINX_IMAGE = "nginx:1.22"  # the same major as the native edge, so one template serves both
 MINIO_IMAGE = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
-UPLOAD_BUCKET = "chatsdk-uploads"  # the same major as the native edge, so one template serves both
+UPLOAD_BUCKET = "chatsdk-uploads"
+ROLE_SQL_PATH = "/docker-entrypoint-preflight/app-role.sql"
 API_PORT = 8080
 EDGE_HTTPS_PORT = 8443
 EDGE_HTTP_PORT = 8080
@@ -78,7 +81,6 @@ class ContainersPlan:
     minio: ContainerSpec
     api: tuple[ContainerSpec, ...]
     edge: ContainerSpec
-    app_role_sql: str = field(repr=False)
     app_password: str = field(repr=False)
     admin_key: str = field(repr=False)
     dsn_template: str = field(repr=False)  # host and port filled in once PostgreSQL is mapped
@@ -93,6 +95,8 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
     jwt_secret = secrets.token_urlsafe(48)
     minio_user, minio_password = "chatsdk", secrets.token_urlsafe(24)
 
+    role_sql = workdir / "app-role.sql"
+    role_sql.write_text(APP_ROLE_SQL)
     postgres = ContainerSpec(
         name="postgres",
         image=POSTGRES_IMAGE,
@@ -104,24 +108,13 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
             "POSTGRES_INITDB_ARGS": "--data-checksums --auth-host=scram-sha-256",
             "POSTGRES_HOST_AUTH_METHOD": "scram-sha-256",
         },
-        command=(
-            "postgres",
-            "-c",
-            "password_encryption=scram-sha-256",
-            "-c",
-            "fsync=on",
-            "-c",
-            "full_page_writes=on",
-            "-c",
-            "max_connections=200",
-        ),
+        command=("postgres", *postgres_args()),
+        # The same role and database SQL as the native target, run with psql -f.
+        volumes=((str(role_sql), ROLE_SQL_PATH, "ro"),),
         exposed_ports=(5432,),
     )
     redis_conf = workdir / "redis.conf"
-    redis_conf.write_text(
-        f'requirepass {redis_password}\nappendonly yes\nappendfsync everysec\nsave ""\n'
-        "maxmemory 256mb\nmaxmemory-policy noeviction\nprotected-mode yes\n"
-    )
+    redis_conf.write_text(redis_conf_text(redis_password))
     redis_spec = ContainerSpec(
         name="redis",
         image=REDIS_IMAGE,
@@ -187,20 +180,12 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
         exposed_ports=(EDGE_HTTPS_PORT, EDGE_HTTP_PORT),
         volumes=((str(workdir), str(workdir), "rw"),),
     )
-    role_sql = (
-        "CREATE ROLE chatsdk LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION "
-        "PASSWORD :'pw'; "
-        "ALTER ROLE chatsdk SET statement_timeout = '30s'; "
-        "ALTER ROLE chatsdk SET idle_in_transaction_session_timeout = '60s'; "
-        "CREATE DATABASE chatsdk OWNER chatsdk TEMPLATE template0;"
-    )
     return ContainersPlan(
         postgres=postgres,
         redis=redis_spec,
         minio=minio,
         api=api,
         edge=edge,
-        app_role_sql=role_sql,
         app_password=app_password,
         admin_key=admin_key,
         dsn_template=f"postgresql://chatsdk:{app_password}@{{host}}:{{port}}/chatsdk",
@@ -273,8 +258,8 @@ class ContainersTarget:
                 "ON_ERROR_STOP=1",
                 "-v",
                 f"pw={plan.app_password}",
-                "-c",
-                plan.app_role_sql,
+                "-f",
+                ROLE_SQL_PATH,
             ]
         )
         if result.exit_code != 0:

@@ -27,11 +27,10 @@ from preflight.targets.base import TargetInfo
 from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
 from preflight.targets.pki import make_pki
 from preflight.targets.procs import Child, RunAs, ensure_port_free, free_port, wait_until
+from preflight.targets.servers import APP_DB, APP_ROLE, APP_ROLE_SQL, postgres_args, redis_conf
 
 PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMP_PREFIX = "preflight-native-"
-APP_DB = "chatsdk"
-APP_ROLE = "chatsdk"
 
 
 @dataclass(frozen=True)
@@ -335,16 +334,7 @@ class NativeTarget:
                 str(pg_dir),
                 "-c",
                 "listen_addresses=127.0.0.1",
-                "-c",
-                "password_encryption=scram-sha-256",
-                "-c",
-                "fsync=on",
-                "-c",
-                "full_page_writes=on",
-                "-c",
-                "synchronous_commit=on",
-                "-c",
-                "max_connections=200",
+                *postgres_args(),
                 "-c",
                 "log_min_messages=warning",
                 "-c",
@@ -369,21 +359,6 @@ class NativeTarget:
         )
 
     def _create_app_role(self, psql: str, port: int) -> None:
-        # The application role owns its database and nothing more: no superuser, no CREATEROLE,
-        # no CREATEDB. Timeouts are set on the role so no session of the app can hang forever.
-        # The password goes through a psql variable (:'pw'), quoted by psql itself.
-        sql = f"""
-CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION
-    CONNECTION LIMIT 150 PASSWORD :'pw';
-ALTER ROLE {APP_ROLE} SET statement_timeout = '30s';
-ALTER ROLE {APP_ROLE} SET idle_in_transaction_session_timeout = '60s';
-ALTER ROLE {APP_ROLE} SET lock_timeout = '10s';
-CREATE DATABASE {APP_DB} OWNER {APP_ROLE} ENCODING 'UTF8' TEMPLATE template0;
-REVOKE ALL ON DATABASE {APP_DB} FROM PUBLIC;
-\\c {APP_DB}
-REVOKE ALL ON SCHEMA public FROM PUBLIC;
-ALTER SCHEMA public OWNER TO {APP_ROLE};
-"""
         result = subprocess.run(
             [
                 psql,
@@ -402,7 +377,7 @@ ALTER SCHEMA public OWNER TO {APP_ROLE};
                 "-d",
                 "postgres",
             ],
-            input=sql,
+            input=APP_ROLE_SQL,
             env={**os.environ, "PGPASSWORD": self._pg_password, "PGCONNECT_TIMEOUT": "5"},
             capture_output=True,
             text=True,
@@ -421,25 +396,14 @@ ALTER SCHEMA public OWNER TO {APP_ROLE};
         conf = rdir / "redis.conf"
         # In a file, not on the command line, so the password is not visible in `ps`.
         conf.write_text(
-            "\n".join(
-                [
-                    f"port {port}",
-                    "bind 127.0.0.1",
-                    "protected-mode yes",
-                    f"requirepass {self._redis_password}",
-                    f"dir {rdir}",
-                    "daemonize no",
-                    'logfile ""',
-                    "loglevel warning",
-                    "appendonly yes",
-                    "appendfsync everysec",
-                    'save ""',
-                    # Chosen, not defaulted: Redis holds rate-limit buckets and pub/sub here;
-                    # losing keys silently would be worse than refusing a write.
-                    "maxmemory 256mb",
-                    "maxmemory-policy noeviction",
-                    "",
-                ]
+            redis_conf(
+                self._redis_password,
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {rdir}",
+                "daemonize no",
+                'logfile ""',
+                "loglevel warning",
             )
         )
         conf.chmod(0o600)

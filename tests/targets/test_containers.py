@@ -15,10 +15,12 @@ from preflight.targets import choose_target
 from preflight.targets.containers import (
     DOCKERFILE,
     REPO_ROOT,
+    ROLE_SQL_PATH,
     ContainersTarget,
     docker_available,
     plan_containers,
 )
+from preflight.targets.servers import APP_ROLE_SQL, postgres_args
 
 
 def no_engine() -> str | None:
@@ -76,7 +78,12 @@ def test_plan_wires_api_to_postgres_and_redis_by_alias(workdir: Path) -> None:
         assert spec.env["CHATSDK_S3_ENDPOINT"] == "http://minio:9000"
         assert spec.env["CHATSDK_S3_SECRET_KEY"] == plan.minio.env["MINIO_ROOT_PASSWORD"]
     assert plan.postgres.env["POSTGRES_INITDB_ARGS"].startswith("--data-checksums")
-    assert "NOSUPERUSER NOCREATEROLE NOCREATEDB" in plan.app_role_sql
+    # The role and database come from the same SQL file as the native target's.
+    host_sql, inside, mode = plan.postgres.volumes[0]
+    assert (inside, mode) == (ROLE_SQL_PATH, "ro")
+    assert Path(host_sql).read_text() == APP_ROLE_SQL
+    assert "NOSUPERUSER NOCREATEROLE NOCREATEDB" in APP_ROLE_SQL
+    assert plan.postgres.command == ("postgres", *postgres_args())
 
 
 def test_plan_edge_uses_the_shared_templates_and_every_worker(workdir: Path) -> None:

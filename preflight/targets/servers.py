@@ -1,0 +1,53 @@
+"""How the databases of the system under test are configured: one definition for every target
+that starts them (native processes, containers), so the targets cannot drift apart."""
+
+from __future__ import annotations
+
+APP_DB = "chatsdk"
+APP_ROLE = "chatsdk"
+
+# Server settings beyond the defaults, as `-c name=value` pairs for `postgres`.
+POSTGRES_SETTINGS = (
+    "password_encryption=scram-sha-256",
+    "fsync=on",
+    "full_page_writes=on",
+    "synchronous_commit=on",
+    "max_connections=200",
+)
+
+# The application role owns its database and nothing more: no superuser, no CREATEROLE, no
+# CREATEDB. Timeouts are set on the role so no session of the app can hang forever. Run by psql
+# as the superuser with the password in the psql variable `pw` (quoted by psql, :'pw').
+APP_ROLE_SQL = f"""
+CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION
+    CONNECTION LIMIT 150 PASSWORD :'pw';
+ALTER ROLE {APP_ROLE} SET statement_timeout = '30s';
+ALTER ROLE {APP_ROLE} SET idle_in_transaction_session_timeout = '60s';
+ALTER ROLE {APP_ROLE} SET lock_timeout = '10s';
+CREATE DATABASE {APP_DB} OWNER {APP_ROLE} ENCODING 'UTF8' TEMPLATE template0;
+REVOKE ALL ON DATABASE {APP_DB} FROM PUBLIC;
+\\c {APP_DB}
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+ALTER SCHEMA public OWNER TO {APP_ROLE};
+"""
+
+
+def postgres_args() -> list[str]:
+    return [arg for setting in POSTGRES_SETTINGS for arg in ("-c", setting)]
+
+
+def redis_conf(password: str, *extra: str) -> str:
+    """A redis.conf (a file, so the password is not visible in `ps`)."""
+    lines = [
+        "protected-mode yes",
+        f"requirepass {password}",
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        # Chosen, not defaulted: Redis holds rate-limit buckets and pub/sub here; losing keys
+        # silently would be worse than refusing a write.
+        "maxmemory 256mb",
+        "maxmemory-policy noeviction",
+        *extra,
+    ]
+    return "\n".join(lines) + "\n"
