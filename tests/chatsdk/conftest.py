@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -255,8 +256,8 @@ def _redis(base: Path) -> RedisServer:
     return RedisServer(base=base, port=free_port(), password=secrets.token_hex(16))
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+@contextlib.contextmanager
+def _running_redis() -> Iterator[RedisServer]:
     base = Path(tempfile.mkdtemp(prefix="chatsdk-redis-"))
     server = _redis(base)
     try:
@@ -265,19 +266,19 @@ def redis_server() -> Iterator[RedisServer]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with _running_redis() as server:
+        yield server
 
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own, for tests that stop and restart it."""
-    base = Path(tempfile.mkdtemp(prefix="chatsdk-redis-"))
-    server = _redis(base)
-    try:
-        server.start()
+    with _running_redis() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
