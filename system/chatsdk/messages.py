@@ -484,14 +484,20 @@ async def _reaction_summary(conn: Any, message_id: str) -> dict[str, int]:
     }
 
 
-@routes.put("/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}")
-async def add_reaction(request: web.Request) -> web.Response:
+async def _reaction_request(request: web.Request) -> tuple[User, str, str, str]:
+    """Who reacts, where and with what; checked (rate, ids, membership) before any change."""
     user = await require_user(request)
     await ratelimit.limit(request, user, "react")
     channel_id = path_id(request, "channel_id")
     message_id = path_id(request, "message_id")
     emoji = emoji_of(request)
     await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    return user, channel_id, message_id, emoji
+
+
+@routes.put("/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}")
+async def add_reaction(request: web.Request) -> web.Response:
+    user, channel_id, message_id, emoji = await _reaction_request(request)
     async with db.transaction(request) as conn:
         target = await _reaction_target(conn, user, channel_id, message_id)
         if target["deleted_at"] is not None:
@@ -525,12 +531,7 @@ async def add_reaction(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}")
 async def remove_reaction(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    await ratelimit.limit(request, user, "react")
-    channel_id = path_id(request, "channel_id")
-    message_id = path_id(request, "message_id")
-    emoji = emoji_of(request)
-    await membership.require_member(request, user.app_id, channel_id, user.user_id)
+    user, channel_id, message_id, emoji = await _reaction_request(request)
     async with db.transaction(request) as conn:
         await _reaction_target(conn, user, channel_id, message_id)
         removed = await conn.fetchval(
