@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from preflight import __version__
+from preflight import __version__, cli_report, cli_run, cli_signoff
 from preflight.checklist import AREAS, DEFAULT_PATH, load_checklist
 from preflight.errors import PreflightError
 from preflight.targets import select_target
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="verify the edge answers over TLS, then stop everything (exit 0 if it does)",
     )
     _add_checklist_parser(sub)
+    for register in (cli_run.register, cli_signoff.register, cli_report.register):
+        register(sub)
     return parser
 
 
@@ -120,10 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "checklist":
             return cmd_checklist(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except PreflightError as exc:
         print(f"preflight: error: {exc}", file=sys.stderr)
         return EXIT_HARNESS
-    return EXIT_HARNESS  # pragma: no cover - argparse rejects unknown commands
 
 
 def cmd_checklist(args: argparse.Namespace) -> int:
