@@ -1,0 +1,1 @@
+"""Readiness probes, one package per checklist area."""

@@ -1,0 +1,1 @@
+"""Security probes: headers, TLS and transport of the public edge."""

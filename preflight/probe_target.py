@@ -1,0 +1,150 @@
+"""The `target` probes see: one object per session whose parts (HTTP client, TLS context, DSNs,
+component control) are resolved when a probe first asks for them, in the style of
+pytest-testinfra's `host`."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from urllib.parse import urlsplit
+
+import pytest
+
+from preflight.client import ChatClient
+from preflight.evidence import secrets_of_url
+from preflight.targets.base import ComponentControl, Target, TargetInfo
+
+
+class ProbeTarget:
+    """A running system under test, or one that starts on first use and stops on `close()`."""
+
+    def __init__(
+        self,
+        info: TargetInfo | None = None,
+        *,
+        start: Target | None = None,
+        on_secrets: Callable[[Iterable[str]], None] = lambda _secrets: None,
+    ) -> None:
+        if (info is None) == (start is None):
+            raise ValueError("ProbeTarget needs exactly one of a running target's info or a start")
+        self._info = info
+        self._start = start
+        self._entered = False
+        self._on_secrets = on_secrets
+        if info is not None:
+            on_secrets(self._secrets_of(info))
+
+    @property
+    def info(self) -> TargetInfo:
+        if self._info is None:
+            assert self._start is not None
+            info = self._start.__enter__()  # a target that fails to start cleans up after itself
+            self._entered = True
+            self._on_secrets(self._secrets_of(info))
+            self._info = info
+        return self._info
+
+    @property
+    def started(self) -> bool:
+        return self._info is not None
+
+    def close(self) -> None:
+        """Stop what this object started (nothing for a target that was already running)."""
+        if "http" in self.__dict__:
+            self.http.close()
+        if self._entered and self._start is not None:
+            self._entered = False
+            self._start.__exit__(None, None, None)
+
+    # -- where the system is -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def edge_url(self) -> str:
+        return self.info.edge_url
+
+    @property
+    def edge_address(self) -> tuple[str, int]:
+        """Host and port of the edge, for TLS and socket probes."""
+        url = urlsplit(self.info.edge_url)
+        return url.hostname or "", url.port or 443
+
+    @property
+    def ws_url(self) -> str:
+        return self.http.ws_url
+
+    @property
+    def http_url(self) -> str:
+        """The edge's plain-HTTP address; skips the probe when the target gives none."""
+        return self._optional(self.info.http_url, "plain-HTTP URL", "http_url")
+
+    @property
+    def pg_dsn(self) -> str:
+        return self._optional(self.info.postgres_dsn, "PostgreSQL DSN", "postgres_dsn")
+
+    @property
+    def redis_url(self) -> str:
+        return self._optional(self.info.redis_url, "Redis URL", "redis_url")
+
+    def control(self, component: str) -> ComponentControl:
+        """Stop, start and kill one component (drills); skips when the target cannot."""
+        control = self.info.control.get(component)
+        if control is None:
+            known = ", ".join(sorted(self.info.control)) or "none"
+            pytest.skip(
+                f"target {self.info.name} gives no control over {component} (it controls: "
+                f"{known}); add control.{component} to the target file to run this drill."
+            )
+        return control
+
+    # -- how to talk to it -------------------------------------------------------------------
+
+    @cached_property
+    def http(self) -> ChatClient:
+        """A client for the edge that trusts the target's CA; `.as_admin(target.admin_key)`,
+        `.as_app(key)` and `.as_user(token)` add credentials."""
+        return ChatClient.for_target(self.info)
+
+    @property
+    def admin(self) -> ChatClient:
+        return self.http.as_admin(self.info.admin_key)
+
+    @property
+    def admin_key(self) -> str:
+        return self.info.admin_key
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A fresh client context that trusts the target's CA (system CAs when it names none)."""
+        ca = self.info.ca_file
+        return ssl.create_default_context(cafile=str(ca) if ca else None)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in evidence: the admin key and every password."""
+        return self._secrets_of(self.info)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _secrets_of(info: TargetInfo) -> tuple[str, ...]:
+        found = [info.admin_key]
+        for url in (info.postgres_dsn, info.redis_url):
+            found += secrets_of_url(url)
+        return tuple(dict.fromkeys(s for s in found if s))
+
+    def _optional(self, value: str | None, what: str, field: str) -> str:
+        if not value:
+            pytest.skip(
+                f"target {self.info.name} gives no {what}; add {field} to the target file "
+                "to decide this item."
+            )
+        return value
+
+    def __repr__(self) -> str:
+        if self._info is None:
+            return f"<ProbeTarget not started ({type(self._start).__name__})>"
+        return f"<ProbeTarget {self._info.name} ({self._info.kind}) at {self._info.edge_url}>"
