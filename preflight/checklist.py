@@ -131,7 +131,7 @@ def _item_label(data: object, index: int) -> str:
     return f"item #{index + 1} (no id)"
 
 
-def _describe(error: ValidationError) -> tuple[list[str], str]:
+def describe_error(error: ValidationError) -> tuple[list[str], str]:
     """The field name(s) an error concerns, relative to its instance, and a short message."""
     wanted = error.validator_value if isinstance(error.validator_value, list) else []
     if error.validator == "required":
@@ -154,7 +154,7 @@ def _schema_problems(path: Path, data: object, lines: _Lines) -> list[tuple[int,
     problems: list[tuple[int, str]] = []
     validator = Draft202012Validator(schema())
     for error in validator.iter_errors(data):
-        names, message = _describe(error)
+        names, message = describe_error(error)
         where = list(error.absolute_path)
         if len(where) >= 2 and where[0] == "items" and isinstance(where[1], int):
             index, inner = where[1], [str(p) for p in where[2:]]

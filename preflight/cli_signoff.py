@@ -1,9 +1,244 @@
-"""`preflight` subcommands: placeholder, filled in by its owner."""
+"""`preflight keygen`, `sign`, `verify`, `attest` and `waivers`: the sign-off commands."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from preflight import attestations, checklist, signing, waivers
+from preflight.errors import PreflightError
+from preflight.record import load_record, record_path, write_record
+from preflight.report import write_reports
+
+EXIT_OK, EXIT_FAILED = 0, 1
+# Signatures that say the record is not what was signed: nobody should add theirs on top.
+BROKEN = ("malformed", "bad-signature", "edited")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date YYYY-MM-DD (got {text!r})") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's subcommands; each sets `handler=` (args -> exit code)."""
+    keys_help = f"the public-key registry ({signing.DEFAULT_KEYS})"
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create an Ed25519 signing key (and register its public key for a role)",
+        description=(
+            "Write a new Ed25519 private key (PKCS8 PEM, mode 0600; never overwrites) and print "
+            "its public key and key id. With --register, add the public key under --role in the "
+            "registry; commit the registry, never the private key."
+        ),
+    )
+    keygen.add_argument("--out", type=Path, required=True, metavar="FILE", help="private key file")
+    keygen.add_argument("--role", help="the role the key signs for (e.g. ops-lead)")
+    keygen.add_argument("--name", help="the person (or CI job) holding the key")
+    keygen.add_argument("--register", action="store_true", help="add it to the registry")
+    keygen.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    keygen.set_defaults(handler=cmd_keygen)
+
+    sign = sub.add_parser(
+        "sign",
+        help="add your signature for a role to a run record",
+        description=(
+            "Sign a run record's digest for a role with your key, which must be registered for "
+            "that role. Refuses a record whose existing signatures show it was edited, or that "
+            "the harness did not sign. Rewrites the record atomically."
+        ),
+    )
+    sign.add_argument("record", type=Path, metavar="RECORD", help="record.json or a run directory")
+    sign.add_argument("--role", required=True, help="the role you sign for")
+    sign.add_argument("--key", type=Path, required=True, metavar="KEY", help="your private key")
+    sign.add_argument("--name", help="your name as shown (default: the registry's name)")
+    sign.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    sign.set_defaults(handler=cmd_sign)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check a run record's signatures (exit 0 ok, 1 invalid/missing/edited, 2 unreadable)",
+        description=(
+            "Check every signature on a run record against the registry and the record's digest; "
+            "the harness and every role in signoff.required must have a valid signature."
+        ),
+    )
+    verify.add_argument(
+        "record", type=Path, metavar="RECORD", help="record.json or a run directory"
+    )
+    verify.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    verify.set_defaults(handler=cmd_verify)
+
+    attest = sub.add_parser(
+        "attest",
+        help="sign a statement that a manual checklist item holds, until a date",
+        description=(
+            "Write a signed attestation for a `verify: manual` item into the attestations "
+            "directory. It decides the item only when signed with a key registered for the "
+            f"item's owner role and not expired (at most {attestations.MAX_DAYS} days ahead)."
+        ),
+    )
+    attest.add_argument("item", metavar="ITEM", help="the checklist item id")
+    attest.add_argument("--key", type=Path, required=True, metavar="KEY", help="your private key")
+    attest.add_argument(
+        "--expires", type=_date, required=True, metavar="YYYY-MM-DD", help="last valid day (UTC)"
+    )
+    attest.add_argument("--note", required=True, help="what you checked, in a sentence")
+    attest.add_argument("--role", help="the role you attest as (default: the item's owner)")
+    attest.add_argument("--name", help="your name as shown (default: the registry's name)")
+    attest.add_argument("--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE")
+    attest.add_argument("--dir", type=Path, default=attestations.DEFAULT_DIR, metavar="DIR")
+    attest.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    attest.set_defaults(handler=cmd_attest)
+
+    waiver_list = sub.add_parser(
+        "waivers",
+        help="validate waivers.yaml and list each waiver with its status",
+        description="Validate the waivers file (exit 2 naming every problem) and list waivers.",
+    )
+    waiver_list.add_argument("file", nargs="?", type=Path, default=waivers.DEFAULT_PATH)
+    waiver_list.add_argument(
+        "--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE"
+    )
+    waiver_list.set_defaults(handler=cmd_waivers)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.register and not (args.role and args.name):
+        raise PreflightError("keygen --register needs --role and --name (who holds the key)")
+    key = signing.write_private_key(args.out)
+    print(f"wrote private key {args.out} (mode 0600: keep it private, never commit it)")
+    print(f"public key  {signing.public_key_text(key)}")
+    print(f"key id      {signing.key_id(signing.public_bytes(key))}")
+    if args.register:
+        signing.register_key(args.keys, args.role, key, args.name)
+        print(f"registered for {args.role} as {args.name} in {args.keys} (commit it)")
+    elif args.role:
+        print(signing.registration_hint(args.role, key, args.keys, args.name or "YOUR NAME"))
+    return EXIT_OK
+
+
+def _registered(
+    registry: signing.Registry, role: str, key: Ed25519PrivateKey
+) -> signing.RegisteredKey:
+    entry = registry.lookup(role, signing.public_key_text(key))
+    if entry is None:
+        why = registry.not_registered(role, signing.public_key_text(key))
+        hint = signing.registration_hint(role, key, registry.path, "YOUR NAME")
+        raise signing.NotRegistered(f"{why}; {hint}")
+    return entry
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    path = record_path(args.record)
+    record = load_record(path)
+    required = signing.required_roles_of(record)
+    if args.role not in required:
+        # The harness signs in `preflight run`; any other role is not part of this sign-off.
+        raise PreflightError(
+            f"--role {args.role} is not a sign-off role of {path} (required: {', '.join(required)})"
+        )
+    registry = signing.load_registry(args.keys, must_exist=True)
+    key = signing.load_private_key(args.key)
+    entry = _registered(registry, args.role, key)
+    before = signing.verify_record(record, registry)
+    # Decision: refuse rather than warn. A signature says "I reviewed this record"; adding one to
+    # a record that no longer matches earlier signatures (or that no run signed) would endorse
+    # content nobody can trace to a run, and verify fails on it anyway.
+    broken = [v for v in before.signatures if v.status in BROKEN]
+    if broken or signing.HARNESS in before.missing:
+        reasons = [v.problem for v in broken]
+        if signing.HARNESS in before.missing:
+            reasons.append("it has no valid harness signature (was it written by preflight run?)")
+        print(
+            f"preflight: refusing to sign {path}: " + "; ".join(reasons) + " (see preflight "
+            "verify); sign a record produced by preflight run, unedited",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    signer = args.name or entry.name
+    signed = signing.sign_record(record, args.role, key, signer)
+    write_record(signed, path)
+    after = signing.verify_record(signed, registry)
+    still = ", ".join(after.missing) or "none"
+    print(f"signed {path} as {args.role} ({signer}) with key {entry.key_id}")
+    if (path.parent / "report.html").exists():
+        # The sign-off panel of the report beside the record shows the new signature.
+        written = write_reports(signed, path.parent)
+        print(f"re-rendered {', '.join(str(p) for p in written)}")
+    print(f"record sha256 {after.digest}; roles still to sign: {still}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    record = load_record(args.record)
+    registry = signing.load_registry(args.keys, must_exist=True)
+    result = signing.verify_record(record, registry)
+    for verdict in result.signatures:
+        label = "ok" if verdict.valid else verdict.status.upper()
+        line = f"{label:<17} {verdict.role:<16} {verdict.signer}  key {verdict.key_id}"
+        print(f"{line}: {verdict.problem}" if verdict.problem else line)
+    for role in result.missing:
+        print(f"{'MISSING':<17} {role:<16} no valid signature")
+    required = signing.required_roles_of(record)
+    signed = len([r for r in required if r not in result.missing])
+    if result.ok:
+        print(
+            f"VERIFIED - record {result.digest[:16]}... signed by the harness and "
+            f"{signed} of {len(required)} required roles"
+        )
+        return EXIT_OK
+    bad = len([v for v in result.signatures if not v.valid])
+    print(
+        f"NOT VERIFIED - {bad} invalid signature{'s' if bad != 1 else ''}, "
+        f"{len(result.missing)} missing ({', '.join(result.missing) or 'none'}); "
+        f"{signed} of {len(required)} required roles signed (record {result.digest[:16]}...)"
+    )
+    return EXIT_FAILED
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    items = checklist.load_checklist(args.checklist)
+    item = attestations.find_item(items, args.item)
+    role = args.role or item.owner
+    registry = signing.load_registry(args.keys, must_exist=True)
+    key = signing.load_private_key(args.key)
+    entry = _registered(registry, role, key)
+    if role != item.owner:
+        print(
+            f"preflight: warning: {item.id} is owned by {item.owner}; an attestation by {role} "
+            "is recorded but does not decide it",
+            file=sys.stderr,
+        )
+    statement = attestations.create_attestation(
+        item,
+        key,
+        role=role,
+        signer=args.name or entry.name,
+        note=args.note,
+        expires=args.expires,
+    )
+    path = attestations.write_attestation(statement, args.dir)
+    print(f"attested {item.id} ({item.title}) as {role} ({statement['signer']})")
+    print(f"valid until {statement['expires']}; wrote {path} (commit it)")
+    return EXIT_OK
+
+
+def cmd_waivers(args: argparse.Namespace) -> int:
+    found = waivers.load_waivers(args.file, checklist.load_checklist(args.checklist))
+    now = datetime.now(UTC)
+    for waiver in found:
+        print(
+            f"{waiver.status(now):<8} {waiver.item}  until {waiver.expires}  owner {waiver.owner}, "
+            f"approved by {waiver.approver}: {waiver.justification}"
+        )
+    active = len([w for w in found if w.active(now)])
+    print(f"{args.file}: {len(found)} waivers, {active} active, {len(found) - active} expired")
+    return EXIT_OK
