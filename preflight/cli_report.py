@@ -1,9 +1,76 @@
-"""`preflight` subcommands: placeholder, filled in by its owner."""
+"""`preflight report` (re-render report.html and junit.xml from a record) and `preflight diff`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from preflight.diff import describe, diff_records, summary
+from preflight.record import load_record, record_path
+from preflight.report import write_reports
+
+EXIT_OK, EXIT_REGRESSION = 0, 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's subcommands; each sets `handler=` (args -> exit code)."""
+    report = sub.add_parser(
+        "report",
+        help="render report.html and junit.xml from a run record",
+        description=(
+            "Render report.html (self-contained, opens offline) and junit.xml from a run record, "
+            "e.g. after a stakeholder signed it. The record is validated against its schema first."
+        ),
+        epilog="Example: preflight report reports/latest",
+    )
+    report.add_argument(
+        "record", type=Path, metavar="RECORD", help="a record.json or the run directory holding it"
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to write the reports (default: next to the record)",
+    )
+    report.set_defaults(handler=cmd_report)
+
+    diff = sub.add_parser(
+        "diff",
+        help="list the items whose outcome changed between two runs, new failures first",
+        description=(
+            "Compare two run records: items whose outcome changed, then items added or removed. "
+            "Listed by kind - new failures (now fail or error), other regressions (e.g. pass -> "
+            "unverified), changes within one rank (e.g. fail -> error), improvements, added, "
+            "removed - one per line, then a summary line. Exits 0 whatever changed, unless "
+            "--fail-on-regression is given; 2 when a record cannot be read."
+        ),
+        epilog="Example: preflight diff reports/20261124T180000Z-9b1e04 reports/latest",
+    )
+    diff.add_argument("old", type=Path, metavar="OLD", help="the earlier record.json or run dir")
+    diff.add_argument("new", type=Path, metavar="NEW", help="the later record.json or run dir")
+    diff.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when any item got worse: a new failure or another regression",
+    )
+    diff.set_defaults(handler=cmd_diff)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    source = record_path(args.record)
+    record = load_record(source)
+    out_dir = args.out if args.out is not None else source.parent
+    for path in write_reports(record, out_dir):
+        print(f"wrote {path}")
+    print(record["verdict"]["summary"])
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    old, new = load_record(args.old), load_record(args.new)
+    changes = diff_records(old, new)
+    for change in changes:
+        print(describe(change))
+    print(f"{summary(changes)} (from run {old['run_id']} to run {new['run_id']})")
+    worse = any(change.worse for change in changes)
+    return EXIT_REGRESSION if args.fail_on_regression and worse else EXIT_OK

@@ -11,13 +11,18 @@ import hashlib
 import json
 import os
 import tempfile
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
 
 from preflight.errors import PreflightError
 
 RECORD_SCHEMA = "preflight.record/1"
 RECORD_FILE = "record.json"
+SHOWN_PROBLEMS = 3
 
 
 class RecordInvalid(PreflightError):
@@ -57,7 +62,42 @@ def load_record(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != RECORD_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise RecordInvalid(f"{file}: not a {RECORD_SCHEMA} record (schema: {found!r})")
+    validate_record(data, str(file))
     return data
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("preflight").joinpath("schema/record.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def _error_key(error: ValidationError) -> list[tuple[int, int, str]]:
+    return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.absolute_path]
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_record(record: object, where: str = "record") -> None:
+    """Raise RecordInvalid naming the JSON path of the first problems against the schema."""
+    errors = sorted(_validator().iter_errors(record), key=_error_key)
+    if not errors:
+        return
+    shown = "; ".join(f"{e.json_path}: {_short(e.message)}" for e in errors[:SHOWN_PROBLEMS])
+    more = len(errors) - SHOWN_PROBLEMS
+    tail = f" (and {more} more)" if more > 0 else ""
+    raise RecordInvalid(
+        f"{where}: not a valid {RECORD_SCHEMA} record: {shown}{tail}; records are written by "
+        "`preflight run` (preflight/schema/record.schema.json): re-run it rather than edit the file"
+    )
 
 
 def write_record(record: dict[str, Any], path: Path) -> None:

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # PREFLIGHT_APT_PACKAGES overrides the list (the tests use it to show the not-root path).
-read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps}"
+# chromium and fonts-dejavu-core: tests/test_report_browser.py renders the HTML report headless.
+read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps chromium fonts-dejavu-core}"
 PG_BIN=/usr/lib/postgresql/15/bin
 
 missing=()

@@ -36,6 +36,17 @@ def test_not_root_and_a_package_missing_prints_the_command_and_exits_2() -> None
     )
 
 
+def test_the_browser_for_the_report_test_is_on_the_list_and_installed() -> None:
+    script = (REPO / "scripts" / "setup.sh").read_text()
+    listed = script.split("PREFLIGHT_APT_PACKAGES:-", 1)[1].split("}", 1)[0].split()
+    assert {"chromium", "fonts-dejavu-core"} <= set(listed)
+    assert Path("/usr/bin/chromium").exists(), "run scripts/setup.sh as root to install it"
+    version = subprocess.run(
+        ["/usr/bin/chromium", "--version"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert version.stdout.startswith("Chromium "), version.stdout
+
+
 def test_a_second_run_installs_nothing_and_is_fast() -> None:
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "setup.sh")],

@@ -1,0 +1,389 @@
+"""The HTML report: one self-contained file rendered once from a run record with Jinja2.
+
+Everything the template shows is prepared here (counts, groups, evidence, signature states), so
+the template only lays it out. Autoescape is on; the only unescaped text is our own CSS and
+script, which a Content-Security-Policy pins by hash so nothing else can run or load.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from preflight.checklist import AREAS
+from preflight.diff import Change, order
+from preflight.outcomes import OUTCOMES, Outcome
+from preflight.record import record_digest
+from preflight.signing import signed_message
+
+TEMPLATE = "report.html.j2"
+ROLE_NAMES = {
+    "dev-lead": "Dev lead",
+    "ops-lead": "Ops lead",
+    "security-lead": "Security lead",
+    "product-manager": "Product manager",
+    "cto": "CTO",
+    "harness": "Harness",
+}
+# Within a group, the items that need attention come first.
+ATTENTION = (
+    Outcome.FAIL,
+    Outcome.ERROR,
+    Outcome.UNVERIFIED,
+    Outcome.SKIP,
+    Outcome.WAIVED,
+    Outcome.ATTESTED,
+    Outcome.PASS,
+)
+TEXT_TYPES = (
+    "application/json",
+    "application/xml",
+    "application/yaml",
+    "application/x-yaml",
+    "application/x-ndjson",
+    "application/javascript",
+)
+IMAGE_MAGIC = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+    "image/gif": b"GIF8",
+    "image/webp": b"RIFF",
+}
+
+
+@dataclass(frozen=True)
+class EvidenceView:
+    kind: str  # request | figure | note | text | image | binary | other
+    heading: str
+    text: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    extra: tuple[tuple[str, str], ...] = ()
+    data_uri: str = ""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class TestView:
+    nodeid: str
+    outcome: str
+    message: str
+    duration_s: float
+    evidence: tuple[EvidenceView, ...]
+
+
+@dataclass(frozen=True)
+class ItemView:
+    data: Mapping[str, Any]
+    tests: tuple[TestView, ...]
+    figures: tuple[tuple[str, str], ...]
+    open: bool
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    heading: str
+    items: tuple[ItemView, ...]
+    collapsed: bool = False
+
+
+@dataclass(frozen=True)
+class SignatureView:
+    role: str
+    signer: str
+    key_id: str
+    signed_at: str
+    state: str  # valid | stale | invalid
+    state_text: str
+
+
+@dataclass(frozen=True)
+class RoleView:
+    role: str
+    name: str
+    signatures: tuple[SignatureView, ...]
+
+    @property
+    def signed(self) -> bool:
+        return any(s.state == "valid" for s in self.signatures)
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    id: str
+    title: str
+    kind: str
+    before: str
+    after: str
+    linked: bool
+
+
+@dataclass
+class AreaRow:
+    area: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple(
+        (str(k), ", ".join(v) if isinstance(v, list) else str(v)) for k, v in value.items()
+    )
+
+
+def _is_text(media_type: str) -> bool:
+    base = media_type.split(";", maxsplit=1)[0].strip().lower()
+    return (
+        base.startswith("text/") or base in TEXT_TYPES or base.endswith(("+json", "+xml", "+yaml"))
+    )
+
+
+def _attachment(entry: Mapping[str, Any]) -> EvidenceView:
+    name, media_type = str(entry["name"]), str(entry["media_type"])
+    heading = f"{name} ({media_type})"
+    content = str(entry["content"])
+    encoding = entry.get("encoding") or ("text" if _is_text(media_type) else "base64")
+    if encoding == "text":
+        return EvidenceView("text", heading, text=content)
+    try:
+        raw = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        return EvidenceView("binary", heading, problem="content is not valid base64")
+    base = media_type.split(";", maxsplit=1)[0].strip().lower()
+    magic = IMAGE_MAGIC.get(base)
+    if magic is not None and raw.startswith(magic):
+        uri = f"data:{base};base64,{base64.b64encode(raw).decode()}"
+        return EvidenceView("image", heading, data_uri=uri)
+    if magic is not None:
+        return EvidenceView("binary", heading, problem=f"content is not a {base} image")
+    if _is_text(media_type):
+        return EvidenceView("text", heading, text=raw.decode("utf-8", errors="replace"))
+    # Binary files download as octet-stream: a browser never renders them as a page.
+    uri = f"data:application/octet-stream;base64,{base64.b64encode(raw).decode()}"
+    return EvidenceView("binary", f"{heading}, {len(raw)} bytes", data_uri=uri)
+
+
+def _evidence(entry: Mapping[str, Any]) -> EvidenceView:
+    kind = entry.get("kind")
+    if kind == "request":
+        known = {"kind", "method", "url", "status", "headers", "body"}
+        status = entry.get("status")
+        arrow = f" \u2192 {status}" if status is not None else " \u2192 no response"
+        return EvidenceView(
+            "request",
+            f"{entry['method']} {entry['url']}{arrow}",
+            text=str(entry.get("body") or ""),
+            headers=_headers(entry.get("headers")),
+            extra=tuple((k, _text(v)) for k, v in entry.items() if k not in known),
+        )
+    if kind == "figure":
+        unit = f" {entry['unit']}" if entry.get("unit") else ""
+        return EvidenceView("figure", f"{entry['name']}: {_text(entry['value'])}{unit}")
+    if kind == "note":
+        return EvidenceView("note", "note", text=str(entry["text"]))
+    if kind == "attachment":
+        return _attachment(entry)
+    return EvidenceView(
+        "other",
+        str(kind),
+        extra=tuple((k, _text(v)) for k, v in entry.items() if k != "kind"),
+    )
+
+
+def _test(entry: Mapping[str, Any]) -> TestView:
+    return TestView(
+        nodeid=str(entry["nodeid"]),
+        outcome=str(entry["outcome"]),
+        message=str(entry["message"]),
+        duration_s=float(entry["duration_s"]),
+        evidence=tuple(_evidence(e) for e in entry["evidence"]),
+    )
+
+
+def _figures(figures: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    if not figures:
+        return ()
+    rows: list[tuple[str, str]] = []
+    if "metric" in figures:
+        target = f"{figures['metric']} {figures.get('comparison', '')} {figures.get('value', '')}"
+        rows.append(("target", target.strip()))
+    if "measured" in figures:
+        measured = figures["measured"]
+        rows.append(("measured", "not measured" if measured is None else _text(measured)))
+    if "scale_reached" in figures:
+        rows.append(("scale reached", "yes" if figures["scale_reached"] else "no"))
+    shown = {"metric", "comparison", "value", "measured", "scale_reached"}
+    rows += [(k, _text(v)) for k, v in figures.items() if k not in shown]
+    return tuple(rows)
+
+
+def _item(entry: Mapping[str, Any]) -> ItemView:
+    # Evidence of what blocks the release is open from the start (and in print).
+    return ItemView(
+        data=entry,
+        tests=tuple(_test(t) for t in entry["tests"]),
+        figures=_figures(entry["figures"]),
+        open=bool(entry["blocking"]),
+    )
+
+
+def _attention(item: ItemView) -> tuple[int, str]:
+    return ATTENTION.index(Outcome(item.data["outcome"])), str(item.data["id"])
+
+
+def _area_rank(area: str) -> int:
+    return AREAS.index(area) if area in AREAS else len(AREAS)
+
+
+def _groups(items: Sequence[ItemView]) -> list[Group]:
+    blocking = sorted((i for i in items if i.data["blocking"]), key=_attention)
+    groups = [Group("blocking", "Blocking the release", tuple(blocking))] if blocking else []
+    rest = [i for i in items if not i.data["blocking"] and i.data["selected"]]
+    for area in sorted({str(i.data["area"]) for i in rest}, key=_area_rank):
+        members = sorted((i for i in rest if i.data["area"] == area), key=_attention)
+        groups.append(Group(area, area.capitalize(), tuple(members)))
+    # A run limited by --area/--severity would otherwise bury its items among the rest.
+    unselected = [i for i in items if not i.data["selected"]]
+    if unselected:
+        unselected.sort(key=lambda i: (_area_rank(str(i.data["area"])), str(i.data["id"])))
+        groups.append(Group("not-selected", "Not selected in this run", tuple(unselected), True))
+    return groups
+
+
+def _area_rows(items: Sequence[Mapping[str, Any]]) -> list[AreaRow]:
+    rows: dict[str, AreaRow] = {}
+    for entry in items:
+        row = rows.setdefault(entry["area"], AreaRow(entry["area"], dict.fromkeys(OUTCOMES, 0)))
+        row.counts[entry["outcome"]] += 1
+    return [rows[a] for a in sorted(rows, key=_area_rank)]
+
+
+def signature_state(signature: Mapping[str, Any], digest: str) -> tuple[str, str]:
+    """Whether a signature signs this record with the key it names (not whose key it is:
+    `preflight verify` checks keys against the registry of each role)."""
+    if signature["record_sha256"] != digest:
+        return "stale", "signed a different version of this record"
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(signature["public_key"]))
+        key.verify(
+            base64.b64decode(signature["signature"]),
+            signed_message(signature["record_sha256"]),
+        )
+    except (InvalidSignature, ValueError, binascii.Error):
+        return "invalid", "signature does not match its public key"
+    return "valid", "signature matches this record"
+
+
+def _signature(entry: Mapping[str, Any], digest: str) -> SignatureView:
+    state, text = signature_state(entry, digest)
+    return SignatureView(
+        role=str(entry["role"]),
+        signer=str(entry["signer"]),
+        key_id=str(entry["key_id"]),
+        signed_at=str(entry["signed_at"]),
+        state=state,
+        state_text=text,
+    )
+
+
+def _roles(record: Mapping[str, Any], digest: str) -> list[RoleView]:
+    return [
+        RoleView(
+            role=role,
+            name=ROLE_NAMES.get(role, role),
+            signatures=tuple(
+                _signature(s, digest) for s in record["signatures"] if s["role"] == role
+            ),
+        )
+        for role in record["signoff"]["required"]
+    ]
+
+
+def _changes(record: Mapping[str, Any]) -> list[ChangeView]:
+    titles = {i["id"]: i["title"] for i in record["items"]}
+    changes = order([Change(c["id"], c["before"], c["after"]) for c in record["changes"]])
+    return [
+        ChangeView(
+            id=c.id,
+            title=titles.get(c.id, ""),
+            kind=c.kind.label,
+            before=c.before or "(new)",
+            after=c.after or "(gone)",
+            linked=c.id in titles,
+        )
+        for c in changes
+    ]
+
+
+@cache
+def _asset(name: str) -> str:
+    return resources.files("preflight.report").joinpath(f"templates/{name}").read_text()
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("preflight.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(record: Mapping[str, Any]) -> str:
+    digest = record_digest(dict(record))
+    items = [_item(e) for e in record["items"]]
+    style, script = _asset("report.css"), _asset("report.js")
+    csp = (
+        f"default-src 'none'; style-src {_csp_hash(style)}; script-src {_csp_hash(script)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+    harness = [_signature(s, digest) for s in record["signatures"] if s["role"] == "harness"]
+    roles = _roles(record, digest)
+    groups = _groups(items)
+    template = _environment().get_template(TEMPLATE)
+    return template.render(
+        record=record,
+        verdict=record["verdict"],
+        outcomes=[o.value for o in OUTCOMES],
+        area_rows=_area_rows(record["items"]),
+        groups=groups,
+        group_keys={g.key for g in groups},
+        blocking=[i for i in items if i.data["blocking"]],
+        changes=_changes(record),
+        roles=roles,
+        load_figures=[(k, _text(v)) for k, v in sorted(record["load"]["figures"].items())],
+        awaiting=[r.name for r in roles if not r.signed],
+        harness=harness,
+        digest=digest,
+        role_names=ROLE_NAMES,
+        csp=csp,
+        style=Markup(style),  # noqa: S704 - our own stylesheet, pinned by the CSP hash
+        script=Markup(script),  # noqa: S704 - our own script, pinned by the CSP hash
+    )

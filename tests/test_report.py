@@ -1,0 +1,432 @@
+"""report.html and junit.xml rendered from a run record, and `preflight report`."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from preflight.cli import main
+from preflight.outcomes import OUTCOMES
+from preflight.record import RecordInvalid, load_record, validate_record, write_record
+from preflight.report import write_reports
+from preflight.report.html import render_html
+from preflight.report.junit import render_junit
+from tests.records import (
+    ATTESTED_ID,
+    BLOCKING_FAIL_ID,
+    ERROR_ID,
+    MISSING_SIGNOFF_ID,
+    OPEN_FAIL_ID,
+    PASS_ID,
+    SKIP_ID,
+    WAIVED_ID,
+    make_record,
+)
+
+XSS = "<script>alert(1)</script>"
+
+
+class _Page(HTMLParser):
+    """The tags of a page, with their attributes, and the text of its <style> and <script>."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.inline: dict[str, list[str]] = {"style": [], "script": []}
+        self._open: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+        self._open = tag if tag in self.inline else None
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.inline[self._open].append(data)
+
+
+def external_references(html: str) -> list[str]:
+    """Everything in a page that would make a browser fetch something that is not in the page."""
+    page = _Page(html)
+    found = []
+    for tag, attrs in page.tags:
+        if tag == "link":
+            found.append(f"<link {attrs}>")
+            continue
+        for name in ("src", "href", "srcset", "poster", "data", "action"):
+            value = attrs.get(name)
+            if value is not None and not value.startswith(("#", "data:")):
+                found.append(f"<{tag} {name}={value}>")
+    for css in page.inline["style"]:
+        found += [f"css {m}" for m in re.findall(r"@import[^;]*|url\([^)]*\)", css)]
+    return found
+
+
+def _part(html: str, start: str, end: str) -> str:
+    """The text after the first `start` up to the next `end`."""
+    _, found, after = html.partition(start)
+    assert found, f"{start!r} is not in the page"
+    return after.partition(end)[0]
+
+
+def content_security_policy(html: str) -> str:
+    for tag, attrs in _Page(html).tags:
+        if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy":
+            return attrs["content"]
+    raise AssertionError("the page sets no Content-Security-Policy")
+
+
+@pytest.fixture(scope="module")
+def record() -> dict[str, Any]:
+    return make_record()
+
+
+@pytest.fixture(scope="module")
+def html(record: dict[str, Any]) -> str:
+    return render_html(record)
+
+
+def test_write_reports_writes_both_files(record: dict[str, Any], tmp_path: Path) -> None:
+    paths = write_reports(record, tmp_path)
+    assert [p.name for p in paths] == ["report.html", "junit.xml"]
+    assert paths[0].read_text() == render_html(record)
+    assert paths[1].read_bytes() == render_junit(record)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "report.html"]
+
+
+def test_the_html_is_self_contained(html: str) -> None:
+    assert external_references(html) == []
+    assert html.count("<script") == 1, "one inline script: it opens linked evidence"
+    assert content_security_policy(html).startswith("default-src 'none'; ")
+
+
+def test_the_self_contained_check_can_fail() -> None:
+    page = (
+        '<link rel="stylesheet" href="report.css"><script src="https://cdn.example/x.js">'
+        '</script><img src="//cdn.example/a.png"><style>@import "x.css"; '
+        "b{background:url(https://x/y.png)}</style>"
+    )
+    assert external_references(page) == [
+        "<link {'rel': 'stylesheet', 'href': 'report.css'}>",
+        "<script src=https://cdn.example/x.js>",
+        "<img src=//cdn.example/a.png>",
+        'css @import "x.css"',
+        "css url(https://x/y.png)",
+    ]
+
+
+def test_the_csp_pins_exactly_the_inline_style_and_script(html: str) -> None:
+    page, policy = _Page(html), content_security_policy(html)
+    for kind in ("style", "script"):
+        (text,) = page.inline[kind]
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"{kind}-src 'sha256-{digest}';" in policy
+
+
+def test_record_text_is_escaped(tmp_path: Path) -> None:
+    sample = make_record()
+    item = sample["items"][0]
+    item["title"] = f"Title with {XSS}"
+    item["tests"][0]["evidence"] += [
+        {"kind": "note", "text": XSS},
+        {"kind": "attachment", "name": "x.html", "media_type": "text/html", "content": XSS},
+        {"kind": "request", "method": "GET", "url": "https://e/", "status": 200, "body": XSS},
+        {"kind": "figure", "name": XSS, "value": XSS},
+    ]
+    html = render_html(make_record(items=sample["items"]))
+    assert XSS not in html
+    assert "alert(1)</script>" not in html
+    # title, note, attachment, response body, and the figure's name and value
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 6
+    assert html.count("<script") == 1
+
+
+def test_every_item_appears_once_with_its_anchor() -> None:
+    record = make_record(every_item=True)
+    html = render_html(record)
+    assert len(record["items"]) == 195
+    anchors = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', html)
+    assert sorted(anchors) == sorted(i["id"] for i in record["items"])
+
+
+def test_blocking_items_come_first(record: dict[str, Any], html: str) -> None:
+    anchors = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', html)
+    blocking = set(record["verdict"]["blocking"])
+    assert len(blocking) == 5
+    assert set(anchors[: len(blocking)]) == blocking
+    assert not blocking & set(anchors[len(blocking) :])
+    # blocking evidence is open from the start; the rest opens on demand
+    block = _part(html, f'id="item-{BLOCKING_FAIL_ID}"', "</article>")
+    other = _part(html, f'id="item-{OPEN_FAIL_ID}"', "</article>")
+    assert '<details class="evidence" open>' in block
+    assert '<details class="evidence">' in other
+
+
+def test_items_a_run_did_not_select_are_folded_away() -> None:
+    items = make_record()["items"]
+    for item in items:
+        if item["area"] != "security":
+            item.update(selected=False, outcome="skip", reason="not selected (--area security)")
+    html = render_html(make_record(items=items))
+    folded = _part(html, '<details class="group-details">', '<section id="waivers">')
+    anchors = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', html)
+    inside = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', folded)
+    assert len(anchors) == len(items)
+    assert sorted(inside) == sorted(i["id"] for i in items if i["area"] != "security")
+    assert "Show the 10 items this run did not select" in html
+    assert '<a href="#group-security">security</a>' in html
+    assert '<th scope="row">backup</th>' in html, "no link to a group that does not exist"
+
+
+def test_verdict_and_counts(record: dict[str, Any], html: str) -> None:
+    assert '<section id="verdict" class="verdict not-ready">' in html
+    assert '<p class="verdict-label">NOT READY</p>' in html
+    assert record["verdict"]["summary"] in html
+    counts = record["verdict"]["counts"]
+    assert counts == {
+        "pass": 3,
+        "fail": 3,
+        "error": 1,
+        "skip": 1,
+        "waived": 1,
+        "attested": 1,
+        "unverified": 3,
+    }
+    for outcome in OUTCOMES:
+        tally = f'<li class="o-{outcome}"><span class="n">{counts[outcome]}</span>'
+        assert tally in html
+    security = re.search(r'<a href="#group-security">security</a></th>(.*?)</tr>', html, re.S)
+    assert security is not None
+    cells = re.findall(r"<td[^>]*>(\d*)</td>", security.group(1))
+    assert cells == ["1", "2", "", "", "", "", "", "3"]  # pass, fail, ..., total
+
+
+def test_ready_verdict() -> None:
+    sample = make_record()
+    ready = make_record(items=[i for i in sample["items"] if not i["blocking"]])
+    html = render_html(ready)
+    assert '<section id="verdict" class="verdict ready">' in html
+    assert '<p class="verdict-label">READY</p>' in html
+    assert "block the release" not in html
+
+
+def test_item_details(html: str) -> None:
+    item = _part(html, f'id="item-{OPEN_FAIL_ID}"', "</article>")
+    assert "GET https://127.0.0.1:8443/v1/files \u2192 200" in item
+    assert "# &lt;missing&gt; add_header X-Content-Type-Options nosniff always;" in item
+    assert '<img src="data:image/png;base64,iVBORw0KGgo' in item
+    assert "owner <strong>Security lead</strong>" in item
+    assert "verified by <strong>probe</strong>" in item
+    assert '<span class="sev sev-medium">medium</span>' in item
+    waived = _part(html, f'id="item-{WAIVED_ID}"', "</article>")
+    assert "Waiver, active" in waived
+    assert "approved by cto" in waived
+    attested = _part(html, f'id="item-{ATTESTED_ID}"', "</article>")
+    assert "Attestation, valid" in attested
+    assert "signed by Sam Ops as Ops lead" in attested
+    error = _part(html, f'id="item-{ERROR_ID}"', "</article>")
+    assert "redis.log (text/plain)" in error
+    assert "Load figures" in html
+    assert "scale reached" in html
+
+
+def test_attachments_that_are_not_what_they_claim() -> None:
+    sample = make_record()
+    evidence = sample["items"][0]["tests"][0]["evidence"]
+    evidence += [
+        {"kind": "attachment", "name": "a.png", "media_type": "image/png", "content": "%%%"},
+        {
+            "kind": "attachment",
+            "name": "b.png",
+            "media_type": "image/png",
+            "content": base64.b64encode(b"<svg onload=alert(1)>").decode(),
+        },
+        {
+            "kind": "attachment",
+            "name": "c.bin",
+            "media_type": "application/x-tar",
+            "content": base64.b64encode(b"\x00\x01binary").decode(),
+        },
+    ]
+    html = render_html(make_record(items=sample["items"]))
+    assert "content is not valid base64" in html
+    assert "content is not a image/png image" in html
+    assert "data:image/png;base64,PHN2Zy" not in html
+    assert '<a download href="data:application/octet-stream;base64,AAFiaW5hcnk=">' in html
+
+
+def test_waivers_changes_and_target(record: dict[str, Any], html: str) -> None:
+    waivers = _part(html, '<section id="waivers">', "</section>")
+    assert waivers.count("<tr>") == 3  # header and two waivers
+    assert "expired" in waivers
+    assert "active" in waivers
+    changes = _part(html, '<section id="changes">', "</section>")
+    kinds = re.findall(r'<span class="pill kind-([a-z-]+)">', changes)
+    assert kinds == ["new-failure", "regression", "improvement", "added"]
+    assert record["previous"]["run_id"] in changes
+    target = _part(html, '<section id="target">', "</section>")
+    for name, version in record["target"]["versions"].items():
+        assert f'<th scope="row">{name}</th><td>{version}</td>' in target
+    for digest in record["target"]["config_digests"].values():
+        assert digest in target
+    assert record["checklist"]["sha256"] in target
+
+
+def test_signoff_panel(record: dict[str, Any], html: str) -> None:
+    panel = _part(html, '<section id="signoff" class="signoff">', "</section>")
+    roles = re.findall(r'<div class="role (signed|awaiting)" id="role-([a-z-]+)">', panel)
+    assert roles == [
+        ("signed", "dev-lead"),
+        ("awaiting", "ops-lead"),
+        ("signed", "security-lead"),
+        ("awaiting", "product-manager"),
+        ("awaiting", "cto"),
+    ]
+    assert panel.count("awaiting signature") == 3
+    signature = next(s for s in record["signatures"] if s["role"] == "dev-lead")
+    assert signature["key_id"] in panel
+    assert signature["signed_at"] in panel
+    assert "Harness:</strong>" in panel
+    assert "preflight run on host ci-7" in panel
+    assert panel.count("signature matches this record") == 3
+    assert "awaiting Ops lead, Product manager, CTO." in html
+
+
+def test_signoff_panel_after_the_record_was_edited() -> None:
+    edited = make_record()
+    edited["items"][0]["outcome"] = "fail"  # after signing, without re-signing
+    forged = make_record()
+    signature = forged["signatures"][1]
+    signature["signature"] = base64.b64encode(b"\x00" * 64).decode()
+    stale_html, forged_html = render_html(edited), render_html(forged)
+    assert stale_html.count("signed a different version of this record") == 3
+    assert "signature matches this record" not in stale_html
+    assert '<div class="role signed"' not in stale_html
+    assert forged_html.count("signature does not match its public key") == 1
+
+
+def test_junit(record: dict[str, Any]) -> None:
+    root = ET.fromstring(render_junit(record))  # noqa: S314 - our own output
+    assert root.tag == "testsuites"
+    cases = root.findall("testsuite/testcase")
+    assert len(cases) == len(record["items"])
+    for suite in [*root.findall("testsuite"), root]:
+        members = suite.findall(".//testcase")
+        assert int(suite.attrib["tests"]) == len(members)
+        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+            assert int(suite.attrib[attr]) == sum(c.find(tag) is not None for c in members)
+    assert {s.attrib["name"] for s in root.findall("testsuite")} == {
+        i["area"] for i in record["items"]
+    }
+    by_id = {c.find("properties/property[@name='id']").attrib["value"]: c for c in cases}  # type: ignore[union-attr]
+    for item in record["items"]:
+        case = by_id[item["id"]]
+        assert case.attrib["classname"] == item["area"]
+        assert case.attrib["name"] == f"{item['id']} {item['title']}"
+        props = {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
+        for name in ("id", "severity", "owner", "verify", "outcome"):
+            assert props[name] == item[name]
+        children = {child.tag for child in case} - {"properties", "system-out"}
+        expected = {
+            "fail": {"failure"},
+            "error": {"error"},
+            "skip": {"skipped"},
+            "unverified": {"skipped"},
+        }.get(item["outcome"], set())
+        assert children == expected, (item["id"], item["outcome"], children)
+    failure = by_id[BLOCKING_FAIL_ID].find("failure")
+    assert failure is not None
+    assert failure.attrib["message"].startswith("Content-Security-Policy")
+    assert "(blocks the release)" in failure.attrib["message"]
+    skipped = by_id[MISSING_SIGNOFF_ID].find("skipped")
+    assert skipped is not None
+    assert skipped.attrib["message"].startswith("unverified (blocks the release): ")
+    assert by_id[SKIP_ID].find("skipped") is not None
+    waived_out = by_id[WAIVED_ID].findtext("system-out") or ""
+    assert waived_out.startswith("waived until 2027-01-31 by ops-lead (approved by cto)")
+    attested_out = by_id[ATTESTED_ID].findtext("system-out") or ""
+    assert attested_out.startswith("attested by Sam Ops as ops-lead")
+    assert by_id[PASS_ID].find("system-out") is None
+
+
+def test_junit_carries_text_xml_cannot() -> None:
+    sample = make_record()
+    sample["items"][1]["reason"] = "bell \x07 and escape \x1b in a probe message <&>"
+    root = ET.fromstring(render_junit(make_record(items=sample["items"])))  # noqa: S314
+    failure = root.find(f".//testcase[@name='{BLOCKING_FAIL_ID} {sample['items'][1]['title']}']")
+    assert failure is not None
+    message = failure.find("failure").attrib["message"]  # type: ignore[union-attr]
+    assert message.startswith("bell \ufffd and escape \ufffd in a probe message <&>")
+
+
+def test_the_sample_record_is_valid_and_a_broken_one_is_named(tmp_path: Path) -> None:
+    validate_record(make_record(every_item=True))
+    broken = make_record()
+    broken["items"][2]["outcome"] = "passed"
+    del broken["verdict"]["label"]
+    file = tmp_path / "record.json"
+    write_record(broken, file)
+    with pytest.raises(RecordInvalid) as caught:
+        load_record(tmp_path)
+    message = str(caught.value)
+    assert str(file) in message
+    assert "$.items[2].outcome: 'passed' is not one of" in message
+    assert "$.verdict: 'label' is a required property" in message
+    with pytest.raises(RecordInvalid, match=r"\$\.items\[2\]\.outcome"):
+        write_reports(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_many_problems_are_cut_short() -> None:
+    broken = make_record()
+    for item in broken["items"]:
+        item["severity"] = "urgent"
+    with pytest.raises(RecordInvalid) as caught:
+        validate_record(broken, "r.json")
+    message = str(caught.value)
+    assert message.count("'urgent' is not one of") == 3
+    assert "(and 10 more)" in message
+
+
+def test_cli_report_renders_next_to_the_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = make_record()
+    write_record(record, tmp_path / "record.json")
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'report.html'}" in out
+    assert record["verdict"]["summary"] in out
+    assert (tmp_path / "report.html").read_text() == render_html(record)
+    assert (tmp_path / "junit.xml").read_bytes() == render_junit(record)
+
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["report", str(tmp_path / "record.json"), "--out", str(elsewhere)]) == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["junit.xml", "report.html"]
+
+
+def test_cli_report_refuses_a_broken_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = copy.deepcopy(make_record())
+    record["items"][0]["waiver"] = {"justification": "x"}
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("preflight: error: ")
+    assert "$.items[0].waiver: 'owner' is a required property" in err
+    assert not (tmp_path / "report.html").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such run record" in capsys.readouterr().err
