@@ -7,9 +7,10 @@ VENV := .venv/bin
 setup:
 	@scripts/setup.sh
 
-## Main job: bring the bundled system up natively, verify the edge answers, stop everything.
+## Main job: the release gate. Bring the bundled system up, decide every checklist item, write
+## reports/<run-id>/ (report.html, junit.xml, record.json); exit 0 ready, 1 not ready, 2 error.
 run: setup
-	$(VENV)/preflight up --check
+	$(VENV)/preflight run
 
 lint: setup
 	$(VENV)/ruff check .

@@ -1,9 +1,135 @@
-"""`preflight` subcommands: placeholder, filled in by its owner."""
+"""`preflight run`: the release gate."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from preflight.checklist import AREAS, DEFAULT_PATH
+from preflight.errors import PreflightError
+from preflight.run import PROFILES, Progress, RunOptions, run
+
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def _choices(allowed: tuple[str, ...], what: str) -> type[argparse.Action]:
+    """A repeatable, comma-separated option whose every value must be one of `allowed`."""
+
+    class Collect(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: object,
+            option_string: str | None = None,
+        ) -> None:
+            chosen = list(getattr(namespace, self.dest) or [])
+            for value in str(values).split(","):
+                if value not in allowed:
+                    parser.error(f"{option_string}: unknown {what} {value!r} (one of {allowed})")
+                chosen.append(value)
+            setattr(namespace, self.dest, chosen)
+
+    return Collect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's subcommands; each sets `handler=` (args -> exit code)."""
+    p = sub.add_parser(
+        "run",
+        help="verify every checklist item against a target; exit 0 ready, 1 not ready, 2 error",
+        description=(
+            "Load the checklist, bring up (or reach) the target, run the probes in checks/, the "
+            "load profile and the drills, decide every item (pass, fail, error, skip, waived, "
+            "attested, unverified), apply the gate policy of checklist.yaml and write "
+            "record.json, report.html and junit.xml to OUT/<run-id>/ (OUT/latest points at the "
+            "newest). The record is signed with the harness run key."
+        ),
+        epilog=(
+            "Exit status: 0 READY (no item blocks by the gate policy), 1 NOT READY, "
+            "2 the harness could not run (bad checklist or waivers, target down, probes that do "
+            "not collect). Example: preflight run --area security --severity critical,high"
+        ),
+    )
+    p.add_argument(
+        "--target",
+        default="auto",
+        metavar="KIND|FILE",
+        help="auto (default: containers where Docker answers, else native), native, "
+        "containers, or a target file describing a running deployment",
+    )
+    p.add_argument(
+        "--area",
+        dest="areas",
+        action=_choices(AREAS, "area"),
+        metavar="AREA[,AREA]",
+        help=f"only items of these areas (repeatable); one of: {', '.join(AREAS)}",
+    )
+    p.add_argument(
+        "--severity",
+        dest="severities",
+        action=_choices(SEVERITIES, "severity"),
+        metavar="SEV[,SEV]",
+        help="only items of these severities (repeatable): critical, high, medium, low",
+    )
+    p.add_argument(
+        "--profile", default="smoke", choices=PROFILES, help="load profile (default smoke)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="API worker processes of a native target (2)"
+    )
+    p.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (reports/)")
+    p.add_argument("--checklist", type=Path, default=DEFAULT_PATH, help="checklist.yaml")
+    p.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
+    p.add_argument("--waivers", type=Path, default=Path("waivers.yaml"), help="waivers.yaml")
+    p.add_argument(
+        "--keys", type=Path, default=Path("signoff/keys.yaml"), help="public keys per role"
+    )
+    p.add_argument(
+        "--attestations",
+        type=Path,
+        default=Path("signoff/attestations"),
+        help="folder of signed attestations for manual items",
+    )
+    p.set_defaults(handler=cmd_run)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise PreflightError(f"--workers must be at least 1 (got {args.workers})")
+    options = RunOptions(
+        checklist_path=args.checklist,
+        target=args.target,
+        areas=tuple(args.areas) if args.areas else None,
+        severities=tuple(args.severities) if args.severities else None,
+        profile=args.profile,
+        workers=args.workers,
+        out=args.out,
+        checks_dir=args.checks,
+        waivers_path=args.waivers,
+        keys_path=args.keys,
+        attestations_dir=args.attestations,
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = run(options, Progress())
+    except KeyboardInterrupt as stop:
+        print(f"preflight: interrupted ({stop or 'SIGINT'}); stopped the target", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"report  {result.run_dir / 'report.html'}")
+    print(f"junit   {result.run_dir / 'junit.xml'}")
+    print(f"record  {result.run_dir / 'record.json'}")
+    if result.verdict.blocking:
+        shown = ", ".join(result.verdict.blocking[:10])
+        more = len(result.verdict.blocking) - 10
+        print(f"blocking: {shown}" + (f" and {more} more" if more > 0 else ""))
+    print(result.record["verdict"]["summary"])
+    return result.exit_code

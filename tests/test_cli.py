@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import sys
@@ -10,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from preflight.checklist import load_checklist
 from preflight.cli import main
+from preflight.run import read_pending
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,3 +62,36 @@ def test_check_verifies_the_edge_and_stops(tmp_path: Path) -> None:
     assert "native target ready in" in result.stdout
     assert "READY - GET https://127.0.0.1:" in result.stdout
     assert "over TLSv1.3: 200" in result.stdout
+
+
+def test_checklist_show_names_the_tests_that_decide_each_item(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["checklist", "show"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    decided = {
+        row.split()[0]: nxt.strip().removeprefix("decided by: ")
+        for row, nxt in itertools.pairwise(lines)
+        if nxt.startswith("    decided by: ")
+    }
+    assert decided["SEC-HDR-HSTS"].startswith("checks/security/test_headers.py::")
+    manual = next(i for i in load_checklist(REPO / "checklist.yaml").items if i.verify == "manual")
+    assert decided[manual.id] == f"a signed attestation from {manual.owner}"
+    pending = read_pending(REPO / "checks")
+    assert pending, "some probe items have no probe yet"
+    assert {decided[item_id] for item_id in pending} == {"no test yet (unverified)"}
+    assert lines[-1].endswith("probe items have a test")
+
+
+def test_checklist_show_refuses_probes_that_do_not_collect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "test_x.py").write_text(
+        'import pytest\n\n\n@pytest.mark.checklist("NO-SUCH-ITEM")\ndef test_x():\n    pass\n'
+    )
+    code = main(["checklist", "show", str(REPO / "checklist.yaml"), "--checks", str(checks)])
+    assert code == 2
+    assert "NO-SUCH-ITEM" in capsys.readouterr().err

@@ -1,0 +1,196 @@
+"""From what ran to a verdict: one outcome per checklist item, then the gate.
+
+Probe items take the combined outcome of their tests; load items take the load runner's
+figures (unverified unless the profile that ran reached the item's scale); manual items are
+decided only by a valid signed attestation. A fail covered by an active waiver becomes `waived`.
+Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from preflight.checklist import Checklist, Item
+from preflight.outcomes import OUTCOMES, Outcome, ProbeResult, ProbeResults, combine
+
+
+@dataclass(frozen=True)
+class LoadFigure:
+    """One measured figure from the load runner, and the scale the profile actually reached."""
+
+    metric: str
+    measured: float
+    scale_reached: Mapping[str, int]  # e.g. {"users": 500, "sockets": 1000}
+
+
+@dataclass(frozen=True)
+class LoadResults:
+    profile: str
+    ran: bool
+    reason: str = ""
+    figures: Mapping[str, LoadFigure] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "ran": self.ran,
+            "reason": self.reason,
+            "figures": {
+                name: {"measured": f.measured, "scale_reached": dict(f.scale_reached)}
+                for name, f in self.figures.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    item: Item
+    selected: bool
+    outcome: Outcome
+    reason: str
+    tests: tuple[ProbeResult, ...] = ()
+    waiver: Mapping[str, Any] | None = None
+    attestation: Mapping[str, Any] | None = None
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def decide_probe(item: Item, probes: ProbeResults, pending: frozenset[str]) -> Decision:
+    results = probes.for_item(item.id)
+    if results:
+        outcome, reason = combine(results)
+        return Decision(item, True, outcome, reason, tuple(results))
+    if item.id in probes.collected:
+        reason = "its probes were collected but none ran"
+    elif item.id in pending:
+        reason = "no probe decides it yet (listed in checks/pending-probes.txt)"
+    else:
+        reason = "no probe in checks/ is marked with this item"
+    return Decision(item, True, Outcome.UNVERIFIED, reason)
+
+
+def decide_load(item: Item, load: LoadResults) -> Decision:
+    expected = {"metric": item.metric, "comparison": item.comparison, "value": item.value}
+    if not load.ran:
+        return Decision(item, True, Outcome.UNVERIFIED, load.reason, figures=expected)
+    figure = load.figures.get(item.metric or "")
+    if figure is None:
+        return Decision(
+            item,
+            True,
+            Outcome.UNVERIFIED,
+            f"load profile {load.profile} did not measure {item.metric}",
+            figures=expected,
+        )
+    short = {k: (v, figure.scale_reached.get(k, 0)) for k, v in item.scale.items()}
+    short = {k: (need, got) for k, (need, got) in short.items() if got < need}
+    figures = {**expected, "measured": figure.measured, "scale_reached": not short}
+    if short:
+        gaps = ", ".join(f"{k} {got} of {need}" for k, (need, got) in short.items())
+        reason = f"load profile {load.profile} did not reach the item's scale ({gaps})"
+        return Decision(item, True, Outcome.UNVERIFIED, reason, figures=figures)
+    if item.comparison is None or item.value is None:  # the schema requires both on load items
+        raise ValueError(f"{item.id}: a load item without comparison or value")
+    ok = COMPARE[item.comparison](figure.measured, item.value)
+    sentence = (
+        f"{item.metric} must be {item.comparison} {item.value:g} "
+        f"(measured {figure.measured:g} with profile {load.profile})"
+    )
+    return Decision(item, True, Outcome.PASS if ok else Outcome.FAIL, sentence, figures=figures)
+
+
+def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision:
+    if attestation is None:
+        reason = f"no signed attestation from {item.owner}"
+        return Decision(item, True, Outcome.UNVERIFIED, reason)
+    if attestation.get("status") == "valid":
+        signer, expires = attestation.get("signer"), attestation.get("expires")
+        reason = f"attested by {signer} ({item.owner}) until {expires}"
+        return Decision(item, True, Outcome.ATTESTED, reason, attestation=attestation)
+    reason = str(attestation.get("reason") or f"attestation is {attestation.get('status')}")
+    return Decision(item, True, Outcome.UNVERIFIED, reason, attestation=attestation)
+
+
+def apply_waiver(decision: Decision, waiver: Mapping[str, Any] | None) -> Decision:
+    """Only a fail is waived, and only by an active waiver: an error or unverified item is not a
+    known risk that someone accepted, it is an unknown one."""
+    if waiver is None:
+        return decision
+    if decision.outcome is Outcome.FAIL and waiver.get("status") == "active":
+        reason = (
+            f"waived until {waiver.get('expires')} by {waiver.get('approver')}: "
+            f"{waiver.get('justification')} (was: {decision.reason})"
+        )
+        return replace(decision, outcome=Outcome.WAIVED, reason=reason, waiver=waiver)
+    return replace(decision, waiver=waiver)
+
+
+def not_selected(item: Item, why: str) -> Decision:
+    return Decision(item, False, Outcome.SKIP, f"not selected ({why})")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    counts: dict[str, int]
+    blocking: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return "READY" if self.ready else "NOT READY"
+
+    def summary(self, duration_s: float) -> str:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in self.counts.items())
+        return f"{self.label} - {counts} in {duration_s:.0f} s"
+
+    def to_json(self, duration_s: float) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "label": self.label,
+            "counts": self.counts,
+            "blocking": list(self.blocking),
+            "summary": self.summary(duration_s),
+        }
+
+
+def blocks(checklist: Checklist, decision: Decision) -> bool:
+    allowed = checklist.gate.get(decision.item.severity)
+    return decision.selected and allowed is not None and decision.outcome.value not in allowed
+
+
+def gate(checklist: Checklist, decisions: Sequence[Decision]) -> Verdict:
+    counts = Counter(d.outcome.value for d in decisions)
+    blocking = tuple(d.item.id for d in decisions if blocks(checklist, d))
+    return Verdict(
+        ready=not blocking,
+        counts={o.value: counts.get(o.value, 0) for o in OUTCOMES},
+        blocking=blocking,
+    )
+
+
+def selection_filter(
+    areas: Iterable[str] | None, severities: Iterable[str] | None
+) -> Callable[[Item], str | None]:
+    """A function saying why an item is not selected, or None when it is."""
+    area_set = set(areas) if areas else None
+    severity_set = set(severities) if severities else None
+
+    def why_not(item: Item) -> str | None:
+        if area_set is not None and item.area not in area_set:
+            return f"--area {','.join(sorted(area_set))}"
+        if severity_set is not None and item.severity not in severity_set:
+            return f"--severity {','.join(sorted(severity_set))}"
+        return None
+
+    return why_not

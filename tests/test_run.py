@@ -1,0 +1,293 @@
+"""`preflight run` end to end against the real native target: outputs, outcomes, the gate,
+waivers, attestations, progress and harness errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from preflight.checklist import load_checklist
+from preflight.cli import main
+from preflight.outcomes import OUTCOMES
+
+REPO = Path(__file__).resolve().parents[1]
+
+ITEMS = """
+version: 1
+gate:
+  must_be:
+    critical: [pass, waived, attested]
+    high: [pass, waived, attested]
+items:
+- id: T-READY
+  area: application
+  title: The API answers its readiness endpoint through the edge
+  severity: critical
+  owner: ops-lead
+  verify: probe
+  risk: A system that is not ready drops every request.
+  remediation: Start the API workers and their databases.
+  refs: []
+  source: 'seed-summary: readiness'
+- id: T-TEAPOT
+  area: security
+  title: The API answers its readiness endpoint with 418, which it never does
+  severity: {teapot_severity}
+  owner: security-lead
+  verify: probe
+  risk: This item exists to fail against every real target.
+  remediation: Nothing to remediate; the probe is deliberately wrong.
+  refs: []
+  source: 'seed-summary: a failing probe'
+- id: T-TRAINED
+  area: operations
+  title: The on-call team is trained on the runbooks
+  severity: {trained_severity}
+  owner: ops-lead
+  verify: manual
+  risk: An untrained team turns incidents into outages.
+  remediation: Run the runbook training and attest it.
+  refs: []
+  source: 'operations/1: team trained'
+- id: T-LOAD
+  area: performance
+  title: API p95 latency stays under 500 ms with 500 users
+  severity: low
+  owner: dev-lead
+  verify: load
+  metric: http_p95_ms
+  comparison: <
+  value: 500
+  scale: {{users: 500}}
+  risk: Slow responses at peak lose users.
+  remediation: Profile and fix the slow endpoints.
+  refs: []
+  source: 'performance/1: p95 < 500 ms'
+- id: T-NOPROBE
+  area: monitoring
+  title: A probe item that no test decides yet
+  severity: medium
+  owner: ops-lead
+  verify: probe
+  risk: An item nobody checks drifts silently.
+  remediation: Write its probe in checks/.
+  refs: []
+  source: 'seed-summary: no probe'
+"""
+
+PROBES = '''
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.checklist("T-READY")
+def test_ready(target, evidence):
+    """A system that is not ready drops every request."""
+    resp = target.http.get("/v1/health/ready")
+    evidence.request(resp)
+    assert resp.status == 200, f"GET /v1/health/ready must answer 200 (got {resp.status})"
+
+
+@pytest.mark.checklist("T-TEAPOT")
+def test_teapot(target):
+    """Deliberately wrong: the readiness endpoint never answers 418."""
+    resp = target.http.get("/v1/health/ready")
+    assert resp.status == 418, f"GET /v1/health/ready must answer 418 (got {resp.status})"
+'''
+
+
+@dataclass
+class Workspace:
+    root: Path
+    checklist: Path
+    checks: Path
+    out: Path
+
+    def args(self, *extra: str) -> list[str]:
+        return [
+            "run",
+            "--target",
+            "native",
+            "--checklist",
+            str(self.checklist),
+            "--checks",
+            str(self.checks),
+            "--out",
+            str(self.out),
+            "--waivers",
+            str(self.root / "waivers.yaml"),
+            "--keys",
+            str(self.root / "keys.yaml"),
+            "--attestations",
+            str(self.root / "attestations"),
+            *extra,
+        ]
+
+    def record(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((self.out / "latest" / "record.json").read_text())
+        return loaded
+
+    def outcomes(self) -> dict[str, str]:
+        return {i["id"]: i["outcome"] for i in self.record()["items"]}
+
+
+def workspace(
+    tmp: Path, *, teapot_severity: str = "high", trained_severity: str = "medium"
+) -> Workspace:
+    checklist = tmp / "checklist.yaml"
+    checklist.write_text(
+        ITEMS.format(teapot_severity=teapot_severity, trained_severity=trained_severity)
+    )
+    checks = tmp / "checks"
+    (checks / "any").mkdir(parents=True)
+    (checks / "any" / "test_probes.py").write_text(textwrap.dedent(PROBES))
+    (checks / "pending-probes.txt").write_text("T-NOPROBE\n")
+    (tmp / "attestations").mkdir()
+    return Workspace(tmp, checklist, checks, tmp / "reports")
+
+
+@pytest.fixture(autouse=True)
+def _harness_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFLIGHT_RUN_KEY", str(tmp_path / "run-key.pem"))
+
+
+def test_run_decides_every_item_writes_three_outputs_and_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = workspace(tmp_path)
+    code = main(ws.args())
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    outcomes = ws.outcomes()
+    assert outcomes == {
+        "T-READY": "pass",
+        "T-TEAPOT": "fail",
+        "T-TRAINED": "unverified",
+        "T-LOAD": "unverified",
+        "T-NOPROBE": "unverified",
+    }
+    record = ws.record()
+    assert record["verdict"]["blocking"] == ["T-TEAPOT"]
+    assert out.strip().splitlines()[-1] == record["verdict"]["summary"]
+    assert record["verdict"]["summary"].startswith("NOT READY - 1 pass, 1 fail, 0 error")
+    teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
+    assert "must answer 418 (got 200)" in teapot["reason"]
+    ready = next(i for i in record["items"] if i["id"] == "T-READY")
+    assert ready["tests"][0]["evidence"][0]["status"] == 200
+    assert record["target"]["versions"]["postgresql"].startswith("15")
+    assert record["target"]["config_digests"], "the native target's config files are digested"
+    run_dir = (ws.out / "latest").resolve()
+    assert {p.name for p in run_dir.iterdir()} >= {"record.json", "report.html", "junit.xml"}
+    cases = ET.parse(run_dir / "junit.xml").getroot().iter("testcase")  # noqa: S314 - our own output
+    assert len(list(cases)) == 5
+    assert "T-TEAPOT" in (run_dir / "report.html").read_text()
+    # progress: the area and each probe's outcome on stderr, while it ran
+    assert "area security" in err
+    assert "fail  T-TEAPOT" in err
+
+
+def test_gate_follows_the_policy_and_an_active_waiver_waives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = workspace(tmp_path)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    waiver = textwrap.dedent(
+        """
+        - item: T-TEAPOT
+          justification: The teapot probe is a deliberate failure for this test.
+          owner: security-lead
+          approver: cto
+          expires: '{expires}'
+        """
+    )
+    (ws.root / "waivers.yaml").write_text(waiver.format(expires=yesterday))
+    assert main(ws.args()) == 1
+    assert ws.outcomes()["T-TEAPOT"] == "fail", "an expired waiver must not waive"
+
+    (ws.root / "waivers.yaml").write_text(waiver.format(expires=tomorrow))
+    assert main(ws.args()) == 0
+    record = ws.record()
+    assert ws.outcomes()["T-TEAPOT"] == "waived"
+    assert record["verdict"]["ready"] is True
+    assert record["previous"] is not None, "the second run is compared with the first"
+    assert {"id": "T-TEAPOT", "before": "fail", "after": "waived"}.items() <= next(
+        c for c in record["changes"] if c["id"] == "T-TEAPOT"
+    ).items()
+    capsys.readouterr()
+
+
+def test_selection_skips_unselected_items_and_they_never_block(tmp_path: Path) -> None:
+    ws = workspace(tmp_path, teapot_severity="critical")
+    assert main(ws.args("--area", "application,operations,performance,monitoring")) == 0
+    record = ws.record()
+    teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
+    assert (teapot["selected"], teapot["outcome"]) == (False, "skip")
+    assert teapot["reason"].startswith("not selected (--area")
+    assert not teapot["tests"], "an unselected item's probe does not run"
+    assert {i["outcome"] for i in record["items"]} <= set(OUTCOMES)
+
+
+def test_a_critical_manual_item_blocks_until_attested(tmp_path: Path) -> None:
+    ws = workspace(tmp_path, teapot_severity="low", trained_severity="critical")
+    assert main(ws.args()) == 1
+    assert ws.record()["verdict"]["blocking"] == ["T-TRAINED"]
+
+
+def test_harness_errors_exit_2_and_start_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = workspace(tmp_path)
+    ws.checklist.write_text(ws.checklist.read_text().replace("id: T-LOAD", "id: T-READY"))
+    assert main(ws.args()) == 2
+    assert "duplicate" in capsys.readouterr().err.lower()
+
+    (tmp_path / "down").mkdir()
+    ws = workspace(tmp_path / "down")
+    target = tmp_path / "down.yaml"
+    target.write_text("name: down\nedge_url: https://127.0.0.1:9\nadmin_key: x\n")
+    assert main([*ws.args()[:2], str(target), *ws.args()[3:]]) == 2
+    err = capsys.readouterr().err
+    assert "the edge does not answer" in err
+    assert not ws.out.exists(), "no report for a run that could not start"
+
+
+def test_a_marker_naming_an_unknown_item_is_a_harness_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = workspace(tmp_path)
+    (ws.checks / "any" / "test_unknown.py").write_text(
+        'import pytest\n\n\n@pytest.mark.checklist("T-NOSUCH")\ndef test_x(target):\n    pass\n'
+    )
+    assert main(ws.args()) == 2
+    err = capsys.readouterr().err
+    assert "T-NOSUCH" in err
+    assert not ws.out.exists()
+
+
+def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "reports"
+    code = main(["run", "--target", "native", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    record = json.loads((out / "latest" / "record.json").read_text())
+    checklist = load_checklist(REPO / "checklist.yaml")
+    assert [i["id"] for i in record["items"]] == [i.id for i in checklist.items]
+    assert all(i["outcome"] in set(OUTCOMES) for i in record["items"])
+    assert code == (0 if record["verdict"]["ready"] else 1)
+    assert stdout.strip().splitlines()[-1] == record["verdict"]["summary"]
+    probed = [i for i in record["items"] if i["tests"]]
+    assert probed, "the probes in checks/ ran"
+    assert all(i["outcome"] == "pass" for i in probed), [
+        (i["id"], i["reason"]) for i in probed if i["outcome"] != "pass"
+    ]
