@@ -8,6 +8,7 @@ line per item; `preflight run` calls `run_probes` with a target it already runs.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -453,10 +454,23 @@ def _isolated_imports(paths: Sequence[Path]) -> Iterator[None]:
                 del sys.modules[name]
 
 
+def _rootdir(paths: Sequence[Path]) -> Path:
+    """The working directory when the probes are inside it (node ids like checks/security/...),
+    else their common ancestor. pytest's own choice, the common ancestor of the working directory
+    and the paths, would name probes after wherever the caller happens to stand."""
+    cwd = Path.cwd()
+    resolved = [p.resolve() for p in paths]
+    if all(p.is_relative_to(cwd) for p in resolved):
+        return cwd
+    root = Path(os.path.commonpath(resolved))
+    return root if root.is_dir() else root.parent
+
+
 def _main(paths: Sequence[Path], args: Sequence[str], plugins: list[object]) -> ProbeResults:
     harvest = _Harvest()
     argv = [
         *map(str, paths),
+        f"--rootdir={_rootdir(paths)}",
         "-p",
         "no:cacheprovider",
         # The caller imported preflight before pytest started, so pytest cannot assertion-rewrite
@@ -468,6 +482,10 @@ def _main(paths: Sequence[Path], args: Sequence[str], plugins: list[object]) -> 
     ]
     with _isolated_imports(paths):
         code = pytest.main(argv, plugins=[*plugins, harvest])
+    if code == pytest.ExitCode.INTERRUPTED and harvest.results and not harvest.results.errors:
+        # Ctrl-C or SIGTERM: pytest caught it and ended the session; the run must end too,
+        # not decide items from half the probes.
+        raise KeyboardInterrupt("while the probes ran")
     if harvest.results is None:
         where = ", ".join(map(str, paths))
         raise PreflightError(

@@ -266,8 +266,10 @@ def test_cli_validate_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
 def test_cli_show_lists_items_of_an_area() -> None:
     result = run_cli("show", "--area", "backup")
     assert result.returncode == 0, result.stderr
-    header, *rows, footer = result.stdout.splitlines()
+    header, *lines, footer = result.stdout.splitlines()
     assert header.split() == ["id", "area", "severity", "verify", "title"]
+    rows = [line for line in lines if not line.startswith("    decided by: ")]
     assert rows
+    assert len(lines) == 2 * len(rows), "every item says what decides it"
     assert all(row.split()[1] == "backup" for row in rows)
-    assert footer.endswith("items")
+    assert footer.endswith("probe items have a test")
