@@ -96,10 +96,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_run)
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise PreflightError(f"--workers must be at least 1 (got {args.workers})")
@@ -116,11 +112,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         keys_path=args.keys,
         attestations_dir=args.attestations,
     )
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    received: list[str] = []
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt(received[-1])
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         result = run(options, Progress())
     except KeyboardInterrupt as stop:
-        print(f"preflight: interrupted ({stop or 'SIGINT'}); stopped the target", file=sys.stderr)
+        what = received[-1] if received else "SIGINT"
+        where = f", {stop}" if str(stop) and str(stop) != what else ""
+        print(
+            f"preflight: {what} received{where}; stopped the target, wrote no verdict",
+            file=sys.stderr,
+        )
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

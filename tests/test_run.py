@@ -4,7 +4,12 @@ waivers, attestations, progress and harness errors."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -291,3 +296,102 @@ def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
     assert all(i["outcome"] == "pass" for i in probed), [
         (i["id"], i["reason"]) for i in probed if i["outcome"] != "pass"
     ]
+
+
+def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole sign-off on a record `preflight run` wrote: an owner's attestation decides the
+    manual item, the five roles sign, verify passes; one edited outcome makes verify fail."""
+    ws = workspace(tmp_path, teapot_severity="low", trained_severity="critical")
+    keys = ws.root / "keys.yaml"
+    for role in ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto"):
+        pem = ws.root / f"{role}.pem"
+        assert main(["keygen", "--out", str(pem), "--role", role, "--name", role.title(),
+                     "--register", "--keys", str(keys)]) == 0  # fmt: skip
+    expires = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    attest = ["attest", "T-TRAINED", "--expires", expires, "--note", "Runbook drill held.",
+              "--checklist", str(ws.checklist), "--dir", str(ws.root / "attestations"),
+              "--keys", str(keys)]  # fmt: skip
+    # Signed by the wrong role's key it does not count, and the critical item still blocks.
+    assert main([*attest, "--key", str(ws.root / "cto.pem"), "--role", "cto"]) == 0
+    assert main(ws.args()) == 1
+    assert ws.outcomes()["T-TRAINED"] == "unverified"
+    assert main([*attest, "--key", str(ws.root / "ops-lead.pem")]) == 0
+    assert main(ws.args()) == 0
+    assert ws.outcomes()["T-TRAINED"] == "attested"
+
+    run_dir = ws.out / "latest"
+    assert main(["verify", str(run_dir), "--keys", str(keys)]) == 1, "no stakeholder signed yet"
+    for role in ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto"):
+        sign = ["sign", str(run_dir), "--role", role, "--key", str(ws.root / f"{role}.pem")]
+        assert main([*sign, "--keys", str(keys)]) == 0
+    assert main(["verify", str(run_dir), "--keys", str(keys)]) == 0
+    assert "Security-Lead" in (run_dir / "report.html").read_text(), "signing re-renders it"
+
+    record = json.loads((run_dir / "record.json").read_text())
+    next(i for i in record["items"] if i["id"] == "T-TEAPOT")["outcome"] = "pass"
+    (run_dir / "record.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["verify", str(run_dir), "--keys", str(keys)]) == 1
+    assert "edited after it was signed" in capsys.readouterr().out
+
+
+def test_sigterm_during_the_probes_stops_everything_and_exits_2(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (ws.checks / "any" / "test_slow.py").write_text(
+        "import time\n\nimport pytest\n\n\n"
+        '@pytest.mark.checklist("T-NOPROBE")\n'
+        "def test_slow(target):\n"
+        '    """Long enough to be interrupted."""\n'
+        "    time.sleep(60)\n"
+    )
+    (ws.checks / "pending-probes.txt").write_text("")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "preflight.cli", *ws.args()],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PREFLIGHT_RUN_KEY": str(tmp_path / "run-key.pem")},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "T-TEAPOT" in line:  # the probes are running; test_slow is next or running
+                break
+        time.sleep(1.0)
+        children = _children(proc.pid)
+        assert children, "the native target's processes run under preflight"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 2, "".join(seen) + rest
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert "SIGTERM received, while the probes ran; stopped the target" in rest
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)], "every process of the target is gone"
+    assert not ws.out.exists(), "an interrupted run writes no verdict"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
+    return state not in ("Z", "X")
