@@ -58,6 +58,21 @@ class Item:
     def automated(self) -> bool:
         return self.verify != "manual"
 
+    def to_json(self) -> dict[str, Any]:
+        """The item as the run record shows it (what a reviewer needs beside its outcome)."""
+        return {
+            "id": self.id,
+            "area": self.area,
+            "title": self.title,
+            "severity": self.severity,
+            "owner": self.owner,
+            "verify": self.verify,
+            "source": self.source,
+            "risk": self.risk,
+            "remediation": self.remediation,
+            "refs": list(self.refs),
+        }
+
 
 @dataclass(frozen=True)
 class Checklist:
@@ -83,10 +98,15 @@ class Checklist:
 
 
 @cache
-def schema() -> dict[str, Any]:
-    text = resources.files("preflight").joinpath("schema/checklist.schema.json").read_text()
+def load_schema(name: str) -> dict[str, Any]:
+    """One of the JSON Schemas shipped in preflight/schema/ (checklist, record, waivers)."""
+    text = resources.files("preflight").joinpath(f"schema/{name}.schema.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+def schema() -> dict[str, Any]:
+    return load_schema("checklist")
 
 
 @dataclass

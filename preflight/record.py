@@ -12,12 +12,12 @@ import json
 import os
 import tempfile
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from preflight.checklist import load_schema
 from preflight.errors import PreflightError
 
 RECORD_SCHEMA = "preflight.record/1"
@@ -66,11 +66,8 @@ def load_record(path: Path) -> dict[str, Any]:
     return data
 
 
-@cache
 def schema() -> dict[str, Any]:
-    text = resources.files("preflight").joinpath("schema/record.schema.json").read_text()
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+    return load_schema("record")
 
 
 @cache

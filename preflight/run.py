@@ -314,16 +314,7 @@ def _item_json(checklist: Checklist, d: Decision) -> dict[str, Any]:
     tests = [t.to_json() for t in d.tests]
     item = d.item
     return {
-        "id": item.id,
-        "area": item.area,
-        "title": item.title,
-        "severity": item.severity,
-        "owner": item.owner,
-        "verify": item.verify,
-        "source": item.source,
-        "risk": item.risk,
-        "remediation": item.remediation,
-        "refs": list(item.refs),
+        **item.to_json(),
         "selected": d.selected,
         "outcome": d.outcome.value,
         "reason": d.reason,

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from preflight.checklist import Checklist, describe_error
+from preflight.checklist import Checklist, describe_error, load_schema
 from preflight.yamlfile import FileInvalid, YamlPath, line_of, read_yaml
 
 DEFAULT_PATH = Path("waivers.yaml")
@@ -67,11 +64,8 @@ def waiver_for(item_id: str, waivers: Iterable[Waiver], now: datetime) -> Waiver
     return max(active, key=lambda w: w.expires) if active else None
 
 
-@cache
 def schema() -> dict[str, Any]:
-    text = resources.files("preflight").joinpath("schema/waivers.schema.json").read_text()
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+    return load_schema("waivers")
 
 
 def _label(data: object, index: int) -> str:

@@ -144,16 +144,7 @@ def make_item(
     """One record item from the real checklist entry; `fields` override anything."""
     item = _by_id(item_id)
     entry: dict[str, Any] = {
-        "id": item.id,
-        "area": item.area,
-        "title": item.title,
-        "severity": item.severity,
-        "owner": item.owner,
-        "verify": item.verify,
-        "source": item.source,
-        "risk": item.risk,
-        "remediation": item.remediation,
-        "refs": list(item.refs),
+        **item.to_json(),
         "selected": True,
         "outcome": outcome,
         "reason": reason,
