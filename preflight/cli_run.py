@@ -78,7 +78,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--profile", default="smoke", choices=PROFILES, help="load profile (default smoke)"
     )
     p.add_argument(
-        "--workers", type=int, default=2, help="API worker processes of a native target (2)"
+        "--workers",
+        type=int,
+        default=1,
+        help="load-generator processes for the load profile (1; more uses Locust's "
+        "master/worker mode on this machine)",
+    )
+    p.add_argument(
+        "--api-workers", type=int, default=2, help="API worker processes of a native target (2)"
     )
     p.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (reports/)")
     p.add_argument("--checklist", type=Path, default=DEFAULT_PATH, help="checklist.yaml")
@@ -97,8 +104,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise PreflightError(f"--workers must be at least 1 (got {args.workers})")
+    for option, value in (("--workers", args.workers), ("--api-workers", args.api_workers)):
+        if value < 1:
+            raise PreflightError(f"{option} must be at least 1 (got {value})")
     options = RunOptions(
         checklist_path=args.checklist,
         target=args.target,
@@ -106,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         severities=tuple(args.severities) if args.severities else None,
         profile=args.profile,
         workers=args.workers,
+        api_workers=args.api_workers,
         out=args.out,
         checks_dir=args.checks,
         waivers_path=args.waivers,

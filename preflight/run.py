@@ -59,10 +59,12 @@ from preflight.waivers import Waiver, load_waivers, waiver_for
 
 SIGNOFF_ROLES = ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto")
 PROFILES = ("smoke", "release", "soak")
-LoadRunner = Callable[[TargetInfo, str, Sequence[Item]], LoadResults]
+LoadRunner = Callable[[TargetInfo, str, int, Sequence[Item]], LoadResults]
 
 
-def no_load_runner(_info: TargetInfo, profile: str, items: Sequence[Item]) -> LoadResults:
+def no_load_runner(
+    _info: TargetInfo, profile: str, _workers: int, items: Sequence[Item]
+) -> LoadResults:
     """The default until a load runner is plugged in: load items stay unverified, and say why."""
     reason = "no load runner is part of this build yet, so no load profile ran"
     return LoadResults(profile=profile, ran=False, reason=reason if items else "no load items")
@@ -75,7 +77,8 @@ class RunOptions:
     areas: tuple[str, ...] | None = None
     severities: tuple[str, ...] | None = None
     profile: str = "smoke"
-    workers: int = 2
+    workers: int = 1  # load-generator processes (Locust master/worker mode when > 1)
+    api_workers: int = 2  # API worker processes of a native target
     out: Path = Path("reports")
     checks_dir: Path = Path("checks")
     waivers_path: Path = Path("waivers.yaml")
@@ -190,7 +193,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
     checklist = inputs.checklist
     progress.log(f"{checklist.path}: {len(checklist.items)} items, {len(inputs.selected)} selected")
 
-    native = NativeOptions(workers=options.workers, log=progress.log)
+    native = NativeOptions(workers=options.api_workers, log=progress.log)
     selection, target = select_target(options.target, native)
     progress.log(f"target: {selection.kind} ({selection.reason})")
     with target as info:
@@ -201,7 +204,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         )
         load_items = [i for i in inputs.selected if i.verify == "load"]
         progress.log(f"load: profile {options.profile}, {len(load_items)} load items")
-        load = options.load_runner(info, options.profile, load_items)
+        load = options.load_runner(info, options.profile, options.workers, load_items)
         if not load.ran:
             progress.log(f"load: {load.reason}")
         drills = stage.pytest("drills", [options.checks_dir / "drills"])
@@ -233,6 +236,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
             "severities": list(options.severities) if options.severities else None,
             "profile": options.profile,
             "workers": options.workers,
+            "api_workers": options.api_workers,
         },
         "target": target_description,
         "verdict": verdict.to_json(duration),

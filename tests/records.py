@@ -464,7 +464,13 @@ def make_record(
             "items": len(_checklist().items),
             "gate": copy.deepcopy(GATE),
         },
-        "selection": {"areas": None, "severities": None, "profile": "smoke", "workers": 2},
+        "selection": {
+            "areas": None,
+            "severities": None,
+            "profile": "smoke",
+            "workers": 1,
+            "api_workers": 2,
+        },
         "target": {
             "name": "native",
             "kind": "native",
