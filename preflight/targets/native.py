@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -47,6 +47,12 @@ class NativeOptions:
     ws_rate_per_s: int = 50
     # Extra CHATSDK_* settings for the workers (e.g. a short webhook backoff in tests).
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    # Variants of the configuration, for showing that probes catch a deliberately broken one:
+    # another copy of system/nginx, extra `name=value` PostgreSQL settings (they win over the
+    # defaults), extra redis.conf lines (the later of two lines wins in redis.conf).
+    edge_template_dir: Path | None = None
+    postgres_settings: Sequence[str] = ()
+    redis_settings: Sequence[str] = ()
     log: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -184,7 +190,8 @@ class NativeTarget:
                 ws_rate_per_s=opts.ws_rate_per_s,
                 api_burst=max(50, opts.api_rate_per_s // 2),
                 ws_burst=max(25, opts.ws_rate_per_s // 2),
-            )
+            ),
+            template_dir=opts.edge_template_dir,
         )
         validate_edge(edge_conf)
         edge = Child("nginx", nginx_command(edge_conf), logs / "nginx.log", signal.SIGQUIT, 10.0)
@@ -335,6 +342,7 @@ class NativeTarget:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 *postgres_args(),
+                *(arg for setting in self.options.postgres_settings for arg in ("-c", setting)),
                 "-c",
                 "log_min_messages=warning",
                 "-c",
@@ -404,6 +412,7 @@ class NativeTarget:
                 "daemonize no",
                 'logfile ""',
                 "loglevel warning",
+                *self.options.redis_settings,
             )
         )
         conf.chmod(0o600)

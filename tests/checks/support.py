@@ -1,0 +1,65 @@
+"""Running the real probes in checks/ against deliberately broken variants of the bundled system,
+to show that each probe can fail and names the defect."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from preflight.outcomes import Outcome, ProbeResults, combine
+from preflight.plugin import RunContext, run_probes
+from preflight.targets.base import TargetInfo
+from preflight.targets.edge import TEMPLATE_DIR
+from preflight.targets.native import NativeOptions, NativeTarget
+
+REPO = Path(__file__).resolve().parents[2]
+CHECKS = REPO / "checks"
+CHECKLIST = REPO / "checklist.yaml"
+
+
+@contextmanager
+def native(**options: object) -> Iterator[TargetInfo]:
+    """A native target with NativeOptions overrides (edge_template_dir, postgres_settings,
+    redis_settings, worker_env, ...)."""
+    with NativeTarget(NativeOptions(**options)) as info:  # type: ignore[arg-type]
+        yield info
+
+
+def edge_templates(tmp: Path, edits: Mapping[str, Callable[[str], str]]) -> Path:
+    """A copy of system/nginx with each named file (relative path) passed through its edit.
+    An edit that changes nothing is a broken test, not a broken edge: it raises."""
+    copy = tmp / "nginx"
+    shutil.copytree(TEMPLATE_DIR, copy)
+    for relative, edit in edits.items():
+        path = copy / relative
+        before = path.read_text()
+        after = edit(before)
+        if after == before:
+            raise AssertionError(f"the edit of {relative} changed nothing; the template moved on")
+        path.write_text(after)
+    return copy
+
+
+def probe(info: TargetInfo, *paths: str, items: Iterable[str] | None = None) -> ProbeResults:
+    """Run checks/<path>... against `info` in this process."""
+    context = RunContext(target=info, selected=set(items) if items is not None else None)
+    results = run_probes([CHECKS / p for p in paths], context, CHECKLIST)
+    if results.errors:
+        raise AssertionError("the probes do not collect: " + "; ".join(results.errors))
+    return results
+
+
+def outcomes(results: ProbeResults) -> dict[str, tuple[Outcome, str]]:
+    """Item id -> (combined outcome, reason) of every item the probes decided."""
+    return {item_id: combine(results.for_item(item_id)) for item_id in _items(results)}
+
+
+def failing(results: ProbeResults) -> dict[str, str]:
+    """Item id -> reason, for the items that ended `fail`."""
+    return {i: reason for i, (o, reason) in outcomes(results).items() if o is Outcome.FAIL}
+
+
+def _items(results: ProbeResults) -> list[str]:
+    return list(dict.fromkeys(i for r in results.results for i in r.items))
