@@ -16,6 +16,7 @@ from chatsdk import (
     messages,
     polls,
     realtime,
+    runtime,
     service,
     tokens,
     uploads,
@@ -77,7 +78,19 @@ async def close_websockets(app: web.Application) -> None:
         )
 
 
-MODULES = (apps, tokens, users, channels, messages, polls, uploads, gdpr, webhooks, realtime)
+MODULES = (
+    apps,
+    tokens,
+    users,
+    channels,
+    messages,
+    polls,
+    uploads,
+    gdpr,
+    webhooks,
+    realtime,
+    runtime,
+)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -475,6 +475,33 @@ PATHS: dict[str, dict[str, Any]] = {
             errors=("400", "404"),
         )
     },
+    "/v1/admin/runtime": {
+        "get": op(
+            "getRuntime",
+            "What this worker runs with: release, configuration, dependencies (no credentials), "
+            "schema version and secret hygiene (length, placeholder; never a value).",
+            ADMIN,
+            (
+                "200",
+                obj(
+                    {
+                        "service": STRING,
+                        "version": STRING,
+                        "worker_id": STRING,
+                        "pid": COUNT,
+                        "started_at": {"type": "number"},
+                        "uptime_s": {"type": "number"},
+                        "python": STRING,
+                        "config": {"type": "object"},
+                        "dependencies": {"type": "object"},
+                        "migrations": {"type": "object"},
+                        "secrets": {"type": "object"},
+                    }
+                ),
+                "The worker's runtime.",
+            ),
+        )
+    },
     # Tokens (app backend)
     "/v1/tokens": {
         "post": op(

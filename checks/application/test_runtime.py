@@ -1,0 +1,186 @@
+"""The running configuration of every API worker: production settings, no placeholders, and
+dependencies that point where the deployment says and answer."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from checks._chat import polite
+from checks._runtime import workers
+from preflight.client import Response
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+QUIET_LOG_LEVELS = {"INFO", "WARNING", "ERROR"}
+MIN_SECRET_LENGTH = 32
+LEAKS = ("Traceback (most recent call last)", 'File "/', '.py", line', "asyncpg.", "aiohttp.")
+
+
+@pytest.mark.checklist("APP-ENV-PRODUCTION-CONFIG")
+def test_workers_run_without_debug_switches_and_with_a_strict_origin_list(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Development switches in production slow every request and widen the attack surface."""
+    for worker, report in workers(target, evidence).items():
+        config = report["config"]
+        assert not config["asyncio_debug"], f"worker {worker} must not run asyncio in debug mode"
+        assert not config["python_dev_mode"], f"worker {worker} must not run in Python dev mode"
+        loose = [
+            o
+            for o in config["allowed_origins"]
+            if o == "*" or not o.startswith("https://") or "localhost" in o
+        ]
+        assert not loose, (
+            f"worker {worker} must allow only https origins of the deployment (got {loose})"
+        )
+
+
+@pytest.mark.checklist("APP-LOG-LEVEL")
+def test_every_worker_logs_at_info_or_above(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """Debug logging in production floods storage and writes request data where it should not."""
+    for worker, report in workers(target, evidence).items():
+        level = str(report["config"]["log_level"]).upper()
+        assert level in QUIET_LOG_LEVELS, (
+            f"the log level of worker {worker} must be one of {sorted(QUIET_LOG_LEVELS)} "
+            f"(got {level})"
+        )
+
+
+@pytest.mark.checklist("APP-ENV-NO-PLACEHOLDERS")
+def test_no_secret_is_a_placeholder_or_short(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """A placeholder secret from an example file lets anyone forge tokens or act as admin."""
+    for worker, report in workers(target, evidence).items():
+        for name, hygiene in report["secrets"].items():
+            assert not hygiene["placeholder"], (
+                f"{name} of worker {worker} must not be a placeholder value (it looks like one)"
+            )
+            assert hygiene["length"] >= MIN_SECRET_LENGTH, (
+                f"{name} of worker {worker} must be at least {MIN_SECRET_LENGTH} characters "
+                f"(got {hygiene['length']})"
+            )
+
+
+def _leaks(response: Response) -> list[str]:
+    text = response.body.decode(errors="replace")
+    return [marker for marker in LEAKS if marker in text]
+
+
+@pytest.mark.checklist("APP-ENV-MODE")
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("POST", "/v1/apps", b'{"name": ', id="truncated-json"),
+        pytest.param("POST", "/v1/apps", b"\xff\xfe\x00", id="invalid-utf8"),
+        pytest.param("GET", "/v1/no-such-route", None, id="unknown-route"),
+        pytest.param("DELETE", "/v1/health/live", None, id="wrong-method"),
+    ],
+)
+def test_errors_are_structured_and_reveal_no_internals(
+    target: ProbeTarget, evidence: EvidenceLog, method: str, path: str, body: bytes | None
+) -> None:
+    """A stack trace in a response hands attackers file paths, versions and code structure."""
+    admin = target.http.as_admin(target.admin_key)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    response = polite(lambda: admin.request(method, path, body=body, headers=headers))
+    evidence.request(response)
+    url = f"{target.edge_url}{path}"
+    assert 400 <= response.status < 500, f"{method} {url} must answer 4xx (got {response.status})"
+    assert response.headers.get("content-type", "").startswith("application/json"), (
+        f"{method} {url} must answer a JSON error (got {response.headers.get('content-type')})"
+    )
+    assert response.error_code, (
+        f"{method} {url} must carry error.code (got {response.body[:200]!r})"
+    )
+    leaks = _leaks(response)
+    assert not leaks, f"{method} {url} must not reveal internals (found {leaks})"
+
+
+def _same_place(reported: dict[str, object], url: str) -> bool:
+    parts = urlsplit(url)
+    return (reported["host"], reported["port"]) == (parts.hostname, parts.port)
+
+
+@pytest.mark.checklist("APP-DB-URL")
+def test_workers_use_the_deployments_database_and_it_answers(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A worker pointed at the wrong database serves stale or test data as if it were real."""
+    dsn = target.info.postgres_dsn
+    database = urlsplit(dsn).path.lstrip("/") if dsn else None
+    for worker, report in workers(target, evidence).items():
+        db = report["dependencies"]["database"]
+        where = f"{db['host']}:{db['port']}/{db['path']}"
+        assert db["up"], f"the database of worker {worker} ({where}) must answer (it does not)"
+        if dsn:
+            expected = f"{urlsplit(dsn).hostname}:{urlsplit(dsn).port}/{database}"
+            assert where == expected, (
+                f"worker {worker} must use the target's database {expected} (got {where})"
+            )
+    if not dsn:
+        evidence.note("the target gives no DSN: the database's address was not compared")
+
+
+@pytest.mark.checklist("APP-EXT-URLS")
+def test_every_dependency_of_every_worker_answers(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A dependency a worker cannot reach fails requests that need it, often only some of them."""
+    redis_url = target.info.redis_url
+    for worker, report in workers(target, evidence).items():
+        for name, dependency in report["dependencies"].items():
+            assert dependency["up"], f"{name} must answer worker {worker} (it does not)"
+        if redis_url:
+            redis = report["dependencies"]["redis"]
+            assert _same_place(redis, redis_url), (
+                f"worker {worker} must use the target's Redis {urlsplit(redis_url).hostname}:"
+                f"{urlsplit(redis_url).port} (got {redis['host']}:{redis['port']})"
+            )
+
+
+def _ready_status(target: ProbeTarget) -> int:
+    return polite(lambda: target.http.get("/v1/health/ready")).status
+
+
+def _wait_for(target: ProbeTarget, wanted: int, seconds: float) -> tuple[int, float]:
+    start = time.monotonic()
+    status = _ready_status(target)
+    while status != wanted and time.monotonic() - start < seconds:
+        time.sleep(0.25)
+        status = _ready_status(target)
+    return status, time.monotonic() - start
+
+
+@pytest.mark.checklist("APP-HEALTH")
+def test_readiness_follows_a_dependency_down_and_back(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A readiness check that stays green while a dependency is down keeps traffic on a broken
+    instance."""
+    live = polite(lambda: target.http.get("/v1/health/live"))
+    ready = polite(lambda: target.http.get("/v1/health/ready"))
+    evidence.request(live)
+    evidence.request(ready)
+    assert live.status == 200, (
+        f"GET {target.edge_url}/v1/health/live must answer 200 (got {live.status})"
+    )
+    assert ready.status == 200, (
+        f"GET {target.edge_url}/v1/health/ready must answer 200 (got {ready.status})"
+    )
+    redis = target.control("redis")  # skips where the target gives no control over Redis
+    redis.stop()
+    try:
+        status, took = _wait_for(target, 503, 10.0)
+        evidence.figure("readiness turned 503 after Redis stopped", round(took, 2), "s")
+        assert status == 503, (
+            f"/v1/health/ready must answer 503 within 10 s of Redis stopping (got {status})"
+        )
+    finally:
+        redis.start()
+    status, took = _wait_for(target, 200, 30.0)
+    evidence.figure("readiness back to 200 after Redis started", round(took, 2), "s")
+    assert status == 200, (
+        f"/v1/health/ready must answer 200 again once Redis is back (got {status})"
+    )
