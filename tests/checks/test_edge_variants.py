@@ -1,20 +1,136 @@
-"""The edge probes against deliberately broken edges: each defect turns exactly its items red."""
+"""The edge probes against deliberately broken edges: each defect turns exactly its items red
+among the edge probes (security headers, TLS, limits, CORS, surface, network, compression)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tests.checks.support import edge_templates, failing, native, probe
+import pytest
+
+from tests.checks.support import edge_templates, failing, native, outcomes, probe
+
+# The probe files of the edge family; other families' probes have their own variant tests.
+EDGE_PROBES = (
+    "security/test_headers.py",
+    "security/test_tls.py",
+    "security/test_plain_http.py",
+    "security/test_cors.py",
+    "security/test_ratelimit.py",
+    "security/test_edge_limits.py",
+    "security/test_edge_surface.py",
+    "security/test_edge_security_txt.py",
+    "infrastructure/test_network.py",
+    "performance/test_edge_http.py",
+)
+
+Edit = Callable[[str], str]
 
 
-def test_an_edge_without_hsts_fails_exactly_the_hsts_item(tmp_path: Path) -> None:
-    def drop_hsts(text: str) -> str:
-        return re.sub(r"(?m)^add_header Strict-Transport-Security .*$", "", text)
+def _sub(pattern: str, replacement: str) -> Edit:
+    return lambda text: re.sub(pattern, replacement, text, flags=re.MULTILINE)
 
-    templates = edge_templates(tmp_path, {"security/baseline.conf": drop_hsts})
-    with native(edge_template_dir=templates) as info:
-        results = probe(info, "security")
+
+def _append(line: str) -> Edit:
+    return lambda text: text + line + "\n"
+
+
+def _tls10_and_cbc_sha1(text: str) -> str:
+    return text.replace(
+        "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1 TLSv1.2 TLSv1.3;"
+    ).replace("-POLY1305;\n", "-POLY1305:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0;\n", 1)
+
+
+def _metrics_proxied(text: str) -> str:
+    # The https server's metrics location proxies to the workers instead of answering 404.
+    return text.replace(
+        "metrics(?:/|$) {\n            include security/headers.conf;\n            return 404;",
+        "metrics(?:/|$) {\n            include security/headers.conf;\n"
+        "            include proxy/api.conf;",
+        1,
+    )
+
+
+# Each variant seeds several defects whose items do not overlap (one edge start per variant, not
+# one per defect); every defect must turn exactly its own items red, with a reason naming it.
+EDGE_DEFECTS: list[object] = [
+    pytest.param(
+        {
+            "security/baseline.conf": _sub(r"^add_header Strict-Transport-Security .*$", ""),
+            "tls/intermediate.conf": _tls10_and_cbc_sha1,
+            # The http-level limit is what the API locations inherit.
+            "limits/rate.conf": _sub(r"^limit_req zone=api .*$", ""),
+            "compression/gzip.conf": _sub(r"^gzip on;$", "gzip off;"),
+            "security/security-txt.conf": _sub(r"Expires: \d{4}-", "Expires: 2020-"),
+        },
+        ["listen_addresses=*"],
+        {
+            "SEC-HDR-HSTS": "Strict-Transport-Security",
+            "SEC-TLS-MIN": "TLSv1",
+            "SEC-TLS-CIPHERS": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+            "SEC-RATELIMIT": "429",
+            "PERF-GZIP": "Content-Encoding identity",
+            "OPS-CONTACT": "Expires",
+            "INF-NET-FIREWALL": "PostgreSQL",
+            "SEC-PORTS-CLOSED": "listen",
+        },
+        id="no-hsts-tls1.0-cbc-sha1-no-rate-limit-gzip-off-expired-contact-db-on-every-address",
+    ),
+    pytest.param(
+        {
+            "security/baseline.conf": _append(
+                "add_header Access-Control-Allow-Origin $http_origin always;\n"
+                'add_header Access-Control-Allow-Credentials "true" always;'
+            ),
+            "limits/rate.conf": _append("limit_req_dry_run on;"),
+            "limits/body.conf": _sub(r"^client_max_body_size .*;$", "client_max_body_size 1g;"),
+            "proxy/api.conf": _sub(r"^add_header Cache-Control .*$", ""),
+            "nginx.conf.j2": _metrics_proxied,
+        },
+        [],
+        {
+            "SEC-CORS": "Access-Control-Allow-Origin: https://evil.example",
+            "SEC-RATELIMIT": "429",
+            "SEC-BODY-LIMIT": "100 Continue",
+            "PERF-CACHE-HEADERS": "no-store",
+            "SEC-PORTS-CLOSED": "/metrics",
+        },
+        id="cors-reflects-rate-limit-dry-run-body-limit-raised-no-cache-policy-metrics-exposed",
+    ),
+]
+
+
+@pytest.mark.native
+@pytest.mark.parametrize(("edits", "postgres", "expected"), EDGE_DEFECTS)
+def test_edge_defects_turn_exactly_their_items_red(
+    tmp_path: Path, edits: Mapping[str, Edit], postgres: list[str], expected: Mapping[str, str]
+) -> None:
+    templates = edge_templates(tmp_path, edits)
+    with native(edge_template_dir=templates, postgres_settings=postgres) as info:
+        results = probe(info, *EDGE_PROBES)
     red = failing(results)
-    assert set(red) == {"SEC-HDR-HSTS"}, red
-    assert "Strict-Transport-Security" in red["SEC-HDR-HSTS"]
+    assert set(red) == set(expected), red
+    for item, named in expected.items():
+        assert named in red[item], (item, red[item])
+
+
+@pytest.mark.native
+def test_the_dns_probe_judges_names_and_skips_addresses() -> None:
+    with native() as info:
+        port = info.edge_url.rsplit(":", 1)[1]
+        by_address = outcomes(probe(info, "infrastructure", items=["INF-NET-DNS"]))
+        by_name = outcomes(
+            probe(
+                dataclasses.replace(info, edge_url=f"https://localhost:{port}"),
+                "infrastructure",
+                items=["INF-NET-DNS"],
+            )
+        )
+        unresolvable = dataclasses.replace(info, edge_url=f"https://preflight-edge.invalid:{port}")
+        missing = failing(probe(unresolvable, "infrastructure", items=["INF-NET-DNS"]))
+    assert by_address["INF-NET-DNS"][0].value == "skip", by_address
+    assert by_name["INF-NET-DNS"][0].value == "pass", by_name
+    assert set(missing) == {"INF-NET-DNS"}, missing
+    assert "must resolve" in missing["INF-NET-DNS"], missing

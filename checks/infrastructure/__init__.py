@@ -1,0 +1,1 @@
+"""Infrastructure probes: the network in front of the system and what it reaches."""

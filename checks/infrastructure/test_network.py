@@ -1,0 +1,215 @@
+"""The network path to the system: the public name, the edge certificate, the balancing over
+the API workers, and which ports answer from outside."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from checks._chat import polite
+from checks._runtime import workers
+from checks.security._edge import (
+    files_of_dump,
+    host_addresses,
+    is_local_address,
+    live_config,
+    parse,
+    verified_handshake,
+)
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+CONNECT_TIMEOUT_S = 2.0
+# Requests sent while a worker is down; each one must still be answered by another worker.
+REQUESTS_WITH_A_DEAD_WORKER = 12
+RESTART_TIMEOUT_S = 30.0
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.checklist("INF-NET-DNS")
+def test_the_public_name_resolves_and_answers_over_https(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Users cannot reach a service whose name does not resolve to it."""
+    host, port = target.edge_address
+    if _is_ip_literal(host):
+        pytest.skip(
+            f"the target's edge URL names the IP address {host}, not a host name, so there is "
+            "no DNS record to judge; give edge_url with the public name to decide this item"
+        )
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise AssertionError(f"the edge's name {host} must resolve (got {exc.strerror})") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    evidence.note(f"{host} resolves to {', '.join(addresses)}")
+    response = target.http.get("/v1/health/live")
+    evidence.request(response)
+    assert response.status == 200, (
+        f"https://{host}:{port}/v1/health/live must answer 200 through the name (got "
+        f"{response.status})"
+    )
+
+
+@pytest.mark.checklist("INF-NET-CERT")
+def test_the_certificate_chains_matches_and_is_current(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """An invalid certificate blocks clients or trains users to click through warnings."""
+    host, port = target.edge_address
+    trust = f"the target's CA {target.info.ca_file}" if target.info.ca_file else "the system CAs"
+    try:
+        served = verified_handshake(target)
+    except ssl.SSLCertVerificationError as exc:
+        raise AssertionError(
+            f"the certificate of {host}:{port} must chain to {trust}, match {host} and be "
+            f"current (got {exc.verify_message or exc.reason})"
+        ) from None
+    certificate = served.certificate
+    evidence.note(
+        f"{certificate.subject.rfc4514_string()} issued by {certificate.issuer.rfc4514_string()}, "
+        f"valid {certificate.not_valid_before_utc:%Y-%m-%d} to "
+        f"{certificate.not_valid_after_utc:%Y-%m-%d}, verified against {trust} for {host}"
+    )
+    now = dt.datetime.now(dt.UTC)
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    assert start <= now < end, (
+        f"the certificate of {host}:{port} must be valid now (got {start:%Y-%m-%d} to "
+        f"{end:%Y-%m-%d})"
+    )
+
+
+def _expected_workers(target: ProbeTarget) -> int | None:
+    """How many API workers the target runs: its api-* components, else the edge's upstream."""
+    controlled = [name for name in target.info.control if name.startswith("api-")]
+    if controlled:
+        return len(controlled)
+    if not is_local_address(target.edge_address[0]):
+        return None
+    files = files_of_dump(live_config(target))
+    tree = parse(files, next(iter(files)))
+    servers = [
+        server
+        for http in tree
+        if http.name == "http"
+        for upstream in http.children("upstream")
+        for server in upstream.children("server")
+    ]
+    return len(servers) or None
+
+
+@pytest.mark.checklist("INF-NET-LB")
+def test_requests_are_spread_over_every_worker(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """Without balancing, one worker takes all traffic and its failure is an outage."""
+    seen = workers(target, evidence)
+    expected = _expected_workers(target)
+    evidence.note(f"workers answering through the edge: {sorted(seen)}; expected {expected}")
+    assert len(seen) >= 2, (
+        f"requests through {target.edge_url} must be spread over more than one API worker "
+        f"(got only {sorted(seen)})"
+    )
+    if expected is not None:
+        assert len(seen) == expected, (
+            f"requests through {target.edge_url} must reach all {expected} API workers "
+            f"(got {len(seen)}: {sorted(seen)})"
+        )
+
+
+@pytest.mark.checklist("INF-NET-LB")
+def test_a_dead_worker_is_dropped(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """A dead worker that still gets requests turns into errors for clients."""
+    control = target.control("api-0")  # skips when the target gives no control over it
+    statuses: list[int] = []
+    control.stop()
+    try:
+        for _ in range(REQUESTS_WITH_A_DEAD_WORKER):
+            statuses.append(polite(lambda: target.http.get("/v1/health/ready")).status)
+    finally:
+        control.start()
+        _wait_for_worker(target)
+    evidence.note(f"with api-0 stopped, {len(statuses)} GETs of /v1/health/ready: {statuses}")
+    failed = [s for s in statuses if s != 200]
+    assert not failed, (
+        f"with one worker stopped, every request through {target.edge_url} must be answered by "
+        f"another worker (got {statuses})"
+    )
+
+
+def _wait_for_worker(target: ProbeTarget) -> None:
+    """Until the restarted worker answers again, so later probes find the target whole."""
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
+    admin = target.http.as_admin(target.admin_key)
+    while time.monotonic() < deadline:
+        response = polite(lambda: admin.get("/v1/admin/runtime"))
+        if response.status == 200 and response.json().get("worker_id") == "0":
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.checklist("INF-NET-FIREWALL")
+def test_internal_services_do_not_answer_from_outside(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """An exposed database or Redis port is a direct path to the data."""
+    host, _port = target.edge_address
+    if is_local_address(host):
+        # The target runs on this host: "outside" is any of its non-loopback addresses.
+        outside = sorted(host_addresses())
+    else:
+        outside = sorted(
+            {str(i[4][0]) for i in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+        )
+    if not outside:
+        pytest.skip("the target host has no address beyond loopback to probe from outside")
+    internal = {name: port for name, port in _internal_ports(target).items() if port}
+    if not internal:
+        pytest.skip("the target names no internal service (database, Redis, workers) to probe")
+    evidence.note(
+        f"probed {', '.join(f'{n} port {p}' for n, p in internal.items())} at {', '.join(outside)}"
+    )
+    answered = [
+        f"{name} at {address}:{port}"
+        for name, port in internal.items()
+        for address in outside
+        if _answers(address, port)
+    ]
+    assert not answered, (
+        f"only the edge may answer from outside the target host (got {', '.join(answered)})"
+    )
+
+
+def _internal_ports(target: ProbeTarget) -> dict[str, int | None]:
+    ports: dict[str, int | None] = {}
+    if target.info.postgres_dsn:
+        ports["PostgreSQL"] = urlsplit(target.info.postgres_dsn).port or 5432
+    if target.info.redis_url:
+        ports["Redis"] = urlsplit(target.info.redis_url).port or 6379
+    if is_local_address(target.edge_address[0]):
+        files = files_of_dump(live_config(target))
+        tree = parse(files, next(iter(files)))
+        for http in (d for d in tree if d.name == "http"):
+            for upstream in http.children("upstream"):
+                for i, server in enumerate(upstream.children("server")):
+                    ports[f"API worker {i}"] = int(server.args[0].rsplit(":", 1)[1])
+    return ports
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
