@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import asyncpg
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from chatsdk import db, ratelimit
 from chatsdk.auth import require_user
@@ -77,6 +78,11 @@ WHERE u.id = $1 AND u.app_id = $2 AND u.deleted_at IS NULL
         WHERE mu.upload_id = u.id AND m.app_id = $2 AND m.deleted_at IS NULL
           AND c.app_id = $2 AND c.deleted_at IS NULL AND cm.app_id = $2))
 """
+
+
+# What aiohttp's multipart reader raises on a malformed body (a part with unparsable headers
+# raises InvalidHeader, an HttpProcessingError): invalid input, never a 500.
+MULTIPART_ERRORS = (ValueError, AssertionError, RuntimeError, HttpProcessingError)
 
 
 def too_large() -> ApiError:
@@ -201,7 +207,7 @@ async def _incoming(
     try:
         reader = await request.multipart()
         part = await reader.next()
-    except (ValueError, AssertionError, RuntimeError):
+    except MULTIPART_ERRORS:
         raise _bad_multipart() from None
     if not isinstance(part, BodyPartReader) or (part.name != "file" and not part.filename):
         raise _bad_multipart()
@@ -216,7 +222,7 @@ async def _no_more_parts(reader: MultipartReader | None) -> None:
         return
     try:
         extra = await reader.next()
-    except (ValueError, AssertionError, RuntimeError):
+    except MULTIPART_ERRORS:
         raise _bad_multipart() from None
     if extra is not None:
         raise _bad_multipart()
@@ -236,7 +242,7 @@ async def create_upload(request: web.Request) -> web.Response:
     except StorageError:
         log.warning("upload storage failed", exc_info=True)
         raise unavailable("Upload storage") from None
-    except ValueError:  # a malformed multipart body
+    except (ValueError, HttpProcessingError):  # a malformed multipart body
         raise _bad_multipart() from None
 
     try:

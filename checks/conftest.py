@@ -1,0 +1,33 @@
+"""Fixtures shared by the probe families: the actors (apps, users and their objects) the auth,
+authorization and input probes act with, built once per session through the public API."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.deployment._artefacts import Repo, repo_of
+from checks.security._actors import Actors
+from preflight.probe_target import ProbeTarget
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("preflight").addoption(
+        "--repo-dir",
+        metavar="DIR",
+        default=None,
+        help="the repository whose artefacts (system/deploy, docs/operations, CHANGELOG.md) the "
+        "artefact probes judge (default: the one checks/ is in); tests point it at broken copies",
+    )
+
+
+@pytest.fixture(scope="session")
+def repo(request: pytest.FixtureRequest) -> Repo:
+    """The repository whose deployment artefacts and docs the artefact probes judge."""
+    return repo_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def actors(target: ProbeTarget) -> Actors:
+    """Two apps, an owner, a member, a non-member and a user of the other app, and the owner's
+    private channel with a message, an upload and a poll (see checks/security/_actors.py)."""
+    return Actors.create(target)

@@ -1,0 +1,310 @@
+"""User tokens under attack (RFC 8725): forged, tampered, re-typed and weakly signed JWTs built
+with PyJWT from a real token, over HTTP and at the WebSocket's auth step; credentials in query
+strings; revoked keys and tokens; and the signing secret against a list of well-known values."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from jwt.warnings import InsecureKeyLengthWarning
+
+from checks.security._actors import Actors, call, created, ws_authenticate
+from preflight.client import Response
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+REPO = Path(__file__).resolve().parents[2]
+# Secrets that tutorials, frameworks and sample configurations ship with (RFC 8725 section 3.5:
+# a guessable HMAC key lets anyone mint tokens). Values the repository's own examples use are
+# added at run time (see sample_secrets).
+WEAK_SECRETS = (
+    "secret",
+    "Secret",
+    "SECRET",
+    "secretkey",
+    "secret-key",
+    "secret_key",
+    "jwt",
+    "jwtsecret",
+    "jwt-secret",
+    "jwt_secret",
+    "your-256-bit-secret",
+    "your-secret-key",
+    "your_jwt_secret",
+    "changeme",
+    "change-me",
+    "change_me",
+    "CHANGE_ME",
+    "changethis",
+    "password",
+    "123456",
+    "12345678",
+    "qwerty",
+    "test",
+    "dev",
+    "development",
+    "default",
+    "key",
+    "mysecret",
+    "my-secret",
+    "supersecret",
+    "s3cr3t",
+    "chatsdk",
+    "chatsdk-secret",
+    "preflight",
+    "example",
+    "",
+)
+SAMPLE_FILES = ("system/deploy", "docs", "system/chatsdk/README.md", "README.md")
+SAMPLE_VALUE = r"(?i)jwt[_-]?secret\w*\s*[:=]\s*[\"']?([^\"'\s#]+)"
+
+
+def sample_secrets() -> list[str]:
+    """Values assigned to a JWT secret in the repository's examples and docs."""
+    found: list[str] = []
+    for relative in SAMPLE_FILES:
+        root = REPO / relative
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            # Paths and keys of nested settings (`jwt_secret: file: ...`) are not values.
+            found += [m[1] for m in re.finditer(SAMPLE_VALUE, text) if not re.search(r"[/:]", m[1])]
+    return list(dict.fromkeys(found))
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def unsigned(claims: dict[str, Any], alg: str) -> str:
+    header = {"alg": alg, "typ": "JWT"}
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}."
+
+
+def _alg_none(actors: Actors) -> str:
+    return str(jwt.encode(claims_of(actors.owner.access_token), "", algorithm="none"))
+
+
+def _tampered_signature(actors: Actors) -> str:
+    head, body, sig = actors.owner.access_token.split(".")
+    raw = bytearray(unb64(sig))
+    raw[0] ^= 0x01
+    return f"{head}.{body}.{b64(bytes(raw))}"
+
+
+def _changed_subject(actors: Actors) -> str:
+    head, _, sig = actors.owner.access_token.split(".")
+    claims = {**claims_of(actors.owner.access_token), "sub": actors.member.user_id}
+    return f"{head}.{b64(json.dumps(claims).encode())}.{sig}"
+
+
+def _weak(secret: str) -> Callable[[Actors], str]:
+    def forge(actors: Actors) -> str:
+        with warnings.catch_warnings():
+            # PyJWT warns about short HMAC keys; signing with one is the point here.
+            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+            claims = claims_of(actors.owner.access_token)
+            return str(jwt.encode(claims, secret, algorithm="HS256"))
+
+    return forge
+
+
+FORGERIES: dict[str, Callable[[Actors], str]] = {
+    "alg none": _alg_none,
+    "alg None": lambda a: unsigned(claims_of(a.owner.access_token), "None"),
+    "alg NONE": lambda a: unsigned(claims_of(a.owner.access_token), "NONE"),
+    "tampered signature": _tampered_signature,
+    "signature stripped": lambda a: a.owner.access_token.rsplit(".", 1)[0] + ".",
+    "changed subject": _changed_subject,
+    "refresh token as access token": lambda a: a.owner.refresh_token,
+    "garbage": lambda _a: "not-a-jwt",
+    "weak secret 'secret'": _weak("secret"),
+    "weak secret 'your-256-bit-secret'": _weak("your-256-bit-secret"),
+    "weak secret 'changeme'": _weak("changeme"),
+}
+
+
+# The query parameter, and the request it is sent with.
+QUERY_CREDENTIALS = {
+    "access_token": ("GET", "/v1/me"),
+    "api_key": ("POST", "/v1/tokens"),
+    "admin_key": ("POST", "/v1/apps"),
+}
+
+
+def http_answer(target: ProbeTarget, token: str) -> Response:
+    return call(target.http.as_user(token), "GET", "/v1/me")
+
+
+@pytest.mark.checklist("TST-AUTH")
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_forged_tokens_are_refused_over_http(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog, forgery: str
+) -> None:
+    """One endpoint without a correct token check exposes everything behind it."""
+    token = FORGERIES[forgery](actors)
+    response = http_answer(target, token)
+    evidence.request(response)
+    assert response.status == 401, (
+        f"GET /v1/me with a token with {forgery} must be refused with 401 (got {response.status})"
+    )
+
+
+@pytest.mark.checklist("TST-AUTH")
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_forged_tokens_are_refused_by_the_websocket(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog, forgery: str
+) -> None:
+    """A realtime endpoint that trusts a forged token streams anyone's messages."""
+    answer = ws_authenticate(target, FORGERIES[forgery](actors))
+    evidence.note(f"{target.ws_url} with a token with {forgery}: {answer.what}")
+    refused = not answer.accepted and bool(answer.close_code or answer.handshake_status)
+    assert refused, f"{target.ws_url} must refuse a token with {forgery} (got {answer.what})"
+
+
+@pytest.mark.checklist("TST-AUTH")
+def test_the_genuine_token_is_accepted(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog
+) -> None:
+    """Without a working baseline the refusals above would prove nothing."""
+    response = http_answer(target, actors.owner.access_token)
+    evidence.request(response)
+    assert response.status == 200, f"GET /v1/me with a genuine token must answer 200 ({response})"
+    answer = ws_authenticate(target, actors.owner.access_token)
+    assert answer.accepted, f"{target.ws_url} must accept a genuine token (got {answer.what})"
+
+
+@pytest.mark.checklist("TST-AUTH")
+@pytest.mark.parametrize("where", list(QUERY_CREDENTIALS))
+def test_credentials_in_the_query_string_are_refused(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog, where: str
+) -> None:
+    """Credentials in URLs end up in logs, histories and referrers."""
+    method, path = QUERY_CREDENTIALS[where]
+    secret = {
+        "access_token": actors.owner.access_token,
+        "api_key": actors.tenant.api_key,
+        "admin_key": target.admin_key,
+    }[where]
+    body = {"user_id": "query-probe"} if path == "/v1/tokens" else {"name": "query-probe"}
+    url = f"{path}?{where}={secret}"
+    response = call(target.http, method, url, json=body if method == "POST" else None)
+    evidence.request(response)
+    assert 400 <= response.status < 500, (
+        f"{method} {path} with the {where.replace('_', ' ')} in the query string must be refused "
+        f"with a 4xx (got {response.status})"
+    )
+
+
+@pytest.mark.checklist("TST-AUTH")
+def test_a_revoked_api_key_is_refused_at_once(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog
+) -> None:
+    """A leaked key that keeps working after revocation cannot be contained."""
+    admin = target.http.as_admin(target.admin_key)
+    app_id = actors.tenant.app_id
+    key = created(admin, f"/v1/apps/{app_id}/keys", None, "a second API key")
+    backend = target.http.as_app(key["api_key"])
+    before = call(backend, "POST", "/v1/tokens", json={"user_id": "revoked-key-probe"})
+    assert before.status == 201, f"a fresh API key must work before revocation ({before})"
+    revoked = call(admin, "DELETE", f"/v1/apps/{app_id}/keys/{key['key_id']}")
+    evidence.request(revoked)
+    assert revoked.status == 204, f"DELETE of an API key must answer 204 ({revoked})"
+    after = call(backend, "POST", "/v1/tokens", json={"user_id": "revoked-key-probe"})
+    evidence.request(after)
+    assert after.status == 401, (
+        f"POST /v1/tokens with a just revoked API key must be refused with 401 (got {after.status})"
+    )
+
+
+@pytest.mark.checklist("TST-AUTH")
+def test_revoked_user_tokens_are_refused_at_once(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog
+) -> None:
+    """Revocation that waits for token expiry leaves a stolen token usable for its lifetime."""
+    victim = actors.tenant.user("revoked")
+    assert call(victim.client, "GET", "/v1/me").status == 200, "a fresh token must work"
+    revoked = call(actors.tenant.client, "POST", f"/v1/users/{victim.user_id}/revoke")
+    evidence.request(revoked)
+    assert revoked.status == 204, f"POST /v1/users/{{id}}/revoke must answer 204 ({revoked})"
+    after = call(victim.client, "GET", "/v1/me")
+    evidence.request(after)
+    assert after.status == 401, (
+        f"GET /v1/me with a just revoked token must be refused with 401 (got {after.status})"
+    )
+    answer = ws_authenticate(target, victim.access_token)
+    assert not answer.accepted, (
+        f"{target.ws_url} must refuse a just revoked token (got {answer.what})"
+    )
+    refreshed = call(
+        target.http, "POST", "/v1/tokens/refresh", json={"refresh_token": victim.refresh_token}
+    )
+    assert refreshed.status == 401, (
+        f"POST /v1/tokens/refresh with a revoked user's refresh token must be refused with 401 "
+        f"(got {refreshed.status})"
+    )
+
+
+@pytest.mark.checklist("SEC-JWT-SECRET")
+def test_the_signing_secret_is_not_a_known_value(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog
+) -> None:
+    """A known or short secret lets anyone forge tokens for any user."""
+    token = actors.owner.access_token
+    header = jwt.get_unverified_header(token)
+    alg = str(header.get("alg"))
+    evidence.note(f"a genuine access token is signed with {alg}")
+    assert alg.upper() != "NONE", f"access tokens must be signed (got alg {alg})"
+    if not alg.startswith("HS"):
+        evidence.note("an asymmetric algorithm: no shared secret to guess")
+        return
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    signing_input, _, signature = token.rpartition(".")
+    candidates = list(dict.fromkeys([*WEAK_SECRETS, *sample_secrets()]))
+    evidence.figure("candidate secrets tried", len(candidates))
+    cracked = [
+        c
+        for c in candidates
+        if hmac.compare_digest(
+            hmac.new(c.encode(), signing_input.encode(), digest).digest(), unb64(signature)
+        )
+    ]
+    assert not cracked, (
+        f"the JWT signing secret must not be a well-known value (a genuine token verifies with "
+        f"{cracked[0]!r})"
+    )
+    # The length cannot be seen in a token; a target that reports its secret hygiene tells it.
+    report = call(target.http.as_admin(target.admin_key), "GET", "/v1/admin/runtime")
+    if report.status != 200:
+        evidence.note(f"GET /v1/admin/runtime answered {report.status}: length not reported")
+        return
+    evidence.request(report)
+    hygiene = report.json().get("secrets", {}).get("jwt_secret", {})
+    length = hygiene.get("length")
+    evidence.figure("jwt secret length", length, "characters")
+    long_enough = isinstance(length, int) and length >= 32
+    assert long_enough, (
+        f"the JWT signing secret must be at least 32 characters (the worker reports {length})"
+    )

@@ -1,0 +1,92 @@
+"""The API's per-user limits: a user's bucket lets the documented burst through, refuses the
+next request with 429 and an integer Retry-After, leaves other users alone, and lets the user
+back in once the Retry-After has passed."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from checks.security._actors import Tenant, call, created
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+REPO = Path(__file__).resolve().parents[2]
+# Where the thresholds are documented; the probe reads them from there, so a change of a limit
+# that is not documented (or documented wrongly) shows up here.
+DOCS = REPO / "docs" / "the-bundled-system.md"
+DOCUMENTED = re.compile(r"`send_message`\s+(\d+)/s\s+with\s+a\s+burst\s+of\s+(\d+)")
+# Requests are paced below the edge's per-address rate, so the 429 that ends the burst is the
+# API's per-user one, not the edge's.
+PACE_PER_S = 50.0
+SLACK = 3  # requests in flight while a token came back
+
+
+def documented_limit() -> tuple[float, int]:
+    match = DOCUMENTED.search(DOCS.read_text())
+    if match is None:
+        raise RuntimeError(f"{DOCS} no longer documents the send_message rate and burst")
+    return float(match[1]), int(match[2])
+
+
+@pytest.mark.checklist("TST-RATELIMIT")
+def test_the_message_limit_triggers_at_its_documented_threshold_and_resets(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Limits that trigger too early block users; too late, they protect nothing."""
+    rate, burst = documented_limit()
+    evidence.note(f"documented in {DOCS.name}: send_message {rate:g}/s, burst {burst}")
+    tenant = Tenant.create(target, "ratelimit")
+    sender, bystander = tenant.user("sender"), tenant.user("bystander")
+    channel = created(
+        sender.client,
+        "/v1/channels",
+        {"name": "ratelimit", "kind": "private", "member_ids": [bystander.user_id]},
+        "a channel",
+    )["channel_id"]
+    path = f"/v1/channels/{channel}/messages"
+    allowed = 0
+    refused = None
+    started = time.monotonic()
+    for n in range(int(burst * 3 + 20)):
+        next_at = started + n / PACE_PER_S
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        response = sender.client.post(path, {"text": f"burst {n}"})
+        if response.status == 429:
+            refused = response
+            break
+        assert response.status == 201, f"POST {path} within the limit must answer 201 ({response})"
+        allowed += 1
+    elapsed = time.monotonic() - started
+    evidence.figure("messages allowed before the first 429", allowed)
+    evidence.figure("seconds until the first 429", round(elapsed, 3), "s")
+    assert refused is not None, (
+        f"POST {path} must be refused with 429 after the documented burst of {burst} at "
+        f"{rate:g}/s (got {allowed} messages through in {elapsed:.1f} s)"
+    )
+    evidence.request(refused)
+    ceiling = burst + int(rate * elapsed) + SLACK
+    assert burst <= allowed <= ceiling, (
+        f"the send_message limit must let {burst} to {ceiling} messages through in "
+        f"{elapsed:.1f} s (documented: burst {burst}, {rate:g}/s) (got {allowed})"
+    )
+    retry_after = refused.headers.get("retry-after", "")
+    integral = retry_after.isdigit() and int(retry_after) >= 1
+    assert integral, (
+        f"a 429 from POST {path} must carry an integer Retry-After of at least 1 "
+        f"(got {retry_after or 'none'})"
+    )
+    other = call(bystander.client, "POST", path, json={"text": "not limited"})
+    assert other.status == 201, (
+        f"another user must not be limited by the sender's bucket (got {other.status})"
+    )
+    time.sleep(int(retry_after) + 0.2)
+    again = sender.client.post(path, {"text": "after the wait"})
+    evidence.request(again)
+    assert again.status == 201, (
+        f"POST {path} after waiting the Retry-After of {retry_after} s must answer 201 "
+        f"(got {again.status})"
+    )

@@ -1,0 +1,282 @@
+"""The auth, authorization and input probes against deliberately broken API code: each seeded
+defect turns exactly its items red and the reason names it.
+
+These defects cannot be switched on in the bundled system without adding insecure switches to the
+product, so the test runs the real chatsdk application in this process (where a defect can be
+patched into it), on the PostgreSQL and Redis of a native target, behind an edge rendered from
+system/nginx exactly as the native target renders its own. The probes see a complete deployment
+whose only difference is the defect. A baseline run of the unpatched stand-in is the reference:
+a defect must add exactly its item to what the baseline already fails (the bundled system has
+known gaps, see the reasons), and must change that item's reason to one naming the defect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import shutil
+import signal
+import ssl
+import tempfile
+import threading
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import chatsdk.app
+import chatsdk.auth
+import chatsdk.membership
+import chatsdk.realtime
+import chatsdk.validation
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from chatsdk.errors import ApiError
+from chatsdk.server import RunningServer, start_server
+from chatsdk.settings import Settings
+
+from preflight.targets.base import TargetInfo
+from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
+from preflight.targets.pki import make_pki
+from preflight.targets.procs import Child, free_port, wait_until
+from tests.checks.support import failing, native, probe
+
+pytestmark = pytest.mark.native
+
+# The probes run against every variant (the others need things a stand-in does not change).
+ITEMS = {
+    "TST-AUTH",
+    "SEC-JWT-SECRET",
+    "SEC-APIKEY-ISSUED",
+    "SEC-TENANT-ISOLATION",
+    "SEC-SQLI",
+    "SEC-WS-AUTH",
+    "TST-ERRORS",
+}
+PATHS = (
+    "security/test_jwt.py",
+    "security/test_authz.py",
+    "security/test_input.py",
+    "security/test_websocket.py",
+    "testing/test_errors.py",
+)
+START_TIMEOUT_S = 30.0
+
+
+class StandIn:
+    """The chatsdk app on an event loop in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.server: RunningServer | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> StandIn:
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(start_server(self.settings), self.loop)
+        self.server = future.result(timeout=START_TIMEOUT_S)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            cleanup = asyncio.run_coroutine_threadsafe(self.server.runner.cleanup(), self.loop)
+            cleanup.result(timeout=START_TIMEOUT_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+def _ready(url: str, ca: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ca) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _answers(url: str, ca: ssl.SSLContext) -> bool:
+    """Any HTTP answer (the edge's own 404 included): the edge is listening."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ca):  # noqa: S310
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def edge_for(port: int) -> Iterator[tuple[str, str, Path]]:
+    """An edge rendered from system/nginx in front of 127.0.0.1:port: (https url, plain-HTTP url,
+    CA file)."""
+    workdir = Path(tempfile.mkdtemp(prefix="preflight-standin-"))
+    workdir.chmod(0o711)  # nginx's unprivileged workers traverse it (see the native target)
+    try:
+        pki = make_pki(workdir / "pki")
+        https_port, http_port = free_port(), free_port()
+        conf = render_edge(
+            EdgeConfig(
+                workdir=workdir / "edge",
+                https_port=https_port,
+                http_port=http_port,
+                upstreams=[("127.0.0.1", port)],
+                pki=pki,
+            )
+        )
+        validate_edge(conf)
+        edge = Child("nginx", nginx_command(conf), workdir / "nginx.log", signal.SIGQUIT, 10.0)
+        edge.start()
+        try:
+            url = f"https://127.0.0.1:{https_port}"
+            ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+            wait_until(edge, lambda: _answers(f"{url}/", ca), START_TIMEOUT_S, "listening")
+            yield url, f"http://127.0.0.1:{http_port}", pki.ca_cert
+        finally:
+            edge.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def backing() -> Iterator[TargetInfo]:
+    """PostgreSQL and Redis (with the schema migrated) from a native target."""
+    with native(workers=1) as info:
+        yield info
+
+
+@contextmanager
+def stand_in(backing: TargetInfo, tmp: Path) -> Iterator[TargetInfo]:
+    """The (possibly patched) chatsdk app behind its own edge, as a target the probes can use.
+    Patches must be in place before it starts: create_app reads the middlewares then."""
+    port = free_port()
+    with edge_for(port) as (edge_url, http_url, ca_file):
+        assert backing.postgres_dsn
+        assert backing.redis_url
+        settings = Settings(
+            database_url=backing.postgres_dsn,
+            redis_url=backing.redis_url,
+            admin_key=backing.admin_key,
+            jwt_secret=secrets.token_urlsafe(48),
+            port=port,
+            upload_dir=tmp / "uploads",
+            allowed_origins=(edge_url,),
+            drain_delay=0.0,
+            shutdown_timeout=2.0,
+        )
+        with StandIn(settings):
+            ready = f"http://127.0.0.1:{port}/v1/health/ready"
+            for _ in range(int(START_TIMEOUT_S * 10)):
+                if _ready(ready):
+                    break
+                threading.Event().wait(0.1)
+            yield TargetInfo(
+                name="stand-in",
+                kind="native",
+                edge_url=edge_url,
+                admin_key=backing.admin_key,
+                ca_file=ca_file,
+                http_url=http_url,
+            )
+
+
+# -- the defects --------------------------------------------------------------------------------
+
+
+def accept_alg_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token check that believes a token's own `alg: none`."""
+    genuine = chatsdk.auth.decode
+
+    def decode(secret: str, token: str, typ: str) -> dict[str, Any]:
+        try:
+            alg = str(jwt.get_unverified_header(token).get("alg", ""))
+        except jwt.InvalidTokenError:
+            alg = ""
+        if alg.lower() == "none":
+            claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+            return claims
+        return genuine(secret, token, typ)
+
+    monkeypatch.setattr(chatsdk.auth, "decode", decode)
+    monkeypatch.setattr(chatsdk.realtime, "decode", decode)
+
+
+def skip_membership_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channel handlers that never check membership: anyone with an id reads the messages."""
+
+    async def require_member(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(chatsdk.membership, "require_member", require_member)
+
+
+def leak_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No depth guard on JSON bodies, and an error handler that answers what breaks with a 500
+    and its stack trace."""
+    monkeypatch.setattr(chatsdk.validation, "_bracket_depth", lambda _text: 0)
+    inner = chatsdk.auth.no_credentials_in_query
+
+    @web.middleware
+    async def leaky(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await inner(request, handler)
+        except (ApiError, web.HTTPException):
+            raise
+        except Exception:
+            return web.Response(status=500, text=traceback.format_exc())
+
+    monkeypatch.setattr(chatsdk.app, "no_credentials_in_query", leaky)
+
+
+DEFECTS = {
+    "alg-none": (accept_alg_none, "TST-AUTH", r"alg none"),
+    "no-membership-check": (skip_membership_check, "SEC-TENANT-ISOLATION", r"non-member"),
+    "500-with-stack-trace": (leak_errors, "TST-ERRORS", r"must not reveal internals|Traceback"),
+}
+
+
+def red_items(info: TargetInfo) -> dict[str, str]:
+    """Item -> reason of the failing items, with the stand-in's address taken out (each variant
+    gets an edge on other ports)."""
+    red = failing(probe(info, *PATHS, items=ITEMS))
+    return {item: re.sub(r"127\.0\.0\.1:\d+", "EDGE", reason) for item, reason in red.items()}
+
+
+@pytest.fixture(scope="module")
+def baseline(backing: TargetInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    with stand_in(backing, tmp_path_factory.mktemp("baseline")) as info:
+        return red_items(info)
+
+
+def test_the_unpatched_stand_in_fails_only_the_known_gaps(baseline: dict[str, str]) -> None:
+    # The bundled system's known gaps (reported, waiver or fix pending): aiohttp processes
+    # unmasked client frames (RFC 6455 5.1), and nginx answers a 64 KB header with its own HTML
+    # 400 instead of the JSON error.
+    known = {"SEC-WS-AUTH": r"unmasked frame", "TST-ERRORS": r"64 KB header"}
+    assert set(baseline) <= set(known), baseline
+    for item, reason in baseline.items():
+        assert re.search(known[item], reason), (item, reason)
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_a_seeded_defect_turns_exactly_its_item_red(
+    backing: TargetInfo,
+    baseline: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    defect: str,
+) -> None:
+    seed, item, names_it = DEFECTS[defect]
+    seed(monkeypatch)
+    with stand_in(backing, tmp_path) as info:
+        red = red_items(info)
+    newly = {i for i in red if red[i] != baseline.get(i)}
+    assert newly == {item}, json.dumps(red, indent=1)
+    assert set(baseline) <= set(red) | {item}, red
+    assert re.search(names_it, red[item]), red[item]
