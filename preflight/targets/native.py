@@ -25,9 +25,17 @@ import redis
 from preflight.errors import PreflightError, TargetUnavailable
 from preflight.targets.base import TargetInfo
 from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
-from preflight.targets.pki import make_pki
+from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import Child, RunAs, ensure_port_free, free_port, wait_until
-from preflight.targets.servers import APP_DB, APP_ROLE, APP_ROLE_SQL, postgres_args, redis_conf
+from preflight.targets.servers import (
+    APP_DB,
+    APP_ROLE,
+    APP_ROLE_SQL,
+    POSTGRES_TLS_SETTINGS,
+    pg_hba,
+    postgres_args,
+    redis_conf,
+)
 
 PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMP_PREFIX = "preflight-native-"
@@ -53,6 +61,13 @@ class NativeOptions:
     edge_template_dir: Path | None = None
     postgres_settings: Sequence[str] = ()
     redis_settings: Sequence[str] = ()
+    # Test variants of PostgreSQL that settings cannot express: the pg_hba.conf password method
+    # (e.g. "md5"), PostgreSQL without TLS (plain `host` lines, a DSN without sslmode), and SQL run
+    # by the superuser in the app database after the app role exists (e.g. "ALTER ROLE chatsdk
+    # SUPERUSER"). The defaults are the hardened system.
+    postgres_auth_method_variant: str = "scram-sha-256"
+    postgres_tls_variant: bool = True
+    postgres_sql_variant: Sequence[str] = ()
     log: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -121,6 +136,7 @@ class NativeTarget:
         # How each child was started, so drills can start it again the same way.
         self._start_args: dict[str, tuple[dict[str, str] | None, RunAs | None]] = {}
         self._initdb_proc: subprocess.Popen[bytes] | None = None
+        self._pg_tls_settings: tuple[str, ...] = ()
         # Direct URLs of the API workers (plain HTTP on loopback), for tests that must reach one
         # worker in particular, e.g. to prove fan-out across workers.
         self.worker_urls: list[str] = []
@@ -168,6 +184,9 @@ class NativeTarget:
         self._initdb_proc = self._initdb(pg_bin["initdb"], logs)
         self._start_redis(redis_bin, redis_port, logs)
         dsn = f"postgresql://{APP_ROLE}:{quote(self._app_password)}@127.0.0.1:{pg_port}/{APP_DB}"
+        if opts.postgres_tls_variant:
+            # The workers verify the server's certificate against the per-run CA (SEC-DB-TLS).
+            dsn += f"?sslmode=verify-full&sslrootcert={quote(str(pki.ca_cert))}"
         redis_url = f"redis://:{quote(self._redis_password)}@127.0.0.1:{redis_port}/0"
         # Workers start before the databases are ready on purpose: they connect with backoff.
         opts.log(f"starting {opts.workers} API worker(s)")
@@ -199,6 +218,7 @@ class NativeTarget:
 
         opts.log("initialising PostgreSQL")
         self._finish_initdb(self._initdb_proc)
+        self._configure_postgres(pki)
         self._start_postgres(pg_bin["postgres"], pg_bin["pg_isready"], pg_port, logs)
         self._create_app_role(pg_bin["psql"], pg_port)
 
@@ -223,6 +243,8 @@ class NativeTarget:
             postgres_dsn=dsn,
             redis_url=redis_url,
             control=controls,
+            metrics_urls=tuple(f"{url}/metrics" for url in self.worker_urls),
+            log_files=(*sorted(logs.glob("*.log")), *sorted((self.dir / "edge").rglob("*.log"))),
         )
         return self.info
 
@@ -327,6 +349,32 @@ class NativeTarget:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise TargetUnavailable(f"PostgreSQL initdb failed with exit code {code}:\n{tail}")
 
+    def _configure_postgres(self, pki: Pki) -> None:
+        """pg_hba.conf (loopback, one password method, TCP over TLS only) and, with TLS, the
+        edge's certificate (its SAN names 127.0.0.1) copied where the postgres user can read it."""
+        pg_dir, run_as = self._pg_dirs()
+        data = pg_dir / "data"
+        opts = self.options
+        owned = [data / "pg_hba.conf"]
+        owned[0].write_text(
+            pg_hba(opts.postgres_auth_method_variant, tls=opts.postgres_tls_variant)
+        )
+        self._pg_tls_settings = ()
+        if opts.postgres_tls_variant:
+            cert, key = data / "server-chain.pem", data / "server.key"
+            shutil.copyfile(pki.server_chain, cert)
+            shutil.copyfile(pki.server_key, key)
+            key.chmod(0o600)  # PostgreSQL refuses a key file that others can read
+            owned += [cert, key]
+            self._pg_tls_settings = (
+                *POSTGRES_TLS_SETTINGS,
+                f"ssl_cert_file={cert}",
+                f"ssl_key_file={key}",
+            )
+        if run_as is not None:
+            for path in owned:
+                os.chown(path, run_as.uid, run_as.gid)
+
     def _start_postgres(self, postgres: str, pg_isready: str, port: int, logs: Path) -> None:
         pg_dir, run_as = self._pg_dirs()
         child = Child(
@@ -342,6 +390,7 @@ class NativeTarget:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 *postgres_args(),
+                *(arg for setting in self._pg_tls_settings for arg in ("-c", setting)),
                 *(arg for setting in self.options.postgres_settings for arg in ("-c", setting)),
                 "-c",
                 "log_min_messages=warning",
@@ -385,7 +434,7 @@ class NativeTarget:
                 "-d",
                 "postgres",
             ],
-            input=APP_ROLE_SQL,
+            input=APP_ROLE_SQL + "".join(f"{sql};\n" for sql in self.options.postgres_sql_variant),
             env={**os.environ, "PGPASSWORD": self._pg_password, "PGCONNECT_TIMEOUT": "5"},
             capture_output=True,
             text=True,

@@ -13,7 +13,14 @@ POSTGRES_SETTINGS = (
     "full_page_writes=on",
     "synchronous_commit=on",
     "max_connections=200",
+    # Query statistics (PERF-DB-SLOW-QUERIES): the app role reads its own statements' figures.
+    "shared_preload_libraries=pg_stat_statements",
+    "pg_stat_statements.track=top",
 )
+
+# TLS for every TCP connection (SEC-DB-TLS); the certificate and key files are named by the
+# target that starts the server. TLS 1.2 is the floor, as at the edge.
+POSTGRES_TLS_SETTINGS = ("ssl=on", "ssl_min_protocol_version=TLSv1.2")
 
 # The application role owns its database and nothing more: no superuser, no CREATEROLE, no
 # CREATEDB. Timeouts are set on the role so no session of the app can hang forever. Run by psql
@@ -29,11 +36,26 @@ REVOKE ALL ON DATABASE {APP_DB} FROM PUBLIC;
 \\c {APP_DB}
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 ALTER SCHEMA public OWNER TO {APP_ROLE};
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 """
 
 
 def postgres_args() -> list[str]:
     return [arg for setting in POSTGRES_SETTINGS for arg in ("-c", setting)]
+
+
+def pg_hba(method: str = "scram-sha-256", *, tls: bool = True) -> str:
+    """pg_hba.conf: loopback only, one password method, and TCP only over TLS (`hostssl`; a
+    plaintext TCP connection finds no line and is refused)."""
+    host = "hostssl" if tls else "host"
+    lines = ["# TYPE  DATABASE     USER  ADDRESS        METHOD"]
+    for database in ("all", "replication"):
+        lines += [
+            f"local    {database:<12} all                  {method}",
+            f"{host:<8} {database:<12} all   127.0.0.1/32   {method}",
+            f"{host:<8} {database:<12} all   ::1/128        {method}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def redis_conf(password: str, *extra: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import redis
 
@@ -264,6 +266,27 @@ def test_redis_needs_its_password(info: TargetInfo) -> None:
     client.close()
 
 
+def test_postgres_takes_tcp_only_over_verified_tls(info: TargetInfo) -> None:
+    assert info.postgres_dsn is not None
+    query = dict(p.split("=", 1) for p in urlsplit(info.postgres_dsn).query.split("&"))
+    assert query["sslmode"] == "verify-full"
+    assert Path(query["sslrootcert"]) == info.ca_file
+
+    async def connect(dsn: str) -> bool:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return bool(
+                await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            )
+        finally:
+            await conn.close(timeout=10)
+
+    assert asyncio.run(connect(info.postgres_dsn)) is True
+    plaintext = info.postgres_dsn.split("?", 1)[0] + "?sslmode=disable"
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
+        asyncio.run(connect(plaintext))
+
+
 def test_past_the_rate_limit_the_edge_answers_429_with_retry_after(info: TargetInfo) -> None:
     """Runs last in this module: it empties this client's bucket."""
 
@@ -418,7 +441,7 @@ def test_a_start_that_fails_midway_stops_what_it_started(monkeypatch: pytest.Mon
     """initdb, Redis and the workers are already running when the edge config is rendered."""
     from preflight.targets import native  # noqa: PLC0415
 
-    def broken(_cfg: object) -> Path:
+    def broken(_cfg: object, template_dir: Path | None = None) -> Path:
         raise EdgeConfigInvalid("edge template broken on purpose")
 
     monkeypatch.setattr(native, "render_edge", broken)

@@ -1,0 +1,180 @@
+"""PostgreSQL of the target, as its application role sees it: version, the application database
+and role, the server's hardening, the migration ledger, connection bounds and replication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from chatsdk.migrate import load_migrations
+
+from checks._stores import is_loopback, pg_fetch, pg_show, pg_where
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+REPO = Path(__file__).resolve().parents[2]
+MIGRATIONS = REPO / "system" / "chatsdk" / "migrations"
+MIN_VERSION_NUM = 160000
+# Attributes that make a role more than an application's: it must have none of them.
+PRIVILEGES = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
+ROLE_PRIVILEGES = f"SELECT {', '.join(PRIVILEGES)} FROM pg_roles WHERE rolname = current_user"  # noqa: S608 (constants)
+LEDGER_ROWS = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+
+
+@pytest.mark.checklist("INF-DB-VERSION")
+def test_postgres_is_version_16_or_later(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """An old major version lacks fixes and features the schema relies on."""
+    shown = pg_show(target.pg_dsn, "server_version", "server_version_num")
+    evidence.note(f"PostgreSQL at {pg_where(target.pg_dsn)} reports {shown['server_version']}")
+    assert int(shown["server_version_num"]) >= MIN_VERSION_NUM, (
+        f"PostgreSQL at {pg_where(target.pg_dsn)} must be version 16 or later "
+        f"(got {shown['server_version']})"
+    )
+
+
+def _role_privileges(target: ProbeTarget) -> list[str]:
+    rows = pg_fetch(target.pg_dsn, ROLE_PRIVILEGES)
+    return [p for p in PRIVILEGES if rows[0][p]]
+
+
+# The server hardening of the issue (CIS PostgreSQL; catalogue PG-01/PG-02) has no item of its
+# own; it is decided here, next to "the application database exists", one case per setting, so a
+# deviation names its setting. password_encryption/pg_hba live in SEC-PASSWORDS-STRONG, the
+# role's timeouts in INF-DB-POOL.
+HARDENING = ["database-and-role", "role-least-privileged", "listen-loopback-only", "durability"]
+
+
+@pytest.mark.checklist("INF-DB-EXISTS")
+@pytest.mark.parametrize("case", HARDENING)
+def test_application_database_exists_with_a_hardened_server(
+    target: ProbeTarget, evidence: EvidenceLog, case: str
+) -> None:
+    """The API cannot serve without its database; a privileged or non-durable one loses data."""
+    where = pg_where(target.pg_dsn)
+    if case == "database-and-role":
+        dsn = urlsplit(target.pg_dsn)
+        wanted = (unquote(dsn.path.lstrip("/")), unquote(dsn.username or ""))
+        row = pg_fetch(target.pg_dsn, "SELECT current_database() AS db, current_user AS role")[0]
+        got = (row["db"], row["role"])
+        evidence.note(f"connected to {where} as {got[1]}, database {got[0]}")
+        assert got == wanted, f"the DSN's database and role at {where} must be {wanted} (got {got})"
+    elif case == "role-least-privileged":
+        held = _role_privileges(target)
+        evidence.note(f"application role privileges beyond LOGIN: {held or 'none'}")
+        assert not held, (
+            f"the application role at {where} must hold none of {', '.join(PRIVILEGES)} "
+            f"(holds {', '.join(held)})"
+        )
+    elif case == "listen-loopback-only":
+        listen = pg_show(target.pg_dsn, "listen_addresses")["listen_addresses"]
+        addresses = [a.strip() for a in listen.split(",") if a.strip()]
+        evidence.note(f"listen_addresses = {listen!r}")
+        # A private address would be as good; this target's database is loopback-only.
+        if not is_loopback(urlsplit(target.pg_dsn).hostname or ""):
+            pytest.skip(f"PostgreSQL at {where} is reached over the network; INF-NET-FIREWALL")
+        assert addresses, f"PostgreSQL at {where} must listen somewhere (listen_addresses = '')"
+        assert all(is_loopback(a) for a in addresses), (
+            f"PostgreSQL at {where} must listen on loopback only (listen_addresses = {listen!r})"
+        )
+    else:
+        shown = pg_show(
+            target.pg_dsn, "fsync", "full_page_writes", "synchronous_commit", "data_checksums"
+        )
+        evidence.note(", ".join(f"{k} = {v}" for k, v in shown.items()))
+        wrong = {k: v for k, v in shown.items() if v == "off"}
+        assert not wrong, (
+            f"PostgreSQL at {where} must run with fsync, full_page_writes, synchronous_commit and "
+            f"data_checksums on (got {', '.join(f'{k} = {v}' for k, v in wrong.items())})"
+        )
+
+
+@pytest.mark.checklist("INF-DB-MIGRATED")
+def test_every_shipped_migration_is_applied_unchanged(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A half-migrated schema breaks requests in ways tests did not see."""
+    shipped = {m.version: m for m in load_migrations(MIGRATIONS)}
+    rows = pg_fetch(target.pg_dsn, LEDGER_ROWS)
+    applied = {int(r["version"]): str(r["checksum"]) for r in rows}
+    evidence.note(f"shipped {sorted(shipped)}; applied {sorted(applied)}")
+    missing = [f"{v:04d}_{m.name}" for v, m in shipped.items() if v not in applied]
+    changed = [
+        f"{v:04d}_{m.name}" for v, m in shipped.items() if v in applied and applied[v] != m.checksum
+    ]
+    unknown = [f"{v:04d}" for v in applied if v not in shipped]
+    problems = [
+        f"{what}: {', '.join(names)}"
+        for what, names in (
+            ("not applied", missing),
+            ("changed after applying", changed),
+            ("applied but not shipped", unknown),
+        )
+        if names
+    ]
+    assert not problems, (
+        f"every migration in system/chatsdk/migrations must be applied unchanged at "
+        f"{pg_where(target.pg_dsn)} (got {'; '.join(problems)})"
+    )
+
+
+@pytest.mark.checklist("INF-DB-POOL")
+@pytest.mark.parametrize("case", ["connections-bounded", "session-timeouts"])
+def test_database_connections_are_bounded(
+    target: ProbeTarget, evidence: EvidenceLog, case: str
+) -> None:
+    """Unbounded or stuck connections exhaust PostgreSQL and fail every request at once."""
+    where = pg_where(target.pg_dsn)
+    if case == "connections-bounded":
+        row = pg_fetch(
+            target.pg_dsn,
+            """SELECT r.rolconnlimit AS role_limit,
+                      current_setting('max_connections')::int AS max_connections,
+                      current_setting('superuser_reserved_connections')::int AS reserved,
+                      (SELECT count(*) FROM pg_stat_activity
+                        WHERE usename = current_user AND pid <> pg_backend_pid()) AS open
+                 FROM pg_roles r WHERE r.rolname = current_user""",
+        )[0]
+        usable = row["max_connections"] - row["reserved"]
+        evidence.figure("application role connection limit", row["role_limit"])
+        evidence.figure("usable max_connections", usable)
+        evidence.figure("open application connections", row["open"])
+        limit = row["role_limit"]
+        assert 0 <= limit < usable, (
+            f"the application role at {where} must have a connection limit below the "
+            f"{usable} usable max_connections (got {'none' if limit < 0 else limit})"
+        )
+        assert 0 < row["open"] <= limit, (
+            f"the application at {where} must hold between 1 and {limit} pooled connections "
+            f"(got {row['open']})"
+        )
+    else:
+        shown = pg_show(target.pg_dsn, "statement_timeout", "idle_in_transaction_session_timeout")
+        evidence.note(", ".join(f"{k} = {v}" for k, v in shown.items()))
+        unset = [k for k, v in shown.items() if v in ("0", "0ms")]
+        assert not unset, (
+            f"the application role at {where} must have {' and '.join(unset)} set so a stuck "
+            f"session cannot hold a pooled connection forever (got 0)"
+        )
+
+
+@pytest.mark.checklist("INF-DB-REPLICA")
+def test_a_streaming_replica_is_connected(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """Without a replica, losing the primary means restoring from backup with data loss."""
+    # Neither the checklist nor a target says HA is not required for this system (INF-HA-NODES
+    # requires redundancy), so a primary without a standby fails rather than skips.
+    rows = pg_fetch(
+        target.pg_dsn,
+        "SELECT state, replay_lag FROM pg_stat_replication WHERE state = 'streaming'",
+    )
+    evidence.figure("streaming replicas", len(rows))
+    assert rows, (
+        f"PostgreSQL at {pg_where(target.pg_dsn)} must have a streaming replica connected "
+        "(pg_stat_replication shows none)"
+    )
+    lags = [r["replay_lag"] for r in rows]
+    evidence.note(f"replay lag per replica: {lags}")
+    slow = [lag for lag in lags if lag is not None and lag.total_seconds() > 10]
+    assert not slow, (
+        f"replicas of {pg_where(target.pg_dsn)} must replay within 10 s (got {slow[0]})"
+    )

@@ -1,0 +1,142 @@
+"""The data-store, host and credential probes against deliberately broken variants of the
+bundled system: each seeded defect turns exactly its items red, and the reason names it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+
+import asyncpg
+import pytest
+
+from preflight.targets.base import TargetInfo
+from tests.checks.support import failing, native, probe
+
+PROBES = (
+    "infrastructure/test_postgres.py",
+    "infrastructure/test_redis.py",
+    "infrastructure/test_resources.py",
+    "security/test_credentials.py",
+    "security/test_db_tls.py",
+    "performance/test_database.py",
+)
+# What the bundled system honestly lacks on a machine like this one (2 cores, a disk the kernel
+# reports rotational, Debian's PostgreSQL 15, no standby): red there without any defect.
+HONEST_GAPS = {"INF-RES-CPU", "INF-RES-MEM", "INF-RES-DISK", "INF-DB-VERSION", "INF-DB-REPLICA"}
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[tuple[TargetInfo, dict[str, str]]]:
+    with native() as info:
+        yield info, failing(probe(info, *PROBES))
+
+
+def assert_exactly(
+    red: Mapping[str, str], healthy: Mapping[str, str], named: Mapping[str, str]
+) -> None:
+    """The defects add exactly the `named` items to the healthy system's red ones, and each
+    reason contains the named words."""
+    assert set(red) == set(healthy) | set(named), red
+    for item, words in named.items():
+        assert words in red[item], (item, red[item])
+
+
+def test_the_bundled_system_fails_only_what_it_honestly_lacks(
+    healthy: tuple[TargetInfo, dict[str, str]],
+) -> None:
+    assert set(healthy[1]) <= HONEST_GAPS, healthy[1]
+
+
+# Each variant seeds several defects whose items do not overlap (one target start each, not one
+# per defect): every defect must turn exactly its own items red, with a reason naming it.
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        pytest.param(
+            {
+                "postgres_auth_method_variant": "md5",
+                "postgres_settings": ["password_encryption=md5", "fsync=off"],
+                "postgres_sql_variant": [
+                    "ALTER ROLE chatsdk RESET idle_in_transaction_session_timeout"
+                ],
+                "redis_settings": ["appendonly no", "maxmemory 0"],
+                "workers": 1,
+            },
+            {
+                "SEC-PASSWORDS-STRONG": "password_encryption = md5",
+                "INF-DB-EXISTS": "fsync = off",
+                "INF-DB-POOL": "idle_in_transaction_session_timeout set",
+                "INF-REDIS-AOF": "aof_enabled = 0",
+                "INF-REDIS-MAXMEM": "must have maxmemory set",
+                "INF-HA-NODES": "at least 2 workers",
+            },
+            id="md5-fsync-off-no-idle-timeout-aof-off-unbounded-redis-one-worker",
+        ),
+        pytest.param(
+            {
+                "postgres_settings": ["listen_addresses=*", "shared_preload_libraries="],
+                "postgres_tls_variant": False,
+                # Later than requirepass: the default user takes any password or none.
+                "redis_settings": ["user default on nopass ~* &* +@all"],
+            },
+            {
+                "INF-DB-EXISTS": "listen_addresses = '*'",
+                "SEC-DB-TLS": "must have ssl on (got off)",
+                "PERF-DB-SLOW-QUERIES": "pg_stat_statements",
+                "POST-OPTIMISE-FIND": "pg_stat_statements",
+                "INF-REDIS-AUTH": "must answer NOAUTH",
+                "SEC-REDIS-PASSWORD": "wrong password",
+            },
+            id="listens-everywhere-no-tls-no-statistics-redis-without-password",
+        ),
+        pytest.param(
+            {
+                "postgres_sql_variant": ["ALTER ROLE chatsdk SUPERUSER"],
+                "redis_settings": ["maxmemory-policy allkeys-lru"],
+            },
+            {"INF-DB-EXISTS": "holds rolsuper", "INF-REDIS-MAXMEM": "allkeys-lru"},
+            id="app-role-superuser-redis-evicts-any-key",
+        ),
+    ],
+)
+def test_configuration_defects_turn_exactly_their_items_red(
+    healthy: tuple[TargetInfo, dict[str, str]], options: dict[str, object], named: dict[str, str]
+) -> None:
+    with native(**options) as info:
+        red = failing(probe(info, *PROBES))
+    assert_exactly(red, healthy[1], named)
+
+
+def _break_live_database(info: TargetInfo) -> None:
+    """As the application role: forget an applied migration, drop the index behind a foreign
+    key, and run a slow statement often enough to count as a hot path."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(info.postgres_dsn, timeout=10)
+        try:
+            await conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+            await conn.execute("DROP INDEX messages_replies")
+            for _ in range(5):
+                await conn.execute("SELECT pg_sleep(0.06)")
+        finally:
+            await conn.close(timeout=10)
+
+    asyncio.run(run())
+
+
+def test_defects_in_the_live_database_turn_exactly_their_items_red(
+    healthy: tuple[TargetInfo, dict[str, str]],
+) -> None:
+    """Last in this module: it breaks the shared healthy target for good."""
+    info, healthy_red = healthy
+    _break_live_database(info)
+    red = failing(probe(info, *PROBES))
+    assert_exactly(
+        red,
+        healthy_red,
+        {
+            "INF-DB-MIGRATED": "not applied: 0005_uploads_gdpr_webhooks",
+            "PERF-DB-INDEXES": "messages(parent_id)",
+            "PERF-DB-SLOW-QUERIES": "pg_sleep",
+        },
+    )
