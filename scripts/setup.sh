@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what preflight needs on a fresh Debian/Ubuntu machine, and nothing twice:
 #   - system packages (apt, when root); not root and one is missing: prints the command, exits 2
+#   - promtool and amtool (the monitoring probes), extracted alone from Debian's prometheus and
+#     prometheus-alertmanager packages (the packages would pull 330 MB of web-UI libraries)
 #   - a virtual environment in .venv with the project and its dev extras, re-done only when
 #     pyproject.toml changes
 set -euo pipefail
@@ -8,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 # PREFLIGHT_APT_PACKAGES overrides the list (the tests use it to show the not-root path).
 # chromium and fonts-dejavu-core: tests/test_report_browser.py renders the HTML report headless.
-read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps chromium fonts-dejavu-core}"
+# logrotate: the monitoring probes validate system/monitoring/logrotate with it.
+read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps chromium fonts-dejavu-core logrotate docker-compose}"
 PG_BIN=/usr/lib/postgresql/15/bin
 
 missing=()
@@ -34,6 +37,33 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# Single binaries out of a Debian package, as environment-notes.md describes: only when missing.
+# PREFLIGHT_BIN_DIR overrides where they go (the tests use it).
+BIN_DIR=${PREFLIGHT_BIN_DIR:-/usr/local/bin}
+extract_binary() {  # extract_binary PACKAGE BINARY
+    local package=$1 binary=$2 work
+    if [ -x "$BIN_DIR/$binary" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: $binary is missing; run this script as root to extract it from $package" >&2
+        exit 2
+    fi
+    echo "setup: installing $binary from Debian's $package package"
+    work=$(mktemp -d)
+    (
+        cd "$work"
+        # As root into a 0700 dir apt prints a harmless "Download is performed unsandboxed" note.
+        apt-get download -q "$package"
+        dpkg-deb --fsys-tarfile "$package"_*.deb | tar -x "./usr/bin/$binary"
+        install -D -m755 "usr/bin/$binary" "$BIN_DIR/$binary"
+    )
+    rm -rf "$work"
+    "$BIN_DIR/$binary" --version >/dev/null
+}
+extract_binary prometheus promtool
+extract_binary prometheus-alertmanager amtool
 
 PY=${PYTHON:-python3}
 stamp=.venv/.preflight-installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -57,3 +58,43 @@ def test_a_second_run_installs_nothing_and_is_fast() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "installing" not in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apt-get download and install need root")
+def test_promtool_and_amtool_are_extracted_alone_when_missing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    run = subprocess.run(
+        ["bash", str(REPO / "scripts" / "setup.sh")],
+        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["amtool", "promtool"]
+    for name in ("promtool", "amtool"):
+        version = subprocess.run(
+            [str(bin_dir / name), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert version.returncode == 0
+        assert f"{name}, version" in version.stdout + version.stderr
+    again = subprocess.run(
+        ["bash", str(REPO / "scripts" / "setup.sh")],
+        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "installing" not in again.stdout + again.stderr
+
+
+def test_the_monitoring_tools_are_installed() -> None:
+    for name in ("promtool", "amtool", "logrotate"):
+        assert shutil.which(name), f"{name} is missing: run scripts/setup.sh as root"

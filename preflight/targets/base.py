@@ -72,6 +72,10 @@ class TargetInfo:
     postgres_dsn: str | None = field(default=None, repr=False)
     redis_url: str | None = field(default=None, repr=False)
     control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
+    # Internal /metrics URLs of the API workers (never the edge), and log files of the system
+    # (JSON lines of the API, the edge's access log, ...): optional, probes skip without them.
+    metrics_urls: tuple[str, ...] = ()
+    log_files: tuple[Path, ...] = ()
 
 
 class Target(Protocol):

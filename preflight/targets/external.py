@@ -10,6 +10,11 @@ postgres_dsn: env:STAGING_PG_DSN       # optional
 redis_url: env:STAGING_REDIS_URL       # optional
 control:                               # optional: commands drills use to break and restore
   postgres: {stop: "...", start: "...", kill: "..."}
+metrics_urls:                          # optional: each API worker's internal /metrics
+  - http://10.0.0.11:8080/metrics
+log_files:                             # optional: log files readable from here (relative to
+  - /var/log/chatsdk/api.log           # the target file), for the logging probes
+  - /var/log/nginx/chatsdk-access.log
 ```
 """
 
@@ -35,7 +40,10 @@ FIELDS = {
     "postgres_dsn",
     "redis_url",
     "control",
+    "metrics_urls",
+    "log_files",
 }
+LIST_FIELDS = ("metrics_urls", "log_files")
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url")
 
 
@@ -74,7 +82,11 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         if required not in raw:
             raise _fail(path, required, "is missing")
 
-    values = {k: _resolve(path, k, v, env) for k, v in raw.items() if k != "control"}
+    values = {
+        k: _resolve(path, k, v, env)
+        for k, v in raw.items()
+        if k != "control" and k not in LIST_FIELDS
+    }
     _check_urls(path, values)
     ca_file: Path | None = None
     if "ca_file" in values:
@@ -94,6 +106,8 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         postgres_dsn=values.get("postgres_dsn"),
         redis_url=values.get("redis_url"),
         control=_control(path, raw.get("control")),
+        metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
+        log_files=tuple(_log_files(path, raw.get("log_files"), env)),
     )
 
 
@@ -114,6 +128,33 @@ def _check_urls(path: Path, values: Mapping[str, str]) -> None:
             raise _fail(
                 path, name, f"must be a {' or '.join(s + '://' for s in schemes)} URL with a host"
             )
+
+
+def _list(path: Path, field: str, raw: object, environ: Mapping[str, str]) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _fail(path, field, "must be a list of strings")
+    return [_resolve(path, f"{field}[{i}]", value, environ) for i, value in enumerate(raw)]
+
+
+def _metrics_urls(path: Path, raw: object, environ: Mapping[str, str]) -> list[str]:
+    urls = _list(path, "metrics_urls", raw, environ)
+    for i, value in enumerate(urls):
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise _fail(
+                path, f"metrics_urls[{i}]", "must be an http:// or https:// URL with a host"
+            )
+    return urls
+
+
+def _log_files(path: Path, raw: object, environ: Mapping[str, str]) -> list[Path]:
+    files = []
+    for value in _list(path, "log_files", raw, environ):
+        file = Path(value)
+        files.append(file if file.is_absolute() else (path.parent / file).resolve())
+    return files
 
 
 def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
@@ -137,7 +178,7 @@ def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
 
 def write_target_file(info: TargetInfo, path: Path) -> None:
     """Write a target file another process can use; 0600 because it holds secrets."""
-    data: dict[str, str] = {"name": info.name, "edge_url": info.edge_url}
+    data: dict[str, str | list[str]] = {"name": info.name, "edge_url": info.edge_url}
     if info.http_url:
         data["http_url"] = info.http_url
     if info.ca_file:
@@ -147,6 +188,10 @@ def write_target_file(info: TargetInfo, path: Path) -> None:
         data["postgres_dsn"] = info.postgres_dsn
     if info.redis_url:
         data["redis_url"] = info.redis_url
+    if info.metrics_urls:
+        data["metrics_urls"] = list(info.metrics_urls)
+    if info.log_files:
+        data["log_files"] = [str(f) for f in info.log_files]
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from chatsdk import db
+from chatsdk.audit import OPERATOR, audit
 from chatsdk.auth import new_api_key, require_admin
 from chatsdk.errors import not_found
 from chatsdk.ids import new_id
@@ -27,6 +28,7 @@ async def create_app_(request: web.Request) -> web.Response:
             app_id,
             key_hash,
         )
+    audit("app.create", OPERATOR, app_id, key_id=key_id)
     return web.json_response(
         {"app_id": app_id, "name": body["name"], "api_key": api_key, "key_id": key_id}, status=201
     )
@@ -47,6 +49,7 @@ async def create_key(request: web.Request) -> web.Response:
             app_id,
             key_hash,
         )
+    audit("key.create", OPERATOR, app_id, key_id=key_id)
     return web.json_response({"key_id": key_id, "api_key": api_key}, status=201)
 
 
@@ -62,4 +65,5 @@ async def revoke_key(request: web.Request) -> web.Response:
     )
     if done is None:
         raise not_found("key")
+    audit("key.revoke", OPERATOR, app_id, key_id=key_id)
     return web.Response(status=204)

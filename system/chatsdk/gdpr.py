@@ -32,6 +32,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from chatsdk import db, outbox, ratelimit
+from chatsdk.audit import audit
 from chatsdk.auth import require_app, require_user
 from chatsdk.errors import not_found
 from chatsdk.tokens import revoke_user_tokens
@@ -258,6 +259,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         batch.append(b"]}")
         await response.write(b"".join(batch))
     await response.write_eof()
+    audit("user.export", f"user:{user.user_id}", user.user_id, app_id=user.app_id)
     return response
 
 
@@ -431,4 +433,5 @@ async def erase(request: web.Request) -> web.Response:
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("erasure: Redis keys not deleted (%s); they expire", type(exc).__name__)
     log.info("user erased", extra={"fields": {"app_id": app_id, "erased_user": user_id}})
+    audit("user.erase", f"app:{app_id}", user_id)
     return web.Response(status=204)

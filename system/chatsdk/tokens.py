@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from chatsdk import db, outbox
+from chatsdk.audit import audit
 from chatsdk.auth import ACCESS_TTL, decode, mint, require_app, token_version, unauthorized
 from chatsdk.errors import not_found
 from chatsdk.keys import SETTINGS
@@ -109,4 +110,5 @@ async def revoke(request: web.Request) -> web.Response:
         if not await revoke_user_tokens(conn, app_id, user_id):
             raise not_found("user")
     outbox.wake(request)
+    audit("user.revoke_tokens", f"app:{app_id}", user_id)
     return web.Response(status=204)

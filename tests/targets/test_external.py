@@ -116,3 +116,46 @@ def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
         info.postgres_dsn,
         info.redis_url,
     )
+
+
+def test_metrics_urls_and_log_files_are_read_and_round_trip(tmp_path: Path) -> None:
+    text = (
+        "name: a\nedge_url: https://x\nadmin_key: k\n"
+        "metrics_urls: [http://10.0.0.1:8080/metrics, env:TEST_METRICS_URL]\n"
+        "log_files: [logs/api.log, /var/log/nginx/access.log]\n"
+    )
+    info = load_target_file(
+        write(tmp_path, text), {"TEST_METRICS_URL": "https://10.0.0.2:8443/metrics"}
+    )
+    assert info.metrics_urls == ("http://10.0.0.1:8080/metrics", "https://10.0.0.2:8443/metrics")
+    assert info.log_files == (
+        (tmp_path / "logs/api.log").resolve(),
+        Path("/var/log/nginx/access.log"),
+    )
+    out = tmp_path / "out.yaml"
+    write_target_file(info, out)
+    back = load_target_file(out, {})
+    assert (back.metrics_urls, back.log_files) == (info.metrics_urls, info.log_files)
+
+
+def test_without_metrics_urls_and_log_files_both_are_empty(tmp_path: Path) -> None:
+    info = load_target_file(write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\n"), {})
+    assert (info.metrics_urls, info.log_files) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        ("metrics_urls: http://x/metrics\n", "metrics_urls", "list"),
+        ("metrics_urls: [ftp://x/metrics]\n", "metrics_urls[0]", "http://"),
+        ("metrics_urls: ['http://x/m', '']\n", "metrics_urls[1]", "non-empty"),
+        ("log_files: [a.log, 3]\n", "log_files[1]", "non-empty string"),
+    ],
+)
+def test_bad_metrics_urls_and_log_files_name_the_entry(
+    tmp_path: Path, text: str, field: str, problem: str
+) -> None:
+    with pytest.raises(TargetFileInvalid) as err:
+        load_target_file(write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\n" + text), {})
+    assert f"`{field}`" in str(err.value)
+    assert problem in str(err.value)

@@ -1,0 +1,409 @@
+"""Shared by the monitoring probes: where the monitoring artefacts are, promtool and amtool, the
+metric names a PromQL expression uses, the workers' /metrics, and the target's log files.
+
+The artefacts are read from system/monitoring of this repository, or from the directory named
+by the environment variable PREFLIGHT_MONITORING_DIR (tests point it at a broken copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from preflight.probe_target import ProbeTarget
+
+REPO = Path(__file__).resolve().parents[2]
+MONITORING_DIR_ENV = "PREFLIGHT_MONITORING_DIR"
+API_JOB = "chatsdk-api"
+SEVERITIES = frozenset({"critical", "warning", "info"})
+TOOL_TIMEOUT_S = 60.0
+HTTP_TIMEOUT_S = 5.0
+
+
+def monitoring_dir() -> Path:
+    return Path(os.environ.get(MONITORING_DIR_ENV) or REPO / "system" / "monitoring").resolve()
+
+
+def artefact(relative: str) -> Path:
+    """A file of the monitoring directory; fails the probe when it is missing."""
+    __tracebackhide__ = True
+    path = monitoring_dir() / relative
+    assert path.is_file(), f"{relative} must exist in {monitoring_dir()} (got no such file)"
+    return path
+
+
+def load_yaml(relative: str) -> Any:
+    return yaml.safe_load(artefact(relative).read_text())
+
+
+# -- tools -----------------------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """The path of promtool, amtool or logrotate; a missing tool means the probe cannot decide."""
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed; run scripts/setup.sh as root to install it")
+    return found
+
+
+def run(args: list[str], cwd: Path | None = None, stdin: str | None = None) -> tuple[int, str]:
+    """Exit code and combined output of a tool, bounded in time."""
+    result = subprocess.run(
+        args,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
+    )
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+def last_lines(text: str, n: int = 6) -> str:
+    return " | ".join(line.strip() for line in text.splitlines()[-n:] if line.strip())
+
+
+# -- alert rules -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    group: str
+    raw: dict[str, Any]
+
+    @property
+    def alert(self) -> str:
+        return str(self.raw.get("alert", ""))
+
+    @property
+    def expr(self) -> str:
+        return str(self.raw.get("expr", ""))
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        labels = self.raw.get("labels") or {}
+        return labels if isinstance(labels, dict) else {}
+
+    @property
+    def annotations(self) -> dict[str, Any]:
+        annotations = self.raw.get("annotations") or {}
+        return annotations if isinstance(annotations, dict) else {}
+
+    def __str__(self) -> str:
+        return f"{self.alert} ({self.labels.get('severity', 'no severity')})"
+
+
+def alert_rules() -> list[Rule]:
+    """Every alerting rule of alerts.yml (recording rules are left out)."""
+    data = load_yaml("alerts.yml") or {}
+    rules = [
+        Rule(str(group.get("name", "")), rule)
+        for group in data.get("groups") or []
+        for rule in group.get("rules") or []
+        if isinstance(rule, dict) and "alert" in rule
+    ]
+    assert rules, f"{artefact('alerts.yml')} must define alerting rules (got none)"
+    return rules
+
+
+def rules_using(metric: str, also: Callable[[Rule], bool] = lambda _r: True) -> list[Rule]:
+    return [r for r in alert_rules() if metric in metric_names(r.expr) and also(r)]
+
+
+def fires(
+    rules_file: Path, series: dict[str, str], interval: str, alerts: Iterable[str], at: str
+) -> tuple[bool, str]:
+    """Whether any of `alerts` is firing at `at` when Prometheus evaluates `rules_file` over
+    `series` (promtool test rules on a generated test); the second value is promtool's output."""
+    names = "|".join(re.escape(a) for a in sorted(set(alerts)))
+    test = {
+        "rule_files": [str(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": interval,
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": f'(count(ALERTS{{alertstate="firing", alertname=~"{names}"}}) '
+                        "or vector(0)) > bool 0",
+                        "eval_time": at,
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    }
+                ],
+            }
+        ],
+    }
+    with tempfile.TemporaryDirectory(prefix="preflight-promtool-") as tmp:
+        path = Path(tmp) / "probe.test.yml"
+        path.write_text(yaml.safe_dump(test, sort_keys=False))
+        code, out = run([tool("promtool"), "test", "rules", str(path)])
+    if code == 0:
+        return True, out
+    if "got: {} 0E+00" in out or "got: {} 0" in out:
+        return False, out
+    raise RuntimeError(f"promtool could not evaluate the rules: {last_lines(out)}")
+
+
+# -- PromQL --------------------------------------------------------------------------------------
+
+KEYWORDS = frozenset(
+    {
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "inf",
+        "nan",
+        "atan2",
+    }
+)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_GROUPING = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", re.IGNORECASE
+)
+_RANGE = re.compile(r"\[[^\]]*\]")
+_OFFSET = re.compile(r"\boffset\s+-?[0-9a-z]+", re.IGNORECASE)
+_NAME = re.compile(r"(?<![\w.:$])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, keywords, label names, numbers
+    and Grafana variables are left out)."""
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("{}", text)
+    text = _GROUPING.sub(" ", text)
+    text = _RANGE.sub("", text)
+    text = _OFFSET.sub(" ", text)
+    names = set()
+    for match in _NAME.finditer(text):
+        name = match[1]
+        if name.lower() in KEYWORDS or re.fullmatch(r"\d.*", name):
+            continue
+        names.add(name)
+    return names
+
+
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "${__rate_interval}": "5m",
+    "${__interval}": "1m",
+    "${__range}": "1h",
+}
+
+
+def without_grafana_variables(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def declared_exporter_metrics() -> dict[str, str]:
+    """Metric name -> the scrape job of the exporter that exports it (exporters.yml); the
+    series Prometheus makes itself map to ``prometheus``."""
+    data = load_yaml("exporters.yml") or {}
+    names = {str(n): "prometheus" for n in data.get("prometheus") or []}
+    for exporter in (data.get("exporters") or {}).values():
+        for name in exporter.get("metrics") or []:
+            names[str(name)] = str(exporter.get("job", ""))
+    return names
+
+
+def scrape_jobs() -> set[str]:
+    data = load_yaml("prometheus.yml") or {}
+    return {str(job.get("job_name")) for job in data.get("scrape_configs") or []}
+
+
+def unknown_metrics(names: Iterable[str], exposed: set[str]) -> dict[str, str]:
+    """name -> why it is unknown: neither on the workers' /metrics nor exported by an exporter
+    that prometheus.yml scrapes."""
+    declared = declared_exporter_metrics()
+    jobs = scrape_jobs() | {"prometheus"}
+    unknown = {}
+    for name in sorted(set(names)):
+        if name in exposed:
+            continue
+        job = declared.get(name)
+        if job is None:
+            unknown[name] = "not exposed by the API workers and not declared in exporters.yml"
+        elif job not in jobs:
+            unknown[name] = f"declared for job {job!r}, which prometheus.yml does not scrape"
+    return unknown
+
+
+# -- the workers' /metrics ---------------------------------------------------------------------
+
+
+def metrics_urls(target: ProbeTarget) -> tuple[str, ...]:
+    urls = target.info.metrics_urls
+    if not urls:
+        pytest.skip(
+            f"target {target.info.name} gives no metrics_urls; add each API worker's internal "
+            "/metrics URL under metrics_urls in the target file to decide this item."
+        )
+    return urls
+
+
+def scrape(url: str) -> tuple[int, str, str]:
+    """Status, content type and body of one GET (no redirects followed past the worker)."""
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode(errors="replace")
+
+
+def scrape_ok(url: str) -> str:
+    __tracebackhide__ = True
+    status, _ctype, body = scrape(url)
+    assert status == 200, f"GET {url} must answer 200 with metrics (got {status})"
+    return body
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_TYPE = re.compile(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)")
+SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def samples(text: str) -> list[Sample]:
+    found = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            labels = dict(_LABEL.findall(match[2] or ""))
+            found.append(Sample(match[1], labels, float(match[3])))
+    return found
+
+
+def families(text: str) -> dict[str, str]:
+    """Metric family name -> type, from the # TYPE lines."""
+    return {m[1]: m[2] for line in text.splitlines() if (m := _TYPE.match(line))}
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every name a query may use: sample names, and the series names of declared families
+    (a labelled counter that has not counted yet still has its # TYPE line)."""
+    names = {s.name for s in samples(text)}
+    for family, kind in families(text).items():
+        names.add(family)
+        names.update(family + suffix for suffix in SUFFIXES.get(kind, ()))
+    return names
+
+
+def exposed_by_workers(target: ProbeTarget) -> set[str]:
+    names: set[str] = set()
+    for url in metrics_urls(target):
+        names |= exposed_names(scrape_ok(url))
+    return names
+
+
+def total(target: ProbeTarget, name: str, **labels: str) -> float:
+    """Sum of a metric over every worker and every series whose labels include `labels`."""
+    value = 0.0
+    for url in metrics_urls(target):
+        for sample in samples(scrape_ok(url)):
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                value += sample.value
+    return value
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+# -- logs ----------------------------------------------------------------------------------------
+
+
+def log_files(target: ProbeTarget) -> tuple[Path, ...]:
+    files = target.info.log_files
+    if not files:
+        pytest.skip(
+            f"target {target.info.name} gives no log_files; list the API's and the edge's log "
+            "files under log_files in the target file to decide this item."
+        )
+    return files
+
+
+def log_lines(target: ProbeTarget) -> Iterator[tuple[Path, str]]:
+    for path in log_files(target):
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
+            yield path, line
+
+
+def records(target: ProbeTarget) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every JSON object logged on a line of its own."""
+    for path, line in log_lines(target):
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield path, record
+
+
+def is_edge_access(record: dict[str, Any]) -> bool:
+    return "remote_addr" in record and "request_time" in record
+
+
+def is_api(record: dict[str, Any]) -> bool:
+    return "logger" in record and "worker_id" in record
+
+
+def find_records(
+    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The records `wanted` accepts, waiting up to `timeout` for writers to flush."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+
+    def look() -> bool:
+        found[:] = [(p, r) for p, r in records(target) if wanted(r)]
+        return bool(found)
+
+    wait_for(look, timeout)
+    return found

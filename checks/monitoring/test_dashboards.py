@@ -1,0 +1,105 @@
+"""The Grafana dashboards committed in system/monitoring/grafana: the seed's five exist as JSON,
+every query parses (promtool) and names only metrics that exist."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from checks.monitoring._monitoring import (
+    exposed_by_workers,
+    last_lines,
+    metric_names,
+    monitoring_dir,
+    run,
+    tool,
+    unknown_metrics,
+    without_grafana_variables,
+)
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+# The seed's dashboards: overview, API performance, database, system resources, realtime.
+DASHBOARDS = ("overview", "api", "database", "system", "realtime")
+
+
+def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those inside rows."""
+    for panel in node.get("panels") or []:
+        yield panel
+        yield from panels(panel)
+
+
+def queries(path: Path) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every query of a dashboard; fails on a panel without one."""
+    __tracebackhide__ = True
+    try:
+        dashboard = json.loads(path.read_text())
+    except ValueError as exc:
+        raise AssertionError(f"dashboard {path} must be valid JSON (got {exc})") from None
+    found = []
+    for panel in panels(dashboard):
+        if panel.get("type") == "row":
+            continue
+        exprs = [t.get("expr") for t in panel.get("targets") or [] if t.get("expr")]
+        assert exprs, f"panel {panel.get('title')!r} of {path.name} must have a query (got none)"
+        found += [(str(panel.get("title")), str(e)) for e in exprs]
+    assert found, f"dashboard {path} must have panels with queries (got none)"
+    return found
+
+
+@pytest.mark.checklist("MON-DASH-IN-REPO")
+def test_dashboards_are_in_the_repository_and_query_real_metrics(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Dashboards over metrics the code never emits are empty when they are needed."""
+    folder = monitoring_dir() / "grafana" / "dashboards"
+    every: list[tuple[str, str, str]] = []
+    for name in DASHBOARDS:
+        path = folder / f"{name}.json"
+        assert path.is_file(), f"dashboard {name} must be committed as {path} (got no file)"
+        every += [(name, title, expr) for title, expr in queries(path)]
+    provisioning = monitoring_dir() / "grafana" / "provisioning"
+    providers = list((provisioning / "dashboards").glob("*.yml"))
+    assert providers, f"{provisioning}/dashboards must provision the dashboards (got no file)"
+    assert any(
+        p.get("type") == "file"
+        for f in providers
+        for p in (yaml.safe_load(f.read_text()) or {}).get("providers") or []
+    ), f"{provisioning}/dashboards must hold a file provider (got none)"
+    evidence.figure("dashboard queries", len(every))
+
+    # Every query parses: promtool checks them as recording rules.
+    rules = {
+        "groups": [
+            {
+                "name": "dashboards",
+                "rules": [
+                    {"record": f"dashboard:query{i}", "expr": without_grafana_variables(e)}
+                    for i, (_n, _t, e) in enumerate(every)
+                ],
+            }
+        ]
+    }
+    with tempfile.TemporaryDirectory(prefix="preflight-dash-") as tmp:
+        path = Path(tmp) / "dashboards.rules.yml"
+        path.write_text(yaml.safe_dump(rules, sort_keys=False))
+        code, out = run([tool("promtool"), "check", "rules", str(path)])
+    assert code == 0, f"every dashboard query must be valid PromQL (promtool: {last_lines(out)})"
+
+    exposed = exposed_by_workers(target)
+    used: dict[str, tuple[str, str]] = {}
+    for name, title, expr in every:
+        for metric in metric_names(without_grafana_variables(expr)):
+            used.setdefault(metric, (name, title))
+    unknown = unknown_metrics(used, exposed)
+    assert not unknown, "; ".join(
+        f"panel {used[m][1]!r} of dashboard {used[m][0]} must query metrics that exist ({m}: {why})"
+        for m, why in unknown.items()
+    )

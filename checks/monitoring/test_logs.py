@@ -1,0 +1,247 @@
+"""The target's real logs: the edge's access log, the API's JSON lines with request ids, audit
+records of administrative actions, no secrets anywhere, and rotation configured."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from checks._chat import World
+from checks.monitoring._monitoring import (
+    REPO,
+    find_records,
+    is_api,
+    is_edge_access,
+    last_lines,
+    log_files,
+    log_lines,
+    monitoring_dir,
+    run,
+    tool,
+    wait_for,
+)
+from preflight.client import expect
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+
+def tagged() -> str:
+    return f"preflight-{secrets.token_hex(8)}"
+
+
+@pytest.mark.checklist("MON-ACCESS-LOG")
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/v1/health/ready", 200, id="api-200"),
+        pytest.param("/v1/channels", 401, id="api-401"),
+        pytest.param("/no-such-page", 404, id="edge-404"),
+    ],
+)
+def test_edge_logs_every_request_with_status_latency_and_id(
+    target: ProbeTarget, evidence: EvidenceLog, path: str, status: int
+) -> None:
+    """Without access logs there is no record of who called what."""
+    log_files(target)
+    request_id = tagged()
+    response = target.http.get(path, headers={"X-Request-ID": request_id})
+    evidence.request(response)
+    found = find_records(target, lambda r: is_edge_access(r) and r.get("request_id") == request_id)
+    assert found, (
+        f"the edge's access log must have a line for GET {path} with request_id {request_id} "
+        "(got none)"
+    )
+    where, record = found[0]
+    evidence.note(f"{where.name}: {record}")
+    assert record.get("status") == response.status, (
+        f"the access-log line of GET {path} must record status {response.status} "
+        f"(got {record.get('status')!r})"
+    )
+    latency = record.get("request_time")
+    assert isinstance(latency, int | float), (
+        f"the access-log line of GET {path} must record the latency (got {latency!r})"
+    )
+
+
+@pytest.mark.checklist("DEP-LOGS-FLOWING")
+def test_a_request_id_reaches_the_api_logs(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """A deploy that breaks logging removes the evidence needed for the next incident."""
+    log_files(target)
+    request_id = tagged()
+    response = target.http.get("/v1/health/ready", headers={"X-Request-ID": request_id})
+    evidence.request(response)
+    found = find_records(target, lambda r: is_api(r) and r.get("request_id") == request_id)
+    assert found, (
+        f"the API's logs must hold a record with request_id {request_id} after GET "
+        f"/v1/health/ready through the edge (got none in {len(log_files(target))} log files)"
+    )
+    evidence.note(f"{found[0][0].name}: {found[0][1]}")
+
+
+AUDITED = ("key.create", "user.export", "user.erase")
+
+
+def _audit_of(request_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: r.get("event") == "audit" and r.get("request_id") == request_id
+
+
+@pytest.mark.checklist("MON-AUDIT-LOG")
+def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """Without an audit trail, abuse by insiders or with stolen admin keys cannot be traced."""
+    log_files(target)
+    world = World.create(target)
+    ids = {action: tagged() for action in AUDITED}
+    admin = target.http.as_admin(target.admin_key)
+    created = admin.post(
+        f"/v1/apps/{world.app_id}/keys", headers={"X-Request-ID": ids["key.create"]}
+    )
+    evidence.request(created)
+    expect(created, 201)
+    user = world.user("audited")
+    exported = user.client.get("/v1/me/export", headers={"X-Request-ID": ids["user.export"]})
+    evidence.request(exported)
+    expect(exported, 200)
+    erased = world.app.delete(
+        f"/v1/users/{user.user_id}", headers={"X-Request-ID": ids["user.erase"]}
+    )
+    evidence.request(erased)
+    expect(erased, 204)
+    for action, request_id in ids.items():
+        found = find_records(target, _audit_of(request_id))
+        assert found, (
+            f"{action} (request {request_id}) must write an audit record with "
+            '"event": "audit" (got none)'
+        )
+        record: dict[str, Any] = found[0][1]
+        evidence.note(f"{action}: {record}")
+        missing = [f for f in ("ts", "actor", "action", "subject") if not record.get(f)]
+        assert not missing, (
+            f"the audit record of {action} must name {', '.join(missing)} (got {record})"
+        )
+        assert record["action"] == action, (
+            f"the audit record of request {request_id} must say action {action!r} "
+            f"(got {record['action']!r})"
+        )
+
+
+@pytest.mark.checklist("MON-LOG-CENTRAL")
+def test_request_logs_are_structured_with_request_ids(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Unstructured logs without request ids make incidents slow to diagnose."""
+    request_id = tagged()
+    expect(target.http.get("/v1/health/live", headers={"X-Request-ID": request_id}), 200)
+    edge = find_records(target, lambda r: is_edge_access(r) and r.get("request_id") == request_id)
+    api = find_records(target, lambda r: is_api(r) and r.get("request_id") == request_id)
+    assert edge, f"the edge's access log must hold a JSON record with request_id {request_id}"
+    assert api, f"the API's log must hold a JSON record with request_id {request_id}"
+    # Every line of a file that holds request records is itself a JSON record.
+    for path in {edge[0][0], *(p for p, _r in api)}:
+        for _p, line in ((p, ln) for p, ln in log_lines(target) if p == path):
+            assert line.startswith("{"), (
+                f"every line of {path.name} must be a JSON record (got {line[:120]!r})"
+            )
+    evidence.note(f"request {request_id}: edge {edge[0][0].name}, API {api[0][0].name}")
+
+
+@pytest.mark.checklist("MON-LOG-CENTRAL")
+def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -> None:
+    """Tokens, keys and passwords in logs are credentials for whoever can read the logs."""
+    files = log_files(target)
+    world = World.create(target)
+    user = world.user("secretive")
+    created = expect(target.http.as_admin(target.admin_key).post("/v1/apps", {"name": "x"}), 201)
+    api_key = str(created["api_key"])
+    # Credentials where they do not belong: in query strings and paths, and a wrong admin key.
+    target.http.get(f"/v1/channels?access_token={user.access_token}&api_key={api_key}")
+    target.http.get(f"/v1/apps/{api_key}/keys")
+    target.http.as_admin(target.admin_key + "x").post("/v1/apps", {"name": "y"})
+    target.http.as_user(user.access_token).get(f"/v1/users/{user.access_token}")
+    wanted = {
+        "admin key": target.admin_key,
+        "API key": api_key,
+        "API key secret": api_key.split(".", 1)[-1],
+        "access token": user.access_token,
+        **{f"password {i}": s for i, s in enumerate(target.secrets[1:], 1)},
+    }
+    wait_for(lambda: False, 1.0)  # let the writers flush
+    lines = 0
+    for path, line in log_lines(target):
+        lines += 1
+        for what, value in wanted.items():
+            # The message names the place, never the line: it would carry the secret along.
+            field = next((k for k, v in _fields(line).items() if value in v), "the line")
+            leaked = value in line  # asserted as a bool: pytest would print both strings
+            assert not leaked, (
+                f"log {path.name} must not contain the {what} (found it in {field} of a line "
+                f"with request_id {_fields(line).get('request_id', 'unknown')})"
+            )
+    evidence.figure("log lines read", lines)
+    evidence.figure("log files read", len(files))
+
+
+def _fields(line: str) -> dict[str, str]:
+    """A JSON log line's top-level fields as text (empty for other lines)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+
+
+ROTATION = REPO / "system" / "deploy" / "docker-compose.yml"
+SIZE_BOUND = re.compile(r"log files >= \d+ are rotated|\d+ bytes \(\d+ rotations\)")
+_PATTERN = re.compile(r"^rotating pattern: (.+?)\s+(?:after|forced|hourly|weekly|monthly|yearly)")
+
+
+@pytest.mark.checklist("MON-LOG-ROTATION")
+def test_log_files_are_rotated_and_bounded(evidence: EvidenceLog) -> None:
+    """Unrotated logs fill the disk and stop the service."""
+    config = monitoring_dir() / "logrotate" / "chatsdk"
+    assert config.is_file(), f"a logrotate config must exist at {config} (got no file)"
+    with_state = ["--debug", "--state", "/dev/null", str(config)]
+    code, out = run([tool("logrotate"), *with_state])
+    evidence.attach("logrotate --debug", out, "text/plain")
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert code == 0, f"logrotate must accept {config} (got exit {code}: {last_lines(out)})"
+    assert not errors, f"logrotate must accept {config} without errors (got {errors[0]})"
+    blocks = re.split(r"\n(?=rotating pattern: )", out)
+    patterns = []
+    for block in blocks:
+        match = _PATTERN.match(block)
+        if not match:
+            continue
+        patterns.append(match[1])
+        kept = re.search(r"\((\d+) rotations\)", block)
+        rotations = int(kept[1]) if kept else 0
+        assert rotations >= 1, (
+            f"logrotate pattern {match[1]} must keep a bounded number of rotations (got none)"
+        )
+        assert SIZE_BOUND.search(block), (
+            f"logrotate pattern {match[1]} must bound the size of a log with size or maxsize "
+            "(got only a time schedule)"
+        )
+    covered = " ".join(patterns)
+    for log in ("access", "chatsdk/"):
+        assert log in covered, (
+            f"logrotate config {config.name} must cover the {log.strip('/')} logs "
+            f"(got patterns {patterns})"
+        )
+    if ROTATION.is_file():
+        services = (yaml.safe_load(ROTATION.read_text()) or {}).get("services") or {}
+        for name, service in services.items():
+            options = ((service or {}).get("logging") or {}).get("options") or {}
+            bounded = bool(options.get("max-size")) and bool(options.get("max-file"))
+            assert bounded, (
+                f"service {name} in {ROTATION.name} must bound its logs with logging.options "
+                f"max-size and max-file (got {options or 'no logging options'})"
+            )
+        evidence.note(f"{ROTATION.name}: {len(services)} services bound their logs")
+    else:
+        evidence.note(f"{ROTATION} does not exist; only the logrotate config was checked")

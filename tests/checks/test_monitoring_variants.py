@@ -1,0 +1,159 @@
+"""The monitoring probes against deliberately broken variants: a copy of system/monitoring with
+one defect (pointed at by PREFLIGHT_MONITORING_DIR), an edge that serves /metrics, and workers
+that log too little. Each defect turns exactly its items red and the reason names it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
+from preflight.outcomes import Outcome
+from preflight.targets.base import TargetInfo
+from tests.checks.support import edge_templates, failing, native, probe
+
+# The items decided from the artefacts in system/monitoring.
+ARTEFACT_ITEMS = {
+    "MON-ALERT-RULES",
+    "MON-ALERT-RULES-LINT",
+    "MON-ALERT-RUNBOOKS",
+    "MON-ALERT-ROUTES",
+    "MON-DASH-IN-REPO",
+    "POST-ERROR-WATCH",
+    "POST-LATENCY-WATCH",
+    "BAK-FRESHNESS-ALERT",
+}
+LOG_ITEMS = {"MON-ACCESS-LOG", "DEP-LOGS-FLOWING", "MON-AUDIT-LOG", "MON-LOG-CENTRAL"}
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[TargetInfo]:
+    with native() as info:
+        yield info
+
+
+def broken_copy(tmp: Path, relative: str, edit: Callable[[str], str]) -> Path:
+    copy = tmp / "monitoring"
+    shutil.copytree(REPO / "system" / "monitoring", copy)
+    path = copy / relative
+    before = path.read_text()
+    after = edit(before)
+    if after == before:
+        raise AssertionError(f"the edit of {relative} changed nothing; the artefact moved on")
+    path.write_text(after)
+    return copy
+
+
+def replace_once(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert text.count(old) >= 1, f"{old!r} is not in the file any more"
+        return text.replace(old, new, 1)
+
+    return edit
+
+
+def red_artefact_items(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, copy: Path
+) -> dict[str, str]:
+    """Item id -> every failure message of its probes, joined."""
+    monkeypatch.setenv(MONITORING_DIR_ENV, str(copy))
+    results = probe(target, "monitoring", items=ARTEFACT_ITEMS)
+    return {
+        item: " | ".join(r.message for r in results.for_item(item) if r.outcome is Outcome.FAIL)
+        for item in failing(results)
+    }
+
+
+def test_the_bundled_artefacts_pass(target: TargetInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
+    assert failing(probe(target, "monitoring", items=ARTEFACT_ITEMS)) == {}
+
+
+def test_an_error_ratio_compared_to_1_instead_of_1_percent_cannot_fire(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    copy = broken_copy(tmp_path, "alerts.yml", replace_once("> 0.01", "> 1"))
+    red = red_artefact_items(target, monkeypatch, copy)
+    assert set(red) == {"MON-ALERT-RULES", "POST-ERROR-WATCH"}, red
+    assert "promtool test rules" in red["MON-ALERT-RULES"]
+    assert "1.5 % of requests failing" in red["POST-ERROR-WATCH"]
+
+
+def test_a_metric_name_typo_in_the_latency_alert_is_caught(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    typo = replace_once("http_request_duration_seconds_bucket{", "http_request_duration_bucket{")
+    copy = broken_copy(tmp_path, "alerts.yml", typo)
+    red = red_artefact_items(target, monkeypatch, copy)
+    assert set(red) == {"MON-ALERT-RULES", "POST-LATENCY-WATCH"}, red
+    assert "http_request_duration_bucket" in red["MON-ALERT-RULES"]
+    assert "p95 stays at 0.65 s" in red["POST-LATENCY-WATCH"]
+
+
+def test_an_alert_without_a_runbook_link_fails_only_the_runbook_item(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    drop = replace_once("          runbook_url: docs/runbooks/disk-usage-high.md\n", "")
+    copy = broken_copy(tmp_path, "alerts.yml", drop)
+    red = red_artefact_items(target, monkeypatch, copy)
+    assert set(red) == {"MON-ALERT-RUNBOOKS"}, red
+    assert "DiskUsageHigh" in red["MON-ALERT-RUNBOOKS"]
+    assert "runbook_url" in red["MON-ALERT-RUNBOOKS"]
+
+
+def test_a_backup_alert_at_48_hours_fails_the_freshness_item(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    copy = broken_copy(tmp_path, "alerts.yml", replace_once("> 25 * 3600", "> 48 * 3600"))
+    red = red_artefact_items(target, monkeypatch, copy)
+    assert set(red) == {"BAK-FRESHNESS-ALERT", "MON-ALERT-RULES"}, red
+    assert "older than 25 hours" in red["BAK-FRESHNESS-ALERT"]
+
+
+def test_a_dashboard_querying_a_missing_metric_fails_only_the_dashboard_item(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    edit = replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{")
+    copy = broken_copy(tmp_path, "grafana/dashboards/realtime.json", edit)
+    red = red_artefact_items(target, monkeypatch, copy)
+    assert set(red) == {"MON-DASH-IN-REPO"}, red
+    assert "chat_messages_sent_total" in red["MON-DASH-IN-REPO"]
+    assert "realtime" in red["MON-DASH-IN-REPO"]
+
+
+def test_critical_alerts_routed_to_a_receiver_without_integrations_fail_the_routes_item(
+    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def null_pager(text: str) -> str:
+        return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
+
+    copy = broken_copy(tmp_path, "alertmanager.yml", null_pager)
+    red = red_artefact_items(target, monkeypatch, copy)
+    assert set(red) == {"MON-ALERT-ROUTES"}, red
+    assert "pager receiver" in red["MON-ALERT-ROUTES"]
+
+
+def test_an_edge_that_serves_metrics_fails_the_metrics_endpoint_item(tmp_path: Path) -> None:
+    deny = (
+        "        location ~ ^/(?:v1/)?metrics(?:/|$) {\n"
+        "            include security/headers.conf;\n"
+        "            return 404;\n"
+    )
+    proxied = deny.replace("return 404;", "proxy_pass http://api;")
+    templates = edge_templates(tmp_path, {"nginx.conf.j2": lambda t: t.replace(deny, proxied, 1)})
+    with native(edge_template_dir=templates) as info:
+        red = failing(probe(info, "monitoring/test_metrics.py"))
+    assert set(red) == {"MON-METRICS-ENDPOINT"}, red
+    assert "must not serve metrics from the public edge" in red["MON-METRICS-ENDPOINT"]
+
+
+def test_workers_that_log_only_warnings_fail_the_request_log_items() -> None:
+    with native(worker_env={"CHATSDK_LOG_LEVEL": "WARNING"}) as info:
+        red = failing(probe(info, "monitoring/test_logs.py", items=LOG_ITEMS))
+    # Audit records do not depend on the log level; request records do.
+    assert set(red) == {"DEP-LOGS-FLOWING", "MON-LOG-CENTRAL"}, red
+    assert "API's logs must hold a record with request_id" in red["DEP-LOGS-FLOWING"]
