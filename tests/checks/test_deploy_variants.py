@@ -1,0 +1,180 @@
+"""The artefact probes (system/deploy, docs/operations, CHANGELOG.md) against deliberately broken
+copies of the repository: each defect turns exactly its items red and the reason names it.
+
+The probes read the repository given by --repo-dir; no live target is touched (the two probes
+of these items that need one, the worker-kill drill and pip-audit, are deselected), so the
+target below is never contacted."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from preflight.plugin import RunContext, run_probes
+from preflight.targets.base import TargetInfo
+from tests.checks.support import CHECKLIST, CHECKS, REPO, failing, outcomes
+
+PROBES = [
+    CHECKS / "infrastructure" / "test_k8s.py",
+    CHECKS / "deployment" / "test_artefacts.py",
+    CHECKS / "operations",
+]
+ARTEFACT_ITEMS = {
+    "INF-K8S-PDB",
+    "INF-K8S-NETPOL",
+    "INF-K8S-QUOTA",
+    "PERF-AUTOSCALE",
+    "PERF-RESOURCE-LIMITS",
+    "DEP-STRATEGY-ROLLING",
+    "APP-IMAGES-PUBLISHED",
+    "APP-SUPERVISED",
+    "DEP-SECURITY-SCAN",
+    "SEC-SECRETS-NOT-IN-CODE",
+    "DEP-ROLLBACK-DOC",
+    "BAK-DR-PLAN",
+    "OPS-RUNBOOK-COMMON",
+    "OPS-TROUBLESHOOTING",
+}
+LIVE_PROBES = "not killed_api_worker and not release_dependencies"
+NEVER_CONTACTED = TargetInfo(
+    name="artefacts-only", kind="external", edge_url="https://127.0.0.1:9", admin_key="unused"
+)
+
+Edit = Callable[[str], str]
+
+
+def broken_copy(tmp: Path, edits: dict[str, Edit]) -> Path:
+    """The repository's files (tracked and untracked-not-ignored) in a fresh git work tree, with
+    each named file passed through its edit; an edit that changes nothing raises."""
+    copy = tmp / "repo"
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    subprocess.run(["git", "init", "-q", str(copy)], check=True, timeout=30)
+    for relative, edit in edits.items():
+        path = copy / relative
+        before = path.read_text()
+        after = edit(before)
+        if after == before:
+            raise AssertionError(f"the edit of {relative} changed nothing; the artefact moved on")
+        path.write_text(after)
+    return copy
+
+
+def judge(copy: Path) -> dict[str, str]:
+    results = run_probes(
+        PROBES,
+        RunContext(target=NEVER_CONTACTED, selected=ARTEFACT_ITEMS),
+        CHECKLIST,
+        extra_args=[f"--repo-dir={copy}", "-k", LIVE_PROBES],
+    )
+    assert not results.errors, results.errors
+    decided = outcomes(results)
+    assert set(decided) == ARTEFACT_ITEMS, sorted(ARTEFACT_ITEMS - set(decided))
+    not_decided = {i: r for i, (o, r) in decided.items() if o.value in ("error", "skip")}
+    assert not not_decided, not_decided
+    return failing(results)
+
+
+def drop_yaml_block(key: str, count: int = 1) -> Edit:
+    """Remove the first `count` blocks `key:` (with their deeper-indented lines)."""
+
+    def edit(text: str) -> str:
+        return re.sub(rf"(?m)^( *){key}:.*\n(?:\1 .*\n)*", "", text, count=count)
+
+    return edit
+
+
+def test_the_repository_itself_passes_every_artefact_item(tmp_path: Path) -> None:
+    assert judge(broken_copy(tmp_path, {})) == {}
+
+
+def _without_probes(text: str) -> str:
+    return drop_yaml_block("readinessProbe")(drop_yaml_block("livenessProbe")(text))
+
+
+def _nginx_without_healthcheck(text: str) -> str:
+    return re.sub(
+        r"(?s)(\n  nginx:\n.*?)\n    healthcheck:\n(?:      [^\n]*\n)+", r"\1\n", text, count=1
+    )
+
+
+def _secret_in_config(text: str) -> str:
+    return text.replace(
+        "  CHATSDK_LOG_LEVEL: INFO\n",
+        f'  CHATSDK_LOG_LEVEL: INFO\n  CHATSDK_JWT_SECRET: "{secrets.token_hex(32)}"\n',
+        1,
+    )
+
+
+def _postgres_open_to_minio(text: str) -> str:
+    return text.replace(
+        "[api, realtime]}\n      ports:\n        - {protocol: TCP, port: 5432}",
+        "[api, realtime, minio]}\n      ports:\n        - {protocol: TCP, port: 5432}",
+    )
+
+
+# Each variant seeds several defects whose items do not overlap (one copy and one probe run per
+# variant, not one per defect; detect-secrets alone takes seconds); every defect must turn
+# exactly its own items red, with a reason naming it.
+VARIANTS = [
+    pytest.param(
+        {
+            "system/deploy/k8s/60-api.yaml": _without_probes,
+            "system/deploy/k8s/70-hpa.yaml": lambda t: t.replace(
+                "maxReplicas: 10", "maxReplicas: 2"
+            ),
+            "system/deploy/Dockerfile": lambda t: t.replace("USER 10001:10001", "USER root"),
+            "system/deploy/k8s/30-config.yaml": _secret_in_config,
+            "system/deploy/k8s/71-pdb.yaml": lambda t: t.split("---")[1],
+            "docs/operations/rollback.md": lambda t: t.replace("rollout undo", "rollout restart"),
+        },
+        {
+            "APP-SUPERVISED": "livenessProbe",
+            "DEP-STRATEGY-ROLLING": "readiness",
+            "PERF-AUTOSCALE": "got 3..2",
+            "DEP-SECURITY-SCAN": "DL3002",
+            "SEC-SECRETS-NOT-IN-CODE": "30-config.yaml",
+            "INF-K8S-PDB": "Deployment/api",
+            "DEP-ROLLBACK-DOC": "rollout undo",
+        },
+        id="no-probes-hpa-max-2-root-image-secret-in-config-no-pdb-rollback-doc-without-undo",
+    ),
+    pytest.param(
+        {
+            "system/deploy/k8s/60-api.yaml": drop_yaml_block("resources"),
+            "system/deploy/docker-compose.yml": _nginx_without_healthcheck,
+            "system/deploy/k8s/50-networkpolicy.yaml": _postgres_open_to_minio,
+        },
+        {
+            "PERF-RESOURCE-LIMITS": "Deployment/api",
+            "DEP-STRATEGY-ROLLING": "compose service nginx must define a healthcheck",
+            "INF-K8S-NETPOL": "minio",
+        },
+        id="deployment-without-resources-compose-without-healthcheck-postgres-open-to-minio",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edits", "expected"), VARIANTS)
+def test_defects_turn_exactly_their_items_red(
+    tmp_path: Path, edits: dict[str, Edit], expected: dict[str, str]
+) -> None:
+    red = judge(broken_copy(tmp_path, edits))
+    assert set(red) == set(expected), red
+    for item, words in expected.items():
+        assert words in red[item], red[item]
