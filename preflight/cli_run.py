@@ -10,7 +10,7 @@ from types import FrameType
 
 from preflight.checklist import AREAS, DEFAULT_PATH
 from preflight.errors import PreflightError
-from preflight.run import PROFILES, Progress, RunOptions, run
+from preflight.run import PROFILES, Progress, RunOptions, no_load_runner, run
 
 SEVERITIES = ("critical", "high", "medium", "low")
 
@@ -78,6 +78,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--profile", default="smoke", choices=PROFILES, help="load profile (default smoke)"
     )
     p.add_argument(
+        "--no-load",
+        action="store_true",
+        help="skip the load profile (load items stay unverified, saying so); for quick runs",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -120,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         waivers_path=args.waivers,
         keys_path=args.keys,
         attestations_dir=args.attestations,
+        **({"load_runner": no_load_runner} if args.no_load else {}),
     )
     received: list[str] = []
 

@@ -24,23 +24,42 @@ class LoadFigure:
 
     metric: str
     measured: float
-    scale_reached: Mapping[str, int]  # e.g. {"users": 500, "sockets": 1000}
+    scale_reached: Mapping[str, int]  # e.g. {"users": 500, "ws_connections": 1000}
+    unit: str = ""
 
 
 @dataclass(frozen=True)
 class LoadResults:
+    """What the load runner measured. `reason` says why nothing ran, or why the run ended early.
+    `valid` is False when the run cannot count as evidence (the load generator itself saturated):
+    its figures are kept for the record, and every load item stays unverified with
+    `invalid_reason`. `details` holds the record's view of the run: per request type stats, the
+    time series, the generator's CPU."""
+
     profile: str
     ran: bool
     reason: str = ""
     figures: Mapping[str, LoadFigure] = field(default_factory=dict)
+    valid: bool = True
+    invalid_reason: str = ""
+    scale_reached: Mapping[str, int] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.details,
             "profile": self.profile,
             "ran": self.ran,
             "reason": self.reason,
+            "valid": self.valid,
+            "invalid_reason": self.invalid_reason,
+            "scale_reached": dict(self.scale_reached),
             "figures": {
-                name: {"measured": f.measured, "scale_reached": dict(f.scale_reached)}
+                name: {
+                    "measured": f.measured,
+                    "unit": f.unit,
+                    "scale_reached": dict(f.scale_reached),
+                }
                 for name, f in self.figures.items()
             },
         }
@@ -95,10 +114,21 @@ def decide_load(item: Item, load: LoadResults) -> Decision:
         )
     short = {k: (v, figure.scale_reached.get(k, 0)) for k, v in item.scale.items()}
     short = {k: (need, got) for k, (need, got) in short.items() if got < need}
-    figures = {**expected, "measured": figure.measured, "scale_reached": not short}
+    figures = {
+        **expected,
+        "measured": figure.measured,
+        "unit": figure.unit,
+        "scale_reached": not short,
+        "scale": {"needed": dict(item.scale), "reached": dict(figure.scale_reached)},
+    }
+    if not load.valid:
+        reason = f"load profile {load.profile} is not evidence: {load.invalid_reason}"
+        return Decision(item, True, Outcome.UNVERIFIED, reason, figures=figures)
     if short:
         gaps = ", ".join(f"{k} {got} of {need}" for k, (need, got) in short.items())
         reason = f"load profile {load.profile} did not reach the item's scale ({gaps})"
+        if load.reason:
+            reason += f"; {load.reason}"
         return Decision(item, True, Outcome.UNVERIFIED, reason, figures=figures)
     if item.comparison is None or item.value is None:  # the schema requires both on load items
         raise ValueError(f"{item.id}: a load item without comparison or value")

@@ -4,6 +4,7 @@ reports. `preflight run` is a thin shell around `run()`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import platform
@@ -40,6 +41,7 @@ from preflight.decide import (
 )
 from preflight.diff import diff_records
 from preflight.errors import PreflightError
+from preflight.load import LocustRunner, locust_runner
 from preflight.outcomes import ProbeResult, ProbeResults
 from preflight.plugin import RunContext, run_probes
 from preflight.record import (
@@ -65,8 +67,8 @@ LoadRunner = Callable[[TargetInfo, str, int, Sequence[Item]], LoadResults]
 def no_load_runner(
     _info: TargetInfo, profile: str, _workers: int, items: Sequence[Item]
 ) -> LoadResults:
-    """The default until a load runner is plugged in: load items stay unverified, and say why."""
-    reason = "no load runner is part of this build yet, so no load profile ran"
+    """`preflight run --no-load`: load items stay unverified, and say why."""
+    reason = "the load profile was not run (--no-load)"
     return LoadResults(profile=profile, ran=False, reason=reason if items else "no load items")
 
 
@@ -84,7 +86,7 @@ class RunOptions:
     waivers_path: Path = Path("waivers.yaml")
     keys_path: Path = Path("signoff/keys.yaml")
     attestations_dir: Path = Path("signoff/attestations")
-    load_runner: LoadRunner = no_load_runner
+    load_runner: LoadRunner = locust_runner
 
 
 @dataclass
@@ -204,7 +206,10 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         )
         load_items = [i for i in inputs.selected if i.verify == "load"]
         progress.log(f"load: profile {options.profile}, {len(load_items)} load items")
-        load = options.load_runner(info, options.profile, options.workers, load_items)
+        runner = options.load_runner
+        if isinstance(runner, LocustRunner):
+            runner = dataclasses.replace(runner, log=progress.log)
+        load = runner(info, options.profile, options.workers, load_items)
         if not load.ran:
             progress.log(f"load: {load.reason}")
         drills = stage.pytest("drills", [options.checks_dir / "drills"])

@@ -1,0 +1,509 @@
+"""The load runner: Locust headless in its own processes against a target, then figures for the
+checklist's load items.
+
+Locust runs loadtests/locustfile.py (one process, or a master and N workers), reads the
+credentials from the environment (never the command line), and its master writes a JSON line
+per interval (loadtests/recorder.py): users, WebSockets held, and per request type the count,
+failures and response-time histogram of that interval. While it runs, this side reads the
+lines, samples every Locust process's CPU, and stops the run early when an SLO is clearly
+broken. Afterwards the full-scale window (every interval spent at the run's peak user count)
+gives the figures and the scale reached; a run whose generator saturated is kept for the record
+but is not evidence.
+
+Metrics a Locust run cannot measure are left out on purpose, so their items stay unverified
+with the reason "did not measure": the database pool wait (db_pool_wait_p95_ms, the API's
+/metrics), per-worker shares (worker_share_max_over_fair, the API's or the edge's per-upstream
+counts), scaling with twice the API workers (two runs against two targets), resource, CPU and
+memory headroom of the system's components, requests lost during a rolling restart (a drill
+under load), the baseline comparison (needs the previous record) and capacity over real peak
+traffic (needs production figures).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from preflight.checklist import Item
+from preflight.decide import LoadFigure, LoadResults
+from preflight.errors import PreflightError
+from preflight.targets.base import TargetInfo
+from preflight.targets.procs import Child, free_port
+
+LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
+PERCENTILES = (0.5, 0.95, 0.99)
+SEND_NAMES = ("/v1/channels/{id}/messages [send]", "/v1/channels/{id}/polls")
+TEMP_PREFIX = "preflight-load-"
+
+
+def percentile(hist: Mapping[int, int], fraction: float) -> float:
+    """Locust's rule: the smallest bucket with at most (1 - fraction) of the requests above it."""
+    total = sum(hist.values())
+    if total == 0:
+        return 0.0
+    wanted = int(total * fraction)
+    seen = 0
+    for bucket in sorted(hist, reverse=True):
+        seen += hist[bucket]
+        if total - seen <= wanted:
+            return float(bucket)
+    return 0.0
+
+
+@dataclass
+class Stat:
+    """Requests, failures and the histogram of one request type over some window."""
+
+    requests: int = 0
+    failures: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        self.requests += int(entry["requests"])
+        self.failures += int(entry["failures"])
+        for bucket, count in entry["hist"].items():
+            self.hist[int(bucket)] = self.hist.get(int(bucket), 0) + int(count)
+
+    def merge(self, other: Stat) -> None:
+        self.add({"requests": other.requests, "failures": other.failures, "hist": dict(other.hist)})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"requests": self.requests, "failures": self.failures}
+        for p in PERCENTILES:
+            out[f"p{round(p * 100)}_ms"] = percentile(self.hist, p)
+        return out
+
+
+def is_http(key: str) -> bool:
+    return not key.startswith("WS ")
+
+
+def aggregate(lines: Iterable[Mapping[str, Any]], keep: Callable[[str], bool]) -> Stat:
+    total = Stat()
+    for line in lines:
+        for key, entry in line["entries"].items():
+            if keep(key):
+                total.add(entry)
+    return total
+
+
+def by_type(lines: Iterable[Mapping[str, Any]]) -> dict[str, Stat]:
+    stats: dict[str, Stat] = {}
+    for line in lines:
+        for key, entry in line["entries"].items():
+            stats.setdefault(key, Stat()).add(entry)
+    return dict(sorted(stats.items()))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The intervals spent at full scale: both ends of the interval at the peak user count."""
+
+    lines: tuple[Mapping[str, Any], ...]
+    users: int
+    sockets: int
+    duration_s: float
+
+    @classmethod
+    def of(cls, lines: Sequence[Mapping[str, Any]]) -> Window:
+        peak = max((int(line["users"]) for line in lines), default=0)
+        picked: list[Mapping[str, Any]] = []
+        duration = 0.0
+        for before, line in itertools.pairwise(lines):
+            if peak and int(before["users"]) >= peak and int(line["users"]) >= peak:
+                picked.append(line)
+                duration += float(line["t"]) - float(before["t"])
+        # Workers report their sockets to the master every 3 s: the first seconds at full scale
+        # may still show a count from the ramp.
+        settled = [line for line in picked if float(line["t"]) - float(picked[0]["t"]) >= 3.0]
+        sockets = min((int(line["sockets"]) for line in settled or picked), default=0)
+        return cls(tuple(picked), peak if picked else 0, sockets, duration)
+
+    def scale(self) -> dict[str, int]:
+        return {
+            "users": self.users,
+            "ws_connections": self.sockets,
+            "duration_s": math.floor(self.duration_s),
+        }
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a run is stopped early, and when its generator counts as saturated."""
+
+    window_s: float = 10.0
+    error_ratio_pct: float = 50.0
+    api_latency_p95_ms: float = 10_000.0
+    min_requests: int = 20
+    saturation_pct: float = 90.0  # of one core per Locust process, and of all cores together
+
+    @classmethod
+    def of(cls, profile: Mapping[str, Any], saturation_pct: float) -> Thresholds:
+        stop = profile.get("early_stop", {})
+        return cls(
+            window_s=float(stop.get("window_s", cls.window_s)),
+            error_ratio_pct=float(stop.get("error_ratio_pct", cls.error_ratio_pct)),
+            api_latency_p95_ms=float(stop.get("api_latency_p95_ms", cls.api_latency_p95_ms)),
+            min_requests=int(stop.get("min_requests", cls.min_requests)),
+            saturation_pct=saturation_pct,
+        )
+
+
+def broken_slo(
+    lines: Sequence[Mapping[str, Any]], ramp_s: float, started: float, limits: Thresholds
+) -> str | None:
+    """After the ramp, over the last window: a clearly broken SLO, as a sentence, or None."""
+    if not lines or float(lines[-1]["t"]) - started < ramp_s:
+        return None
+    since = float(lines[-1]["t"]) - limits.window_s
+    recent = [line for line in lines if float(line["t"]) > since]
+    every = aggregate(recent, lambda _key: True)
+    if every.requests < limits.min_requests:
+        return None
+    ratio = 100.0 * every.failures / every.requests
+    if ratio > limits.error_ratio_pct:
+        return (
+            f"error ratio {ratio:.1f} % over the last {limits.window_s:g} s after the ramp "
+            f"(early-stop threshold {limits.error_ratio_pct:g} %)"
+        )
+    p95 = percentile(aggregate(recent, is_http).hist, 0.95)
+    if p95 > limits.api_latency_p95_ms:
+        return (
+            f"API p95 {p95:g} ms over the last {limits.window_s:g} s after the ramp "
+            f"(early-stop threshold {limits.api_latency_p95_ms:g} ms)"
+        )
+    return None
+
+
+@dataclass
+class CpuSample:
+    t: float
+    per_process: dict[str, float]  # percent of one core
+
+
+def saturation(
+    samples: Sequence[CpuSample], window: Window, cores: int, limits: Thresholds
+) -> str | None:
+    """Why the generator counts as saturated during full scale, or None."""
+    if window.lines:
+        first, last = float(window.lines[0]["t"]), float(window.lines[-1]["t"])
+        samples = [s for s in samples if first - 2.5 <= s.t <= last + 0.5] or list(samples)
+    if not samples:
+        return None
+    names = sorted({name for s in samples for name in s.per_process})
+    for name in names:
+        values = [s.per_process[name] for s in samples if name in s.per_process]
+        mean = sum(values) / len(values)
+        if mean > limits.saturation_pct:
+            return (
+                f"the load generator saturated: Locust process {name} used {mean:.0f} % of a "
+                f"core on average at full scale (limit {limits.saturation_pct:g} %)"
+            )
+    total = sum(sum(s.per_process.values()) for s in samples) / len(samples)
+    if total > limits.saturation_pct * cores:
+        return (
+            f"the load generator saturated: Locust used {total:.0f} % CPU in total at full "
+            f"scale, more than {limits.saturation_pct:g} % of the machine's {cores} cores"
+        )
+    warned = [line for line in window.lines if line.get("cpu_warning")]
+    if warned and window.lines and not window.lines[0].get("cpu_warning"):
+        return "the load generator saturated: Locust warned of CPU above 90 % at full scale"
+    return None
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What one Locust run left: its time series, CPU samples, how it ended."""
+
+    profile: str
+    settings: Mapping[str, Any]
+    lines: Sequence[Mapping[str, Any]]
+    cpu: Sequence[CpuSample]
+    workers: int
+    mode: str
+    exit_codes: Mapping[str, int | None]
+    stopped_early: str = ""
+    log_tail: str = ""
+
+
+def summarise(data: RunData, limits: Thresholds, cores: int | None = None) -> LoadResults:
+    """Figures, scale reached, validity and the record's details from one run's data."""
+    cores = cores or os.cpu_count() or 1
+    lines = [line for line in data.lines if line.get("entries") is not None]
+    if not any(line["entries"] for line in lines):
+        reason = "Locust recorded no request" + (f": {data.log_tail}" if data.log_tail else "")
+        return LoadResults(profile=data.profile, ran=False, reason=reason)
+    window = Window.of(lines)
+    scale = window.scale()
+    everything = aggregate(lines, lambda _key: True)
+    full_http = aggregate(window.lines, is_http)
+    full_delivery = aggregate(window.lines, lambda key: key == "WS delivery")
+    sends = aggregate(window.lines, lambda key: key.startswith("POST ") and key[5:] in SEND_NAMES)
+    span = window.duration_s
+    figures: dict[str, tuple[float, str]] = {
+        "concurrent_users": (float(window.users), "users"),
+        "ws_connections_open": (float(window.sockets), "connections"),
+        "error_ratio_pct": (
+            round(100.0 * everything.failures / max(everything.requests, 1), 3),
+            "%",
+        ),
+    }
+    if full_http.requests:
+        figures["api_latency_p95_ms"] = (percentile(full_http.hist, 0.95), "ms")
+        figures["api_latency_p99_ms"] = (percentile(full_http.hist, 0.99), "ms")
+    if full_delivery.requests:
+        figures["ws_delivery_p95_ms"] = (percentile(full_delivery.hist, 0.95), "ms")
+        figures["ws_delivery_p99_ms"] = (percentile(full_delivery.hist, 0.99), "ms")
+    if span > 0:
+        ok_sends = sends.requests - sends.failures
+        figures["messages_per_s"] = (round(ok_sends / span, 2), "messages/s")
+        figures["ws_deliveries_per_s"] = (round(full_delivery.requests / span, 2), "deliveries/s")
+        figures["requests_per_s"] = (round(full_http.requests / span, 2), "requests/s")
+    invalid = saturation(data.cpu, window, cores, limits)
+    reason = f"stopped early: {data.stopped_early}" if data.stopped_early else ""
+    return LoadResults(
+        profile=data.profile,
+        ran=True,
+        reason=reason,
+        figures={
+            name: LoadFigure(name, value, scale, unit) for name, (value, unit) in figures.items()
+        },
+        valid=invalid is None,
+        invalid_reason=invalid or "",
+        scale_reached=scale,
+        details=details(data, lines, window, cores),
+    )
+
+
+def details(
+    data: RunData, lines: Sequence[Mapping[str, Any]], window: Window, cores: int
+) -> dict[str, Any]:
+    start = float(lines[0]["t"]) - float(lines[0].get("elapsed_s", 0)) if lines else 0.0
+    series = []
+    for before, line in zip([None, *lines], lines, strict=False):
+        dt = float(line["t"]) - float(before["t"]) if before else 0.0
+        http = aggregate([line], is_http)
+        delivery = aggregate([line], lambda key: key == "WS delivery")
+        every = aggregate([line], lambda _key: True)
+        cpu = [s.per_process for s in data.cpu if abs(s.t - float(line["t"])) <= 1.5]
+        series.append(
+            {
+                "t_s": round(float(line["t"]) - start, 2),
+                "users": line["users"],
+                "ws_connections": line["sockets"],
+                "requests_per_s": round(every.requests / dt, 2) if dt > 0 else None,
+                "failures_per_s": round(every.failures / dt, 2) if dt > 0 else None,
+                "http_p50_ms": percentile(http.hist, 0.5),
+                "http_p95_ms": percentile(http.hist, 0.95),
+                "http_p99_ms": percentile(http.hist, 0.99),
+                "ws_delivery_p95_ms": percentile(delivery.hist, 0.95),
+                "locust_cpu_pct": cpu[-1] if cpu else {},
+            }
+        )
+    cpu_by_process: dict[str, dict[str, float]] = {}
+    for name in sorted({n for s in data.cpu for n in s.per_process}):
+        values = [s.per_process[name] for s in data.cpu if name in s.per_process]
+        cpu_by_process[name] = {
+            "mean_pct": round(sum(values) / len(values), 1),
+            "max_pct": round(max(values), 1),
+        }
+    errors = next((line.get("errors") for line in reversed(lines) if line.get("final")), None)
+    return {
+        "settings": dict(data.settings),
+        "requests": {key: stat.to_json() for key, stat in by_type(lines).items()},
+        "requests_full_scale": {key: s.to_json() for key, s in by_type(window.lines).items()},
+        "errors": errors or {},
+        "timeseries": series,
+        "generator": {
+            "mode": data.mode,
+            "workers": data.workers,
+            "cores": cores,
+            "cpu_by_process": cpu_by_process,
+            "exit_codes": dict(data.exit_codes),
+        },
+    }
+
+
+def read_profile(path: Path, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    profiles = yaml.safe_load(path.read_text())
+    if not isinstance(profiles, dict) or name not in profiles:
+        raise PreflightError(f"load profile {name} is not defined in {path}")
+    return {**profiles[name], **overrides}
+
+
+@dataclass(frozen=True)
+class LocustRunner:
+    """`preflight run`'s load runner (RunOptions.load_runner). `overrides` replaces profile
+    settings (tests shorten smoke with it); `workers` > 1 runs a master and that many workers."""
+
+    locustfile: Path = LOADTESTS / "locustfile.py"
+    profiles_file: Path = LOADTESTS / "profiles.yaml"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    interval_s: float = 2.0
+    saturation_pct: float = 90.0
+    grace_s: float = 60.0  # beyond ramp + hold before the run is cut off
+    log: Callable[[str], None] = field(default=lambda _msg: None)
+
+    def __call__(
+        self, info: TargetInfo, profile: str, workers: int, items: Sequence[Item]
+    ) -> LoadResults:
+        if not items:
+            return LoadResults(profile=profile, ran=False, reason="no load items selected")
+        settings = read_profile(self.profiles_file, profile, self.overrides)
+        limits = Thresholds.of(settings, self.saturation_pct)
+        return summarise(self.collect(info, profile, workers), limits)
+
+    def collect(self, info: TargetInfo, profile: str, workers: int) -> RunData:
+        """Run Locust and return what it recorded (summarise() turns it into results)."""
+        settings = read_profile(self.profiles_file, profile, self.overrides)
+        limits = Thresholds.of(settings, self.saturation_pct)
+        work = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        try:
+            return self._run(
+                info, profile, workers=max(1, workers), settings=settings, limits=limits, work=work
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _run(
+        self,
+        info: TargetInfo,
+        profile: str,
+        *,
+        workers: int,
+        settings: Mapping[str, Any],
+        limits: Thresholds,
+        work: Path,
+    ) -> RunData:
+        profiles = work / "profiles.yaml"
+        profiles.write_text(json.dumps({profile: settings}))  # JSON is YAML
+        series = work / "timeseries.jsonl"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+        env["PREFLIGHT_ADMIN_KEY"] = info.admin_key
+        if info.ca_file is not None:
+            env["PREFLIGHT_CA_FILE"] = str(info.ca_file)
+        locust = [sys.executable, "-m", "locust", "-f", str(self.locustfile)]
+        master = [
+            *locust,
+            "--headless",
+            "--only-summary",
+            "--host",
+            info.edge_url,
+            "--load-profile",
+            profile,
+            "--load-profiles",
+            str(profiles),
+            "--timeseries",
+            str(series),
+            "--timeseries-interval",
+            str(self.interval_s),
+            "--stop-timeout",
+            "5",
+        ]
+        children: list[Child] = []
+        mode, port = "local", 0
+        if workers > 1:
+            mode = "master/worker"
+            port = free_port()
+            master += [
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(port),
+                "--expect-workers",
+                str(workers),
+                "--expect-workers-max-wait",
+                "60",
+            ]
+        children.append(Child("locust-master", master, work / "master.log", signal.SIGTERM, 20.0))
+        for i in range(workers if workers > 1 else 0):
+            argv = [*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+            children.append(
+                Child(f"locust-worker-{i + 1}", argv, work / f"worker-{i + 1}.log", signal.SIGTERM)
+            )
+        users, rate = int(settings["users"]), float(settings["spawn_rate"])
+        ramp_s, hold_s = users / rate, float(settings["hold_s"])
+        deadline = time.monotonic() + ramp_s + hold_s + self.grace_s + 30.0 * (workers > 1)
+        self.log(
+            f"load: Locust {mode} with {workers} process(es) for generating load, "
+            f"{users} users, ramp {ramp_s:.0f} s, hold {hold_s:.0f} s"
+        )
+        lines: list[dict[str, Any]] = []
+        cpu: list[CpuSample] = []
+        stopped = ""
+        started = time.time()
+        offset = 0
+        try:
+            for child in children:
+                child.start(env=env, cwd=work)
+            handles = {c.name: psutil.Process(c.pid) for c in children}
+            for handle in handles.values():
+                handle.cpu_percent(None)
+            while children[0].running():
+                time.sleep(self.interval_s / 2)
+                cpu.append(CpuSample(time.time(), _cpu(handles)))
+                offset = _read_lines(series, offset, lines)
+                reason = broken_slo(lines, ramp_s, started, limits) if not stopped else None
+                if reason:
+                    stopped = f"{reason}, at {time.time() - started:.0f} s"
+                    self.log(f"load: stopping early: {stopped}")
+                    children[0].signal(signal.SIGTERM)
+                if time.monotonic() > deadline and not stopped:
+                    stopped = f"the run did not end within {self.grace_s:g} s of its schedule"
+                    children[0].signal(signal.SIGTERM)
+        finally:
+            codes = {c.name: c.stop() for c in children}
+        _read_lines(series, offset, lines)
+        return RunData(
+            profile=profile,
+            settings=settings,
+            lines=lines,
+            cpu=cpu,
+            workers=workers,
+            mode=mode,
+            exit_codes=codes,
+            stopped_early=stopped,
+            log_tail=children[0].log_tail(15).strip() if not lines else "",
+        )
+
+
+def _cpu(handles: Mapping[str, psutil.Process]) -> dict[str, float]:
+    out = {}
+    for name, handle in handles.items():
+        try:
+            out[name] = handle.cpu_percent(None)
+        except psutil.Error:  # exited between samples
+            continue
+    return out
+
+
+def _read_lines(path: Path, offset: int, into: list[dict[str, Any]]) -> int:
+    """Append the complete JSON lines written since `offset`; return the new offset."""
+    if not path.exists():
+        return offset
+    with path.open("rb") as file:
+        file.seek(offset)
+        chunk = file.read()
+    end = chunk.rfind(b"\n") + 1
+    for raw in chunk[:end].splitlines():
+        if raw.strip():
+            into.append(json.loads(raw))
+    return offset + end
+
+
+locust_runner = LocustRunner()

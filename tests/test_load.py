@@ -1,0 +1,180 @@
+"""The load runner against a real native target: Locust in its own processes (never in this
+one), the smoke profile shortened to seconds, figures for every metric a Locust run can measure,
+and the decisions they lead to. Timing and throughput are never asserted: the machine is shared.
+
+The edge's per-IP limits are raised (NativeOptions.api_rate_per_s): every Locust user comes from
+127.0.0.1, so the default 100 requests/s per address would turn a load run into a 429 test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from preflight.checklist import Item, load_checklist
+from preflight.decide import LoadResults, decide_load
+from preflight.load import LOADTESTS, LocustRunner, RunData, Thresholds, summarise
+from preflight.outcomes import Outcome
+from preflight.targets.base import TargetInfo
+from preflight.targets.native import NativeOptions, NativeTarget
+
+pytestmark = pytest.mark.native
+
+LOCUSTFILE = str(LOADTESTS / "locustfile.py")
+# smoke, shortened further for the suite: 6 users in rooms of 3, 10 s at full scale.
+TINY: dict[str, Any] = {
+    "users": 6,
+    "spawn_rate": 6,
+    "hold_s": 10,
+    "room_size": 3,
+    "early_stop": {"window_s": 4, "error_ratio_pct": 50, "min_requests": 5},
+}
+MEASURED = (
+    "concurrent_users",
+    "ws_connections_open",
+    "error_ratio_pct",
+    "api_latency_p95_ms",
+    "ws_delivery_p95_ms",
+    "messages_per_s",
+)
+NOT_MEASURED = (
+    "db_pool_wait_p95_ms",
+    "throughput_scaling_ratio_2x_workers",
+    "worker_share_max_over_fair",
+)
+
+
+def load_items() -> list[Item]:
+    return [i for i in load_checklist().items if i.verify == "load"]
+
+
+def locust_processes(since: float) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["create_time"] >= since - 1 and LOCUSTFILE in cmdline:
+            found.append(" ".join(cmdline))
+    return found
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[TargetInfo]:
+    with NativeTarget(NativeOptions(workers=2, api_rate_per_s=5000, ws_rate_per_s=5000)) as info:
+        yield info
+
+
+@pytest.fixture
+def no_locust_left() -> Iterator[None]:
+    since = time.time()
+    yield
+    assert not locust_processes(since), "a Locust process outlived its run"
+
+
+@pytest.fixture(scope="module")
+def smoke(target: TargetInfo) -> RunData:
+    return LocustRunner(overrides=TINY).collect(target, "smoke", 1)
+
+
+@pytest.mark.usefixtures("no_locust_left")
+def test_smoke_run_measures_every_locust_metric(smoke: RunData) -> None:
+    results = summarise(smoke, Thresholds())
+    assert results.ran, results.reason
+    assert results.valid, results.invalid_reason
+    assert results.reason == ""
+    missing = [m for m in MEASURED if m not in results.figures]
+    assert not missing, f"the smoke run produced no figure for {missing}"
+    assert not [m for m in NOT_MEASURED if m in results.figures]
+    assert results.figures["error_ratio_pct"].measured == 0.0, results.to_json()["errors"]
+    assert results.scale_reached["users"] == TINY["users"]
+    assert results.scale_reached["ws_connections"] == TINY["users"]
+    assert results.scale_reached["duration_s"] > 0
+    record = results.to_json()
+    for kind in ("POST /v1/channels/{id}/messages [send]", "GET /v1/channels", "WS delivery"):
+        stats = record["requests"][kind]
+        assert stats["requests"] > 0
+        assert {"failures", "p50_ms", "p95_ms", "p99_ms"} <= set(stats)
+    assert record["timeseries"]
+    assert {"users", "requests_per_s", "http_p95_ms"} <= set(record["timeseries"][0])
+    assert record["generator"]["mode"] == "local"
+    assert record["generator"]["exit_codes"] == {"locust-master": 0}
+
+
+def test_items_beyond_the_smoke_scale_stay_unverified_with_the_figures(smoke: RunData) -> None:
+    results = summarise(smoke, Thresholds())
+    for item in load_items():
+        decision = decide_load(item, results)
+        assert decision.outcome is Outcome.UNVERIFIED, (item.id, decision.reason)
+        figure = results.figures.get(item.metric or "")
+        if figure is not None:
+            assert "did not reach the item's scale" in decision.reason
+            assert decision.figures["measured"] == figure.measured
+            assert decision.figures["scale"]["reached"] == results.scale_reached
+        else:
+            assert f"did not measure {item.metric}" in decision.reason
+
+
+def test_an_item_within_the_reached_scale_is_decided(smoke: RunData) -> None:
+    results = summarise(smoke, Thresholds())
+    template = next(i for i in load_items() if i.id == "PERF-ERROR-RATIO")
+    small = dataclasses.replace(template, scale={"users": TINY["users"]})
+    decision = decide_load(small, results)
+    assert decision.outcome is Outcome.PASS, decision.reason
+
+
+def test_a_saturated_generator_makes_the_run_no_evidence(smoke: RunData) -> None:
+    """The same run judged with a CPU limit its generator exceeded (any use at all)."""
+    results = summarise(smoke, Thresholds(saturation_pct=0.0))
+    assert results.ran
+    assert not results.valid
+    assert "saturated" in results.invalid_reason
+    template = next(i for i in load_items() if i.id == "PERF-ERROR-RATIO")
+    decision = decide_load(dataclasses.replace(template, scale={"users": 1}), results)
+    assert decision.outcome is Outcome.UNVERIFIED
+    assert "saturated" in decision.reason
+
+
+@pytest.mark.usefixtures("no_locust_left")
+def test_a_broken_target_stops_the_run_early(target: TargetInfo) -> None:
+    broken = dataclasses.replace(target, admin_key="not-the-admin-key")
+    runner = LocustRunner(overrides={**TINY, "hold_s": 120})
+    started = time.monotonic()
+    results = runner(broken, "smoke", 1, load_items())
+    assert time.monotonic() - started < 90, "the run was not stopped early"
+    assert results.ran
+    assert results.reason.startswith("stopped early: error ratio 100.0 %"), results.reason
+    assert results.figures["error_ratio_pct"].measured == 100.0
+    item = next(i for i in load_items() if i.id == "PERF-ERROR-RATIO")
+    decision = decide_load(item, results)
+    assert decision.outcome is Outcome.UNVERIFIED
+    assert "stopped early: error ratio" in decision.reason
+
+
+@pytest.mark.usefixtures("no_locust_left")
+def test_two_workers_run_master_and_workers_and_aggregate(target: TargetInfo) -> None:
+    results = LocustRunner(overrides=TINY)(target, "smoke", 2, load_items())
+    assert results.ran, results.reason
+    assert results.valid, results.invalid_reason
+    record = results.to_json()
+    assert record["generator"]["mode"] == "master/worker"
+    assert set(record["generator"]["exit_codes"]) == {
+        "locust-master",
+        "locust-worker-1",
+        "locust-worker-2",
+    }
+    assert set(record["generator"]["cpu_by_process"]) == set(record["generator"]["exit_codes"])
+    # Each worker process creates its own app: two app creations reached the master's stats,
+    # and the sockets both workers hold add up to every user's.
+    assert record["requests"]["POST setup: /v1/apps"]["requests"] == 2
+    assert results.scale_reached["users"] == TINY["users"]
+    assert results.scale_reached["ws_connections"] == TINY["users"]
+    assert "api_latency_p95_ms" in results.figures
+
+
+def test_no_load_items_runs_nothing(target: TargetInfo) -> None:
+    results = LocustRunner(overrides=TINY)(target, "smoke", 1, [])
+    assert results == LoadResults(profile="smoke", ran=False, reason="no load items selected")
