@@ -157,8 +157,7 @@ def _wait_for(target: ProbeTarget, wanted: int, seconds: float) -> tuple[int, fl
 def test_readiness_follows_a_dependency_down_and_back(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
-    """A readiness check that stays green while a dependency is down keeps traffic on a broken
-    instance."""
+    """Readiness that stays green with a dependency down keeps traffic on a broken worker."""
     live = polite(lambda: target.http.get("/v1/health/live"))
     ready = polite(lambda: target.http.get("/v1/health/ready"))
     evidence.request(live)
