@@ -87,6 +87,11 @@ class ProbeTarget:
         return self._optional(self.info.postgres_dsn, "PostgreSQL DSN", "postgres_dsn")
 
     @property
+    def jwt_secret(self) -> str:
+        """The API's JWT signing secret; skips the probe when the target does not share it."""
+        return self._optional(self.info.jwt_secret, "JWT signing secret", "jwt_secret")
+
+    @property
     def redis_url(self) -> str:
         return self._optional(self.info.redis_url, "Redis URL", "redis_url")
 
@@ -131,7 +136,7 @@ class ProbeTarget:
 
     @staticmethod
     def _secrets_of(info: TargetInfo) -> tuple[str, ...]:
-        found = [info.admin_key]
+        found = [info.admin_key, info.jwt_secret or ""]
         for url in (info.postgres_dsn, info.redis_url):
             found += secrets_of_url(url)
         return tuple(dict.fromkeys(s for s in found if s))

@@ -196,6 +196,55 @@ def test_the_genuine_token_is_accepted(
     assert answer.accepted, f"{target.ws_url} must accept a genuine token (got {answer.what})"
 
 
+# Genuinely signed with the deployment's secret, valid but for one claim: what a verifier that
+# checks only the signature would accept.
+HOUR = 3600
+CLAIM_DEFECTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "expired an hour ago": lambda c: {**c, "exp": c["iat"] - HOUR, "iat": c["iat"] - 2 * HOUR},
+    "not valid for another hour (nbf)": lambda c: {**c, "nbf": c["iat"] + HOUR},
+    "a foreign audience": lambda c: {**c, "aud": "some-other-service"},
+    "a foreign issuer": lambda c: {**c, "iss": "https://issuer.invalid"},
+}
+
+
+def resigned(token: str, secret: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    header = jwt.get_unverified_header(token)
+    claims = change(claims_of(token))
+    return str(jwt.encode(claims, secret, algorithm=str(header["alg"]), headers=header))
+
+
+@pytest.mark.checklist("TST-AUTH")
+def test_a_token_resigned_unchanged_with_the_secret_is_accepted(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog
+) -> None:
+    """Without this control the claim refusals below could come from a wrong secret."""
+    token = resigned(actors.owner.access_token, target.jwt_secret, lambda c: c)
+    response = http_answer(target, token)
+    evidence.request(response)
+    assert response.status == 200, (
+        f"GET /v1/me with the owner's claims re-signed with the target's secret must answer "
+        f"200 (got {response.status}); the target's jwt_secret is not the API's"
+    )
+
+
+@pytest.mark.checklist("TST-AUTH")
+@pytest.mark.parametrize("defect", list(CLAIM_DEFECTS))
+def test_genuinely_signed_tokens_with_a_bad_claim_are_refused(
+    target: ProbeTarget, actors: Actors, evidence: EvidenceLog, defect: str
+) -> None:
+    """A verifier that checks only the signature accepts stolen, expired or foreign tokens."""
+    token = resigned(actors.owner.access_token, target.jwt_secret, CLAIM_DEFECTS[defect])
+    response = http_answer(target, token)
+    evidence.request(response)
+    assert response.status == 401, (
+        f"GET /v1/me with a token {defect} must be refused with 401 (got {response.status})"
+    )
+    answer = ws_authenticate(target, token)
+    evidence.note(f"{target.ws_url} with a token {defect}: {answer.what}")
+    refused = not answer.accepted and bool(answer.close_code or answer.handshake_status)
+    assert refused, f"{target.ws_url} must refuse a token {defect} (got {answer.what})"
+
+
 @pytest.mark.checklist("TST-AUTH")
 @pytest.mark.parametrize("where", list(QUERY_CREDENTIALS))
 def test_credentials_in_the_query_string_are_refused(

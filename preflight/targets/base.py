@@ -76,6 +76,10 @@ class TargetInfo:
     # (JSON lines of the API, the edge's access log, ...): optional, probes skip without them.
     metrics_urls: tuple[str, ...] = ()
     log_files: tuple[Path, ...] = ()
+    # The API's JWT signing secret, where the deployment shares it with its verifier: probes sign
+    # tokens that are genuine but for the claims (expired, not yet valid, wrong audience or
+    # issuer) to show those claims are checked. Optional; those cases skip without it.
+    jwt_secret: str | None = field(default=None, repr=False)
 
 
 class Target(Protocol):

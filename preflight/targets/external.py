@@ -8,6 +8,7 @@ admin_key: env:PREFLIGHT_ADMIN_KEY     # required; any secret may be `env:NAME`
 http_url: http://staging.example       # optional: the plain-HTTP port, for redirect probes
 postgres_dsn: env:STAGING_PG_DSN       # optional
 redis_url: env:STAGING_REDIS_URL       # optional
+jwt_secret: env:STAGING_JWT_SECRET     # optional: lets probes check exp/nbf/aud/iss handling
 control:                               # optional: commands drills use to break and restore
   postgres: {stop: "...", start: "...", kill: "..."}
 metrics_urls:                          # optional: each API worker's internal /metrics
@@ -42,9 +43,10 @@ FIELDS = {
     "control",
     "metrics_urls",
     "log_files",
+    "jwt_secret",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
-SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url")
+SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret")
 
 
 def _fail(path: Path, field: str, problem: str) -> TargetFileInvalid:
@@ -105,6 +107,7 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         http_url=values.get("http_url"),
         postgres_dsn=values.get("postgres_dsn"),
         redis_url=values.get("redis_url"),
+        jwt_secret=values.get("jwt_secret"),
         control=_control(path, raw.get("control")),
         metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
         log_files=tuple(_log_files(path, raw.get("log_files"), env)),
@@ -188,6 +191,8 @@ def write_target_file(info: TargetInfo, path: Path) -> None:
         data["postgres_dsn"] = info.postgres_dsn
     if info.redis_url:
         data["redis_url"] = info.redis_url
+    if info.jwt_secret:
+        data["jwt_secret"] = info.jwt_secret
     if info.metrics_urls:
         data["metrics_urls"] = list(info.metrics_urls)
     if info.log_files:

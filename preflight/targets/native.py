@@ -240,6 +240,7 @@ class NativeTarget:
             http_url=f"http://127.0.0.1:{http_port}",
             ca_file=pki.ca_cert,
             admin_key=self.admin_key,
+            jwt_secret=self._jwt_secret,
             postgres_dsn=dsn,
             redis_url=redis_url,
             control=controls,

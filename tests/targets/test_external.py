@@ -159,3 +159,19 @@ def test_bad_metrics_urls_and_log_files_name_the_entry(
         load_target_file(write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\n" + text), {})
     assert f"`{field}`" in str(err.value)
     assert problem in str(err.value)
+
+
+def test_the_jwt_secret_is_optional_read_from_the_environment_and_written_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: s\nedge_url: https://example.test\nadmin_key: k\njwt_secret: env:T_JWT\n"
+    )
+    monkeypatch.setenv("T_JWT", "s3cret-value-for-signing-tokens")
+    info = load_target_file(path)
+    assert info.jwt_secret == "s3cret-value-for-signing-tokens"
+    assert "s3cret" not in repr(info)
+    again = tmp_path / "again.yaml"
+    write_target_file(info, again)
+    assert load_target_file(again).jwt_secret == info.jwt_secret
