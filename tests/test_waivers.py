@@ -54,7 +54,8 @@ def test_a_valid_file_loads_every_waiver(tmp_path: Path, checklist: Checklist) -
 
 
 def test_the_repository_waivers_file_is_valid(checklist: Checklist) -> None:
-    assert load_waivers(REPO / "waivers.yaml", checklist) == []
+    waivers = load_waivers(REPO / "waivers.yaml", checklist)
+    assert all(w.owner != w.approver and w.justification for w in waivers)
 
 
 def test_a_missing_file_means_no_waivers(tmp_path: Path, checklist: Checklist) -> None:
