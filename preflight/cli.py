@@ -196,7 +196,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     log = _log_to_stderr(t0)
     native = NativeOptions(
-        workers=args.workers, edge_port=args.edge_port, http_port=args.http_port, log=log
+        workers=args.workers,
+        edge_port=args.edge_port,
+        http_port=args.http_port,
+        observability=True,
+        log=log,
     )
     selection, target = select_target(args.target, native)
     log(f"target: {selection.kind} ({selection.reason})")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what preflight needs on a fresh Debian/Ubuntu machine, and nothing twice:
 #   - system packages (apt, when root); not root and one is missing: prints the command, exits 2
-#   - promtool and amtool (the monitoring probes), extracted alone from Debian's prometheus and
-#     prometheus-alertmanager packages (the packages would pull 330 MB of web-UI libraries)
+#   - promtool and amtool (the monitoring probes), Prometheus, Alertmanager and the node,
+#     PostgreSQL and Redis exporters (the native target's observability), each extracted alone
+#     from Debian's package (the prometheus package would pull 330 MB of web-UI libraries; the
+#     binaries are static Go programs that need only libc)
 #   - a virtual environment in .venv with the project and its dev extras, re-done only when
 #     pyproject.toml changes
 set -euo pipefail
@@ -41,29 +43,61 @@ fi
 # Single binaries out of a Debian package, as environment-notes.md describes: only when missing.
 # PREFLIGHT_BIN_DIR overrides where they go (the tests use it).
 BIN_DIR=${PREFLIGHT_BIN_DIR:-/usr/local/bin}
-extract_binary() {  # extract_binary PACKAGE BINARY
-    local package=$1 binary=$2 work
-    if [ -x "$BIN_DIR/$binary" ]; then
+extract_binaries() {  # extract_binaries PACKAGE BINARY... (one download for the missing ones)
+    local package=$1 work binary
+    shift
+    local wanted=()
+    for binary in "$@"; do
+        [ -x "$BIN_DIR/$binary" ] || wanted+=("$binary")
+    done
+    if [ "${#wanted[@]}" -eq 0 ]; then
         return 0
     fi
     if [ "$(id -u)" -ne 0 ]; then
-        echo "setup: $binary is missing; run this script as root to extract it from $package" >&2
+        echo "setup: ${wanted[*]} missing; run this script as root to extract from $package" >&2
         exit 2
     fi
-    echo "setup: installing $binary from Debian's $package package"
+    echo "setup: installing ${wanted[*]} from Debian's $package package"
     work=$(mktemp -d)
     (
         cd "$work"
         # As root into a 0700 dir apt prints a harmless "Download is performed unsandboxed" note.
         apt-get download -q "$package"
-        dpkg-deb --fsys-tarfile "$package"_*.deb | tar -x "./usr/bin/$binary"
-        install -D -m755 "usr/bin/$binary" "$BIN_DIR/$binary"
+        for binary in "${wanted[@]}"; do
+            dpkg-deb --fsys-tarfile "$package"_*.deb | tar -x "./usr/bin/$binary"
+            install -D -m755 "usr/bin/$binary" "$BIN_DIR/$binary"
+        done
     )
     rm -rf "$work"
-    "$BIN_DIR/$binary" --version >/dev/null
+    for binary in "${wanted[@]}"; do
+        "$BIN_DIR/$binary" --version >/dev/null 2>&1
+    done
 }
-extract_binary prometheus promtool
-extract_binary prometheus-alertmanager amtool
+extract_binaries prometheus promtool prometheus
+extract_binaries prometheus-alertmanager amtool prometheus-alertmanager
+# Debian's Alertmanager reads its notification templates from this fixed path.
+# PREFLIGHT_SHARE_DIR overrides /usr/share (the tests use it).
+SHARE_DIR=${PREFLIGHT_SHARE_DIR:-/usr/share}
+templates=prometheus/alertmanager
+if [ ! -f "$SHARE_DIR/$templates/default.tmpl" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: Alertmanager's templates are missing; run this script as root" >&2
+        exit 2
+    fi
+    echo "setup: installing Alertmanager's templates from Debian's prometheus-alertmanager package"
+    work=$(mktemp -d)
+    (
+        cd "$work"
+        apt-get download -q prometheus-alertmanager
+        dpkg-deb --fsys-tarfile prometheus-alertmanager_*.deb \
+            | tar -x "./usr/share/$templates/default.tmpl" "./usr/share/$templates/email.tmpl"
+        install -D -m644 -t "$SHARE_DIR/$templates" usr/share/"$templates"/*.tmpl
+    )
+    rm -rf "$work"
+fi
+extract_binaries prometheus-node-exporter prometheus-node-exporter
+extract_binaries prometheus-postgres-exporter prometheus-postgres-exporter
+extract_binaries prometheus-redis-exporter prometheus-redis-exporter
 
 PY=${PYTHON:-python3}
 stamp=.venv/.preflight-installed

@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Binary -> what its --version prints (the redis exporter logs its version instead).
+MONITORING_BINARIES = {
+    "promtool": "promtool, version",
+    "amtool": "amtool, version",
+    "prometheus": "prometheus, version",
+    "prometheus-alertmanager": "alertmanager, version",
+    "prometheus-node-exporter": "node_exporter, version",
+    "prometheus-postgres-exporter": "postgres_exporter, version",
+    "prometheus-redis-exporter": "Redis Metrics Exporter",
+}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
@@ -61,19 +71,21 @@ def test_a_second_run_installs_nothing_and_is_fast() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="apt-get download and install need root")
-def test_promtool_and_amtool_are_extracted_alone_when_missing(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
+def test_the_monitoring_binaries_are_extracted_alone_when_missing(tmp_path: Path) -> None:
+    bin_dir, share = tmp_path / "bin", tmp_path / "share"
     run = subprocess.run(
         ["bash", str(REPO / "scripts" / "setup.sh")],
-        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir)},
+        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir), "PREFLIGHT_SHARE_DIR": str(share)},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in bin_dir.iterdir()) == ["amtool", "promtool"]
-    for name in ("promtool", "amtool"):
+    assert sorted(p.name for p in bin_dir.iterdir()) == sorted(MONITORING_BINARIES)
+    templates = share / "prometheus" / "alertmanager"
+    assert sorted(p.name for p in templates.iterdir()) == ["default.tmpl", "email.tmpl"]
+    for name, banner in MONITORING_BINARIES.items():
         version = subprocess.run(
             [str(bin_dir / name), "--version"],
             capture_output=True,
@@ -82,10 +94,10 @@ def test_promtool_and_amtool_are_extracted_alone_when_missing(tmp_path: Path) ->
             check=False,
         )
         assert version.returncode == 0
-        assert f"{name}, version" in version.stdout + version.stderr
+        assert banner in version.stdout + version.stderr
     again = subprocess.run(
         ["bash", str(REPO / "scripts" / "setup.sh")],
-        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir)},
+        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir), "PREFLIGHT_SHARE_DIR": str(share)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,5 +108,6 @@ def test_promtool_and_amtool_are_extracted_alone_when_missing(tmp_path: Path) ->
 
 
 def test_the_monitoring_tools_are_installed() -> None:
-    for name in ("promtool", "amtool", "logrotate"):
+    for name in (*MONITORING_BINARIES, "logrotate"):
         assert shutil.which(name), f"{name} is missing: run scripts/setup.sh as root"
+    assert Path("/usr/share/prometheus/alertmanager/default.tmpl").is_file()

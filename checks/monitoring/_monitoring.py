@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -349,6 +350,87 @@ def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+# -- dashboards ----------------------------------------------------------------------------------
+
+
+def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those inside rows."""
+    for panel in node.get("panels") or []:
+        yield panel
+        yield from panels(panel)
+
+
+def queries(path: Path) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every query of a dashboard; fails on a panel without one."""
+    __tracebackhide__ = True
+    try:
+        dashboard = json.loads(path.read_text())
+    except ValueError as exc:
+        raise AssertionError(f"dashboard {path} must be valid JSON (got {exc})") from None
+    found = []
+    for panel in panels(dashboard):
+        if panel.get("type") == "row":
+            continue
+        exprs = [t.get("expr") for t in panel.get("targets") or [] if t.get("expr")]
+        assert exprs, f"panel {panel.get('title')!r} of {path.name} must have a query (got none)"
+        found += [(str(panel.get("title")), str(e)) for e in exprs]
+    assert found, f"dashboard {path} must have panels with queries (got none)"
+    return found
+
+
+# -- the live Prometheus and Alertmanager ----------------------------------------------------------
+
+WATCH_TIMEOUT_S = 15.0
+
+
+def prometheus_url(target: ProbeTarget) -> str:
+    url = target.info.prometheus_url
+    if not url:
+        pytest.skip(
+            f"target {target.info.name} gives no prometheus_url; add the URL of the Prometheus "
+            "that watches it to the target file to decide this item."
+        )
+    return url
+
+
+def get_json(url: str, params: dict[str, str] | None = None) -> Any:
+    """The decoded JSON of one GET; a Prometheus answer's `data`. Any failure is an error (the
+    probe could not decide), not a verdict."""
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310
+        body = json.loads(resp.read())
+    if isinstance(body, dict) and "status" in body:
+        if body["status"] != "success":
+            raise RuntimeError(f"GET {url} answered {body.get('error') or body}")
+        return body.get("data")
+    return body
+
+
+def prom(target: ProbeTarget, path: str, **params: str) -> Any:
+    return get_json(prometheus_url(target) + path, params or None)
+
+
+def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
+    """The samples of an instant query (the result of a scalar query counts as one)."""
+    data = prom(target, "/api/v1/query", query=expr)
+    result = data.get("result")
+    if data.get("resultType") in ("scalar", "string"):
+        return [{"value": result}]
+    return list(result or [])
+
+
+def until(check: Callable[[], bool], timeout: float = WATCH_TIMEOUT_S) -> bool:
+    """Like wait_for, at the pace of Prometheus' scrapes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
 
 
 # -- logs ----------------------------------------------------------------------------------------

@@ -3,11 +3,8 @@ every query parses (promtool) and names only metrics that exist."""
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,6 +14,7 @@ from checks.monitoring._monitoring import (
     last_lines,
     metric_names,
     monitoring_dir,
+    queries,
     run,
     tool,
     unknown_metrics,
@@ -27,31 +25,6 @@ from preflight.probe_target import ProbeTarget
 
 # The seed's dashboards: overview, API performance, database, system resources, realtime.
 DASHBOARDS = ("overview", "api", "database", "system", "realtime")
-
-
-def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, including those inside rows."""
-    for panel in node.get("panels") or []:
-        yield panel
-        yield from panels(panel)
-
-
-def queries(path: Path) -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every query of a dashboard; fails on a panel without one."""
-    __tracebackhide__ = True
-    try:
-        dashboard = json.loads(path.read_text())
-    except ValueError as exc:
-        raise AssertionError(f"dashboard {path} must be valid JSON (got {exc})") from None
-    found = []
-    for panel in panels(dashboard):
-        if panel.get("type") == "row":
-            continue
-        exprs = [t.get("expr") for t in panel.get("targets") or [] if t.get("expr")]
-        assert exprs, f"panel {panel.get('title')!r} of {path.name} must have a query (got none)"
-        found += [(str(panel.get("title")), str(e)) for e in exprs]
-    assert found, f"dashboard {path} must have panels with queries (got none)"
-    return found
 
 
 @pytest.mark.checklist("MON-DASH-IN-REPO")

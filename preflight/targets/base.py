@@ -80,6 +80,10 @@ class TargetInfo:
     # tokens that are genuine but for the claims (expired, not yet valid, wrong audience or
     # issuer) to show those claims are checked. Optional; those cases skip without it.
     jwt_secret: str | None = field(default=None, repr=False)
+    # Prometheus and Alertmanager watching the system (their HTTP APIs), for the live monitoring
+    # probes. Optional; those probes skip without them.
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
 
 
 class Target(Protocol):

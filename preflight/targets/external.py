@@ -16,6 +16,8 @@ metrics_urls:                          # optional: each API worker's internal /m
 log_files:                             # optional: log files readable from here (relative to
   - /var/log/chatsdk/api.log           # the target file), for the logging probes
   - /var/log/nginx/chatsdk-access.log
+prometheus_url: http://10.0.0.5:9090    # optional: Prometheus and Alertmanager watching the
+alertmanager_url: http://10.0.0.5:9093  # system, for the live monitoring probes
 ```
 """
 
@@ -44,6 +46,8 @@ FIELDS = {
     "metrics_urls",
     "log_files",
     "jwt_secret",
+    "prometheus_url",
+    "alertmanager_url",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret")
@@ -108,6 +112,8 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         postgres_dsn=values.get("postgres_dsn"),
         redis_url=values.get("redis_url"),
         jwt_secret=values.get("jwt_secret"),
+        prometheus_url=_strip(values.get("prometheus_url")),
+        alertmanager_url=_strip(values.get("alertmanager_url")),
         control=_control(path, raw.get("control")),
         metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
         log_files=tuple(_log_files(path, raw.get("log_files"), env)),
@@ -119,7 +125,13 @@ URL_SCHEMES = {
     "http_url": ("http",),
     "postgres_dsn": ("postgresql", "postgres"),
     "redis_url": ("redis", "rediss"),
+    "prometheus_url": ("http", "https"),
+    "alertmanager_url": ("http", "https"),
 }
+
+
+def _strip(url: str | None) -> str | None:
+    return url.rstrip("/") if url else None
 
 
 def _check_urls(path: Path, values: Mapping[str, str]) -> None:
@@ -197,6 +209,10 @@ def write_target_file(info: TargetInfo, path: Path) -> None:
         data["metrics_urls"] = list(info.metrics_urls)
     if info.log_files:
         data["log_files"] = [str(f) for f in info.log_files]
+    if info.prometheus_url:
+        data["prometheus_url"] = info.prometheus_url
+    if info.alertmanager_url:
+        data["alertmanager_url"] = info.alertmanager_url
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -25,6 +25,8 @@ import redis
 from preflight.errors import PreflightError, TargetUnavailable
 from preflight.targets.base import TargetInfo
 from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
+from preflight.targets.observability import NAMES as OBSERVABILITY
+from preflight.targets.observability import Observability, start_observability
 from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import Child, RunAs, ensure_port_free, free_port, wait_until
 from preflight.targets.servers import (
@@ -68,6 +70,11 @@ class NativeOptions:
     postgres_auth_method_variant: str = "scram-sha-256"
     postgres_tls_variant: bool = True
     postgres_sql_variant: Sequence[str] = ()
+    # Prometheus, Alertmanager and the node, PostgreSQL and Redis exporters next to the system
+    # (preflight/targets/observability.py), rendered from system/monitoring or from the copy in
+    # `monitoring_dir` (tests seed broken ones). Off by default: test suites don't pay for it.
+    observability: bool = False
+    monitoring_dir: Path | None = None
     log: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -230,6 +237,19 @@ class NativeTarget:
         wait_until(
             edge, lambda: _http_ok(f"{edge_url}/v1/health/ready", ca), opts.ready_timeout, "ready"
         )
+        observability: Observability | None = None
+        if opts.observability:
+            opts.log("starting Prometheus, Alertmanager and the exporters")
+            observability = start_observability(
+                self.dir / "observability",
+                spawn=lambda child, env: self._spawn(child, env=env),
+                api_targets=[f"127.0.0.1:{p}" for p in api_ports],
+                postgres_dsn=dsn,
+                redis_address=f"redis://127.0.0.1:{redis_port}",
+                redis_password=self._redis_password,
+                monitoring_dir=opts.monitoring_dir,
+                ready_timeout=opts.ready_timeout,
+            )
         self.started_in = time.monotonic() - t0
 
         controls = {c.name: ChildControl(c, self._restarter(c)) for c in self.children}
@@ -246,12 +266,15 @@ class NativeTarget:
             control=controls,
             metrics_urls=tuple(f"{url}/metrics" for url in self.worker_urls),
             log_files=(*sorted(logs.glob("*.log")), *sorted((self.dir / "edge").rglob("*.log"))),
+            prometheus_url=observability.prometheus_url if observability else None,
+            alertmanager_url=observability.alertmanager_url if observability else None,
         )
         return self.info
 
     def stop(self) -> None:
-        """Stop in dependency order (edge, API, Redis, PostgreSQL), then remove the temp dir."""
-        order = {"nginx": 0, "redis": 2, "postgres": 3}
+        """Stop in dependency order (monitoring, edge, API, Redis, PostgreSQL), then remove the
+        temp dir."""
+        order = {"nginx": 0, "redis": 2, "postgres": 3, **dict.fromkeys(OBSERVABILITY, -1)}
         if self._initdb_proc is not None and self._initdb_proc.poll() is None:
             # A start that failed early may leave initdb running; removing the dir under it
             # would let it re-create part of the tree after the rmtree.

@@ -175,3 +175,33 @@ def test_the_jwt_secret_is_optional_read_from_the_environment_and_written_back(
     again = tmp_path / "again.yaml"
     write_target_file(info, again)
     assert load_target_file(again).jwt_secret == info.jwt_secret
+
+
+def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
+    tmp_path: Path,
+) -> None:
+    base = "name: a\nedge_url: https://x\nadmin_key: k\n"
+    info = load_target_file(write(tmp_path, base), {})
+    assert (info.prometheus_url, info.alertmanager_url) == (None, None)
+    info = load_target_file(
+        write(
+            tmp_path,
+            base + "prometheus_url: http://10.0.0.5:9090/\nalertmanager_url: env:T_AM\n",
+        ),
+        {"T_AM": "https://am.example:9093"},
+    )
+    assert (info.prometheus_url, info.alertmanager_url) == (
+        "http://10.0.0.5:9090",
+        "https://am.example:9093",
+    )
+    out = tmp_path / "out.yaml"
+    write_target_file(info, out)
+    back = load_target_file(out, {})
+    assert (back.prometheus_url, back.alertmanager_url) == (
+        info.prometheus_url,
+        info.alertmanager_url,
+    )
+    with pytest.raises(TargetFileInvalid) as err:
+        load_target_file(write(tmp_path, base + "prometheus_url: ftp://x:9090\n"), {})
+    assert "`prometheus_url`" in str(err.value)
+    assert "http://" in str(err.value)

@@ -1,0 +1,121 @@
+"""The live monitoring probes (checks/monitoring/test_live.py) against a real Prometheus and
+Alertmanager next to the native target, rendered from deliberately broken copies of
+system/monitoring: each defect turns exactly its items red and the reason names it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
+from preflight.outcomes import Outcome
+from preflight.targets.base import TargetInfo
+from tests.checks.support import failing, native, probe
+
+LIVE_ITEMS = {
+    "MON-PROM-SCRAPES",
+    "MON-ALERTMANAGER",
+    "MON-NO-FIRING-ALERTS",
+    "MON-DASH-OVERVIEW",
+    "MON-DASH-API",
+}
+# The bundled system's honest gap: no backup job writes the backup gauge yet, so
+# BackupMetricMissing is pending from the first evaluation on.
+BUNDLED_RED = {"MON-NO-FIRING-ALERTS"}
+
+
+def copy_with(tmp: Path, relative: str, edit: Callable[[Any], None]) -> Path:
+    """A copy of system/monitoring with one YAML or JSON file changed by `edit` in place."""
+    copy = tmp / "monitoring"
+    if not copy.exists():
+        shutil.copytree(REPO / "system" / "monitoring", copy)
+    path = copy / relative
+    is_json = path.suffix == ".json"
+    data = json.loads(path.read_text()) if is_json else yaml.safe_load(path.read_text())
+    before = json.dumps(data, sort_keys=True)
+    edit(data)
+    assert json.dumps(data, sort_keys=True) != before, f"the edit of {relative} changed nothing"
+    path.write_text(json.dumps(data) if is_json else yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+def red(info: TargetInfo) -> dict[str, str]:
+    results = probe(info, "monitoring/test_live.py", items=LIVE_ITEMS)
+    decided = {i for r in results.results for i in r.items}
+    assert decided == LIVE_ITEMS, f"every live item is decided (got {sorted(decided)})"
+    return {
+        item: " | ".join(r.message for r in results.for_item(item) if r.outcome is Outcome.FAIL)
+        for item in failing(results)
+    }
+
+
+def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing_metric(dashboard: dict[str, Any]) -> None:
+        dashboard["panels"][0]["targets"][0]["expr"] = 'sum(chatsdk_no_such_metric{job="x"})'
+
+    copy = copy_with(tmp_path, "grafana/dashboards/overview.json", missing_metric)
+    with native(observability=True) as info:
+        assert info.prometheus_url
+        assert info.alertmanager_url
+        monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
+        bundled = red(info)
+        assert set(bundled) == BUNDLED_RED, bundled
+        assert "BackupMetricMissing" in bundled["MON-NO-FIRING-ALERTS"]
+        assert "pending" in bundled["MON-NO-FIRING-ALERTS"]
+
+        monkeypatch.setenv(MONITORING_DIR_ENV, str(copy))
+        broken = red(info)
+    assert set(broken) == BUNDLED_RED | {"MON-DASH-OVERVIEW"}, broken
+    assert "chatsdk_no_such_metric" in broken["MON-DASH-OVERVIEW"]
+
+
+def test_prometheus_without_alertmanager_and_an_alert_that_always_fires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_alerting(config: dict[str, Any]) -> None:
+        del config["alerting"]
+
+    def always(rules: dict[str, Any]) -> None:
+        rules["groups"][0]["rules"].append(
+            {
+                "alert": "SeededAlwaysTrue",
+                "expr": "vector(1)",
+                "labels": {"severity": "warning"},
+                "annotations": {"summary": "seeded", "runbook_url": "docs/runbooks/x.md"},
+            }
+        )
+
+    copy_with(tmp_path, "prometheus.yml", no_alerting)
+    copy = copy_with(tmp_path, "alerts.yml", always)
+    monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
+    with native(observability=True, monitoring_dir=copy) as info:
+        broken = red(info)
+    assert set(broken) == {"MON-ALERTMANAGER", "MON-NO-FIRING-ALERTS"}, broken
+    assert "no active Alertmanager" in broken["MON-ALERTMANAGER"]
+    assert "SeededAlwaysTrue" in broken["MON-NO-FIRING-ALERTS"]
+
+
+def test_prometheus_scraping_the_workers_at_a_wrong_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def wrong_path(config: dict[str, Any]) -> None:
+        config["scrape_configs"][0]["metrics_path"] = "/v1/metrics"
+
+    copy = copy_with(tmp_path, "prometheus.yml", wrong_path)
+    monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
+    with native(observability=True, monitoring_dir=copy) as info:
+        broken = red(info)
+    # Nothing from the API reaches Prometheus: the dashboards go blank and APIServiceDown
+    # becomes pending, as they would in production.
+    assert set(broken) == LIVE_ITEMS - {"MON-ALERTMANAGER"}, broken
+    assert "/v1/metrics" in broken["MON-PROM-SCRAPES"]
+    assert "no target for" in broken["MON-PROM-SCRAPES"]
+    assert "APIServiceDown" in broken["MON-NO-FIRING-ALERTS"]
