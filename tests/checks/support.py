@@ -27,19 +27,24 @@ def native(**options: object) -> Iterator[TargetInfo]:
         yield info
 
 
-def edge_templates(tmp: Path, edits: Mapping[str, Callable[[str], str]]) -> Path:
-    """A copy of system/nginx with each named file (relative path) passed through its edit.
-    An edit that changes nothing is a broken test, not a broken edge: it raises."""
-    copy = tmp / "nginx"
-    shutil.copytree(TEMPLATE_DIR, copy)
+def apply_edits(root: Path, edits: Mapping[str, Callable[[str], str]]) -> Path:
+    """Pass each named file (a path relative to `root`) through its edit. An edit that changes
+    nothing is a broken test, not a broken artefact: it raises (the artefact moved on)."""
     for relative, edit in edits.items():
-        path = copy / relative
+        path = root / relative
         before = path.read_text()
         after = edit(before)
         if after == before:
-            raise AssertionError(f"the edit of {relative} changed nothing; the template moved on")
+            raise AssertionError(f"the edit of {relative} changed nothing; the artefact moved on")
         path.write_text(after)
-    return copy
+    return root
+
+
+def edge_templates(tmp: Path, edits: Mapping[str, Callable[[str], str]]) -> Path:
+    """A copy of system/nginx with the edits applied."""
+    copy = tmp / "nginx"
+    shutil.copytree(TEMPLATE_DIR, copy)
+    return apply_edits(copy, edits)
 
 
 def probe(info: TargetInfo, *paths: str, items: Iterable[str] | None = None) -> ProbeResults:

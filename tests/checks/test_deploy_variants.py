@@ -18,7 +18,7 @@ import pytest
 
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import TargetInfo
-from tests.checks.support import CHECKLIST, CHECKS, REPO, failing, outcomes
+from tests.checks.support import CHECKLIST, CHECKS, REPO, apply_edits, failing, outcomes
 
 PROBES = [
     CHECKS / "infrastructure" / "test_k8s.py",
@@ -65,14 +65,7 @@ def broken_copy(tmp: Path, edits: dict[str, Edit]) -> Path:
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / name)
     subprocess.run(["git", "init", "-q", str(copy)], check=True, timeout=30)
-    for relative, edit in edits.items():
-        path = copy / relative
-        before = path.read_text()
-        after = edit(before)
-        if after == before:
-            raise AssertionError(f"the edit of {relative} changed nothing; the artefact moved on")
-        path.write_text(after)
-    return copy
+    return apply_edits(copy, edits)
 
 
 def judge(copy: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
-from tests.checks.support import edge_templates, failing, native, probe
+from tests.checks.support import apply_edits, edge_templates, failing, native, probe
 
 # The items decided from the artefacts in system/monitoring.
 ARTEFACT_ITEMS = {
@@ -39,13 +39,7 @@ def target() -> Iterator[TargetInfo]:
 def broken_copy(tmp: Path, relative: str, edit: Callable[[str], str]) -> Path:
     copy = tmp / "monitoring"
     shutil.copytree(REPO / "system" / "monitoring", copy)
-    path = copy / relative
-    before = path.read_text()
-    after = edit(before)
-    if after == before:
-        raise AssertionError(f"the edit of {relative} changed nothing; the artefact moved on")
-    path.write_text(after)
-    return copy
+    return apply_edits(copy, {relative: edit})
 
 
 def replace_once(old: str, new: str) -> Callable[[str], str]:
