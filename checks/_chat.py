@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,62 +17,105 @@ from preflight.client import ChatClient, Response, expect
 from preflight.probe_target import ProbeTarget
 
 RECV_TIMEOUT = 5.0
-RETRIES_ON_429 = 5
+# How long a probe waits in all for the edge's per-address limit to let it through.
+RATE_LIMIT_PATIENCE_S = 10.0
 
 
-def polite(call: Callable[[], Response]) -> Response:
-    """Make a request the way a well-behaved client does: on 429, wait the Retry-After delay and
-    try again (a few times). Probes share one client address, and the edge's per-address limit
-    is not what these probes judge; SEC-RATELIMIT's probes call the client directly."""
-    response = call()
-    for _ in range(RETRIES_ON_429):
-        if response.status != 429:
-            break
-        time.sleep(min(float(response.headers.get("retry-after", "1") or 1), 5.0))
-        response = call()
-    return response
+def polite(request: Callable[[], Response]) -> Response:
+    """Make a request the way a well-behaved client does: a 429 (the edge's per-address or the
+    API's per-user limit) is waited out, Retry-After by Retry-After, for up to
+    RATE_LIMIT_PATIENCE_S. Probes share one client address and the limits are not what these
+    probes judge; SEC-RATELIMIT's probes call the client directly."""
+    deadline = time.monotonic() + RATE_LIMIT_PATIENCE_S
+    while True:
+        response = request()
+        if response.status != 429 or time.monotonic() >= deadline:
+            return response
+        try:
+            wait = float(response.headers.get("retry-after", "1"))
+        except ValueError:
+            wait = 1.0
+        time.sleep(min(max(wait, 0.2), 2.0))
+
+
+def call(
+    client: ChatClient,
+    method: str,
+    path: str,
+    *,
+    json: Any = None,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """One request, with a 429 waited out (see polite)."""
+    return polite(lambda: client.request(method, path, json=json, body=body, headers=headers))
+
+
+def created(client: ChatClient, path: str, body: Any, what: str) -> dict[str, Any]:
+    """The JSON of a 201 for a set-up step; anything else means the probe cannot proceed."""
+    response = call(client, "POST", path, json=body)
+    if response.status != 201:
+        raise RuntimeError(f"setting up {what}: POST {path} answered {response}")
+    result: dict[str, Any] = response.json()
+    return result
 
 
 @dataclass(frozen=True)
-class User:
+class Actor:
+    """A user with a fresh token pair."""
+
+    app_id: str
     user_id: str
     access_token: str
-    client: ChatClient
+    refresh_token: str
+    client: ChatClient  # authenticated as this user
 
 
 @dataclass(frozen=True)
-class World:
-    """One app of this probe session, and a way to add users to it."""
+class Tenant:
+    """An app of this probe session: its id, its key, and a client authenticated with it."""
 
-    target: ProbeTarget
     app_id: str
-    app: ChatClient  # authenticated as the app's backend
+    api_key: str
+    key_id: str
+    client: ChatClient  # authenticated as the app's backend
+    base: ChatClient  # no credentials
 
     @classmethod
-    def create(cls, target: ProbeTarget) -> World:
+    def create(cls, target: ProbeTarget, label: str = "probe") -> Tenant:
         admin = target.http.as_admin(target.admin_key)
-        name = f"preflight-probe-{secrets.token_hex(4)}"
-        created = expect(polite(lambda: admin.post("/v1/apps", {"name": name})), 201)
-        return cls(target, created["app_id"], target.http.as_app(created["api_key"]))
-
-    def user(self, prefix: str = "probe") -> User:
-        user_id = f"{prefix}-{secrets.token_hex(4)}"
-        tokens = expect(polite(lambda: self.app.post("/v1/tokens", {"user_id": user_id})), 201)
-        return User(
-            user_id, tokens["access_token"], self.target.http.as_user(tokens["access_token"])
+        name = f"preflight-{label}-{secrets.token_hex(4)}"
+        app = created(admin, "/v1/apps", {"name": name}, f"app {name}")
+        return cls(
+            app["app_id"],
+            app["api_key"],
+            app["key_id"],
+            target.http.as_app(app["api_key"]),
+            target.http,
         )
 
-    def channel(self, owner: User, *members: User) -> str:
+    def user(self, label: str = "probe") -> Actor:
+        user_id = f"{label}-{secrets.token_hex(4)}"
+        pair = created(self.client, "/v1/tokens", {"user_id": user_id}, f"a token for {user_id}")
+        return Actor(
+            self.app_id,
+            user_id,
+            pair["access_token"],
+            pair["refresh_token"],
+            self.base.as_user(pair["access_token"]),
+        )
+
+    def channel(self, owner: Actor, *members: Actor) -> str:
+        """A private channel of `owner` with `members`; its id."""
         body = {
             "name": f"probe-{secrets.token_hex(3)}",
             "kind": "private",
             "member_ids": [m.user_id for m in members],
         }
-        created = expect(polite(lambda: owner.client.post("/v1/channels", body)), 201)
-        return str(created["channel_id"])
+        return str(created(owner.client, "/v1/channels", body, "a channel")["channel_id"])
 
 
-def send(user: User, channel_id: str, text: str) -> dict[str, Any]:
+def send(user: Actor, channel_id: str, text: str) -> dict[str, Any]:
     body = {"text": text, "client_msg_id": secrets.token_hex(8)}
     path = f"/v1/channels/{channel_id}/messages"
     created: dict[str, Any] = expect(polite(lambda: user.client.post(path, body)), 201)
@@ -110,7 +153,7 @@ class Socket:
 
 
 @contextmanager
-def realtime(target: ProbeTarget, user: User) -> Iterator[Socket]:
+def realtime(target: ProbeTarget, user: Actor) -> Iterator[Socket]:
     """An authenticated realtime socket through the edge (no Origin: a server-side client)."""
     with connect(target.ws_url, ssl=target.ssl_context(), open_timeout=10, close_timeout=5) as conn:
         socket = Socket(conn)

@@ -12,7 +12,7 @@ import pytest
 from chatsdk.migrate import load_migrations
 from chatsdk.version import __version__ as RELEASE
 
-from checks._chat import World, polite, realtime, send
+from checks._chat import Tenant, polite, realtime, send
 from checks._runtime import workers
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
@@ -94,7 +94,7 @@ def test_a_user_sends_reads_back_and_receives_in_real_time(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """If the simplest journey fails after a deploy, every user is affected."""
-    world = World.create(target)
+    world = Tenant.create(target)
     alice, bob = world.user("alice"), world.user("bob")
     channel = world.channel(alice, bob)
     with realtime(target, bob) as socket:
@@ -121,7 +121,7 @@ def test_a_message_is_delivered_over_websocket_within_2_s(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Chat that arrives seconds late is not real time; users resend and duplicate."""
-    world = World.create(target)
+    world = Tenant.create(target)
     alice, bob = world.user("alice"), world.user("bob")
     channel = world.channel(alice, bob)
     delays = []
@@ -146,7 +146,7 @@ def test_a_websocket_upgrades_and_is_kept_alive_by_heartbeats(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A socket that idles out behind the edge drops users silently until they reload."""
-    user = World.create(target).user()
+    user = Tenant.create(target).user()
     waited, answered = asyncio.run(_idle_until_server_ping(target, user.access_token))
     evidence.figure("server heartbeat after idling", round(waited, 1), "s")
     assert waited <= HEARTBEAT_WAIT_S, (

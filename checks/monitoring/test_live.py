@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from checks._chat import World, send
+from checks._chat import Tenant, send
 from checks.monitoring._monitoring import (
     API_JOB,
     get_json,
@@ -175,7 +175,7 @@ def test_no_alert_is_firing_or_pending(target: ProbeTarget, evidence: EvidenceLo
 
 def traffic(target: ProbeTarget) -> None:
     """What the panels show: requests through the edge, a refused one, a message sent."""
-    world = World.create(target)
+    world = Tenant.create(target)
     alice, bob = world.user("dash"), world.user("dash")
     channel = world.channel(alice, bob)
     send(alice, channel, f"dashboard traffic {secrets.token_hex(4)}")

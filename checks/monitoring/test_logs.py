@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from checks._chat import World
+from checks._chat import Tenant
 from checks.monitoring._monitoring import (
     REPO,
     find_records,
@@ -95,7 +95,7 @@ def _audit_of(request_id: str) -> Callable[[dict[str, Any]], bool]:
 def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Without an audit trail, abuse by insiders or with stolen admin keys cannot be traced."""
     log_files(target)
-    world = World.create(target)
+    world = Tenant.create(target)
     ids = {action: tagged() for action in AUDITED}
     admin = target.http.as_admin(target.admin_key)
     created = admin.post(
@@ -107,7 +107,7 @@ def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: Eviden
     exported = user.client.get("/v1/me/export", headers={"X-Request-ID": ids["user.export"]})
     evidence.request(exported)
     expect(exported, 200)
-    erased = world.app.delete(
+    erased = world.client.delete(
         f"/v1/users/{user.user_id}", headers={"X-Request-ID": ids["user.erase"]}
     )
     evidence.request(erased)
@@ -154,7 +154,7 @@ def test_request_logs_are_structured_with_request_ids(
 def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Tokens, keys and passwords in logs are credentials for whoever can read the logs."""
     files = log_files(target)
-    world = World.create(target)
+    world = Tenant.create(target)
     user = world.user("secretive")
     created = expect(target.http.as_admin(target.admin_key).post("/v1/apps", {"name": "x"}), 201)
     api_key = str(created["api_key"])

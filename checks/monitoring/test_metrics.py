@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from checks._chat import World, realtime, send
+from checks._chat import Tenant, realtime, send
 from checks.monitoring._monitoring import (
     families,
     last_lines,
@@ -86,7 +86,7 @@ UPLOADS = {"name": "http_requests_total", "method": "POST", "route": "/v1/upload
 @pytest.mark.checklist("MON-BUSINESS-METRICS")
 def test_business_metrics_move_under_traffic(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Technical metrics can look healthy while users cannot chat."""
-    world = World.create(target)
+    world = Tenant.create(target)
     alice, bob = world.user("alice"), world.user("bob")
     channel = world.channel(alice, bob)
 

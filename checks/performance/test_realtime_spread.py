@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks._chat import World, realtime, send
+from checks._chat import Tenant, realtime, send
 from checks._runtime import workers
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
@@ -19,7 +19,7 @@ def test_a_socket_receives_messages_sent_through_every_worker(
 ) -> None:
     """With hidden affinity, users on one worker miss what is sent through the others."""
     reached = workers(target, evidence)
-    world = World.create(target)
+    world = Tenant.create(target)
     alice, bob = world.user("alice"), world.user("bob")
     channel = world.channel(alice, bob)
     with realtime(target, bob) as socket:

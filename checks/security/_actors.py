@@ -10,104 +10,22 @@ one address, so `call` waits out an edge 429 (Retry-After) instead of judging it
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from preflight.client import ChatClient, Response, expect
+from checks._chat import Actor, Tenant, created
+from preflight.client import expect
 from preflight.probe_target import ProbeTarget
 
 WS_TIMEOUT_S = 8.0
 
-# How long a probe waits in all for the edge's per-address limit to let it through.
-RATE_LIMIT_PATIENCE_S = 10.0
 PNG_1X1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a4b80000000049454e44ae426082"
 )
-
-
-def call(
-    client: ChatClient,
-    method: str,
-    path: str,
-    *,
-    json: Any = None,
-    body: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    """One request; a 429 (the edge's per-address or the API's per-user limit) is waited out
-    for up to RATE_LIMIT_PATIENCE_S, so the answer judged is the one the probe asked about."""
-    deadline = time.monotonic() + RATE_LIMIT_PATIENCE_S
-    while True:
-        response = client.request(method, path, json=json, body=body, headers=headers)
-        if response.status != 429 or time.monotonic() >= deadline:
-            return response
-        try:
-            wait = float(response.headers.get("retry-after", "1"))
-        except ValueError:
-            wait = 1.0
-        time.sleep(min(max(wait, 0.2), 2.0))
-
-
-def created(client: ChatClient, path: str, body: Any, what: str) -> dict[str, Any]:
-    """The JSON of a 201 for a set-up step; anything else means the probe cannot proceed."""
-    response = call(client, "POST", path, json=body)
-    if response.status != 201:
-        raise RuntimeError(f"setting up {what}: POST {path} answered {response}")
-    result: dict[str, Any] = response.json()
-    return result
-
-
-@dataclass(frozen=True)
-class Actor:
-    """A user with a fresh token pair."""
-
-    app_id: str
-    user_id: str
-    access_token: str
-    refresh_token: str
-    client: ChatClient  # authenticated as this user
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """An app of this probe session: its id, its key, and a client authenticated with it."""
-
-    app_id: str
-    api_key: str
-    key_id: str
-    client: ChatClient  # authenticated as the app's backend
-    base: ChatClient  # no credentials
-
-    @classmethod
-    def create(cls, target: ProbeTarget, label: str) -> Tenant:
-        admin = target.http.as_admin(target.admin_key)
-        name = f"preflight-{label}-{secrets.token_hex(4)}"
-        app = created(admin, "/v1/apps", {"name": name}, f"app {name}")
-        return cls(
-            app["app_id"],
-            app["api_key"],
-            app["key_id"],
-            target.http.as_app(app["api_key"]),
-            target.http,
-        )
-
-    def user(self, label: str) -> Actor:
-        user_id = f"{label}-{secrets.token_hex(4)}"
-        pair = created(self.client, "/v1/tokens", {"user_id": user_id}, f"a token for {user_id}")
-        return Actor(
-            self.app_id,
-            user_id,
-            pair["access_token"],
-            pair["refresh_token"],
-            self.base.as_user(pair["access_token"]),
-        )
 
 
 @dataclass(frozen=True)

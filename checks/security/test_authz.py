@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from checks.security._actors import Actor, Actors, Objects, call
+from checks._chat import Actor, call
+from checks.security._actors import Actors, Objects
 from preflight.client import ChatClient, Response
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget

@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from checks.security._actors import Actors, call
+from checks._chat import call
+from checks.security._actors import Actors
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
 

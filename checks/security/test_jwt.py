@@ -18,7 +18,8 @@ import jwt
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 
-from checks.security._actors import Actors, call, created, ws_authenticate
+from checks._chat import call, created
+from checks.security._actors import Actors, ws_authenticate
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget

@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from checks.security._actors import Actors, call
+from checks._chat import call
+from checks.security._actors import Actors
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from checks.security._actors import WS_TIMEOUT_S, Actors, call, ws_authenticate, ws_connect
+from checks._chat import call
+from checks.security._actors import WS_TIMEOUT_S, Actors, ws_authenticate, ws_connect
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 

@@ -18,7 +18,8 @@ from schemathesis import checks
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Err
 
-from checks.security._actors import PNG_1X1, Tenant, call, created
+from checks._chat import Tenant, call, created
+from checks.security._actors import PNG_1X1
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from checks.security._actors import Actors, call
+from checks._chat import call
+from checks.security._actors import Actors
 from preflight.client import ChatClient, Response
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.security._actors import Tenant, call, created
+from checks._chat import Tenant, call, created
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 
