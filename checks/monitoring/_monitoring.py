@@ -342,14 +342,14 @@ def total(target: ProbeTarget, name: str, **labels: str) -> float:
     return value
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_for(check: Callable[[], bool], timeout: float = 5.0, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if check():
             return True
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 # -- dashboards ----------------------------------------------------------------------------------
@@ -423,14 +423,8 @@ def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
 
 
 def until(check: Callable[[], bool], timeout: float = WATCH_TIMEOUT_S) -> bool:
-    """Like wait_for, at the pace of Prometheus' scrapes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(1.0)
+    """wait_for at the pace of Prometheus' scrapes."""
+    return wait_for(check, timeout, interval=1.0)
 
 
 # -- logs ----------------------------------------------------------------------------------------
