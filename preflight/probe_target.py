@@ -137,7 +137,7 @@ class ProbeTarget:
     @staticmethod
     def _secrets_of(info: TargetInfo) -> tuple[str, ...]:
         found = [info.admin_key, info.jwt_secret or ""]
-        for url in (info.postgres_dsn, info.redis_url):
+        for url in (info.postgres_dsn, info.redis_url, info.grafana_url):
             found += secrets_of_url(url)
         return tuple(dict.fromkeys(s for s in found if s))
 

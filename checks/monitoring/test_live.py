@@ -1,6 +1,7 @@
 """The live Prometheus and Alertmanager watching the target (prometheus_url, alertmanager_url):
-every worker scraped and up, alerts delivered to Alertmanager, none firing after the deploy, and
-the overview and API dashboards' queries answered with data after a little traffic."""
+every worker scraped and up, host metrics for every host of a worker, alerts delivered to
+Alertmanager, none firing after the deploy, and every dashboard's queries answered with data
+after a little traffic. Per-container metrics are looked for where the target runs containers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from checks._chat import Tenant, send
 from checks.monitoring._monitoring import (
     API_JOB,
+    declared_exporter_metrics,
     get_json,
     metrics_urls,
     monitoring_dir,
@@ -178,17 +180,20 @@ def traffic(target: ProbeTarget) -> None:
     world = Tenant.create(target)
     alice, bob = world.user("dash"), world.user("dash")
     channel = world.channel(alice, bob)
-    send(alice, channel, f"dashboard traffic {secrets.token_hex(4)}")
+    for _ in range(2):  # the second send finds the membership in the cache (a hit)
+        send(alice, channel, f"dashboard traffic {secrets.token_hex(4)}")
     target.http.get("/v1/channels")  # 401: the error side of the request counter
     for _ in range(5):
         target.http.get("/v1/health/live")
 
 
-def no_data(target: ProbeTarget, dashboard: str) -> list[tuple[str, str]]:
-    """The panels of `dashboard` whose queries return no sample from the live Prometheus,
-    waiting (bounded) for fresh scrapes to fill the rates."""
-    path = monitoring_dir() / "grafana" / "dashboards" / f"{dashboard}.json"
-    panels = queries(path)
+def dashboard_queries(dashboard: str) -> list[tuple[str, str]]:
+    return queries(monitoring_dir() / "grafana" / "dashboards" / f"{dashboard}.json")
+
+
+def no_data(target: ProbeTarget, panels: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The panels whose queries return no sample from the live Prometheus, waiting (bounded)
+    for fresh scrapes to fill the rates."""
     empty: list[tuple[str, str]] = []
 
     def answered() -> bool:
@@ -204,6 +209,8 @@ def no_data(target: ProbeTarget, dashboard: str) -> list[tuple[str, str]]:
     [
         pytest.param("overview", marks=pytest.mark.checklist("MON-DASH-OVERVIEW")),
         pytest.param("api", marks=pytest.mark.checklist("MON-DASH-API")),
+        pytest.param("database", marks=pytest.mark.checklist("MON-DASH-DB")),
+        pytest.param("system", marks=pytest.mark.checklist("MON-DASH-SYSTEM")),
     ],
 )
 def test_every_panel_query_returns_data(
@@ -211,12 +218,114 @@ def test_every_panel_query_returns_data(
 ) -> None:
     """A dashboard whose panels show no data helps nobody during an incident."""
     prometheus_url(target)
+    panels, containers = split_container_panels(dashboard_queries(dashboard))
+    for title, expr in containers:
+        evidence.note(f"decided under MON-CONTAINER-METRICS: {title!r}: {expr}")
     traffic(target)
-    empty = no_data(target, dashboard)
+    empty = no_data(target, panels)
+    evidence.figure("panels with data", len(panels) - len(empty))
     evidence.figure("panels without data", len(empty))
     assert not empty, (
         f"every panel query of the {dashboard} dashboard must return data from Prometheus "
         "after traffic (got none for "
         + "; ".join(f"{title!r}: {expr}" for title, expr in empty)
+        + ")"
+    )
+
+
+# -- host and container metrics --------------------------------------------------------------
+
+NODE_JOB = "node"
+CONTAINER_JOB = "cadvisor"
+# What the item names: CPU, memory, disk and network of every host.
+HOST_SERIES = {
+    "CPU": "node_cpu_seconds_total",
+    "memory": "node_memory_MemAvailable_bytes",
+    "disk": "node_filesystem_avail_bytes",
+    "network": "node_network_receive_bytes_total",
+}
+CONTAINER_SERIES = {
+    "CPU": "container_cpu_usage_seconds_total",
+    "memory": "container_memory_working_set_bytes",
+}
+
+
+def split_container_panels(
+    panels: list[tuple[str, str]],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(other panels, panels fed by per-container metrics): the latter need a container
+    runtime and are decided under MON-CONTAINER-METRICS."""
+    container_metrics = {
+        name for name, job in declared_exporter_metrics().items() if job == CONTAINER_JOB
+    }
+    fed = [(t, e) for t, e in panels if any(m in e for m in container_metrics)]
+    return [p for p in panels if p not in fed], fed
+
+
+def host(address: str) -> str:
+    return (urlsplit(address if "//" in address else f"//{address}").hostname or "").lower()
+
+
+@pytest.mark.checklist("MON-NODE-METRICS")
+def test_every_host_of_a_worker_has_cpu_memory_disk_and_network_metrics(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Resource exhaustion on a host goes unseen until it causes an outage."""
+    workers = metrics_urls(target)
+    nodes = [t for t in active_targets(target) if t["labels"].get("job") == NODE_JOB]
+    evidence.note(
+        "node targets: "
+        + (", ".join(f"{t['labels'].get('instance')} {t['health']}" for t in nodes) or "none")
+    )
+    hosts = {host(t["labels"].get("instance", "")) for t in nodes if t["health"] == "up"}
+    unwatched = sorted({host(url) for url in workers} - hosts)
+    assert not unwatched, (
+        f"every host that runs an API worker must be scraped by Prometheus under job "
+        f"{NODE_JOB} and be up (got no healthy node target for {', '.join(unwatched)}; "
+        f"node targets: {[t['labels'].get('instance') for t in nodes] or 'none'})"
+    )
+    missing: dict[str, list[str]] = {}
+    for what, series in HOST_SERIES.items():
+        found = {host(s["metric"].get("instance", "")) for s in promql(target, series)}
+        for h in sorted(hosts - found):
+            missing.setdefault(h, []).append(f"{what} ({series})")
+    evidence.figure("hosts with host metrics", len(hosts) - len(missing))
+    assert not missing, (
+        "Prometheus must hold CPU, memory, disk and network series for every node (got none of "
+        + "; ".join(f"{h}: {', '.join(w)}" for h, w in missing.items())
+        + ")"
+    )
+
+
+@pytest.mark.checklist("MON-CONTAINER-METRICS")
+def test_every_container_has_cpu_and_memory_metrics(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A single container's leak is invisible in host totals."""
+    prometheus_url(target)
+    # A native target, in process or through the file `preflight up` writes (named native).
+    if target.info.kind == "native" or target.info.name == "native":
+        pytest.skip(
+            "the native target runs its components as plain processes, not containers: there "
+            "are no per-container metrics to collect (decide this item on a containers or "
+            "external target whose Prometheus scrapes cAdvisor or the kubelet)"
+        )
+    jobs = {t["labels"].get("job") for t in active_targets(target)}
+    evidence.note(f"scrape jobs: {sorted(j for j in jobs if j)}")
+    empty = [
+        f"{what} ({series})"
+        for what, series in CONTAINER_SERIES.items()
+        if not promql(target, f'{series}{{name!=""}}')
+    ]
+    assert not empty, (
+        f"Prometheus at {prometheus_url(target)} must hold per-container series (got none for "
+        f"{', '.join(empty)}; is cAdvisor or the kubelet scraped, as job {CONTAINER_JOB!r}?)"
+    )
+    _, panels = split_container_panels(dashboard_queries("system"))
+    blank = no_data(target, panels)
+    evidence.figure("container panels with data", len(panels) - len(blank))
+    assert not blank, (
+        "every per-container panel of the system dashboard must return data (got none for "
+        + "; ".join(f"{title!r}: {expr}" for title, expr in blank)
         + ")"
     )

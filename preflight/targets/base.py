@@ -84,6 +84,8 @@ class TargetInfo:
     # probes. Optional; those probes skip without them.
     prometheus_url: str | None = None
     alertmanager_url: str | None = None
+    # Grafana's HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA.
+    grafana_url: str | None = field(default=None, repr=False)
 
 
 class Target(Protocol):

@@ -18,6 +18,7 @@ log_files:                             # optional: log files readable from here 
   - /var/log/nginx/chatsdk-access.log
 prometheus_url: http://10.0.0.5:9090    # optional: Prometheus and Alertmanager watching the
 alertmanager_url: http://10.0.0.5:9093  # system, for the live monitoring probes
+grafana_url: env:STAGING_GRAFANA_URL    # optional: Grafana's API, https://viewer:pw@host:3000
 ```
 """
 
@@ -48,9 +49,10 @@ FIELDS = {
     "jwt_secret",
     "prometheus_url",
     "alertmanager_url",
+    "grafana_url",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
-SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret")
+SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
 
 
 def _fail(path: Path, field: str, problem: str) -> TargetFileInvalid:
@@ -114,6 +116,7 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         jwt_secret=values.get("jwt_secret"),
         prometheus_url=_strip(values.get("prometheus_url")),
         alertmanager_url=_strip(values.get("alertmanager_url")),
+        grafana_url=_strip(values.get("grafana_url")),
         control=_control(path, raw.get("control")),
         metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
         log_files=tuple(_log_files(path, raw.get("log_files"), env)),
@@ -127,6 +130,7 @@ URL_SCHEMES = {
     "redis_url": ("redis", "rediss"),
     "prometheus_url": ("http", "https"),
     "alertmanager_url": ("http", "https"),
+    "grafana_url": ("http", "https"),
 }
 
 
@@ -213,6 +217,8 @@ def write_target_file(info: TargetInfo, path: Path) -> None:
         data["prometheus_url"] = info.prometheus_url
     if info.alertmanager_url:
         data["alertmanager_url"] = info.alertmanager_url
+    if info.grafana_url:
+        data["grafana_url"] = info.grafana_url
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -14,7 +14,8 @@ import pytest
 from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
-from tests.checks.support import apply_edits, edge_templates, failing, native, probe
+from preflight.targets.procs import free_port
+from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
 
 # The items decided from the artefacts in system/monitoring.
 ARTEFACT_ITEMS = {
@@ -151,3 +152,29 @@ def test_workers_that_log_only_warnings_fail_the_request_log_items() -> None:
     # Audit records do not depend on the log level; request records do.
     assert set(red) == {"DEP-LOGS-FLOWING", "MON-LOG-CENTRAL"}, red
     assert "API's logs must hold a record with request_id" in red["DEP-LOGS-FLOWING"]
+
+
+def grafana_target(name: str, grafana_url: str | None) -> TargetInfo:
+    """A target whose only part MON-GRAFANA's probe uses is its Grafana (no edge behind it)."""
+    return TargetInfo(
+        name=name,
+        kind="external",
+        edge_url="https://127.0.0.1:9",
+        admin_key="unused",
+        grafana_url=grafana_url,
+    )
+
+
+def test_grafana_is_judged_only_where_the_target_names_one_and_a_dead_one_fails() -> None:
+    native_results = probe(grafana_target("native", None), "monitoring/test_grafana.py")
+    outcome, reason = outcomes(native_results)["MON-GRAFANA"]
+    assert outcome is Outcome.SKIP, (outcome, reason)
+    assert "runs no Grafana" in reason
+
+    port = free_port()  # nothing listens: Grafana is down
+    down = grafana_target("staging", f"http://viewer:s3cret-pw@127.0.0.1:{port}")
+    outcome, reason = outcomes(probe(down, "monitoring/test_grafana.py"))["MON-GRAFANA"]
+    assert outcome is Outcome.FAIL, (outcome, reason)
+    assert f"Grafana at http://127.0.0.1:{port} must answer /api/health" in reason
+    assert "no answer" in reason
+    assert "s3cret-pw" not in reason

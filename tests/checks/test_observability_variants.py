@@ -24,6 +24,10 @@ LIVE_ITEMS = {
     "MON-NO-FIRING-ALERTS",
     "MON-DASH-OVERVIEW",
     "MON-DASH-API",
+    "MON-DASH-DB",
+    "MON-DASH-SYSTEM",
+    "MON-NODE-METRICS",
+    "MON-CONTAINER-METRICS",  # skipped on the native target: it runs no containers
 }
 # The bundled system's honest gap: no backup job writes the backup gauge yet, so
 # BackupMetricMissing is pending from the first evaluation on.
@@ -77,11 +81,13 @@ def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(
     assert "chatsdk_no_such_metric" in broken["MON-DASH-OVERVIEW"]
 
 
-def test_prometheus_without_alertmanager_and_an_alert_that_always_fires(
+def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert_that_always_fires(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_alerting(config: dict[str, Any]) -> None:
+    def no_alerting_node_or_postgres(config: dict[str, Any]) -> None:
         del config["alerting"]
+        jobs = config["scrape_configs"]
+        config["scrape_configs"] = [j for j in jobs if j["job_name"] not in ("node", "postgres")]
 
     def always(rules: dict[str, Any]) -> None:
         rules["groups"][0]["rules"].append(
@@ -93,14 +99,23 @@ def test_prometheus_without_alertmanager_and_an_alert_that_always_fires(
             }
         )
 
-    copy_with(tmp_path, "prometheus.yml", no_alerting)
+    copy_with(tmp_path, "prometheus.yml", no_alerting_node_or_postgres)
     copy = copy_with(tmp_path, "alerts.yml", always)
     monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
     with native(observability=True, monitoring_dir=copy) as info:
         broken = red(info)
-    assert set(broken) == {"MON-ALERTMANAGER", "MON-NO-FIRING-ALERTS"}, broken
+    assert set(broken) == {
+        "MON-ALERTMANAGER",
+        "MON-NO-FIRING-ALERTS",
+        "MON-NODE-METRICS",
+        "MON-DASH-SYSTEM",
+        "MON-DASH-DB",
+    }, broken
     assert "no active Alertmanager" in broken["MON-ALERTMANAGER"]
     assert "SeededAlwaysTrue" in broken["MON-NO-FIRING-ALERTS"]
+    assert "no healthy node target for 127.0.0.1" in broken["MON-NODE-METRICS"]
+    assert "node_load1" in broken["MON-DASH-SYSTEM"]
+    assert "pg_stat_activity_count" in broken["MON-DASH-DB"]
 
 
 def test_prometheus_scraping_the_workers_at_a_wrong_path(
@@ -115,7 +130,13 @@ def test_prometheus_scraping_the_workers_at_a_wrong_path(
         broken = red(info)
     # Nothing from the API reaches Prometheus: the dashboards go blank and APIServiceDown
     # becomes pending, as they would in production.
-    assert set(broken) == LIVE_ITEMS - {"MON-ALERTMANAGER"}, broken
+    assert set(broken) == {
+        "MON-PROM-SCRAPES",
+        "MON-NO-FIRING-ALERTS",
+        "MON-DASH-OVERVIEW",
+        "MON-DASH-API",
+        "MON-DASH-DB",  # its API-side panels
+    }, broken
     assert "/v1/metrics" in broken["MON-PROM-SCRAPES"]
     assert "no target for" in broken["MON-PROM-SCRAPES"]
     assert "APIServiceDown" in broken["MON-NO-FIRING-ALERTS"]

@@ -1,0 +1,108 @@
+"""Grafana, through its HTTP API (the target's grafana_url): healthy, with a Prometheus data
+source that answers, and the repository's dashboards provisioned."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+
+from checks.monitoring._monitoring import HTTP_TIMEOUT_S, monitoring_dir
+from checks.monitoring.test_dashboards import DASHBOARDS
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+
+class Grafana:
+    """GET on Grafana's API with the basic-auth credentials of its URL, if any."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.headers: dict[str, str] = {"Accept": "application/json"}
+        if parts.username is not None:
+            pair = f"{parts.username}:{parts.password or ''}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        self.base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """(status, decoded JSON); an unreachable Grafana is status 0 with the reason."""
+        request = urllib.request.Request(self.base + path, headers=self.headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()[:300].decode(errors="replace")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return 0, str(getattr(exc, "reason", exc))
+
+
+def grafana(target: ProbeTarget) -> Grafana:
+    url = target.info.grafana_url
+    if url:
+        return Grafana(url)
+    if target.info.kind == "native" or target.info.name == "native":
+        pytest.skip(
+            "the native target runs no Grafana: Debian 12 does not package it and its releases "
+            "come from grafana.com, which this machine cannot reach; point grafana_url of a "
+            "target file at the deployment's Grafana to decide this item"
+        )
+    pytest.skip(
+        f"target {target.info.name} gives no grafana_url; add the URL of its Grafana (with a "
+        "viewer's basic-auth credentials) to the target file to decide this item"
+    )
+
+
+def dashboard_titles() -> dict[str, str]:
+    folder = monitoring_dir() / "grafana" / "dashboards"
+    return {name: json.loads((folder / f"{name}.json").read_text())["title"] for name in DASHBOARDS}
+
+
+@pytest.mark.checklist("MON-GRAFANA")
+def test_grafana_is_healthy_queries_prometheus_and_has_the_dashboards(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Metrics nobody can look at do not help during an incident."""
+    api = grafana(target)
+    status, health = api.get("/api/health")
+    evidence.note(f"GET {api.base}/api/health: {status} {health}")
+    healthy = status == 200 and isinstance(health, dict) and health.get("database") == "ok"
+    assert healthy, (
+        f"Grafana at {api.base} must answer /api/health with 200 and database ok "
+        f"(got {status or 'no answer'}: {health})"
+    )
+    status, sources = api.get("/api/datasources")
+    listed = status == 200 and isinstance(sources, list)
+    assert listed, (
+        f"Grafana at {api.base} must list its data sources to the target's credentials "
+        f"(got {status}: {sources})"
+    )
+    prometheus = [s for s in sources if s.get("type") == "prometheus"]
+    evidence.note(f"data sources: {[(s.get('name'), s.get('type')) for s in sources]}")
+    assert prometheus, (
+        f"Grafana at {api.base} must have a Prometheus data source (got "
+        f"{[s.get('type') for s in sources] or 'none'})"
+    )
+    unhealthy = []
+    for source in prometheus:
+        status, answer = api.get(f"/api/datasources/uid/{quote(str(source.get('uid')))}/health")
+        if status != 200 or not isinstance(answer, dict) or answer.get("status") != "OK":
+            unhealthy.append(f"{source.get('name')}: {status} {answer}")
+    assert not unhealthy, (
+        "every Prometheus data source of Grafana must answer its health check with OK "
+        f"(got {'; '.join(unhealthy)})"
+    )
+    status, found = api.get("/api/search?type=dash-db&limit=5000")
+    titles = {d.get("title") for d in found} if isinstance(found, list) else set()
+    missing = sorted(t for t in dashboard_titles().values() if t not in titles)
+    evidence.figure("dashboards provisioned", len(titles))
+    assert not missing, (
+        f"Grafana at {api.base} must have the repository's dashboards provisioned (got no "
+        f"{', '.join(repr(t) for t in missing)}; search answered {status})"
+    )
