@@ -1,7 +1,10 @@
 """Fixtures shared by the probe families: the actors (apps, users and their objects) the auth,
-authorization and input probes act with, built once per session through the public API."""
+authorization and input probes act with, built once per session through the public API; and the
+order of a session: drills last."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the repository whose artefacts (system/deploy, docs/operations, CHANGELOG.md) the "
         "artefact probes judge (default: the one checks/ is in); tests point it at broken copies",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Drills (checks/drills/) run after every other probe: they break components, and even
+    when each restores what it broke, the probes judge an undisturbed system first."""
+    drills = Path(__file__).parent / "drills"
+    items.sort(key=lambda item: item.path.is_relative_to(drills))
 
 
 @pytest.fixture(scope="session")

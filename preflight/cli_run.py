@@ -83,6 +83,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="skip the load profile (load items stay unverified, saying so); for quick runs",
     )
     p.add_argument(
+        "--drills",
+        default="all",
+        metavar="all|none|NAME[,NAME]",
+        help="which drills to run after the load (checks/drills/test_<NAME>.py: they break a "
+        "component and restore it); default all. Items only an unselected drill decides are "
+        "reported as not selected",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -108,6 +116,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_run)
 
 
+def _drills(value: str) -> tuple[str, ...] | None:
+    """`all` -> None (every drill), `none` -> (), else the comma-separated names."""
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if names == ("all",):
+        return None
+    if names == ("none",):
+        return ()
+    if not names or {"all", "none"} & set(names):
+        raise PreflightError(f"--drills takes all, none or drill names (got {value!r})")
+    return names
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     for option, value in (("--workers", args.workers), ("--api-workers", args.api_workers)):
         if value < 1:
@@ -125,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         waivers_path=args.waivers,
         keys_path=args.keys,
         attestations_dir=args.attestations,
+        drills=_drills(args.drills),
         **({"load_runner": no_load_runner} if args.no_load else {}),
     )
     received: list[str] = []

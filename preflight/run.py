@@ -27,12 +27,14 @@ import redis
 from preflight.attestations import Attestation, evaluate_attestation, load_attestations
 from preflight.checklist import DEFAULT_PATH, Checklist, Item, load_checklist
 from preflight.decide import (
+    LOAD_GATE_METRIC,
     Decision,
     LoadResults,
     Verdict,
     apply_waiver,
     blocks,
     decide_load,
+    decide_load_gate,
     decide_manual,
     decide_probe,
     gate,
@@ -43,7 +45,7 @@ from preflight.diff import diff_records
 from preflight.errors import PreflightError
 from preflight.load import LocustRunner, locust_runner
 from preflight.outcomes import ProbeResult, ProbeResults
-from preflight.plugin import RunContext, run_probes
+from preflight.plugin import RunContext, collect_probes, run_probes
 from preflight.record import (
     RECORD_FILE,
     RECORD_SCHEMA,
@@ -87,6 +89,7 @@ class RunOptions:
     keys_path: Path = Path("signoff/keys.yaml")
     attestations_dir: Path = Path("signoff/attestations")
     load_runner: LoadRunner = locust_runner
+    drills: tuple[str, ...] | None = None  # names of checks/drills/test_<name>.py; None: all
 
 
 @dataclass
@@ -156,6 +159,48 @@ def read_pending(checks_dir: Path) -> tuple[str, ...]:
     return tuple(line for line in lines if line)
 
 
+DRILLS_DIR = "drills"
+
+
+def drill_files(checks_dir: Path) -> dict[str, Path]:
+    """Drill name -> its file: checks/drills/test_<name>.py."""
+    folder = checks_dir / DRILLS_DIR
+    return {p.stem.removeprefix("test_"): p for p in sorted(folder.glob("test_*.py"))}
+
+
+def selected_drills(options: RunOptions) -> dict[str, Path]:
+    """The drills `--drills` selects (every drill by default); an unknown name is an error."""
+    files = drill_files(options.checks_dir)
+    if options.drills is None:
+        return files
+    unknown = sorted(set(options.drills) - set(files))
+    if unknown:
+        raise PreflightError(
+            f"--drills: no drill named {', '.join(unknown)} in {options.checks_dir / DRILLS_DIR} "
+            f"(drills: {', '.join(files) or 'none'}; or `all`, `none`)"
+        )
+    return {name: path for name, path in files.items() if name in options.drills}
+
+
+def _drill_filter(
+    options: RunOptions, checklist_path: Path, why_not: Callable[[Item], str | None]
+) -> Callable[[Item], str | None]:
+    """`why_not` that also leaves out the items only unselected drills decide."""
+    files = drill_files(options.checks_dir)
+    chosen = selected_drills(options)
+    left_out = [p for name, p in files.items() if name not in chosen]
+    if not left_out:
+        return why_not
+    excluded = set(collect_probes(left_out, checklist_path).collected)
+    excluded -= set(collect_probes(list(chosen.values()), checklist_path).collected)
+    flag = f"--drills {','.join(chosen) or 'none'}"
+
+    def with_drills(item: Item) -> str | None:
+        return why_not(item) or (flag if item.id in excluded else None)
+
+    return with_drills
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What a run reads before it starts anything; every error here is the user's to fix."""
@@ -174,7 +219,9 @@ def load_inputs(options: RunOptions) -> Inputs:
         raise PreflightError(
             f"--profile must be one of {', '.join(PROFILES)} (got {options.profile})"
         )
-    why_not = selection_filter(options.areas, options.severities)
+    why_not = _drill_filter(
+        options, checklist.path, selection_filter(options.areas, options.severities)
+    )
     selected = tuple(item for item in checklist.items if why_not(item) is None)
     if not selected:
         raise PreflightError("--area/--severity select no checklist item; nothing to verify")
@@ -202,7 +249,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         target_description = describe_target(info, target)
         stage = _Stage(options, info, inputs, progress)
         probes = stage.pytest(
-            "probes", [options.checks_dir], ignore=[options.checks_dir / "drills"]
+            "probes", [options.checks_dir], ignore=[options.checks_dir / DRILLS_DIR]
         )
         load_items = [i for i in inputs.selected if i.verify == "load"]
         progress.log(f"load: profile {options.profile}, {len(load_items)} load items")
@@ -212,7 +259,12 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         load = runner(info, options.profile, options.workers, load_items)
         if not load.ran:
             progress.log(f"load: {load.reason}")
-        drills = stage.pytest("drills", [options.checks_dir / "drills"])
+        chosen = selected_drills(options)
+        if chosen:
+            drills = stage.pytest("drills", list(chosen.values()))
+        else:
+            progress.log("drills: none selected (--drills none)")
+            drills = ProbeResults()
         probes.results.extend(drills.results)
         for item_id, nodes in drills.collected.items():
             probes.collected.setdefault(item_id, []).extend(nodes)
@@ -247,7 +299,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         "verdict": verdict.to_json(duration),
         "items": [_item_json(checklist, d) for d in decisions],
         "load": load.to_json(),
-        "drills": [],
+        "drills": [_drill_json(r) for r in drills.results],
         "waivers": [w.to_json(now) for w in inputs.waivers],
         "previous": None,
         "changes": [],
@@ -270,21 +322,27 @@ def decide_all(
     inputs: Inputs, probes: ProbeResults, load: LoadResults, pending: frozenset[str], now: datetime
 ) -> list[Decision]:
     decisions: list[Decision] = []
-    for item in inputs.checklist.items:
+    load_decisions: list[Decision] = []  # of the selected load items, for the load gate items
+    gates = [i for i in inputs.checklist.items if i.metric == LOAD_GATE_METRIC]
+    for item in sorted(inputs.checklist.items, key=lambda i: i in gates):
         reason = inputs.why_not(item)
         if reason is not None:
             decisions.append(not_selected(item, reason))
             continue
         if item.verify == "probe":
             decision = decide_probe(item, probes, pending)
+        elif item in gates:
+            decision = decide_load_gate(item, load_decisions, load)
         elif item.verify == "load":
             decision = decide_load(item, load)
+            load_decisions.append(decision)
         else:
             verdict = evaluate_attestation(item, inputs.attestations, inputs.registry, now)
             decision = decide_manual(item, verdict.to_json() if verdict.status != "none" else None)
         waiver = waiver_for(item.id, inputs.waivers, now)
         decisions.append(apply_waiver(decision, waiver.to_json(now) if waiver else None))
-    return decisions
+    order = {item.id: n for n, item in enumerate(inputs.checklist.items)}
+    return sorted(decisions, key=lambda d: order[d.item.id])
 
 
 @dataclass(frozen=True)
@@ -317,6 +375,24 @@ class _Stage:
             problems = "\n  ".join(results.errors)
             raise PreflightError(f"{stage}: pytest could not collect the probes:\n  {problems}")
         return results
+
+
+def _drill_json(result: ProbeResult) -> dict[str, Any]:
+    """One drill test in the record: what it decided, how long it took, and its figures."""
+    path = result.nodeid.split("::", 1)[0]
+    return {
+        "name": Path(path).stem.removeprefix("test_"),
+        "nodeid": result.nodeid,
+        "items": list(result.items),
+        "outcome": result.outcome.value,
+        "message": result.message,
+        "duration_s": round(result.duration_s, 3),
+        "figures": [
+            {k: e[k] for k in ("name", "value", "unit") if k in e}
+            for e in result.evidence
+            if e.get("kind") == "figure"
+        ],
+    }
 
 
 def _item_json(checklist: Checklist, d: Decision) -> dict[str, Any]:

@@ -243,6 +243,67 @@ def test_selection_skips_unselected_items_and_they_never_block(tmp_path: Path) -
     assert {i["outcome"] for i in record["items"]} <= set(OUTCOMES)
 
 
+DRILL_ITEMS = """
+- id: T-DRILL-A
+  area: backup
+  title: A drill that measures something and passes
+  severity: high
+  owner: ops-lead
+  verify: probe
+  risk: An undrilled recovery fails when it is needed.
+  remediation: Run the drill.
+  refs: []
+  source: 'seed-summary: drill a'
+- id: T-DRILL-B
+  area: backup
+  title: Another drill, left out by the selection
+  severity: critical
+  owner: ops-lead
+  verify: probe
+  risk: An undrilled recovery fails when it is needed.
+  remediation: Run the drill.
+  refs: []
+  source: 'seed-summary: drill b'
+"""
+
+DRILL = '''
+import pytest
+
+
+@pytest.mark.checklist("{item}")
+def test_drill(target, evidence):
+    """Breaks nothing; reports one figure."""
+    evidence.figure("recovery time", 1.5, "s")
+    assert target.http.get("/v1/health/ready").status == 200
+'''
+
+
+def test_drills_run_after_the_probes_and_the_selection_leaves_the_others_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = workspace(tmp_path, teapot_severity="low")
+    ws.checklist.write_text(ws.checklist.read_text() + DRILL_ITEMS)
+    (ws.checks / "drills").mkdir()
+    for name, item in (("alpha", "T-DRILL-A"), ("beta", "T-DRILL-B")):
+        (ws.checks / "drills" / f"test_{name}.py").write_text(DRILL.format(item=item))
+    assert main(ws.args("--drills", "gamma")) == 2
+    assert "no drill named gamma" in capsys.readouterr().err
+    assert not ws.out.exists()
+
+    assert main(ws.args("--drills", "alpha")) == 0
+    err = capsys.readouterr().err
+    record = ws.record()
+    items = {i["id"]: i for i in record["items"]}
+    assert items["T-DRILL-A"]["outcome"] == "pass"
+    assert len(items["T-DRILL-A"]["tests"]) == 1, "drills run once, after the load"
+    assert (items["T-DRILL-B"]["selected"], items["T-DRILL-B"]["outcome"]) == (False, "skip")
+    assert items["T-DRILL-B"]["reason"] == "not selected (--drills alpha)"
+    assert err.index("drills: running pytest") > err.index("load:")
+    assert [(d["name"], d["outcome"], d["figures"]) for d in record["drills"]] == [
+        ("alpha", "pass", [{"name": "recovery time", "value": 1.5, "unit": "s"}])
+    ]
+
+
 def test_a_critical_manual_item_blocks_until_attested(tmp_path: Path) -> None:
     ws = workspace(tmp_path, teapot_severity="low", trained_severity="critical")
     assert main(ws.args()) == 1
