@@ -140,6 +140,34 @@ def decide_load(item: Item, load: LoadResults) -> Decision:
     return Decision(item, True, Outcome.PASS if ok else Outcome.FAIL, sentence, figures=figures)
 
 
+# A load metric the runner does not measure: the number of the run's other selected load items
+# that did not pass (decide_load_gate), for an item such as "every load item passed".
+LOAD_GATE_METRIC = "load_items_not_passed"
+
+
+def decide_load_gate(item: Item, others: Sequence[Decision], load: LoadResults) -> Decision:
+    """Decide `item` (metric LOAD_GATE_METRIC) from the decisions of the other load items: any
+    of them undecided leaves it unverified; otherwise it compares how many did not pass."""
+    if load.ran:
+        undecided = [d for d in others if d.outcome not in (Outcome.PASS, Outcome.FAIL)]
+        if undecided:
+            first = undecided[0]
+            reason = (
+                f"{len(undecided)} of {len(others)} load items undecided "
+                f"({', '.join(d.item.id for d in undecided)}; {first.item.id}: {first.reason})"
+            )
+            expected = {"metric": item.metric, "comparison": item.comparison, "value": item.value}
+            return Decision(item, True, Outcome.UNVERIFIED, reason, figures=expected)
+        failed = [d for d in others if d.outcome is Outcome.FAIL]
+        figure = LoadFigure(LOAD_GATE_METRIC, len(failed), load.scale_reached, "items")
+        load = replace(load, figures={**load.figures, LOAD_GATE_METRIC: figure})
+    decision = decide_load(item, load)
+    failed_ids = [d.item.id for d in others if d.outcome is Outcome.FAIL]
+    if decision.outcome is Outcome.FAIL:
+        decision = replace(decision, reason=f"{decision.reason}: {', '.join(failed_ids)} failed")
+    return decision
+
+
 def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision:
     if attestation is None:
         reason = f"no signed attestation from {item.owner}"

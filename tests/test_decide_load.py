@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from preflight.checklist import Item, load_checklist
-from preflight.decide import LoadFigure, LoadResults, decide_load
+from preflight.decide import LoadFigure, LoadResults, decide_load, decide_load_gate
 from preflight.load import CpuSample, Thresholds, Window, broken_slo, percentile, saturation
 from preflight.outcomes import Outcome
 
@@ -109,3 +109,29 @@ def test_saturation_is_judged_at_full_scale() -> None:
     assert saturation(calm, window, cores=1, limits=Thresholds()) is not None  # 95 % of 1 core
     ramp_spike = [CpuSample(-10, {"locust-master": 100.0}), *calm]
     assert saturation(ramp_spike, window, cores=2, limits=Thresholds()) is None
+
+
+def test_the_load_gate_item_passes_only_when_every_other_load_item_passed_at_scale() -> None:
+    gate = item("DEP-LOAD-GREEN")
+    at_scale = results(120.0, SCALE, scale_reached=SCALE)
+    passed = decide_load(item(), at_scale)
+    failed = decide_load(item(), results(900.0, SCALE, scale_reached=SCALE))
+    assert (passed.outcome, failed.outcome) == (Outcome.PASS, Outcome.FAIL)
+
+    assert decide_load_gate(gate, [passed, passed], at_scale).outcome is Outcome.PASS
+    red = decide_load_gate(gate, [passed, failed], at_scale)
+    assert red.outcome is Outcome.FAIL
+    assert red.reason.endswith("measured 1 with profile release): PERF-API-P95 failed")
+
+    small = {"users": 40, "ws_connections": 40, "duration_s": 10}
+    undecided = decide_load(item(), results(120.0, small))
+    pending = decide_load_gate(gate, [passed, undecided], at_scale)
+    assert pending.outcome is Outcome.UNVERIFIED
+    assert pending.reason.startswith("1 of 2 load items undecided (PERF-API-P95; PERF-API-P95: ")
+
+    nothing = LoadResults("smoke", False, reason="--no-load")
+    assert decide_load_gate(gate, [], nothing).outcome is Outcome.UNVERIFIED
+    # Every other item passed, but the run itself fell short of the gate's own scale.
+    short = decide_load_gate(gate, [passed], results(120.0, SCALE, scale_reached=small))
+    assert short.outcome is Outcome.UNVERIFIED
+    assert "did not reach the item's scale" in short.reason
