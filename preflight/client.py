@@ -126,12 +126,21 @@ class ChatClient:
                 conn.request(method, path, body=body, headers=all_headers)
                 resp = conn.getresponse()
                 data = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # A kept-alive connection the server closed meanwhile: one fresh try.
+            except (
+                http.client.RemoteDisconnected,
+                BrokenPipeError,
+                ConnectionResetError,
+                ssl.SSLEOFError,
+            ):
+                # A kept-alive connection the server closed meanwhile (over TLS the write can
+                # meet the close_notify first: SSLEOFError): one fresh try.
                 self._drop_connection()
                 if attempt == 2:
                     raise
                 continue
+            except BaseException:
+                self._drop_connection()  # never leave a half-used connection for the next call
+                raise
             if resp.getheader("Connection", "").lower() == "close":
                 self._drop_connection()
             headers_out = {k.lower(): v for k, v in resp.getheaders()}

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+WORKER_TMP_PREFIX = "xdist-tmp-"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker process gets a temp dir of its own (for itself and every
+    process it starts), so the guard below sees only what its own tests left behind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    base = Path(tempfile.gettempdir())
+    private = base / f"{WORKER_TMP_PREFIX}{os.getpid()}-{worker}"
+    private.mkdir()
+    private.chmod(0o1777)  # like /tmp: PostgreSQL runs as its own user and must reach its dirs
+    os.environ["TMPDIR"] = str(private)
+    tempfile.tempdir = None  # recomputed from TMPDIR on next use
+    config.stash[_PRIVATE] = private
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    private = config.stash.get(_PRIVATE, None)
+    if private is not None:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+_PRIVATE = pytest.StashKey[Path]()
 
 
 @pytest.fixture(scope="session", autouse=True)

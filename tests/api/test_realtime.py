@@ -141,7 +141,7 @@ def _connect_once_more(
                 url,
                 ssl=context,
                 origin=origin,  # type: ignore[arg-type]
-                open_timeout=5,
+                open_timeout=15,  # a busy 2-core machine (the suite runs in parallel)
                 close_timeout=2,
                 max_size=max_size,
             )
