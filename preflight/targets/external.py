@@ -18,7 +18,7 @@ log_files:                             # optional: log files readable from here 
   - /var/log/nginx/chatsdk-access.log
 prometheus_url: http://10.0.0.5:9090    # optional: Prometheus and Alertmanager watching the
 alertmanager_url: http://10.0.0.5:9093  # system, for the live monitoring probes
-grafana_url: env:STAGING_GRAFANA_URL    # optional: Grafana's API, https://viewer:pw@host:3000
+grafana_url: env:STAGING_GRAFANA_URL    # optional: Grafana's API (a viewer's user:password in it)
 ```
 """
 
