@@ -19,6 +19,14 @@ NOTE_LIMIT = 4096
 ATTACHMENT_LIMIT = 256 * 1024
 SCAN_LIMIT = 64 * 1024  # redaction looks at this much of a body before the excerpt is cut
 MAX_ENTRIES = 200
+# Images (screenshots) are kept whole or refused: a cut image is a broken one. Magic bytes by
+# media type, so an attachment is what it claims to be before it reaches the report.
+IMAGE_MAGIC = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+    "image/gif": b"GIF8",
+    "image/webp": b"RIFF",
+}
 # Shorter secrets are not replaced inside text: a 2-character password would shred every
 # entry, and such a password is a finding for SEC-PASSWORDS-STRONG, not something to hide.
 MIN_SECRET_LENGTH = 4
@@ -201,7 +209,12 @@ class EvidenceLog:
         return self._add({"kind": "note", "text": excerpt})
 
     def attach(self, name: str, content: str | bytes, media_type: str = "text/plain") -> Entry:
+        """A file as evidence: text (redacted, cut at ATTACHMENT_LIMIT), binary (base64), or an
+        image (PNG, JPEG, GIF, WebP: base64, whole, shown inline in the report)."""
         entry: Entry = {"kind": "attachment", "name": name, "media_type": media_type}
+        magic = IMAGE_MAGIC.get(media_type.split(";", maxsplit=1)[0].strip().lower())
+        if magic is not None:
+            return self._add({**entry, **_image(name, content, media_type, magic)})
         text = content
         if isinstance(content, bytes):
             try:
@@ -214,3 +227,16 @@ class EvidenceLog:
         entry["encoding"] = "text"
         entry["content"], _ = _excerpt(self._redactor, text, ATTACHMENT_LIMIT)
         return self._add(entry)
+
+
+def _image(name: str, content: str | bytes, media_type: str, magic: bytes) -> Entry:
+    if not isinstance(content, bytes) or not content.startswith(magic):
+        raise ValueError(
+            f"attachment {name!r} is not a {media_type} image (its bytes say otherwise)"
+        )
+    if len(content) > ATTACHMENT_LIMIT:
+        raise ValueError(
+            f"image {name!r} has {len(content)} bytes, over the {ATTACHMENT_LIMIT} byte limit of "
+            "an attachment; downscale it or lower its JPEG quality (a cut image is unreadable)"
+        )
+    return {"encoding": "base64", "content": base64.b64encode(content).decode()}

@@ -1,0 +1,132 @@
+"""Stage the web client (system/web) for the edge: every asset under a fingerprinted name.
+
+The client is plain ES modules and one stylesheet: nothing is downloaded or bundled. Staging
+copies each asset to `app/assets/<stem>.<sha256 prefix><suffix>`, rewriting the relative imports
+between modules (and the references in index.html) to those names, so a name changes exactly
+when the bytes behind it (or behind anything it imports) change. The edge then serves assets with
+a year of immutable caching and the page itself with `no-cache` (INF-NET-STATIC-CACHE), from
+disk, never through the API workers (PERF-STATIC-CDN).
+
+Layout written under `dest`: `app/index.html` and `app/assets/*`, as the edge's web location
+(system/nginx/static/web-client.conf) expects with `root <dest>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from preflight.errors import EdgeConfigInvalid
+
+# preflight/targets/web.py -> <repo>/system/web
+WEB_DIR = Path(__file__).resolve().parents[2] / "system" / "web"
+ENTRY = "index.html"
+ASSET_DIR = "assets"
+ASSET_SUFFIXES = frozenset({".js", ".css", ".svg", ".png", ".webmanifest"})
+FINGERPRINT_HEX = 16
+PRELOAD_MARKER = "<!-- modulepreload -->"
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*\.[a-z]+"
+# `import x from "./a.js"`, `export {y} from "./b.js"`, `import "./c.js"`, `import("./d.js")`.
+_JS_IMPORT = re.compile(
+    r"""(?P<head>\b(?:from|import)\s*\(?\s*)(?P<quote>["'])\./(?P<name>[^"']+)(?P=quote)"""
+)
+_HTML_REF = re.compile(
+    rf"""(?P<head>\b(?:src|href)=)(?P<quote>["'])(?:\./)?(?P<name>{_NAME})(?P=quote)"""
+)
+_SAFE_NAME = re.compile(rf"^{_NAME}$")
+
+
+@dataclass(frozen=True)
+class WebBuild:
+    root: Path  # the edge's `root`: root/app/index.html and root/app/assets/
+    assets: dict[str, str]  # source file name -> staged (fingerprinted) name
+
+    @property
+    def entry(self) -> Path:
+        return self.root / "app" / ENTRY
+
+
+def fingerprinted(name: str, content: bytes) -> str:
+    stem, dot, suffix = name.rpartition(".")
+    digest = hashlib.sha256(content).hexdigest()[:FINGERPRINT_HEX]
+    return f"{stem}.{digest}{dot}{suffix}"
+
+
+def stage_web_client(source: Path, dest: Path) -> WebBuild:
+    """Copy `source` (a copy of system/web) into `dest` with fingerprinted asset names."""
+    if not (source / ENTRY).is_file():
+        raise EdgeConfigInvalid(f"{source}/{ENTRY} is missing; point the web source at system/web")
+    sources: dict[str, bytes] = {}
+    for path in sorted(source.iterdir()):
+        if path.name == ENTRY or path.name.startswith("."):
+            continue
+        if path.is_dir() or path.suffix not in ASSET_SUFFIXES:
+            raise EdgeConfigInvalid(
+                f"{path} is not a web asset ({', '.join(sorted(ASSET_SUFFIXES))}); the web client "
+                "is a flat folder of modules, one stylesheet and images"
+            )
+        if not _SAFE_NAME.match(path.name):
+            raise EdgeConfigInvalid(
+                f"{path.name} is not a plain asset name (letters, digits, '_' and '-', one suffix)"
+            )
+        sources[path.name] = path.read_bytes()
+
+    staged: dict[str, str] = {}
+    contents: dict[str, bytes] = {}
+
+    def stage(name: str, chain: tuple[str, ...]) -> str:
+        if name in staged:
+            return staged[name]
+        if name in chain:
+            cycle = " -> ".join((*chain, name))
+            raise EdgeConfigInvalid(f"the web client's modules import in a cycle: {cycle}")
+        if name not in sources:
+            raise EdgeConfigInvalid(f"{chain[-1]} refers to ./{name}, which {source} does not have")
+        content = sources[name]
+        if name.endswith(".js"):
+
+            def imported(m: re.Match[str]) -> str:
+                quote = m["quote"]
+                return f"{m['head']}{quote}./{stage(m['name'], (*chain, name))}{quote}"
+
+            content = _JS_IMPORT.sub(imported, content.decode("utf-8")).encode("utf-8")
+        staged[name] = fingerprinted(name, content)
+        contents[name] = content
+        return staged[name]
+
+    for name in sources:
+        stage(name, ("(assets)",))
+
+    page = (source / ENTRY).read_text(encoding="utf-8")
+
+    def page_ref(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in staged:
+            raise EdgeConfigInvalid(f"{ENTRY} refers to {name}, which {source} does not have")
+        return f"{match['head']}{match['quote']}{ASSET_DIR}/{staged[name]}{match['quote']}"
+
+    page = _HTML_REF.sub(page_ref, page)
+    preload = "\n".join(
+        f'<link rel="modulepreload" href="{ASSET_DIR}/{staged[n]}">'
+        for n in sorted(staged)
+        if n.endswith(".js")
+    )
+    page = page.replace(PRELOAD_MARKER, preload)
+
+    shutil.rmtree(dest, ignore_errors=True)
+    assets = dest / "app" / ASSET_DIR
+    assets.mkdir(parents=True)
+    for directory in (dest, dest / "app", assets):
+        directory.chmod(0o755)  # nginx's workers (nobody) read them
+    for name, content in contents.items():
+        target = assets / staged[name]
+        target.write_bytes(content)
+        target.chmod(0o644)
+    entry = dest / "app" / ENTRY
+    entry.write_text(page, encoding="utf-8")
+    entry.chmod(0o644)
+    return WebBuild(dest, dict(staged))
