@@ -33,7 +33,13 @@ from chatsdk.auth import require_user
 from chatsdk.errors import ApiError, bad_request, not_found, unavailable
 from chatsdk.ids import new_id
 from chatsdk.keys import SETTINGS
-from chatsdk.storage import STORAGE, StorageError, StoredObjectMissing, storage_from_settings
+from chatsdk.storage import (
+    STORAGE,
+    Storage,
+    StorageError,
+    StoredObjectMissing,
+    storage_from_settings,
+)
 from chatsdk.validation import path_id
 
 log = logging.getLogger("chatsdk.uploads")
@@ -323,38 +329,49 @@ async def download(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def purge_batch(
+    conn: Any, storage: Storage, app_id: str | None = None, user_id: str | None = None
+) -> tuple[int, int]:
+    """Remove the bytes of one batch of deleted uploads (of one user, or of everyone) from
+    storage: (rows looked at, rows purged). In a transaction, the rows stay locked meanwhile."""
+    rows = await conn.fetch(
+        "SELECT id, storage_key FROM uploads "
+        "WHERE deleted_at IS NOT NULL AND purged_at IS NULL "
+        "AND ($1::text IS NULL OR (app_id = $1 AND user_id = $2)) "
+        "ORDER BY deleted_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+        app_id,
+        user_id,
+        PURGE_BATCH,
+    )
+    done: list[str] = []
+    for row in rows:
+        try:
+            await storage.delete(row["storage_key"])
+        except StorageError:
+            log.warning("could not purge upload %s yet", row["id"], exc_info=True)
+        else:
+            done.append(row["id"])
+    if done:
+        await conn.execute("UPDATE uploads SET purged_at = now() WHERE id = any($1::text[])", done)
+    return len(rows), len(done)
+
+
+def purge_finished(looked_at: int, purged: int) -> bool:
+    """After a batch: nothing more to purge now (a short batch, or storage refused some)."""
+    return looked_at < PURGE_BATCH or purged < looked_at
+
+
 async def purge_deleted(
     app: web.Application, app_id: str | None = None, user_id: str | None = None
 ) -> int:
     """Remove the bytes of deleted uploads from storage; returns how many were purged. Safe to
     repeat and to run on every worker at once (SKIP LOCKED; storage deletes are idempotent)."""
-    storage = app[STORAGE]
     purged = 0
     while True:
         async with db.transaction(app) as conn:
-            rows = await conn.fetch(
-                "SELECT id, storage_key FROM uploads "
-                "WHERE deleted_at IS NOT NULL AND purged_at IS NULL "
-                "AND ($1::text IS NULL OR (app_id = $1 AND user_id = $2)) "
-                "ORDER BY deleted_at LIMIT $3 FOR UPDATE SKIP LOCKED",
-                app_id,
-                user_id,
-                PURGE_BATCH,
-            )
-            done: list[str] = []
-            for row in rows:
-                try:
-                    await storage.delete(row["storage_key"])
-                except StorageError:
-                    log.warning("could not purge upload %s yet", row["id"], exc_info=True)
-                else:
-                    done.append(row["id"])
-            if done:
-                await conn.execute(
-                    "UPDATE uploads SET purged_at = now() WHERE id = any($1::text[])", done
-                )
-        purged += len(done)
-        if len(rows) < PURGE_BATCH or len(done) < len(rows):
+            looked_at, done = await purge_batch(conn, app[STORAGE], app_id, user_id)
+        purged += done
+        if purge_finished(looked_at, done):
             return purged
 
 

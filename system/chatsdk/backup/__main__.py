@@ -1,0 +1,83 @@
+"""`python -m chatsdk.backup run | schedule | restore` (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from chatsdk.backup.job import BackupFailed, BackupSettings, schedule, summary, take_backup
+from chatsdk.backup.restore import RestoreRequest, restore
+from chatsdk.errors import SettingsError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # run: the backup failed; restore: restored, but it differs from the backup
+EXIT_ERROR = 2  # bad settings; restore: refused or a tool failed
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m chatsdk.backup", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="take one backup now (settings: CHATSDK_BACKUP_*)")
+    run.add_argument("--trigger", default="manual", choices=("manual", "schedule"))
+    sub.add_parser("schedule", help="a backup now, then every CHATSDK_BACKUP_EVERY seconds")
+    rest = sub.add_parser("restore", help="restore a backup into an empty database and store")
+    rest.add_argument("--repository", type=Path, required=True, help="the backup repository")
+    rest.add_argument("--id", default=None, help="the backup (default: the newest successful)")
+    rest.add_argument(
+        "--database-url",
+        default=os.environ.get("CHATSDK_BACKUP_DATABASE_URL"),
+        help="the empty database, as a role that may create its objects (e.g. the superuser); "
+        "default: CHATSDK_BACKUP_DATABASE_URL (keeps the password out of `ps`)",
+    )
+    rest.add_argument("--upload-dir", type=Path, default=None, help="the empty upload store")
+    rest.add_argument("--pg-bin", type=Path, default=None, help="PostgreSQL's client binaries")
+    return p
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    if not args.database_url:
+        print("chatsdk.backup: restore needs --database-url", file=sys.stderr)
+        return EXIT_ERROR
+    request = RestoreRequest(
+        repository=args.repository,
+        database_url=args.database_url,
+        upload_dir=args.upload_dir,
+        backup_id=args.id,
+        **({"pg_bin": args.pg_bin} if args.pg_bin else {}),
+    )
+    try:
+        report = asyncio.run(restore(request))
+    except (BackupFailed, OSError, ValueError) as exc:
+        print(json.dumps({"verified": False, "error": str(exc)}))
+        print(f"chatsdk.backup: restore failed: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(report))
+    return EXIT_OK if report["verified"] else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "restore":
+        return restore_command(args)
+    try:
+        settings = BackupSettings.from_env()
+    except SettingsError as exc:
+        print(f"chatsdk.backup: invalid settings: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.command == "schedule":
+        asyncio.run(schedule(settings, log=lambda line: print(line, flush=True)))
+        return EXIT_OK
+    entry = asyncio.run(take_backup(settings, args.trigger))
+    print(json.dumps(summary(entry)))
+    if entry["status"] != "ok":
+        print(f"chatsdk.backup: backup failed: {entry['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The backup, restore and data-lifecycle drills against a deliberately broken bundled system:
+each seeded defect turns its items red, and the reason names it.
+
+One target carries every defect whose items do not overlap: backups scheduled every two days,
+messages kept for ever, an erasure that a trigger quietly undoes (the messages keep their text),
+an export that cannot see reactions (a row-level security policy hides them from read-only
+transactions, which is how the export reads). The backup job the drills run is then broken in
+two ways, one run each: a pg_dump that leaves out the reactions' rows, copying from an empty
+upload store and pruning after 7 days; and a pg_dump whose dump is cut short (nothing restores)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from preflight.targets.base import ProcessJob, TargetInfo
+from preflight.targets.native import PG_BIN
+from tests.checks.support import failing, native, outcomes, probe
+
+pytestmark = pytest.mark.native
+
+DRILLS = ("drills/test_backup.py", "drills/test_gdpr.py")
+
+# Seeded in the live database as the application role, which owns its tables.
+KEEP_TEXT = """
+CREATE FUNCTION preflight_keep_text() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.text IS NULL THEN NEW.text := OLD.text; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER preflight_keep_text BEFORE UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION preflight_keep_text();
+"""
+HIDE_REACTIONS_FROM_READ_ONLY = """
+ALTER TABLE reactions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE reactions FORCE ROW LEVEL SECURITY;
+CREATE POLICY preflight_hide ON reactions
+    USING (current_setting('transaction_read_only') = 'off');
+"""
+
+OMIT_REACTIONS = '#!/bin/sh\nexec {real} "$@" --exclude-table-data=reactions\n'
+CUT_SHORT = """#!/bin/sh
+{real} "$@" || exit $?
+for a in "$@"; do case "$a" in --file=*) f="${{a#--file=}}";; esac; done
+[ -n "$f" ] || exit 0
+head -c 2048 "$f" > "$f.cut" && mv "$f.cut" "$f"
+"""
+
+
+def pg_bin_with(tmp: Path, name: str, pg_dump: str) -> Path:
+    """PostgreSQL's client binaries, but pg_dump replaced by a broken wrapper."""
+    directory = tmp / name
+    directory.mkdir()
+    for tool in PG_BIN.iterdir():
+        if tool.name != "pg_dump":
+            (directory / tool.name).symlink_to(tool)
+    wrapper = directory / "pg_dump"
+    wrapper.write_text(pg_dump.format(real=PG_BIN / "pg_dump"))
+    wrapper.chmod(0o755)
+    return directory
+
+
+def with_backup_job(info: TargetInfo, **env: str) -> TargetInfo:
+    job = info.jobs["backup"]
+    assert isinstance(job, ProcessJob)
+    broken = ProcessJob(job.name, job.argv, {**job.env, **env})
+    return dataclasses.replace(info, jobs={**info.jobs, "backup": broken})
+
+
+def seed_sql(dsn: str, *statements: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            for sql in statements:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def broken() -> Iterator[TargetInfo]:
+    with native(
+        workers=1,
+        backups=True,
+        backup_env={"CHATSDK_BACKUP_EVERY": str(2 * 86400)},
+        worker_env={"CHATSDK_RETENTION_MESSAGES_DAYS": "0"},
+    ) as info:
+        assert info.postgres_dsn is not None
+        seed_sql(info.postgres_dsn, KEEP_TEXT, HIDE_REACTIONS_FROM_READ_ONLY)
+        yield info
+
+
+def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Path) -> None:
+    empty_store, offsite = tmp_path / "empty-store", tmp_path / "offsite"
+    empty_store.mkdir()
+    offsite.mkdir()
+    info = with_backup_job(
+        dataclasses.replace(broken, backup_offsite_dir=offsite),
+        CHATSDK_BACKUP_PG_BIN=str(pg_bin_with(tmp_path, "omit", OMIT_REACTIONS)),
+        CHATSDK_UPLOAD_DIR=str(empty_store),
+        CHATSDK_BACKUP_RETENTION_DAYS="7",
+    )
+    red = failing(probe(info, *DRILLS))
+    named = {
+        "BAK-DB-DAILY": "at least daily (got every 48.0 h)",
+        "BAK-RPO": "worst case of 48.",
+        "INF-DB-BACKUP": "table reactions: 0 rows restored",
+        "BAK-VERIFY": "table reactions: 0 rows restored",
+        "BAK-RESTORE-DRILL": "must carry the reaction",
+        "BAK-FILES": "must hold every live upload",
+        "BAK-RETENTION": "29 days old, within the 30-day retention (got it pruned)",
+        "BAK-OFFSITE": "(got no copy)",
+        "INF-REDIS-BACKUP": "(got no copy)",
+        "CMP-DATA-EXPORT": "missing: reactions",
+        "CMP-ERASURE": "PostgreSQL holds {'messages'",
+        "CMP-RETENTION": "['messages_days'] kept for ever",
+    }
+    assert set(red) == set(named), red
+    for item, words in named.items():
+        assert words in red[item], (item, red[item])
+
+
+def test_a_backup_that_does_not_restore_fails_the_rto(broken: TargetInfo, tmp_path: Path) -> None:
+    info = with_backup_job(
+        broken, CHATSDK_BACKUP_PG_BIN=str(pg_bin_with(tmp_path, "cut", CUT_SHORT))
+    )
+    red = failing(probe(info, "drills/test_backup.py", items={"BAK-RTO"}))
+    assert set(red) == {"BAK-RTO"}, red
+    assert "must restore into a new system" in red["BAK-RTO"], red
+    assert "pg_restore" in red["BAK-RTO"], red
+
+
+def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_path: Path) -> None:
+    empty = tmp_path / "repository"
+    empty.mkdir()
+    info = dataclasses.replace(broken, backup_dir=empty)
+    decided = outcomes(probe(info, "drills/test_backup.py", items={"POST-BACKUP-RAN"}))
+    outcome, reason = decided["POST-BACKUP-RAN"]
+    assert outcome.value == "fail", decided
+    assert "must hold a successful scheduled backup (got 0 scheduled runs" in reason, reason
+    assert not os.listdir(empty), "the probe must not write into the repository it judges"
