@@ -1,0 +1,169 @@
+"""What the fault, rollout and alert drills share: the API workers a target lets them control,
+each worker's own address where the target gives it, and waiting for the system to be whole
+again after a drill (a drill that cannot restore is an error, never a pass)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from checks._chat import polite
+from checks._runtime import SAMPLES
+from preflight.probe_target import ProbeTarget
+
+STEADY_S = 1.0  # the workload before and after each fault
+RESTORE_TIMEOUT_S = 30.0
+POLL_S = 0.05
+
+
+def api_workers(target: ProbeTarget) -> list[str]:
+    """The target's controllable API workers (`api-0`, `api-1`, ...); skips without one."""
+    names = sorted(n for n in target.info.control if n.startswith("api"))
+    if not names:
+        known = ", ".join(sorted(target.info.control)) or "none"
+        pytest.skip(
+            f"target {target.name} gives no control over an API worker (it controls: {known}); "
+            "add control.api-0 (stop, start, kill) to the target file to run this drill"
+        )
+    return names
+
+
+def spare_worker(target: ProbeTarget) -> str:
+    """The first API worker, for drills that take one down while another keeps serving; skips
+    when the target controls only one (taking it down is an outage, not a drill)."""
+    names = api_workers(target)
+    if len(names) < 2:
+        pytest.skip(
+            f"target {target.name} controls one API worker ({names[0]}): this drill takes one "
+            "down while another serves; start the target with two or more"
+        )
+    return names[0]
+
+
+def worker_url(target: ProbeTarget, worker: str) -> str | None:
+    """The worker's own plain-HTTP address, where the target gives it: the native target's i-th
+    metrics URL belongs to api-i. None elsewhere (a target file's metrics URLs are not tied to
+    its control names)."""
+    if target.info.kind != "native" or not worker.startswith("api-"):
+        return None
+    index = int(worker.removeprefix("api-"))
+    urls = target.info.metrics_urls
+    return urls[index].removesuffix("/metrics") if index < len(urls) else None
+
+
+def status_of(url: str, timeout: float = 1.0) -> int | str:
+    """The HTTP status of a GET, or the name of the error when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return type(reason).__name__
+
+
+def edge_ready(target: ProbeTarget) -> int:
+    return polite(lambda: target.http.get("/v1/health/ready")).status
+
+
+def wait_edge_ready(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) -> float:
+    """Seconds until the edge's readiness answers 200; RuntimeError (the drill errors) when it
+    does not within `timeout`."""
+    start = time.monotonic()
+    while (status := edge_ready(target)) != 200:
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(
+                f"{target.edge_url}/v1/health/ready did not answer 200 within {timeout:g} s after "
+                f"the drill restored the system (last {status})"
+            )
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def wait_worker_ready(
+    target: ProbeTarget, worker: str, timeout: float = RESTORE_TIMEOUT_S
+) -> float:
+    """Seconds until `worker` is ready: its own readiness where the target gives its address,
+    else the edge's."""
+    url = worker_url(target, worker)
+    if url is None:
+        return wait_edge_ready(target, timeout)
+    start = time.monotonic()
+    while (status := status_of(f"{url}/v1/health/ready")) != 200:
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(
+                f"{worker} ({url}) was not ready within {timeout:g} s of its start (last {status})"
+            )
+        time.sleep(POLL_S)
+    return time.monotonic() - start
+
+
+@dataclass
+class Poller:
+    """GETs `url` every POLL_S in a thread and keeps (seconds since start, status or error)."""
+
+    url: str
+    seen: list[tuple[float, int | str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Poller:
+        t0 = time.monotonic()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                self.seen.append((round(time.monotonic() - t0, 3), status_of(self.url, 0.5)))
+                self._stop.wait(POLL_S)
+
+        self._thread = threading.Thread(target=run, name=f"poll {self.url}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def changes(self) -> list[tuple[float, int | str]]:
+        """Only the observations that differ from the one before."""
+        out: list[tuple[float, int | str]] = []
+        for at, status in self.seen:
+            if not out or out[-1][1] != status:
+                out.append((at, status))
+        return out
+
+
+def reports(target: ProbeTarget) -> dict[str, dict[str, Any]]:
+    """Worker id -> its /v1/admin/runtime report (pid, version, migrations), through the edge;
+    SAMPLES requests reach every worker of a small target."""
+    admin = target.http.as_admin(target.admin_key)
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(SAMPLES):
+        response = polite(lambda: admin.get("/v1/admin/runtime"))
+        if response.status == 200:
+            report: dict[str, Any] = response.json()
+            seen[str(report["worker_id"])] = report
+    return seen
+
+
+def serving_everywhere(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) -> float:
+    """Seconds until every API worker answers through the edge again. After a worker was down
+    the edge avoids it for a while (max_fails, fail_timeout); a drill that started meanwhile
+    would put no traffic on it and prove nothing."""
+    names = [n for n in target.info.control if n.startswith("api-")]
+    start = time.monotonic()
+    while len(reports(target)) < len(names):
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(
+                f"not every API worker answered through {target.edge_url} within {timeout:g} s "
+                f"(expected {len(names)})"
+            )
+        time.sleep(0.5)
+    return time.monotonic() - start

@@ -1,0 +1,277 @@
+"""The alert drill (POST-ALERT-DRILL): the target's own Prometheus and Alertmanager, running
+system/monitoring's rules and routes, watch an error burst (PostgreSQL stopped while users keep
+asking, so the API answers 503) and an API worker going down; HighErrorRate and APIServiceDown
+must reach the receivers a critical alert is routed to: the pager and the team's chat.
+
+A webhook of the drill stands in for pager and chat: Alertmanager delivers every receiver there
+(`/<receiver>`), with its routes and inhibition as written. So that the drill takes seconds, not
+the minutes of production `for` durations, the rules' `for`, their longer range windows and the
+routes' waits are shortened (TargetInfo.alert_routing; the evidence says exactly what changed).
+The drill restores PostgreSQL, the worker and the real configuration, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from checks._chat import Actor, Tenant
+from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready, worker_url
+from checks.monitoring._monitoring import promql
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+# The paging policy of system/monitoring/alertmanager.yml, as the operations docs state it:
+# critical alerts page and reach the team's chat channel; warnings go to chat only.
+RECEIVERS = {"critical": frozenset({"pager", "chat"})}
+FIRE_TIMEOUT_S = 60.0  # fault to the first delivery, with the drill's shortened timings
+GRACE_S = 2.0  # after the first receiver got the alert, how long the others get
+BURST_INTERVAL_S = 0.05
+
+
+class Webhook:
+    """Alertmanager's webhook receiver: keeps every notification with its time of arrival."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[float, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        webhook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    payload = json.loads(self.rfile.read(length))
+                except ValueError:
+                    payload = {}
+                with webhook._lock:
+                    webhook.deliveries.append((time.monotonic(), self.path.strip("/"), payload))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Webhook:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reached(
+        self, alert: str, since: float, severity: str = "critical", instance: str | None = None
+    ) -> dict[str, float]:
+        """Receiver -> seconds from `since` to the first firing notification of `alert`."""
+        found: dict[str, float] = {}
+        with self._lock:
+            deliveries = list(self.deliveries)
+        for at, receiver, payload in deliveries:
+            for a in payload.get("alerts", []):
+                labels = a.get("labels", {})
+                if (
+                    at >= since
+                    and a.get("status") == "firing"
+                    and labels.get("alertname") == alert
+                    and labels.get("severity") == severity
+                    and (instance is None or labels.get("instance") == instance)
+                ):
+                    found.setdefault(receiver, round(at - since, 3))
+        return found
+
+    def summary(self) -> list[dict[str, Any]]:
+        with self._lock:
+            deliveries = list(self.deliveries)
+        t0 = deliveries[0][0] if deliveries else 0.0
+        return [
+            {
+                "at_s": round(at - t0, 3),
+                "receiver": receiver,
+                "alerts": [
+                    {k: a.get("labels", {}).get(k) for k in ("alertname", "severity", "instance")}
+                    for a in payload.get("alerts", [])
+                ],
+            }
+            for at, receiver, payload in deliveries
+        ]
+
+
+@dataclass
+class Phase:
+    alert: str
+    instance: str | None
+    reached: dict[str, float] = field(default_factory=dict)
+    firing_in_prometheus: bool = False
+    note: str = ""
+
+
+@dataclass
+class AlertDrill:
+    routing: str
+    burst: Phase
+    down: Phase
+    deliveries: list[dict[str, Any]]
+    duration_s: float  # the whole drill (a fixture's time is not the test's)
+
+
+@pytest.fixture(scope="module")
+def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
+    info = target.info
+    if not info.prometheus_url or not info.alertmanager_url:
+        pytest.skip(
+            f"target {target.name} names no Prometheus and Alertmanager (prometheus_url, "
+            "alertmanager_url): the alert drill needs the monitoring that watches the system"
+        )
+    if info.alert_routing is None:
+        pytest.skip(
+            f"target {target.name} gives no way to route its alerts to the drill's receiver "
+            "(TargetInfo.alert_routing); run the drill against a staging Alertmanager whose "
+            "receivers you can point at a test webhook"
+        )
+    routing = info.alert_routing
+    worker = api_workers(target)[0]
+    address = worker_url(target, worker)
+    instance = urlsplit(address).netloc if address else None
+    postgres = target.control("postgres")
+    tenant = Tenant.create(target, "drill-alerts")
+    user = tenant.user("asker")
+    drill_started = time.monotonic()
+    with Webhook() as webhook:
+        changed = routing.divert(webhook.url)
+        try:
+            burst = Phase("HighErrorRate", None)
+            started = time.monotonic()
+            postgres.stop()
+            try:
+                with _Burst(user):
+                    _await(webhook, burst, started, target)
+            finally:
+                postgres.start()
+                wait_edge_ready(target)
+            down = Phase("APIServiceDown", instance)
+            control = target.control(worker)
+            started = time.monotonic()
+            control.stop()
+            try:
+                _await(webhook, down, started, target)
+            finally:
+                control.start()
+                wait_worker_ready(target, worker)
+        finally:
+            routing.restore()
+        duration = round(time.monotonic() - drill_started, 3)
+        yield AlertDrill(changed, burst, down, webhook.summary(), duration)
+
+
+class _Burst:
+    """A user keeps asking for their channels through the edge until the block ends."""
+
+    def __init__(self, user: Actor) -> None:
+        self.user = user
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="error burst", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.statuses.append(self.user.client.get("/v1/channels").status)
+            except OSError:
+                self.user.client.close()
+            self._stop.wait(BURST_INTERVAL_S)
+
+    def __enter__(self) -> _Burst:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def _await(webhook: Webhook, phase: Phase, since: float, target: ProbeTarget) -> None:
+    """Until the alert reached a receiver (and the others had GRACE_S more), or the timeout."""
+    deadline = since + FIRE_TIMEOUT_S
+    first: float | None = None
+    while time.monotonic() < deadline:
+        phase.reached = webhook.reached(phase.alert, since, instance=phase.instance)
+        if phase.reached and first is None:
+            first = time.monotonic()
+        if first is not None and (
+            time.monotonic() - first >= GRACE_S or set(phase.reached) >= RECEIVERS["critical"]
+        ):
+            break
+        time.sleep(0.2)
+    phase.firing_in_prometheus = _firing(target, phase)
+
+
+def _firing(target: ProbeTarget, phase: Phase) -> bool:
+    """Whether Prometheus has the alert firing (to tell a rule that never fired from a route
+    that did not deliver)."""
+    query = f'ALERTS{{alertname="{phase.alert}",alertstate="firing",severity="critical"}}'
+    try:
+        result = promql(target, query)
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return False
+    return bool(result)
+
+
+def _check(phase: Phase, evidence: EvidenceLog) -> None:
+    __tracebackhide__ = True
+    for receiver, seconds in sorted(phase.reached.items()):
+        evidence.figure(f"{phase.alert} reached {receiver} after", seconds, "s")
+    where = f" for {phase.instance}" if phase.instance else ""
+    expected = RECEIVERS["critical"]
+    if not phase.reached:
+        fired = "firing in Prometheus" if phase.firing_in_prometheus else "never firing"
+        raise AssertionError(
+            f"{phase.alert} (critical){where} must reach {', '.join(sorted(expected))} within "
+            f"{FIRE_TIMEOUT_S:g} s (no receiver got it; the alert was {fired})"
+        )
+    assert set(phase.reached) == expected, (
+        f"{phase.alert} (critical){where} must reach exactly {', '.join(sorted(expected))} "
+        f"(got {', '.join(sorted(phase.reached))})"
+    )
+
+
+@pytest.mark.checklist("POST-ALERT-DRILL")
+def test_an_error_burst_pages_through_high_error_rate(
+    alert_drill: AlertDrill, evidence: EvidenceLog
+) -> None:
+    """Alerting that was never exercised is assumed, not known, to work."""
+    evidence.note(alert_drill.routing)
+    evidence.figure("drill duration", alert_drill.duration_s, "s")
+    evidence.note(
+        "error burst: PostgreSQL stopped while a user kept listing channels through the edge "
+        "(the API answers 503); restored after the alert arrived"
+    )
+    evidence.attach(
+        "webhook deliveries", json.dumps(alert_drill.deliveries, indent=1), "application/json"
+    )
+    _check(alert_drill.burst, evidence)
+
+
+@pytest.mark.checklist("POST-ALERT-DRILL")
+def test_a_stopped_worker_pages_through_api_service_down(
+    alert_drill: AlertDrill, evidence: EvidenceLog
+) -> None:
+    """Alerting that was never exercised is assumed, not known, to work."""
+    evidence.note(alert_drill.routing)
+    evidence.note(
+        f"worker down: {alert_drill.down.instance or 'an API worker'} stopped (SIGTERM) until "
+        "the alert arrived, then started again"
+    )
+    _check(alert_drill.down, evidence)

@@ -1,0 +1,475 @@
+"""Fault drills (security-and-drills.md section 4, D1-D4 and D13): under the client journal's
+workload a component is stopped, killed or restarted, then restored; each drill judges the
+journal (nothing lost, duplicated, reordered or undelivered) and its own pass criteria, and
+writes its figures into the evidence. Every drill restores what it broke, also when it fails.
+
+The native target has no supervisor: after a kill the drill itself starts the component again
+(APP-SUPERVISED decides supervision); a target file's `control` commands do the same elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from checks._chat import Actor, Tenant, polite
+from checks.drills._drills import (
+    STEADY_S,
+    Poller,
+    api_workers,
+    reports,
+    serving_everywhere,
+    spare_worker,
+    status_of,
+    wait_edge_ready,
+    wait_worker_ready,
+    worker_url,
+)
+from checks.drills._journal import (
+    Attempt,
+    Close,
+    Journal,
+    Verdict,
+    assert_clean,
+    closes_during,
+)
+from preflight.evidence import EvidenceLog
+from preflight.probe_target import ProbeTarget
+
+GRACE_PERIOD_S = 15.0  # Kubernetes' default terminationGracePeriod is 30 s; the API promises 15
+RECONNECTABLE = {1001: "going away", 1012: "service restart"}
+DOWN_S = 2.0  # how long a killed or stopped dependency stays down
+UNREADY_WITHIN_S = 10.0  # OPS-DB-LOSS: readiness fails within 10 s
+HANG_S = 10.0  # an answer slower than this during an outage counts as a hang
+RECOVERY_S = 30.0
+FANOUT_BUDGET_S = 5.0  # after Redis is back, a new message reaches every socket within this
+LIMIT_BURST = 30  # channel creations in a row: more than the per-user limit allows
+
+
+# -- SIGTERM drain (D2): APP-GRACEFUL-SHUTDOWN and OPS-GRACEFUL-WS-DRAIN share one drill -----
+
+
+@dataclass(frozen=True)
+class DrainDrill:
+    worker: str
+    exit_code: int | None
+    stopped_in_s: float
+    readiness: list[tuple[float, int | str]] | None  # the worker's own, from the SIGTERM on
+    verdict: Verdict
+    closes: list[Close]  # sockets closed between the SIGTERM and the worker's restart
+    failed: list[Attempt]
+    restarted_ready_s: float
+    duration_s: float  # the whole drill, workload included (a fixture's time is not the test's)
+
+
+@pytest.fixture(scope="module")
+def drain(target: ProbeTarget) -> DrainDrill:
+    """SIGTERM to one API worker under the workload, then start it again."""
+    worker = spare_worker(target)
+    control = target.control(worker)
+    url = worker_url(target, worker)
+    serving_everywhere(target)
+    poller = Poller(f"{url}/v1/health/ready") if url else None
+    drill_started = time.monotonic()
+    with Journal(target, "sigterm") as journal:
+        journal.steady(STEADY_S)
+        journal.mark("sigterm")
+        started = time.monotonic()
+        try:
+            with poller if poller is not None else contextlib.nullcontext():
+                exit_code = control.stop()  # SIGTERM, then SIGKILL after the grace period
+                stopped_in = time.monotonic() - started
+        finally:
+            journal.mark("exited")
+            control.start()
+            ready_s = wait_worker_ready(target, worker)
+            journal.mark("restarted")
+        journal.steady(STEADY_S)
+    verdict = journal.verdict
+    assert verdict is not None
+    return DrainDrill(
+        worker=worker,
+        exit_code=exit_code,
+        stopped_in_s=stopped_in,
+        readiness=poller.changes() if poller is not None else None,
+        verdict=verdict,
+        # The worker's own sockets: nothing else was restarted meanwhile (a socket may see its
+        # end a little after the process is gone).
+        closes=closes_during(verdict.closes, journal.marks["sigterm"], journal.marks["restarted"]),
+        failed=journal.failed_attempts(),
+        restarted_ready_s=ready_s,
+        duration_s=round(time.monotonic() - drill_started, 3),
+    )
+
+
+@pytest.mark.checklist("APP-GRACEFUL-SHUTDOWN")
+def test_a_worker_drains_on_sigterm(drain: DrainDrill, evidence: EvidenceLog) -> None:
+    """Abrupt shutdowns drop requests and WebSocket messages at every deploy."""
+    drain.verdict.record(evidence)
+    evidence.figure("drill duration", drain.duration_s, "s")
+    evidence.figure("SIGTERM to exit", round(drain.stopped_in_s, 3), "s")
+    evidence.figure("restarted worker ready after", round(drain.restarted_ready_s, 3), "s")
+    evidence.note(f"{drain.worker}: exit code {drain.exit_code} after SIGTERM under the workload")
+    if drain.readiness is None:
+        evidence.note(f"the target gives no address of {drain.worker}: its readiness was not seen")
+    else:
+        evidence.note(f"{drain.worker} readiness from the SIGTERM on: {drain.readiness}")
+        statuses = [status for _at, status in drain.readiness]
+        first_other = next((s for s in statuses if s != 200), None)
+        assert first_other == 503, (
+            f"{drain.worker} must answer readiness 503 after SIGTERM before it stops listening "
+            f"(got {drain.readiness})"
+        )
+    assert not drain.failed, (
+        f"requests in flight or arriving while {drain.worker} drained must all be answered "
+        f"(got {len(drain.failed)} failed: {_statuses(drain.failed)})"
+    )
+    assert drain.stopped_in_s < GRACE_PERIOD_S, (
+        f"{drain.worker} must exit within the {GRACE_PERIOD_S:g} s grace period after SIGTERM "
+        f"(took {drain.stopped_in_s:.1f} s)"
+    )
+    if drain.exit_code is not None:
+        assert drain.exit_code == 0, (
+            f"{drain.worker} must exit 0 after draining (got {_exit(drain.exit_code)})"
+        )
+    assert_clean("SIGTERM drain", drain.verdict)
+
+
+@pytest.mark.checklist("OPS-GRACEFUL-WS-DRAIN")
+def test_sockets_of_a_draining_worker_close_reconnectably_and_resume(
+    drain: DrainDrill, evidence: EvidenceLog
+) -> None:
+    """Deploys otherwise drop every connected user with an error."""
+    drain.verdict.record(evidence)
+    codes = Counter(c.code for c in drain.closes)
+    evidence.figure("sockets closed by the drain", len(drain.closes))
+    evidence.note(f"close codes while {drain.worker} drained: {dict(codes)}")
+    if not drain.closes:
+        raise RuntimeError(
+            f"none of the journal's {len(drain.verdict.closes)} sockets was held by "
+            f"{drain.worker}: the drill could not see its close codes"
+        )
+    wrong = [c for c in drain.closes if c.code not in RECONNECTABLE]
+    assert not wrong, (
+        f"sockets of a draining worker must be closed with "
+        f"{' or '.join(f'{k} ({v})' for k, v in RECONNECTABLE.items())} "
+        f"(got {[(c.code, c.reason) for c in wrong]})"
+    )
+    assert drain.verdict.reconnects >= len(drain.closes), (
+        f"every client whose socket was closed must reconnect to another worker "
+        f"({len(drain.closes)} closed, {drain.verdict.reconnects} reconnected)"
+    )
+    assert_clean("SIGTERM drain (sockets)", drain.verdict)
+
+
+# -- kill -9 (D1, D3, D4): BAK-FAILOVER-DRILL --------------------------------------------------
+
+
+@pytest.mark.checklist("BAK-FAILOVER-DRILL")
+@pytest.mark.parametrize("component", ["api", "redis", "postgres"])
+def test_a_killed_component_is_recovered_without_loss(
+    target: ProbeTarget, evidence: EvidenceLog, component: str
+) -> None:
+    """Failover that exists only on paper does not work at 3 a.m."""
+    name = spare_worker(target) if component == "api" else component
+    control = target.control(name)
+    serving_everywhere(target)
+    with Journal(target, f"kill-{component}") as journal:
+        journal.steady(STEADY_S)
+        journal.mark("kill")
+        try:
+            control.kill()
+            time.sleep(DOWN_S)
+        finally:
+            journal.mark("start")
+            control.start()
+            ready_s = wait_edge_ready(target, RECOVERY_S)
+        journal.steady(STEADY_S)
+    verdict = journal.verdict
+    assert verdict is not None
+    verdict.record(evidence)
+    evidence.note(
+        f"SIGKILL to {name} under the workload; started again by the drill after {DOWN_S:g} s "
+        "(the native target has no supervisor; APP-SUPERVISED decides supervision)"
+    )
+    evidence.figure(f"{name} ready again after its start", round(ready_s, 3), "s")
+    if component == "api" and not closes_during(
+        verdict.closes, journal.marks["kill"], journal.marks["start"]
+    ):
+        raise RuntimeError(
+            f"none of the journal's sockets was held by {name} when it was killed: the drill "
+            "did not exercise it"
+        )
+    assert_clean(f"kill -9 {name}", verdict)
+
+
+# -- PostgreSQL loss (D3) and start order (D13): OPS-DB-LOSS ---------------------------------
+
+
+@pytest.mark.checklist("OPS-DB-LOSS")
+@pytest.mark.parametrize("how", ["fast restart", "crash"])
+def test_losing_postgresql_is_a_clean_503_and_recovers_by_itself(
+    target: ProbeTarget, evidence: EvidenceLog, how: str
+) -> None:
+    """Workers that never reconnect turn a brief database blip into a long outage."""
+    postgres = target.control("postgres")
+    before = {w: r["pid"] for w, r in reports(target).items()}
+    with Journal(target, f"postgres-{how.replace(' ', '-')}") as journal:
+        journal.steady(STEADY_S)
+        journal.mark("down")
+        try:
+            postgres.stop() if how == "fast restart" else postgres.kill()
+            unready_s = _until_unready(target, UNREADY_WITHIN_S)
+            journal.steady(DOWN_S)
+        finally:
+            journal.mark("up")
+            postgres.start()
+            ready_s = wait_edge_ready(target, RECOVERY_S)
+        journal.steady(STEADY_S)
+    verdict = journal.verdict
+    assert verdict is not None
+    verdict.record(evidence)
+    outage = journal.failed_attempts(journal.marks["down"], journal.marks["up"] + ready_s)
+    if unready_s is not None:
+        evidence.figure("readiness failing after PostgreSQL went", round(unready_s, 3), "s")
+    evidence.figure("ready again after PostgreSQL started", round(ready_s, 3), "s")
+    evidence.figure(
+        "slowest answer during the outage", max((a.took for a in outage), default=0.0), "s"
+    )
+    evidence.note(f"answers during the outage: {_statuses(outage)}")
+    after = {w: r["pid"] for w, r in reports(target).items()}
+    evidence.note(f"worker pids before {before}, after {after}")
+
+    assert unready_s is not None, (
+        f"readiness must fail within {UNREADY_WITHIN_S:g} s of PostgreSQL's {how} (it stayed 200)"
+    )
+    wrong = [a for a in outage if a.status != 503 or not a.retry_after]
+    assert not wrong, (
+        f"while PostgreSQL is down every failing request must answer 503 with Retry-After "
+        f"(got {_statuses(wrong)})"
+    )
+    hung = [a for a in outage if a.took >= HANG_S]
+    assert not hung, (
+        f"requests during the outage must be answered within {HANG_S:g} s (got {len(hung)} "
+        f"slower, the slowest {max(a.took for a in hung):.1f} s)"
+    )
+    leaked = [a for a in outage if a.leaked]
+    assert not leaked, (
+        f"error answers during the outage must not carry stack traces, SQL or DSNs "
+        f"({len(leaked)} did)"
+    )
+    assert after == before, (
+        f"the API must recover without restarting its workers (pids before {before}, after {after})"
+    )
+    assert_clean(f"PostgreSQL {how}", verdict)
+
+
+@pytest.mark.checklist("OPS-DB-LOSS")
+def test_a_worker_started_before_its_databases_becomes_ready_once_they_are_up(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A worker that crash-loops or stays unready when started first turns an outage into two."""
+    worker = api_workers(target)[0]
+    url = worker_url(target, worker)
+    if url is None:
+        pytest.skip(f"target {target.name} gives no address of {worker} to watch it start")
+    api, redis, postgres = (target.control(n) for n in (worker, "redis", "postgres"))
+    try:
+        api.stop()
+        redis.stop()
+        postgres.stop()
+        api.start()
+        live = _until(lambda: status_of(f"{url}/v1/health/live") == 200, RECOVERY_S)
+        time.sleep(DOWN_S)  # the worker waits for its databases: alive, not ready, no crash
+        waiting = (status_of(f"{url}/v1/health/live"), status_of(f"{url}/v1/health/ready"))
+        pid = int(str(_runtime_of(url, target.admin_key)["pid"]))
+    finally:
+        redis.start()
+        postgres.start()
+    try:
+        ready_s: float | None = wait_worker_ready(target, worker, RECOVERY_S)
+    except RuntimeError:
+        ready_s = None
+    finally:
+        api.start()  # a worker that died waiting comes back for the next drill
+        wait_edge_ready(target)
+    after = int(str(_runtime_of(url, target.admin_key)["pid"]))
+    if live is not None:
+        evidence.figure(f"{worker} live after its start", round(live, 3), "s")
+    if ready_s is not None:
+        evidence.figure(
+            f"{worker} ready after PostgreSQL and Redis started", round(ready_s, 3), "s"
+        )
+    evidence.note(
+        f"{worker} started with PostgreSQL and Redis down: live {waiting[0]}, ready "
+        f"{waiting[1]} after {DOWN_S:g} s; pid {pid} then {after}"
+    )
+    assert waiting == (200, 503), (
+        f"{worker} started before its databases must be live (200) and not ready (503) while "
+        f"it waits (got live {waiting[0]}, ready {waiting[1]})"
+    )
+    assert ready_s is not None, (
+        f"{worker} must become ready within {RECOVERY_S:g} s of PostgreSQL and Redis starting "
+        "(it did not)"
+    )
+    assert after == pid, (
+        f"{worker} must become ready without a restart of its own (pid {pid}, now {after})"
+    )
+
+
+# -- Redis loss (D4): OPS-REDIS-LOSS -----------------------------------------------------------
+
+
+@pytest.mark.checklist("OPS-REDIS-LOSS")
+@pytest.mark.parametrize("how", ["restart", "crash"])
+def test_losing_redis_keeps_writes_limits_and_revocations(
+    target: ProbeTarget, evidence: EvidenceLog, how: str
+) -> None:
+    """A cache or limiter outage should not become a full outage."""
+    redis = target.control("redis")
+    tenant = Tenant.create(target, f"drill-redis-{how}")
+    revoked, limited = tenant.user("revoked"), tenant.user("limited")
+    revoke = polite(lambda: tenant.client.post(f"/v1/users/{revoked.user_id}/revoke"))
+    if revoke.status != 204:
+        raise RuntimeError(f"revoking a user before the drill failed: {revoke}")
+    with Journal(target, f"redis-{how}") as journal:
+        journal.steady(STEADY_S)
+        journal.mark("down")
+        try:
+            redis.stop() if how == "restart" else redis.kill()
+            burst = [_create_channel(limited) for _ in range(LIMIT_BURST)]
+            journal.steady(DOWN_S)
+        finally:
+            journal.mark("up")
+            redis.start()
+            ready_s = wait_edge_ready(target, RECOVERY_S)
+        journal.mark("ready")
+        journal.steady(STEADY_S * 2)
+    verdict = journal.verdict
+    assert verdict is not None
+    verdict.record(evidence)
+    during = journal.failed_attempts(journal.marks["down"], journal.marks["up"])
+    delays = journal.delivery_delays(journal.marks["ready"])
+    http_revoked = polite(lambda: revoked.client.get("/v1/me")).status
+    socket_revoked = _socket_auth(target, revoked.access_token)
+    statuses = Counter(status for status, _retry in burst)
+    evidence.figure("ready again after Redis started", round(ready_s, 3), "s")
+    evidence.figure("failed sends while Redis was down", len(during))
+    arrived = [d for d in delays.values() if d != float("inf")]
+    evidence.figure("messages sent after Redis came back", len(delays))
+    evidence.figure("of them never delivered to every socket", len(delays) - len(arrived))
+    evidence.figure(
+        "slowest fan-out after Redis came back", round(max(arrived, default=0.0), 3), "s"
+    )
+    evidence.note(
+        f"{LIMIT_BURST} channel creations by one user while Redis was down: {dict(statuses)} "
+        "(documented: limits fall back to each worker's memory, chatsdk/ratelimit.py)"
+    )
+    evidence.note(
+        f"revoked token after Redis came back: HTTP {http_revoked}, socket {socket_revoked}"
+    )
+
+    assert not during, (
+        f"message writes must be unaffected while Redis is down (got {_statuses(during)})"
+    )
+    assert statuses.get(429), (
+        f"per-user limits must still hold while Redis is down, from each worker's memory "
+        f"(got {dict(statuses)} for {LIMIT_BURST} channel creations in a row)"
+    )
+    server_errors = {s: n for s, n in statuses.items() if s >= 500}
+    assert not server_errors, (
+        f"the rate limiter must not fail closed while Redis is down (got {server_errors})"
+    )
+    assert all(retry for status, retry in burst if status == 429), (
+        "every 429 while Redis is down must carry Retry-After"
+    )
+    assert http_revoked == 401, (
+        f"a revoked token must stay revoked after Redis comes back (GET /v1/me answered "
+        f"{http_revoked})"
+    )
+    assert socket_revoked != "authenticated", (
+        "a revoked token must not authenticate a socket after Redis comes back (it did)"
+    )
+    slow = {m: d for m, d in delays.items() if d > FANOUT_BUDGET_S}
+    if not delays:
+        raise RuntimeError("no message was sent after Redis came back: fan-out was not observed")
+    assert not slow, (
+        f"fan-out must resume once Redis is back: every message sent after it must reach every "
+        f"socket within {FANOUT_BUDGET_S:g} s (got {len(slow)} of {len(delays)} slower or "
+        f"never delivered)"
+    )
+    assert_clean(f"Redis {how}", verdict)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _statuses(attempts: list[Attempt]) -> dict[str, int]:
+    return dict(
+        Counter(
+            f"{a.status} {a.detail}".strip() if a.status else f"no answer ({a.detail})"
+            for a in attempts
+        )
+    )
+
+
+def _exit(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def _until(condition: Callable[[], bool], timeout: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    return None
+
+
+def _until_unready(target: ProbeTarget, timeout: float) -> float | None:
+    """Seconds until readiness fails: every worker's own where the target gives the addresses,
+    else the edge's."""
+    urls = [u for w in api_workers(target) if (u := worker_url(target, w))]
+
+    def unready() -> bool:
+        if urls:
+            return all(status_of(f"{u}/v1/health/ready") != 200 for u in urls)
+        return target.http.get("/v1/health/ready").status != 200
+
+    return _until(unready, timeout)
+
+
+def _runtime_of(url: str, admin_key: str) -> dict[str, object]:
+    headers = {"X-Admin-Key": admin_key}
+    request = urllib.request.Request(f"{url}/v1/admin/runtime", headers=headers)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback
+        report: dict[str, object] = json.loads(resp.read())
+    return report
+
+
+def _create_channel(user: Actor) -> tuple[int, str | None]:
+    response = user.client.post("/v1/channels", {"name": "burst", "kind": "public"})
+    return response.status, response.headers.get("retry-after")
+
+
+def _socket_auth(target: ProbeTarget, token: str) -> str:
+    """What the realtime endpoint answers to an auth frame with `token`: the frame's type, or
+    the close code."""
+    try:
+        with connect(target.ws_url, ssl=target.ssl_context(), open_timeout=5) as conn:
+            conn.send(json.dumps({"type": "auth", "token": token}))
+            frame = json.loads(conn.recv(timeout=5))
+            return str(frame.get("type"))
+    except ConnectionClosed as exc:
+        return f"closed {exc.rcvd.code if exc.rcvd else 1006}"
+    except TimeoutError:
+        return "no answer"

@@ -1,0 +1,43 @@
+"""Test-only fault injection: deliberately broken behaviours that preflight's own tests switch on
+to show that its drills catch them (tests/drills/test_fault_variants.py). Nothing is injected
+unless CHATSDK_FAULTS names a fault; never set it in a deployment.
+
+- `exit_on_sigterm`: no SIGTERM handler, so SIGTERM ends the worker at once (Python's default):
+  no readiness 503, in-flight requests cut off, sockets dropped without a close frame.
+- `ack_before_commit`: a message send answers 201 while its transaction is still open and
+  commits ACK_BEFORE_COMMIT_DELAY_S later, so a crash in between loses an acknowledged message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+
+from chatsdk.errors import SettingsError
+
+VARIABLE = "CHATSDK_FAULTS"
+EXIT_ON_SIGTERM = "exit_on_sigterm"
+ACK_BEFORE_COMMIT = "ack_before_commit"
+KNOWN = frozenset({EXIT_ON_SIGTERM, ACK_BEFORE_COMMIT})
+ACK_BEFORE_COMMIT_DELAY_S = 0.5
+
+
+def parse(environ: Mapping[str, str]) -> frozenset[str]:
+    """The faults CHATSDK_FAULTS names (comma-separated); an unknown name is a settings error."""
+    names = frozenset(n.strip() for n in environ.get(VARIABLE, "").split(",") if n.strip())
+    unknown = sorted(names - KNOWN)
+    if unknown:
+        raise SettingsError(
+            f"{VARIABLE} names unknown faults {unknown} (known: {', '.join(sorted(KNOWN))})"
+        )
+    return names
+
+
+@cache
+def active() -> frozenset[str]:
+    return parse(os.environ)
+
+
+def injected(name: str) -> bool:
+    return name in active()
