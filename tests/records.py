@@ -494,8 +494,50 @@ def make_record(
             "ran": True,
             "reason": "smoke profile: 50 users, 50 WebSocket connections, 60 s",
             "figures": {"api_latency_p95_ms": 84.0, "error_ratio_pct": 0.12},
+            "valid": True,
+            "invalid_reason": "",
+            "requests": {
+                "GET /v1/channels": {
+                    "requests": 70,
+                    "failures": 0,
+                    "p50_ms": 3.0,
+                    "p95_ms": 32.0,
+                    "p99_ms": 65.0,
+                },
+                "WS delivery": {
+                    "requests": 416,
+                    "failures": 0,
+                    "p50_ms": 8.0,
+                    "p95_ms": 11.0,
+                    "p99_ms": 45.0,
+                },
+            },
+            "timeseries": [
+                {
+                    "t_s": float(t),
+                    "users": 50,
+                    "ws_connections": 50,
+                    "requests_per_s": 20.0 + t,
+                    "failures_per_s": 0.0,
+                    "http_p50_ms": 6.0,
+                    "http_p95_ms": 9.0 + t,
+                    "http_p99_ms": 14.0 + t,
+                    "ws_delivery_p95_ms": 11.0,
+                }
+                for t in range(2, 62, 2)
+            ],
         },
-        "drills": [{"name": "redis-restart", "outcome": "error", "duration_s": 31.2}],
+        "drills": [
+            {
+                "name": "faults",
+                "nodeid": "checks/drills/test_faults.py::test_redis_restart",
+                "items": ["OPS-REDIS-LOSS"],
+                "outcome": "error",
+                "message": "Redis did not come back within 30 s",
+                "duration_s": 31.2,
+                "figures": [{"name": "writes failed", "value": 0, "unit": ""}],
+            }
+        ],
         "waivers": [
             {"id": WAIVED_ID, **WAIVER_ACTIVE},
             {"id": EXPIRED_WAIVER_ID, **WAIVER_EXPIRED},

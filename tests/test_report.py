@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import re
+import struct
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,7 +19,7 @@ from preflight.cli import main
 from preflight.outcomes import OUTCOMES
 from preflight.record import RecordInvalid, load_record, validate_record, write_record
 from preflight.report import write_reports
-from preflight.report.html import render_html
+from preflight.report.html import image_size, render_html
 from preflight.report.junit import render_junit
 from tests.records import (
     ATTESTED_ID,
@@ -30,6 +31,7 @@ from tests.records import (
     SKIP_ID,
     WAIVED_ID,
     make_record,
+    png,
 )
 
 XSS = "<script>alert(1)</script>"
@@ -156,7 +158,7 @@ def test_record_text_is_escaped(tmp_path: Path) -> None:
 def test_every_item_appears_once_with_its_anchor() -> None:
     record = make_record(every_item=True)
     html = render_html(record)
-    assert len(record["items"]) == 195
+    assert len(record["items"]) == 196
     anchors = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', html)
     assert sorted(anchors) == sorted(i["id"] for i in record["items"])
 
@@ -430,3 +432,54 @@ def test_cli_report_refuses_a_broken_record(
     assert not (tmp_path / "report.html").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run record" in capsys.readouterr().err
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """The start of a baseline JPEG: SOI, a JFIF APP0 segment and the SOF0 frame header."""
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + bytes(9)
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes(9)
+    return b"\xff\xd8" + app0 + sof0
+
+
+def test_screenshots_show_inline_at_their_size() -> None:
+    """Screenshots of the browser journeys are laid out at their size and scale smoothly; small
+    images keep their pixels."""
+    sample = make_record()
+    shot, phone = png(400, 300, (9, 105, 218)), _jpeg_header(360, 740)
+    sample["items"][0]["tests"][0]["evidence"] += [
+        {
+            "kind": "attachment",
+            "name": "screenshot: desktop",
+            "media_type": "image/png",
+            "encoding": "base64",
+            "content": base64.b64encode(shot).decode(),
+        },
+        {
+            "kind": "attachment",
+            "name": "screenshot: phone",
+            "media_type": "image/jpeg",
+            "encoding": "base64",
+            "content": base64.b64encode(phone).decode(),
+        },
+    ]
+    html = render_html(make_record(items=sample["items"]))
+    assert (
+        f'<img src="data:image/png;base64,{base64.b64encode(shot).decode()}" '
+        'alt="screenshot: desktop (image/png)" width="400" height="300" class="shot">'
+    ) in html
+    assert 'alt="screenshot: phone (image/jpeg)" width="360" height="740" class="shot">' in html
+    assert re.search(
+        r'<img src="data:image/png;base64,[^"]+" alt="[^"]+" width="24" height="12">', html
+    )
+    assert image_size(b"\xff\xd8\xff\xe0", "image/jpeg") == (0, 0)
+
+
+def test_the_load_run_is_charted_inline_and_the_drills_are_listed(html: str) -> None:
+    load = html[html.index('<section id="load">') : html.index('<section id="target">')]
+    assert load.count("<svg") == 2, "latency and throughput charts, drawn inline"
+    assert "Latency over time" in load
+    assert "<polyline" in load
+    assert "<code>GET /v1/channels</code>" in load
+    assert "checks/drills/test_faults.py::test_redis_restart" in load
+    assert "writes failed: 0" in load
+    assert "31.2 s" in load

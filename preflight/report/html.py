@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +27,7 @@ from preflight.checklist import AREAS
 from preflight.diff import Change, order
 from preflight.outcomes import OUTCOMES, Outcome
 from preflight.record import record_digest
+from preflight.report.charts import load_charts
 from preflight.signing import signed_message
 
 TEMPLATE = "report.html.j2"
@@ -63,6 +65,32 @@ IMAGE_MAGIC = {
 }
 
 
+SCREENSHOT_MIN_WIDTH = 160
+_JPEG_FRAMES = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+
+
+def image_size(raw: bytes, media_type: str) -> tuple[int, int]:
+    """Width and height from a PNG, GIF or JPEG header; (0, 0) when it cannot tell."""
+    if media_type == "image/png" and len(raw) >= 24:
+        width, height = struct.unpack(">II", raw[16:24])
+        return width, height
+    if media_type == "image/gif" and len(raw) >= 10:
+        width, height = struct.unpack("<HH", raw[6:10])
+        return width, height
+    if media_type == "image/jpeg":
+        pos = 2
+        while pos + 9 <= len(raw) and raw[pos] == 0xFF:
+            marker = raw[pos + 1]
+            (length,) = struct.unpack(">H", raw[pos + 2 : pos + 4])
+            if marker in _JPEG_FRAMES:
+                height, width = struct.unpack(">HH", raw[pos + 5 : pos + 9])
+                return width, height
+            pos += 2 + length
+    return 0, 0
+
+
 @dataclass(frozen=True)
 class EvidenceView:
     kind: str  # request | figure | note | text | image | binary | other
@@ -72,6 +100,13 @@ class EvidenceView:
     extra: tuple[tuple[str, str], ...] = ()
     data_uri: str = ""
     problem: str = ""
+    width: int = 0  # images: their size, so the report lays them out before they decode
+    height: int = 0
+
+    @property
+    def screenshot(self) -> bool:
+        """Large images (screenshots) scale smoothly; small ones keep their pixels."""
+        return self.width >= SCREENSHOT_MIN_WIDTH
 
 
 @dataclass(frozen=True)
@@ -174,7 +209,8 @@ def _attachment(entry: Mapping[str, Any]) -> EvidenceView:
     magic = IMAGE_MAGIC.get(base)
     if magic is not None and raw.startswith(magic):
         uri = f"data:{base};base64,{base64.b64encode(raw).decode()}"
-        return EvidenceView("image", heading, data_uri=uri)
+        width, height = image_size(raw, base)
+        return EvidenceView("image", heading, data_uri=uri, width=width, height=height)
     if magic is not None:
         return EvidenceView("binary", heading, problem=f"content is not a {base} image")
     if _is_text(media_type):
@@ -379,6 +415,8 @@ def render_html(record: Mapping[str, Any]) -> str:
         changes=_changes(record),
         roles=roles,
         load_figures=[(k, _text(v)) for k, v in sorted(record["load"]["figures"].items())],
+        load_charts=load_charts(record["load"]),
+        load_requests=sorted((record["load"].get("requests") or {}).items()),
         awaiting=[r.name for r in roles if not r.signed],
         harness=harness,
         digest=digest,
