@@ -200,6 +200,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         edge_port=args.edge_port,
         http_port=args.http_port,
         observability=True,
+        backups=True,
         log=log,
     )
     selection, target = select_target(args.target, native)
@@ -230,6 +231,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _print_info(info: TargetInfo) -> None:
     print(f"  edge        {info.edge_url}")
+    print(f"  web client  {info.edge_url}/app/")
     if info.http_url:
         print(f"  plain HTTP  {info.http_url}")
     if info.ca_file:

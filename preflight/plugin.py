@@ -23,6 +23,7 @@ from preflight.outcomes import Outcome, ProbeResult, ProbeResults, combine
 from preflight.probe_target import ProbeTarget
 from preflight.targets import TargetInfo, select_target
 from preflight.targets.external import load_target_file
+from preflight.targets.native import NativeOptions
 
 MARKER = "checklist"
 TARGET_KINDS = ("native", "containers", "auto")
@@ -206,7 +207,11 @@ class _State:
         if self.run is not None:
             self.target = ProbeTarget(self.run.target, on_secrets=self._add_secrets)
         else:
-            _, start = select_target(self.target_spec)
+            # The bundled system as `preflight run` deploys it: with its scheduled backups (the
+            # backup drills judge them) and its Prometheus, Alertmanager and exporters (the live
+            # monitoring probes and the alert drill watch them).
+            native = NativeOptions(backups=True, observability=True)
+            _, start = select_target(self.target_spec, native)
             self.target = ProbeTarget(start=start, on_secrets=self._add_secrets)
         return self.target
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterable
 from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from preflight.client import ChatClient
 from preflight.evidence import secrets_of_url
-from preflight.targets.base import ComponentControl, Target, TargetInfo
+from preflight.targets.base import ComponentControl, Job, Target, TargetInfo
 
 
 class ProbeTarget:
@@ -94,6 +95,30 @@ class ProbeTarget:
     @property
     def redis_url(self) -> str:
         return self._optional(self.info.redis_url, "Redis URL", "redis_url")
+
+    @property
+    def backup_dir(self) -> Path:
+        """The backup repository (chatsdk.backup's catalogue.json and backups), readable from
+        here; skips the probe when the target gives none."""
+        return Path(
+            self._optional(str(self.info.backup_dir or ""), "backup repository", "backup_dir")
+        )
+
+    @property
+    def upload_dir(self) -> Path:
+        """The upload store (local storage), readable from here; skips without one."""
+        return Path(self._optional(str(self.info.upload_dir or ""), "upload store", "upload_dir"))
+
+    def job(self, name: str) -> Job:
+        """A job of the system, run on request (drills); skips when the target cannot run it."""
+        job = self.info.jobs.get(name)
+        if job is None:
+            known = ", ".join(sorted(self.info.jobs)) or "none"
+            pytest.skip(
+                f"target {self.info.name} cannot run the {name} job (it runs: {known}); add "
+                f"jobs.{name} to the target file to run this drill."
+            )
+        return job
 
     def control(self, component: str) -> ComponentControl:
         """Stop, start and kill one component (drills); skips when the target cannot."""

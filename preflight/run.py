@@ -242,7 +242,9 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
     checklist = inputs.checklist
     progress.log(f"{checklist.path}: {len(checklist.items)} items, {len(inputs.selected)} selected")
 
-    native = NativeOptions(workers=options.api_workers, observability=True, log=progress.log)
+    native = NativeOptions(
+        workers=options.api_workers, observability=True, backups=True, log=progress.log
+    )
     selection, target = select_target(options.target, native)
     progress.log(f"target: {selection.kind} ({selection.reason})")
     with target as info:

@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # PREFLIGHT_APT_PACKAGES overrides the list (the tests use it to show the not-root path).
-# chromium and fonts-dejavu-core: tests/test_report_browser.py renders the HTML report headless.
+# chromium and fonts-dejavu-core: tests/test_report_browser.py renders the HTML report headless,
+# and the browser journeys (checks/testing/test_browser_journeys.py) drive the web client in it.
 # logrotate: the monitoring probes validate system/monitoring/logrotate with it.
 read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps chromium fonts-dejavu-core logrotate docker-compose}"
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -109,6 +110,7 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing the project into .venv"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[dev]'
+    # Playwright drives the system's chromium: it must never fetch a browser of its own.
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi

@@ -78,10 +78,29 @@ def test_checklist_show_names_the_tests_that_decide_each_item(
     assert decided["SEC-HDR-HSTS"].startswith("checks/security/test_headers.py::")
     manual = next(i for i in load_checklist(REPO / "checklist.yaml").items if i.verify == "manual")
     assert decided[manual.id] == f"a signed attestation from {manual.owner}"
-    pending = read_pending(REPO / "checks")
-    assert pending, "some probe items have no probe yet"
-    assert {decided[item_id] for item_id in pending} == {"no test yet (unverified)"}
+    assert not read_pending(REPO / "checks"), "every probe item of the repository has a probe"
+    assert "no test yet (unverified)" not in decided.values()
     assert lines[-1].endswith("probe items have a test")
+
+
+def test_checklist_show_names_the_items_without_a_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "test_hsts.py").write_text(
+        'import pytest\n\n\n@pytest.mark.checklist("SEC-HDR-HSTS")\ndef test_x():\n    pass\n'
+    )
+    args = ["checklist", "show", str(REPO / "checklist.yaml"), "--checks", str(checks)]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    decided = {
+        row.split()[0]: nxt.strip().removeprefix("decided by: ")
+        for row, nxt in itertools.pairwise(lines)
+        if nxt.startswith("    decided by: ")
+    }
+    assert decided["SEC-HDR-HSTS"] == "test_hsts.py::test_x"
+    assert decided["SEC-HDR-CSP"] == "no test yet (unverified)"
 
 
 def test_checklist_show_refuses_probes_that_do_not_collect(

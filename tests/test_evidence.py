@@ -8,7 +8,15 @@ import json
 import pytest
 
 from preflight.client import Response
-from preflight.evidence import BODY_LIMIT, REDACTED, EvidenceLog, Redactor, secrets_of_url
+from preflight.evidence import (
+    ATTACHMENT_LIMIT,
+    BODY_LIMIT,
+    REDACTED,
+    EvidenceLog,
+    Redactor,
+    secrets_of_url,
+)
+from tests.records import png
 
 ADMIN_KEY = "adm_9f8e7d6c5b4a39281706"
 PG_PASSWORD = "pg/pw+with spaces&more"
@@ -154,3 +162,21 @@ def test_entries_are_bounded() -> None:
     kept = log.snapshot()
     assert len(kept) == 201
     assert kept[-1] == {"kind": "note", "text": "50 more entries were not kept"}
+
+
+def test_images_are_kept_whole_or_refused() -> None:
+    """A screenshot is stored byte for byte (a cut image is unreadable), so one over the limit
+    or one that is not what its media type says is refused with the fix."""
+    log = EvidenceLog(Redactor())
+    shot = png(400, 300, (9, 105, 218))
+    entry = log.attach("screenshot: the chat", shot, "image/png")
+    assert entry["encoding"] == "base64"
+    assert base64.b64decode(entry["content"]) == shot
+    with pytest.raises(ValueError, match="is not a image/jpeg image"):
+        log.attach("mislabelled", shot, "image/jpeg")
+    with pytest.raises(ValueError, match="is not a image/png image"):
+        log.attach("text", "hello", "image/png")
+    big = b"\xff\xd8\xff" + bytes(ATTACHMENT_LIMIT)
+    with pytest.raises(ValueError, match="downscale it or lower its JPEG quality"):
+        log.attach("huge", big, "image/jpeg")
+    assert log.snapshot() == (entry,)

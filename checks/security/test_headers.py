@@ -1,6 +1,6 @@
 """Security headers on every kind of HTTPS response of the edge: proxied successes and errors,
-the WebSocket location, downloads, static files, and what the edge answers itself (404, 405,
-413, 429)."""
+the WebSocket location, downloads, static files, the web client's page, and what the edge
+answers itself (404, 405, 413, 429)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ ENDPOINTS = [
     pytest.param("edge-429", id="edge-429"),
     pytest.param("download", id="download"),
     pytest.param("static", id="static"),
+    pytest.param("web-client", id="web-client"),
 ]
 SIMPLE_GETS = {
     "api-200": "/v1/health/ready",
@@ -43,6 +44,7 @@ SIMPLE_GETS = {
     "websocket-426": "/v1/realtime",
     "edge-404": "/",
     "static": "/.well-known/security.txt",
+    "web-client": "/app/",
 }
 # Sources that let a script, object or frame come from anywhere (or from the page itself).
 PERMISSIVE_SOURCES = ("*", "'unsafe-inline'", "'unsafe-eval'", "data:", "blob:", "http:", "https:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,44 @@ CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
 
 
 class ComponentControl(Protocol):
-    """Break and restore one component (a drill's hands)."""
+    """Break and restore one component (a drill's hands). `stop` is the component's graceful
+    stop and returns its exit code where the target knows it (native: yes; commands: None)."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> int | None: ...
     def start(self) -> None: ...
     def kill(self) -> None: ...
+
+
+class ReleaseControl(Protocol):
+    """Which release each API worker runs: the hands of the rollout, rollback and rolling
+    restart drills. A release is a directory holding its `chatsdk` package (a candidate the drill
+    builds), or None for the release the target was started with."""
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The API workers' component names (as in `control`), in rollout order."""
+        ...
+
+    def deploy(self, worker: str, release: Path | None) -> int | None:
+        """Stop `worker` gracefully and start it again on `release`; returns the old process's
+        exit code where known, once the new one is started (not yet ready)."""
+        ...
+
+    def candidate(self) -> Path | None:
+        """A release to rehearse a rollout with (None: the target offers none)."""
+        ...
+
+
+class AlertRouting(Protocol):
+    """For an alert drill: every receiver of Alertmanager delivers to a webhook of the drill
+    (`{webhook_url}/{receiver}`), and the alert rules' `for` durations, range windows and the
+    routes' wait intervals are shortened; `restore` puts the real configuration back."""
+
+    def divert(self, webhook_url: str) -> str:
+        """Apply the drill configuration once it is loaded; returns what was changed."""
+        ...
+
+    def restore(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,69 @@ class ShellControl:
 
 
 @dataclass(frozen=True)
+class JobResult:
+    """How one run of a job of the system ended."""
+
+    job: str
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+class Job(Protocol):
+    """A job of the system run on request (a backup now, the retention job now)."""
+
+    def run(self, *args: str, timeout: float = 600.0) -> JobResult: ...
+
+
+def _job_result(
+    job: str, argv: list[str], env: Mapping[str, str] | None, timeout: float
+) -> JobResult:
+    t0 = time.monotonic()
+    try:
+        result = subprocess.run(
+            argv,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TargetUnavailable(
+            f"job {job}: `{argv[0]}` did not end within {timeout:.0f} s"
+        ) from exc
+    except OSError as exc:
+        raise TargetUnavailable(f"job {job}: `{argv[0]}` cannot be run: {exc}") from exc
+    return JobResult(job, result.returncode, result.stdout, result.stderr, time.monotonic() - t0)
+
+
+@dataclass(frozen=True)
+class ShellJob:
+    """A job run by a command from a target file (arguments are appended)."""
+
+    name: str
+    command: str
+
+    def run(self, *args: str, timeout: float = 600.0) -> JobResult:
+        return _job_result(self.name, [*shlex.split(self.command), *args], None, timeout)
+
+
+@dataclass(frozen=True)
+class ProcessJob:
+    """A job run as a process of this machine with its own environment (the native target)."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def run(self, *args: str, timeout: float = 600.0) -> JobResult:
+        return _job_result(self.name, [*self.argv, *args], self.env, timeout)
+
+
+@dataclass(frozen=True)
 class TargetInfo:
     """The addresses and credentials of a running system under test."""
 
@@ -86,6 +183,24 @@ class TargetInfo:
     alertmanager_url: str | None = None
     # Grafana's HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA.
     grafana_url: str | None = field(default=None, repr=False)
+    # The events the error tracker received (JSON lines, one Sentry event each), for
+    # MON-ERROR-TRACKING: the native target's stand-in writes it (targets/errortracker.py).
+    # Optional; the probe skips without it.
+    error_events: Path | None = None
+    # Backups (checks/drills/test_backup.py): the backup repository of chatsdk.backup readable
+    # from here (catalogue.json, one directory per backup), a copy of it outside the database's
+    # host and failure domain where the deployment keeps one, and the upload store (local
+    # storage) for the GDPR and restore drills. Optional; those probes skip without them.
+    backup_dir: Path | None = None
+    backup_offsite_dir: Path | None = None
+    upload_dir: Path | None = None
+    # Jobs of the system that drills run on request: "backup" (`python -m chatsdk.backup run`)
+    # and "retention" (`python -m chatsdk.retention`). Optional; those drills skip without them.
+    jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
+    # The drills' deploy tool and alert-drill routing (checks/drills). Optional; the rollout and
+    # alert drills skip without them.
+    releases: ReleaseControl | None = field(default=None, repr=False)
+    alert_routing: AlertRouting | None = field(default=None, repr=False)
 
 
 class Target(Protocol):

@@ -18,6 +18,7 @@ from cryptography import x509
 
 from preflight.errors import EdgeConfigInvalid, TargetUnavailable
 from preflight.targets.pki import Pki
+from preflight.targets.web import WEB_DIR, stage_web_client
 
 # preflight/targets/edge.py -> <repo>/system/nginx
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "system" / "nginx"
@@ -55,6 +56,9 @@ class EdgeConfig:
     ws_burst: int = 25
     # Loopback by default; the containers target listens on all addresses of its own namespace.
     listen_address: str = "127.0.0.1"
+    # The web client the edge serves under /app/ (staged with fingerprinted names by
+    # preflight.targets.web); None: system/web.
+    web_source: Path | None = None
 
 
 def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
@@ -73,6 +77,7 @@ def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
 
     for directory in (nginx_dir, temp_dir, logs_dir, *(temp_dir / name for name in TEMP_DIRS)):
         directory.mkdir(parents=True, exist_ok=True)
+    stage_web_client((cfg.web_source or WEB_DIR).resolve(), nginx_dir / "web")
     if run_as_root:
         # Workers run as nobody and must reach client_body_temp etc. (nginx chowns the leaf
         # temp dirs itself); with a 0700 dir in the way, bodies over 16 KB fail with 500.
@@ -168,6 +173,7 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         "error_log": nginx_dir / "logs" / "error.log",
         "access_log": nginx_dir / "logs" / "access.log",
         "temp": nginx_dir / "tmp",
+        "web": nginx_dir / "web",
         "server_chain": cfg.pki.server_chain.resolve(),
         "server_key": cfg.pki.server_key.resolve(),
     }

@@ -19,6 +19,14 @@ log_files:                             # optional: log files readable from here 
 prometheus_url: http://10.0.0.5:9090    # optional: Prometheus and Alertmanager watching the
 alertmanager_url: http://10.0.0.5:9093  # system, for the live monitoring probes
 grafana_url: env:STAGING_GRAFANA_URL    # optional: Grafana's API (a viewer's user:password in it)
+error_events: events.jsonl             # optional: the events your error tracker received,
+                                       # one JSON line per Sentry event, for MON-ERROR-TRACKING
+backup_dir: /mnt/backups/chatsdk       # optional: the chatsdk.backup repository, readable from
+backup_offsite_dir: /mnt/offsite/chatsdk  # here, and its copy in another failure domain
+upload_dir: /srv/chatsdk/uploads       # optional: the local upload store (GDPR, restore drills)
+jobs:                                  # optional: commands that run a job of the system now
+  backup: ssh ops@db1 chatsdk-backup run
+  retention: ssh ops@api1 python -m chatsdk.retention
 ```
 """
 
@@ -33,7 +41,14 @@ from urllib.parse import urlsplit
 import yaml
 
 from preflight.errors import TargetFileInvalid
-from preflight.targets.base import CONTROL_ACTIONS, ComponentControl, ShellControl, TargetInfo
+from preflight.targets.base import (
+    CONTROL_ACTIONS,
+    ComponentControl,
+    Job,
+    ShellControl,
+    ShellJob,
+    TargetInfo,
+)
 
 FIELDS = {
     "name",
@@ -50,6 +65,11 @@ FIELDS = {
     "prometheus_url",
     "alertmanager_url",
     "grafana_url",
+    "error_events",
+    "backup_dir",
+    "backup_offsite_dir",
+    "upload_dir",
+    "jobs",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
@@ -93,7 +113,7 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
     values = {
         k: _resolve(path, k, v, env)
         for k, v in raw.items()
-        if k != "control" and k not in LIST_FIELDS
+        if k not in ("control", "jobs") and k not in LIST_FIELDS
     }
     _check_urls(path, values)
     ca_file: Path | None = None
@@ -120,6 +140,15 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         control=_control(path, raw.get("control")),
         metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
         log_files=tuple(_log_files(path, raw.get("log_files"), env)),
+        error_events=_relative(path, values["error_events"]) if "error_events" in values else None,
+        backup_dir=_relative(path, values["backup_dir"]) if "backup_dir" in values else None,
+        backup_offsite_dir=(
+            _relative(path, values["backup_offsite_dir"])
+            if "backup_offsite_dir" in values
+            else None
+        ),
+        upload_dir=_relative(path, values["upload_dir"]) if "upload_dir" in values else None,
+        jobs=_jobs(path, raw.get("jobs")),
     )
 
 
@@ -176,6 +205,12 @@ def _log_files(path: Path, raw: object, environ: Mapping[str, str]) -> list[Path
     return files
 
 
+def _relative(path: Path, value: str) -> Path:
+    """A file named in the target file: absolute, or relative to the target file."""
+    file = Path(value)
+    return file if file.is_absolute() else (path.parent / file).resolve()
+
+
 def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
     if raw is None:
         return {}
@@ -193,6 +228,19 @@ def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
                 raise _fail(path, f"{field}.{action}", "must be a non-empty command string")
         controls[str(component)] = ShellControl(str(component), commands)
     return controls
+
+
+def _jobs(path: Path, raw: object) -> dict[str, Job]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(path, "jobs", "must map job names (backup, retention) to a command")
+    jobs: dict[str, Job] = {}
+    for name, command in raw.items():
+        if not isinstance(command, str) or not command.strip():
+            raise _fail(path, f"jobs.{name}", "must be a non-empty command string")
+        jobs[str(name)] = ShellJob(str(name), command)
+    return jobs
 
 
 def write_target_file(info: TargetInfo, path: Path) -> None:
@@ -219,6 +267,8 @@ def write_target_file(info: TargetInfo, path: Path) -> None:
         data["alertmanager_url"] = info.alertmanager_url
     if info.grafana_url:
         data["grafana_url"] = info.grafana_url
+    if info.error_events:
+        data["error_events"] = str(info.error_events)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -23,12 +23,23 @@ from urllib.parse import quote
 import redis
 
 from preflight.errors import PreflightError, TargetUnavailable
-from preflight.targets.base import TargetInfo
+from preflight.targets.backups import (
+    BACKUP_MODULE,
+    RETENTION_MODULE,
+    backup_env,
+    job_argv,
+    restore_backup,
+    scheduler,
+    wait_first_backup,
+)
+from preflight.targets.base import ProcessJob, TargetInfo
 from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
+from preflight.targets.errortracker import ErrorTracker, start_error_tracker
 from preflight.targets.observability import NAMES as OBSERVABILITY
 from preflight.targets.observability import Observability, start_observability
 from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import Child, RunAs, ensure_port_free, free_port, wait_until
+from preflight.targets.releases import EXPAND_MIGRATION, build_candidate
 from preflight.targets.servers import (
     APP_DB,
     APP_ROLE,
@@ -75,7 +86,44 @@ class NativeOptions:
     # `monitoring_dir` (tests seed broken ones). Off by default: test suites don't pay for it.
     observability: bool = False
     monitoring_dir: Path | None = None
+    # The migration the rollout drills' rehearsal candidate ships (preflight/targets/releases.py);
+    # None: an expand-only one. Tests seed one the previous release cannot live with.
+    rehearsal_migration: str | None = None
+    # The bundled system's demo sign-in (CHATSDK_DEMO, chatsdk/demo.py), which the web client and
+    # its browser journeys (checks/testing/test_browser_journeys.py) sign in with; a production
+    # deployment never enables it. `web_dir`: another copy of system/web for the edge to serve
+    # (tests seed broken clients).
+    demo: bool = True
+    web_dir: Path | None = None
+    # Scheduled backups (chatsdk.backup): a `backup` child takes one into <dir>/backups at once
+    # and then one every 12 hours; start() returns after the first. `backup_env`:
+    # CHATSDK_BACKUP_* and other settings of the backup job on top of the target's (tests seed
+    # broken ones). Off by default: test suites don't pay for it (`pytest checks/` turns it on).
+    backups: bool = False
+    backup_env: Mapping[str, str] = field(default_factory=dict)
+    # One backup directory of a chatsdk.backup repository, restored into the new target's empty
+    # database and upload store before its API workers start (the restore drill).
+    restore_from: Path | None = None
     log: Callable[[str], None] = field(default=lambda _msg: None)
+
+
+@dataclass(frozen=True)
+class WorkerReleases:
+    """The native target's ReleaseControl (preflight/targets/base.py)."""
+
+    target: NativeTarget
+    workers: tuple[str, ...]
+
+    def deploy(self, worker: str, release: Path | None) -> int | None:
+        return self.target.deploy_worker(worker, release)
+
+    def candidate(self) -> Path | None:
+        """The rehearsal candidate (preflight/targets/releases.py), built in the target's dir."""
+        assert self.target.dir is not None
+        migration = self.target.options.rehearsal_migration
+        return build_candidate(
+            self.target.dir / "candidate", migration if migration is not None else EXPAND_MIGRATION
+        )
 
 
 @dataclass(frozen=True)
@@ -85,8 +133,8 @@ class ChildControl:
     child: Child
     restart: Callable[[], None]
 
-    def stop(self) -> None:
-        self.child.stop()
+    def stop(self) -> int | None:
+        return self.child.stop()
 
     def kill(self) -> None:
         self.child.kill()
@@ -147,6 +195,11 @@ class NativeTarget:
         # Direct URLs of the API workers (plain HTTP on loopback), for tests that must reach one
         # worker in particular, e.g. to prove fan-out across workers.
         self.worker_urls: list[str] = []
+        # The backup job's environment (chatsdk.backup), and what a restore at start reported.
+        self._backup_env: dict[str, str] = {}
+        self.restore_report: dict[str, object] | None = None
+        # CHATSDK_SENTRY_DSN of the workers: the error-tracking stand-in (errortracker.py).
+        self._tracking_env: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,7 +213,7 @@ class NativeTarget:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> TargetInfo:
+    def start(self) -> TargetInfo:  # noqa: PLR0915 - the stack comes up in order, top to bottom
         opts = self.options
         if opts.workers < 1:
             raise PreflightError(f"--workers must be at least 1 (got {opts.workers})")
@@ -190,19 +243,29 @@ class NativeTarget:
 
         self._initdb_proc = self._initdb(pg_bin["initdb"], logs)
         self._start_redis(redis_bin, redis_port, logs)
+        tracker = self._start_error_tracker()
         dsn = f"postgresql://{APP_ROLE}:{quote(self._app_password)}@127.0.0.1:{pg_port}/{APP_DB}"
         if opts.postgres_tls_variant:
             # The workers verify the server's certificate against the per-run CA (SEC-DB-TLS).
             dsn += f"?sslmode=verify-full&sslrootcert={quote(str(pki.ca_cert))}"
         redis_url = f"redis://:{quote(self._redis_password)}@127.0.0.1:{redis_port}/0"
+        # The superuser's DSN, for the backup job (pg_dump, pg_basebackup) and a restore.
+        superuser_dsn = dsn.replace(
+            f"{APP_ROLE}:{quote(self._app_password)}@", f"postgres:{quote(self._pg_password)}@", 1
+        )
         # Workers start before the databases are ready on purpose: they connect with backoff.
+        # Not so when a backup is restored first: they would migrate the empty database.
         opts.log(f"starting {opts.workers} API worker(s)")
         edge_url = f"https://127.0.0.1:{https_port}"
         self.worker_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
-        workers = [
-            self._start_worker(i, port, dsn, redis_url, logs, origin=edge_url)
-            for i, port in enumerate(api_ports)
-        ]
+
+        def start_workers() -> list[Child]:
+            return [
+                self._start_worker(i, port, dsn, redis_url, logs, origin=edge_url)
+                for i, port in enumerate(api_ports)
+            ]
+
+        workers = start_workers() if opts.restore_from is None else []
 
         edge_conf = render_edge(
             EdgeConfig(
@@ -216,6 +279,7 @@ class NativeTarget:
                 ws_rate_per_s=opts.ws_rate_per_s,
                 api_burst=max(50, opts.api_rate_per_s // 2),
                 ws_burst=max(25, opts.ws_rate_per_s // 2),
+                web_source=opts.web_dir,
             ),
             template_dir=opts.edge_template_dir,
         )
@@ -228,6 +292,16 @@ class NativeTarget:
         self._configure_postgres(pki)
         self._start_postgres(pg_bin["postgres"], pg_bin["pg_isready"], pg_port, logs)
         self._create_app_role(pg_bin["psql"], pg_port)
+        if opts.restore_from is not None:
+            opts.log(f"restoring backup {opts.restore_from.name}")
+            self.restore_report = restore_backup(
+                opts.restore_from,
+                superuser_dsn=superuser_dsn,
+                upload_dir=self.dir / "uploads",
+                pg_bin=opts.pg_bin,
+                log=logs / "restore.log",
+            )
+            workers = start_workers()
 
         ca = ssl.create_default_context(cafile=str(pki.ca_cert))
         opts.log("waiting for the API workers and the edge to be ready")
@@ -237,6 +311,7 @@ class NativeTarget:
         wait_until(
             edge, lambda: _http_ok(f"{edge_url}/v1/health/ready", ca), opts.ready_timeout, "ready"
         )
+        tracker.wait_ready(opts.ready_timeout)
         observability: Observability | None = None
         if opts.observability:
             opts.log("starting Prometheus, Alertmanager and the exporters")
@@ -250,6 +325,7 @@ class NativeTarget:
                 monitoring_dir=opts.monitoring_dir,
                 ready_timeout=opts.ready_timeout,
             )
+        backups = self._backups(superuser_dsn, redis_url, observability is not None, logs)
         self.started_in = time.monotonic() - t0
 
         controls = {c.name: ChildControl(c, self._restarter(c)) for c in self.children}
@@ -268,13 +344,30 @@ class NativeTarget:
             log_files=(*sorted(logs.glob("*.log")), *sorted((self.dir / "edge").rglob("*.log"))),
             prometheus_url=observability.prometheus_url if observability else None,
             alertmanager_url=observability.alertmanager_url if observability else None,
+            error_events=tracker.events,
+            backup_dir=backups,
+            upload_dir=self.dir / "uploads",
+            releases=WorkerReleases(self, tuple(f"api-{i}" for i in range(opts.workers))),
+            alert_routing=observability.routing if observability else None,
+            jobs={
+                "backup": ProcessJob("backup", job_argv(BACKUP_MODULE, "run"), self._backup_env),
+                "retention": ProcessJob(
+                    "retention", job_argv(RETENTION_MODULE), self._start_args["api-0"][0] or {}
+                ),
+            },
         )
         return self.info
 
     def stop(self) -> None:
         """Stop in dependency order (monitoring, edge, API, Redis, PostgreSQL), then remove the
         temp dir."""
-        order = {"nginx": 0, "redis": 2, "postgres": 3, **dict.fromkeys(OBSERVABILITY, -1)}
+        order = {
+            "nginx": 0,
+            "redis": 2,
+            "postgres": 3,
+            "errortracker": 4,  # last: it receives what the draining workers still report
+            **dict.fromkeys(OBSERVABILITY, -1),
+        }
         if self._initdb_proc is not None and self._initdb_proc.poll() is None:
             # A start that failed early may leave initdb running; removing the dir under it
             # would let it re-create part of the tree after the rmtree.
@@ -317,8 +410,28 @@ class NativeTarget:
         return child
 
     def _restarter(self, child: Child) -> Callable[[], None]:
-        env, run_as = self._start_args[child.name]
-        return lambda: child.start(env=env, run_as=run_as)
+        def restart() -> None:
+            # Looked up at restart: a worker put on another release restarts on that release.
+            env, run_as = self._start_args[child.name]
+            child.start(env=env, run_as=run_as)
+
+        return restart
+
+    def deploy_worker(self, name: str, release: Path | None) -> int | None:
+        """Stop API worker `name` gracefully and start it on `release` (a directory holding a
+        `chatsdk` package, first on its PYTHONPATH; None: the installed one). The old process's
+        exit code."""
+        child = next((c for c in self.children if c.name == name), None)
+        if child is None or not name.startswith("api-"):
+            raise PreflightError(f"no API worker named {name} in this target")
+        env, run_as = self._start_args[name]
+        env = {k: v for k, v in (env or {}).items() if k != "PYTHONPATH"}
+        if release is not None:
+            env["PYTHONPATH"] = str(release)
+        code = child.stop()
+        self._start_args[name] = (env, run_as)
+        child.start(env=env, run_as=run_as)
+        return code
 
     def _pg_dirs(self) -> tuple[Path, RunAs | None]:
         assert self.dir is not None
@@ -507,6 +620,40 @@ class NativeTarget:
 
         wait_until(child, pong, self.options.ready_timeout, "answering PING")
 
+    def _backups(self, superuser_dsn: str, redis_url: str, observability: bool, logs: Path) -> Path:
+        """The backup repository and the backup job's environment; with `backups`, the schedule
+        (its first backup is taken before the target counts as started)."""
+        assert self.dir is not None
+        repository = self.dir / "backups"
+        repository.mkdir(mode=0o700, exist_ok=True)
+        self._backup_env = backup_env(
+            repository=repository,
+            superuser_dsn=superuser_dsn,
+            redis_url=redis_url,
+            upload_dir=self.dir / "uploads",
+            pg_bin=self.options.pg_bin,
+            # node_exporter's textfile collector (observability.py) shows the backup gauges.
+            textfile_dir=self.dir / "observability" / "textfile" if observability else None,
+            extra=self.options.backup_env,
+        )
+        if self.options.backups:
+            self.options.log("taking the first scheduled backup")
+            child = self._spawn(scheduler(logs), env=self._backup_env)
+            wait_first_backup(child, repository)
+        return repository
+
+    def _start_error_tracker(self) -> ErrorTracker:
+        """The stand-in for Sentry's ingestion (errortracker.py): the workers report to it."""
+        assert self.dir is not None
+        self.options.log("starting the error-tracking stand-in")
+        tracker = start_error_tracker(
+            self.dir / "errortracker",
+            spawn=lambda child, env: self._spawn(child, env=dict(env)),
+            env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
+        )
+        self._tracking_env = {"CHATSDK_SENTRY_DSN": tracker.dsn}
+        return tracker
+
     def _start_worker(
         self, index: int, port: int, dsn: str, redis_url: str, logs: Path, *, origin: str
     ) -> Child:
@@ -527,6 +674,8 @@ class NativeTarget:
             "CHATSDK_UPLOAD_DIR": str(uploads),
             # Browsers reach the API through the edge only: that is the one allowed Origin.
             "CHATSDK_ALLOWED_ORIGINS": origin,
+            "CHATSDK_DEMO": "1" if self.options.demo else "0",
+            **self._tracking_env,
             **self.options.worker_env,
         }
         child = Child(f"api-{index}", [sys.executable, "-m", "chatsdk"], logs / f"api-{index}.log")

@@ -70,6 +70,9 @@ def redis_conf(password: str, *extra: str) -> str:
         # silently would be worse than refusing a write.
         "maxmemory 256mb",
         "maxmemory-policy noeviction",
+        # No replicas to wait for: a snapshot over the replication protocol (the backup job's
+        # `redis-cli --rdb`) starts at once instead of after the default 5 s.
+        "repl-diskless-sync-delay 0",
         *extra,
     ]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,9 @@ import logging
 import signal
 import sys
 
+from chatsdk import faults
 from chatsdk.errors import SettingsError
+from chatsdk.errortracking import ErrorTracking, init_error_tracking
 from chatsdk.logs import configure_logging, url_password
 from chatsdk.server import start_server
 from chatsdk.settings import Settings
@@ -23,6 +25,8 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
+        if signum == signal.SIGTERM and faults.injected(faults.EXIT_ON_SIGTERM):
+            continue  # test-only fault (chatsdk/faults.py): SIGTERM kills without a drain
         loop.add_signal_handler(signum, stop.set)
     server = await start_server(settings)
     log.info("listening", extra={"fields": {"url": server.url}})
@@ -38,6 +42,8 @@ async def serve(settings: Settings) -> int:
 def main() -> int:
     try:
         settings = Settings.from_env()
+        tracking = ErrorTracking.from_env()
+        faults.active()  # validated here, so a misspelt fault is a settings error (exit 2)
     except SettingsError as exc:
         print(f"chatsdk: invalid settings: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
@@ -50,6 +56,7 @@ def main() -> int:
         settings.s3_secret_key,
     )
     configure_logging(settings.log_level, settings.worker_id, secrets=secrets)
+    init_error_tracking(tracking, settings.worker_id, secrets)
     try:
         return asyncio.run(serve(settings))
     except OSError as exc:

@@ -12,10 +12,13 @@ from aiohttp import WSCloseCode, web
 from chatsdk import (
     apps,
     channels,
+    demo,
+    errortracking,
     gdpr,
     messages,
     polls,
     realtime,
+    retention,
     runtime,
     service,
     tokens,
@@ -90,6 +93,8 @@ MODULES = (
     webhooks,
     realtime,
     runtime,
+    errortracking,
+    retention,
 )
 
 
@@ -125,4 +130,6 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(module.routes)
         app.cleanup_ctx.extend(getattr(module, "cleanup_contexts", []))
         app[OUTBOX_CONSUMERS].extend(getattr(module, "outbox_consumers", []))
+    if settings.demo:  # the demo sign-in exists only where it is asked for (chatsdk/demo.py)
+        app.add_routes(demo.routes)
     return app

@@ -32,6 +32,9 @@ REDIS_SOCKET_TIMEOUT = 2.0
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 MONITOR_INTERVAL = 2.0
+# Client-side failures of a pooled connection: closed, or left mid-error by a server that
+# terminated it while it sat idle (a PostgreSQL restart); the pool replaces such connections.
+POOL_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 class MigrationState(enum.StrEnum):
@@ -74,7 +77,7 @@ class Dependencies:
                 async with asyncio.timeout(wait_s):
                     async with pool.acquire(timeout=wait_s) as conn:
                         up = await conn.fetchval("SELECT 1", timeout=wait_s) == 1
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError, *POOL_ERRORS) as exc:
                 log.debug("database check failed: %s", type(exc).__name__)
         self._metrics.db_up.set(1 if up else 0)
         return up

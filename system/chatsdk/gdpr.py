@@ -45,9 +45,10 @@ routes = web.RouteTableDef()
 
 REDIS_ERASE_TIMEOUT = 5.0
 EXPORT_PREFETCH = 500
-# Fields that hold what a person wrote or is called, wherever an event carries them.
+# Fields that hold what a person wrote, reacted with or is called, wherever an event carries
+# them (a reaction is as telling as a message: the reaction rows go, so do their events' emoji).
 PERSONAL_KEYS = frozenset(
-    {"text", "name", "avatar_url", "filename", "question", "user_name", "display_name"}
+    {"text", "name", "avatar_url", "filename", "question", "user_name", "display_name", "emoji"}
 )
 # Fields that say whose object a JSON object is.
 OWNER_KEYS = frozenset({"user_id", "created_by", "author_id", "sender_id"})

@@ -23,6 +23,7 @@ edits and tombstones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import unicodedata
@@ -33,7 +34,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from chatsdk import db, membership, outbox, ratelimit
+from chatsdk import db, faults, membership, outbox, ratelimit
 from chatsdk.auth import User, require_user
 from chatsdk.errors import ApiError, bad_request, forbidden, not_found
 from chatsdk.ids import new_id
@@ -259,6 +260,7 @@ async def send_message(request: web.Request) -> web.Response:
         existing = await find_by_client_id(db.pool(request), user, channel_id, client_msg_id)
         if existing is not None:
             return await _existing_response(request, existing["id"])
+    early: web.Response | None = None
     try:
         with timed(request, "send_message"):
             async with db.transaction(request) as conn:
@@ -304,6 +306,7 @@ async def send_message(request: web.Request) -> web.Response:
                     user_id=user.user_id,
                     seq=row["seq"],
                 )
+                early = await _fault_ack_before_commit(request, data)
     except DuplicateMessage as dup:
         return await _existing_response(request, dup.message_id)
     except asyncpg.UniqueViolationError:
@@ -314,9 +317,30 @@ async def send_message(request: web.Request) -> web.Response:
         if existing is None:
             raise
         return await _existing_response(request, existing["id"])
+    except Exception as exc:
+        return _answered_or_raise(early, exc)
     outbox.wake(request)
     request.app[METRICS].messages_sent.inc()
-    return web.json_response(data, status=201)
+    return early if early is not None else web.json_response(data, status=201)
+
+
+async def _fault_ack_before_commit(request: web.Request, data: Any) -> web.Response | None:
+    """The test-only fault `ack_before_commit` (chatsdk/faults.py): answer 201 now, inside the
+    transaction, and hold the commit back a little. Nothing happens unless it is injected."""
+    if not faults.injected(faults.ACK_BEFORE_COMMIT):
+        return None
+    early = web.json_response(data, status=201)
+    await early.prepare(request)
+    await early.write_eof()
+    await asyncio.sleep(faults.ACK_BEFORE_COMMIT_DELAY_S)
+    return early
+
+
+def _answered_or_raise(early: web.Response | None, exc: Exception) -> web.Response:
+    """Under `ack_before_commit` the 201 is out already, whatever the commit did."""
+    if early is None:
+        raise exc
+    return early
 
 
 PAGE_FORWARD_SQL = (

@@ -46,6 +46,9 @@ DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
+    # A pooled connection the server terminated while it sat idle (a restart) is left mid-error
+    # by asyncpg and refuses the next query this way; the pool drops it on release.
+    asyncpg.InternalClientError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     ConnectionError,
@@ -164,7 +167,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             {"Retry-After": "2"},
         )
     except Exception:
-        # The stack trace goes to the log only, never to the client.
+        # The stack trace goes to the log and, from the log, to error tracking
+        # (chatsdk/errortracking.py), never to the client.
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(
             request, 500, "internal_error", "The server failed to answer this request."

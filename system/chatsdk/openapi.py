@@ -502,6 +502,16 @@ PATHS: dict[str, dict[str, Any]] = {
             ),
         )
     },
+    "/v1/admin/debug/error": {
+        "post": op(
+            "verifyErrorTracking",
+            "The error-tracking verification route: raises ErrorTrackingVerification on purpose, "
+            "so an operator sees an unhandled error answered like every other (a JSON 500 with "
+            "the request id, no stack trace) and reported to error tracking with that request id.",
+            ADMIN,
+            ("500", ref("Error"), "Always: the deliberate unhandled error."),
+        )
+    },
     # Tokens (app backend)
     "/v1/tokens": {
         "post": op(

@@ -487,7 +487,14 @@ def _is_dependency_error(exc: BaseException) -> bool:
     """PostgreSQL (or the pool) failing, as opposed to a bug."""
     if isinstance(exc, ApiError):
         return exc.status == 503
-    return isinstance(exc, OSError | TimeoutError | asyncpg.PostgresError | asyncpg.InterfaceError)
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.PostgresError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError,  # a pooled connection the server terminated (a restart)
+    )
 
 
 # -- the hub: this worker's sockets, by channel and by user -----------------------------------

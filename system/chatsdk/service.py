@@ -21,10 +21,10 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "live"}, headers=NO_STORE)
 
 
-async def ready(request: web.Request) -> web.Response:
-    deps = request.app[DEPENDENCIES]
-    metrics = request.app[METRICS]
-    draining = request.app[LIFECYCLE].draining
+async def readiness(app: web.Application) -> tuple[bool, dict[str, str]]:
+    """(ready, the state of each check), and the chatsdk_ready gauge set to match: readiness
+    is checked on every /health/ready and every /metrics scrape, so the gauge is never stale."""
+    deps = app[DEPENDENCIES]
     database_up, redis_up = await asyncio.gather(
         deps.check_database(CHECK_TIMEOUT), deps.check_redis(CHECK_TIMEOUT)
     )
@@ -33,9 +33,16 @@ async def ready(request: web.Request) -> web.Response:
         "redis": "ok" if redis_up else "unavailable",
         "migrations": str(deps.migrations),
     }
+    is_ready = all(state == "ok" for state in checks.values()) and not app[LIFECYCLE].draining
+    app[METRICS].ready.set(1 if is_ready else 0)
+    return is_ready, checks
+
+
+async def ready(request: web.Request) -> web.Response:
+    deps = request.app[DEPENDENCIES]
+    draining = request.app[LIFECYCLE].draining
+    is_ready, checks = await readiness(request.app)
     failing = [name for name, state in checks.items() if state != "ok"]
-    is_ready = not failing and not draining
-    metrics.ready.set(1 if is_ready else 0)
     if is_ready:
         return web.json_response({"status": "ready", "checks": checks}, headers=NO_STORE)
     if draining:
@@ -52,6 +59,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    await readiness(request.app)
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 

@@ -60,6 +60,14 @@ class Settings:
     s3_secret_key: str = field(default="", repr=False)
     # Webhook retries wait base * 2^(attempt-1) seconds (with jitter, capped).
     webhook_backoff_base: float = 1.0
+    # Demo sign-in for the web client (chatsdk/demo.py): anyone may become a demo user. Never on
+    # in production; off unless CHATSDK_DEMO is set.
+    demo: bool = False
+    # Data retention (chatsdk/retention.py): days messages and uploads are kept (0: for ever),
+    # and how often each worker applies the policy.
+    retention_messages_days: int = 365
+    retention_uploads_days: int = 365
+    retention_interval: float = 3600.0
 
     def __repr__(self) -> str:
         # URLs are shown with their password masked; keys and secrets are never shown.
@@ -74,7 +82,10 @@ class Settings:
             f"s3_region={self.s3_region!r}, s3_prefix={self.s3_prefix!r}, "
             f"s3_access_key={'***' if self.s3_access_key else ''!r}, "
             f"s3_secret_key={'***' if self.s3_secret_key else ''!r}, "
-            f"webhook_backoff_base={self.webhook_backoff_base})"
+            f"webhook_backoff_base={self.webhook_backoff_base}, demo={self.demo}, "
+            f"retention_messages_days={self.retention_messages_days}, "
+            f"retention_uploads_days={self.retention_uploads_days}, "
+            f"retention_interval={self.retention_interval})"
         )
 
     @classmethod
@@ -109,6 +120,16 @@ class Settings:
             s3_secret_key=env.get("S3_SECRET_KEY", str, default=""),
             webhook_backoff_base=env.get(
                 "WEBHOOK_BACKOFF_BASE", _seconds, default=1.0, check=_between(0.01, 60.0)
+            ),
+            demo=env.get("DEMO", _flag, default=False),
+            retention_messages_days=env.get(
+                "RETENTION_MESSAGES_DAYS", _days, default=365, check=_at_most(36500)
+            ),
+            retention_uploads_days=env.get(
+                "RETENTION_UPLOADS_DAYS", _days, default=365, check=_at_most(36500)
+            ),
+            retention_interval=env.get(
+                "RETENTION_INTERVAL", _seconds, default=3600.0, check=_between(1.0, 86400.0)
             ),
         )
         if settings.storage == "s3" and not settings.s3_bucket:
@@ -171,6 +192,32 @@ def _seconds(raw: str) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"must be a number of seconds (got {raw!r})") from None
+
+
+def _days(raw: str) -> int:
+    try:
+        days = int(raw)
+    except ValueError:
+        raise ValueError(f"must be a whole number of days (got {raw!r})") from None
+    if days < 0:
+        raise ValueError(f"must be 0 (keep for ever) or more days (got {days})")
+    return days
+
+
+def _at_most(high: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if value <= high else f"must be at most {high} (got {value})"
+
+    return check
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be 1, true, yes, on, 0, false, no or off (got {raw!r})")
 
 
 def _log_level(raw: str) -> str:

@@ -303,3 +303,24 @@ def test_the_api_masks_secrets_sent_as_path_ids(stack: NativeTarget, world: Worl
     # that would otherwise have carried them.
     masked = [line for line in api_log_lines(stack) if '"path": "/v1/users/[redacted]' in line]
     assert len(masked) >= 2 * len(sensitive), "the API must log those requests, masked"
+
+
+def ready_gauge(worker: str) -> float:
+    return next(v for name, _, v in samples(scrape(worker)) if name == "chatsdk_ready")
+
+
+def test_the_ready_gauge_is_checked_at_every_scrape(stack: NativeTarget) -> None:
+    """chatsdk_ready follows the dependencies even when nobody asks /health/ready (no kubelet
+    on a plain host): a value left at 0 after an outage would keep APINotReady pending."""
+    assert stack.info is not None
+    worker = stack.worker_urls[0]
+    redis = stack.info.control["redis"]
+    redis.stop()
+    try:
+        assert ready_gauge(worker) == 0, "a scrape while Redis is down must report not ready"
+    finally:
+        redis.start()
+    deadline = time.monotonic() + 15
+    while ready_gauge(worker) != 1:
+        assert time.monotonic() < deadline, "the gauge must be 1 again once Redis is back"
+        time.sleep(0.2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from preflight.targets.native import NativeTarget
@@ -14,19 +15,23 @@ from tests.api.conftest import AppCtx, UserCtx
 BURST = 100  # the "default" action: 50/s, burst 100
 
 
-def hammer(user: UserCtx, count: int) -> list[tuple[int, str | None]]:
-    out = []
-    for i in range(count):
+def hammer(user: UserCtx, count: int, threads: int = 16) -> list[tuple[int, str | None]]:
+    """`count` writes from `threads` connections at once: faster than the bucket refills even
+    on a busy machine (one connection at a time can fall below 50 requests/s there)."""
+
+    def write(i: int) -> tuple[int, str | None]:
         resp = user.client.patch("/v1/me", {"name": f"n{i}"})
-        out.append((resp.status, resp.headers.get("retry-after")))
-    return out
+        return resp.status, resp.headers.get("retry-after")
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(write, range(count)))
 
 
 def test_a_user_past_the_bucket_gets_429_with_retry_after(app: AppCtx) -> None:
     user, bystander = app.user(), app.user()
     results = hammer(user, BURST + 60)
     statuses = [s for s, _ in results]
-    assert statuses[:BURST].count(200) == BURST, "the burst itself must be served"
+    assert statuses.count(200) >= BURST, "the burst itself must be served"
     limited = [ra for s, ra in results if s == 429]
     assert limited, f"{len(results)} writes in a burst never met the limit"
     assert all(ra is not None and ra.isdigit() and int(ra) >= 1 for ra in limited)
