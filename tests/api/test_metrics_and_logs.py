@@ -298,11 +298,17 @@ def test_the_api_masks_secrets_sent_as_path_ids(stack: NativeTarget, world: Worl
             {"Authorization": f"Bearer {world.user.access_token}"},
         )
         _raw(world.app.base, "POST", f"/v1/users/{q}/revoke", {"X-API-Key": world.app.api_key})
-    leaks_in(sorted((stack.dir / "logs").glob("api-*.log")), sensitive, stack)
-    # Control: those requests were logged, with the secret masked, so the scan looked at lines
-    # that would otherwise have carried them.
-    masked = [line for line in api_log_lines(stack) if '"path": "/v1/users/[redacted]' in line]
+    # Control: those requests were logged, with the secret masked, so the scan looks at lines
+    # that would otherwise have carried them. The access line is written after the response
+    # has gone out: wait (bounded) until every one is there.
+    deadline = time.monotonic() + 10
+    while True:
+        masked = [line for line in api_log_lines(stack) if '"path": "/v1/users/[redacted]' in line]
+        if len(masked) >= 2 * len(sensitive) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(masked) >= 2 * len(sensitive), "the API must log those requests, masked"
+    leaks_in(sorted((stack.dir / "logs").glob("api-*.log")), sensitive, stack)
 
 
 def ready_gauge(worker: str) -> float:

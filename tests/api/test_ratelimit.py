@@ -71,12 +71,17 @@ def test_with_redis_down_limits_hold_per_worker_and_writes_go_on(
     redis_control = stack.info.control["redis"]
     redis_control.stop()
     try:
-        statuses = [
-            direct_patch(stack.worker_urls[0], user.access_token) for _ in range(BURST + 40)
-        ]
+        # From 16 connections at once: faster than the bucket refills on a busy machine.
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(
+                pool.map(
+                    lambda _: direct_patch(stack.worker_urls[0], user.access_token),
+                    range(BURST + 60),
+                )
+            )
     finally:
         redis_control.start()
-    assert statuses[0] == 200, "writes must go on while Redis is down"
+    assert statuses.count(200) >= BURST, "writes must go on while Redis is down"
     assert 429 in statuses, "the in-memory fallback must still limit"
     assert 503 not in statuses
     assert 500 not in statuses

@@ -18,7 +18,12 @@ from urllib.parse import urlsplit
 
 import jwt
 import pytest
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidMessage,
+    InvalidStatus,
+)
 from websockets.sync.client import ClientConnection, connect
 
 from preflight.client import ChatClient, expect
@@ -145,7 +150,8 @@ def _connect_once_more(
                 close_timeout=2,
                 max_size=max_size,
             )
-        except (ssl.SSLError, ConnectionClosedError, ConnectionResetError):
+        except (ssl.SSLError, ConnectionClosedError, ConnectionResetError, InvalidMessage):
+            # InvalidMessage: the connection closed before any HTTP status line came back.
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
