@@ -8,6 +8,7 @@ import ctypes
 import errno
 import os
 import pwd
+import secrets
 import signal
 import socket
 import subprocess
@@ -174,8 +175,37 @@ def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port to listen on that is free now, chosen at random below the kernel's ephemeral range.
+    Port 0's answer comes from that range, where every outgoing connection of every process
+    also takes its source port: between this check and the server's bind, another test process
+    or a client could take it (seen with the suite in parallel processes). Below the range only
+    another listener choosing the same random port could, and a port is never handed out twice
+    by one process."""
+    top = _ephemeral_start() - 1
+    low = min(20000, top - 1000)
+    for _ in range(200):
+        port = secrets.randbelow(top - low) + low
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: any port
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,19 +24,14 @@ from chatsdk.app import create_app
 from chatsdk.server import RunningServer, running
 from chatsdk.settings import Settings
 
+from preflight.targets.procs import free_port
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 APP_ROLE = "chatsdk"
 START_TIMEOUT = 15.0
 
 Scenario = Callable[[RunningServer, aiohttp.ClientSession], Awaitable[Any]]
 RunApp = Callable[..., Any]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _as_postgres() -> dict[str, Any]:

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import importlib
 import os
-import socket
 import stat
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,14 +27,9 @@ from chatsdk.storage import (
     storage_from_settings,
 )
 
+from preflight.targets.procs import free_port
+
 BUCKET = "chatsdk-test"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 SMALL = b"hello, storage\n" * 100

@@ -35,6 +35,7 @@ from preflight.targets.edge import (
     validate_edge,
 )
 from preflight.targets.pki import Pki, make_pki
+from preflight.targets.procs import free_port
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
@@ -50,13 +51,6 @@ SECURITY_HEADERS = {
 UPSTREAM_ONLY_HEADERS = ("X-Powered-By",)
 ONE_HUNDRED_MB = 100 * 1024 * 1024
 TIMEOUT_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- the upstream: answers like an API worker and counts what reaches it ---------------------
