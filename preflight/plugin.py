@@ -483,6 +483,11 @@ def _main(paths: Sequence[Path], args: Sequence[str], plugins: list[object]) -> 
         # that warning would end the run.
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
+        # An object another probe dropped without closing (a socket, a transport) is collected
+        # during whichever probe runs next; under a caller's filterwarnings=error pytest's
+        # report of it would become that probe's error, a verdict on an unrelated item.
+        "-W",
+        "default::pytest.PytestUnraisableExceptionWarning",
         *args,
     ]
     with _isolated_imports(paths):
