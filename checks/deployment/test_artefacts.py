@@ -179,7 +179,10 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     """An unsupervised worker stays down after its first crash and the edge runs short."""
     names = sorted(n for n in target.info.control if n.startswith("api"))
     if not names:
-        pytest.skip(f"target {target.name} gives no control over an API worker; add control.api")
+        pytest.skip(
+            f"target {target.name} gives no control over an API worker; add control.api-0 "
+            "(stop, start, kill) to the target file to decide whether a killed worker comes back"
+        )
     before = workers(target, evidence)
     control = target.control(names[0])
     worker_id = names[0].removeprefix("api-") if names[0].startswith("api-") else names[0]
