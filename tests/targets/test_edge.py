@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from websockets.sync.client import connect as ws_connect
 
 from preflight.errors import EdgeConfigInvalid
 from preflight.targets.edge import (
@@ -634,18 +636,10 @@ def test_tls11_probe_can_succeed_against_a_weak_edge(weak_edge: Edge) -> None:
 
 
 def test_websocket_upgrade_is_proxied(edge: Edge) -> None:
-    async def exchange() -> str:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session,
-            session.ws_connect(
-                f"wss://127.0.0.1:{edge.https_port}/v1/realtime", ssl=client_context(edge.ca)
-            ) as ws,
-        ):
-            await ws.send_str("hello")
-            message = await ws.receive(timeout=TIMEOUT_S)
-            return str(message.data)
-
-    assert asyncio.run(exchange()) == "echo:hello"
+    url = f"wss://127.0.0.1:{edge.https_port}/v1/realtime"
+    with ws_connect(url, ssl=client_context(edge.ca), open_timeout=TIMEOUT_S) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT_S) == "echo:hello"
 
 
 # --- plain HTTP --------------------------------------------------------------------------------
@@ -792,21 +786,31 @@ class FloodResult:
         return collections.Counter(r.status for r in self.replies)
 
 
+FLOOD_CONNECTIONS = 16
+
+
 def flood(edge: Edge, count: int, headers_for: Callable[[int], dict[str, str]]) -> FloodResult:
-    async def run() -> FloodResult:
-        connector = aiohttp.TCPConnector(ssl=client_context(edge.ca), limit=100)
-        timeout = aiohttp.ClientTimeout(total=30)
-        url = f"https://127.0.0.1:{edge.https_port}/v1/health/ready"
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    """`count` GETs from FLOOD_CONNECTIONS kept-alive connections at once. Blocking sockets in
+    threads: each connection is closed before this returns, so none is left for the garbage
+    collector to warn about during a later test (as an event loop closed mid TLS shutdown did)."""
 
-            async def one(i: int) -> Reply:
-                async with session.get(url, headers=headers_for(i)) as resp:
-                    body = await resp.read()
-                    return Reply(resp.status, list(resp.headers.items()), body, "flood GET")
+    def one_connection(indices: range) -> list[Reply]:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", edge.https_port, context=client_context(edge.ca), timeout=30
+        )
+        replies = []
+        try:
+            for i in indices:
+                conn.request("GET", "/v1/health/ready", headers=headers_for(i))
+                resp = conn.getresponse()
+                replies.append(Reply(resp.status, resp.getheaders(), resp.read(), "flood GET"))
+        finally:
+            conn.close()
+        return replies
 
-            return FloodResult(list(await asyncio.gather(*(one(i) for i in range(count)))))
-
-    return asyncio.run(run())
+    shares = [range(start, count, FLOOD_CONNECTIONS) for start in range(FLOOD_CONNECTIONS)]
+    with ThreadPoolExecutor(FLOOD_CONNECTIONS) as pool:
+        return FloodResult([reply for part in pool.map(one_connection, shares) for reply in part])
 
 
 def test_flood_gets_429_with_retry_after_and_security_headers(
