@@ -52,6 +52,7 @@ from preflight.targets.servers import (
 
 PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMP_PREFIX = "preflight-native-"
+WORKER_STOP_TIMEOUT_S = 20.0  # the worker's drain budget (15 s) and a margin to exit
 
 
 @dataclass(frozen=True)
@@ -678,7 +679,14 @@ class NativeTarget:
             **self._tracking_env,
             **self.options.worker_env,
         }
-        child = Child(f"api-{index}", [sys.executable, "-m", "chatsdk"], logs / f"api-{index}.log")
+        # The worker bounds its own drain (15 s, then exit 1 with the reason logged); SIGKILL only
+        # after that, so a slow drain shows up as the worker's own report, not as a bare -9.
+        child = Child(
+            f"api-{index}",
+            [sys.executable, "-m", "chatsdk"],
+            logs / f"api-{index}.log",
+            stop_timeout=WORKER_STOP_TIMEOUT_S,
+        )
         return self._spawn(child, env=env)
 
 

@@ -8,7 +8,6 @@ refreshes the up/down gauges, so readiness recovers by itself when a database co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from typing import Any
@@ -18,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from chatsdk.background import stop_task
 from chatsdk.dbtiming import timed_connection_class
 from chatsdk.errors import MigrationError
 from chatsdk.metrics import Metrics
@@ -166,9 +166,7 @@ class Dependencies:
 
     async def close(self, wait_s: float) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), wait_s)

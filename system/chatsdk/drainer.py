@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from chatsdk import db
+from chatsdk.background import stop_task
 from chatsdk.keys import METRICS, OUTBOX_CONSUMERS, OUTBOX_WAKE
 
 log = logging.getLogger("chatsdk.outbox")
@@ -160,9 +161,7 @@ async def outbox_drainer_context(app: web.Application) -> AsyncIterator[None]:
     drainer = Drainer(app)
     task = asyncio.create_task(drainer.run(), name="chatsdk-outbox-drainer")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     # Best effort: whatever is still due is published by another worker's poll or at restart.
     with contextlib.suppress(Exception):
         async with asyncio.timeout(FINAL_DRAIN_TIMEOUT):

@@ -31,6 +31,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatsdk import db, drainer
 from chatsdk.auth import User, decode, token_version, user_from_token
+from chatsdk.background import stop_task
 from chatsdk.errors import ApiError
 from chatsdk.keys import METRICS, SETTINGS, WEBSOCKETS
 from chatsdk.membership import is_member
@@ -585,9 +586,7 @@ class Hub:
             log.debug("typing event not published: %s", type(exc).__name__)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in list(self._tasks)))
 
 
 def _discard(index: dict[Any, set[Session]], key: Any, session: Session) -> None:
@@ -608,9 +607,7 @@ async def hub_context(app: web.Application) -> AsyncIterator[None]:
         drainer.listen(app, hub.on_event, hub.on_subscribed), name="chatsdk-pubsub-listener"
     )
     yield
-    listener.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await listener
+    await stop_task(listener)
     await hub.close()
 
 

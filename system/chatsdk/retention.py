@@ -20,7 +20,6 @@ prints the policy and what it deleted as JSON.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -33,6 +32,7 @@ import asyncpg
 from aiohttp import web
 
 from chatsdk import db
+from chatsdk.background import stop_task
 from chatsdk.errors import ApiError, SettingsError
 from chatsdk.keys import SETTINGS
 from chatsdk.settings import Settings
@@ -176,9 +176,7 @@ async def run_once(conn: Any, storage: Storage, settings: Settings, *, wait: boo
 async def retention_context(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_loop(app), name="chatsdk-retention")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
 
 
 async def _loop(app: web.Application) -> None:

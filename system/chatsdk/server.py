@@ -52,7 +52,22 @@ class RunningServer:
         # shutdown_timeout for in-flight requests, then runs the cleanup contexts (pools).
         remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
         self.stopped = True
-        await asyncio.wait_for(self.runner.cleanup(), timeout=max(remaining, 0.1))
+        cleanup = asyncio.create_task(self.runner.cleanup(), name="drain")
+        # Past the point where a healthy drain has ended, say where every task waits: a drain
+        # that then hits the budget (or the supervisor's SIGKILL) has left its reason in the log.
+        done, _ = await asyncio.wait({cleanup}, timeout=max(remaining - STUCK_REPORT_BEFORE_S, 0))
+        if not done:
+            log.warning(
+                "drain is slow",
+                extra={
+                    "fields": {
+                        "elapsed_s": round(time.monotonic() - started, 3),
+                        "tasks": describe_tasks(),
+                    }
+                },
+            )
+        remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
+        await asyncio.wait_for(cleanup, timeout=max(remaining, 0.1))
         log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
 
 
@@ -84,3 +99,28 @@ async def running(
         if not server.stopped:
             server.stopped = True
             await server.runner.cleanup()
+
+
+STUCK_REPORT_BEFORE_S = 3.0
+
+
+def describe_tasks() -> list[str]:
+    """Each pending task and the chain of awaits it is suspended in, outermost first."""
+    described = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        chain: list[str] = []
+        awaited: object = task.get_coro()
+        while awaited is not None and len(chain) < 20:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:  # a future, or something else that is not a coroutine
+                chain.append(type(awaited).__name__)
+                break
+            chain.append(
+                f"{frame.f_code.co_name} "
+                f"({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})"
+            )
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        described.append(f"{task.get_name()}: {' > '.join(chain)}")
+    return sorted(described)

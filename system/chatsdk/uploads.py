@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from chatsdk import db, ratelimit
 from chatsdk.auth import require_user
+from chatsdk.background import stop_task
 from chatsdk.errors import ApiError, bad_request, not_found, unavailable
 from chatsdk.ids import new_id
 from chatsdk.keys import SETTINGS
@@ -380,9 +381,7 @@ async def storage_context(app: web.Application) -> AsyncIterator[None]:
     app[STORAGE] = storage
     task = asyncio.create_task(_purge_loop(app), name="chatsdk-upload-purge")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     await storage.close()
 
 

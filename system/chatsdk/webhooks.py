@@ -23,7 +23,6 @@ addresses, or send webhooks through an egress proxy that does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -41,6 +40,7 @@ from aiohttp import web
 
 from chatsdk import db, outbox
 from chatsdk.auth import require_app
+from chatsdk.background import stop_task
 from chatsdk.errors import ApiError, bad_request, not_found
 from chatsdk.ids import new_id
 from chatsdk.keys import METRICS, SETTINGS
@@ -402,9 +402,7 @@ async def sender_context(app: web.Application) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(_sender_loop(app, session), name="chatsdk-webhooks")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     await session.close()
 
 
