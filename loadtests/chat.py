@@ -29,6 +29,7 @@ import gevent.ssl
 import websocket
 import yaml
 from locust.env import Environment
+from sources import connect_from
 
 RNG = random.Random()  # noqa: S311 - the task mix is a simulation, not security
 PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
@@ -255,8 +256,11 @@ class RoomSocket:
         session: Session,
         channel_id: str,
         renew: Callable[[], None],
+        *,
+        source: str | None = None,
     ) -> None:
         self.environment = environment
+        self.source = source
         self.url = re.sub(r"^http", "ws", host.rstrip("/")) + "/v1/realtime"
         self.session = session
         self.channel_id = channel_id
@@ -322,12 +326,17 @@ class RoomSocket:
     def _connect(self) -> websocket.WebSocket:
         if self.session.stale():
             self.renew()
+        # From the user's own address when spread (sources.py): connected and TLS-wrapped here.
+        sock = None
+        if self.source is not None:
+            sock = connect_from(self.url, self.source, WS_TIMEOUT_S, ssl_context())
         ws = websocket.create_connection(
             self.url,
             timeout=WS_TIMEOUT_S,
             sslopt={"context": ssl_context()},
             suppress_origin=True,  # a server-side client sends no Origin
             enable_multithread=False,
+            socket=sock,
         )
         self.ws = ws
         try:

@@ -29,9 +29,11 @@ from chat import (
 )
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
+from sources import bind_http_client_pool, pick_source, source_network
 
 RNG = random.Random()  # noqa: S311 - the task mix is a simulation, not security
 EMOJI = ("thumbsup", "tada", "eyes", "heart")
+SOURCE_NET = source_network()  # PREFLIGHT_SOURCE_NET: one client address per user (sources.py)
 
 
 @events.init_command_line_parser.add_listener
@@ -74,6 +76,9 @@ class ChatUser(FastHttpUser):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.session = Session(WORLD.new_user_id())
+        self.source = pick_source(SOURCE_NET)
+        if self.source is not None:
+            bind_http_client_pool(self.client.client.clientpool, self.source)
         self.room: Any = None
         self.sockets: list[RoomSocket] = []
         self.retry_after = 0.0
@@ -116,6 +121,7 @@ class ChatUser(FastHttpUser):
                     self.session,
                     self.room.channel.get(),
                     self.renew,
+                    source=self.source,
                 )
             )
         return True

@@ -21,6 +21,7 @@ traffic (needs production figures).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import yaml
@@ -48,6 +50,22 @@ LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
 PERCENTILES = (0.5, 0.95, 0.99)
 SEND_NAMES = ("/v1/channels/{id}/messages [send]", "/v1/channels/{id}/polls")
 TEMP_PREFIX = "preflight-load-"
+SOURCE_NET_ENV = "PREFLIGHT_SOURCE_NET"  # loadtests/sources.py
+LOOPBACK_SOURCE_NET = "127.64.0.0/10"
+
+
+def source_net_for(edge_url: str, configured: str | None) -> str:
+    """The network the load users connect from, one address each (loadtests/sources.py): what
+    PREFLIGHT_SOURCE_NET says when it is set (empty: the generator's own address), else
+    127.64.0.0/10 when the edge is on IPv4 loopback, where every address of 127/8 is this
+    machine's, else none: across a real network a generator has only the addresses it has."""
+    if configured is not None:
+        return configured.strip()
+    try:
+        address = ipaddress.ip_address(urlsplit(edge_url).hostname or "")
+    except ValueError:
+        return ""
+    return LOOPBACK_SOURCE_NET if address.version == 4 and address.is_loopback else ""
 
 
 def percentile(hist: Mapping[int, int], fraction: float) -> float:
@@ -238,6 +256,7 @@ class RunData:
     exit_codes: Mapping[str, int | None]
     stopped_early: str = ""
     log_tail: str = ""
+    source_net: str = ""
 
 
 def summarise(data: RunData, limits: Thresholds, cores: int | None = None) -> LoadResults:
@@ -334,6 +353,7 @@ def details(
             "cores": cores,
             "cpu_by_process": cpu_by_process,
             "exit_codes": dict(data.exit_codes),
+            "source_net": data.source_net,
         },
     }
 
@@ -396,6 +416,9 @@ class LocustRunner:
         env["PREFLIGHT_ADMIN_KEY"] = info.admin_key
         if info.ca_file is not None:
             env["PREFLIGHT_CA_FILE"] = str(info.ca_file)
+        source_net = source_net_for(info.edge_url, os.environ.get(SOURCE_NET_ENV))
+        if source_net:
+            env[SOURCE_NET_ENV] = source_net
         locust = [sys.executable, "-m", "locust", "-f", str(self.locustfile)]
         master = [
             *locust,
@@ -479,6 +502,7 @@ class LocustRunner:
             exit_codes=codes,
             stopped_early=stopped,
             log_tail=children[0].log_tail(15).strip() if not lines else "",
+            source_net=source_net,
         )
 
 

@@ -8,7 +8,10 @@ The edge's per-IP limits are raised (NativeOptions.api_rate_per_s): every Locust
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import ipaddress
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +21,14 @@ import pytest
 
 from preflight.checklist import Item, load_checklist
 from preflight.decide import LoadResults, decide_load
-from preflight.load import LOADTESTS, LocustRunner, RunData, Thresholds, summarise
+from preflight.load import (
+    LOADTESTS,
+    LOOPBACK_SOURCE_NET,
+    LocustRunner,
+    RunData,
+    Thresholds,
+    summarise,
+)
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
@@ -102,6 +112,26 @@ def test_smoke_run_measures_every_locust_metric(smoke: RunData) -> None:
     assert {"users", "requests_per_s", "http_p95_ms"} <= set(record["timeseries"][0])
     assert record["generator"]["mode"] == "local"
     assert record["generator"]["exit_codes"] == {"locust-master": 0}
+
+
+def test_each_load_user_reaches_the_edge_from_its_own_address(
+    target: TargetInfo, smoke: RunData
+) -> None:
+    """On loopback the users are spread over 127.64.0.0/10 (loadtests/sources.py), HTTP and
+    WebSocket alike, so the edge's per-address limits see a crowd, not one client."""
+    network = ipaddress.ip_network(LOOPBACK_SOURCE_NET)
+    assert summarise(smoke, Thresholds()).to_json()["generator"]["source_net"] == str(network)
+    access_log = next(p for p in target.log_files if p.name == "access.log")
+    by_kind: dict[str, set[str]] = collections.defaultdict(set)
+    for line in access_log.read_text().splitlines():
+        entry = json.loads(line)
+        address = ipaddress.ip_address(entry["remote_addr"])
+        if address in network:
+            kind = "ws" if entry["uri"].startswith("/v1/realtime") else "http"
+            by_kind[kind].add(str(address))
+    assert len(by_kind["http"]) >= 2, f"HTTP requests came from {sorted(by_kind['http'])}"
+    assert len(by_kind["ws"]) >= 2, f"WebSockets came from {sorted(by_kind['ws'])}"
+    assert by_kind["ws"] <= by_kind["http"], "a user's socket comes from the user's address"
 
 
 def test_items_beyond_the_smoke_scale_stay_unverified_with_the_figures(smoke: RunData) -> None:
