@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -201,6 +201,14 @@ class TargetInfo:
     # alert drills skip without them.
     releases: ReleaseControl | None = field(default=None, repr=False)
     alert_routing: AlertRouting | None = field(default=None, repr=False)
+    # The process of each component, for the load run's resource figures (PERF-CPU-HEADROOM,
+    # PERF-MEM-HEADROOM, PERF-SATURATION): component name ("api-0", "postgres", "redis",
+    # "nginx") -> the pid of its main process (its children count too), asked again at each
+    # sample because drills restart components. Only a target on this machine has it (native).
+    processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
+    # The production peak the capacity item is measured against (POST-CAPACITY): requests/s at
+    # the busiest minute of real traffic, from the target file. Optional; unverified without it.
+    peak_requests_per_s: float | None = None
 
 
 class Target(Protocol):
