@@ -53,6 +53,7 @@ from preflight.targets.servers import (
 PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMP_PREFIX = "preflight-native-"
 WORKER_STOP_TIMEOUT_S = 20.0  # the worker's drain budget (15 s) and a margin to exit
+SYSTEM_COMPONENTS = ("postgres", "redis", "nginx")  # besides the API workers "api-N"
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,7 @@ class NativeTarget:
             upload_dir=self.dir / "uploads",
             releases=WorkerReleases(self, tuple(f"api-{i}" for i in range(opts.workers))),
             alert_routing=observability.routing if observability else None,
+            processes=self.processes,
             jobs={
                 "backup": ProcessJob("backup", job_argv(BACKUP_MODULE, "run"), self._backup_env),
                 "retention": ProcessJob(
@@ -393,6 +395,16 @@ class NativeTarget:
 
     def pids(self) -> list[int]:
         return [c.pid for c in self.children if c.proc is not None]
+
+    def processes(self) -> dict[str, int]:
+        """The main process of each running component of the system (TargetInfo.processes):
+        the API workers, PostgreSQL, Redis and NGINX, not the harness's helpers (error tracker,
+        monitoring, backup scheduler), which a deployment runs elsewhere."""
+        return {
+            c.name: c.pid
+            for c in self.children
+            if c.running() and (c.name in SYSTEM_COMPONENTS or c.name.startswith("api-"))
+        }
 
     # -- components --------------------------------------------------------------------------
 
