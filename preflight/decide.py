@@ -34,7 +34,10 @@ class LoadResults:
     `valid` is False when the run cannot count as evidence (the load generator itself saturated):
     its figures are kept for the record, and every load item stays unverified with
     `invalid_reason`. `details` holds the record's view of the run: per request type stats, the
-    time series, the generator's CPU."""
+    time series, the generator's CPU. `absent` says, per metric, why it has no figure (no
+    earlier run to compare with, a field the target file lacks): an item on that metric stays
+    unverified with that sentence, which tells the reader what to do, rather than the generic
+    "did not measure"."""
 
     profile: str
     ran: bool
@@ -44,6 +47,7 @@ class LoadResults:
     invalid_reason: str = ""
     scale_reached: Mapping[str, int] = field(default_factory=dict)
     details: Mapping[str, Any] = field(default_factory=dict)
+    absent: Mapping[str, str] = field(default_factory=dict)  # metric -> why it has no figure
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +66,7 @@ class LoadResults:
                 }
                 for name, f in self.figures.items()
             },
+            "absent": dict(self.absent),
         }
 
 
@@ -105,13 +110,10 @@ def decide_load(item: Item, load: LoadResults) -> Decision:
         return Decision(item, True, Outcome.UNVERIFIED, load.reason, figures=expected)
     figure = load.figures.get(item.metric or "")
     if figure is None:
-        return Decision(
-            item,
-            True,
-            Outcome.UNVERIFIED,
-            f"load profile {load.profile} did not measure {item.metric}",
-            figures=expected,
+        reason = load.absent.get(item.metric or "") or (
+            f"load profile {load.profile} did not measure {item.metric}"
         )
+        return Decision(item, True, Outcome.UNVERIFIED, reason, figures=expected)
     short = {k: (v, figure.scale_reached.get(k, 0)) for k, v in item.scale.items()}
     short = {k: (need, got) for k, (need, got) in short.items() if got < need}
     figures = {

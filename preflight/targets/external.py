@@ -27,11 +27,14 @@ upload_dir: /srv/chatsdk/uploads       # optional: the local upload store (GDPR,
 jobs:                                  # optional: commands that run a job of the system now
   backup: ssh ops@db1 chatsdk-backup run
   retention: ssh ops@api1 python -m chatsdk.retention
+peak_requests_per_s: 180               # optional: API requests/s at the busiest minute of real
+                                       # traffic, the peak POST-CAPACITY measures headroom over
 ```
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,6 +73,7 @@ FIELDS = {
     "backup_offsite_dir",
     "upload_dir",
     "jobs",
+    "peak_requests_per_s",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
@@ -113,7 +117,7 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
     values = {
         k: _resolve(path, k, v, env)
         for k, v in raw.items()
-        if k not in ("control", "jobs") and k not in LIST_FIELDS
+        if k not in ("control", "jobs", "peak_requests_per_s") and k not in LIST_FIELDS
     }
     _check_urls(path, values)
     ca_file: Path | None = None
@@ -149,6 +153,9 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         ),
         upload_dir=_relative(path, values["upload_dir"]) if "upload_dir" in values else None,
         jobs=_jobs(path, raw.get("jobs")),
+        peak_requests_per_s=(
+            _peak(path, raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
+        ),
     )
 
 
@@ -211,6 +218,20 @@ def _relative(path: Path, value: str) -> Path:
     return file if file.is_absolute() else (path.parent / file).resolve()
 
 
+def _peak(path: Path, raw: object) -> float:
+    """A number, not a string: a peak is not a secret, and `"180"` or `180 r/s` in YAML is
+    more likely a typo than a figure. An empty value is an error too, not an absent field."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise _fail(
+            path,
+            "peak_requests_per_s",
+            f"must be a number of requests/s at the busiest minute of real traffic (got {raw!r})",
+        )
+    if raw <= 0:
+        raise _fail(path, "peak_requests_per_s", f"must be a positive number (got {raw!r})")
+    return float(raw)
+
+
 def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
     if raw is None:
         return {}
@@ -245,7 +266,7 @@ def _jobs(path: Path, raw: object) -> dict[str, Job]:
 
 def write_target_file(info: TargetInfo, path: Path) -> None:
     """Write a target file another process can use; 0600 because it holds secrets."""
-    data: dict[str, str | list[str]] = {"name": info.name, "edge_url": info.edge_url}
+    data: dict[str, str | float | list[str]] = {"name": info.name, "edge_url": info.edge_url}
     if info.http_url:
         data["http_url"] = info.http_url
     if info.ca_file:
@@ -269,6 +290,8 @@ def write_target_file(info: TargetInfo, path: Path) -> None:
         data["grafana_url"] = info.grafana_url
     if info.error_events:
         data["error_events"] = str(info.error_events)
+    if info.peak_requests_per_s is not None:
+        data["peak_requests_per_s"] = info.peak_requests_per_s
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
