@@ -22,6 +22,7 @@ from chatsdk.dbtiming import timed_connection_class
 from chatsdk.errors import MigrationError
 from chatsdk.metrics import Metrics
 from chatsdk.migrate import Migration, apply_migrations, load_migrations
+from chatsdk.pooltiming import TimedPool
 from chatsdk.settings import Settings
 
 log = logging.getLogger("chatsdk.dependencies")
@@ -32,6 +33,8 @@ REDIS_SOCKET_TIMEOUT = 2.0
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 MONITOR_INTERVAL = 2.0
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
 # Client-side failures of a pooled connection: closed, or left mid-error by a server that
 # terminated it while it sat idle (a PostgreSQL restart); the pool replaces such connections.
 POOL_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
@@ -50,7 +53,7 @@ class Dependencies:
         self._settings = settings
         self._metrics = metrics
         self._migrations = migrations
-        self.pool: Any = None  # asyncpg.Pool once PostgreSQL answered
+        self.pool: Any = None  # TimedPool (over an asyncpg.Pool) once PostgreSQL answered
         # redis-py connects lazily and reconnects on its own; one quick retry covers a
         # connection that went stale while Redis restarted.
         self.redis = Redis.from_url(
@@ -125,15 +128,19 @@ class Dependencies:
 
     async def _connect_database(self) -> None:
         try:
-            self.pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self._settings.database_url,
-                min_size=1,
-                max_size=10,
+                min_size=POOL_MIN_SIZE,
+                max_size=POOL_MAX_SIZE,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 max_inactive_connection_lifetime=60.0,
                 # Every statement observed in db_query_duration_seconds{operation}.
                 connection_class=timed_connection_class(self._metrics.db_query_duration),
+            )
+            # Every acquisition's wait observed in db_pool_wait_seconds.
+            self.pool = TimedPool(
+                pool, self._metrics.db_pool_wait, self._metrics.db_pool_acquire_failures
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Warn on the first failure and then once a minute or so, not on every attempt.

@@ -12,6 +12,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from chatsdk.pooltiming import FAILURE_REASONS
+
 # The 0.0.4 text format is the one every Prometheus version scrapes.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -81,6 +83,38 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        # From 0.1 ms (a warm idle connection) to 5 s (a queue behind a saturated pool), with a
+        # bound at 100 ms, the wait PERF-POOL-SATURATION allows.
+        self.db_pool_wait = Histogram(
+            "db_pool_wait_seconds",
+            "Time to get a PostgreSQL connection from the pool.",
+            buckets=(
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+            ),
+            registry=self.registry,
+        )
+        self.db_pool_acquire_failures = Counter(
+            "db_pool_acquire_failures_total",
+            "PostgreSQL pool acquisitions that got no connection, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in FAILURE_REASONS:
+            self.db_pool_acquire_failures.labels(reason)  # every series exists from the start
         self.cache_hits = Counter(
             "cache_hits_total", "Redis cache hits, by cache.", ["cache"], registry=self.registry
         )
