@@ -10,13 +10,14 @@ broken. Afterwards the full-scale window (every interval spent at the run's peak
 gives the figures and the scale reached; a run whose generator saturated is kept for the record
 but is not evidence.
 
-Metrics a Locust run cannot measure are left out on purpose, so their items stay unverified
-with the reason "did not measure": the database pool wait (db_pool_wait_p95_ms, the API's
-/metrics), per-worker shares (worker_share_max_over_fair, the API's or the edge's per-upstream
-counts), scaling with twice the API workers (two runs against two targets), resource, CPU and
-memory headroom of the system's components, requests lost during a rolling restart (a drill
-under load), the baseline comparison (needs the previous record) and capacity over real peak
-traffic (needs production figures).
+Alongside Locust, the target is sampled: its components' CPU and memory against the limits
+the deployment declares and its database and Redis connections (preflight/resources.py), and its
+API workers' own metrics for the database pool wait and the per-worker share of requests
+(preflight/apistats.py). For PERF-HSCALE a profile's `scaling` step runs two closed-loop runs,
+with every API worker and with half of them stopped. The baseline comparison (PERF-BASELINE,
+against an earlier record) and the capacity over the production peak (POST-CAPACITY, from the
+target file) are derived after the run by preflight.run.derive_load_figures. A figure that
+cannot be had is absent with its reason (LoadResults.absent), and its item stays unverified.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,9 +43,17 @@ from urllib.parse import urlsplit
 import psutil
 import yaml
 
+from preflight.apistats import ApiSample, ApiSampler, api_details, api_figures
 from preflight.checklist import Item
 from preflight.decide import LoadFigure, LoadResults
 from preflight.errors import PreflightError
+from preflight.resources import (
+    ResourceSample,
+    ResourceSampler,
+    declared_limits,
+    resource_details,
+    resource_figures,
+)
 from preflight.targets.base import TargetInfo
 from preflight.targets.procs import Child, free_port
 
@@ -52,6 +63,8 @@ SEND_NAMES = ("/v1/channels/{id}/messages [send]", "/v1/channels/{id}/polls")
 TEMP_PREFIX = "preflight-load-"
 SOURCE_NET_ENV = "PREFLIGHT_SOURCE_NET"  # loadtests/sources.py
 LOOPBACK_SOURCE_NET = "127.64.0.0/10"
+SCALING_METRIC = "throughput_scaling_ratio_2x_workers"
+EDGE_FAIL_TIMEOUT_S = 2.0  # system/nginx/nginx.conf.j2: max_fails=3 fail_timeout=2s
 
 
 def source_net_for(edge_url: str, configured: str | None) -> str:
@@ -135,21 +148,27 @@ class Window:
     users: int
     sockets: int
     duration_s: float
+    start_t: float = 0.0  # wall-clock bounds: each line's t is the end of its interval
+    end_t: float = 0.0
 
     @classmethod
     def of(cls, lines: Sequence[Mapping[str, Any]]) -> Window:
         peak = max((int(line["users"]) for line in lines), default=0)
         picked: list[Mapping[str, Any]] = []
         duration = 0.0
+        start_t = 0.0
         for before, line in itertools.pairwise(lines):
             if peak and int(before["users"]) >= peak and int(line["users"]) >= peak:
+                if not picked:
+                    start_t = float(before["t"])
                 picked.append(line)
                 duration += float(line["t"]) - float(before["t"])
         # Workers report their sockets to the master every 3 s: the first seconds at full scale
         # may still show a count from the ramp.
         settled = [line for line in picked if float(line["t"]) - float(picked[0]["t"]) >= 3.0]
         sockets = min((int(line["sockets"]) for line in settled or picked), default=0)
-        return cls(tuple(picked), peak if picked else 0, sockets, duration)
+        end_t = float(picked[-1]["t"]) if picked else 0.0
+        return cls(tuple(picked), peak if picked else 0, sockets, duration, start_t, end_t)
 
     def scale(self) -> dict[str, int]:
         return {
@@ -257,6 +276,9 @@ class RunData:
     stopped_early: str = ""
     log_tail: str = ""
     source_net: str = ""
+    # The target seen from outside Locust during the run (preflight/resources.py, apistats.py).
+    resources: Sequence[ResourceSample] = ()
+    api: Sequence[ApiSample] = ()
 
 
 def summarise(data: RunData, limits: Thresholds, cores: int | None = None) -> LoadResults:
@@ -294,6 +316,8 @@ def summarise(data: RunData, limits: Thresholds, cores: int | None = None) -> Lo
         figures["requests_per_s"] = (round(full_http.requests / span, 2), "requests/s")
     invalid = saturation(data.cpu, window, cores, limits)
     reason = f"stopped early: {data.stopped_early}" if data.stopped_early else ""
+    extra, absent, seen = target_figures(data, window)
+    figures.update(extra)
     return LoadResults(
         profile=data.profile,
         ran=True,
@@ -304,8 +328,51 @@ def summarise(data: RunData, limits: Thresholds, cores: int | None = None) -> Lo
         valid=invalid is None,
         invalid_reason=invalid or "",
         scale_reached=scale,
-        details=details(data, lines, window, cores),
+        details={**details(data, lines, window, cores), **seen},
+        absent=absent,
     )
+
+
+RESOURCE_METRICS = ("cpu_used_pct_max", "memory_used_pct_max", "max_resource_saturation_pct")
+API_METRICS = ("db_pool_wait_p95_ms", "worker_share_max_over_fair")
+
+
+def target_figures(
+    data: RunData, window: Window
+) -> tuple[dict[str, tuple[float, str]], dict[str, str], dict[str, Any]]:
+    """Figures measured on the target during the full-scale window (its components' resources,
+    its API workers' own metrics), why any of them is absent, and the record's view of both."""
+    figures: dict[str, tuple[float, str]] = {}
+    absent: dict[str, str] = {}
+    seen: dict[str, Any] = {}
+    if not window.lines:
+        return figures, absent, seen
+    start, end = window.start_t, window.end_t
+    if data.resources:
+        limits = declared_limits()
+        figures.update(resource_figures(data.resources, start, end, limits))
+        seen["resources"] = resource_details(data.resources, start, end, limits)
+        missing = seen["resources"]["saturation"]["missing"]
+        for metric in RESOURCE_METRICS:
+            if metric not in figures:
+                absent[metric] = f"not every part was measured on the target: {missing}"
+    else:
+        for metric in RESOURCE_METRICS:
+            absent[metric] = (
+                "the target gives no access to its components' processes or databases "
+                "(a native target, or postgres_dsn and redis_url in a target file)"
+            )
+    if data.api:
+        figures.update(api_figures(data.api, start, end))
+        seen["api_workers"] = api_details(data.api, start, end)
+        for metric in API_METRICS:
+            if metric not in figures:
+                why = seen["api_workers"].get("absent", {}).get(metric)
+                absent[metric] = why or "the API workers' metrics did not give it"
+    else:
+        for metric in API_METRICS:
+            absent[metric] = "the target gives no API worker metrics_urls to read it from"
+    return figures, absent, seen
 
 
 def details(
@@ -385,7 +452,79 @@ class LocustRunner:
             return LoadResults(profile=profile, ran=False, reason="no load items selected")
         settings = read_profile(self.profiles_file, profile, self.overrides)
         limits = Thresholds.of(settings, self.saturation_pct)
-        return summarise(self.collect(info, profile, workers), limits)
+        results = summarise(self.collect(info, profile, workers), limits)
+        if results.ran and any(item.metric == SCALING_METRIC for item in items):
+            results = self.with_scaling(info, profile, workers, settings, results)
+        return results
+
+    def with_scaling(
+        self,
+        info: TargetInfo,
+        profile: str,
+        workers: int,
+        settings: Mapping[str, Any],
+        results: LoadResults,
+    ) -> LoadResults:
+        """PERF-HSCALE: the sustained throughput with every API worker over that with half of
+        them. Two closed-loop runs (the profile's `scaling` users with no think time, so they
+        take all the throughput the system gives) of the same request mix: one against the
+        target as it is, one with half of its API workers stopped through `control`, which are
+        started again (and waited for) afterwards. Needs the profile's `scaling` settings and
+        control of at least two API workers; otherwise the figure is absent, with the reason in
+        the record."""
+        scaling = settings.get("scaling")
+        names = sorted(n for n in info.control if n.startswith("api-"))
+        why = ""
+        if not isinstance(scaling, Mapping):
+            why = f"profile {profile} defines no `scaling` step"
+        elif len(names) < 2:
+            why = f"the target controls {len(names)} API worker(s); halving needs two or more"
+        if why:
+            return skipped_scaling(results, {"skipped": why})
+        assert isinstance(scaling, Mapping)
+        overrides = {
+            **self.overrides,
+            "users": int(scaling["users"]),
+            "spawn_rate": float(scaling["spawn_rate"]),
+            "hold_s": float(scaling["hold_s"]),
+            "sockets_per_user": 0,
+            "wait_s": {persona: [0, 0] for persona in settings["personas"]},
+        }
+        runner = replace(self, overrides=overrides)
+        stopped = names[len(names) // 2 :]
+        self.log(f"load: scaling step, {len(names)} API workers, then {len(names) - len(stopped)}")
+        full = runner.collect(info, profile, workers)
+        try:
+            for name in stopped:
+                info.control[name].stop()
+            half = runner.collect(info, profile, workers)
+        finally:
+            for name in stopped:
+                info.control[name].start()
+            wait_serving(info, stopped)
+        limits = limits_of(overrides, self)
+        all_n, half_n = len(names), len(names) - len(stopped)
+        steps = {all_n: throughput(full, limits), half_n: throughput(half, limits)}
+        detail: dict[str, Any] = {
+            "workers": {str(n): step for n, step in steps.items()},
+            "stopped": stopped,
+            "users": overrides["users"],
+            "hold_s": overrides["hold_s"],
+        }
+        invalid = [step["invalid"] for step in steps.values() if step["invalid"]]
+        low = steps[half_n]["ok_requests_per_s"]
+        if invalid or not low:
+            detail["skipped"] = invalid[0] if invalid else f"the run with {half_n} served nothing"
+            return skipped_scaling(results, detail)
+        ratio = round(steps[all_n]["ok_requests_per_s"] / low, 2)
+        detail["ratio"] = ratio
+        scale = steps[all_n]["scale"]
+        figure = LoadFigure(SCALING_METRIC, ratio, scale, "x")
+        return replace(
+            results,
+            figures={**results.figures, SCALING_METRIC: figure},
+            details={**results.details, "scaling": detail},
+        )
 
     def collect(self, info: TargetInfo, profile: str, workers: int) -> RunData:
         """Run Locust and return what it recorded (summarise() turns it into results)."""
@@ -412,13 +551,7 @@ class LocustRunner:
         profiles = work / "profiles.yaml"
         profiles.write_text(json.dumps({profile: settings}))  # JSON is YAML
         series = work / "timeseries.jsonl"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
-        env["PREFLIGHT_ADMIN_KEY"] = info.admin_key
-        if info.ca_file is not None:
-            env["PREFLIGHT_CA_FILE"] = str(info.ca_file)
-        source_net = source_net_for(info.edge_url, os.environ.get(SOURCE_NET_ENV))
-        if source_net:
-            env[SOURCE_NET_ENV] = source_net
+        env, source_net = locust_env(info)
         locust = [sys.executable, "-m", "locust", "-f", str(self.locustfile)]
         master = [
             *locust,
@@ -471,6 +604,7 @@ class LocustRunner:
         stopped = ""
         started = time.time()
         offset = 0
+        watch = TargetWatch.of(info)
         try:
             for child in children:
                 child.start(env=env, cwd=work)
@@ -480,6 +614,7 @@ class LocustRunner:
             while children[0].running():
                 time.sleep(self.interval_s / 2)
                 cpu.append(CpuSample(time.time(), _cpu(handles)))
+                watch.sample()
                 offset = _read_lines(series, offset, lines)
                 reason = broken_slo(lines, ramp_s, started, limits) if not stopped else None
                 if reason:
@@ -491,6 +626,7 @@ class LocustRunner:
                     children[0].signal(signal.SIGTERM)
         finally:
             codes = {c.name: c.stop() for c in children}
+            watch.close()
         _read_lines(series, offset, lines)
         return RunData(
             profile=profile,
@@ -503,7 +639,111 @@ class LocustRunner:
             stopped_early=stopped,
             log_tail=children[0].log_tail(15).strip() if not lines else "",
             source_net=source_net,
+            resources=watch.resources,
+            api=watch.api,
         )
+
+
+def locust_env(info: TargetInfo) -> tuple[dict[str, str], str]:
+    """Locust's environment: credentials by variable, never on its command line (a process list
+    shows arguments to every local user), none of this process's other PREFLIGHT_ settings, and
+    the network its users connect from; and that network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
+    env["PREFLIGHT_ADMIN_KEY"] = info.admin_key
+    if info.ca_file is not None:
+        env["PREFLIGHT_CA_FILE"] = str(info.ca_file)
+    source_net = source_net_for(info.edge_url, os.environ.get(SOURCE_NET_ENV))
+    if source_net:
+        env[SOURCE_NET_ENV] = source_net
+    return env, source_net
+
+
+@dataclass
+class TargetWatch:
+    """Samples the target alongside Locust: its components' resources, where the target gives
+    their processes or databases, and its API workers' metrics, where it gives their URLs."""
+
+    resource_sampler: ResourceSampler | None
+    api_sampler: ApiSampler | None
+    resources: list[ResourceSample] = field(default_factory=list)
+    api: list[ApiSample] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, info: TargetInfo) -> TargetWatch:
+        reachable = info.processes is not None or bool(info.postgres_dsn or info.redis_url)
+        return cls(
+            ResourceSampler(info) if reachable else None,
+            ApiSampler(info.metrics_urls) if info.metrics_urls else None,
+        )
+
+    def sample(self) -> None:
+        if self.resource_sampler is not None:
+            self.resources.append(self.resource_sampler.sample())
+        if self.api_sampler is not None:
+            self.api.append(self.api_sampler.sample())
+
+    def close(self) -> None:
+        if self.resource_sampler is not None:
+            self.resource_sampler.close()
+
+
+def skipped_scaling(results: LoadResults, detail: Mapping[str, Any]) -> LoadResults:
+    return replace(
+        results,
+        details={**results.details, "scaling": dict(detail)},
+        absent={**results.absent, SCALING_METRIC: f"no scaling figure: {detail['skipped']}"},
+    )
+
+
+def limits_of(settings: Mapping[str, Any], runner: LocustRunner) -> Thresholds:
+    return Thresholds.of(settings, runner.saturation_pct)
+
+
+def throughput(data: RunData, limits: Thresholds) -> dict[str, Any]:
+    """One scaling step: successful HTTP requests/s over its full-scale window, and whether the
+    generator saturated (then the step is no evidence)."""
+    lines = [line for line in data.lines if line.get("entries") is not None]
+    window = Window.of(lines)
+    http = aggregate(window.lines, is_http)
+    ok = http.requests - http.failures
+    rate = round(ok / window.duration_s, 2) if window.duration_s > 0 else 0.0
+    invalid = saturation(data.cpu, window, os.cpu_count() or 1, limits) or ""
+    if not window.lines:
+        invalid = "Locust recorded no interval at full scale" + (
+            f": {data.log_tail}" if data.log_tail else ""
+        )
+    return {
+        "ok_requests_per_s": rate,
+        "failures": http.failures,
+        "p95_ms": percentile(http.hist, 0.95),
+        "scale": window.scale(),
+        "invalid": invalid,
+    }
+
+
+def wait_serving(info: TargetInfo, names: Sequence[str], timeout_s: float = 60.0) -> None:
+    """Until each restarted worker is ready (its own readiness where the target gives its address:
+    the native target's i-th metrics URL is api-i's) and the edge routes to it again (its
+    fail_timeout is 2 s)."""
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        index = int(name.removeprefix("api-"))
+        if info.kind != "native" or index >= len(info.metrics_urls):
+            continue
+        url = info.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
+        while not _answers_200(url):
+            if time.monotonic() > deadline:
+                raise PreflightError(f"{name} was not ready within {timeout_s:g} s of its restart")
+            time.sleep(0.2)
+    time.sleep(EDGE_FAIL_TIMEOUT_S + 0.5)
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - the target's own
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _cpu(handles: Mapping[str, psutil.Process]) -> dict[str, float]:

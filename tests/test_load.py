@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,12 +52,14 @@ MEASURED = (
     "api_latency_p95_ms",
     "ws_delivery_p95_ms",
     "messages_per_s",
-)
-NOT_MEASURED = (
+    # from the target, alongside Locust (preflight/resources.py, preflight/apistats.py)
     "db_pool_wait_p95_ms",
-    "throughput_scaling_ratio_2x_workers",
     "worker_share_max_over_fair",
+    "cpu_used_pct_max",
+    "memory_used_pct_max",
+    "max_resource_saturation_pct",
 )
+NOT_MEASURED = ("throughput_scaling_ratio_2x_workers",)  # smoke has no scaling step
 
 
 def load_items() -> list[Item]:
@@ -208,3 +211,57 @@ def test_two_workers_run_master_and_workers_and_aggregate(target: TargetInfo) ->
 def test_no_load_items_runs_nothing(target: TargetInfo) -> None:
     results = LocustRunner(overrides=TINY)(target, "smoke", 1, [])
     assert results == LoadResults(profile="smoke", ran=False, reason="no load items selected")
+
+
+def api_ready(target: TargetInfo, index: int) -> int:
+    url = target.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
+    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - the native target's
+        return int(resp.status)
+
+
+@pytest.mark.usefixtures("no_locust_left")
+def test_the_scaling_step_compares_all_workers_with_half_and_restores_them(
+    target: TargetInfo,
+) -> None:
+    """PERF-HSCALE: two closed-loop runs, with api-0 and api-1 and with api-0 alone; api-1 is
+    serving again afterwards."""
+    scaling = {"users": 4, "spawn_rate": 4, "hold_s": 6}
+    runner = LocustRunner(overrides={**TINY, "hold_s": 4, "scaling": scaling})
+    hscale = [i for i in load_items() if i.id == "PERF-HSCALE"]
+    results = runner(target, "smoke", 1, hscale)
+    assert results.ran, results.reason
+    detail = results.to_json()["scaling"]
+    assert detail["stopped"] == ["api-1"]
+    assert set(detail["workers"]) == {"2", "1"}
+    for step in detail["workers"].values():
+        assert step["ok_requests_per_s"] > 0, detail
+        assert step["scale"]["users"] == scaling["users"]
+    figure = results.figures["throughput_scaling_ratio_2x_workers"]
+    assert figure.measured == detail["ratio"] > 0
+    assert figure.unit == "x"
+    assert api_ready(target, 1) == 200, "the stopped worker was started again"
+
+
+def test_without_two_controllable_workers_the_scaling_figure_is_absent_saying_why(
+    target: TargetInfo,
+) -> None:
+    one = dataclasses.replace(
+        target, control={k: v for k, v in target.control.items() if k != "api-1"}
+    )
+    settings = {"personas": {"active": 1}, "scaling": {"users": 4, "spawn_rate": 4, "hold_s": 6}}
+    base = LoadResults(profile="smoke", ran=True)
+    results = LocustRunner().with_scaling(one, "smoke", 1, settings, base)
+    assert "throughput_scaling_ratio_2x_workers" not in results.figures
+    reason = results.absent["throughput_scaling_ratio_2x_workers"]
+    assert (
+        reason
+        == "no scaling figure: the target controls 1 API worker(s); halving needs two or more"
+    )
+    no_step = LocustRunner().with_scaling(target, "smoke", 1, {"personas": {}}, base)
+    assert no_step.absent["throughput_scaling_ratio_2x_workers"] == (
+        "no scaling figure: profile smoke defines no `scaling` step"
+    )
+    item = next(i for i in load_items() if i.id == "PERF-HSCALE")
+    decision = decide_load(dataclasses.replace(item, scale={}), results)
+    assert decision.outcome is Outcome.UNVERIFIED
+    assert "halving needs two or more" in decision.reason
