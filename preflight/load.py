@@ -200,6 +200,25 @@ class Thresholds:
         )
 
 
+PROGRESS_EVERY_S = 30.0
+
+
+def progress_line(lines: Sequence[Mapping[str, Any]], started: float, window_s: float) -> str:
+    """What the run is doing now, for the console: users, sockets, throughput, p95 and
+    failures over the last `window_s`."""
+    last = lines[-1]
+    recent = [line for line in lines if float(line["t"]) > float(last["t"]) - window_s]
+    every = aggregate(recent, lambda _key: True)
+    http = aggregate(recent, is_http)
+    span = max(float(last["t"]) - float(recent[0]["t"]), 1e-9) if len(recent) > 1 else 0.0
+    rate = f"{every.requests / span:.0f} req/s" if span else "- req/s"
+    return (
+        f"load: {float(last['t']) - started:.0f} s, {last['users']} users, "
+        f"{last['sockets']} sockets, {rate}, p95 {percentile(http.hist, 0.95):g} ms, "
+        f"{every.failures} failures in the last {window_s:g} s"
+    )
+
+
 def broken_slo(
     lines: Sequence[Mapping[str, Any]], ramp_s: float, started: float, limits: Thresholds
 ) -> str | None:
@@ -489,6 +508,8 @@ class LocustRunner:
             "hold_s": float(scaling["hold_s"]),
             "sockets_per_user": 0,
             "wait_s": {persona: [0, 0] for persona in settings["personas"]},
+            # Closed-loop users queue by design: only errors stop these runs early.
+            "early_stop": {**settings.get("early_stop", {}), "api_latency_p95_ms": 1e9},
         }
         runner = replace(self, overrides=overrides)
         stopped = names[len(names) // 2 :]
@@ -602,7 +623,7 @@ class LocustRunner:
         lines: list[dict[str, Any]] = []
         cpu: list[CpuSample] = []
         stopped = ""
-        started = time.time()
+        started = reported = time.time()
         offset = 0
         watch = TargetWatch.of(info)
         try:
@@ -615,6 +636,9 @@ class LocustRunner:
                 time.sleep(self.interval_s / 2)
                 cpu.append(CpuSample(time.time(), _cpu(handles)))
                 watch.sample()
+                if lines and time.time() - reported >= PROGRESS_EVERY_S:
+                    reported = time.time()
+                    self.log(progress_line(lines, started, limits.window_s))
                 offset = _read_lines(series, offset, lines)
                 reason = broken_slo(lines, ramp_s, started, limits) if not stopped else None
                 if reason:

@@ -159,6 +159,9 @@ class ResourceSample:
     redis_maxclients: int | None = None
     errors: tuple[str, ...] = ()
     pids: Mapping[str, int] = field(default_factory=dict)
+    # The cores of the one machine every component runs on, where they share one (the native
+    # target: its processes are this machine's); None when they do not or it is not known.
+    host_cores: int | None = None
 
 
 def _ppid_map() -> dict[int, list[int]]:
@@ -241,6 +244,7 @@ class ResourceSampler:
             redis_maxclients=rd[3],
             errors=tuple(errors),
             pids=pids,
+            host_cores=(psutil.cpu_count() or None) if self._info.processes is not None else None,
         )
 
     def close(self) -> None:
@@ -478,6 +482,15 @@ def _analyse(
         "redis_memory": redis_memory[0] if redis_memory else None,
         "redis_clients": redis_clients[0] if redis_clients else None,
     }
+    # Components that share one machine share its cores too: the declared per-service limits
+    # add up to more than the machine has, so the host's CPU is a resource of its own. Their
+    # peaks added up: an upper bound of their peak together (errs towards failing).
+    hosts = {s.host_cores for s in window}
+    cores = [c.cores for c in components.values()]
+    if len(hosts) == 1 and None not in hosts and cores and None not in cores:
+        host_cores = next(iter(hosts))
+        assert host_cores is not None
+        measured["host_cpu"] = 100.0 * sum(c for c in cores if c is not None) / host_cores
     parts = {name: value for name, value in measured.items() if value is not None}
     unmeasured = {n: c.why for n, c in components.items() if c.why}
     no_processes = "no component's processes were read (the target gives no process access)"
@@ -504,7 +517,8 @@ def resource_figures(
     highest memory of any component as a percent of its limit. Each is left out unless every
     component seen in the window was measured against a declared limit.
     max_resource_saturation_pct: the highest of those two, PostgreSQL connections over
-    max_connections, Redis memory over maxmemory (when set) and Redis clients over maxclients;
+    max_connections, Redis memory over maxmemory (when set), Redis clients over maxclients,
+    and where the components share one machine, their CPU together over its cores;
     left out unless CPU, memory, PostgreSQL connections and Redis were all measured, since a
     pass must cover every resource the item names (resource_details gives the parts that were).
     """

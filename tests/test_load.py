@@ -28,6 +28,7 @@ from preflight.load import (
     LocustRunner,
     RunData,
     Thresholds,
+    progress_line,
     summarise,
 )
 from preflight.outcomes import Outcome
@@ -265,3 +266,14 @@ def test_without_two_controllable_workers_the_scaling_figure_is_absent_saying_wh
     decision = decide_load(dataclasses.replace(item, scale={}), results)
     assert decision.outcome is Outcome.UNVERIFIED
     assert "halving needs two or more" in decision.reason
+
+
+def test_progress_lines_say_what_the_run_is_doing(smoke: RunData) -> None:
+    lines = [line for line in smoke.lines if line.get("entries") is not None]
+    started = float(lines[0]["t"]) - 2.0
+    text = progress_line(lines, started, 10.0)
+    last = lines[-1]
+    assert text.startswith(f"load: {float(last['t']) - started:.0f} s, {last['users']} users, ")
+    assert f"{last['sockets']} sockets" in text
+    assert "req/s, p95 " in text
+    assert text.endswith("failures in the last 10 s")

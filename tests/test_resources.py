@@ -3,6 +3,7 @@ deployment's declared limits, and a sampler against a real native target."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ LIMITS = {
     "redis": Limits(1.0, 2 * GIB),
     "nginx": Limits(1.0, 256 * MIB),
 }
-PIDS = {"api-0": 100, "postgres": 200, "redis": 300, "nginx": 400}
+PIDS = {"api-0": 100, "api-1": 101, "postgres": 200, "redis": 300, "nginx": 400}
 CPU = "cpu_used_pct_max"
 MEMORY = "memory_used_pct_max"
 SATURATION = "max_resource_saturation_pct"
@@ -185,6 +186,20 @@ def test_saturation_is_the_most_saturated_resource() -> None:
     assert resource_figures(clients, 0, 20, LIMITS)[SATURATION] == (90.0, "%")
     cpu = steady(20, {"api-0": 1.7})
     assert resource_figures(cpu, 0, 20, LIMITS)[SATURATION] == (85.0, "%")
+
+
+def test_components_sharing_a_machine_saturate_its_cores_together() -> None:
+    """Each component well within its declared limit, but together 1.6 of the machine's 2
+    cores: 80 % of the host, which the per-service limits alone never show."""
+    cores = {"api-0": 0.5, "api-1": 0.5, "postgres": 0.4, "nginx": 0.2}
+    alone = steady(20, cores, memory=dict.fromkeys(cores, 10 * MIB))
+    assert resource_figures(alone, 0, 20, LIMITS)[SATURATION] == (25.0, "%")  # api: 0.5 of 2
+    shared = [dataclasses.replace(s, host_cores=2) for s in alone]
+    assert resource_figures(shared, 0, 20, LIMITS)[SATURATION] == (80.0, "%")
+    details = resource_details(shared, 0, 20, LIMITS)
+    assert details["saturation"]["highest"] == "host_cpu"
+    assert details["saturation"]["parts_pct"]["host_cpu"] == 80.0
+    assert resource_figures(shared, 0, 20, LIMITS)["cpu_used_pct_max"] == (25.0, "%")
 
 
 def test_redis_without_maxmemory_has_no_memory_ratio() -> None:
