@@ -526,6 +526,36 @@ def make_record(
                 }
                 for t in range(2, 62, 2)
             ],
+            "resources": {
+                "components": {
+                    "api-0": {
+                        "cpu_peak_pct": 24.4,
+                        "cpu_peak_cores": 0.489,
+                        "limit_cpus": 2.0,
+                        "memory_peak_pct": 4.3,
+                        "memory_peak_bytes": 92_274_688,
+                    },
+                    "redis": {"not_measured": "its process could not be read <here>"},
+                },
+                "saturation": {"parts_pct": {"cpu": 24.4, "host_cpu": 72.1}},
+            },
+            "scaling": {
+                "ratio": 1.02,
+                "workers": {
+                    "2": {
+                        "ok_requests_per_s": 330.9,
+                        "p95_ms": 4700.0,
+                        "failures": 0,
+                        "invalid": "",
+                    },
+                    "1": {
+                        "ok_requests_per_s": 325.2,
+                        "p95_ms": 3600.0,
+                        "failures": 0,
+                        "invalid": "",
+                    },
+                },
+            },
         },
         "drills": [
             {

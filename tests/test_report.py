@@ -483,3 +483,16 @@ def test_the_load_run_is_charted_inline_and_the_drills_are_listed(html: str) -> 
     assert "checks/drills/test_faults.py::test_redis_restart" in load
     assert "writes failed: 0" in load
     assert "31.2 s" in load
+
+
+def test_the_system_at_full_scale_and_the_scaling_step_are_tabled(html: str) -> None:
+    load = html[html.index('<section id="load">') : html.index('<section id="target">')]
+    rows = [
+        re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row) for row in re.findall(r"<tr>.*?</tr>", load)
+    ]
+    assert ["api-0", "24.4 %", "0.489", "2.0", "4.3 %", "88", ""] in rows
+    assert ["redis", "", "", "", "", "", "its process could not be read &lt;here&gt;"] in rows
+    assert ["all of them (the host&#39;s cores)", "72.1 %", "", "", "", "", ""] in rows
+    assert "Scaling step (closed loop, no think time): 1.02x" in load
+    steps = [r for r in rows if r and r[0] in ("1", "2")]
+    assert steps == [["1", "325.2", "3600.0", "0", ""], ["2", "330.9", "4700.0", "0", ""]]

@@ -175,6 +175,56 @@ class AreaRow:
         return sum(self.counts.values())
 
 
+def _load_components(load: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The system's components at full scale (preflight/resources.py), one row each, and the
+    host's CPU where they share one machine."""
+    resources = load.get("resources") or {}
+    rows = [
+        {
+            "name": name,
+            "cpu": _pct(c.get("cpu_peak_pct")),
+            "cores": c.get("cpu_peak_cores"),
+            "limit_cpus": c.get("limit_cpus"),
+            "memory": _pct(c.get("memory_peak_pct")),
+            "memory_mib": round(c["memory_peak_bytes"] / 2**20)
+            if c.get("memory_peak_bytes")
+            else None,
+            "note": c.get("not_measured", ""),
+        }
+        for name, c in sorted((resources.get("components") or {}).items())
+    ]
+    host = ((resources.get("saturation") or {}).get("parts_pct") or {}).get("host_cpu")
+    if rows and host is not None:
+        rows.append(
+            {
+                "name": "all of them (the host's cores)",
+                "cpu": _pct(host),
+                "cores": None,
+                "limit_cpus": None,
+                "memory": "",
+                "memory_mib": None,
+                "note": "",
+            }
+        )
+    return rows
+
+
+def _load_scaling(load: Mapping[str, Any]) -> dict[str, Any] | None:
+    scaling = load.get("scaling")
+    if not isinstance(scaling, Mapping):
+        return None
+    steps = sorted((scaling.get("workers") or {}).items(), key=lambda kv: int(kv[0]))
+    return {"steps": steps, "ratio": scaling.get("ratio"), "skipped": scaling.get("skipped", "")}
+
+
+def _mib(value: Any) -> int | None:
+    return round(value / 2**20) if isinstance(value, int | float) else None
+
+
+def _pct(value: Any) -> str:
+    return f"{value:g} %" if isinstance(value, int | float) else ""
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
@@ -417,6 +467,8 @@ def render_html(record: Mapping[str, Any]) -> str:
         load_figures=[(k, _text(v)) for k, v in sorted(record["load"]["figures"].items())],
         load_charts=load_charts(record["load"]),
         load_requests=sorted((record["load"].get("requests") or {}).items()),
+        load_components=_load_components(record["load"]),
+        load_scaling=_load_scaling(record["load"]),
         awaiting=[r.name for r in roles if not r.signed],
         harness=harness,
         digest=digest,
