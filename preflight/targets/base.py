@@ -209,6 +209,10 @@ class TargetInfo:
     # The production peak the capacity item is measured against (POST-CAPACITY): requests/s at
     # the busiest minute of real traffic, from the target file. Optional; unverified without it.
     peak_requests_per_s: float | None = None
+    # When the running release was deployed (epoch seconds), for the probes that ask "since the
+    # deploy" (POST-BACKUP-RAN). None: they take the oldest API worker's start, which a drill
+    # or a load run's scaling step that restarts every worker moves.
+    deployed_at: float | None = None
 
 
 class Target(Protocol):

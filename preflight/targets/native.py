@@ -63,6 +63,10 @@ class NativeOptions:
     http_port: int | None = None
     ready_timeout: float = 30.0
     nginx_workers: int = 1
+    # Per NGINX worker: connections (two per proxied WebSocket) and open files; the shipped
+    # edge's values unless a bench raises them (bench/sockets.py).
+    nginx_worker_connections: int = 4096
+    nginx_rlimit_nofile: int = 8192
     pg_bin: Path = PG_BIN
     # The edge's per-client-IP limits. Test suites that drive the API hard from one loopback
     # address raise them; the limits themselves are tested with the defaults.
@@ -183,6 +187,7 @@ class NativeTarget:
         self.options = options or NativeOptions()
         self.dir: Path | None = None
         self.children: list[Child] = []
+        self.deployed_at: float | None = None
         self.info: TargetInfo | None = None
         self.started_in: float | None = None
         self._pg_password = secrets.token_urlsafe(24)
@@ -277,6 +282,8 @@ class NativeTarget:
                 upstreams=[("127.0.0.1", p) for p in api_ports],
                 pki=pki,
                 worker_processes=opts.nginx_workers,
+                worker_connections=opts.nginx_worker_connections,
+                worker_rlimit_nofile=opts.nginx_rlimit_nofile,
                 api_rate_per_s=opts.api_rate_per_s,
                 ws_rate_per_s=opts.ws_rate_per_s,
                 api_burst=max(50, opts.api_rate_per_s // 2),
@@ -313,6 +320,7 @@ class NativeTarget:
         wait_until(
             edge, lambda: _http_ok(f"{edge_url}/v1/health/ready", ca), opts.ready_timeout, "ready"
         )
+        self.deployed_at = time.time()  # the release is serving: deployed
         tracker.wait_ready(opts.ready_timeout)
         observability: Observability | None = None
         if opts.observability:
@@ -352,6 +360,7 @@ class NativeTarget:
             releases=WorkerReleases(self, tuple(f"api-{i}" for i in range(opts.workers))),
             alert_routing=observability.routing if observability else None,
             processes=self.processes,
+            deployed_at=self.deployed_at,
             jobs={
                 "backup": ProcessJob("backup", job_argv(BACKUP_MODULE, "run"), self._backup_env),
                 "retention": ProcessJob(

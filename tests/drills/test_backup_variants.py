@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,12 @@ def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_pat
     assert outcome.value == "fail", decided
     assert "must hold a successful scheduled backup (got 0 scheduled runs" in reason, reason
     assert not os.listdir(empty), "the probe must not write into the repository it judges"
+
+
+def test_no_scheduled_backup_since_the_deploy_fails(broken: TargetInfo) -> None:
+    """The target says it deployed after every backup it holds: none ran since."""
+    info = dataclasses.replace(broken, deployed_at=time.time() + 3600)
+    decided = outcomes(probe(info, "drills/test_backup.py", items={"POST-BACKUP-RAN"}))
+    outcome, reason = decided["POST-BACKUP-RAN"]
+    assert outcome.value == "fail", decided
+    assert "a scheduled backup must have succeeded since the deploy at" in reason, reason
