@@ -59,6 +59,11 @@ class EdgeConfig:
     # The web client the edge serves under /app/ (staged with fingerprinted names by
     # preflight.targets.web); None: system/web.
     web_source: Path | None = None
+    # Connections per NGINX worker (a proxied WebSocket takes two: client and upstream) and the
+    # file descriptors each worker may open. The shipped values; bench/sockets.py raises them for
+    # its run at 10,000 held sockets.
+    worker_connections: int = 4096
+    worker_rlimit_nofile: int = 8192
 
 
 def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
@@ -150,7 +155,15 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         raise EdgeConfigInvalid("EdgeConfig.https_port and http_port must differ")
     if not cfg.upstreams:
         raise EdgeConfigInvalid("EdgeConfig.upstreams is empty; give at least one API worker")
-    for name in ("worker_processes", "api_rate_per_s", "ws_rate_per_s", "api_burst", "ws_burst"):
+    for name in (
+        "worker_processes",
+        "api_rate_per_s",
+        "ws_rate_per_s",
+        "api_burst",
+        "ws_burst",
+        "worker_connections",
+        "worker_rlimit_nofile",
+    ):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise EdgeConfigInvalid(f"EdgeConfig.{name} must be a positive int (got {value!r})")
@@ -186,6 +199,8 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
     return {
         "run_as_root": run_as_root,
         "worker_processes": cfg.worker_processes,
+        "worker_connections": cfg.worker_connections,
+        "worker_rlimit_nofile": cfg.worker_rlimit_nofile,
         "paths": {name: str(path) for name, path in paths.items()},
         "listen": f"[{listen}]" if listen.version == 6 else str(listen),
         "https_port": cfg.https_port,
