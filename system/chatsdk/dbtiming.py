@@ -3,7 +3,8 @@
 The PostgreSQL pool is created with `connection_class=timed_connection_class(histogram)`: each
 execute/fetch/fetchrow/fetchval/executemany (also the BEGIN/COMMIT of `conn.transaction()`) is
 timed and labelled with a bounded operation name taken from the SQL text, the verb and the first
-table: "select messages", "insert messages", "update channels", "begin", "commit". SQL texts are
+table: "select messages", "insert messages", "update channels", "begin", "commit" (a WITH
+statement after its first write: "with update channels"). SQL texts are
 code constants, so the label set is bounded by verbs x tables.
 
 Handlers that want to time a whole unit of work can also use `timed(metrics, "send_message")`.
@@ -36,12 +37,23 @@ _TABLE_AFTER = {
 MAX_TABLE_LEN = 40
 
 
+# A data-modifying WITH statement (the one-statement send) is named after its first write.
+_FIRST_WRITE = re.compile(
+    r"\b(update|insert\s+into|delete\s+from)\s+([a-z_][a-z0-9_]*)", re.IGNORECASE
+)
+
+
 @functools.lru_cache(maxsize=1024)
 def operation_of(sql: str) -> str:
     first = _WORD.search(sql)
     verb = first.group(0).lower() if first else "other"
     if verb not in VERBS:
         return "other"
+    if verb == "with":
+        write = _FIRST_WRITE.search(sql)
+        if write is None:
+            return "with"
+        return f"with {write.group(1).split()[0].lower()} {write.group(2).lower()[:MAX_TABLE_LEN]}"
     pattern = _TABLE_AFTER.get(verb)
     if pattern is None:
         return verb

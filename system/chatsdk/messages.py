@@ -4,10 +4,15 @@ edits and tombstones.
 - seq: `UPDATE channels SET last_seq = last_seq + 1 ... RETURNING last_seq` and the INSERT run in
   one transaction. The row lock serialises the channel's senders across workers and a rollback
   gives the number back, so seqs are strictly increasing without gaps or duplicates.
+- A send is one statement in autocommit (SEND_SQL): the bump, the message, its attachments and
+  its outbox row are one CTE, so the channel row is locked only while PostgreSQL executes and
+  commits it, never across client round trips that wait on a busy event loop (docs/
+  PERFORMANCE.md measured that wait as the send path's ceiling). One statement is one
+  transaction: message, attachments and event are committed together or not at all.
 - client_msg_id: a repeat answers 200 with the original message. It is looked up before the
-  transaction (cheap retries take no lock) and again after the seq bump: the bump waits for any
-  concurrent sender holding the channel row, whose message is then committed and visible, so a
-  racing duplicate is found there and rolled back (its seq given back) instead of inserted.
+  send (cheap retries take no lock). A racing duplicate waits on the channel row, then its
+  INSERT meets the committed original in the unique index `messages_client_msg`: the whole
+  statement fails (its seq given back) and the original is answered.
 - Every handler first checks membership (membership.py, cached): a non-member, of this app or
   another, gets 404 and no data. Only the author edits; the author or the channel owner deletes.
 - Tombstones keep their seq and place in history with `text: null, deleted: true`; their
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import json
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -59,14 +66,6 @@ MESSAGE_COLUMNS = (
     "id, app_id, channel_id, seq, user_id, kind, text, client_msg_id, parent_id, "
     "created_at, edited_at, deleted_at"
 )
-
-
-class DuplicateMessage(Exception):
-    """A message with this client_msg_id already exists; the transaction must roll back."""
-
-    def __init__(self, message_id: str) -> None:
-        super().__init__(message_id)
-        self.message_id = message_id
 
 
 @dataclass
@@ -177,26 +176,14 @@ async def find_by_client_id(conn: Any, user: User, channel_id: str, client_msg_i
     )
 
 
-async def append_message(
-    conn: Any,
-    user: User,
-    channel_id: str,
-    *,
-    kind: str,
-    text: str,
-    client_msg_id: str | None = None,
-    parent_id: str | None = None,
-) -> Any:
-    """Take the channel's next seq and insert the message, inside the caller's transaction.
-    Keep work after this short: the channel row stays locked until the commit."""
+async def append_message(conn: Any, user: User, channel_id: str, *, kind: str, text: str) -> Any:
+    """Take the channel's next seq and insert the message, inside the caller's transaction (polls
+    and the demo seed, which write more rows after it). Keep work after this short: the channel
+    row stays locked until the commit. Sends use SEND_SQL instead."""
     seq = await bump_seq(conn, user.app_id, channel_id)
-    if client_msg_id is not None:
-        existing = await find_by_client_id(conn, user, channel_id, client_msg_id)
-        if existing is not None:
-            raise DuplicateMessage(existing["id"])
     return await conn.fetchrow(
-        "INSERT INTO messages (id, app_id, channel_id, seq, user_id, kind, text, client_msg_id, "
-        "parent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+        "INSERT INTO messages (id, app_id, channel_id, seq, user_id, kind, text) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
         new_id("msg"),
         user.app_id,
         channel_id,
@@ -204,8 +191,6 @@ async def append_message(
         user.user_id,
         kind,
         text,
-        client_msg_id,
-        parent_id,
     )
 
 
@@ -231,19 +216,108 @@ async def locked_message(conn: Any, user: User, channel_id: str, message_id: str
     return current
 
 
-async def _existing_response(request: web.Request, message_id: str) -> web.Response:
-    async with db.pool(request).acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
-        body = (await messages_json(conn, [row]))[0]
-    return web.json_response(body, status=200)
-
-
 SEND_SPEC = {
     "text": Field(TEXT),
     "client_msg_id": Field(identifier(), required=False),
     "parent_id": Field(identifier(), required=False),
     "upload_ids": Field(list_of(identifier(), 0, 10), required=False),
 }
+
+
+# m.created_at exactly as `datetime.isoformat()` writes what asyncpg decodes (UTC, "+00:00",
+# microseconds only when not zero), so the event built in SQL carries the same created_at string
+# as the response built in Python (to_json would write "+00" or trim trailing zeros).
+CREATED_AT_ISO = (
+    "to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+    "|| CASE WHEN to_char(m.created_at AT TIME ZONE 'UTC', 'US') = '000000' THEN '' "
+    "ELSE to_char(m.created_at AT TIME ZONE 'UTC', '.US') END || '+00:00'"
+)
+# $1 channel, $2 app, $3 message id, $4 sender, $5 text, $6 client_msg_id, $7 parent_id,
+# $8 upload ids, $9 the event's data less seq and created_at (which only the statement knows).
+# No channel row (missing, of another app, deleted) means no message, attachment or event.
+SEND_SQL = f"""
+WITH s AS (
+    UPDATE channels SET last_seq = last_seq + 1
+    WHERE id = $1 AND app_id = $2 AND deleted_at IS NULL
+    RETURNING last_seq
+), m AS (
+    INSERT INTO messages (id, app_id, channel_id, seq, user_id, kind, text, client_msg_id,
+                          parent_id)
+    SELECT $3, $2, $1, s.last_seq, $4, 'text', $5, $6, $7 FROM s
+    RETURNING *
+), u AS (
+    INSERT INTO message_uploads (message_id, upload_id)
+    SELECT m.id, x FROM m, unnest($8::text[]) AS x
+), o AS (
+    INSERT INTO outbox (app_id, channel_id, user_id, type, seq, data)
+    SELECT m.app_id, m.channel_id, m.user_id, 'message.new', m.seq,
+           $9::jsonb || jsonb_build_object('seq', m.seq, 'created_at', {CREATED_AT_ISO})
+    FROM m
+)
+SELECT * FROM m
+"""  # noqa: S608 (constant text: every value is a parameter)
+CLIENT_MSG_UNIQUE = "messages_client_msg"
+# Stands in for the two values the statement fills in; removed before the template is sent.
+_PENDING = datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)
+
+
+def new_message_event(
+    message_id: str,
+    user: User,
+    channel_id: str,
+    text: str,
+    *,
+    client_msg_id: str | None,
+    parent_id: str | None,
+    upload_ids: list[str],
+) -> dict[str, Any]:
+    """message.new's data as message_json would build it, less seq and created_at."""
+    data = message_json(
+        {
+            "id": message_id,
+            "seq": 0,
+            "channel_id": channel_id,
+            "user_id": user.user_id,
+            "kind": "text",
+            "text": text,
+            "client_msg_id": client_msg_id,
+            "parent_id": parent_id,
+            "created_at": _PENDING,
+            "edited_at": None,
+            "deleted_at": None,
+        },
+        Extras(uploads={message_id: sorted(upload_ids)}),
+    )
+    del data["seq"], data["created_at"]
+    return data
+
+
+async def check_references(
+    conn: Any, user: User, channel_id: str, parent_id: str | None, upload_ids: list[str]
+) -> None:
+    """400 unless the parent and the uploads are the sender's to reference. Checked before the
+    send, as before it was one statement: neither can change in a way the check misses (a
+    message's channel and parent never change; uploads and messages are soft-deleted, and a
+    hard delete fails the statement's foreign keys)."""
+    if parent_id is not None:
+        parent = await message_in_channel(conn, user, channel_id, parent_id)
+        if parent is None or parent["parent_id"] is not None:
+            raise bad_request("Field parent_id must name a top-level message of this channel.")
+    if upload_ids:
+        owned = await conn.fetchval(
+            "SELECT count(*) FROM uploads WHERE app_id = $1 AND user_id = $2 "
+            "AND id = ANY($3::text[]) AND deleted_at IS NULL",
+            user.app_id,
+            user.user_id,
+            upload_ids,
+        )
+        if owned != len(upload_ids):
+            raise bad_request("Field upload_ids must name uploads of the sender.")
+
+
+async def _existing_json(conn: Any, message_id: str) -> dict[str, Any]:
+    row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    return (await messages_json(conn, [row]))[0]
 
 
 @routes.post("/v1/channels/{channel_id}/messages")
@@ -256,69 +330,58 @@ async def send_message(request: web.Request) -> web.Response:
     client_msg_id: str | None = body.get("client_msg_id")
     parent_id: str | None = body.get("parent_id")
     upload_ids: list[str] = body.get("upload_ids", [])
-    if client_msg_id is not None:
-        existing = await find_by_client_id(db.pool(request), user, channel_id, client_msg_id)
-        if existing is not None:
-            return await _existing_response(request, existing["id"])
+    message_id = new_id("msg")
+    event = new_message_event(
+        message_id,
+        user,
+        channel_id,
+        body["text"],
+        client_msg_id=client_msg_id,
+        parent_id=parent_id,
+        upload_ids=upload_ids,
+    )
+    args = (
+        channel_id,
+        user.app_id,
+        message_id,
+        user.user_id,
+        body["text"],
+        client_msg_id,
+        parent_id,
+        upload_ids,
+        json.dumps(event, separators=(",", ":"), default=str),
+    )
     early: web.Response | None = None
-    try:
-        with timed(request, "send_message"):
-            async with db.transaction(request) as conn:
-                if parent_id is not None:
-                    parent = await message_in_channel(conn, user, channel_id, parent_id)
-                    if parent is None or parent["parent_id"] is not None:
-                        raise bad_request(
-                            "Field parent_id must name a top-level message of this channel."
-                        )
-                if upload_ids:
-                    owned = await conn.fetchval(
-                        "SELECT count(*) FROM uploads WHERE app_id = $1 AND user_id = $2 "
-                        "AND id = ANY($3::text[]) AND deleted_at IS NULL",
-                        user.app_id,
-                        user.user_id,
-                        upload_ids,
-                    )
-                    if owned != len(upload_ids):
-                        raise bad_request("Field upload_ids must name uploads of the sender.")
-                row = await append_message(
-                    conn,
-                    user,
-                    channel_id,
-                    kind="text",
-                    text=body["text"],
-                    client_msg_id=client_msg_id,
-                    parent_id=parent_id,
-                )
-                if upload_ids:
-                    await conn.execute(
-                        "INSERT INTO message_uploads (message_id, upload_id) "
-                        "SELECT $1, u FROM unnest($2::text[]) AS u",
-                        row["id"],
-                        upload_ids,
-                    )
-                data = message_json(row, Extras(uploads={row["id"]: sorted(upload_ids)}))
-                await outbox.emit(
-                    conn,
-                    user.app_id,
-                    "message.new",
-                    data,
-                    channel_id=channel_id,
-                    user_id=user.user_id,
-                    seq=row["seq"],
-                )
-                early = await _fault_ack_before_commit(request, data)
-    except DuplicateMessage as dup:
-        return await _existing_response(request, dup.message_id)
-    except asyncpg.UniqueViolationError:
-        # Belt and braces: the lookup under the channel lock should make this unreachable.
-        if client_msg_id is None:
-            raise
-        existing = await find_by_client_id(db.pool(request), user, channel_id, client_msg_id)
-        if existing is None:
-            raise
-        return await _existing_response(request, existing["id"])
-    except Exception as exc:
-        return _answered_or_raise(early, exc)
+    async with db.pool(request).acquire() as conn:
+        if client_msg_id is not None:
+            existing = await find_by_client_id(conn, user, channel_id, client_msg_id)
+            if existing is not None:
+                return web.json_response(await _existing_json(conn, existing["id"]), status=200)
+        try:
+            with timed(request, "send_message"):
+                await check_references(conn, user, channel_id, parent_id, upload_ids)
+                if faults.injected(faults.ACK_BEFORE_COMMIT):
+                    # The fault needs a commit to hold back: the same statement, in a transaction.
+                    async with conn.transaction():
+                        row = await conn.fetchrow(SEND_SQL, *args)
+                        if row is None:
+                            raise not_found("channel")
+                        data = message_json(row, Extras(uploads={row["id"]: sorted(upload_ids)}))
+                        early = await _fault_ack_before_commit(request, data)
+                else:
+                    row = await conn.fetchrow(SEND_SQL, *args)
+                    if row is None:
+                        raise not_found("channel")
+                    data = message_json(row, Extras(uploads={row["id"]: sorted(upload_ids)}))
+        except asyncpg.UniqueViolationError as exc:
+            if client_msg_id is None or exc.constraint_name != CLIENT_MSG_UNIQUE:
+                return _answered_or_raise(early, exc)
+            existing = await find_by_client_id(conn, user, channel_id, client_msg_id)
+            if existing is None:
+                raise
+            return web.json_response(await _existing_json(conn, existing["id"]), status=200)
+        except Exception as exc:
+            return _answered_or_raise(early, exc)
     outbox.wake(request)
     request.app[METRICS].messages_sent.inc()
     return early if early is not None else web.json_response(data, status=201)
