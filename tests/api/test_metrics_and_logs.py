@@ -70,11 +70,14 @@ def route_labels(text: str) -> set[str]:
 
 
 def route_templates() -> set[str]:
+    """Every route the app can have: the demo routes too, since tests/api/test_demo.py may have
+    called them on the same stack before."""
     settings = Settings(
         database_url="postgresql://u:p@127.0.0.1:1/db",
         redis_url="redis://127.0.0.1:1/0",
         admin_key="a" * 32,
         jwt_secret="j" * 48,
+        demo=True,
     )
     return {
         r.resource.canonical for r in create_app(settings).router.routes() if r.resource is not None

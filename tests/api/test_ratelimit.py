@@ -27,13 +27,26 @@ def hammer(user: UserCtx, count: int, threads: int = 16) -> list[tuple[int, str 
         return list(pool.map(write, range(count)))
 
 
+def hammer_until_limited(user: UserCtx, within_s: float = 30.0) -> list[tuple[int, str | None]]:
+    """Rounds of BURST + 60 writes until one meets the limit, for at most `within_s`: a busy
+    machine (the suite runs in parallel) can serve one round slower than the bucket refills,
+    never every round for that long (50/s refill x 30 s is far past what it serves)."""
+    results: list[tuple[int, str | None]] = []
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        results += hammer(user, BURST + 60)
+        if any(status == 429 for status, _ in results):
+            break
+    return results
+
+
 def test_a_user_past_the_bucket_gets_429_with_retry_after(app: AppCtx) -> None:
     user, bystander = app.user(), app.user()
-    results = hammer(user, BURST + 60)
+    results = hammer_until_limited(user)
     statuses = [s for s, _ in results]
     assert statuses.count(200) >= BURST, "the burst itself must be served"
     limited = [ra for s, ra in results if s == 429]
-    assert limited, f"{len(results)} writes in a burst never met the limit"
+    assert limited, f"{len(results)} writes in bursts over 30 s never met the limit"
     assert all(ra is not None and ra.isdigit() and int(ra) >= 1 for ra in limited)
     # Buckets are per user: another user of the same app is not affected.
     assert bystander.client.patch("/v1/me", {"name": "b"}).status == 200
