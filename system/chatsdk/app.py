@@ -41,7 +41,6 @@ from chatsdk.keys import (
 from chatsdk.metrics import Metrics
 from chatsdk.middlewares import (
     add_request_id_header,
-    close_connections_when_draining,
     error_middleware,
     metrics_middleware,
     request_id_middleware,
@@ -118,7 +117,6 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBSOCKETS] = sockets
     app.cleanup_ctx.append(dependencies_context)
     app.on_response_prepare.append(add_request_id_header)
-    app.on_response_prepare.append(close_connections_when_draining)
     app.on_shutdown.append(close_websockets)
 
     app.router.add_get("/v1/health/live", service.live, name="health_live")

@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from chatsdk.errors import ApiError
-from chatsdk.keys import LIFECYCLE, METRICS, REQUEST_ID
+from chatsdk.keys import METRICS, REQUEST_ID
 from chatsdk.logs import bind_request_context, request_id_var
 
 log = logging.getLogger("chatsdk.http")
@@ -102,19 +102,6 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
     # on_response_prepare also covers streamed responses and WebSocket handshakes.
     response.headers[REQUEST_ID_HEADER] = request_id_of(request)
-
-
-async def close_connections_when_draining(
-    request: web.Request, response: web.StreamResponse
-) -> None:
-    """While the worker drains, every response ends its connection (`Connection: close`), so
-    the edge opens a new one for its next request: to this worker while it still listens, to
-    another once it does not (a refused connection is retried, even for a POST). A kept-alive
-    connection would instead stay in the edge's pool until the drain closes it, and a POST the
-    edge wrote to it just then would be lost as a 502 (the rollout drill saw one)."""
-    if request.app[LIFECYCLE].draining and not isinstance(response, web.WebSocketResponse):
-        response.force_close()  # the connection ends after this response
-        response.headers["Connection"] = "close"  # aiohttp wrote its headers before this hook
 
 
 def _request_size(request: web.Request) -> int:

@@ -112,30 +112,6 @@ def test_readiness_answers_503_draining_once_draining(settings: Settings, run_ap
     run_app(settings, scenario)
 
 
-def test_a_draining_worker_closes_each_connection_after_its_response(
-    settings: Settings, run_app: RunApp
-) -> None:
-    """So the edge never writes a POST into a kept-alive connection the drain is closing."""
-
-    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
-        async with client.get("/v1/health/live") as response:
-            assert response.status == 200
-            assert response.headers.get("Connection", "").lower() != "close", "control"
-        server.app[LIFECYCLE].draining = True
-        for path in ("/v1/health/live", "/v1/health/ready", "/v1/nope"):
-            async with client.get(path) as response:
-                assert response.headers.get("Connection", "").lower() == "close", path
-        # And the worker does close it: one response, then end of stream, on a raw socket.
-        reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(b"GET /v1/health/live HTTP/1.1\r\nHost: w\r\n\r\n")
-        received = await asyncio.wait_for(reader.read(), timeout=5)  # to EOF
-        writer.close()
-        await writer.wait_closed()
-        assert received.startswith(b"HTTP/1.1 200"), received[:80]
-
-    run_app(settings, scenario)
-
-
 def test_an_unknown_route_is_a_json_404(settings: Settings, run_app: RunApp) -> None:
     async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
         async with client.get("/v1/nope", headers={"X-Request-ID": "req-404"}) as response:
