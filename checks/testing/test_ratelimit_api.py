@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from checks._chat import Tenant, call, created
+from preflight.client import Response
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 
@@ -25,6 +26,8 @@ DOCUMENTED = re.compile(r"`send_message`\s+(\d+)/s\s+with\s+a\s+burst\s+of\s+(\d
 SENDERS = 8
 EXTRA = 40  # sends beyond the burst: more than the bucket refills while they are in flight
 SLACK = 3  # requests in flight while a token came back
+ROUND = 16  # sends per later round
+DECIDE_WITHIN_S = 30.0
 
 
 def documented_limit() -> tuple[float, int]:
@@ -50,30 +53,41 @@ def test_the_message_limit_triggers_at_its_documented_threshold_and_resets(
         "a channel",
     )["channel_id"]
     path = f"/v1/channels/{channel}/messages"
-    # From SENDERS connections at once, as fast as they go: faster than the bucket refills even
-    # where one connection at a time could not be (a busy machine), so the limit must trigger.
+    # From SENDERS connections at once, as fast as they go, in rounds until the limiter answers
+    # 429 or lets through more than the documented burst and refill allow: a busy machine can
+    # send the first round slower than the bucket refills, never every round for long.
     started = time.monotonic()
+    responses: list[Response] = []
     with ThreadPoolExecutor(SENDERS) as pool:
-        responses = list(
-            pool.map(
+        while True:
+            first = len(responses)
+            responses += pool.map(
                 lambda n: sender.client.post(path, {"text": f"burst {n}"}),
-                range(burst + EXTRA),
+                range(first, first + (burst + EXTRA if not first else ROUND)),
             )
-        )
-    elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - started
+            allowed = sum(r.status == 201 for r in responses)
+            ceiling = burst + int(rate * elapsed) + SLACK + SENDERS
+            if any(r.status != 201 for r in responses) or allowed > ceiling:
+                break
+            if elapsed > DECIDE_WITHIN_S:
+                pytest.skip(
+                    f"could not send faster than the documented refill of {rate:g}/s from "
+                    f"{SENDERS} connections ({allowed} messages in {elapsed:.1f} s): the limit "
+                    "cannot be judged on a machine this busy"
+                )
     unexpected = [r for r in responses if r.status not in (201, 429)]
     assert not unexpected, f"POST {path} must answer 201 or 429 (got {unexpected[0]})"
-    allowed = sum(r.status == 201 for r in responses)
     refused = next((r for r in responses if r.status == 429), None)
     evidence.figure("messages allowed", allowed)
     evidence.figure("messages refused with 429", len(responses) - allowed)
     evidence.figure("seconds for the whole burst", round(elapsed, 3), "s")
     assert refused is not None, (
         f"POST {path} must be refused with 429 after the documented burst of {burst} at "
-        f"{rate:g}/s (got all {allowed} messages through in {elapsed:.1f} s)"
+        f"{rate:g}/s (got {allowed} messages through in {elapsed:.1f} s, more than the "
+        f"{ceiling} the burst and the refill allow)"
     )
     evidence.request(refused)
-    ceiling = burst + int(rate * elapsed) + SLACK + SENDERS
     assert burst <= allowed <= ceiling, (
         f"the send_message limit must let {burst} to {ceiling} messages through in "
         f"{elapsed:.1f} s (documented: burst {burst}, {rate:g}/s) (got {allowed})"
