@@ -482,11 +482,20 @@ class NativeTarget:
         the edge: NGINX starts workers with the new upstreams and lets the old ones finish what
         they are serving. Once this returns, no new request goes to a drained worker, so its
         graceful stop loses none (a request that met its closing listener was lost as a 502:
-        the rollout drill saw one under load). A restarted worker is put back at once: until it
-        listens, the edge's connection attempts are refused, which it retries on another."""
+        the rollout drill saw one under load). A restarted worker is put back once it is ready,
+        as a platform gates on readiness: before, it would answer 503 while it connects to its
+        databases, and the edge does not retry a POST that got an answer. One that does not get
+        ready within ready_timeout stays out, and the drill that waits for it says so."""
         upstream = self._upstream_of.get(name)
         if upstream is None or self._edge is None or not self._edge.running():
             return
+        if serving:
+            ready = f"http://{upstream[0]}:{upstream[1]}/v1/health/ready"
+            deadline = time.monotonic() + self.options.ready_timeout
+            while not _http_ok(ready):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
         drained = set(self._edge_cfg.drained)
         (drained.discard if serving else drained.add)(upstream)
         self._edge_cfg = replace(self._edge_cfg, drained=frozenset(drained))
