@@ -4,6 +4,7 @@ one, on free loopback ports, in a private temp dir that is removed on stop."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -492,7 +493,7 @@ class NativeTarget:
         if serving:
             ready = f"http://{upstream[0]}:{upstream[1]}/v1/health/ready"
             deadline = time.monotonic() + self.options.ready_timeout
-            while not _http_ok(ready):
+            while not _dependencies_up(ready):
                 if time.monotonic() > deadline:
                     return
                 time.sleep(0.05)
@@ -757,6 +758,28 @@ class NativeTarget:
             stop_timeout=WORKER_STOP_TIMEOUT_S,
         )
         return self._spawn(child, env=env)
+
+
+def _dependencies_up(ready_url: str) -> bool:
+    """The worker listens and has its database and Redis: what it needs to answer requests. Its
+    full readiness also asks that its migrations match the schema, which a rollback to the
+    previous release over an expanded schema does not (it serves, and says so in `checks`)."""
+    try:
+        with urllib.request.urlopen(ready_url, timeout=1.0) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            return False
+        checks = body.get("checks") or {}
+        return bool(
+            body.get("status") != "draining"
+            and checks.get("database") == "ok"
+            and checks.get("redis") == "ok"
+        )
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

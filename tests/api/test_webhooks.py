@@ -226,9 +226,13 @@ def test_failed_deliveries_are_retried_with_growing_backoff(app: AppCtx) -> None
         log = wait_log(
             app,
             hook["webhook_id"],
-            lambda log: log["deliveries"][0]["status"] == "delivered",
+            # The delivery and the webhook's failure count are two writes: wait for both.
+            lambda log: (
+                log["deliveries"][0]["status"] == "delivered"
+                and log["webhook"]["consecutive_failures"] == 0
+            ),
             5,
-            "the delivery delivered",
+            "the delivery delivered and the failure count reset",
         )
         (delivery,) = log["deliveries"]
         assert delivery["attempts"] == 3
