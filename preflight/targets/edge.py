@@ -64,10 +64,6 @@ class EdgeConfig:
     # its run at 10,000 held sockets.
     worker_connections: int = 4096
     worker_rlimit_nofile: int = 8192
-    # API workers taken out of rotation (`down`) for a graceful stop: a deploy tells the edge
-    # first, as a platform removes a stopping pod from its endpoints, so no new request is sent
-    # to a worker about to close its listener (see NativeTarget.route_worker).
-    drained: frozenset[tuple[str, int]] = frozenset()
 
 
 def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
@@ -213,9 +209,6 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         "server_name": cfg.server_name,
         "redirect_hosts": _certificate_names(cfg.pki),
         "upstreams": [_upstream(host, port) for host, port in cfg.upstreams],
-        "drained": [
-            _upstream(host, port) for host, port in cfg.upstreams if (host, port) in cfg.drained
-        ],
         "api_rate_per_s": cfg.api_rate_per_s,
         "ws_rate_per_s": cfg.ws_rate_per_s,
         "api_burst": cfg.api_burst,

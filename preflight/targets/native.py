@@ -4,7 +4,6 @@ one, on free loopback ports, in a private temp dir that is removed on stop."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -17,8 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -54,7 +52,6 @@ from preflight.targets.servers import (
 
 PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMP_PREFIX = "preflight-native-"
-EDGE_RELOAD_S = 0.5  # NGINX's new workers take over within this after a SIGHUP
 WORKER_STOP_TIMEOUT_S = 20.0  # the worker's drain budget (15 s) and a margin to exit
 SYSTEM_COMPONENTS = ("postgres", "redis", "nginx")  # besides the API workers "api-N"
 
@@ -141,14 +138,8 @@ class ChildControl:
 
     child: Child
     restart: Callable[[], None]
-    # For an API worker: take it out of the edge's rotation (False) before a graceful stop and
-    # put it back (True) once started, as a platform's deploy does. A kill is a crash: the
-    # edge learns of it only from failed connections.
-    route: Callable[[bool], None] | None = None
 
     def stop(self) -> int | None:
-        if self.route is not None and self.child.running():
-            self.route(False)
         return self.child.stop()
 
     def kill(self) -> None:
@@ -158,8 +149,6 @@ class ChildControl:
         if self.child.running():
             return
         self.restart()
-        if self.route is not None:
-            self.route(True)
 
 
 def _executable(name: str, where: Path | None = None) -> str:
@@ -199,9 +188,6 @@ class NativeTarget:
         self.dir: Path | None = None
         self.children: list[Child] = []
         self.deployed_at: float | None = None
-        self._edge: Child | None = None
-        self._edge_cfg: EdgeConfig
-        self._upstream_of: dict[str, tuple[str, int]] = {}
         self.info: TargetInfo | None = None
         self.started_in: float | None = None
         self._pg_password = secrets.token_urlsafe(24)
@@ -288,26 +274,27 @@ class NativeTarget:
 
         workers = start_workers() if opts.restore_from is None else []
 
-        self._edge_cfg = EdgeConfig(
-            workdir=self.dir / "edge",
-            https_port=https_port,
-            http_port=http_port,
-            upstreams=[("127.0.0.1", p) for p in api_ports],
-            pki=pki,
-            worker_processes=opts.nginx_workers,
-            worker_connections=opts.nginx_worker_connections,
-            worker_rlimit_nofile=opts.nginx_rlimit_nofile,
-            api_rate_per_s=opts.api_rate_per_s,
-            ws_rate_per_s=opts.ws_rate_per_s,
-            api_burst=max(50, opts.api_rate_per_s // 2),
-            ws_burst=max(25, opts.ws_rate_per_s // 2),
-            web_source=opts.web_dir,
+        edge_conf = render_edge(
+            EdgeConfig(
+                workdir=self.dir / "edge",
+                https_port=https_port,
+                http_port=http_port,
+                upstreams=[("127.0.0.1", p) for p in api_ports],
+                pki=pki,
+                worker_processes=opts.nginx_workers,
+                worker_connections=opts.nginx_worker_connections,
+                worker_rlimit_nofile=opts.nginx_rlimit_nofile,
+                api_rate_per_s=opts.api_rate_per_s,
+                ws_rate_per_s=opts.ws_rate_per_s,
+                api_burst=max(50, opts.api_rate_per_s // 2),
+                ws_burst=max(25, opts.ws_rate_per_s // 2),
+                web_source=opts.web_dir,
+            ),
+            template_dir=opts.edge_template_dir,
         )
-        self._upstream_of = {f"api-{i}": ("127.0.0.1", p) for i, p in enumerate(api_ports)}
-        edge_conf = render_edge(self._edge_cfg, template_dir=opts.edge_template_dir)
         validate_edge(edge_conf)
         edge = Child("nginx", nginx_command(edge_conf), logs / "nginx.log", signal.SIGQUIT, 10.0)
-        self._edge = self._spawn(edge)
+        self._spawn(edge)
 
         opts.log("initialising PostgreSQL")
         self._finish_initdb(self._initdb_proc)
@@ -351,14 +338,7 @@ class NativeTarget:
         backups = self._backups(superuser_dsn, redis_url, observability is not None, logs)
         self.started_in = time.monotonic() - t0
 
-        controls = {
-            c.name: ChildControl(
-                c,
-                self._restarter(c),
-                route=partial(self.route_worker, c.name) if c.name.startswith("api-") else None,
-            )
-            for c in self.children
-        }
+        controls = {c.name: ChildControl(c, self._restarter(c)) for c in self.children}
         self.info = TargetInfo(
             name="native",
             kind="native",
@@ -470,39 +450,10 @@ class NativeTarget:
         env = {k: v for k, v in (env or {}).items() if k != "PYTHONPATH"}
         if release is not None:
             env["PYTHONPATH"] = str(release)
-        if child.running():
-            self.route_worker(name, serving=False)
         code = child.stop()
         self._start_args[name] = (env, run_as)
         child.start(env=env, run_as=run_as)
-        self.route_worker(name, serving=True)
         return code
-
-    def route_worker(self, name: str, serving: bool) -> None:
-        """Put API worker `name` into the edge's rotation or take it out (`down`), then reload
-        the edge: NGINX starts workers with the new upstreams and lets the old ones finish what
-        they are serving. Once this returns, no new request goes to a drained worker, so its
-        graceful stop loses none (a request that met its closing listener was lost as a 502:
-        the rollout drill saw one under load). A restarted worker is put back once it is ready,
-        as a platform gates on readiness: before, it would answer 503 while it connects to its
-        databases, and the edge does not retry a POST that got an answer. One that does not get
-        ready within ready_timeout stays out, and the drill that waits for it says so."""
-        upstream = self._upstream_of.get(name)
-        if upstream is None or self._edge is None or not self._edge.running():
-            return
-        if serving:
-            ready = f"http://{upstream[0]}:{upstream[1]}/v1/health/ready"
-            deadline = time.monotonic() + self.options.ready_timeout
-            while not _dependencies_up(ready):
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.05)
-        drained = set(self._edge_cfg.drained)
-        (drained.discard if serving else drained.add)(upstream)
-        self._edge_cfg = replace(self._edge_cfg, drained=frozenset(drained))
-        render_edge(self._edge_cfg, template_dir=self.options.edge_template_dir)
-        self._edge.signal(signal.SIGHUP)
-        time.sleep(EDGE_RELOAD_S)
 
     def _pg_dirs(self) -> tuple[Path, RunAs | None]:
         assert self.dir is not None
@@ -758,28 +709,6 @@ class NativeTarget:
             stop_timeout=WORKER_STOP_TIMEOUT_S,
         )
         return self._spawn(child, env=env)
-
-
-def _dependencies_up(ready_url: str) -> bool:
-    """The worker listens and has its database and Redis: what it needs to answer requests. Its
-    full readiness also asks that its migrations match the schema, which a rollback to the
-    previous release over an expanded schema does not (it serves, and says so in `checks`)."""
-    try:
-        with urllib.request.urlopen(ready_url, timeout=1.0) as resp:  # noqa: S310 - loopback
-            return bool(resp.status == 200)
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read())
-        except ValueError:
-            return False
-        checks = body.get("checks") or {}
-        return bool(
-            body.get("status") != "draining"
-            and checks.get("database") == "ok"
-            and checks.get("redis") == "ok"
-        )
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -226,34 +226,6 @@ def test_drain_on_sigterm_then_start_again(stack: NativeTarget, info: TargetInfo
     assert not stack.crashed()
 
 
-def test_a_graceful_stop_takes_the_worker_out_of_the_edge_first(
-    stack: NativeTarget, info: TargetInfo
-) -> None:
-    """As a platform's deploy removes a stopping pod from its endpoints: the edge is reloaded
-    with the worker `down` before SIGTERM, and with it back after the start."""
-    env = stack._start_args["api-1"][0]
-    assert env is not None
-    server = f"server 127.0.0.1:{env['CHATSDK_PORT']} max_fails=3 fail_timeout=2s"
-    conf = next(p for p in Path(str(stack.dir)).rglob("nginx.conf"))
-    assert f"{server};" in conf.read_text()
-    assert info.control["api-1"].stop() == 0
-    try:
-        assert f"{server} down;" in conf.read_text()
-        # Every request is answered by api-0 meanwhile, none meets the stopped worker.
-        assert [get(info, "/v1/openapi.json")[0] for _ in range(10)] == [200] * 10
-    finally:
-        info.control["api-1"].start()
-    assert f"{server};" in conf.read_text()
-    crashed = info.control["api-0"]
-    crashed.kill()  # a crash: the edge is not told, it learns from refused connections
-    try:
-        assert f"{server};" in conf.read_text()
-        assert "down;" not in conf.read_text()
-    finally:
-        crashed.start()
-    assert not stack.crashed()
-
-
 def test_a_crashed_component_is_reported_with_its_log(
     stack: NativeTarget, info: TargetInfo
 ) -> None:
