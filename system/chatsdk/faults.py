@@ -6,6 +6,7 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
   no readiness 503, in-flight requests cut off, sockets dropped without a close frame.
 - `ack_before_commit`: a message send answers 201 while its transaction is still open and
   commits ACK_BEFORE_COMMIT_DELAY_S later, so a crash in between loses an acknowledged message.
+- `no_rate_limits`: the per-user token buckets let everything through (TST-RATELIMIT's defect).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from chatsdk.errors import SettingsError
 VARIABLE = "CHATSDK_FAULTS"
 EXIT_ON_SIGTERM = "exit_on_sigterm"
 ACK_BEFORE_COMMIT = "ack_before_commit"
-KNOWN = frozenset({EXIT_ON_SIGTERM, ACK_BEFORE_COMMIT})
+NO_RATE_LIMITS = "no_rate_limits"
+KNOWN = frozenset({EXIT_ON_SIGTERM, ACK_BEFORE_COMMIT, NO_RATE_LIMITS})
 ACK_BEFORE_COMMIT_DELAY_S = 0.5
 
 

@@ -63,3 +63,15 @@ def test_workers_on_another_database_than_the_deployment_names_fail_app_db_url()
     outcome, reason = decided["APP-DB-URL"]
     assert outcome.value == "fail"
     assert "127.0.0.1:1/chatsdk_staging" in reason
+
+
+def test_an_api_without_per_user_limits_fails_tst_ratelimit() -> None:
+    """The probe sends in rounds until the limiter answers or lets through more than the burst
+    and refill allow: with no limits at all, the second happens, and it says so."""
+    with native(worker_env={"CHATSDK_FAULTS": "no_rate_limits"}) as info:
+        red = failing(probe(info, "testing/test_ratelimit_api.py"))
+    assert set(red) == {"TST-RATELIMIT"}, red
+    assert (
+        "must be refused with 429 after the documented burst of 40 at 20/s" in red["TST-RATELIMIT"]
+    ), red
+    assert "more than the" in red["TST-RATELIMIT"], red
