@@ -523,7 +523,7 @@ class LocustRunner:
             for name in stopped:
                 info.control[name].start()
             wait_serving(info, stopped)
-        limits = limits_of(overrides, self)
+        limits = Thresholds.of(overrides, self.saturation_pct)
         all_n, half_n = len(names), len(names) - len(stopped)
         steps = {all_n: throughput(full, limits), half_n: throughput(half, limits)}
         detail: dict[str, Any] = {
@@ -717,10 +717,6 @@ def skipped_scaling(results: LoadResults, detail: Mapping[str, Any]) -> LoadResu
         details={**results.details, "scaling": dict(detail)},
         absent={**results.absent, SCALING_METRIC: f"no scaling figure: {detail['skipped']}"},
     )
-
-
-def limits_of(settings: Mapping[str, Any], runner: LocustRunner) -> Thresholds:
-    return Thresholds.of(settings, runner.saturation_pct)
 
 
 def throughput(data: RunData, limits: Thresholds) -> dict[str, Any]:
