@@ -102,6 +102,8 @@ class Receiver:
     delivered: dict[str, list[int]]  # channel -> every seq received, in arrival order
     arrivals: dict[tuple[str, int], float] = field(default_factory=dict)  # first arrival
     connects: int = 0
+    connected: bool = False  # holds a socket on which it has subscribed to every channel
+    connected_when_judged: bool = True
     connect_failures: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -135,6 +137,7 @@ class Verdict:
     seq_problems: list[str]
     undelivered: dict[str, int]  # receiver -> stored messages it never received
     delivered_twice: dict[str, int]  # receiver -> messages it received more than once
+    receiver_errors: dict[str, list[str]]  # receiver -> failed connects and error frames, timed
     closes: list[Close]
     reconnects: int
     stored: int
@@ -158,7 +161,11 @@ class Verdict:
             )
         found += self.seq_problems
         for receiver, n in self.undelivered.items():
-            found.append(f"receiver {receiver} never received {n} stored messages")
+            errors = self.receiver_errors.get(receiver, [])
+            found.append(
+                f"receiver {receiver} never received {n} stored messages"
+                + (f" (its errors: {', '.join(errors[:5])})" if errors else "")
+            )
         for receiver, n in self.delivered_twice.items():
             found.append(f"receiver {receiver} received {n} messages twice")
         return found
@@ -196,6 +203,10 @@ class Verdict:
         for name, value, unit in figures:
             evidence.figure(f"{prefix}: {name}", value, unit)
         evidence.note(f"{prefix}: {self.summary()}")
+        for receiver, errors in self.receiver_errors.items():
+            evidence.note(
+                f"{prefix}: receiver {receiver}: {len(errors)} errors: {', '.join(errors)}"
+            )
 
 
 class Journal:
@@ -303,8 +314,13 @@ class Journal:
             time.sleep(0.1)
             if (now := self._received()) != progress:
                 progress, progress_at = now, time.monotonic()
-            elif time.monotonic() - progress_at > DELIVERY_STALL_S:
-                break  # nothing arrives any more: what is missing stays missing
+            elif time.monotonic() - progress_at > DELIVERY_STALL_S and self._all_connected():
+                # Nothing arrives any more though every receiver holds a socket: what is
+                # missing stays missing. (One still reconnecting gets until the deadline.)
+                break
+        with self._lock:
+            for r in self.receivers:
+                r.connected_when_judged = r.connected
         self._stop_receiving.set()
         for thread in self._threads:
             thread.join(timeout=REQUEST_TIMEOUT_S + 5)
@@ -423,12 +439,17 @@ class Journal:
                         )
                     with self._lock:
                         receiver.connects += 1
-                    while not self._stop_receiving.is_set():
-                        try:
-                            raw = conn.recv(timeout=0.2)
-                        except TimeoutError:
-                            continue
-                        self._on_frame(receiver, json.loads(raw))
+                        receiver.connected = True
+                    try:
+                        while not self._stop_receiving.is_set():
+                            try:
+                                raw = conn.recv(timeout=0.2)
+                            except TimeoutError:
+                                continue
+                            self._on_frame(receiver, json.loads(raw))
+                    finally:
+                        with self._lock:
+                            receiver.connected = False
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
@@ -456,7 +477,14 @@ class Journal:
                     receiver.arrivals.setdefault((channel, seq), self.now())
         elif kind == "error":
             with self._lock:
-                receiver.errors.append(f"{round(self.now(), 2)} s: {frame.get('code')}")
+                receiver.errors.append(
+                    f"{round(self.now(), 2)} s: error frame {frame.get('code')} "
+                    f"on {frame.get('channel_id') or 'the socket'}"
+                )
+
+    def _all_connected(self) -> bool:
+        with self._lock:
+            return all(r.connected for r in self.receivers)
 
     def _received(self) -> int:
         with self._lock:
@@ -554,6 +582,14 @@ class Journal:
             seq_problems=seq_problems,
             undelivered=undelivered,
             delivered_twice=delivered_twice,
+            receiver_errors={
+                r.actor.user_id: [
+                    *r.errors,
+                    *([] if r.connected_when_judged else ["no socket when judged"]),
+                ]
+                for r in self.receivers
+                if r.errors or not r.connected_when_judged
+            },
             closes=list(self.closes),
             reconnects=sum(max(r.connects - 1, 0) for r in self.receivers),
             stored=len(all_stored),
