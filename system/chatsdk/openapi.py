@@ -816,7 +816,8 @@ PATHS: dict[str, dict[str, Any]] = {
                 "(else close 4401); then {type: subscribe, channel_id, after_seq} backfills "
                 "and streams events in seq order. Client frames: typing, ping. A foreign "
                 "Origin is refused at the handshake; revocation closes with 4401, shutdown "
-                "with 1001.",
+                "with 1001, a database outage of more than 10 s with 1013 (reconnect and "
+                "subscribe with the last seq received).",
                 PUBLIC,
                 ("101", None, "Switching Protocols."),
                 errors=("403", "426"),

@@ -232,7 +232,9 @@ class Session:
         except asyncio.CancelledError:
             raise
         except PeerGone:
-            self.closing = True  # the reader notices too
+            # Closed for sure, so the reader stops waiting too, even when what failed was only
+            # this write and the peer would still be listening.
+            await self.close(WSCloseCode.GOING_AWAY, "send failed; reconnect with your last seq")
         except SlowPeer:
             await self.close(WSCloseCode.TRY_AGAIN_LATER, "too slow; reconnect with your last seq")
         except Exception as exc:
@@ -469,16 +471,23 @@ class Session:
         self.hub.spawn(self.hub.publish_typing(payload))
 
     async def member_of(self, channel_id: str) -> bool:
-        """Membership, answering the client itself when it is not (or cannot be told)."""
-        try:
-            member = await is_member(self.app, self.user.app_id, channel_id, self.user.user_id)
-        except Exception as exc:
-            if not _is_dependency_error(exc):
-                raise
-            await self.error(
-                "dependency_unavailable", "The database is unavailable; retry shortly.", channel_id
-            )
-            return False
+        """Membership, answering the client itself when it is not a member. PostgreSQL failing
+        is retried through a short outage, then the socket is closed with 1013: a client never
+        holds an open socket on which a subscription it asked for silently does not exist."""
+        give_up_at = asyncio.get_running_loop().time() + DB_RETRY_FOR
+        while True:
+            try:
+                member = await is_member(self.app, self.user.app_id, channel_id, self.user.user_id)
+                break
+            except Exception as exc:
+                if not _is_dependency_error(exc):
+                    raise
+                if self.closing or asyncio.get_running_loop().time() >= give_up_at:
+                    self.close_soon(
+                        WSCloseCode.TRY_AGAIN_LATER, "temporarily unavailable; reconnect"
+                    )
+                    return False
+            await asyncio.sleep(DB_RETRY_DELAY)
         if not member:
             await self.error("not_found", "No channel with this id is visible to you.", channel_id)
         return member

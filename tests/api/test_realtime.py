@@ -603,6 +603,64 @@ def test_redis_outage_loses_no_message(
         assert socket.messages(channel, 4) == [*during, after]
 
 
+# -- a PostgreSQL outage at subscribe time ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_down(stack: NativeTarget, info: TargetInfo) -> Iterator[Callable[[], None]]:
+    """PostgreSQL stopped; the block may call the yielded function to start it early. On exit
+    it runs again and every worker is ready before the next test."""
+    postgres = info.control["postgres"]
+    started = False
+
+    def start() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            postgres.start()
+
+    postgres.stop()
+    try:
+        yield start
+    finally:
+        start()
+        deadline = time.monotonic() + 30
+        while not all(map(_ready, stack.worker_urls)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert all(map(_ready, stack.worker_urls)), "every worker must be ready after the restart"
+
+
+def test_subscribe_through_a_short_database_outage_succeeds(
+    stack: NativeTarget, chat: ChatClient, info: TargetInfo, pair: tuple[UserCtx, UserCtx, str]
+) -> None:
+    """Bob has never been checked as a member (no cached membership): the subscription waits
+    for PostgreSQL instead of failing, and backfills what was sent before."""
+    alice, bob, channel = pair
+    first = send(alice, channel, "before the outage")
+    with open_socket(chat, bob.access_token) as socket, postgres_down(stack, info) as start:
+        socket.send({"type": "subscribe", "channel_id": channel, "after_seq": 0})
+        time.sleep(2)
+        start()
+        frame = socket.until(
+            lambda f: f.get("type") in {"subscribed", "error"} and f.get("channel_id") == channel,
+            timeout=20,
+        )
+        assert frame["type"] == "subscribed", f"a 2 s outage must not fail a subscribe: {frame}"
+        assert socket.messages(channel, 1) == [first]
+
+
+def test_subscribe_through_a_long_database_outage_closes_1013(
+    stack: NativeTarget, chat: ChatClient, info: TargetInfo, pair: tuple[UserCtx, UserCtx, str]
+) -> None:
+    """A subscription the server cannot check is never left silently missing on an open
+    socket: the client is told to reconnect (1013) and resubscribe with its last seq."""
+    _, bob, channel = pair
+    with open_socket(chat, bob.access_token) as socket, postgres_down(stack, info):
+        socket.send({"type": "subscribe", "channel_id": channel, "after_seq": 0})
+        code = socket.close_code(timeout=20)
+    assert code == 1013, f"a subscribe PostgreSQL could not answer must close 1013 (got {code})"
+
+
 # -- protocol abuse ---------------------------------------------------------------------------
 
 
