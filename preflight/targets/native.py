@@ -4,6 +4,7 @@ one, on free loopback ports, in a private temp dir that is removed on stop."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -12,11 +13,13 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -33,7 +36,13 @@ from preflight.targets.backups import (
     wait_first_backup,
 )
 from preflight.targets.base import ProcessJob, TargetInfo
-from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
+from preflight.targets.edge import (
+    EdgeConfig,
+    nginx_command,
+    reload_nginx,
+    render_edge,
+    validate_edge,
+)
 from preflight.targets.errortracker import ErrorTracker, start_error_tracker
 from preflight.targets.observability import NAMES as OBSERVABILITY
 from preflight.targets.observability import Observability, start_observability
@@ -52,6 +61,8 @@ from preflight.targets.servers import (
 
 PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMP_PREFIX = "preflight-native-"
+EDGE_RELOAD_TIMEOUT_S = 10.0  # NGINX's old workers stop accepting within this after a SIGHUP
+REJOIN_POLL_S = 0.1
 WORKER_STOP_TIMEOUT_S = 20.0  # the worker's drain budget (15 s) and a margin to exit
 SYSTEM_COMPONENTS = ("postgres", "redis", "nginx")  # besides the API workers "api-N"
 
@@ -138,8 +149,14 @@ class ChildControl:
 
     child: Child
     restart: Callable[[], None]
+    # For an API worker: take it out of the edge's rotation (False) before a graceful stop and
+    # put it back (True) once started, as a platform's deploy does. A kill is a crash: the
+    # edge learns of it only from failed connections.
+    route: Callable[[bool], None] | None = None
 
     def stop(self) -> int | None:
+        if self.route is not None and self.child.running():
+            self.route(False)
         return self.child.stop()
 
     def kill(self) -> None:
@@ -149,6 +166,8 @@ class ChildControl:
         if self.child.running():
             return
         self.restart()
+        if self.route is not None:
+            self.route(True)
 
 
 def _executable(name: str, where: Path | None = None) -> str:
@@ -188,6 +207,11 @@ class NativeTarget:
         self.dir: Path | None = None
         self.children: list[Child] = []
         self.deployed_at: float | None = None
+        self._edge: Child | None = None
+        self._edge_cfg: EdgeConfig
+        self._upstream_of: dict[str, tuple[str, int]] = {}
+        self._route_lock = threading.Lock()
+        self._route_generation: dict[str, int] = {}
         self.info: TargetInfo | None = None
         self.started_in: float | None = None
         self._pg_password = secrets.token_urlsafe(24)
@@ -274,27 +298,26 @@ class NativeTarget:
 
         workers = start_workers() if opts.restore_from is None else []
 
-        edge_conf = render_edge(
-            EdgeConfig(
-                workdir=self.dir / "edge",
-                https_port=https_port,
-                http_port=http_port,
-                upstreams=[("127.0.0.1", p) for p in api_ports],
-                pki=pki,
-                worker_processes=opts.nginx_workers,
-                worker_connections=opts.nginx_worker_connections,
-                worker_rlimit_nofile=opts.nginx_rlimit_nofile,
-                api_rate_per_s=opts.api_rate_per_s,
-                ws_rate_per_s=opts.ws_rate_per_s,
-                api_burst=max(50, opts.api_rate_per_s // 2),
-                ws_burst=max(25, opts.ws_rate_per_s // 2),
-                web_source=opts.web_dir,
-            ),
-            template_dir=opts.edge_template_dir,
+        self._edge_cfg = EdgeConfig(
+            workdir=self.dir / "edge",
+            https_port=https_port,
+            http_port=http_port,
+            upstreams=[("127.0.0.1", p) for p in api_ports],
+            pki=pki,
+            worker_processes=opts.nginx_workers,
+            worker_connections=opts.nginx_worker_connections,
+            worker_rlimit_nofile=opts.nginx_rlimit_nofile,
+            api_rate_per_s=opts.api_rate_per_s,
+            ws_rate_per_s=opts.ws_rate_per_s,
+            api_burst=max(50, opts.api_rate_per_s // 2),
+            ws_burst=max(25, opts.ws_rate_per_s // 2),
+            web_source=opts.web_dir,
         )
+        self._upstream_of = {f"api-{i}": ("127.0.0.1", p) for i, p in enumerate(api_ports)}
+        edge_conf = render_edge(self._edge_cfg, template_dir=opts.edge_template_dir)
         validate_edge(edge_conf)
         edge = Child("nginx", nginx_command(edge_conf), logs / "nginx.log", signal.SIGQUIT, 10.0)
-        self._spawn(edge)
+        self._edge = self._spawn(edge)
 
         opts.log("initialising PostgreSQL")
         self._finish_initdb(self._initdb_proc)
@@ -338,7 +361,14 @@ class NativeTarget:
         backups = self._backups(superuser_dsn, redis_url, observability is not None, logs)
         self.started_in = time.monotonic() - t0
 
-        controls = {c.name: ChildControl(c, self._restarter(c)) for c in self.children}
+        controls = {
+            c.name: ChildControl(
+                c,
+                self._restarter(c),
+                route=partial(self.route_worker, c.name) if c.name.startswith("api-") else None,
+            )
+            for c in self.children
+        }
         self.info = TargetInfo(
             name="native",
             kind="native",
@@ -450,10 +480,82 @@ class NativeTarget:
         env = {k: v for k, v in (env or {}).items() if k != "PYTHONPATH"}
         if release is not None:
             env["PYTHONPATH"] = str(release)
+        if child.running():
+            self.route_worker(name, serving=False)
         code = child.stop()
         self._start_args[name] = (env, run_as)
         child.start(env=env, run_as=run_as)
+        self.route_worker(name, serving=True)
         return code
+
+    def route_worker(self, name: str, serving: bool) -> None:
+        """Take API worker `name` out of the edge's rotation (`down`) or put it back.
+
+        Out: before a graceful stop, as a platform removes a stopping pod from its endpoints.
+        The edge is reloaded and this returns once every NGINX worker still accepting runs the
+        new configuration, so no new request reaches a worker about to close its listener (a
+        request that met the closing listener was lost as a 502: the rollout drill saw it).
+
+        Back: from a watcher thread, once the started worker can serve, with no deadline, as a
+        platform gates on readiness (a worker still connecting to its databases answers 503,
+        and the edge does not retry a POST that got an answer). "Can serve" is its database and
+        Redis answering, not full readiness, whose migrations check an old release over an
+        expanded schema may not pass. A worker started while a database is down comes back
+        when the database does; if it is the only one left, as soon as it listens (the edge
+        would otherwise have no server at all). A later route call for the same worker
+        supersedes the watcher."""
+        upstream = self._upstream_of.get(name)
+        if upstream is None or self._edge is None or not self._edge.running():
+            return
+        with self._route_lock:
+            generation = self._route_generation[name] = self._route_generation.get(name, 0) + 1
+        if not serving:
+            self._set_drained(upstream, True, name, generation)
+            return
+        threading.Thread(
+            target=self._rejoin_when_serving,
+            args=(name, upstream, generation),
+            name=f"rejoin-{name}",
+            daemon=True,
+        ).start()
+
+    def _rejoin_when_serving(self, name: str, upstream: tuple[str, int], generation: int) -> None:
+        base = f"http://{upstream[0]}:{upstream[1]}"
+        while self._edge is not None and self._edge.running():
+            with self._route_lock:
+                if self._route_generation.get(name) != generation:
+                    return
+                alone = set(self._upstream_of.values()) <= self._edge_cfg.drained
+            if _can_serve(f"{base}/v1/health/ready") or (
+                alone and _http_ok(f"{base}/v1/health/live")
+            ):
+                self._set_drained(upstream, False, name, generation)
+                return
+            time.sleep(REJOIN_POLL_S)
+
+    def _set_drained(
+        self, upstream: tuple[str, int], drained: bool, name: str, generation: int
+    ) -> None:
+        """Render the edge with `upstream` drained or not and reload it, unless a newer route
+        call for the worker came first; returns once the reload took effect."""
+        with self._route_lock:
+            if self._route_generation.get(name) != generation or self._edge is None:
+                return
+            now = set(self._edge_cfg.drained)
+            if (upstream in now) == drained:
+                return
+            if drained and set(self._upstream_of.values()) - now == {upstream}:
+                # The last one serving: taking it out would leave the edge no server at all.
+                return
+            (now.add if drained else now.discard)(upstream)
+            self._edge_cfg = replace(self._edge_cfg, drained=frozenset(now))
+            render_edge(self._edge_cfg, template_dir=self.options.edge_template_dir)
+            if not reload_nginx(self._edge.pid, EDGE_RELOAD_TIMEOUT_S):
+                self.options.log(
+                    f"the edge's reload (upstream {upstream[0]}:{upstream[1]} "
+                    f"{'down' if drained else 'back'}) did not take effect within "
+                    f"{EDGE_RELOAD_TIMEOUT_S:g} s"
+                )
 
     def _pg_dirs(self) -> tuple[Path, RunAs | None]:
         assert self.dir is not None
@@ -709,6 +811,30 @@ class NativeTarget:
             stop_timeout=WORKER_STOP_TIMEOUT_S,
         )
         return self._spawn(child, env=env)
+
+
+def _can_serve(ready_url: str) -> bool:
+    """The worker is ready, or it listens, has its database and Redis, and has settled its
+    migrations: what it needs to answer requests. Settled includes `failed` (a changed
+    migration file): such a worker serves and says so in its readiness, as it did before the
+    edge learnt of restarts; `pending` only lasts until it reaches the database once."""
+    try:
+        with urllib.request.urlopen(ready_url, timeout=1.0) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            return False
+        checks = body.get("checks") or {}
+        return bool(
+            body.get("status") != "draining"
+            and checks.get("database") == "ok"
+            and checks.get("redis") == "ok"
+            and checks.get("migrations") not in (None, "pending")
+        )
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -387,6 +387,21 @@ def test_rendered_config_passes_nginx_t(edge_pki: Pki) -> None:
         shutil.rmtree(workdir)
 
 
+def test_a_drained_worker_is_marked_down_and_the_others_are_not(edge_pki: Pki) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="preflight-edge-test-"))
+    try:
+        upstreams = [("127.0.0.1", 1001), ("127.0.0.1", 1002)]
+        drained = frozenset({upstreams[1]})
+        cfg = EdgeConfig(workdir, 1443, 1080, upstreams, edge_pki, drained=drained)
+        conf = render_edge(cfg)
+        validate_edge(conf)
+        text = conf.read_text()
+        assert "server 127.0.0.1:1001 max_fails=3 fail_timeout=2s;" in text
+        assert "server 127.0.0.1:1002 max_fails=3 fail_timeout=2s down;" in text
+    finally:
+        shutil.rmtree(workdir)
+
+
 def _broken_copy(tmp_path: Path, include: str, line: str) -> tuple[Path, int]:
     copy = tmp_path / "nginx"
     shutil.copytree(TEMPLATE_DIR, copy)

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -223,6 +224,102 @@ def test_drain_on_sigterm_then_start_again(stack: NativeTarget, info: TargetInfo
         time.sleep(0.1)
     else:
         pytest.fail("api-1 did not become ready again after start")
+    assert not stack.crashed()
+
+
+def _server_line(stack: NativeTarget, worker: str) -> str:
+    env = stack._start_args[worker][0]
+    assert env is not None
+    return f"server 127.0.0.1:{env['CHATSDK_PORT']} max_fails=3 fail_timeout=2s"
+
+
+def _edge_conf(stack: NativeTarget) -> Path:
+    return next(p for p in Path(str(stack.dir)).rglob("nginx.conf"))
+
+
+def _ready(worker_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{worker_url}/v1/health/ready", timeout=1) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def test_a_graceful_stop_takes_the_worker_out_of_the_edge_first(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    """As a platform's deploy removes a stopping pod from its endpoints: the edge is reloaded
+    with the worker `down` before SIGTERM, and with it back after the start."""
+    server = _server_line(stack, "api-1")
+    conf = _edge_conf(stack)
+    assert f"{server};" in conf.read_text()
+    assert info.control["api-1"].stop() == 0
+    try:
+        assert f"{server} down;" in conf.read_text()
+        # Every request is answered by api-0 meanwhile, none meets the stopped worker.
+        assert [get(info, "/v1/openapi.json")[0] for _ in range(10)] == [200] * 10
+    finally:
+        info.control["api-1"].start()
+    # Back once it can serve (its databases answer), from a watcher: start() does not wait.
+    assert _until(lambda: f"{server};" in conf.read_text(), 30)
+    crashed = info.control["api-0"]
+    crashed.kill()  # a crash: the edge is not told, it learns from refused connections
+    try:
+        assert f"{server};" in conf.read_text()
+        assert "down;" not in conf.read_text()
+    finally:
+        crashed.start()
+    assert not stack.crashed()
+
+
+def test_a_worker_started_while_postgres_is_down_rejoins_the_edge_when_it_is_back(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    """The edge gets the worker back once it can serve, however long that takes: a deadline
+    would leave it out for good after a long outage."""
+    server = _server_line(stack, "api-1")
+    conf = _edge_conf(stack)
+    postgres, worker = info.control["postgres"], info.control["api-1"]
+    postgres.stop()
+    try:
+        worker.stop()
+        worker.start()
+        time.sleep(3)
+        assert f"{server} down;" in conf.read_text(), "a worker without its database rejoined"
+    finally:
+        postgres.start()
+    assert _until(lambda: f"{server};" in conf.read_text(), 30), (
+        "the worker must rejoin the edge once PostgreSQL is back"
+    )
+    assert _until(lambda: _ready(stack.worker_urls[1]), 30)
+    assert not stack.crashed()
+
+
+def test_the_last_worker_in_the_edge_is_never_taken_out(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    """Draining the only worker left would turn every request into a 502 from the edge."""
+    conf = _edge_conf(stack)
+    first, second = info.control["api-0"], info.control["api-1"]
+    second.stop()
+    try:
+        assert f"{_server_line(stack, 'api-1')} down;" in conf.read_text()
+        first.stop()
+        try:
+            assert f"{_server_line(stack, 'api-0')};" in conf.read_text()
+        finally:
+            first.start()
+    finally:
+        second.start()
+    assert _until(lambda: "down;" not in conf.read_text(), 30)
+    assert _until(lambda: all(map(_ready, stack.worker_urls)), 30)
     assert not stack.crashed()
 
 
