@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 MONITORING_DIR_ENV = "PREFLIGHT_MONITORING_DIR"
 API_JOB = "chatsdk-api"
 SEVERITIES = frozenset({"critical", "warning", "info"})
-TOOL_TIMEOUT_S = 60.0
+TOOL_TIMEOUT_S = 180.0  # a hang guard: `promtool test rules` takes 7 s alone, over 60 s on a
+# machine that also runs the test suite and a full checklist (seen once)
 HTTP_TIMEOUT_S = 5.0
 
 
