@@ -498,12 +498,11 @@ class NativeTarget:
 
         Back: from a watcher thread, once the started worker can serve, with no deadline, as a
         platform gates on readiness (a worker still connecting to its databases answers 503,
-        and the edge does not retry a POST that got an answer). "Can serve" is its database and
-        Redis answering, not full readiness, whose migrations check an old release over an
-        expanded schema may not pass. A worker started while a database is down comes back
-        when the database does; if it is the only one left, as soon as it listens (the edge
-        would otherwise have no server at all). A later route call for the same worker
-        supersedes the watcher."""
+        and the edge does not retry a POST that got an answer). "Can serve" is ready, or its
+        database and Redis answering with its migrations settled (see _can_serve). A worker
+        started while a database is down comes back when the database does; if it is the only
+        one left, as soon as it listens (the edge would otherwise have no server at all). A
+        later route call for the same worker supersedes the watcher."""
         upstream = self._upstream_of.get(name)
         if upstream is None or self._edge is None or not self._edge.running():
             return
