@@ -115,7 +115,9 @@ def test_readiness_stays_503_when_an_applied_migration_was_changed(
     async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
         for _ in range(100):
             body = await wait_status(client, "/v1/health/ready", 503)
-            if body["checks"]["migrations"] != "pending":
+            # A readiness probe's own database check can time out on a busy machine (it says
+            # "unavailable" then); the state judged is the one with the database answering.
+            if body["checks"]["migrations"] != "pending" and body["checks"]["database"] == "ok":
                 break
             await asyncio.sleep(0.1)
         assert body["checks"] == {"database": "ok", "redis": "ok", "migrations": "failed"}
