@@ -52,13 +52,9 @@ def until_limited(
     return results
 
 
-def hammer_until_limited(user: UserCtx, within_s: float = 30.0) -> list[tuple[int, str | None]]:
-    return until_limited(writer(user), within_s)
-
-
 def test_a_user_past_the_bucket_gets_429_with_retry_after(app: AppCtx) -> None:
     user, bystander = app.user(), app.user()
-    results = hammer_until_limited(user)
+    results = until_limited(writer(user))
     statuses = [s for s, _ in results]
     assert statuses.count(200) >= BURST, "the burst itself must be served"
     limited = [ra for s, ra in results if s == 429]
