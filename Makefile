@@ -1,6 +1,6 @@
 # The two commands of the README. Both set up what is missing first (scripts/setup.sh) and are
 # fast the second time.
-.PHONY: run test setup lint
+.PHONY: run test setup lint lock
 
 VENV := .venv/bin
 
@@ -11,6 +11,11 @@ setup:
 ## reports/<run-id>/ (report.html, junit.xml, record.json); exit 0 ready, 1 not ready, 2 error.
 run: setup
 	$(VENV)/preflight run
+
+## Refresh uv.lock after a change to pyproject.toml; commit both. UPGRADE=1 moves every package
+## to its newest release within pyproject's ranges (then run `make test` before committing).
+lock:
+	@scripts/uv.sh lock $(if $(UPGRADE),--upgrade)
 
 lint: setup
 	$(VENV)/ruff check .

@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
 # Installs what preflight needs on a fresh Debian/Ubuntu machine, and nothing twice:
-#   - system packages (apt, when root); not root and one is missing: prints the command, exits 2
+#   - system packages (apt, when root); not root and one is missing: prints the command, exits 2.
+#     scripts/debian-packages.txt names each with the version preflight was tested with; a
+#     machine with another version gets a warning (the install goes on).
 #   - promtool and amtool (the monitoring probes), Prometheus, Alertmanager and the node,
 #     PostgreSQL and Redis exporters (the native target's observability), each extracted alone
 #     from Debian's package (the prometheus package would pull 330 MB of web-UI libraries; the
 #     binaries are static Go programs that need only libc)
-#   - a virtual environment in .venv with the project and its dev extras, re-done only when
-#     pyproject.toml changes
+#   - a virtual environment in .venv holding exactly the Python packages of uv.lock (the project
+#     and its dev extra, hashes checked, nothing else), installed by uv and re-done only when
+#     pyproject.toml or uv.lock changes
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PACKAGES=$(realpath "${PREFLIGHT_DEBIAN_PACKAGES:-scripts/debian-packages.txt}")  # tests point it elsewhere
+# tested_version PACKAGE: the version scripts/debian-packages.txt names for it.
+tested_version() {
+    awk -v p="$1" '$1 == p { print $2 }' "$PACKAGES"
+}
+# warn_version PACKAGE VERSION: a warning when VERSION is not the tested one.
+warn_version() {
+    local tested
+    tested=$(tested_version "$1")
+    if [ -n "$tested" ] && [ "$2" != "$tested" ]; then
+        echo "setup: warning: $1 is $2 here; preflight was tested with $tested ($PACKAGES)" >&2
+    fi
+}
 
 # PREFLIGHT_APT_PACKAGES overrides the list (the tests use it to show the not-root path).
 # chromium and fonts-dejavu-core: tests/test_report_browser.py renders the HTML report headless,
 # and the browser journeys (checks/testing/test_browser_journeys.py) drive the web client in it.
 # logrotate: the monitoring probes validate system/monitoring/logrotate with it.
-read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-redis-server nginx postgresql-15 openssl ca-certificates procps chromium fonts-dejavu-core logrotate docker-compose}"
+# docker-compose: the deployment probes resolve system/deploy/docker-compose.yml with it.
+read -r -a APT_PACKAGES <<< "${PREFLIGHT_APT_PACKAGES:-$(awk '!/^#/ && $3 == "apt" { printf "%s ", $1 }' "$PACKAGES")}"
 PG_BIN=/usr/lib/postgresql/15/bin
 
 missing=()
@@ -40,6 +58,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+for pkg in "${APT_PACKAGES[@]}"; do
+    version=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)
+    [ -z "$version" ] || warn_version "$pkg" "$version"
+done
 
 # Single binaries out of a Debian package, as environment-notes.md describes: only when missing.
 # PREFLIGHT_BIN_DIR overrides where they go (the tests use it).
@@ -64,6 +86,7 @@ extract_binaries() {  # extract_binaries PACKAGE BINARY... (one download for the
         cd "$work"
         # As root into a 0700 dir apt prints a harmless "Download is performed unsandboxed" note.
         apt-get download -q "$package"
+        warn_version "$package" "$(dpkg-deb -f "$package"_*.deb Version)"
         for binary in "${wanted[@]}"; do
             dpkg-deb --fsys-tarfile "$package"_*.deb | tar -x "./usr/bin/$binary"
             install -D -m755 "usr/bin/$binary" "$BIN_DIR/$binary"
@@ -74,8 +97,11 @@ extract_binaries() {  # extract_binaries PACKAGE BINARY... (one download for the
         "$BIN_DIR/$binary" --version >/dev/null 2>&1
     done
 }
-extract_binaries prometheus promtool prometheus
-extract_binaries prometheus-alertmanager amtool prometheus-alertmanager
+# Every package the list marks `extract: BINARY...`.
+while read -r package binaries; do
+    read -r -a binaries <<< "$binaries"
+    extract_binaries "$package" "${binaries[@]}"
+done < <(awk '!/^#/ && $3 == "extract:" { $2 = ""; $3 = ""; print }' "$PACKAGES")
 # Debian's Alertmanager reads its notification templates from this fixed path.
 # PREFLIGHT_SHARE_DIR overrides /usr/share (the tests use it).
 SHARE_DIR=${PREFLIGHT_SHARE_DIR:-/usr/share}
@@ -96,21 +122,30 @@ if [ ! -f "$SHARE_DIR/$templates/default.tmpl" ]; then
     )
     rm -rf "$work"
 fi
-extract_binaries prometheus-node-exporter prometheus-node-exporter
-extract_binaries prometheus-postgres-exporter prometheus-postgres-exporter
-extract_binaries prometheus-redis-exporter prometheus-redis-exporter
 
+# Python: uv installs exactly uv.lock into .venv. scripts/uv.sh installs uv itself (from PyPI at
+# the version and hashes of scripts/uv-requirements.txt) into .tools/uv, apart from .venv, which
+# holds only the lock. `make lock` refreshes uv.lock after a change to pyproject.toml.
 PY=${PYTHON:-python3}
-stamp=.venv/.preflight-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv"
-    "$PY" -m venv .venv
+scripts/uv.sh --version >/dev/null
+# A .venv made by another tool (python -m venv seeds pip and setuptools, which uv leaves in
+# place) is made again, so that it holds the lock and nothing else.
+if [ -d .venv ] && ! grep -q '^uv = ' .venv/pyvenv.cfg 2>/dev/null; then
+    echo "setup: making .venv again with uv (it was made by another tool)"
+    rm -rf .venv
 fi
+stamp=.venv/.preflight-installed
+want=$(cat pyproject.toml uv.lock scripts/uv-requirements.txt | sha256sum | cut -d" " -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "setup: installing the project into .venv"
-    .venv/bin/pip install -q --upgrade pip
+    echo "setup: installing the locked Python packages into .venv (uv.lock)"
+    # --locked: refuse a uv.lock that no longer matches pyproject.toml instead of re-resolving.
+    # Exact by default: a package in .venv that the lock does not name is removed.
     # Playwright drives the system's chromium: it must never fetch a browser of its own.
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/pip install -q -e '.[dev]'
+    if ! PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+        scripts/uv.sh sync --locked --extra dev --python "$PY" --quiet; then
+        echo "setup: could not install uv.lock into .venv (above). If pyproject.toml changed," >&2
+        echo "setup: refresh the lock with 'make lock' and commit uv.lock with it." >&2
+        exit 2
+    fi
     echo "$want" > "$stamp"
 fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,16 @@ MONITORING_BINARIES = {
     "prometheus-postgres-exporter": "postgres_exporter, version",
     "prometheus-redis-exporter": "Redis Metrics Exporter",
 }
+
+
+def _listed(how: str) -> dict[str, str]:
+    """Package -> tested version, of the packages scripts/debian-packages.txt installs by `how`."""
+    rows = [
+        line.split()
+        for line in (REPO / "scripts" / "debian-packages.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return {row[0]: row[1] for row in rows if row[2].rstrip(":") == how}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
@@ -48,9 +59,7 @@ def test_not_root_and_a_package_missing_prints_the_command_and_exits_2() -> None
 
 
 def test_the_browser_for_the_report_test_is_on_the_list_and_installed() -> None:
-    script = (REPO / "scripts" / "setup.sh").read_text()
-    listed = script.split("PREFLIGHT_APT_PACKAGES:-", 1)[1].split("}", 1)[0].split()
-    assert {"chromium", "fonts-dejavu-core"} <= set(listed)
+    assert {"chromium", "fonts-dejavu-core"} <= set(_listed("apt"))
     assert Path("/usr/bin/chromium").exists(), "run scripts/setup.sh as root to install it"
     version = subprocess.run(
         ["/usr/bin/chromium", "--version"], capture_output=True, text=True, timeout=30, check=True
@@ -111,3 +120,42 @@ def test_the_monitoring_tools_are_installed() -> None:
     for name in (*MONITORING_BINARIES, "logrotate"):
         assert shutil.which(name), f"{name} is missing: run scripts/setup.sh as root"
     assert Path("/usr/share/prometheus/alertmanager/default.tmpl").is_file()
+
+
+def test_every_package_on_the_list_names_a_tested_version() -> None:
+    apt, extracted = _listed("apt"), _listed("extract")
+    assert {"redis-server", "nginx", "postgresql-15", "chromium"} <= set(apt)
+    assert {"prometheus", "prometheus-alertmanager"} <= set(extracted)
+    for package, version in {**apt, **extracted}.items():
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+~:-]*", version), (package, version)
+
+
+def test_a_package_at_another_version_than_tested_is_a_warning(tmp_path: Path) -> None:
+    listed = REPO / "scripts" / "debian-packages.txt"
+    here = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "nginx"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    other = tmp_path / "debian-packages.txt"
+    other.write_text(
+        "\n".join(
+            "nginx 0.0-tested apt" if line.startswith("nginx ") else line
+            for line in listed.read_text().splitlines()
+        )
+    )
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "setup.sh")],
+        env={**os.environ, "PREFLIGHT_DEBIAN_PACKAGES": str(other)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"setup: warning: nginx is {here} here; preflight was tested with 0.0-tested" in (
+        result.stderr
+    )
+    assert "warning: redis-server" not in result.stderr, "a tested version is not warned about"
