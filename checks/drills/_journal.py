@@ -8,7 +8,7 @@ realtime WebSocket while a drill breaks something, and the verdict afterwards.
   stops first. A 429 is waited out (the workload stays under the limits; it is counted apart).
 - Every receiver holds one socket subscribed to every channel of the journal from seq 0; when the
   socket closes it records the close code and reconnects with `after_seq` = the last seq it holds
-  (backfill), as API.md tells clients to.
+  (backfill), as system/chatsdk/API.md tells clients to.
 - The verdict, after the fault is restored: lost = 0 (every acked message is stored, and delivered
   to every receiver after backfill), duplicates = 0 (stored or delivered twice), unexpected = 0
   (stored though refused, or never sent), every channel's seq strictly increasing from 1 without

@@ -38,7 +38,7 @@ FLOOD_LIMITED = 50  # 429s that show the limit bites, whatever the exact burst o
 FLOOD_ROUNDS = 5  # of FLOOD_REQUESTS each, at most; and for at most FLOOD_WITHIN_S
 FLOOD_WITHIN_S = 30.0
 RECOVERY_S = 10.0
-# API.md, Uploads: "over 100 MB -> 413 from the edge before the API reads it".
+# system/chatsdk/API.md, Uploads: over 100 MB the edge answers 413 before the API reads it.
 MAX_BODY_BYTES = 100 * 1024 * 1024
 
 
