@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from preflight.jsonlines import json_records
 from preflight.probe_target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
@@ -451,19 +452,6 @@ def log_lines(target: ProbeTarget) -> Iterator[tuple[Path, str]]:
             yield path, line
 
 
-def records(target: ProbeTarget) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every JSON object logged on a line of its own."""
-    for path, line in log_lines(target):
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            yield path, record
-
-
 def is_edge_access(record: dict[str, Any]) -> bool:
     return "remote_addr" in record and "request_time" in record
 
@@ -479,7 +467,7 @@ def find_records(
     found: list[tuple[Path, dict[str, Any]]] = []
 
     def look() -> bool:
-        found[:] = [(p, r) for p, r in records(target) if wanted(r)]
+        found[:] = [(p, r) for p, r in json_records(log_files(target)) if wanted(r)]
         return bool(found)
 
     wait_for(look, timeout)

@@ -3,7 +3,6 @@ records of administrative actions, no secrets anywhere, and rotation configured.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from checks.monitoring._monitoring import (
 )
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
+from preflight.jsonlines import json_object
 from preflight.probe_target import ProbeTarget
 
 
@@ -188,11 +188,8 @@ def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -
 
 def _fields(line: str) -> dict[str, str]:
     """A JSON log line's top-level fields as text (empty for other lines)."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    record = json_object(line) or {}
+    return {str(k): str(v) for k, v in record.items()}
 
 
 ROTATION = REPO / "system" / "deploy" / "docker-compose.yml"
