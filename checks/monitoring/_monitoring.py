@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from preflight.jsonlines import json_records
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +35,9 @@ SEVERITIES = frozenset({"critical", "warning", "info"})
 TOOL_TIMEOUT_S = 180.0  # a hang guard: `promtool test rules` takes 7 s alone, over 60 s on a
 # machine that also runs the test suite and a full checklist (seen once)
 HTTP_TIMEOUT_S = 5.0
+# How long and how often a probe looks again at what a worker counts or logs.
+WAIT_S = 5.0
+POLL_S = 0.2
 
 
 def monitoring_dir() -> Path:
@@ -344,16 +347,6 @@ def total(target: ProbeTarget, name: str, **labels: str) -> float:
     return value
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
 # -- dashboards ----------------------------------------------------------------------------------
 
 
@@ -385,6 +378,7 @@ def queries(path: Path) -> list[tuple[str, str]]:
 # -- the live Prometheus and Alertmanager ----------------------------------------------------------
 
 WATCH_TIMEOUT_S = 15.0
+SCRAPE_POLL_S = 1.0  # the pace of Prometheus' scrapes
 
 
 def prometheus_url(target: ProbeTarget) -> str:
@@ -424,11 +418,6 @@ def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
     return list(result or [])
 
 
-def until(check: Callable[[], bool], timeout: float = WATCH_TIMEOUT_S) -> bool:
-    """wait_for at the pace of Prometheus' scrapes."""
-    return wait_for(check, timeout, interval=1.0)
-
-
 # -- logs ----------------------------------------------------------------------------------------
 
 
@@ -461,7 +450,7 @@ def is_api(record: dict[str, Any]) -> bool:
 
 
 def find_records(
-    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
 ) -> list[tuple[Path, dict[str, Any]]]:
     """The records `wanted` accepts, waiting up to `timeout` for writers to flush."""
     found: list[tuple[Path, dict[str, Any]]] = []
@@ -470,5 +459,5 @@ def find_records(
         found[:] = [(p, r) for p, r in json_records(log_files(target)) if wanted(r)]
         return bool(found)
 
-    wait_for(look, timeout)
+    until(look, timeout, interval=POLL_S)
     return found

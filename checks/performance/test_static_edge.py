@@ -13,6 +13,7 @@ import pytest
 from checks._web import WEB_PATH, web_client
 from preflight.evidence import EvidenceLog
 from preflight.jsonlines import json_records
+from preflight.polling import poll
 from preflight.probe_target import ProbeTarget
 
 LOG_WAIT_S = 5.0
@@ -52,16 +53,14 @@ def test_static_assets_are_served_by_the_edge_not_the_api_workers(
         assert response.status == 200, f"{target.edge_url}{path} must be served (got {response})"
         sent[request_id] = path
 
-    deadline = time.monotonic() + LOG_WAIT_S
-    while True:
-        edge = {
+    def logged_by_the_edge() -> dict[str, dict[str, Any]]:
+        return {
             str(r["request_id"]): r
             for _path, r in json_records(files)
             if "upstream" in r and str(r.get("request_id", "")).startswith(marker)
         }
-        if len(edge) == len(sent) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
+
+    edge = poll(logged_by_the_edge, LOG_WAIT_S, accept=lambda found: len(found) == len(sent)).value
     missing = sorted(set(sent) - set(edge))
     assert not missing, (
         f"the edge's access log must record each static asset request by its request id "
