@@ -217,10 +217,6 @@ def _load_scaling(load: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"steps": steps, "ratio": scaling.get("ratio"), "skipped": scaling.get("skipped", "")}
 
 
-def _mib(value: Any) -> int | None:
-    return round(value / 2**20) if isinstance(value, int | float) else None
-
-
 def _pct(value: Any) -> str:
     return f"{value:g} %" if isinstance(value, int | float) else ""
 

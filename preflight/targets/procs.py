@@ -166,14 +166,6 @@ def wait_until(
         )
 
 
-def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 _HANDED_OUT: set[int] = set()
 
 
