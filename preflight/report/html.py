@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from preflight.checklist import AREAS
 from preflight.diff import Change, order
+from preflight.evidence import IMAGE_MAGIC
 from preflight.outcomes import OUTCOMES, Outcome
 from preflight.record import record_digest
 from preflight.report.charts import load_charts
@@ -57,14 +58,6 @@ TEXT_TYPES = (
     "application/x-ndjson",
     "application/javascript",
 )
-IMAGE_MAGIC = {
-    "image/png": b"\x89PNG\r\n\x1a\n",
-    "image/jpeg": b"\xff\xd8\xff",
-    "image/gif": b"GIF8",
-    "image/webp": b"RIFF",
-}
-
-
 SCREENSHOT_MIN_WIDTH = 160
 _JPEG_FRAMES = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
