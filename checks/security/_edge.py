@@ -24,6 +24,7 @@ import pytest
 from cryptography import x509
 
 from preflight.client import ChatClient, Response
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 TIMEOUT_S = 10.0
@@ -204,11 +205,9 @@ def flood(
 
 
 def wait_until_served(target: ProbeTarget, path: str = FLOOD_PATH) -> None:
-    deadline = time.monotonic() + RECOVERY_S
     client = ChatClient.for_target(target.info)
     try:
-        while client.get(path).status == 429 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        until(lambda: client.get(path).status != 429, RECOVERY_S, interval=0.2)
     finally:
         client.close()
 
