@@ -10,7 +10,8 @@
   then dropped or delivered by that rule, so a subscriber sees every message once, in order.
 - When the pub/sub subscription comes back after a Redis outage, every socket re-checks its
   token version and memberships and fills the gap of each subscription from PostgreSQL.
-- Abuse: frames are limited to 64 KB (1009), binary frames are refused (1003), a socket that
+- Abuse: frames are limited to 64 KB (1009), binary frames are refused (1003), an unmasked
+  client frame closes the socket with 1002 (RFC 6455 5.1, wsframes.py), a socket that
   sends more than 50 frames/s sustained or keeps sending malformed frames is closed (1008), and a
   socket that cannot keep up with its events is closed (1013) rather than buffered forever.
 """
@@ -36,6 +37,7 @@ from chatsdk.errors import ApiError
 from chatsdk.keys import METRICS, SETTINGS, WEBSOCKETS
 from chatsdk.membership import is_member
 from chatsdk.messages import MESSAGE_COLUMNS, messages_json
+from chatsdk.wsframes import StrictWebSocketResponse
 
 log = logging.getLogger("chatsdk.realtime")
 
@@ -641,7 +643,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     # autoping off: the handler answers pings itself, so they count against the flood limit
     # and cannot keep an unauthenticated socket open; aiohttp still sends the heartbeat pings
     # and closes a socket that has sent nothing (no pong either) for half a heartbeat after one.
-    ws = web.WebSocketResponse(
+    # Strict: a client frame without a mask is closed with 1002 (RFC 6455 5.1; wsframes.py).
+    ws = StrictWebSocketResponse(
         max_msg_size=PARSER_MAX_MSG_SIZE, heartbeat=HEARTBEAT, autoping=False, compress=False
     )
     if not ws.can_prepare(request).ok:
