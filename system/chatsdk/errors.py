@@ -36,6 +36,13 @@ class ApiError(ChatSDKError):
         self.headers = headers or {}
 
 
+class BadCredential(ApiError):
+    """A 401 for a credential that does not verify: an unknown API key id or a wrong secret, a
+    wrong admin key, a token that does not parse or whose signature does not verify. What
+    guessing produces, so it counts against the client (chatsdk/auththrottle.py); an expired or
+    revoked credential, which was genuine once, is a plain 401 and does not."""
+
+
 def bad_request(message: str, code: str = "invalid_input") -> ApiError:
     return ApiError(400, code, message)
 

@@ -31,7 +31,7 @@ import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatsdk import db, drainer
-from chatsdk.auth import User, decode, token_version, user_from_token
+from chatsdk.auth import User, decode_guarded, token_version, user_from_token
 from chatsdk.background import stop_task
 from chatsdk.errors import ApiError
 from chatsdk.keys import METRICS, SETTINGS, WEBSOCKETS
@@ -67,6 +67,7 @@ MAX_SEQ = 2**62
 TYPING_PUBLISH_TIMEOUT = 1.0
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_THROTTLED = 4429  # too many failed authentication attempts (chatsdk/auththrottle.py)
 # Events after which the subscription of the user named in `data.user_id` ends.
 LEAVING_EVENTS = frozenset({"member.left", "member.removed"})
 ENDING_EVENTS = frozenset({"channel.deleted"})
@@ -659,7 +660,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     metrics = request.app[METRICS]
     try:
-        session = await authenticate(request.app, ws)
+        session = await authenticate(request, ws)
         if session is not None:
             metrics.active_websockets.inc()
             try:
@@ -724,16 +725,25 @@ def _token_of(data: str) -> str:
     return token
 
 
-async def authenticate(app: web.Application, ws: web.WebSocketResponse) -> Session | None:
+def _refusal_of(error: ApiError) -> Refused:
+    """The close code and reason for a token the auth step refused."""
+    if error.status == 429:
+        wait = error.headers.get("Retry-After", "1")
+        return Refused(CLOSE_THROTTLED, f"too many failed authentications; retry in {wait} s")
+    return Refused(CLOSE_UNAUTHORIZED, "invalid token")
+
+
+async def authenticate(request: web.Request, ws: web.WebSocketResponse) -> Session | None:
+    app = request.app
     try:
         token = _token_of(await _first_data_frame(ws))
-        claims = decode(app[SETTINGS].jwt_secret, token, "access")
+        try:
+            claims = await decode_guarded(request, token, "access")
+        except ApiError as error:
+            raise _refusal_of(error) from None
     except Refused as refused:
         if not ws.closed:
             await _refuse(ws, refused.code, refused.reason)
-        return None
-    except ApiError:
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "invalid token")
         return None
     hub = app[HUB]
     session = Session(hub, ws, User(claims["app"], claims["sub"]), claims["ver"])

@@ -89,7 +89,7 @@ def _config(settings: Settings) -> dict[str, Any]:
 
 @routes.get("/v1/admin/runtime")
 async def runtime(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     settings = request.app[SETTINGS]
     deps = request.app[DEPENDENCIES]
     database_up, redis_up, storage_up = await asyncio.gather(
