@@ -183,8 +183,7 @@ def test_repeated_auth_failures_are_throttled(
 def test_guessing_one_credential_from_many_addresses_is_throttled(
     target: ProbeTarget, evidence: EvidenceLog, kind: str, header: str
 ) -> None:
-    """A per-address throttle alone lets a botnet guess one key or one user's token at full
-    speed, one attempt per address."""
+    """A per-address throttle alone lets a botnet guess one key or token, one try per address."""
     if not _loopback_edge(target):
         pytest.skip("needs many client addresses, which only a loopback edge gives this probe")
     tenant = Tenant.create(target, "throttle-spread")
