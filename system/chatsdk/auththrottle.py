@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 from chatsdk import db
 from chatsdk.audit import audit
 from chatsdk.clientaddress import client_address
-from chatsdk.errors import ApiError, BadCredential
+from chatsdk.errors import ApiError, BadCredential, rate_limited
 from chatsdk.keys import METRICS
 from chatsdk.settings import Settings
 
@@ -340,13 +340,7 @@ async def record_failure(app: web.Application, att: Attempt) -> Standing:
 def throttled(app: web.Application, att: Attempt, wait: float, scope: str) -> ApiError:
     """The 429 for a throttled attempt, counted in auth_throttled_total."""
     app[METRICS].auth_throttled.labels(scope, att.kind).inc()
-    retry_after = max(1, math.ceil(wait))
-    return ApiError(
-        429,
-        "rate_limited",
-        f"Too many failed authentication attempts; retry in {retry_after} s.",
-        {"Retry-After": str(retry_after)},
-    )
+    return rate_limited("failed authentication attempts", wait)
 
 
 def _audit_new_throttles(att: Attempt, before: Standing, after: Standing) -> None:

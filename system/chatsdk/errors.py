@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class ChatSDKError(Exception):
     """Root of every error chatsdk raises on purpose."""
@@ -54,6 +56,17 @@ def not_found(what: str) -> ApiError:
 
 def forbidden(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
+
+
+def rate_limited(what: str, wait: float) -> ApiError:
+    """429 for too many `what` (a plural), with Retry-After: whole seconds, at least 1."""
+    retry_after = max(1, math.ceil(wait))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many {what}; retry in {retry_after} s.",
+        {"Retry-After": str(retry_after)},
+    )
 
 
 def unavailable(what: str, retry_after: int = 2) -> ApiError:

@@ -244,21 +244,22 @@ def _seconds(raw: str) -> float:
         raise ValueError(f"must be a number of seconds (got {raw!r})") from None
 
 
-def _days(raw: str) -> int:
+def _whole(raw: str, unit: str) -> int:
     try:
-        days = int(raw)
+        return int(raw)
     except ValueError:
-        raise ValueError(f"must be a whole number of days (got {raw!r})") from None
+        raise ValueError(f"must be a whole number of {unit} (got {raw!r})") from None
+
+
+def _days(raw: str) -> int:
+    days = _whole(raw, "days")
     if days < 0:
         raise ValueError(f"must be 0 (keep for ever) or more days (got {days})")
     return days
 
 
 def _count(raw: str) -> int:
-    try:
-        count = int(raw)
-    except ValueError:
-        raise ValueError(f"must be a whole number of failures (got {raw!r})") from None
+    count = _whole(raw, "failures")
     if count < 1:
         raise ValueError(f"must be at least 1 (got {count})")
     return count

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import pytest
+from chatsdk.auththrottle import REDIS_RETRY_SECONDS
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -30,7 +31,7 @@ from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx
 from tests.api.test_auth import db_fetch
 from tests.api.test_metrics_and_logs import api_log_lines, samples, scrape
-from tests.api.test_realtime import _expired_token
+from tests.api.test_realtime import _expired_token, _ready
 
 BURST = 25  # CHATSDK_AUTH_FAILURE_BURST: failures per address in 10 s
 BURST_WINDOW_S = 10
@@ -267,6 +268,23 @@ def test_expired_revoked_and_missing_credentials_do_not_count(
 # -- Redis down: PostgreSQL keeps the windows ----------------------------------------------------
 
 
+def settle(stack: NativeTarget) -> None:
+    """Wait until every worker is ready (Redis answers its PING) and past the throttle's
+    one-second breaker: right after a Redis outage a worker may still count in PostgreSQL while
+    another counts in Redis, and exact counts would be split between them."""
+    deadline = time.monotonic() + 20
+    while not all(_ready(url) for url in stack.worker_urls):
+        assert time.monotonic() < deadline, "the workers did not become ready again"
+        time.sleep(0.2)
+    time.sleep(REDIS_RETRY_SECONDS + 0.2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def settled(stack: NativeTarget) -> None:
+    """Tests of other modules stop Redis too (test_ratelimit.py, test_realtime.py)."""
+    settle(stack)
+
+
 @contextlib.contextmanager
 def redis_down(stack: NativeTarget) -> Iterator[None]:
     assert stack.info is not None
@@ -276,6 +294,7 @@ def redis_down(stack: NativeTarget) -> Iterator[None]:
         yield
     finally:
         control.start()
+        settle(stack)
 
 
 def test_with_redis_down_the_throttle_holds_across_workers_in_postgresql(

@@ -3,17 +3,13 @@ backfill, fan-out across workers, revocation, a Redis outage, typing, and protoc
 
 from __future__ import annotations
 
-import base64
 import collections
 import concurrent.futures
 import contextlib
 import http.client
 import json
-import os
 import re
-import socket
 import ssl
-import struct
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,7 +26,10 @@ from websockets.exceptions import (
 )
 from websockets.sync.client import ClientConnection, connect
 
+from checks.security.test_websocket import RawSocket, authenticated_raw
+from checks.security.test_websocket import frame as raw_frame
 from preflight.client import ChatClient, expect
+from preflight.probe_target import ProbeTarget
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx, UserCtx
@@ -717,110 +716,37 @@ def test_flooding_socket_is_closed_1008_and_others_are_served(
         assert bystander.recv()["type"] == "pong"
 
 
-def raw_frame(opcode: int, payload: bytes, *, mask: bool = True) -> bytes:
-    """One final frame written by hand (payloads under 64 KB), masked or not."""
-    flag, n = (0x80 if mask else 0), len(payload)
-    head = bytes([0x80 | opcode, flag | n]) if n < 126 else bytes([0x80 | opcode, flag | 126])
-    head += struct.pack("!H", n) if n >= 126 else b""
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-class RawSocket:
-    """A WebSocket through the edge opened by hand, to send what no client library sends."""
-
-    def __init__(self, chat: ChatClient) -> None:
-        url = urlsplit(chat.base_url)
-        host, port = url.hostname or "", url.port or 443
-        context = chat.ssl_context()
-        context.set_alpn_protocols(["http/1.1"])
-        plain = socket.create_connection((host, port), timeout=RECV_TIMEOUT)
-        self.sock = context.wrap_socket(plain, server_hostname=host)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET /v1/realtime HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(4096)
-            assert chunk, "the edge closed the connection during the handshake"
-            self.buffer += chunk
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def _fill(self, n: int) -> bool:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return False
-            self.buffer += chunk
-        return True
-
-    def next_frame(self) -> tuple[int, bytes] | None:
-        """(opcode, payload) of the server's next frame; None at the end of the stream."""
-        if not self._fill(2):
-            return None
-        n, offset = self.buffer[1] & 0x7F, 2
-        if n == 126:
-            if not self._fill(4):
-                return None
-            n, offset = struct.unpack("!H", self.buffer[2:4])[0], 4
-        if not self._fill(offset + n):
-            return None
-        frame = (self.buffer[0] & 0x0F, self.buffer[offset : offset + n])
-        self.buffer = self.buffer[offset + n :]
-        return frame
-
-    def close_code(self) -> int | None:
-        """The code of the server's close frame; fails on any data frame before it."""
-        while (frame := self.next_frame()) is not None:
-            opcode, payload = frame
-            if opcode == 0x8:
-                return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else None
-            assert opcode not in (0x1, 0x2), f"the frame was processed: {payload[:80]!r}"
-        return None
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def raw_socket(chat: ChatClient) -> Iterator[RawSocket]:
-    raw = RawSocket(chat)
-    try:
-        yield raw
-    finally:
-        raw.close()
-
-
 PING = b'{"type":"ping"}'
 
 
-def authenticated(frame: tuple[int, bytes] | None) -> bool:
-    return frame is not None and frame[0] == 0x1 and b'"authenticated"' in frame[1]
-
-
 @pytest.mark.parametrize("when", ["after-auth", "in-one-write-after-auth", "as-the-auth-frame"])
-def test_unmasked_client_frame_closes_1002(chat: ChatClient, app: AppCtx, when: str) -> None:
+def test_unmasked_client_frame_closes_1002(info: TargetInfo, app: AppCtx, when: str) -> None:
     """RFC 6455 5.1: a server must close the connection on a client frame without a mask,
-    never process it; masked frames before it in the same write are still served."""
-    auth = json.dumps({"type": "auth", "token": app.user().access_token}).encode()
-    with raw_socket(chat) as raw:
-        if when == "as-the-auth-frame":
-            raw.sock.sendall(raw_frame(0x1, auth, mask=False))
-        elif when == "after-auth":
-            raw.sock.sendall(raw_frame(0x1, auth))
-            assert authenticated(raw.next_frame())
-            raw.sock.sendall(raw_frame(0x1, PING, mask=False))
+    never process it; masked frames before it in the same write are still served. Frames are
+    written by hand on a raw TLS socket through the edge (the SEC-WS-AUTH probe's helpers)."""
+    target = ProbeTarget(info)
+    token = app.user().access_token
+    auth = json.dumps({"type": "auth", "token": token}).encode()
+    try:
+        if when == "after-auth":
+            raw = authenticated_raw(target, token)
+            raw.send(raw_frame(0x1, PING, mask=False))
+        elif when == "in-one-write-after-auth":
+            raw = RawSocket(target)
+            raw.send(raw_frame(0x1, auth) + raw_frame(0x1, PING, mask=False))
+            got = raw.next_frame()
+            assert got is not None, "the masked auth frame before the unmasked one is served"
+            assert b'"authenticated"' in got[1], got
         else:
-            raw.sock.sendall(raw_frame(0x1, auth) + raw_frame(0x1, PING, mask=False))
-            assert authenticated(raw.next_frame())
-        code = raw.close_code()
-    assert code == 1002, f"an unmasked client frame ({when}) must close the socket with 1002"
+            raw = RawSocket(target)
+            raw.send(raw_frame(0x1, auth, mask=False))
+        try:
+            outcome = raw.outcome()
+        finally:
+            raw.close()
+    finally:
+        target.close()
+    assert outcome == "close 1002", f"an unmasked client frame ({when}) must close with 1002"
 
 
 def test_server_is_healthy_after_abuse(chat: ChatClient, stack: NativeTarget) -> None:
