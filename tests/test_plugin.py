@@ -19,7 +19,7 @@ from preflight.errors import PreflightError
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults
 from preflight.plugin import XFAIL_MESSAGE, RunContext, collect_probes, run_probes
 from preflight.probe_target import ProbeTarget
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import TargetDescription, TargetInfo, TargetKind, Unsupervised
 from preflight.targets.external import load_target_file
 from preflight.targets.pki import make_pki
 
@@ -430,10 +430,16 @@ def test_a_target_that_does_not_answer_makes_every_probe_an_error(
     )
 
 
-class CountingTarget:
+class CountingTarget(Unsupervised):
+    kind: TargetKind = "external"
+    info: TargetInfo
+
     def __init__(self, info: TargetInfo) -> None:
         self.info = info
         self.entered = self.exited = 0
+
+    def describe(self) -> TargetDescription:
+        return TargetDescription(self.info.name, self.kind, self.info.edge_url, {}, {})
 
     def __enter__(self) -> TargetInfo:
         self.entered += 1

@@ -4,8 +4,8 @@ contract's JSON 500 and reaches the error tracker as an event tagged with the sa
 the release and the exception, with no credential in it.
 
 The events are read from the file the target names as `error_events` (the native target's
-stand-in for Sentry's ingestion endpoint, preflight/targets/errortracker.py, writes one JSON
-line per event). A target without one skips; reading a real Sentry's API is a later addition.
+stand-in for Sentry's ingestion endpoint, preflight/targets/native/errortracker.py, writes one
+JSON line per event). A target without one skips; reading a real Sentry's API is a later addition.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from checks._chat import call
 from checks.monitoring._monitoring import wait_for
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
-from preflight.targets.errortracker import read_events
+from preflight.targets.native.errortracker import read_events
 
 VERIFY_PATH = "/v1/admin/debug/error"
 EXCEPTION_TYPE = "ErrorTrackingVerification"  # what the verification route raises

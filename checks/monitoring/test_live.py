@@ -29,7 +29,7 @@ from checks.monitoring._monitoring import (
 )
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
-from preflight.targets.observability import WATCHDOG_LABEL
+from preflight.targets.native.observability import WATCHDOG_LABEL
 
 NEVER = "0001-01-01T00:00:00Z"
 

@@ -1,19 +1,38 @@
-"""What every target exposes to probes, drills and load: where the system is, how to trust it,
-how to administer it, and (where available) control over each component."""
+"""The contract of a target: what every target exposes to probes, drills and load (where the
+system is, how to trust it, how to administer it, control over each component where available),
+and what a caller may ask of the target itself (its capabilities, a description of what runs,
+the components that crashed, a restore)."""
 
 from __future__ import annotations
 
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from preflight.errors import TargetUnavailable
 
 TargetKind = Literal["native", "containers", "external"]
+# What a target can do besides being entered. Most follow from the TargetInfo it gives (see
+# `offered`); `supervisor` (it knows which of its components crashed) and `restore` (it can build
+# a new system from a backup) are the target's own.
+Capability = Literal[
+    "control",
+    "restore",
+    "supervisor",
+    "observability",
+    "backups",
+    "metrics",
+    "logs",
+    "releases",
+    "alert_routing",
+    "jobs",
+    "error_tracking",
+    "processes",
+]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
 
@@ -215,8 +234,108 @@ class TargetInfo:
     deployed_at: float | None = None
 
 
+def offered(info: TargetInfo | None) -> frozenset[Capability]:
+    """The capabilities a running target's info gives (none before it runs)."""
+    if info is None:
+        return frozenset()
+    given: dict[Capability, object] = {
+        "control": info.control,
+        "observability": info.prometheus_url or info.alertmanager_url,
+        "backups": info.backup_dir,
+        "metrics": info.metrics_urls,
+        "logs": info.log_files,
+        "releases": info.releases,
+        "alert_routing": info.alert_routing,
+        "jobs": info.jobs,
+        "error_tracking": info.error_events,
+        "processes": info.processes,
+    }
+    return frozenset(name for name, value in given.items() if value)
+
+
+@dataclass(frozen=True)
+class TargetDescription:
+    """What runs: the server versions as the servers report them, and the digest of each
+    configuration file the target wrote (relative path -> sha256; an external target's files are
+    not ours to read)."""
+
+    name: str
+    kind: TargetKind
+    edge_url: str
+    versions: Mapping[str, str]
+    config_digests: Mapping[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "edge_url": self.edge_url,
+            "versions": dict(self.versions),
+            "config_digests": dict(self.config_digests),
+        }
+
+
+class Crash(Protocol):
+    """A component that exited without being asked to."""
+
+    @property
+    def name(self) -> str:
+        """The component ("api-0", "postgres", ...)."""
+        ...
+
+    def crashed_message(self) -> str:
+        """How it ended and the last lines of its log, for a person."""
+        ...
+
+
 class Target(Protocol):
-    """A system under test that can be entered and left (`with target as info:`)."""
+    """A system under test that can be entered and left (`with target as info:`), and says what
+    it can do (`capabilities`, complete once entered)."""
 
     def __enter__(self) -> TargetInfo: ...
     def __exit__(self, *exc: object) -> None: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def describe(self) -> TargetDescription:
+        """What runs (entered targets only: raises TargetUnavailable before)."""
+        ...
+
+    def crashed(self) -> Sequence[Crash]:
+        """Components that exited unexpectedly (always none without `supervisor`)."""
+        ...
+
+    def restore(self, backup: Path, log: Callable[[str], None] | None = None) -> RestoredTarget:
+        """A new system built like this one whose data is `backup` (one backup directory of a
+        chatsdk.backup repository), to be entered; raises TargetUnavailable without `restore`."""
+        ...
+
+
+class RestoredTarget(Target, Protocol):
+    """A system restored from a backup: what the restore job reported once it ran (None before
+    entering, and when the restore could not run at all)."""
+
+    @property
+    def restore_report(self) -> Mapping[str, object] | None: ...
+
+
+class Unsupervised:
+    """The part of the contract for a target whose processes this one does not run (containers,
+    an external deployment): no crash to report, no restore to offer."""
+
+    kind: TargetKind
+    info: TargetInfo | None
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return offered(self.info)
+
+    def crashed(self) -> Sequence[Crash]:
+        return []
+
+    def restore(self, backup: Path, log: Callable[[str], None] | None = None) -> RestoredTarget:
+        raise TargetUnavailable(
+            f"the {self.kind} target cannot restore backup {backup.name}: `restore` is not among "
+            "its capabilities"
+        )

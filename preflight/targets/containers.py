@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from preflight.errors import TargetUnavailable
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import TargetDescription, TargetInfo, TargetKind, Unsupervised
+from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
 from preflight.targets.servers import APP_ROLE_SQL, postgres_args
@@ -193,8 +194,10 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
     )
 
 
-class ContainersTarget:
+class ContainersTarget(Unsupervised):
     """`with ContainersTarget() as info:` runs the plan on a Docker engine via testcontainers."""
+
+    kind: TargetKind = "containers"
 
     def __init__(
         self, workers: int = 2, log: Callable[[str], None] = lambda _m: None, timeout: float = 300
@@ -204,6 +207,7 @@ class ContainersTarget:
         self.timeout = timeout
         self._stack = contextlib.ExitStack()
         self._dir: Path | None = None
+        self.info: TargetInfo | None = None
 
     def __enter__(self) -> TargetInfo:
         reason = docker_available()
@@ -213,16 +217,23 @@ class ContainersTarget:
                 "or use `--target native`"
             )
         try:
-            return self._start()
+            self.info = self._start()
         except BaseException:
             self.__exit__()
             raise
+        return self.info
 
     def __exit__(self, *exc: object) -> None:
+        self.info = None
         self._stack.close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def describe(self) -> TargetDescription:
+        """Versions where the mapped ports reach PostgreSQL and Redis; the containers' files are
+        not digested."""
+        return describe_running(self.info)
 
     def _start(self) -> TargetInfo:
         # Imported here: testcontainers talks to the engine at construction time.

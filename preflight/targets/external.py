@@ -1,4 +1,5 @@
-"""The external target: a deployment that already runs, described by a target file (YAML).
+"""The external target: a deployment that already runs, described by a target file (YAML), and
+entered once its edge answers.
 
 ```yaml
 name: staging                          # required
@@ -36,6 +37,9 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,15 +47,63 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from preflight.errors import TargetFileInvalid
+from preflight.errors import TargetFileInvalid, TargetUnavailable
 from preflight.targets.base import (
     CONTROL_ACTIONS,
     ComponentControl,
     Job,
     ShellControl,
     ShellJob,
+    TargetDescription,
     TargetInfo,
+    TargetKind,
+    Unsupervised,
 )
+from preflight.targets.describe import describe_running
+
+
+class ExternalTarget(Unsupervised):
+    """A deployment that already runs; entering checks that its edge answers."""
+
+    kind: TargetKind = "external"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.info: TargetInfo | None = None
+
+    def __enter__(self) -> TargetInfo:
+        info = load_target_file(self.path)
+        context = ssl.create_default_context(cafile=str(info.ca_file) if info.ca_file else None)
+        url = f"{info.edge_url}/v1/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=context) as resp:  # noqa: S310
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            raise TargetUnavailable(
+                f"target {info.name}: the API behind the edge is not ready ({url} answered "
+                f"{exc.code}); check the API workers and their database and Redis"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            hint = (
+                "set ca_file in the target file to the CA that signed the edge certificate"
+                if isinstance(reason, ssl.SSLCertVerificationError)
+                else "check that the edge (NGINX) runs and edge_url is right"
+            )
+            raise TargetUnavailable(
+                f"target {info.name}: the edge does not answer at {url} ({reason}); {hint}"
+            ) from None
+        self.info = info
+        return info
+
+    def __exit__(self, *exc: object) -> None:
+        self.info = None
+
+    def describe(self) -> TargetDescription:
+        """Versions where the target file's DSNs reach the servers; no configuration digests
+        (the deployment's files are not ours to read)."""
+        return describe_running(self.info)
+
 
 FIELDS = {
     "name",

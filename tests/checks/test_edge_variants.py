@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from preflight.targets.native import NativeTestOptions
 from tests.checks.support import edge_templates, failing, native, outcomes, probe
 
 # The probe files of the edge family; other families' probes have their own variant tests.
@@ -108,7 +109,9 @@ def test_edge_defects_turn_exactly_their_items_red(
     tmp_path: Path, edits: Mapping[str, Edit], postgres: list[str], expected: Mapping[str, str]
 ) -> None:
     templates = edge_templates(tmp_path, edits)
-    with native(edge_template_dir=templates, postgres_settings=postgres) as info:
+    with native(
+        test=NativeTestOptions(edge_template_dir=templates, postgres_settings=postgres)
+    ) as info:
         results = probe(info, *EDGE_PROBES)
     red = failing(results)
     assert set(red) == set(expected), red

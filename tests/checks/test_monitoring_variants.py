@@ -14,6 +14,7 @@ import pytest
 from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
+from preflight.targets.native import NativeTestOptions
 from preflight.targets.procs import free_port
 from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
 
@@ -140,7 +141,7 @@ def test_an_edge_that_serves_metrics_fails_the_metrics_endpoint_item(tmp_path: P
     )
     proxied = deny.replace("return 404;", "proxy_pass http://api;")
     templates = edge_templates(tmp_path, {"nginx.conf.j2": lambda t: t.replace(deny, proxied, 1)})
-    with native(edge_template_dir=templates) as info:
+    with native(test=NativeTestOptions(edge_template_dir=templates)) as info:
         red = failing(probe(info, "monitoring/test_metrics.py"))
     assert set(red) == {"MON-METRICS-ENDPOINT"}, red
     assert "must not serve metrics from the public edge" in red["MON-METRICS-ENDPOINT"]

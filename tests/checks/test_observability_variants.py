@@ -16,6 +16,7 @@ import yaml
 from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
+from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, probe
 
 LIVE_ITEMS = {
@@ -100,7 +101,7 @@ def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert
     copy_with(tmp_path, "prometheus.yml", no_alerting_node_or_postgres)
     copy = copy_with(tmp_path, "alerts.yml", always)
     monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
-    with native(observability=True, monitoring_dir=copy) as info:
+    with native(observability=True, test=NativeTestOptions(monitoring_dir=copy)) as info:
         broken = red(info)
     assert set(broken) == {
         "MON-ALERTMANAGER",
@@ -126,7 +127,7 @@ def test_prometheus_scraping_the_workers_at_a_wrong_path(
 
     copy = copy_with(tmp_path, "prometheus.yml", wrong_path)
     monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
-    with native(observability=True, monitoring_dir=copy) as info:
+    with native(observability=True, test=NativeTestOptions(monitoring_dir=copy)) as info:
         broken = red(info)
     # Nothing from the API reaches Prometheus: the dashboards go blank and APIServiceDown
     # becomes pending, as they would in production.

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from preflight.targets.base import ProcessJob, TargetInfo
-from preflight.targets.native import PG_BIN
+from preflight.targets.native import PG_BIN, NativeTestOptions
 from tests.checks.support import failing, native, outcomes, probe
 
 pytestmark = pytest.mark.native
@@ -91,8 +91,8 @@ def broken() -> Iterator[TargetInfo]:
     with native(
         workers=1,
         backups=True,
-        backup_env={"CHATSDK_BACKUP_EVERY": str(2 * 86400)},
         worker_env={"CHATSDK_RETENTION_MESSAGES_DAYS": "0"},
+        test=NativeTestOptions(backup_env={"CHATSDK_BACKUP_EVERY": str(2 * 86400)}),
     ) as info:
         assert info.postgres_dsn is not None
         seed_sql(info.postgres_dsn, KEEP_TEXT, HIDE_REACTIONS_FROM_READ_ONLY)

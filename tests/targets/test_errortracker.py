@@ -1,5 +1,5 @@
-"""The stand-in for Sentry's ingestion endpoint (preflight/targets/errortracker.py): the envelope
-format, each Content-Encoding, the DSN key, and a real sentry-sdk reporting to it."""
+"""The stand-in for Sentry's ingestion endpoint (preflight/targets/native/errortracker.py): the
+envelope format, each Content-Encoding, the DSN key, and a real sentry-sdk reporting to it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from preflight.targets.errortracker import (
+from preflight.targets.external import load_target_file, write_target_file
+from preflight.targets.native.errortracker import (
     BROTLI,
     EnvelopeError,
     ErrorTracker,
@@ -27,7 +28,6 @@ from preflight.targets.errortracker import (
     read_events,
     start_error_tracker,
 )
-from preflight.targets.external import load_target_file, write_target_file
 from preflight.targets.procs import Child
 
 EVENT = {"event_id": "9f", "tags": {"request_id": "r1"}, "level": "error"}

@@ -24,9 +24,8 @@ import pytest
 import redis
 
 from preflight.errors import EdgeConfigInvalid, PreflightError, TargetUnavailable
-from preflight.targets import ExternalTarget
 from preflight.targets.base import TargetInfo
-from preflight.targets.external import load_target_file
+from preflight.targets.external import ExternalTarget, load_target_file
 from preflight.targets.native import TEMP_PREFIX, NativeOptions, NativeTarget, sweep_stale_dirs
 
 pytestmark = pytest.mark.native
@@ -103,6 +102,35 @@ def test_edge_answers_ready_over_tls_with_the_generated_ca(
     assert info.edge_url.startswith("https://127.0.0.1:")
 
 
+def test_the_target_says_what_it_can_do_and_what_runs(
+    stack: NativeTarget, info: TargetInfo
+) -> None:
+    assert stack.capabilities >= {
+        "control",
+        "restore",
+        "supervisor",
+        "metrics",
+        "logs",
+        "releases",
+        "jobs",
+        "backups",
+        "error_tracking",
+        "processes",
+    }
+    assert "observability" not in stack.capabilities  # off unless asked for
+    assert "alert_routing" not in stack.capabilities
+    described = stack.describe()
+    assert (described.name, described.kind, described.edge_url) == (
+        "native",
+        "native",
+        info.edge_url,
+    )
+    assert {"python", "preflight", "postgresql", "redis", "nginx"} <= set(described.versions)
+    assert not [v for v in described.versions.values() if v.startswith("unknown")]
+    assert {"edge/nginx/nginx.conf", "redis/redis.conf"} <= set(described.config_digests)
+    assert described.to_json()["config_digests"] == dict(described.config_digests)
+
+
 def test_the_certificate_is_refused_without_the_ca(info: TargetInfo) -> None:
     url = urlsplit(info.edge_url)
     conn = http.client.HTTPSConnection(
@@ -134,7 +162,7 @@ def test_metrics_are_internal_only(stack: NativeTarget, info: TargetInfo) -> Non
     assert status == 404
     assert b"http_requests_total" not in body
     # ...while the workers do serve them on their private port.
-    env = stack._start_args["api-0"][0]
+    env = stack.supervisor.start_args["api-0"][0]
     assert env is not None
     conn = http.client.HTTPConnection("127.0.0.1", int(env["CHATSDK_PORT"]), timeout=5)
     conn.request("GET", "/metrics")
@@ -190,7 +218,7 @@ def test_body_over_100_mb_is_refused_by_the_edge_before_the_api(
 
 def test_drain_on_sigterm_then_start_again(stack: NativeTarget, info: TargetInfo) -> None:
     child = next(c for c in stack.children if c.name == "api-1")
-    env = stack._start_args["api-1"][0]
+    env = stack.supervisor.start_args["api-1"][0]
     assert env is not None
     port = int(env["CHATSDK_PORT"])
     t0 = time.monotonic()
@@ -228,7 +256,7 @@ def test_drain_on_sigterm_then_start_again(stack: NativeTarget, info: TargetInfo
 
 
 def _server_line(stack: NativeTarget, worker: str) -> str:
-    env = stack._start_args[worker][0]
+    env = stack.supervisor.start_args[worker][0]
     assert env is not None
     return f"server 127.0.0.1:{env['CHATSDK_PORT']} max_fails=3 fail_timeout=2s"
 
@@ -491,10 +519,18 @@ def test_up_writes_a_target_file_another_process_can_use(tmp_path: Path) -> None
     try:
         _wait_for_file(target_file, proc)
         # Another process (this one) reaches the system through the file alone.
-        with ExternalTarget(target_file) as info:
+        external = ExternalTarget(target_file)
+        with external as info:
             status, headers, _ = get(info, "/v1/health/ready")
             assert status == 200
             assert headers["Strict-Transport-Security"]
+            assert {"metrics", "logs", "error_tracking"} <= external.capabilities
+            assert not {"restore", "supervisor", "control"} & external.capabilities
+            described = external.describe()
+            assert described.kind == "external"
+            assert "postgresql" in described.versions
+            assert "nginx" not in described.versions
+            assert described.config_digests == {}  # its files are not ours to read
         assert load_target_file(target_file).postgres_dsn
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -537,12 +573,12 @@ def test_killing_the_launcher_takes_every_child_with_it(tmp_path: Path) -> None:
 
 def test_a_start_that_fails_midway_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
     """initdb, Redis and the workers are already running when the edge config is rendered."""
-    from preflight.targets import native  # noqa: PLC0415
+    from preflight.targets.native import rotation  # noqa: PLC0415
 
     def broken(_cfg: object, template_dir: Path | None = None) -> Path:
         raise EdgeConfigInvalid("edge template broken on purpose")
 
-    monkeypatch.setattr(native, "render_edge", broken)
+    monkeypatch.setattr(rotation, "render_edge", broken)
     tmp = Path(tempfile.gettempdir())
     before = set(tmp.glob(f"{TEMP_PREFIX}*"))
     target = NativeTarget(NativeOptions(workers=1))

@@ -31,7 +31,7 @@ import yaml
 from preflight.errors import TargetUnavailable
 from preflight.targets.procs import Child, free_port, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MONITORING_DIR = REPO / "system" / "monitoring"
 SCRAPE_INTERVAL = "2s"
 WATCHDOG_ALERT = "PreflightWatchdog"
