@@ -90,15 +90,13 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def decide_probe(item: Item, probes: ProbeResults, pending: frozenset[str]) -> Decision:
+def decide_probe(item: Item, probes: ProbeResults) -> Decision:
     results = probes.for_item(item.id)
     if results:
         outcome, reason = combine(results)
         return Decision(item, True, outcome, reason, tuple(results))
     if item.id in probes.collected:
         reason = "its probes were collected but none ran"
-    elif item.id in pending:
-        reason = "no probe decides it yet (listed in checks/pending-probes.txt)"
     else:
         reason = "no probe in checks/ is marked with this item"
     return Decision(item, True, Outcome.UNVERIFIED, reason)

@@ -56,13 +56,19 @@ from preflight.record import (
     write_record,
 )
 from preflight.report import write_reports
-from preflight.signing import HARNESS, Registry, load_registry, sign_as_harness, verify_record
+from preflight.signing import (
+    HARNESS,
+    PANEL_ROLES,
+    Registry,
+    load_registry,
+    sign_as_harness,
+    verify_record,
+)
 from preflight.targets import select_target
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
 from preflight.waivers import Waiver, load_waivers, waiver_for
 
-SIGNOFF_ROLES = ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto")
 PROFILES = ("smoke", "release", "soak")
 LoadRunner = Callable[[TargetInfo, str, int, Sequence[Item]], LoadResults]
 
@@ -148,16 +154,6 @@ def _now() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def read_pending(checks_dir: Path) -> tuple[str, ...]:
-    """checks/pending-probes.txt: probe items whose probe is still to be written, one id a line
-    (`#` starts a comment); the harness meta-test keeps the list exact."""
-    path = checks_dir / "pending-probes.txt"
-    if not path.exists():
-        return ()
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return tuple(line for line in lines if line)
 
 
 DRILLS_DIR = "drills"
@@ -274,7 +270,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
             probes.collected.setdefault(item_id, []).extend(nodes)
 
     now = _now()
-    decisions = decide_all(inputs, probes, load, frozenset(read_pending(options.checks_dir)), now)
+    decisions = decide_all(inputs, probes, load, now)
     verdict = gate(checklist, decisions)
     duration = progress.elapsed
     run_id = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
@@ -307,7 +303,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         "waivers": [w.to_json(now) for w in inputs.waivers],
         "previous": None,
         "changes": [],
-        "signoff": {"required": list(SIGNOFF_ROLES)},
+        "signoff": {"required": list(PANEL_ROLES)},
     }
     previous = _previous_record(options.out)
     if previous is not None:
@@ -323,7 +319,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
 
 
 def decide_all(
-    inputs: Inputs, probes: ProbeResults, load: LoadResults, pending: frozenset[str], now: datetime
+    inputs: Inputs, probes: ProbeResults, load: LoadResults, now: datetime
 ) -> list[Decision]:
     decisions: list[Decision] = []
     load_decisions: list[Decision] = []  # of the selected load items, for the load gate items
@@ -334,7 +330,7 @@ def decide_all(
             decisions.append(not_selected(item, reason))
             continue
         if item.verify == "probe":
-            decision = decide_probe(item, probes, pending)
+            decision = decide_probe(item, probes)
         elif item in gates:
             decision = decide_load_gate(item, load_decisions, load)
         elif item.verify == "load":
