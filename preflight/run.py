@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,8 +29,6 @@ from preflight.checklist import DEFAULT_PATH, Checklist, Item, load_checklist
 from preflight.decide import (
     LOAD_GATE_METRIC,
     Decision,
-    LoadFigure,
-    LoadResults,
     Verdict,
     apply_waiver,
     blocks,
@@ -44,7 +42,10 @@ from preflight.decide import (
 )
 from preflight.diff import diff_records
 from preflight.errors import PreflightError
-from preflight.load import LocustRunner, locust_runner
+from preflight.load.derived import derive_load_figures
+from preflight.load.locust import LocustRunner, locust_runner
+from preflight.load.results import LoadResults
+from preflight.load.runner import LoadRunner
 from preflight.outcomes import ProbeResult, ProbeResults
 from preflight.plugin import RunContext, collect_probes, run_probes
 from preflight.record import (
@@ -57,12 +58,10 @@ from preflight.record import (
 )
 from preflight.report import write_reports
 from preflight.signing import (
-    HARNESS,
     PANEL_ROLES,
     Registry,
     load_registry,
     sign_as_harness,
-    verify_record,
 )
 from preflight.targets import select_target
 from preflight.targets.base import TargetInfo
@@ -70,15 +69,6 @@ from preflight.targets.native import NativeOptions, NativeTarget
 from preflight.waivers import Waiver, load_waivers, waiver_for
 
 PROFILES = ("smoke", "release", "soak")
-LoadRunner = Callable[[TargetInfo, str, int, Sequence[Item]], LoadResults]
-
-
-def no_load_runner(
-    _info: TargetInfo, profile: str, _workers: int, items: Sequence[Item]
-) -> LoadResults:
-    """`preflight run --no-load`: load items stay unverified, and say why."""
-    reason = "the load profile was not run (--no-load)"
-    return LoadResults(profile=profile, ran=False, reason=reason if items else "no load items")
 
 
 @dataclass(frozen=True)
@@ -428,211 +418,6 @@ def _previous_record(out: Path) -> dict[str, Any] | None:
     except PreflightError as exc:
         print(f"preflight: warning: no diff against the previous run: {exc}", file=sys.stderr)
         return None
-
-
-# Load figures derived from more than the run itself: the p95 against the previous baseline
-# (PERF-BASELINE, from the earlier records under --out) and the throughput against the
-# production peak (POST-CAPACITY, from the target file).
-BASELINE_METRIC = "api_latency_p95_vs_baseline_pct"
-CAPACITY_METRIC = "capacity_over_peak_ratio"
-P95_METRIC = "api_latency_p95_ms"
-THROUGHPUT_METRIC = "requests_per_s"
-
-
-def derive_load_figures(
-    load: LoadResults, items: Sequence[Item], info: TargetInfo, out: Path, registry: Registry
-) -> LoadResults:
-    """Add the derived figures the selected load items need, or the reason each is absent."""
-    if not load.ran:
-        return load
-    metrics = {item.metric for item in items}
-    if BASELINE_METRIC in metrics:
-        scale = needed_scale(items, BASELINE_METRIC)
-        load = with_baseline(load, scale, info, out, registry)
-    if CAPACITY_METRIC in metrics:
-        load = with_capacity(load, info)
-    return load
-
-
-def needed_scale(items: Sequence[Item], metric: str) -> dict[str, int]:
-    """The largest scale any item on `metric` asks for, per dimension."""
-    scale: dict[str, int] = {}
-    for item in items:
-        if item.metric == metric:
-            for key, value in item.scale.items():
-                scale[key] = max(scale.get(key, 0), value)
-    return scale
-
-
-@dataclass(frozen=True)
-class Baseline:
-    run_id: str
-    p95_ms: float
-
-
-def find_baseline(
-    out: Path, profile: str, info: TargetInfo, scale: Mapping[str, int], registry: Registry
-) -> tuple[Baseline | None, list[str]]:
-    """The newest earlier record under `out` that can be a baseline: signed by the harness (a
-    hand-edited record is no baseline), same profile and target, a valid run, and its p95
-    measured at `scale`. Run directories are named by run id, which starts with the UTC start
-    time, so the newest comes first without reading the others. Also returned: the newer
-    records skipped as unreadable or unsigned, each as a sentence, for the reader to see."""
-    skipped: list[str] = []
-    for path in earlier_records(out):
-        try:
-            record = load_record(path)
-            signatures = verify_record(record, registry, required_roles=())
-        except PreflightError as exc:
-            skipped.append(str(exc))
-            continue
-        if HARNESS in signatures.missing:
-            why = next((v.problem for v in signatures.signatures if v.role == HARNESS), "")
-            skipped.append(f"{path}: {why or 'the harness did not sign it'}")
-            continue
-        p95 = baseline_p95(record, profile, info, scale)
-        if p95 is not None:
-            return Baseline(str(record["run_id"]), p95), skipped
-    return None, skipped
-
-
-def earlier_records(out: Path) -> list[Path]:
-    if not out.is_dir():
-        return []
-    runs = [
-        p for p in out.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-    ]
-    runs = [p for p in runs if (p / RECORD_FILE).is_file()]
-    return [p / RECORD_FILE for p in sorted(runs, key=lambda p: p.name, reverse=True)]
-
-
-def baseline_p95(
-    record: Mapping[str, Any], profile: str, info: TargetInfo, scale: Mapping[str, int]
-) -> float | None:
-    """The record's full-scale API p95, when the record can be a baseline for this run."""
-    load, target = record.get("load") or {}, record.get("target") or {}
-    if (
-        (record.get("selection") or {}).get("profile") != profile
-        or load.get("profile") != profile
-        or (target.get("name"), target.get("kind")) != (info.name, info.kind)
-        or load.get("ran") is not True
-        or load.get("valid") is not True
-    ):
-        return None
-    figure = (load.get("figures") or {}).get(P95_METRIC)
-    if not isinstance(figure, dict):
-        return None
-    measured, reached = figure.get("measured"), figure.get("scale_reached")
-    if isinstance(measured, bool) or not isinstance(measured, int | float) or measured <= 0:
-        return None
-    if not isinstance(reached, dict) or any(reached.get(k, 0) < v for k, v in scale.items()):
-        return None
-    return float(measured)
-
-
-def with_baseline(
-    load: LoadResults,
-    scale: Mapping[str, int],
-    info: TargetInfo,
-    out: Path,
-    registry: Registry,
-) -> LoadResults:
-    """BASELINE_METRIC: how much slower (positive) or faster (negative) this run's p95 is than
-    the baseline's, in percent of the baseline."""
-    current = load.figures.get(P95_METRIC)
-    if current is None:
-        why = f"no comparison with a baseline: this run measured no {P95_METRIC} at full scale"
-        return _absent(load, BASELINE_METRIC, why)
-    found, skipped = find_baseline(out, load.profile, info, scale, registry)
-    if found is None:
-        why = _no_baseline(load, current, scale, info=info, out=out, skipped=skipped)
-        return _absent(load, BASELINE_METRIC, why)
-    change = round((current.measured - found.p95_ms) / found.p95_ms * 100.0, 1) + 0.0  # no -0.0
-    figure = LoadFigure(BASELINE_METRIC, change, current.scale_reached, "%")
-    baseline: dict[str, Any] = {
-        "baseline_run_id": found.run_id,
-        "baseline_p95_ms": found.p95_ms,
-        "current_p95_ms": current.measured,
-    }
-    if skipped:
-        baseline["skipped"] = skipped
-    return dataclasses.replace(
-        load,
-        figures={**load.figures, BASELINE_METRIC: figure},
-        details={**load.details, "baseline": baseline},
-    )
-
-
-def _no_baseline(
-    load: LoadResults,
-    current: LoadFigure,
-    scale: Mapping[str, int],
-    *,
-    info: TargetInfo,
-    out: Path,
-    skipped: Sequence[str],
-) -> str:
-    wanted = ", ".join(f"{v} {k}" for k, v in scale.items()) or "its scale"
-    reason = (
-        f"no baseline: no earlier valid {load.profile}-profile run against target {info.name} "
-        f"in {out}/ reached {wanted}"
-    )
-    if skipped:
-        reason += f" ({len(skipped)} record(s) skipped; the newest: {skipped[0]})"
-    reached = current.scale_reached
-    short = [f"{k} {reached.get(k, 0)} of {v}" for k, v in scale.items() if reached.get(k, 0) < v]
-    if not load.valid:
-        return f"{reason}; this run is not one either: {load.invalid_reason}"
-    if short:
-        return f"{reason}; this run is not one either: it reached {', '.join(short)}"
-    return f"{reason}; this run's p95 of {current.measured:g} ms is the baseline for the next"
-
-
-def with_capacity(load: LoadResults, info: TargetInfo) -> LoadResults:
-    """CAPACITY_METRIC: the run's full-scale throughput over the production peak. The run
-    offered a load rather than searching for the most the system takes, so its throughput is
-    a lower bound of capacity, and so is the ratio."""
-    peak = info.peak_requests_per_s
-    if peak is None:
-        hint = "`peak_requests_per_s` (API requests/s at the busiest minute of real traffic)"
-        if info.kind == "external":
-            why = f"no production peak: add {hint} to the target file of {info.name}"
-        else:
-            why = (
-                f"no production peak: the {info.kind} target serves no real traffic; run "
-                f"against a target file that gives {hint}"
-            )
-        return _absent(load, CAPACITY_METRIC, why)
-    throughput = load.figures.get(THROUGHPUT_METRIC)
-    if throughput is None:
-        why = (
-            f"no capacity figure: this run measured no {THROUGHPUT_METRIC} at full scale to set "
-            f"against the production peak of {peak:g} requests/s"
-        )
-        return _absent(load, CAPACITY_METRIC, why)
-    ratio = round(throughput.measured / peak, 2)
-    figure = LoadFigure(CAPACITY_METRIC, ratio, throughput.scale_reached, "x")
-    users = throughput.scale_reached.get("users", 0)
-    capacity = {
-        "requests_per_s": throughput.measured,
-        "peak_requests_per_s": peak,
-        "ratio": ratio,
-        "note": (
-            f"a lower bound: the run offered {users} users and served {throughput.measured:g} "
-            "requests/s at full scale, with its latency and error SLOs measured alongside (the "
-            "other load items); the system may take more. The peak is the target file's "
-            "peak_requests_per_s"
-        ),
-    }
-    return dataclasses.replace(
-        load,
-        figures={**load.figures, CAPACITY_METRIC: figure},
-        details={**load.details, "capacity": capacity},
-    )
-
-
-def _absent(load: LoadResults, metric: str, why: str) -> LoadResults:
-    return dataclasses.replace(load, absent={**load.absent, metric: why})
 
 
 def _write_outputs(record: dict[str, Any], out: Path, run_id: str) -> Path:
