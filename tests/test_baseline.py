@@ -21,8 +21,8 @@ from preflight.load.derived import derive_load_figures
 from preflight.load.results import LoadFigure, LoadResults
 from preflight.outcomes import Outcome
 from preflight.record import RECORD_FILE, load_record, write_record
-from preflight.run import describe_target
 from preflight.signing import Registry
+from preflight.target_description import describe_target
 from preflight.targets.base import TargetInfo
 from preflight.targets.external import load_target_file, write_target_file
 from tests.records import make_record

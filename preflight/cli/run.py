@@ -11,7 +11,8 @@ from types import FrameType
 from preflight.checklist import AREAS, DEFAULT_PATH
 from preflight.errors import PreflightError
 from preflight.load.runner import no_load_runner
-from preflight.run import PROFILES, Progress, RunOptions, run
+from preflight.progress import Progress
+from preflight.run import PROFILES, RunOptions, run
 
 SEVERITIES = ("critical", "high", "medium", "low")
 
