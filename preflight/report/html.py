@@ -174,8 +174,8 @@ class AreaRow:
 
 
 def _load_components(load: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The system's components at full scale (preflight/resources.py), one row each, and the
-    host's CPU where they share one machine."""
+    """The system's components at full scale (preflight/load/headroom.py), one row each, and
+    the host's CPU where they share one machine."""
     resources = load.get("resources") or {}
     rows = [
         {
