@@ -18,8 +18,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--repo-dir",
         metavar="DIR",
         default=None,
-        help="the repository whose artefacts (system/deploy, docs/operations, CHANGELOG.md) the "
-        "artefact probes judge (default: the one checks/ is in); tests point it at broken copies",
+        help="the repository whose artefacts (system/deploy, system/docs/operations, CHANGELOG.md) "
+        "the artefact probes judge (default: the one checks/ is in); tests point it at broken "
+        "copies",
     )
 
 

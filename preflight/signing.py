@@ -384,7 +384,7 @@ class VerifyResult:
         return not self.problems
 
 
-def _unreadable(entry: dict[str, Any]) -> str:
+def _unreadable(entry: Mapping[str, Any]) -> str:
     """Why a signature entry cannot even be checked ('' when it can)."""
     missing = [name for name in SIGNATURE_FIELDS if not isinstance(entry.get(name), str)]
     if missing:
@@ -401,7 +401,10 @@ def _unreadable(entry: dict[str, Any]) -> str:
     return ""
 
 
-def _judge(entry: dict[str, Any], digest: str, registry: Registry) -> tuple[str, str]:
+def signature_status(entry: Mapping[str, Any], digest: str) -> tuple[str, str]:
+    """What a signature's own key says of it, before any registry is asked: valid, malformed,
+    bad-signature (its key did not make it) or edited (it signs another version of the record
+    whose digest is `digest`), with one sentence on what is wrong ('' when valid)."""
     role, signer = entry.get("role", "?"), entry.get("signer", "?")
     unreadable = _unreadable(entry)
     if unreadable:
@@ -419,6 +422,14 @@ def _judge(entry: dict[str, Any], digest: str, registry: Registry) -> tuple[str,
             f"the record was edited after it was signed by {role} ({signer}): it signed "
             f"{entry['record_sha256'][:16]}..., the record is now {digest[:16]}..."
         )
+    return "valid", ""
+
+
+def _judge(entry: dict[str, Any], digest: str, registry: Registry) -> tuple[str, str]:
+    status, problem = signature_status(entry, digest)
+    if status != "valid":
+        return status, problem
+    role, signer = entry["role"], entry["signer"]
     # The harness key is minted per machine; it must be a registered one only once the
     # registry lists any (CI's run key), otherwise the key it carries is all there is to check.
     if role != HARNESS or registry.keys_for(HARNESS):

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from preflight.checklist import Checklist, Item, load_checklist
 from preflight.outcomes import OUTCOMES
 from preflight.record import RECORD_SCHEMA, evidence_digest, record_digest
+from preflight.signing import PANEL_ROLES
 
 REPO = Path(__file__).resolve().parents[1]
-ROLES = ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto")
 GATE = {"critical": ["pass", "waived", "attested"], "high": ["pass", "waived", "attested"]}
 RUN_ID = "20261125T201500Z-3f2a9c"
 SIGNED_BY = ("harness", "security-lead", "dev-lead")
@@ -46,6 +46,15 @@ ATTESTED_ID = "OPS-ONCALL-ROTA"  # manual, valid attestation
 EXPIRED_ATTESTATION_ID = "CMP-TOS"  # manual, attestation expired: unverified, medium
 MISSING_SIGNOFF_ID = "SIGN-CTO"  # manual critical, nothing on file: blocks
 SKIP_ID = "INF-K8S-QUOTA"  # not applicable to the native target
+# Probes also named in an item's message, which ends with the node id of the test deciding it.
+CSP_TEST = (
+    "checks/security/test_headers.py::test_csp_restricts_scripts_objects_and_framing[edge-404]"
+)
+NOSNIFF_TEST = "checks/security/test_headers.py::test_nosniff_is_sent[download]"
+REDIS_DRILL = (
+    "checks/drills/test_faults.py::test_losing_redis_keeps_writes_limits_and_revocations[restart]"
+)
+QUOTA_TEST = "checks/infrastructure/test_k8s.py::test_the_namespace_is_bounded[ResourceQuota]"
 
 
 def role_key(role: str) -> Ed25519PrivateKey:
@@ -201,23 +210,26 @@ def _sample_items() -> list[dict[str, Any]]:
             "2 of 2 probes passed",
             [
                 _test(
-                    f"checks/security/test_headers.py::test_hsts[{path}]",
+                    f"checks/security/test_headers.py::test_hsts_is_at_least_one_year[{case}]",
                     [PASS_ID],
                     "pass",
                     "",
-                    _request(path, 200, {"Strict-Transport-Security": hsts}),
+                    _request(path, status, {"Strict-Transport-Security": hsts}),
                 )
-                for path in ("/v1/health/ready", "/v1/channels")
+                for case, path, status in (
+                    ("api-200", "/v1/health/ready", 200),
+                    ("api-401", "/v1/channels", 401),
+                )
             ],
         ),
         make_item(
             BLOCKING_FAIL_ID,
             "fail",
             "Content-Security-Policy on https://127.0.0.1:8443/ must be present (got none) "
-            "[checks/security/test_headers.py::test_csp]",
+            f"[{CSP_TEST}]",
             [
                 _test(
-                    "checks/security/test_headers.py::test_csp",
+                    CSP_TEST,
                     [BLOCKING_FAIL_ID],
                     "fail",
                     "Content-Security-Policy on https://127.0.0.1:8443/ must be present (got none)",
@@ -231,10 +243,10 @@ def _sample_items() -> list[dict[str, Any]]:
             OPEN_FAIL_ID,
             "fail",
             "X-Content-Type-Options on https://127.0.0.1:8443/v1/files must be nosniff (got none) "
-            "[checks/security/test_headers.py::test_nosniff]",
+            f"[{NOSNIFF_TEST}]",
             [
                 _test(
-                    "checks/security/test_headers.py::test_nosniff",
+                    NOSNIFF_TEST,
                     [OPEN_FAIL_ID],
                     "fail",
                     "X-Content-Type-Options on https://127.0.0.1:8443/v1/files must be "
@@ -260,10 +272,10 @@ def _sample_items() -> list[dict[str, Any]]:
             ERROR_ID,
             "error",
             "Redis did not come back within 30 s after a restart, so recovery could not be "
-            "judged [checks/operations/test_drills.py::test_redis_loss]",
+            f"judged [{REDIS_DRILL}]",
             [
                 _test(
-                    "checks/operations/test_drills.py::test_redis_loss",
+                    REDIS_DRILL,
                     [ERROR_ID],
                     "error",
                     "Redis did not come back within 30 s after a restart, so recovery could "
@@ -310,7 +322,8 @@ def _sample_items() -> list[dict[str, Any]]:
             "1 of 1 probes passed",
             [
                 _test(
-                    "checks/monitoring/test_alerts.py::test_alert_rules",
+                    "checks/monitoring/test_alerts.py::"
+                    "test_alert_rules_cover_the_critical_cases_and_their_unit_tests_pass",
                     [FIGURE_ID],
                     "pass",
                     "",
@@ -331,7 +344,7 @@ def _sample_items() -> list[dict[str, Any]]:
             "waived until 2027-01-31 (approved by cto): no off-site copy of the nightly backup",
             [
                 _test(
-                    "checks/backup/test_backups.py::test_offsite_copy",
+                    "checks/drills/test_backup.py::test_backups_are_copied_outside_the_database_host",
                     [WAIVED_ID],
                     "fail",
                     "no off-site copy of the nightly backup (got 0 objects in the remote)",
@@ -346,7 +359,7 @@ def _sample_items() -> list[dict[str, Any]]:
             "expired on 2026-10-01",
             [
                 _test(
-                    "checks/backup/test_backups.py::test_freshness_alert",
+                    "checks/monitoring/test_alerts.py::test_backup_age_alert_fires_after_25_hours",
                     [EXPIRED_WAIVER_ID],
                     "fail",
                     "no alert rule fires when the newest backup is older than 26 h",
@@ -392,11 +405,10 @@ def _sample_items() -> list[dict[str, Any]]:
         make_item(
             SKIP_ID,
             "skip",
-            "the native target runs no Kubernetes namespace "
-            "[checks/infrastructure/test_k8s.py::test_quota]",
+            f"the native target runs no Kubernetes namespace [{QUOTA_TEST}]",
             [
                 _test(
-                    "checks/infrastructure/test_k8s.py::test_quota",
+                    QUOTA_TEST,
                     [SKIP_ID],
                     "skip",
                     "the native target runs no Kubernetes namespace",
@@ -560,7 +572,7 @@ def make_record(
         "drills": [
             {
                 "name": "faults",
-                "nodeid": "checks/drills/test_faults.py::test_redis_restart",
+                "nodeid": REDIS_DRILL,
                 "items": ["OPS-REDIS-LOSS"],
                 "outcome": "error",
                 "message": "Redis did not come back within 30 s",
@@ -582,7 +594,7 @@ def make_record(
             {"id": ATTESTED_ID, "before": "unverified", "after": "attested"},
             {"id": FIGURE_ID, "before": None, "after": "pass"},
         ],
-        "signoff": {"required": list(ROLES)},
+        "signoff": {"required": list(PANEL_ROLES)},
         "signatures": [],
     }
     record.update(overrides)

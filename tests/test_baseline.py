@@ -13,18 +13,16 @@ from typing import Any
 import pytest
 
 from preflight.checklist import Item, load_checklist
-from preflight.decide import LoadFigure, LoadResults, decide_load
+from preflight.decide import decide_load
 from preflight.errors import TargetFileInvalid
+from preflight.load.baseline import BASELINE_METRIC, find_baseline
+from preflight.load.capacity import CAPACITY_METRIC
+from preflight.load.derived import derive_load_figures
+from preflight.load.results import LoadFigure, LoadResults
 from preflight.outcomes import Outcome
 from preflight.record import RECORD_FILE, load_record, write_record
-from preflight.run import (
-    BASELINE_METRIC,
-    CAPACITY_METRIC,
-    derive_load_figures,
-    describe_target,
-    find_baseline,
-)
 from preflight.signing import Registry
+from preflight.target_description import describe_target
 from preflight.targets.base import TargetInfo
 from preflight.targets.external import load_target_file, write_target_file
 from tests.records import make_record

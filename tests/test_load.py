@@ -21,16 +21,11 @@ import psutil
 import pytest
 
 from preflight.checklist import Item, load_checklist
-from preflight.decide import LoadResults, decide_load
-from preflight.load import (
-    LOADTESTS,
-    LOOPBACK_SOURCE_NET,
-    LocustRunner,
-    RunData,
-    Thresholds,
-    progress_line,
-    summarise,
-)
+from preflight.decide import decide_load
+from preflight.load.figures import RunData, summarise
+from preflight.load.guards import Thresholds
+from preflight.load.locust import LOADTESTS, LOOPBACK_SOURCE_NET, LocustRunner, progress_line
+from preflight.load.results import LoadResults
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
@@ -53,7 +48,7 @@ MEASURED = (
     "api_latency_p95_ms",
     "ws_delivery_p95_ms",
     "messages_per_s",
-    # from the target, alongside Locust (preflight/resources.py, preflight/apistats.py)
+    # from the target, alongside Locust (preflight/load/headroom.py, preflight/load/apistats.py)
     "db_pool_wait_p95_ms",
     "worker_share_max_over_fair",
     "cpu_used_pct_max",

@@ -28,6 +28,7 @@ from tests.records import (
     MISSING_SIGNOFF_ID,
     OPEN_FAIL_ID,
     PASS_ID,
+    REDIS_DRILL,
     SKIP_ID,
     WAIVED_ID,
     make_record,
@@ -480,7 +481,7 @@ def test_the_load_run_is_charted_inline_and_the_drills_are_listed(html: str) -> 
     assert "Latency over time" in load
     assert "<polyline" in load
     assert "<code>GET /v1/channels</code>" in load
-    assert "checks/drills/test_faults.py::test_redis_restart" in load
+    assert REDIS_DRILL in load
     assert "writes failed: 0" in load
     assert "31.2 s" in load
 

@@ -28,6 +28,7 @@ from preflight.signing import (
     register_key,
     sign_as_harness,
     sign_record,
+    signature_status,
     verify_record,
     write_private_key,
 )
@@ -213,6 +214,23 @@ def test_a_forged_signature_is_invalid(
     result = verify_record(forged, registry)
     assert [v.status for v in result.signatures].count("bad-signature") == 1
     assert result.missing == (entry["role"],)
+
+
+def test_a_signatures_own_key_judges_it_before_any_registry(
+    keys: dict[str, Ed25519PrivateKey],
+) -> None:
+    """What the report shows of a signature (report/html.py) and what verify says of it come
+    from this one check."""
+    record = fully_signed(keys)
+    digest = record_digest(record)
+    entry = record["signatures"][1]
+    assert signature_status(entry, digest) == ("valid", "")
+    assert signature_status(entry, "0" * 64)[0] == "edited"
+    forged = {**entry, "signature": base64.b64encode(keys["stranger"].sign(b"x")).decode()}
+    assert signature_status(forged, digest)[0] == "bad-signature"
+    status, problem = signature_status({**entry, "key_id": "0" * 16}, digest)
+    assert status == "malformed"
+    assert f"names key {'0' * 16} but carries key {entry['key_id']}" in problem
 
 
 def test_the_harness_signature_is_required_and_checked_against_registered_run_keys(

@@ -3,7 +3,6 @@ dependencies that point where the deployment says and answer."""
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,6 +11,7 @@ from checks._chat import polite
 from checks._runtime import workers
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
+from preflight.polling import poll
 from preflight.probe_target import ProbeTarget
 
 QUIET_LOG_LEVELS = {"INFO", "WARNING", "ERROR"}
@@ -144,15 +144,6 @@ def _ready_status(target: ProbeTarget) -> int:
     return polite(lambda: target.http.get("/v1/health/ready")).status
 
 
-def _wait_for(target: ProbeTarget, wanted: int, seconds: float) -> tuple[int, float]:
-    start = time.monotonic()
-    status = _ready_status(target)
-    while status != wanted and time.monotonic() - start < seconds:
-        time.sleep(0.25)
-        status = _ready_status(target)
-    return status, time.monotonic() - start
-
-
 @pytest.mark.checklist("APP-HEALTH")
 def test_readiness_follows_a_dependency_down_and_back(
     target: ProbeTarget, evidence: EvidenceLog
@@ -171,15 +162,15 @@ def test_readiness_follows_a_dependency_down_and_back(
     redis = target.control("redis")  # skips where the target gives no control over Redis
     redis.stop()
     try:
-        status, took = _wait_for(target, 503, 10.0)
-        evidence.figure("readiness turned 503 after Redis stopped", round(took, 2), "s")
-        assert status == 503, (
-            f"/v1/health/ready must answer 503 within 10 s of Redis stopping (got {status})"
+        down = poll(lambda: _ready_status(target), 10.0, interval=0.25, accept=lambda s: s == 503)
+        evidence.figure("readiness turned 503 after Redis stopped", round(down.seconds, 2), "s")
+        assert down.value == 503, (
+            f"/v1/health/ready must answer 503 within 10 s of Redis stopping (got {down.value})"
         )
     finally:
         redis.start()
-    status, took = _wait_for(target, 200, 30.0)
-    evidence.figure("readiness back to 200 after Redis started", round(took, 2), "s")
-    assert status == 200, (
-        f"/v1/health/ready must answer 200 again once Redis is back (got {status})"
+    back = poll(lambda: _ready_status(target), 30.0, interval=0.25, accept=lambda s: s == 200)
+    evidence.figure("readiness back to 200 after Redis started", round(back.seconds, 2), "s")
+    assert back.value == 200, (
+        f"/v1/health/ready must answer 200 again once Redis is back (got {back.value})"
     )

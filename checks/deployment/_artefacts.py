@@ -56,7 +56,7 @@ class Repo:
 
     @property
     def operations(self) -> Path:
-        return self.root / "docs" / "operations"
+        return self.root / "system" / "docs" / "operations"
 
     @property
     def changelog(self) -> Path:

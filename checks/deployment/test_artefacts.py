@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from checks.deployment._artefacts import (
     workloads,
 )
 from preflight.evidence import EvidenceLog
+from preflight.polling import poll, until
 from preflight.probe_target import ProbeTarget
 
 RESTARTING = frozenset({"always", "unless-stopped", "on-failure"})
@@ -189,14 +189,13 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     old = before.get(worker_id, {}).get("pid")
     control.kill()
     evidence.note(f"killed {names[0]} (pid {old}) with SIGKILL")
-    came_back: int | None = None
+
+    def restarted() -> int | None:
+        report = workers(target, evidence).get(worker_id)
+        return int(report["pid"]) if report is not None and report.get("pid") != old else None
+
     try:
-        deadline = time.monotonic() + RESTART_WITHIN_S
-        while time.monotonic() < deadline and came_back is None:
-            time.sleep(1.0)
-            report = workers(target, evidence).get(worker_id)
-            if report is not None and report.get("pid") != old:
-                came_back = int(report["pid"])
+        came_back = poll(restarted, RESTART_WITHIN_S, interval=1.0).value
     finally:
         control.start()  # leave the target as found, supervised or not
         _wait_for_worker(target, evidence, worker_id)
@@ -208,12 +207,8 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
 
 
 def _wait_for_worker(target: ProbeTarget, evidence: EvidenceLog, worker_id: str) -> None:
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if worker_id in workers(target, evidence):
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"API worker {worker_id} did not come back after control.start()")
+    if not until(lambda: worker_id in workers(target, evidence), 30.0, interval=0.5):
+        raise RuntimeError(f"API worker {worker_id} did not come back after control.start()")
 
 
 # -- APP-IMAGES-PUBLISHED ----------------------------------------------------------------------

@@ -32,9 +32,9 @@ CATALOGUE = "catalogue.json"
 LOCK = ".lock"
 HOUR_S = 3600.0
 DAY_S = 24 * HOUR_S
-# The objectives the items state: BAK-RTO 60 min (checklist.yaml; the original runbook's 2 h is
-# looser), BAK-RPO 24 h, or the original runbook's 15 min where WAL is archived, BAK-DB-DAILY
-# 25 h, BAK-RETENTION 30 days.
+# The objectives the items state: BAK-RTO 60 min (the original checklist's summary; the ChatSDK
+# team's later backup runbook allowed a looser 2 h), BAK-RPO 24 h, or that runbook's 15 min where
+# WAL is archived, BAK-DB-DAILY 25 h, BAK-RETENTION 30 days.
 RTO_OBJECTIVE_S = HOUR_S
 RPO_OBJECTIVE_S = DAY_S
 RPO_WAL_OBJECTIVE_S = 15 * 60.0

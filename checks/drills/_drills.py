@@ -15,6 +15,7 @@ import pytest
 
 from checks._chat import polite
 from checks._runtime import SAMPLES
+from preflight.polling import poll
 from preflight.probe_target import ProbeTarget
 
 STEADY_S = 1.0  # the workload before and after each fault
@@ -69,6 +70,10 @@ def status_of(url: str, timeout: float = 1.0) -> int | str:
         return type(reason).__name__
 
 
+def _ok(status: int | str) -> bool:
+    return status == 200
+
+
 def edge_ready(target: ProbeTarget) -> int:
     return polite(lambda: target.http.get("/v1/health/ready")).status
 
@@ -76,15 +81,13 @@ def edge_ready(target: ProbeTarget) -> int:
 def wait_edge_ready(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) -> float:
     """Seconds until the edge's readiness answers 200; RuntimeError (the drill errors) when it
     does not within `timeout`."""
-    start = time.monotonic()
-    while (status := edge_ready(target)) != 200:
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(
-                f"{target.edge_url}/v1/health/ready did not answer 200 within {timeout:g} s after "
-                f"the drill restored the system (last {status})"
-            )
-        time.sleep(0.1)
-    return time.monotonic() - start
+    ready = poll(lambda: edge_ready(target), timeout, interval=0.1, accept=_ok)
+    if not ready.held:
+        raise RuntimeError(
+            f"{target.edge_url}/v1/health/ready did not answer 200 within {timeout:g} s after "
+            f"the drill restored the system (last {ready.value})"
+        )
+    return ready.seconds
 
 
 def wait_worker_ready(
@@ -95,14 +98,12 @@ def wait_worker_ready(
     url = worker_url(target, worker)
     if url is None:
         return wait_edge_ready(target, timeout)
-    start = time.monotonic()
-    while (status := status_of(f"{url}/v1/health/ready")) != 200:
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(
-                f"{worker} ({url}) was not ready within {timeout:g} s of its start (last {status})"
-            )
-        time.sleep(POLL_S)
-    return time.monotonic() - start
+    ready = poll(lambda: status_of(f"{url}/v1/health/ready"), timeout, interval=POLL_S, accept=_ok)
+    if not ready.held:
+        raise RuntimeError(
+            f"{worker} ({url}) was not ready within {timeout:g} s of its start (last {ready.value})"
+        )
+    return ready.seconds
 
 
 @dataclass
@@ -158,12 +159,12 @@ def serving_everywhere(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) 
     the edge avoids it for a while (max_fails, fail_timeout); a drill that started meanwhile
     would put no traffic on it and prove nothing."""
     names = [n for n in target.info.control if n.startswith("api-")]
-    start = time.monotonic()
-    while len(reports(target)) < len(names):
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(
-                f"not every API worker answered through {target.edge_url} within {timeout:g} s "
-                f"(expected {len(names)})"
-            )
-        time.sleep(0.5)
-    return time.monotonic() - start
+    answered = poll(
+        lambda: len(reports(target)), timeout, interval=0.5, accept=lambda n: n >= len(names)
+    )
+    if not answered.held:
+        raise RuntimeError(
+            f"not every API worker answered through {target.edge_url} within {timeout:g} s "
+            f"(expected {len(names)})"
+        )
+    return answered.seconds

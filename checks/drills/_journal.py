@@ -8,7 +8,7 @@ realtime WebSocket while a drill breaks something, and the verdict afterwards.
   stops first. A 429 is waited out (the workload stays under the limits; it is counted apart).
 - Every receiver holds one socket subscribed to every channel of the journal from seq 0; when the
   socket closes it records the close code and reconnects with `after_seq` = the last seq it holds
-  (backfill), as API.md tells clients to.
+  (backfill), as system/chatsdk/API.md tells clients to.
 - The verdict, after the fault is restored: lost = 0 (every acked message is stored, and delivered
   to every receiver after backfill), duplicates = 0 (stored or delivered twice), unexpected = 0
   (stored though refused, or never sent), every channel's seq strictly increasing from 1 without
@@ -33,6 +33,7 @@ from websockets.sync.client import connect
 from checks._chat import Actor, Tenant, polite
 from preflight.client import ChatClient, Response
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 SendState = Literal["acked", "failed", "indeterminate"]
@@ -308,16 +309,20 @@ class Journal:
             if thread.name.startswith("send-"):
                 thread.join(timeout=SETTLE_S + REQUEST_TIMEOUT_S + 5)
         stored = {channel: self._read_channel(channel) for channel in self.channels}
-        deadline = time.monotonic() + DELIVERY_SETTLE_S
         progress, progress_at = self._received(), time.monotonic()
-        while time.monotonic() < deadline and not self._caught_up(stored):
-            time.sleep(0.1)
+
+        def settled() -> bool:
+            nonlocal progress, progress_at
+            if self._caught_up(stored):
+                return True
             if (now := self._received()) != progress:
                 progress, progress_at = now, time.monotonic()
-            elif time.monotonic() - progress_at > DELIVERY_STALL_S and self._all_connected():
-                # Nothing arrives any more though every receiver holds a socket: what is
-                # missing stays missing. (One still reconnecting gets until the deadline.)
-                break
+                return False
+            # Nothing arrives any more though every receiver holds a socket: what is missing
+            # stays missing. (One still reconnecting gets until the deadline.)
+            return time.monotonic() - progress_at > DELIVERY_STALL_S and self._all_connected()
+
+        until(settled, DELIVERY_SETTLE_S, interval=0.1)
         with self._lock:
             for r in self.receivers:
                 r.connected_when_judged = r.connected
@@ -408,16 +413,15 @@ class Journal:
     # -- receiving ---------------------------------------------------------------------------
 
     def _wait_connected(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def connected() -> bool:
             with self._lock:
-                if all(r.connects for r in self.receivers):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"drill {self.label}: the journal's receivers could not connect to "
-            f"{self.target.ws_url} within {timeout:g} s"
-        )
+                return all(r.connects for r in self.receivers)
+
+        if not until(connected, timeout, interval=0.05):
+            raise RuntimeError(
+                f"drill {self.label}: the journal's receivers could not connect to "
+                f"{self.target.ws_url} within {timeout:g} s"
+            )
 
     def _receive(self, receiver: Receiver) -> None:
         name = receiver.actor.user_id

@@ -27,6 +27,7 @@ from checks._chat import Actor, Tenant
 from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready, worker_url
 from checks.monitoring._monitoring import promql
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 # The paging policy of system/monitoring/alertmanager.yml, as the operations docs state it:
@@ -204,17 +205,18 @@ class _Burst:
 
 def _await(webhook: Webhook, phase: Phase, since: float, target: ProbeTarget) -> None:
     """Until the alert reached a receiver (and the others had GRACE_S more), or the timeout."""
-    deadline = since + FIRE_TIMEOUT_S
     first: float | None = None
-    while time.monotonic() < deadline:
+
+    def settled() -> bool:
+        nonlocal first
         phase.reached = webhook.reached(phase.alert, since, instance=phase.instance)
         if phase.reached and first is None:
             first = time.monotonic()
-        if first is not None and (
+        return first is not None and (
             time.monotonic() - first >= GRACE_S or set(phase.reached) >= RECEIVERS["critical"]
-        ):
-            break
-        time.sleep(0.2)
+        )
+
+    until(settled, since + FIRE_TIMEOUT_S - time.monotonic(), interval=0.2)
     phase.firing_in_prometheus = _firing(target, phase)
 
 

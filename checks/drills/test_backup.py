@@ -33,8 +33,9 @@ from checks.drills._backup import (
     successful,
     write_catalogue,
 )
-from checks.monitoring._monitoring import prom, promql, until
+from checks.monitoring._monitoring import SCRAPE_POLL_S, WATCH_TIMEOUT_S, prom, promql
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 from preflight.targets.native import PG_BIN
 
@@ -236,7 +237,7 @@ def test_a_backup_ran_since_the_deploy_and_its_age_is_alerted_on(
         values[:] = [float(s["value"][1]) for s in promql(target, BACKUP_GAUGE)]
         return any(v >= wanted for v in values)
 
-    seen = until(reported)
+    seen = until(reported, WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S)
     evidence.note(f"{BACKUP_GAUGE} in Prometheus: {values or 'absent'}")
     assert seen, (
         f"Prometheus must see {BACKUP_GAUGE} of at least {wanted:.0f} (the newest scheduled "

@@ -14,7 +14,6 @@ import json
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +22,7 @@ from websockets.sync.client import connect
 
 from checks._chat import Actor, Tenant, polite
 from checks.drills._drills import (
+    POLL_S,
     STEADY_S,
     Poller,
     api_workers,
@@ -43,6 +43,7 @@ from checks.drills._journal import (
     closes_during,
 )
 from preflight.evidence import EvidenceLog
+from preflight.polling import waited
 from preflight.probe_target import ProbeTarget
 
 GRACE_PERIOD_S = 15.0  # Kubernetes' default terminationGracePeriod is 30 s; the API promises 15
@@ -288,7 +289,9 @@ def test_a_worker_started_before_its_databases_becomes_ready_once_they_are_up(
         redis.stop()
         postgres.stop()
         api.start()
-        live = _until(lambda: status_of(f"{url}/v1/health/live") == 200, RECOVERY_S)
+        live = waited(
+            lambda: status_of(f"{url}/v1/health/live") == 200, RECOVERY_S, interval=POLL_S
+        )
         time.sleep(DOWN_S)  # the worker waits for its databases: alive, not ready, no crash
         waiting = (status_of(f"{url}/v1/health/live"), status_of(f"{url}/v1/health/ready"))
         pid = int(str(_runtime_of(url, target.admin_key)["pid"]))
@@ -426,15 +429,6 @@ def _exit(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
 
 
-def _until(condition: Callable[[], bool], timeout: float) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    return None
-
-
 def _until_unready(target: ProbeTarget, timeout: float) -> float | None:
     """Seconds until readiness fails: every worker's own where the target gives the addresses,
     else the edge's."""
@@ -445,7 +439,7 @@ def _until_unready(target: ProbeTarget, timeout: float) -> float | None:
             return all(status_of(f"{u}/v1/health/ready") != 200 for u in urls)
         return target.http.get("/v1/health/ready").status != 200
 
-    return _until(unready, timeout)
+    return waited(unready, timeout, interval=POLL_S)
 
 
 def _runtime_of(url: str, admin_key: str) -> dict[str, object]:

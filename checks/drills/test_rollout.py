@@ -42,7 +42,7 @@ from preflight.targets.base import ReleaseControl
 
 HALT_S = 2.0  # the rollout stays halted this long, both releases serving
 # Statements that break the release before a migration: it reads or writes what they remove or
-# change. Expand/contract defers them to a later release (docs/operations/rollback.md).
+# change. Expand/contract defers them to a later release (system/docs/operations/rollback.md).
 CONTRACTING = re.compile(
     r"\b(?:DROP\s+(?:TABLE|COLUMN|VIEW|INDEX|TYPE|FUNCTION|SCHEMA)|RENAME\s+(?:COLUMN|TO)"
     r"|ALTER\s+COLUMN\s+\w+\s+(?:TYPE|SET\s+NOT\s+NULL|SET\s+DATA\s+TYPE)|TRUNCATE"

@@ -21,7 +21,8 @@ from checks.deployment._artefacts import (
 )
 from preflight.evidence import EvidenceLog
 
-# The seed's autoscaling policy (original-chatsdk-facts.md, section 5).
+# The autoscaling policy of the original ChatSDK Kubernetes guide (the document that came with
+# the checklist): 3..10 pods at 70 % CPU or 80 % memory, fast up, slow down.
 HPA_MIN, HPA_MAX = 3, 10
 HPA_TARGETS = {"cpu": 70, "memory": 80}
 SCALE_UP = {"stabilizationWindowSeconds": 60, "selectPolicy": "Max"}

@@ -7,7 +7,6 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,6 +22,7 @@ from checks.security._edge import (
     verified_handshake,
 )
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 CONNECT_TIMEOUT_S = 2.0
@@ -150,13 +150,13 @@ def test_a_dead_worker_is_dropped(target: ProbeTarget, evidence: EvidenceLog) ->
 
 def _wait_for_worker(target: ProbeTarget) -> None:
     """Until the restarted worker answers again, so later probes find the target whole."""
-    deadline = time.monotonic() + RESTART_TIMEOUT_S
     admin = target.http.as_admin(target.admin_key)
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         response = polite(lambda: admin.get("/v1/admin/runtime"))
-        if response.status == 200 and response.json().get("worker_id") == "0":
-            return
-        time.sleep(0.2)
+        return response.status == 200 and response.json().get("worker_id") == "0"
+
+    until(answers, RESTART_TIMEOUT_S, interval=0.2)
 
 
 @pytest.mark.checklist("INF-NET-FIREWALL")

@@ -38,10 +38,10 @@ def _role_privileges(target: ProbeTarget) -> list[str]:
     return [p for p in PRIVILEGES if rows[0][p]]
 
 
-# The server hardening of the issue (CIS PostgreSQL; catalogue PG-01/PG-02) has no item of its
-# own; it is decided here, next to "the application database exists", one case per setting, so a
-# deviation names its setting. password_encryption/pg_hba live in SEC-PASSWORDS-STRONG, the
-# role's timeouts in INF-DB-POOL.
+# PostgreSQL server hardening (after the CIS PostgreSQL Benchmark: a least-privileged role,
+# loopback only, durability settings) has no item of its own; it is decided here, next to "the
+# application database exists", one case per setting, so a deviation names its setting.
+# password_encryption/pg_hba live in SEC-PASSWORDS-STRONG, the role's timeouts in INF-DB-POOL.
 HARDENING = ["database-and-role", "role-least-privileged", "listen-loopback-only", "durability"]
 
 

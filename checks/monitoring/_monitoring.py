@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from preflight.jsonlines import json_records
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,9 @@ SEVERITIES = frozenset({"critical", "warning", "info"})
 TOOL_TIMEOUT_S = 180.0  # a hang guard: `promtool test rules` takes 7 s alone, over 60 s on a
 # machine that also runs the test suite and a full checklist (seen once)
 HTTP_TIMEOUT_S = 5.0
+# How long and how often a probe looks again at what a worker counts or logs.
+WAIT_S = 5.0
+POLL_S = 0.2
 
 
 def monitoring_dir() -> Path:
@@ -343,16 +347,6 @@ def total(target: ProbeTarget, name: str, **labels: str) -> float:
     return value
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
 # -- dashboards ----------------------------------------------------------------------------------
 
 
@@ -384,6 +378,7 @@ def queries(path: Path) -> list[tuple[str, str]]:
 # -- the live Prometheus and Alertmanager ----------------------------------------------------------
 
 WATCH_TIMEOUT_S = 15.0
+SCRAPE_POLL_S = 1.0  # the pace of Prometheus' scrapes
 
 
 def prometheus_url(target: ProbeTarget) -> str:
@@ -423,11 +418,6 @@ def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
     return list(result or [])
 
 
-def until(check: Callable[[], bool], timeout: float = WATCH_TIMEOUT_S) -> bool:
-    """wait_for at the pace of Prometheus' scrapes."""
-    return wait_for(check, timeout, interval=1.0)
-
-
 # -- logs ----------------------------------------------------------------------------------------
 
 
@@ -451,19 +441,6 @@ def log_lines(target: ProbeTarget) -> Iterator[tuple[Path, str]]:
             yield path, line
 
 
-def records(target: ProbeTarget) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every JSON object logged on a line of its own."""
-    for path, line in log_lines(target):
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            yield path, record
-
-
 def is_edge_access(record: dict[str, Any]) -> bool:
     return "remote_addr" in record and "request_time" in record
 
@@ -473,14 +450,14 @@ def is_api(record: dict[str, Any]) -> bool:
 
 
 def find_records(
-    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
 ) -> list[tuple[Path, dict[str, Any]]]:
     """The records `wanted` accepts, waiting up to `timeout` for writers to flush."""
     found: list[tuple[Path, dict[str, Any]]] = []
 
     def look() -> bool:
-        found[:] = [(p, r) for p, r in records(target) if wanted(r)]
+        found[:] = [(p, r) for p, r in json_records(log_files(target)) if wanted(r)]
         return bool(found)
 
-    wait_for(look, timeout)
+    until(look, timeout, interval=POLL_S)
     return found

@@ -117,8 +117,10 @@ def test_every_alert_links_an_existing_runbook(evidence: EvidenceLog) -> None:
     for rule in alert_rules():
         url = str(rule.annotations.get("runbook_url", "")).strip()
         assert url, f"alert {rule} must carry a runbook_url annotation (got none)"
-        match = re.search(r"(?:^|/)(docs/runbooks/[\w.-]+\.md)$", url)
-        assert match, f"runbook_url of alert {rule} must point at docs/runbooks/*.md (got {url!r})"
+        match = re.search(r"(?:^|/)(system/docs/runbooks/[\w.-]+\.md)$", url)
+        assert match, (
+            f"runbook_url of alert {rule} must point at system/docs/runbooks/*.md (got {url!r})"
+        )
         runbook = REPO / match[1]
         assert runbook.is_file(), f"runbook of alert {rule} must exist at {runbook} (got no file)"
         text = runbook.read_text()

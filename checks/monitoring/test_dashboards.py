@@ -1,5 +1,6 @@
-"""The Grafana dashboards committed in system/monitoring/grafana: the seed's five exist as JSON,
-every query parses (promtool) and names only metrics that exist."""
+"""The Grafana dashboards committed in system/monitoring/grafana: the five the original ChatSDK
+monitoring guide listed exist as JSON, every query parses (promtool) and names only metrics that
+exist."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from checks.monitoring._monitoring import (
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 
-# The seed's dashboards: overview, API performance, database, system resources, realtime.
+# The original guide's dashboards: overview, API performance, database, system resources,
+# realtime.
 DASHBOARDS = ("overview", "api", "database", "system", "realtime")
 
 

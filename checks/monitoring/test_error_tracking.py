@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from checks._chat import call
-from checks.monitoring._monitoring import wait_for
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 from preflight.targets.native.errortracker import read_events
 
@@ -108,7 +108,7 @@ def test_an_unhandled_error_reaches_error_tracking_with_its_request_id(
             found.append(event)
         return event is not None
 
-    wait_for(arrived, EVENT_TIMEOUT_S, interval=0.2)
+    until(arrived, EVENT_TIMEOUT_S, interval=0.2)
     received = len(read_events(path))
     assert found, (
         f"the error tracker must receive an event tagged request_id={request_id} within "

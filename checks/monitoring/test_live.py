@@ -16,6 +16,8 @@ import pytest
 from checks._chat import Tenant, send
 from checks.monitoring._monitoring import (
     API_JOB,
+    SCRAPE_POLL_S,
+    WATCH_TIMEOUT_S,
     declared_exporter_metrics,
     get_json,
     metrics_urls,
@@ -24,10 +26,10 @@ from checks.monitoring._monitoring import (
     prometheus_url,
     promql,
     queries,
-    until,
     without_grafana_variables,
 )
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 from preflight.targets.native.observability import WATCHDOG_LABEL
 
@@ -42,7 +44,7 @@ def active_targets(target: ProbeTarget) -> list[dict[str, Any]]:
         found[:] = prom(target, "/api/v1/targets", state="active")["activeTargets"]
         return bool(found) and all(t["health"] != "unknown" for t in found)
 
-    until(scraped)
+    until(scraped, WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S)
     return found
 
 
@@ -116,7 +118,7 @@ def test_alertmanager_runs_and_receives_the_alerts_prometheus_fires(
             received.update(a["labels"].get("alertname", "") for a in alerts)
         return bool(wanted) and wanted <= received
 
-    if not until(delivered) and not wanted:
+    if not until(delivered, WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S) and not wanted:
         evidence.note("no alert is firing: delivery decided from the Alertmanager list alone")
         return
     if am is None:
@@ -150,7 +152,7 @@ def test_no_alert_is_firing_or_pending(target: ProbeTarget, evidence: EvidenceLo
     assert scraped is not None, (
         f"Prometheus at {prometheus_url(target)} must scrape the system (got no targets)"
     )
-    assert until(lambda: evaluated(target, scraped)), (
+    assert until(lambda: evaluated(target, scraped), WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S), (
         f"every alert rule of Prometheus at {prometheus_url(target)} must be evaluated within "
         f"15 s after the scrape of {scraped.isoformat()} (got rules not evaluated since)"
     )
@@ -200,7 +202,7 @@ def no_data(target: ProbeTarget, panels: list[tuple[str, str]]) -> list[tuple[st
         empty[:] = [(t, e) for t, e in panels if not promql(target, without_grafana_variables(e))]
         return not empty
 
-    until(answered)
+    until(answered, WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S)
     return empty
 
 

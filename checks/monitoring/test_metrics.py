@@ -9,6 +9,8 @@ import pytest
 
 from checks._chat import Tenant, realtime, send
 from checks.monitoring._monitoring import (
+    POLL_S,
+    WAIT_S,
     families,
     last_lines,
     metrics_urls,
@@ -18,15 +20,20 @@ from checks.monitoring._monitoring import (
     scrape_ok,
     tool,
     total,
-    wait_for,
 )
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 # Request count (with the status that tells errors apart) and the latency histogram.
 RED_FAMILIES = {"http_requests_total": "counter", "http_request_duration_seconds": "histogram"}
 EDGE_METRICS_PATHS = ("/metrics", "/v1/metrics")
+
+
+def reaches(target: ProbeTarget, value: float, name: str, **labels: str) -> bool:
+    """Whether the workers' sum of a metric (see total) reaches `value` within WAIT_S."""
+    return until(lambda: total(target, name, **labels) >= value, WAIT_S, interval=POLL_S)
 
 
 @pytest.mark.checklist("MON-METRICS-ENDPOINT")
@@ -92,12 +99,12 @@ def test_business_metrics_move_under_traffic(target: ProbeTarget, evidence: Evid
 
     sent = total(target, "messages_sent_total")
     send(alice, channel, f"business metrics {secrets.token_hex(4)}")
-    moved = wait_for(lambda: total(target, "messages_sent_total") >= sent + 1)
+    moved = reaches(target, sent + 1, "messages_sent_total")
     assert moved, f"messages_sent_total must grow after a message is sent (stayed at {sent:g})"
 
     sockets = total(target, "active_websocket_connections")
     with realtime(target, bob):
-        opened = wait_for(lambda: total(target, "active_websocket_connections") >= sockets + 1)
+        opened = reaches(target, sockets + 1, "active_websocket_connections")
         assert opened, (
             f"active_websocket_connections must count an open socket (stayed at {sockets:g})"
         )
@@ -109,7 +116,7 @@ def test_business_metrics_move_under_traffic(target: ProbeTarget, evidence: Evid
     )
     evidence.request(response)
     expect(response, 201)
-    counted = wait_for(lambda: total(target, name, **labels) >= uploads + 1)
+    counted = reaches(target, uploads + 1, name, **labels)
     assert counted, (
         f"uploads ({name} with {labels}) must grow after an upload (stayed at {uploads:g})"
     )
@@ -125,7 +132,7 @@ def test_request_metrics_grow_with_traffic(target: ProbeTarget, evidence: Eviden
     sent = 10
     for _ in range(sent):
         expect(target.http.get("/v1/health/live"), 200)
-    grew = wait_for(lambda: total(target, "http_requests_total") >= before + sent)
+    grew = reaches(target, before + sent, "http_requests_total")
     after = total(target, "http_requests_total")
     evidence.figure("requests counted", after - before)
     assert grew, (

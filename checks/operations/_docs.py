@@ -1,4 +1,4 @@
-"""Reading the operations docs (docs/operations/*.md) the way an on-call engineer would: by
+"""Reading the operations docs (system/docs/operations/*.md) the way an on-call engineer would: by
 section, by command, and by the repository paths and `preflight` subcommands they name, which
 must exist (a runbook that names a removed command fails at 3 a.m.)."""
 

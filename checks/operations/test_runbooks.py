@@ -1,4 +1,4 @@
-"""The operations docs in docs/operations: a rollback procedure, a disaster-recovery plan,
+"""The operations docs in system/docs/operations: a rollback procedure, a disaster-recovery plan,
 runbooks for the common failures and a troubleshooting guide, each naming commands that exist."""
 
 from __future__ import annotations

@@ -4,16 +4,16 @@ upstream) and no API worker ever saw it, nor any other request for the web clien
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from checks._web import WEB_PATH, web_client
 from preflight.evidence import EvidenceLog
+from preflight.jsonlines import json_records
+from preflight.polling import poll
 from preflight.probe_target import ProbeTarget
 
 LOG_WAIT_S = 5.0
@@ -21,26 +21,6 @@ LOG_WAIT_S = 5.0
 # answered the client: the logs are read once more after this grace.
 GRACE_S = 1.0
 NO_UPSTREAM = ("", "-")
-
-
-def _records(files: tuple[Path, ...]) -> list[dict[str, Any]]:
-    """Every JSON object line of the target's logs (other lines are not request logs)."""
-    records = []
-    for path in files:
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if not line.startswith("{"):
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def _path_of(record: dict[str, Any]) -> str:
@@ -73,16 +53,14 @@ def test_static_assets_are_served_by_the_edge_not_the_api_workers(
         assert response.status == 200, f"{target.edge_url}{path} must be served (got {response})"
         sent[request_id] = path
 
-    deadline = time.monotonic() + LOG_WAIT_S
-    while True:
-        edge = {
+    def logged_by_the_edge() -> dict[str, dict[str, Any]]:
+        return {
             str(r["request_id"]): r
-            for r in _records(files)
+            for _path, r in json_records(files)
             if "upstream" in r and str(r.get("request_id", "")).startswith(marker)
         }
-        if len(edge) == len(sent) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
+
+    edge = poll(logged_by_the_edge, LOG_WAIT_S, accept=lambda found: len(found) == len(sent)).value
     missing = sorted(set(sent) - set(edge))
     assert not missing, (
         f"the edge's access log must record each static asset request by its request id "
@@ -100,7 +78,7 @@ def test_static_assets_are_served_by_the_edge_not_the_api_workers(
     time.sleep(GRACE_S)
     seen_by_workers = [
         f"{_path_of(r) or r.get('message', '?')} (request id {r.get('request_id')})"
-        for r in _records(files)
+        for _path, r in json_records(files)
         if "upstream" not in r
         and (str(r.get("request_id", "")).startswith(marker) or _path_of(r).startswith(WEB_PATH))
     ]

@@ -24,6 +24,7 @@ import pytest
 from cryptography import x509
 
 from preflight.client import ChatClient, Response
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 TIMEOUT_S = 10.0
@@ -38,7 +39,7 @@ FLOOD_LIMITED = 50  # 429s that show the limit bites, whatever the exact burst o
 FLOOD_ROUNDS = 5  # of FLOOD_REQUESTS each, at most; and for at most FLOOD_WITHIN_S
 FLOOD_WITHIN_S = 30.0
 RECOVERY_S = 10.0
-# API.md, Uploads: "over 100 MB -> 413 from the edge before the API reads it".
+# system/chatsdk/API.md, Uploads: over 100 MB the edge answers 413 before the API reads it.
 MAX_BODY_BYTES = 100 * 1024 * 1024
 
 
@@ -204,11 +205,9 @@ def flood(
 
 
 def wait_until_served(target: ProbeTarget, path: str = FLOOD_PATH) -> None:
-    deadline = time.monotonic() + RECOVERY_S
     client = ChatClient.for_target(target.info)
     try:
-        while client.get(path).status == 429 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        until(lambda: client.get(path).status != 429, RECOVERY_S, interval=0.2)
     finally:
         client.close()
 

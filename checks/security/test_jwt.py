@@ -66,7 +66,14 @@ WEAK_SECRETS = (
     "example",
     "",
 )
-SAMPLE_FILES = ("system/deploy", "docs", "system/chatsdk/README.md", "README.md")
+SAMPLE_FILES = (
+    "system/deploy",
+    "system/docs",
+    "docs",
+    "system/chatsdk/README.md",
+    "system/chatsdk/API.md",
+    "README.md",
+)
 SAMPLE_VALUE = r"(?i)jwt[_-]?secret\w*\s*[:=]\s*[\"']?([^\"'\s#]+)"
 
 

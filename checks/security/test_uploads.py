@@ -18,7 +18,7 @@ from preflight.client import Response
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 
-LIMIT_BYTES = 100 * 1024 * 1024  # API.md: "over 100 MB -> 413 from the edge"
+LIMIT_BYTES = 100 * 1024 * 1024  # system/chatsdk/API.md: over 100 MB, 413 from the edge
 TIMEOUT_S = 10.0
 # Types a browser renders or executes when a response is opened inline.
 RENDERED_TYPES = (

@@ -17,8 +17,7 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ LAUNCH_TIMEOUT_MS = 30_000
 # machine; a healthy system answers in well under a second. Not a performance target (the load
 # profile measures those), only the point where "not yet" becomes "never".
 STEP_TIMEOUT_MS = 10_000
+STEP_TIMEOUT_S = STEP_TIMEOUT_MS / 1000  # the same, for polls of what is on screen
 DESKTOP: ViewportSize = {"width": 1024, "height": 700}
 SCREENSHOT_QUALITY = 60  # JPEG: a few tens of KB per screenshot in the record
 SESSION_KEY = "chatsdk.session"
@@ -256,14 +256,3 @@ class Person:
     def screenshot(self, what: str) -> None:
         shot = self.page.screenshot(type="jpeg", quality=SCREENSHOT_QUALITY)
         self.evidence.attach(f"screenshot: {what}", shot, "image/jpeg")
-
-
-def until(condition: Callable[[], bool], timeout_ms: int = STEP_TIMEOUT_MS) -> bool:
-    """Poll `condition` (a check of what is on screen) until it holds or the time is up."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)

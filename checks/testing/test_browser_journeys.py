@@ -19,14 +19,15 @@ from playwright.sync_api import ViewportSize
 from checks._chat import call
 from checks.testing._browser import (
     STEP_TIMEOUT_MS,
+    STEP_TIMEOUT_S,
     WEB_PATH,
     BrowserSession,
     Person,
     chromium,
     demo_or_skip,
-    until,
 )
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 MOBILE: ViewportSize = {"width": 360, "height": 740}
@@ -45,7 +46,7 @@ SLOW_LINK = {
 }
 TYPING_ROUNDS = 4
 # Once a screen has changed, how long it may take to settle on its final state.
-SETTLE_MS = 1500
+SETTLE_S = 1.5
 # Every step on the slow link costs a few round trips of over half a second each.
 SLOW_LINK_TIMEOUT_MS = 2 * STEP_TIMEOUT_MS
 HISTORY_MESSAGES = 60  # more than the client's page of 50: the reader must scroll for the rest
@@ -156,7 +157,7 @@ def test_a_message_sent_in_the_browser_is_read_back_by_another_member(
     beginning = bob.page.locator("#history-status", has_text="beginning of the channel")
     for _ in range(5):
         bob.page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")
-        if until(lambda: beginning.count() > 0, 2000):
+        if until(lambda: beginning.count() > 0, 2.0):
             break
     seqs = bob.seqs()
     evidence.figure("messages on the first page", first_page)
@@ -186,7 +187,7 @@ def test_messages_reach_another_browser_live_and_after_a_reconnect(
     typing = bob.page.locator("#typing", has_text=f"{ada.name} is typing")
     for _ in range(TYPING_ROUNDS):
         composer.press_sequentially("typing ")
-        if until(lambda: typing.count() > 0, STEP_TIMEOUT_MS // TYPING_ROUNDS):
+        if until(lambda: typing.count() > 0, STEP_TIMEOUT_S / TYPING_ROUNDS):
             break
     assert typing.count() > 0, (
         f"{bob.name} must see '{ada.name} is typing…' while {ada.name} types "
@@ -206,7 +207,7 @@ def test_messages_reach_another_browser_live_and_after_a_reconnect(
     before = bob.badge("random")
     ada.open_channel("random")
     ada.send(f"elsewhere {_token()}")
-    assert until(lambda: bob.badge("random") == before + 1), (
+    assert until(lambda: bob.badge("random") == before + 1, STEP_TIMEOUT_S), (
         f"#random's unread count in {bob.name}'s channel list must go from {before} to "
         f"{before + 1} when {ada.name} posts there (it shows {bob.badge('random')})"
     )
@@ -215,7 +216,7 @@ def test_messages_reach_another_browser_live_and_after_a_reconnect(
     # Bob loses the network; what Ada sends meanwhile arrives once he is back, in order, once.
     bob.context.set_offline(True)
     offline = bob.page.locator("#status[data-state=offline]")
-    assert until(lambda: offline.count() > 0), (
+    assert until(lambda: offline.count() > 0, STEP_TIMEOUT_S), (
         f"{bob.name}'s client must show that it is offline (it shows "
         f"{bob.page.locator('#status').text_content()!r})"
     )
@@ -274,7 +275,7 @@ def test_a_poll_is_created_and_voted_on_in_two_browsers(
         return lambda: votes(viewer) == expected
 
     for person in (ada, bob):
-        assert until(shows_votes(person, {"Yes": 0, "No": 0})), (
+        assert until(shows_votes(person, {"Yes": 0, "No": 0}), STEP_TIMEOUT_S), (
             f"{person.name} must see the new poll {question!r} with options Yes and No and no "
             f"votes (shows {votes(person) or 'no poll'})"
         )
@@ -286,8 +287,8 @@ def test_a_poll_is_created_and_voted_on_in_two_browsers(
         before = {viewer.name: votes(viewer) for viewer in (ada, bob)}
         person.page.locator(".poll", has_text=question).get_by_role("button", name=option).click()
         for viewer in (ada, bob):
-            until(lambda: not shows_votes(viewer, before[viewer.name])())  # noqa: B023
-            until(shows_votes(viewer, expected), SETTLE_MS)
+            until(lambda: not shows_votes(viewer, before[viewer.name])(), STEP_TIMEOUT_S)  # noqa: B023
+            until(shows_votes(viewer, expected), SETTLE_S)
             assert votes(viewer) == expected, (
                 f"after {person.name} votes {option}, {viewer.name} must see {expected} "
                 f"(shows {votes(viewer)})"
@@ -302,7 +303,7 @@ def test_a_poll_is_created_and_voted_on_in_two_browsers(
 
     ada.page.reload()
     ada.wait_live("a reload")
-    assert until(lambda: votes(ada) == {"Yes": 0, "No": 2}), (
+    assert until(lambda: votes(ada) == {"Yes": 0, "No": 2}, STEP_TIMEOUT_S), (
         f"the poll's counts must survive a reload (after one {ada.name} sees {votes(ada)})"
     )
     bob.screenshot(f"{bob.name} sees the poll's counts update live")
@@ -334,7 +335,7 @@ def test_a_file_uploaded_in_one_browser_downloads_in_another(
             seen.append(value)
         return ada.page.locator("#upload[data-state=done]").count() > 0
 
-    finished = until(done, STEP_TIMEOUT_MS * 2)
+    finished = until(done, STEP_TIMEOUT_S * 2)
     done()  # the bar's value once the upload is done
     assert finished, (
         f"the upload of {filename} ({UPLOAD_BYTES} bytes) must finish with its progress bar at "
@@ -503,7 +504,7 @@ def test_the_client_works_on_a_small_phone_over_a_slow_link(
         box = drawer.evaluate(MEASURE_CONTROL)
         return bool(box["left"] >= 0 and box["right"] <= MOBILE["width"])
 
-    assert until(drawer_open), (
+    assert until(drawer_open, STEP_TIMEOUT_S), (
         f"the channel drawer must slide in on screen when Channels is tapped (it spans "
         f"{drawer.evaluate(MEASURE_CONTROL)['left']:.0f}.."
         f"{drawer.evaluate(MEASURE_CONTROL)['right']:.0f} px)"

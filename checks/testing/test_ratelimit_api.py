@@ -17,9 +17,9 @@ from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
-# Where the thresholds are documented; the probe reads them from there, so a change of a limit
-# that is not documented (or documented wrongly) shows up here.
-DOCS = REPO / "docs" / "the-bundled-system.md"
+# Where the thresholds are documented (the API contract); the probe reads them from there, so a
+# change of a limit that is not documented (or documented wrongly) shows up here.
+DOCS = REPO / "system" / "chatsdk" / "API.md"
 DOCUMENTED = re.compile(r"`send_message`\s+(\d+)/s\s+with\s+a\s+burst\s+of\s+(\d+)")
 # Requests are paced below the edge's per-address rate, so the 429 that ends the burst is the
 # API's per-user one, not the edge's.

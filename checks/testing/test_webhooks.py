@@ -20,6 +20,7 @@ import pytest
 
 from checks._chat import Tenant, call, created
 from preflight.evidence import EvidenceLog
+from preflight.polling import until
 from preflight.probe_target import ProbeTarget
 
 SIGNATURE = "x-chatsdk-signature"
@@ -121,13 +122,11 @@ def test_webhooks_are_signed_retried_and_not_sent_twice(
             created(
                 user.client, f"/v1/channels/{channel}/messages", {"text": f"hook {n}"}, "a message"
             )
-        deadline = time.monotonic() + ARRIVAL_S
-        while time.monotonic() < deadline:
-            got = hook.snapshot()
-            ok = {r.event_id for r in got if r.answered == 200}
-            if len(ok) >= EVENTS:
-                break
-            time.sleep(0.1)
+
+        def answered_each() -> bool:
+            return len({r.event_id for r in hook.snapshot() if r.answered == 200}) >= EVENTS
+
+        until(answered_each, ARRIVAL_S)
         time.sleep(QUIET_S)
         got = hook.snapshot()
     evidence.figure("deliveries received", len(got))

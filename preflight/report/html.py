@@ -18,17 +18,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from preflight.checklist import AREAS
 from preflight.diff import Change, order
+from preflight.evidence import IMAGE_MAGIC
 from preflight.outcomes import OUTCOMES, Outcome
 from preflight.record import record_digest
 from preflight.report.charts import load_charts
-from preflight.signing import signed_message
+from preflight.signing import signature_status
 
 TEMPLATE = "report.html.j2"
 ROLE_NAMES = {
@@ -57,14 +56,13 @@ TEXT_TYPES = (
     "application/x-ndjson",
     "application/javascript",
 )
-IMAGE_MAGIC = {
-    "image/png": b"\x89PNG\r\n\x1a\n",
-    "image/jpeg": b"\xff\xd8\xff",
-    "image/gif": b"GIF8",
-    "image/webp": b"RIFF",
+# What the report shows for each status of signing.signature_status: state, then its words.
+SIGNATURE_STATES = {
+    "valid": ("valid", "signature matches this record"),
+    "edited": ("stale", "signed a different version of this record"),
+    "bad-signature": ("invalid", "signature does not match its public key"),
+    "malformed": ("invalid", "signature does not match its public key"),
 }
-
-
 SCREENSHOT_MIN_WIDTH = 160
 _JPEG_FRAMES = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -176,8 +174,8 @@ class AreaRow:
 
 
 def _load_components(load: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The system's components at full scale (preflight/resources.py), one row each, and the
-    host's CPU where they share one machine."""
+    """The system's components at full scale (preflight/load/headroom.py), one row each, and
+    the host's CPU where they share one machine."""
     resources = load.get("resources") or {}
     rows = [
         {
@@ -215,10 +213,6 @@ def _load_scaling(load: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     steps = sorted((scaling.get("workers") or {}).items(), key=lambda kv: int(kv[0]))
     return {"steps": steps, "ratio": scaling.get("ratio"), "skipped": scaling.get("skipped", "")}
-
-
-def _mib(value: Any) -> int | None:
-    return round(value / 2**20) if isinstance(value, int | float) else None
 
 
 def _pct(value: Any) -> str:
@@ -366,19 +360,10 @@ def _area_rows(items: Sequence[Mapping[str, Any]]) -> list[AreaRow]:
 
 
 def signature_state(signature: Mapping[str, Any], digest: str) -> tuple[str, str]:
-    """Whether a signature signs this record with the key it names (not whose key it is:
+    """Whether a signature signs this record with the key it carries (not whose key it is:
     `preflight verify` checks keys against the registry of each role)."""
-    if signature["record_sha256"] != digest:
-        return "stale", "signed a different version of this record"
-    try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(signature["public_key"]))
-        key.verify(
-            base64.b64decode(signature["signature"]),
-            signed_message(signature["record_sha256"]),
-        )
-    except (InvalidSignature, ValueError, binascii.Error):
-        return "invalid", "signature does not match its public key"
-    return "valid", "signature matches this record"
+    status, _problem = signature_status(signature, digest)
+    return SIGNATURE_STATES[status]
 
 
 def _signature(entry: Mapping[str, Any], digest: str) -> SignatureView:

@@ -12,12 +12,12 @@ import secrets
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from preflight.errors import TargetUnavailable
+from preflight.polling import until
 
 _PR_SET_PDEATHSIG = 1
 
@@ -153,26 +153,17 @@ def wait_until(
     interval: float = 0.02,
 ) -> None:
     """Poll `ready` until it is true; fail early (with the log) if the child dies."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def up() -> bool:
         if not child.running():
             raise TargetUnavailable(f"{child.name} did not start: {child.crashed_message()}")
-        if ready():
-            return
-        if time.monotonic() > deadline:
-            raise TargetUnavailable(
-                f"{child.name} was not {what} within {timeout:.0f} s; last lines of "
-                f"{child.log_path}:\n{child.log_tail()}"
-            )
-        time.sleep(interval)
+        return ready()
 
-
-def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    if not until(up, timeout, interval=interval):
+        raise TargetUnavailable(
+            f"{child.name} was not {what} within {timeout:.0f} s; last lines of "
+            f"{child.log_path}:\n{child.log_tail()}"
+        )
 
 
 _HANDED_OUT: set[int] = set()

@@ -186,8 +186,9 @@ async def listen(
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=False, timeout=LISTEN_POLL
                 )
-                # redis-py's get_message(timeout=...) can swallow a cancellation (redis-py
-                # issues #3108/#3225); without this check the shutdown would wait forever.
+                # redis-py's get_message(timeout=...) can swallow a cancellation (GitHub
+                # redis/redis-py#3108 and #3225); without this check the shutdown would wait
+                # forever.
                 if me is not None and me.cancelling():
                     raise asyncio.CancelledError
                 if message is None:

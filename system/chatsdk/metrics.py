@@ -46,8 +46,8 @@ class Metrics:
             "chatsdk_redis_up", "1 when Redis answered the last check.", registry=self.registry
         )
 
-        # The seed's names (see ../shared/reference/original-chatsdk-facts.md), so its alert rules
-        # and dashboards find real series. Route labels are route templates, never raw paths.
+        # The names the original ChatSDK monitoring guide used in its alert rules and dashboards,
+        # so that they find real series. Route labels are route templates, never raw paths.
         size_buckets = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
         self.http_request_size = Histogram(
             "http_request_size_bytes",

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the whole API (../shared/API.md), built as data.
+"""The OpenAPI 3.1 description of the whole API (its prose companion: API.md), built as data.
 
 Request body schemas mirror the validators in the handlers (validation.py specs): the same
 required fields, types, lengths, enums and `additionalProperties: false` (unknown fields are

@@ -1,5 +1,6 @@
-"""Operability: each worker's /metrics has the seed's metric names with bounded route labels, and
-the logs are JSON lines with the request id and the caller, never with a secret in them."""
+"""Operability: each worker's /metrics has the metric names of the original ChatSDK monitoring
+guide with bounded route labels, and the logs are JSON lines with the request id and the caller,
+never with a secret in them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from preflight.client import ChatClient, expect
 from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx, UserCtx, make_app
 
-SEED_METRICS = (
+GUIDE_METRICS = (
     "http_requests_total",
     "http_request_duration_seconds",
     "http_request_size_bytes",
@@ -103,13 +104,13 @@ def world(chat: ChatClient, admin: ChatClient) -> World:
     return World(app, user, channel["channel_id"])
 
 
-def test_each_worker_exposes_the_seed_metric_names(stack: NativeTarget, world: World) -> None:
-    """Dashboards and alert rules written for the seed's names must find real series."""
+def test_each_worker_exposes_the_guide_metric_names(stack: NativeTarget, world: World) -> None:
+    """Dashboards and alert rules written for the original guide's names must find real series."""
     for _ in range(4):  # both workers see some traffic (the edge balances round robin)
         expect(world.user.client.get(f"/v1/channels/{world.channel_id}/messages"), 200)
     for worker in stack.worker_urls:
         text = scrape(worker)
-        missing = [name for name in SEED_METRICS if f"# TYPE {name} " not in text]
+        missing = [name for name in GUIDE_METRICS if f"# TYPE {name} " not in text]
         assert not missing, f"{worker}/metrics must expose {missing}"
     merged = [s for worker in stack.worker_urls for s in samples(scrape(worker))]
     db_ops = {labels["operation"] for name, labels, _ in merged if name.startswith("db_query")}

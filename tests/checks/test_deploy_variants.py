@@ -1,5 +1,5 @@
-"""The artefact probes (system/deploy, docs/operations, CHANGELOG.md) against deliberately broken
-copies of the repository: each defect turns exactly its items red and the reason names it.
+"""The artefact probes (system/deploy, system/docs/operations, CHANGELOG.md) against deliberately
+broken copies of the repository: each defect turns exactly its items red and the reason names it.
 
 The probes read the repository given by --repo-dir; no live target is touched (the two probes
 of these items that need one, the worker-kill drill and pip-audit, are deselected), so the
@@ -134,7 +134,9 @@ VARIANTS = [
             "system/deploy/Dockerfile": lambda t: t.replace("USER 10001:10001", "USER root"),
             "system/deploy/k8s/30-config.yaml": _secret_in_config,
             "system/deploy/k8s/71-pdb.yaml": lambda t: t.split("---")[1],
-            "docs/operations/rollback.md": lambda t: t.replace("rollout undo", "rollout restart"),
+            "system/docs/operations/rollback.md": lambda t: t.replace(
+                "rollout undo", "rollout restart"
+            ),
         },
         {
             "APP-SUPERVISED": "livenessProbe",

@@ -93,7 +93,7 @@ def test_a_metric_name_typo_in_the_latency_alert_is_caught(
 def test_an_alert_without_a_runbook_link_fails_only_the_runbook_item(
     target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    drop = replace_once("          runbook_url: docs/runbooks/disk-usage-high.md\n", "")
+    drop = replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", "")
     copy = broken_copy(tmp_path, "alerts.yml", drop)
     red = red_artefact_items(target, monkeypatch, copy)
     assert set(red) == {"MON-ALERT-RUNBOOKS"}, red

@@ -94,7 +94,7 @@ def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert
                 "alert": "SeededAlwaysTrue",
                 "expr": "vector(1)",
                 "labels": {"severity": "warning"},
-                "annotations": {"summary": "seeded", "runbook_url": "docs/runbooks/x.md"},
+                "annotations": {"summary": "seeded", "runbook_url": "system/docs/runbooks/x.md"},
             }
         )
 

@@ -2,7 +2,7 @@
 the rehearsal candidate of the rollout drills (checks/drills/test_rollout.py) on a machine that
 has one release of the chat API: the release the target runs, copied, reporting
 `<version>+rehearsal` and shipping one more migration. By default that migration is the expand
-step of an expand/contract change (docs/operations/rollback.md): a nullable column the previous
+step of expand/contract (system/docs/operations/rollback.md): a nullable column the previous
 release neither reads nor writes. Tests seed a breaking one
 (NativeTestOptions.rehearsal_migration) to show that the drills catch a migration the previous
 release cannot live with.

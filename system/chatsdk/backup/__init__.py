@@ -28,5 +28,5 @@ least daily, and a failure just before the next backup loses less than the 24-ho
 daily schedule the worst case is a day plus one backup's duration).
 
 `python -m chatsdk.backup restore` restores one backup into an empty database and upload store
-and verifies it (docs/operations/backup-and-restore.md).
+and verifies it (system/docs/operations/backup-and-restore.md).
 """

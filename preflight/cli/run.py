@@ -10,7 +10,9 @@ from types import FrameType
 
 from preflight.checklist import AREAS, DEFAULT_PATH
 from preflight.errors import PreflightError
-from preflight.run import PROFILES, Progress, RunOptions, no_load_runner, run
+from preflight.load.runner import no_load_runner
+from preflight.progress import Progress
+from preflight.run import PROFILES, RunOptions, run
 
 SEVERITIES = ("critical", "high", "medium", "low")
 

@@ -1,5 +1,5 @@
-"""Resource headroom figures (preflight/resources.py): the arithmetic on constructed samples, the
-deployment's declared limits, and a sampler against a real native target."""
+"""Resource headroom figures (preflight/load/headroom.py): the arithmetic on constructed
+samples, the deployment's declared limits, and a sampler against a real native target."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from preflight.client import ChatClient
 from preflight.errors import PreflightError
-from preflight.resources import (
+from preflight.load.headroom import (
     COMPOSE_FILE,
     Limits,
     ResourceSample,

@@ -31,7 +31,7 @@ import yaml
 from preflight.errors import PreflightError
 from preflight.targets.base import TargetInfo
 
-COMPOSE_FILE = Path(__file__).resolve().parent.parent / "system" / "deploy" / "docker-compose.yml"
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "system" / "deploy" / "docker-compose.yml"
 SPAN_S = 10.0  # CPU use is a rate over spans of at least this long (or the whole window)
 PG_CONNECT_TIMEOUT_S = 1.0
 PG_QUERY_TIMEOUT_S = 0.5

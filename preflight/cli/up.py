@@ -1,30 +1,26 @@
-"""The `preflight` command."""
+"""`preflight up`: start the bundled chat system and keep it up until Ctrl-C (or, with --check,
+verify its edge answers over TLS and stop)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import http.client
-import os
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from preflight import __version__, cli_report, cli_run, cli_signoff
-from preflight.checklist import AREAS, DEFAULT_PATH, Item, load_checklist
-from preflight.errors import PreflightError
-from preflight.plugin import collect_probes
 from preflight.targets import select_target
 from preflight.targets.base import TargetInfo
 from preflight.targets.external import write_target_file
 from preflight.targets.native import NativeOptions, NativeTarget
 
-EXIT_OK, EXIT_NOT_READY, EXIT_HARNESS = 0, 1, 2
+EXIT_OK, EXIT_NOT_READY = 0, 1
 
 
 class _Stop(Exception):
@@ -52,14 +48,8 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="preflight",
-        description="Executable production-readiness checklists, verified against a real system.",
-    )
-    parser.add_argument("--version", action="version", version=f"preflight {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `up`; it sets `handler=` (args -> exit code)."""
     up = sub.add_parser(
         "up",
         help="start the bundled chat system and keep it up until Ctrl-C",
@@ -94,98 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="verify the edge answers over TLS, then stop everything (exit 0 if it does)",
     )
-    _add_checklist_parser(sub)
-    for register in (cli_run.register, cli_signoff.register, cli_report.register):
-        register(sub)
-    return parser
-
-
-def _add_checklist_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    checklist = sub.add_parser(
-        "checklist",
-        help="validate or list the checklist",
-        description="Validate checklist.yaml against its schema and rules, or list its items.",
-    )
-    actions = checklist.add_subparsers(dest="checklist_command", required=True, metavar="ACTION")
-    validate = actions.add_parser(
-        "validate",
-        help="check the file; exit 0 if valid, 2 listing every problem (item, field, line)",
-    )
-    validate.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
-    show = actions.add_parser(
-        "show",
-        help="list items: id, area, severity, verify, title, and the tests that decide them",
-        description=(
-            "List the checklist's items. For probe items, the tests in the probe folder marked "
-            "with the item (collected without starting a target), or what decides them instead."
-        ),
-    )
-    show.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
-    show.add_argument("--area", choices=AREAS, help="only items of this area")
-    show.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "up":
-            return cmd_up(args)
-        if args.command == "checklist":
-            return cmd_checklist(args)
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
-    except PreflightError as exc:
-        print(f"preflight: error: {exc}", file=sys.stderr)
-        return EXIT_HARNESS
-    except BrokenPipeError:  # `preflight checklist show | head`: the reader left, not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-
-
-def cmd_checklist(args: argparse.Namespace) -> int:
-    checklist = load_checklist(args.file)
-    if args.checklist_command == "validate":
-        print(checklist.summary())
-        return EXIT_OK
-    items = [i for i in checklist.items if args.area is None or i.area == args.area]
-    deciders = _deciding_tests(checklist.path, args.checks)
-    columns = ("id", "area", "severity", "verify", "title")
-    rows = [columns, *((i.id, i.area, i.severity, i.verify, i.title) for i in items)]
-    widths = [max(len(row[n]) for row in rows) for n in range(len(columns) - 1)]
-    for n, row in enumerate(rows):
-        print(
-            "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]])
-        )
-        if n and deciders is not None:
-            print(f"    decided by: {_decided_by(items[n - 1], deciders)}")
-    automated = sum(1 for i in items if i.verify == "probe" and deciders and deciders.get(i.id))
-    probes = sum(1 for i in items if i.verify == "probe")
-    print(f"{len(items)} of {len(checklist.items)} items", end="")
-    print(f"; {automated} of {probes} probe items have a test" if deciders is not None else "")
-    return EXIT_OK
-
-
-def _deciding_tests(checklist_path: Path, checks: Path) -> dict[str, list[str]] | None:
-    if not checks.is_dir():
-        return None
-    collected = collect_probes([checks], checklist_path)
-    if collected.errors:
-        raise PreflightError(
-            f"{checks}: the probes do not collect:\n  " + "\n  ".join(collected.errors)
-        )
-    return collected.collected
-
-
-def _decided_by(item: Item, deciders: dict[str, list[str]]) -> str:
-    if item.verify == "manual":
-        return f"a signed attestation from {item.owner}"
-    if item.verify == "load":
-        scale = ", ".join(f"{k} {v}" for k, v in item.scale.items())
-        return f"the load profile: {item.metric} {item.comparison} {item.value:g}" + (
-            f" at {scale}" if scale else ""
-        )
-    tests = deciders.get(item.id, [])
-    return ", ".join(tests) if tests else "no test yet (unverified)"
+    up.set_defaults(handler=cmd_up)
 
 
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
@@ -277,7 +176,3 @@ def _check(info: TargetInfo) -> int:
         f"; HSTS {'present' if hsts else 'MISSING'}"
     )
     return EXIT_OK if ok else EXIT_NOT_READY
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
