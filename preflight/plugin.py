@@ -21,8 +21,7 @@ from preflight.errors import ChecklistInvalid, PreflightError
 from preflight.evidence import EvidenceLog, Redactor
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults, combine
 from preflight.probe_target import ProbeTarget
-from preflight.targets import TargetInfo, TargetOptions, select_target
-from preflight.targets.external import load_target_file
+from preflight.targets import TargetInfo, TargetOptions, load_target_file, select_target
 
 MARKER = "checklist"
 TARGET_KINDS = ("native", "containers", "auto")

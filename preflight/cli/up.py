@@ -15,8 +15,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from preflight.targets import Target, TargetInfo, TargetOptions, select_target
-from preflight.targets.external import write_target_file
+from preflight.targets import Target, TargetInfo, TargetOptions, select_target, write_target_file
 
 EXIT_OK, EXIT_NOT_READY = 0, 1
 
