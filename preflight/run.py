@@ -40,10 +40,8 @@ from preflight.plugin import RunContext, run_probes
 from preflight.progress import Progress
 from preflight.record import build_record, preflight_version
 from preflight.signing import PANEL_ROLES, Registry, load_registry, sign_as_harness
-from preflight.target_description import describe_target
-from preflight.targets import select_target
+from preflight.targets import TargetOptions, select_target
 from preflight.targets.base import TargetInfo
-from preflight.targets.native import NativeOptions
 from preflight.waivers import Waiver, load_waivers, waiver_for
 
 PROFILES = ("smoke", "release", "soak")
@@ -136,13 +134,13 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
     checklist = inputs.checklist
     progress.log(f"{checklist.path}: {len(checklist.items)} items, {len(inputs.selected)} selected")
 
-    native = NativeOptions(
+    target_options = TargetOptions(
         workers=options.api_workers, observability=True, backups=True, log=progress.log
     )
-    selection, target = select_target(options.target, native)
+    selection, target = select_target(options.target, target_options)
     progress.log(f"target: {selection.kind} ({selection.reason})")
     with target as info:
-        target_description = describe_target(info, target)
+        target_description = target.describe().to_json()
         stage = _Stage(options, info, inputs, progress)
         probes = stage.pytest(
             "probes", [options.checks_dir], ignore=[options.checks_dir / DRILLS_DIR]
