@@ -128,6 +128,11 @@ def cmd_waive_sign(args: argparse.Namespace) -> int:
     following = [line_of(lines, (i,)) for i in range(index + 1, len(data))]
     text = args.file.read_text(encoding="utf-8")
     end = following[0] if following else len(text.splitlines()) + 1
+    if not text.splitlines()[start - 1].startswith("- item:"):
+        raise PreflightError(
+            f"{args.file}:{start}: write the waiver in block style (`- item: ...` then one field "
+            "a line, indented by two spaces) to sign it"
+        )
     args.file.write_text(signed_text(text, start, end, signature, granted), encoding="utf-8")
     problems = _problems_of(args.file, items, registry, index)
     print(f"signed the waiver for {args.item} (line {start}) as {approver} ({signature['signer']})")
