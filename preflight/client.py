@@ -50,7 +50,7 @@ class ChatClient:
 
     @classmethod
     def for_target(cls, info: TargetInfo) -> ChatClient:
-        return cls(info.edge_url, info.ca_file)
+        return cls(info.edge.url, info.edge.ca_file)
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)

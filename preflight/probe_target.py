@@ -66,12 +66,12 @@ class ProbeTarget:
 
     @property
     def edge_url(self) -> str:
-        return self.info.edge_url
+        return self.info.edge.url
 
     @property
     def edge_address(self) -> tuple[str, int]:
         """Host and port of the edge, for TLS and socket probes."""
-        url = urlsplit(self.info.edge_url)
+        url = urlsplit(self.info.edge.url)
         return url.hostname or "", url.port or 443
 
     @property
@@ -81,11 +81,11 @@ class ProbeTarget:
     @property
     def http_url(self) -> str:
         """The edge's plain-HTTP address; skips the probe when the target gives none."""
-        return self._optional(self.info.http_url, "plain-HTTP URL", "http_url")
+        return self._optional(self.info.edge.http_url, "plain-HTTP URL", "http_url")
 
     @property
     def pg_dsn(self) -> str:
-        return self._optional(self.info.postgres_dsn, "PostgreSQL DSN", "postgres_dsn")
+        return self._optional(self.info.stores.postgres_dsn, "PostgreSQL DSN", "postgres_dsn")
 
     @property
     def jwt_secret(self) -> str:
@@ -94,26 +94,28 @@ class ProbeTarget:
 
     @property
     def redis_url(self) -> str:
-        return self._optional(self.info.redis_url, "Redis URL", "redis_url")
+        return self._optional(self.info.stores.redis_url, "Redis URL", "redis_url")
 
     @property
     def backup_dir(self) -> Path:
         """The backup repository (chatsdk.backup's catalogue.json and backups), readable from
         here; skips the probe when the target gives none."""
         return Path(
-            self._optional(str(self.info.backup_dir or ""), "backup repository", "backup_dir")
+            self._optional(str(self.info.backups.dir or ""), "backup repository", "backup_dir")
         )
 
     @property
     def upload_dir(self) -> Path:
         """The upload store (local storage), readable from here; skips without one."""
-        return Path(self._optional(str(self.info.upload_dir or ""), "upload store", "upload_dir"))
+        return Path(
+            self._optional(str(self.info.stores.upload_dir or ""), "upload store", "upload_dir")
+        )
 
     def job(self, name: str) -> Job:
         """A job of the system, run on request (drills); skips when the target cannot run it."""
-        job = self.info.jobs.get(name)
+        job = self.info.drills.jobs.get(name)
         if job is None:
-            known = ", ".join(sorted(self.info.jobs)) or "none"
+            known = ", ".join(sorted(self.info.drills.jobs)) or "none"
             pytest.skip(
                 f"target {self.info.name} cannot run the {name} job (it runs: {known}); add "
                 f"jobs.{name} to the target file to run this drill."
@@ -122,9 +124,9 @@ class ProbeTarget:
 
     def control(self, component: str) -> ComponentControl:
         """Stop, start and kill one component (drills); skips when the target cannot."""
-        control = self.info.control.get(component)
+        control = self.info.drills.control.get(component)
         if control is None:
-            known = ", ".join(sorted(self.info.control)) or "none"
+            known = ", ".join(sorted(self.info.drills.control)) or "none"
             pytest.skip(
                 f"target {self.info.name} gives no control over {component} (it controls: "
                 f"{known}); add control.{component} to the target file to run this drill."
@@ -149,7 +151,7 @@ class ProbeTarget:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A fresh client context that trusts the target's CA (system CAs when it names none)."""
-        ca = self.info.ca_file
+        ca = self.info.edge.ca_file
         return ssl.create_default_context(cafile=str(ca) if ca else None)
 
     @property
@@ -162,7 +164,11 @@ class ProbeTarget:
     @staticmethod
     def _secrets_of(info: TargetInfo) -> tuple[str, ...]:
         found = [info.admin_key, info.jwt_secret or ""]
-        for url in (info.postgres_dsn, info.redis_url, info.grafana_url):
+        for url in (
+            info.stores.postgres_dsn,
+            info.stores.redis_url,
+            info.observability.grafana_url,
+        ):
             found += secrets_of_url(url)
         return tuple(dict.fromkeys(s for s in found if s))
 
@@ -177,4 +183,4 @@ class ProbeTarget:
     def __repr__(self) -> str:
         if self._info is None:
             return f"<ProbeTarget not started ({type(self._start).__name__})>"
-        return f"<ProbeTarget {self._info.name} ({self._info.kind}) at {self._info.edge_url}>"
+        return f"<ProbeTarget {self._info.name} ({self._info.kind}) at {self._info.edge.url}>"

@@ -27,10 +27,10 @@ def describe_target(info: TargetInfo, target: object) -> dict[str, Any]:
         "python": platform.python_version(),
         "preflight": preflight_version(),
     }
-    if info.postgres_dsn:
-        versions["postgresql"] = _guard(lambda: _pg_version(info.postgres_dsn or ""))
-    if info.redis_url:
-        versions["redis"] = _guard(lambda: _redis_version(info.redis_url or ""))
+    if info.stores.postgres_dsn:
+        versions["postgresql"] = _guard(lambda: _pg_version(info.stores.postgres_dsn or ""))
+    if info.stores.redis_url:
+        versions["redis"] = _guard(lambda: _redis_version(info.stores.redis_url or ""))
     digests: dict[str, str] = {}
     if isinstance(target, NativeTarget) and target.dir is not None:
         versions["nginx"] = _guard(_nginx_version)
@@ -41,7 +41,7 @@ def describe_target(info: TargetInfo, target: object) -> dict[str, Any]:
     return {
         "name": info.name,
         "kind": info.kind,
-        "edge_url": info.edge_url,
+        "edge_url": info.edge.url,
         "versions": versions,
         "config_digests": digests,
     }

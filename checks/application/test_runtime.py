@@ -108,7 +108,7 @@ def test_workers_use_the_deployments_database_and_it_answers(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A worker pointed at the wrong database serves stale or test data as if it were real."""
-    dsn = target.info.postgres_dsn
+    dsn = target.info.stores.postgres_dsn
     database = urlsplit(dsn).path.lstrip("/") if dsn else None
     for worker, report in workers(target, evidence).items():
         db = report["dependencies"]["database"]
@@ -128,7 +128,7 @@ def test_every_dependency_of_every_worker_answers(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A dependency a worker cannot reach fails requests that need it, often only some of them."""
-    redis_url = target.info.redis_url
+    redis_url = target.info.stores.redis_url
     for worker, report in workers(target, evidence).items():
         for name, dependency in report["dependencies"].items():
             assert dependency["up"], f"{name} must answer worker {worker} (it does not)"

@@ -177,7 +177,7 @@ def test_every_kubernetes_container_has_a_liveness_probe(repo: Repo, evidence: E
 @pytest.mark.checklist("APP-SUPERVISED")
 def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """An unsupervised worker stays down after its first crash and the edge runs short."""
-    names = sorted(n for n in target.info.control if n.startswith("api"))
+    names = sorted(n for n in target.info.drills.control if n.startswith("api"))
     if not names:
         pytest.skip(
             f"target {target.name} gives no control over an API worker; add control.api-0 "

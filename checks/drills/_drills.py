@@ -25,9 +25,9 @@ POLL_S = 0.05
 
 def api_workers(target: ProbeTarget) -> list[str]:
     """The target's controllable API workers (`api-0`, `api-1`, ...); skips without one."""
-    names = sorted(n for n in target.info.control if n.startswith("api"))
+    names = sorted(n for n in target.info.drills.control if n.startswith("api"))
     if not names:
-        known = ", ".join(sorted(target.info.control)) or "none"
+        known = ", ".join(sorted(target.info.drills.control)) or "none"
         pytest.skip(
             f"target {target.name} gives no control over an API worker (it controls: {known}); "
             "add control.api-0 (stop, start, kill) to the target file to run this drill"
@@ -54,7 +54,7 @@ def worker_url(target: ProbeTarget, worker: str) -> str | None:
     if target.info.kind != "native" or not worker.startswith("api-"):
         return None
     index = int(worker.removeprefix("api-"))
-    urls = target.info.metrics_urls
+    urls = target.info.observability.metrics_urls
     return urls[index].removesuffix("/metrics") if index < len(urls) else None
 
 
@@ -158,7 +158,7 @@ def serving_everywhere(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) 
     """Seconds until every API worker answers through the edge again. After a worker was down
     the edge avoids it for a while (max_fails, fail_timeout); a drill that started meanwhile
     would put no traffic on it and prove nothing."""
-    names = [n for n in target.info.control if n.startswith("api-")]
+    names = [n for n in target.info.drills.control if n.startswith("api-")]
     answered = poll(
         lambda: len(reports(target)), timeout, interval=0.5, accept=lambda n: n >= len(names)
     )

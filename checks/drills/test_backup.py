@@ -172,7 +172,7 @@ def test_the_newest_recoverable_point_is_within_the_rpo(
 ) -> None:
     """An RPO that was never checked hides how much data a failure would lose."""
     archiving = (
-        target.info.postgres_dsn is not None
+        target.info.stores.postgres_dsn is not None
         and pg_show(target.pg_dsn, "archive_mode")["archive_mode"] == "on"
     )
     if archiving:
@@ -217,8 +217,8 @@ def test_a_backup_ran_since_the_deploy_and_its_age_is_alerted_on(
 ) -> None:
     """The first backup after launch is the one that silently fails."""
     newest = scheduled_backups(target, evidence)[-1]
-    if target.info.deployed_at is not None:
-        deployed, source = target.info.deployed_at, "as the target reports it"
+    if target.info.deployment.deployed_at is not None:
+        deployed, source = target.info.deployment.deployed_at, "as the target reports it"
     else:
         deployed = min(float(w["started_at"]) for w in workers(target, evidence).values())
         source = "the oldest API worker's start"
@@ -470,7 +470,7 @@ def test_backups_are_copied_outside_the_database_host(
     newest = successful(read_catalogue(repository))
     assert newest, f"the backup repository {repository} must hold a successful backup (got none)"
     entry = newest[-1]
-    offsite = target.info.backup_offsite_dir
+    offsite = target.info.backups.offsite_dir
     if offsite is None:
         assert not on_one_host(target), (
             f"the newest backup {entry['id']} must have a copy outside the database's host "
@@ -522,7 +522,7 @@ def test_redis_persists_and_its_snapshot_is_in_the_backups(
         f"redis-check-rdb must accept {rdb} (got exit {check.returncode}: "
         f"{check.stdout.strip()[-300:]})"
     )
-    offsite = target.info.backup_offsite_dir
+    offsite = target.info.backups.offsite_dir
     if offsite is None:
         assert not on_one_host(target), (
             f"the Redis snapshot of backup {newest['id']} must be copied off the host (got it "

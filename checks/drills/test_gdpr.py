@@ -167,7 +167,7 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
     needles = [*conv.personal(me), conv.emoji[me], conv.question]
     upload_id, digest, content = conv.uploads[me]
     keys = pg_fetch(target.pg_dsn, "SELECT storage_key FROM uploads WHERE id = $1", upload_id)
-    offsets = log_offsets(target.info.log_files)
+    offsets = log_offsets(target.info.observability.log_files)
     erased = call(conv.tenant.client, "DELETE", f"/v1/users/{me}")
     evidence.request(erased)
     expect(erased, 204)
@@ -204,8 +204,8 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
     if in_postgres or rows:
         problems.append(f"PostgreSQL holds {in_postgres or ''} {rows or ''}".strip())
     evidence.figure("PostgreSQL tables holding the user's data", len(in_postgres) + len(rows))
-    if target.info.upload_dir is not None:
-        store = target.info.upload_dir
+    if target.info.stores.upload_dir is not None:
+        store = target.info.stores.upload_dir
         key = str(keys[0]["storage_key"]) if keys else ""
         leftovers = [
             str(p)
@@ -227,7 +227,9 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
     logged = {path: hits for path, hits in logged.items() if hits}
     if logged:
         problems.append(f"logs written after the erasure hold {logged}")
-    evidence.figure("stores searched", 3 + len(offsets) + (target.info.upload_dir is not None))
+    evidence.figure(
+        "stores searched", 3 + len(offsets) + (target.info.stores.upload_dir is not None)
+    )
     assert not problems, (
         f"after erasing user {me} nothing personal may remain and their tokens must fail (got "
         f"{'; '.join(problems)})"

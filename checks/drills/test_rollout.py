@@ -167,7 +167,7 @@ class Rehearsal:
 
 @pytest.fixture(scope="module")
 def rehearsal(target: ProbeTarget) -> Rehearsal:
-    releases = target.info.releases
+    releases = target.info.drills.releases
     if releases is None:
         pytest.skip(
             f"target {target.name} gives no release control (TargetInfo.releases): the rollout "

@@ -70,7 +70,11 @@ def test_the_certificate_chains_matches_and_is_current(
 ) -> None:
     """An invalid certificate blocks clients or trains users to click through warnings."""
     host, port = target.edge_address
-    trust = f"the target's CA {target.info.ca_file}" if target.info.ca_file else "the system CAs"
+    trust = (
+        f"the target's CA {target.info.edge.ca_file}"
+        if target.info.edge.ca_file
+        else "the system CAs"
+    )
     try:
         served = verified_handshake(target)
     except ssl.SSLCertVerificationError as exc:
@@ -94,7 +98,7 @@ def test_the_certificate_chains_matches_and_is_current(
 
 def _expected_workers(target: ProbeTarget) -> int | None:
     """How many API workers the target runs: its api-* components, else the edge's upstream."""
-    controlled = [name for name in target.info.control if name.startswith("api-")]
+    controlled = [name for name in target.info.drills.control if name.startswith("api-")]
     if controlled:
         return len(controlled)
     if not is_local_address(target.edge_address[0]):
@@ -193,10 +197,10 @@ def test_internal_services_do_not_answer_from_outside(
 
 def _internal_ports(target: ProbeTarget) -> dict[str, int | None]:
     ports: dict[str, int | None] = {}
-    if target.info.postgres_dsn:
-        ports["PostgreSQL"] = urlsplit(target.info.postgres_dsn).port or 5432
-    if target.info.redis_url:
-        ports["Redis"] = urlsplit(target.info.redis_url).port or 6379
+    if target.info.stores.postgres_dsn:
+        ports["PostgreSQL"] = urlsplit(target.info.stores.postgres_dsn).port or 5432
+    if target.info.stores.redis_url:
+        ports["Redis"] = urlsplit(target.info.stores.redis_url).port or 6379
     if is_local_address(target.edge_address[0]):
         files = files_of_dump(live_config(target))
         tree = parse(files, next(iter(files)))

@@ -267,7 +267,7 @@ def unknown_metrics(names: Iterable[str], exposed: set[str]) -> dict[str, str]:
 
 
 def metrics_urls(target: ProbeTarget) -> tuple[str, ...]:
-    urls = target.info.metrics_urls
+    urls = target.info.observability.metrics_urls
     if not urls:
         pytest.skip(
             f"target {target.info.name} gives no metrics_urls; add each API worker's internal "
@@ -382,7 +382,7 @@ SCRAPE_POLL_S = 1.0  # the pace of Prometheus' scrapes
 
 
 def prometheus_url(target: ProbeTarget) -> str:
-    url = target.info.prometheus_url
+    url = target.info.observability.prometheus_url
     if not url:
         pytest.skip(
             f"target {target.info.name} gives no prometheus_url; add the URL of the Prometheus "
@@ -422,7 +422,7 @@ def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
 
 
 def log_files(target: ProbeTarget) -> tuple[Path, ...]:
-    files = target.info.log_files
+    files = target.info.observability.log_files
     if not files:
         pytest.skip(
             f"target {target.info.name} gives no log_files; list the API's and the edge's log "

@@ -31,7 +31,7 @@ LEAKS = re.compile(r"Traceback \(most recent call last\)|File \"/[^\"]+\", line 
 
 
 def events_file(target: ProbeTarget) -> Path:
-    path = target.info.error_events
+    path = target.info.observability.error_events
     if path is None:
         pytest.skip(
             f"target {target.info.name} gives no error_events; name the file your error tracker "

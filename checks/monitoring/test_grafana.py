@@ -44,7 +44,7 @@ class Grafana:
 
 
 def grafana(target: ProbeTarget) -> Grafana:
-    url = target.info.grafana_url
+    url = target.info.observability.grafana_url
     if url:
         return Grafana(url)
     if target.info.kind == "native" or target.info.name == "native":

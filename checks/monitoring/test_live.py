@@ -98,7 +98,7 @@ def test_alertmanager_runs_and_receives_the_alerts_prometheus_fires(
         f"Prometheus at {prometheus_url(target)} must send alerts to an Alertmanager "
         "(got no active Alertmanager: its alerting section names none)"
     )
-    am = target.info.alertmanager_url
+    am = target.info.observability.alertmanager_url
     if am is not None:
         assert any(u.startswith(am) for u in urls), (
             f"Prometheus must send alerts to the target's Alertmanager {am} (got {urls})"

@@ -35,7 +35,7 @@ def test_static_assets_are_served_by_the_edge_not_the_api_workers(
 ) -> None:
     """Serving static files from application workers steals capacity from the API."""
     client = web_client(target, evidence)
-    files = target.info.log_files
+    files = target.info.observability.log_files
     if not files:
         pytest.skip(
             f"target {target.name} gives no log_files; list the edge's access log and the API's "

@@ -112,7 +112,7 @@ def mozilla_intermediate_issues(target: ProbeTarget) -> dict[str, str]:
     """sslyze's scan of the edge checked against Mozilla's "intermediate" configuration: issue
     name -> sslyze's description (empty when compliant)."""
     host, port = target.edge_address
-    ca = target.info.ca_file
+    ca = target.info.edge.ca_file
     request = ServerScanRequest(
         server_location=ServerNetworkLocation(hostname=host, port=port, ip_address=_ip_of(host)),
         network_configuration=ServerNetworkConfiguration(

@@ -122,9 +122,9 @@ def chromium(target: ProbeTarget) -> Iterator[BrowserSession]:
         )
     args = ["--headless", "--no-sandbox", "--disable-background-networking"]
     args += ["--disable-component-update", "--no-first-run", "--disable-sync"]
-    if target.info.ca_file is not None:
+    if target.info.edge.ca_file is not None:
         args.append(
-            f"--ignore-certificate-errors-spki-list={','.join(spki_hashes(target.info.ca_file))}"
+            f"--ignore-certificate-errors-spki-list={','.join(spki_hashes(target.info.edge.ca_file))}"
         )
     home = Path(tempfile.mkdtemp(prefix="preflight-browser-"))
     try:

@@ -100,7 +100,7 @@ def test_every_operation_answers_as_documented(target: ProbeTarget, evidence: Ev
     schema = schemathesis.openapi.from_dict(spec)
     world = World.create(target)
     session = requests.Session()
-    verify: str | bool = str(target.info.ca_file) if target.info.ca_file else True
+    verify: str | bool = str(target.info.edge.ca_file) if target.info.edge.ca_file else True
     base_url = target.edge_url
     started = time.monotonic()
     tried: list[str] = []

@@ -23,7 +23,7 @@ def test_runtime_reports_release_dependencies_and_no_secret(
     assert report["secrets"]["jwt_secret"]["placeholder"] is False
     assert response.headers["cache-control"] == "no-store"
     text = response.body.decode()
-    for secret in (info.admin_key, info.postgres_dsn, info.redis_url):
+    for secret in (info.admin_key, info.stores.postgres_dsn, info.stores.redis_url):
         assert secret
         password = secret.rsplit("@", 1)[0].rsplit(":", 1)[-1] if "@" in secret else secret
         assert password not in text, "the runtime report must not contain a secret"

@@ -13,7 +13,7 @@ import pytest
 
 from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Edge, Observability, TargetInfo
 from preflight.targets.native import NativeTestOptions
 from preflight.targets.procs import free_port
 from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
@@ -160,9 +160,9 @@ def grafana_target(name: str, grafana_url: str | None) -> TargetInfo:
     return TargetInfo(
         name=name,
         kind="external",
-        edge_url="https://127.0.0.1:9",
+        edge=Edge("https://127.0.0.1:9"),
         admin_key="unused",
-        grafana_url=grafana_url,
+        observability=Observability(grafana_url=grafana_url),
     )
 
 

@@ -68,8 +68,8 @@ def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(
 
     copy = copy_with(tmp_path, "grafana/dashboards/overview.json", missing_metric)
     with native(observability=True, backups=True) as info:
-        assert info.prometheus_url
-        assert info.alertmanager_url
+        assert info.observability.prometheus_url
+        assert info.observability.alertmanager_url
         monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
         bundled = red(info)
         assert not bundled, "the bundled system, with its backup job, is green"
