@@ -18,7 +18,7 @@ import pytest
 from preflight.errors import PreflightError
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults
 from preflight.plugin import XFAIL_MESSAGE, RunContext, collect_probes, run_probes
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.base import (
     Edge,
     Stores,

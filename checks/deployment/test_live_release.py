@@ -12,10 +12,10 @@ import pytest
 from chatsdk.migrate import load_migrations
 from chatsdk.version import __version__ as RELEASE
 
-from checks._chat import Tenant, polite, realtime, send
-from checks._runtime import workers
+from checks._chat import Tenant, realtime, send
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 DELIVERY_BUDGET_S = 2.0
 HEARTBEAT_WAIT_S = 25.0  # the API pings every open socket every 20 s
@@ -28,7 +28,7 @@ def _is_message(frame: dict[str, Any], message_id: str) -> bool:
 @pytest.mark.checklist("DEP-VERSION-LIVE")
 def test_every_worker_runs_the_release(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Mixed or unexpected versions behind one edge give users different behaviour per request."""
-    versions = {w: r["version"] for w, r in workers(target, evidence).items()}
+    versions = {w: r["version"] for w, r in target.metrics.runtime(evidence).items()}
     wrong = {w: v for w, v in versions.items() if v != RELEASE}
     assert not wrong, f"every worker must report release {RELEASE} (got {wrong})"
 
@@ -39,7 +39,7 @@ def test_the_schema_is_at_the_releases_newest_migration(
 ) -> None:
     """Code that expects a newer schema than the database has fails on the first such query."""
     shipped = [m.version for m in load_migrations()]
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         migrations = report["migrations"]
         assert migrations["state"] == "ok", (
             f"migrations of worker {worker} must be applied (got {migrations['state']})"
@@ -54,7 +54,7 @@ def test_the_schema_is_at_the_releases_newest_migration(
 @pytest.mark.checklist("DEP-HEALTH-PASSING")
 def test_readiness_passes_on_every_worker(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A worker that is not ready but still receives traffic fails a share of all requests."""
-    reports = workers(target, evidence)
+    reports = target.metrics.runtime(evidence)
     for worker, report in reports.items():
         down = [n for n, d in report["dependencies"].items() if not d["up"]]
         assert not down, f"worker {worker} must have every dependency up (down: {down})"
@@ -69,7 +69,7 @@ def test_readiness_passes_on_every_worker(target: ProbeTarget, evidence: Evidenc
 @pytest.mark.checklist("DEP-SERVICES-RUNNING")
 def test_every_component_answers(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A component that is not running turns into errors only when a request needs it."""
-    reports = workers(target, evidence)
+    reports = target.metrics.runtime(evidence)
     assert reports, "at least one API worker must answer through the edge"
     for worker, report in reports.items():
         for name, dependency in report["dependencies"].items():

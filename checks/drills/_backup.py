@@ -25,7 +25,7 @@ import asyncpg
 from checks._chat import Actor, Tenant, call, created, send
 from preflight.client import ChatClient, expect
 from preflight.errors import PreflightError
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
 
 CATALOGUE = "catalogue.json"

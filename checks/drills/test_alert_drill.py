@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from checks._chat import Actor, Tenant
-from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready, worker_url
+from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready
 from checks.monitoring._monitoring import promql
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The paging policy of system/monitoring/alertmanager.yml, as the operations docs state it:
 # critical alerts page and reach the team's chat channel; warnings go to chat only.
@@ -144,7 +144,7 @@ def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
         )
     routing = info.drills.alert_routing
     worker = api_workers(target)[0]
-    address = worker_url(target, worker)
+    address = target.worker_url(worker)
     instance = urlsplit(address).netloc if address else None
     postgres = target.control("postgres")
     tenant = Tenant.create(target, "drill-alerts")

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from checks._runtime import workers
-from checks._stores import pg_fetch, pg_show, redis_info
 from checks.drills._backup import (
     DAILY_MAX_AGE_S,
     DAY_S,
@@ -36,7 +34,7 @@ from checks.drills._backup import (
 from checks.monitoring._monitoring import SCRAPE_POLL_S, WATCH_TIMEOUT_S, prom, promql
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.native import PG_BIN
 
 BACKUP_GAUGE = "chatsdk_backup_last_success_timestamp_seconds"
@@ -173,12 +171,12 @@ def test_the_newest_recoverable_point_is_within_the_rpo(
     """An RPO that was never checked hides how much data a failure would lose."""
     archiving = (
         target.info.stores.postgres_dsn is not None
-        and pg_show(target.pg_dsn, "archive_mode")["archive_mode"] == "on"
+        and target.pg.show("archive_mode")["archive_mode"] == "on"
     )
     if archiving:
         # WAL archiving: the original runbook's stricter 15 minutes applies.
         objective = RPO_WAL_OBJECTIVE_S
-        archived = pg_fetch(target.pg_dsn, "SELECT last_archived_time FROM pg_stat_archiver")
+        archived = target.pg.fetch("SELECT last_archived_time FROM pg_stat_archiver")
         last = archived[0]["last_archived_time"] if archived else None
         assert last is not None, (
             f"PostgreSQL at {target.pg_dsn.rpartition('@')[2]} archives WAL, so the newest "
@@ -220,7 +218,7 @@ def test_a_backup_ran_since_the_deploy_and_its_age_is_alerted_on(
     if target.info.deployment.deployed_at is not None:
         deployed, source = target.info.deployment.deployed_at, "as the target reports it"
     else:
-        deployed = min(float(w["started_at"]) for w in workers(target, evidence).values())
+        deployed = min(float(w["started_at"]) for w in target.metrics.runtime(evidence).values())
         source = "the oldest API worker's start"
     deployed_at = datetime.fromtimestamp(deployed, UTC)
     finished = parse_time(str(newest["finished_at"]))
@@ -502,7 +500,7 @@ def test_redis_persists_and_its_snapshot_is_in_the_backups(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Losing Redis data on a host failure can reset limits and state unexpectedly."""
-    persistence = redis_info(target.redis_url, "persistence")
+    persistence = target.redis.info("persistence")
     aof = int(persistence.get("aof_enabled", 0)) == 1
     status = persistence.get("aof_last_write_status" if aof else "rdb_last_bgsave_status")
     evidence.note(f"Redis persistence: {'AOF' if aof else 'RDB'}, last write {status}")

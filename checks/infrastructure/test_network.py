@@ -11,8 +11,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from checks._chat import polite
-from checks._runtime import workers
 from checks.security._edge import (
     files_of_dump,
     host_addresses,
@@ -21,9 +19,10 @@ from checks.security._edge import (
     parse,
     verified_handshake,
 )
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 CONNECT_TIMEOUT_S = 2.0
 # Requests sent while a worker is down; each one must still be answered by another worker.
@@ -118,7 +117,7 @@ def _expected_workers(target: ProbeTarget) -> int | None:
 @pytest.mark.checklist("INF-NET-LB")
 def test_requests_are_spread_over_every_worker(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Without balancing, one worker takes all traffic and its failure is an outage."""
-    seen = workers(target, evidence)
+    seen = target.metrics.runtime(evidence)
     expected = _expected_workers(target)
     evidence.note(f"workers answering through the edge: {sorted(seen)}; expected {expected}")
     assert len(seen) >= 2, (

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from checks._runtime import workers
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 MIN_CORES = 4
 # A node sold as "8 GB" reports a little less as MemTotal (firmware and kernel reservations).
@@ -108,7 +107,7 @@ def test_data_volume_is_100_gb_of_ssd(target: ProbeTarget, evidence: EvidenceLog
 @pytest.mark.checklist("INF-HA-NODES")
 def test_api_runs_as_several_workers(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A single instance turns any crash or node loss into an outage."""
-    seen = workers(target, evidence)
+    seen = target.metrics.runtime(evidence)
     wanted = MIN_WORKERS.get(target.info.kind, MIN_REPLICAS)
     # The runtime report names worker and pid, not the node: distinct nodes are not observable
     # through the API, so a deployment needs 3 distinct workers here and its spread is attested.

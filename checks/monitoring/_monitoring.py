@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from preflight.jsonlines import json_records
-from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING_DIR_ENV = "PREFLIGHT_MONITORING_DIR"
@@ -263,90 +260,6 @@ def unknown_metrics(names: Iterable[str], exposed: set[str]) -> dict[str, str]:
     return unknown
 
 
-# -- the workers' /metrics ---------------------------------------------------------------------
-
-
-def metrics_urls(target: ProbeTarget) -> tuple[str, ...]:
-    urls = target.info.observability.metrics_urls
-    if not urls:
-        pytest.skip(
-            f"target {target.info.name} gives no metrics_urls; add each API worker's internal "
-            "/metrics URL under metrics_urls in the target file to decide this item."
-        )
-    return urls
-
-
-def scrape(url: str) -> tuple[int, str, str]:
-    """Status, content type and body of one GET (no redirects followed past the worker)."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode(errors="replace")
-
-
-def scrape_ok(url: str) -> str:
-    __tracebackhide__ = True
-    status, _ctype, body = scrape(url)
-    assert status == 200, f"GET {url} must answer 200 with metrics (got {status})"
-    return body
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_TYPE = re.compile(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)")
-SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-def samples(text: str) -> list[Sample]:
-    found = []
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            labels = dict(_LABEL.findall(match[2] or ""))
-            found.append(Sample(match[1], labels, float(match[3])))
-    return found
-
-
-def families(text: str) -> dict[str, str]:
-    """Metric family name -> type, from the # TYPE lines."""
-    return {m[1]: m[2] for line in text.splitlines() if (m := _TYPE.match(line))}
-
-
-def exposed_names(text: str) -> set[str]:
-    """Every name a query may use: sample names, and the series names of declared families
-    (a labelled counter that has not counted yet still has its # TYPE line)."""
-    names = {s.name for s in samples(text)}
-    for family, kind in families(text).items():
-        names.add(family)
-        names.update(family + suffix for suffix in SUFFIXES.get(kind, ()))
-    return names
-
-
-def exposed_by_workers(target: ProbeTarget) -> set[str]:
-    names: set[str] = set()
-    for url in metrics_urls(target):
-        names |= exposed_names(scrape_ok(url))
-    return names
-
-
-def total(target: ProbeTarget, name: str, **labels: str) -> float:
-    """Sum of a metric over every worker and every series whose labels include `labels`."""
-    value = 0.0
-    for url in metrics_urls(target):
-        for sample in samples(scrape_ok(url)):
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                value += sample.value
-    return value
-
-
 # -- dashboards ----------------------------------------------------------------------------------
 
 
@@ -381,16 +294,6 @@ WATCH_TIMEOUT_S = 15.0
 SCRAPE_POLL_S = 1.0  # the pace of Prometheus' scrapes
 
 
-def prometheus_url(target: ProbeTarget) -> str:
-    url = target.info.observability.prometheus_url
-    if not url:
-        pytest.skip(
-            f"target {target.info.name} gives no prometheus_url; add the URL of the Prometheus "
-            "that watches it to the target file to decide this item."
-        )
-    return url
-
-
 def get_json(url: str, params: dict[str, str] | None = None) -> Any:
     """The decoded JSON of one GET; a Prometheus answer's `data`. Any failure is an error (the
     probe could not decide), not a verdict."""
@@ -406,7 +309,7 @@ def get_json(url: str, params: dict[str, str] | None = None) -> Any:
 
 
 def prom(target: ProbeTarget, path: str, **params: str) -> Any:
-    return get_json(prometheus_url(target) + path, params or None)
+    return get_json(target.prometheus_url + path, params or None)
 
 
 def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
@@ -421,43 +324,9 @@ def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
 # -- logs ----------------------------------------------------------------------------------------
 
 
-def log_files(target: ProbeTarget) -> tuple[Path, ...]:
-    files = target.info.observability.log_files
-    if not files:
-        pytest.skip(
-            f"target {target.info.name} gives no log_files; list the API's and the edge's log "
-            "files under log_files in the target file to decide this item."
-        )
-    return files
-
-
-def log_lines(target: ProbeTarget) -> Iterator[tuple[Path, str]]:
-    for path in log_files(target):
-        try:
-            text = path.read_text(errors="replace")
-        except FileNotFoundError:
-            continue
-        for line in text.splitlines():
-            yield path, line
-
-
 def is_edge_access(record: dict[str, Any]) -> bool:
     return "remote_addr" in record and "request_time" in record
 
 
 def is_api(record: dict[str, Any]) -> bool:
     return "logger" in record and "worker_id" in record
-
-
-def find_records(
-    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
-) -> list[tuple[Path, dict[str, Any]]]:
-    """The records `wanted` accepts, waiting up to `timeout` for writers to flush."""
-    found: list[tuple[Path, dict[str, Any]]] = []
-
-    def look() -> bool:
-        found[:] = [(p, r) for p, r in json_records(log_files(target)) if wanted(r)]
-        return bool(found)
-
-    until(look, timeout, interval=POLL_S)
-    return found

@@ -16,7 +16,6 @@ from checks.monitoring._monitoring import (
     Rule,
     alert_rules,
     artefact,
-    exposed_by_workers,
     fires,
     last_lines,
     load_yaml,
@@ -28,7 +27,7 @@ from checks.monitoring._monitoring import (
     unknown_metrics,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # What MON-ALERT-RULES calls the critical alerts, recognised by what their expression measures.
 REQUIRED_ALERTS: dict[str, Callable[[Rule], bool]] = {
@@ -101,7 +100,7 @@ def test_alert_rules_use_only_metrics_that_exist(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """An expression over a metric nobody exports is empty and can never fire."""
-    exposed = exposed_by_workers(target)
+    exposed = target.metrics.exposed()
     used = {name: rule for rule in alert_rules() for name in metric_names(rule.expr)}
     evidence.figure("metric names used by alerts", len(used))
     unknown = unknown_metrics(used, exposed)

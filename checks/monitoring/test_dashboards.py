@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from checks.monitoring._monitoring import (
-    exposed_by_workers,
     last_lines,
     metric_names,
     monitoring_dir,
@@ -22,7 +21,7 @@ from checks.monitoring._monitoring import (
     without_grafana_variables,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The original guide's dashboards: overview, API performance, database, system resources,
 # realtime.
@@ -68,7 +67,7 @@ def test_dashboards_are_in_the_repository_and_query_real_metrics(
         code, out = run([tool("promtool"), "check", "rules", str(path)])
     assert code == 0, f"every dashboard query must be valid PromQL (promtool: {last_lines(out)})"
 
-    exposed = exposed_by_workers(target)
+    exposed = target.metrics.exposed()
     used: dict[str, tuple[str, str]] = {}
     for name, title, expr in every:
         for metric in metric_names(without_grafana_variables(expr)):

@@ -21,7 +21,7 @@ import pytest
 from checks._chat import call
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.native.errortracker import read_events
 
 VERIFY_PATH = "/v1/admin/debug/error"

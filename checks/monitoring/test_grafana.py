@@ -15,7 +15,7 @@ import pytest
 from checks.monitoring._monitoring import HTTP_TIMEOUT_S, monitoring_dir
 from checks.monitoring.test_dashboards import DASHBOARDS
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 
 class Grafana:

@@ -17,7 +17,7 @@ from checks.security._edge import (
     target_processes,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 
 def _exchange(

@@ -29,7 +29,7 @@ from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocat
 
 from checks.security._edge import verified_handshake
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 HANDSHAKE_TIMEOUT_S = 10.0
 # What a server that does not speak the offered version answers (the alert), or what the client

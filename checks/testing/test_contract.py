@@ -22,7 +22,7 @@ from checks._chat import Tenant, call, created
 from checks.security._actors import PNG_1X1
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 EXAMPLES_PER_OPERATION = 12
 TIME_BUDGET_S = 35.0  # the whole run; operations not reached are named in the evidence

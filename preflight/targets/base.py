@@ -31,6 +31,7 @@ Capability = Literal[
     "alert_routing",
     "jobs",
     "error_tracking",
+    "grafana",
     "processes",
 ]
 ControlAction = Literal["stop", "start", "kill"]
@@ -224,6 +225,9 @@ class Backups:
 
     dir: Path | None = None
     offsite_dir: Path | None = None
+    # The repository is on the database's own host (a target that runs everything on one
+    # machine says so): without an off-site copy, no backup is in another failure domain.
+    on_database_host: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ class Drills:
     `control`: stop, start and kill each component. `jobs`: jobs of the system run on request,
     "backup" (`python -m chatsdk.backup run`) and "retention" (`python -m chatsdk.retention`).
     `releases`, `alert_routing`: the rollout drills' deploy tool and the alert drill's routing.
+    `worker_urls`: an API worker's own plain-HTTP address by its control name, where the target
+    ties the two (drills then watch the worker itself, not only the edge).
     `processes`: the process of each component, for the load run's resource figures
     (PERF-CPU-HEADROOM, PERF-MEM-HEADROOM, PERF-SATURATION): component name ("api-0",
     "postgres", "redis", "nginx") -> the pid of its main process (its children count too), asked
@@ -244,6 +250,7 @@ class Drills:
     releases: ReleaseControl | None = field(default=None, repr=False)
     alert_routing: AlertRouting | None = field(default=None, repr=False)
     processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
+    worker_urls: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -253,10 +260,13 @@ class Deployment:
     traffic, from the target file (unverified without it). `deployed_at`: when the running
     release was deployed (epoch seconds), for the probes that ask "since the deploy"
     (POST-BACKUP-RAN); None: they take the oldest API worker's start, which a drill or a load
-    run's scaling step that restarts every worker moves."""
+    run's scaling step that restarts every worker moves. `runs_without`: parts the deployment
+    does not run, with why, for a person ("grafana", "containers"): probes of such a part skip
+    with that reason instead of asking for a field of a target file."""
 
     peak_requests_per_s: float | None = None
     deployed_at: float | None = None
+    runs_without: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -295,6 +305,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "alert_routing": drills.alert_routing,
         "jobs": drills.jobs,
         "error_tracking": seen.error_events,
+        "grafana": seen.grafana_url,
         "processes": drills.processes,
     }
     return frozenset(name for name, value in given.items() if value)

@@ -52,6 +52,20 @@ STOP_ORDER = {
 }
 OWN_CAPABILITIES: frozenset[Capability] = frozenset({"restore", "supervisor"})
 
+# What the native target does not run, and why (probes of those parts skip with this reason).
+RUNS_WITHOUT = {
+    "grafana": (
+        "the native target runs no Grafana: Debian 12 does not package it and its releases come "
+        "from grafana.com, which this machine cannot reach; point grafana_url of a target file "
+        "at the deployment's Grafana to decide this item"
+    ),
+    "containers": (
+        "the native target runs its components as plain processes, not containers: there are "
+        "no per-container metrics to collect (decide this item on a containers or external "
+        "target whose Prometheus scrapes cAdvisor or the kubelet)"
+    ),
+}
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -308,15 +322,18 @@ class NativeTarget:
                 alertmanager_url=observability.alertmanager_url if observability else None,
                 error_events=tracker.events,
             ),
-            backups=base.Backups(dir=repository),
+            backups=base.Backups(dir=repository, on_database_host=True),
             drills=base.Drills(
                 control=self.supervisor.controls(stack.edge.route),
                 jobs=jobs,
                 releases=releases,
                 alert_routing=observability.routing if observability else None,
                 processes=self.processes,
+                worker_urls={
+                    name: url for name, url in zip(workers, self.worker_urls, strict=False)
+                },
             ),
-            deployment=base.Deployment(deployed_at=self.deployed_at),
+            deployment=base.Deployment(deployed_at=self.deployed_at, runs_without=RUNS_WITHOUT),
         )
 
     # -- the contract (base.Target) ----------------------------------------------------------

@@ -1,6 +1,8 @@
 """The `target` probes see: one object per session whose parts (HTTP client, TLS context, DSNs,
 component control) are resolved when a probe first asks for them, in the style of
-pytest-testinfra's `host`."""
+pytest-testinfra's `host`: its modules `pg`, `redis`, `logs`, `metrics`, `web` and `http` are
+built on first use, and `requires(capability)` skips a probe the target cannot serve, naming
+what is missing."""
 
 from __future__ import annotations
 
@@ -14,7 +16,50 @@ import pytest
 
 from preflight.client import ChatClient
 from preflight.evidence import secrets_of_url
-from preflight.targets.base import ComponentControl, Job, Target, TargetInfo
+from preflight.probe.logs import Logs
+from preflight.probe.metrics import Metrics
+from preflight.probe.pg import Postgres
+from preflight.probe.redis import Redis
+from preflight.probe.web import Web
+from preflight.targets.base import (
+    Capability,
+    ComponentControl,
+    Job,
+    Target,
+    TargetInfo,
+    offered,
+)
+
+# What a target file gives for each capability it can give: (its field, what to add).
+TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
+    "control": ("control", "add stop, start and kill commands under control in the target file"),
+    "observability": (
+        "prometheus_url",
+        "add the URL of the Prometheus that watches it to the target file",
+    ),
+    "backups": (
+        "backup_dir",
+        "add the chatsdk.backup repository, readable from here, as backup_dir in the target file",
+    ),
+    "metrics": (
+        "metrics_urls",
+        "add each API worker's internal /metrics URL under metrics_urls in the target file",
+    ),
+    "logs": (
+        "log_files",
+        "list the API's and the edge's log files under log_files in the target file",
+    ),
+    "jobs": ("jobs", "add the commands that run the system's jobs under jobs in the target file"),
+    "error_tracking": (
+        "error_events",
+        "name the file your error tracker writes its received events to (one JSON line per "
+        "Sentry event) under error_events in the target file",
+    ),
+    "grafana": (
+        "grafana_url",
+        "add the URL of its Grafana (with a viewer's basic-auth credentials) to the target file",
+    ),
+}
 
 
 class ProbeTarget:
@@ -88,6 +133,15 @@ class ProbeTarget:
         return self._optional(self.info.stores.postgres_dsn, "PostgreSQL DSN", "postgres_dsn")
 
     @property
+    def prometheus_url(self) -> str:
+        """The Prometheus that watches the target; skips the probe when the target names none."""
+        url = self.info.observability.prometheus_url
+        if not url:
+            field, hint = TARGET_FILE_FIELDS["observability"]
+            pytest.skip(f"target {self.info.name} gives no {field}; {hint} to decide this item.")
+        return url
+
+    @property
     def jwt_secret(self) -> str:
         """The API's JWT signing secret; skips the probe when the target does not share it."""
         return self._optional(self.info.jwt_secret, "JWT signing secret", "jwt_secret")
@@ -122,6 +176,11 @@ class ProbeTarget:
             )
         return job
 
+    def worker_url(self, worker: str) -> str | None:
+        """An API worker's own plain-HTTP address by its control name, where the target ties
+        the two (None elsewhere)."""
+        return self.info.drills.worker_urls.get(worker)
+
     def control(self, component: str) -> ComponentControl:
         """Stop, start and kill one component (drills); skips when the target cannot."""
         control = self.info.drills.control.get(component)
@@ -133,7 +192,69 @@ class ProbeTarget:
             )
         return control
 
+    # -- what it offers ----------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What the target's info gives (see targets/base.py `offered`)."""
+        return offered(self.info)
+
+    def requires(self, capability: Capability) -> None:
+        """Skip the probe unless the target offers `capability`, saying why it does not: the
+        target's own reason where it gives one (a part it runs without), else what to add to a
+        target file."""
+        if capability in self.capabilities:
+            return
+        self.runs(capability)
+        known = TARGET_FILE_FIELDS.get(capability)
+        if known is None:
+            pytest.skip(
+                f"target {self.info.name} does not offer `{capability}`: only a target preflight "
+                "runs on this machine does (--target native)."
+            )
+        field, hint = known
+        pytest.skip(f"target {self.info.name} gives no {field}; {hint} to decide this item.")
+
+    def runs(self, part: str) -> None:
+        """Skip the probe when the target says it runs without `part` (with its reason)."""
+        why = self.info.deployment.runs_without.get(part)
+        if why is not None:
+            pytest.skip(why)
+
     # -- how to talk to it -------------------------------------------------------------------
+
+    @cached_property
+    def pg(self) -> Postgres:
+        """The target's PostgreSQL with its DSN; skips on first use without one."""
+        return Postgres(self.pg_dsn)
+
+    @cached_property
+    def redis(self) -> Redis:
+        """The target's Redis with its URL; skips on first use without one."""
+        return Redis(self.redis_url)
+
+    @cached_property
+    def logs(self) -> Logs:
+        """The target's log files; a read skips the probe when it names none."""
+        return Logs(self._log_files)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """The API workers' /metrics (a read skips without metrics URLs) and runtime reports."""
+        return Metrics(self._metrics_urls, lambda: self.admin)
+
+    @cached_property
+    def web(self) -> Web:
+        """The web client the edge serves."""
+        return Web(self.info.name, self.info.edge.url, lambda: self.http)
+
+    def _log_files(self) -> tuple[Path, ...]:
+        self.requires("logs")
+        return self.info.observability.log_files
+
+    def _metrics_urls(self) -> tuple[str, ...]:
+        self.requires("metrics")
+        return self.info.observability.metrics_urls
 
     @cached_property
     def http(self) -> ChatClient:
