@@ -453,12 +453,6 @@ def test_backups_past_30_days_are_pruned_and_newer_ones_kept(
                 (repository / backup_id).rmdir()
 
 
-def on_one_host(target: ProbeTarget) -> bool:
-    """The native target (in process, or through the file `preflight up` writes): every
-    component and every backup on this one machine."""
-    return target.info.kind == "native" or target.info.name == "native"
-
-
 @pytest.mark.checklist("BAK-OFFSITE")
 def test_backups_are_copied_outside_the_database_host(
     target: ProbeTarget, evidence: EvidenceLog
@@ -470,10 +464,10 @@ def test_backups_are_copied_outside_the_database_host(
     entry = newest[-1]
     offsite = target.info.backups.offsite_dir
     if offsite is None:
-        assert not on_one_host(target), (
+        assert not target.info.backups.on_database_host, (
             f"the newest backup {entry['id']} must have a copy outside the database's host "
-            f"(got every backup in {repository}: the native target runs everything on one host, "
-            "so no copy is in another failure domain)"
+            f"(got every backup in {repository}: the target keeps its "
+            "backups on the database's host, so no copy is in another failure domain)"
         )
         pytest.skip(
             f"target {target.info.name} keeps its backups in {repository}; give "
@@ -522,9 +516,9 @@ def test_redis_persists_and_its_snapshot_is_in_the_backups(
     )
     offsite = target.info.backups.offsite_dir
     if offsite is None:
-        assert not on_one_host(target), (
+        assert not target.info.backups.on_database_host, (
             f"the Redis snapshot of backup {newest['id']} must be copied off the host (got it "
-            f"only in {target.backup_dir}: the native target runs everything on one host)"
+            f"only in {target.backup_dir}, on the database's host)"
         )
         pytest.skip(
             f"Redis persists ({'AOF' if aof else 'RDB'}) and backup {newest['id']} holds a "

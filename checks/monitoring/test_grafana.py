@@ -44,19 +44,11 @@ class Grafana:
 
 
 def grafana(target: ProbeTarget) -> Grafana:
+    """The target's Grafana; skips when it runs none (saying why) or names none."""
+    target.requires("grafana")
     url = target.info.observability.grafana_url
-    if url:
-        return Grafana(url)
-    if target.info.kind == "native" or target.info.name == "native":
-        pytest.skip(
-            "the native target runs no Grafana: Debian 12 does not package it and its releases "
-            "come from grafana.com, which this machine cannot reach; point grafana_url of a "
-            "target file at the deployment's Grafana to decide this item"
-        )
-    pytest.skip(
-        f"target {target.info.name} gives no grafana_url; add the URL of its Grafana (with a "
-        "viewer's basic-auth credentials) to the target file to decide this item"
-    )
+    assert url is not None
+    return Grafana(url)
 
 
 def dashboard_titles() -> dict[str, str]:

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
-from preflight.targets.base import Edge, Observability, TargetInfo
+from preflight.targets.base import Deployment, Edge, Observability, TargetInfo
 from preflight.targets.native import NativeTestOptions
+from preflight.targets.native.target import RUNS_WITHOUT
 from preflight.targets.procs import free_port
 from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
 
@@ -155,7 +156,9 @@ def test_workers_that_log_only_warnings_fail_the_request_log_items() -> None:
     assert "API's logs must hold a record with request_id" in red["DEP-LOGS-FLOWING"]
 
 
-def grafana_target(name: str, grafana_url: str | None) -> TargetInfo:
+def grafana_target(
+    name: str, grafana_url: str | None, runs_without: Mapping[str, str] | None = None
+) -> TargetInfo:
     """A target whose only part MON-GRAFANA's probe uses is its Grafana (no edge behind it)."""
     return TargetInfo(
         name=name,
@@ -163,14 +166,20 @@ def grafana_target(name: str, grafana_url: str | None) -> TargetInfo:
         edge=Edge("https://127.0.0.1:9"),
         admin_key="unused",
         observability=Observability(grafana_url=grafana_url),
+        deployment=Deployment(runs_without=runs_without or {}),
     )
 
 
 def test_grafana_is_judged_only_where_the_target_names_one_and_a_dead_one_fails() -> None:
-    native_results = probe(grafana_target("native", None), "monitoring/test_grafana.py")
-    outcome, reason = outcomes(native_results)["MON-GRAFANA"]
+    # The native target says it runs no Grafana; a target file that names none is asked for one.
+    native = grafana_target("native", None, RUNS_WITHOUT)
+    outcome, reason = outcomes(probe(native, "monitoring/test_grafana.py"))["MON-GRAFANA"]
     assert outcome is Outcome.SKIP, (outcome, reason)
     assert "runs no Grafana" in reason
+    unnamed = grafana_target("staging", None)
+    outcome, reason = outcomes(probe(unnamed, "monitoring/test_grafana.py"))["MON-GRAFANA"]
+    assert outcome is Outcome.SKIP, (outcome, reason)
+    assert "gives no grafana_url" in reason
 
     port = free_port()  # nothing listens: Grafana is down
     down = grafana_target("staging", f"http://viewer:s3cret-pw@127.0.0.1:{port}")
