@@ -1,14 +1,13 @@
 """Shared by the monitoring probes: where the monitoring artefacts are, promtool and amtool, the
 metric names a PromQL expression uses, the workers' /metrics, and the target's log files.
 
-The artefacts are read from system/monitoring of this repository, or from the directory named
-by the environment variable PREFLIGHT_MONITORING_DIR (tests point it at a broken copy).
+The artefacts are read from system/monitoring of the repository the probes judge (--repo-dir,
+the `monitoring` fixture; tests point it at a broken copy).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,7 +25,6 @@ import yaml
 from preflight.probe.target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
-MONITORING_DIR_ENV = "PREFLIGHT_MONITORING_DIR"
 API_JOB = "chatsdk-api"
 SEVERITIES = frozenset({"critical", "warning", "info"})
 TOOL_TIMEOUT_S = 180.0  # a hang guard: `promtool test rules` takes 7 s alone, over 60 s on a
@@ -35,22 +33,6 @@ HTTP_TIMEOUT_S = 5.0
 # How long and how often a probe looks again at what a worker counts or logs.
 WAIT_S = 5.0
 POLL_S = 0.2
-
-
-def monitoring_dir() -> Path:
-    return Path(os.environ.get(MONITORING_DIR_ENV) or REPO / "system" / "monitoring").resolve()
-
-
-def artefact(relative: str) -> Path:
-    """A file of the monitoring directory; fails the probe when it is missing."""
-    __tracebackhide__ = True
-    path = monitoring_dir() / relative
-    assert path.is_file(), f"{relative} must exist in {monitoring_dir()} (got no such file)"
-    return path
-
-
-def load_yaml(relative: str) -> Any:
-    return yaml.safe_load(artefact(relative).read_text())
 
 
 # -- tools -----------------------------------------------------------------------------------
@@ -110,23 +92,6 @@ class Rule:
 
     def __str__(self) -> str:
         return f"{self.alert} ({self.labels.get('severity', 'no severity')})"
-
-
-def alert_rules() -> list[Rule]:
-    """Every alerting rule of alerts.yml (recording rules are left out)."""
-    data = load_yaml("alerts.yml") or {}
-    rules = [
-        Rule(str(group.get("name", "")), rule)
-        for group in data.get("groups") or []
-        for rule in group.get("rules") or []
-        if isinstance(rule, dict) and "alert" in rule
-    ]
-    assert rules, f"{artefact('alerts.yml')} must define alerting rules (got none)"
-    return rules
-
-
-def rules_using(metric: str, also: Callable[[Rule], bool] = lambda _r: True) -> list[Rule]:
-    return [r for r in alert_rules() if metric in metric_names(r.expr) and also(r)]
 
 
 def fires(
@@ -227,37 +192,72 @@ def without_grafana_variables(expr: str) -> str:
     return expr
 
 
-def declared_exporter_metrics() -> dict[str, str]:
-    """Metric name -> the scrape job of the exporter that exports it (exporters.yml); the
-    series Prometheus makes itself map to ``prometheus``."""
-    data = load_yaml("exporters.yml") or {}
-    names = {str(n): "prometheus" for n in data.get("prometheus") or []}
-    for exporter in (data.get("exporters") or {}).values():
-        for name in exporter.get("metrics") or []:
-            names[str(name)] = str(exporter.get("job", ""))
-    return names
+@dataclass(frozen=True)
+class Monitoring:
+    """The monitoring artefacts of the repository the probes judge (its system/monitoring)."""
 
+    dir: Path
 
-def scrape_jobs() -> set[str]:
-    data = load_yaml("prometheus.yml") or {}
-    return {str(job.get("job_name")) for job in data.get("scrape_configs") or []}
+    @classmethod
+    def of(cls, repo_root: Path) -> Monitoring:
+        return cls((repo_root / "system" / "monitoring").resolve())
 
+    def artefact(self, relative: str) -> Path:
+        """A file of the monitoring directory; fails the probe when it is missing."""
+        __tracebackhide__ = True
+        path = self.dir / relative
+        assert path.is_file(), f"{relative} must exist in {self.dir} (got no such file)"
+        return path
 
-def unknown_metrics(names: Iterable[str], exposed: set[str]) -> dict[str, str]:
-    """name -> why it is unknown: neither on the workers' /metrics nor exported by an exporter
-    that prometheus.yml scrapes."""
-    declared = declared_exporter_metrics()
-    jobs = scrape_jobs() | {"prometheus"}
-    unknown = {}
-    for name in sorted(set(names)):
-        if name in exposed:
-            continue
-        job = declared.get(name)
-        if job is None:
-            unknown[name] = "not exposed by the API workers and not declared in exporters.yml"
-        elif job not in jobs:
-            unknown[name] = f"declared for job {job!r}, which prometheus.yml does not scrape"
-    return unknown
+    def load_yaml(self, relative: str) -> Any:
+        return yaml.safe_load(self.artefact(relative).read_text())
+
+    def alert_rules(self) -> list[Rule]:
+        """Every alerting rule of alerts.yml (recording rules are left out)."""
+        data = self.load_yaml("alerts.yml") or {}
+        rules = [
+            Rule(str(group.get("name", "")), rule)
+            for group in data.get("groups") or []
+            for rule in group.get("rules") or []
+            if isinstance(rule, dict) and "alert" in rule
+        ]
+        assert rules, f"{self.artefact('alerts.yml')} must define alerting rules (got none)"
+        return rules
+
+    def rules_using(
+        self, metric: str, also: Callable[[Rule], bool] = lambda _r: True
+    ) -> list[Rule]:
+        return [r for r in self.alert_rules() if metric in metric_names(r.expr) and also(r)]
+
+    def declared_exporter_metrics(self) -> dict[str, str]:
+        """Metric name -> the scrape job of the exporter that exports it (exporters.yml); the
+        series Prometheus makes itself map to ``prometheus``."""
+        data = self.load_yaml("exporters.yml") or {}
+        names = {str(n): "prometheus" for n in data.get("prometheus") or []}
+        for exporter in (data.get("exporters") or {}).values():
+            for name in exporter.get("metrics") or []:
+                names[str(name)] = str(exporter.get("job", ""))
+        return names
+
+    def scrape_jobs(self) -> set[str]:
+        data = self.load_yaml("prometheus.yml") or {}
+        return {str(job.get("job_name")) for job in data.get("scrape_configs") or []}
+
+    def unknown_metrics(self, names: Iterable[str], exposed: set[str]) -> dict[str, str]:
+        """name -> why it is unknown: neither on the workers' /metrics nor exported by an
+        exporter that prometheus.yml scrapes."""
+        declared = self.declared_exporter_metrics()
+        jobs = self.scrape_jobs() | {"prometheus"}
+        unknown = {}
+        for name in sorted(set(names)):
+            if name in exposed:
+                continue
+            job = declared.get(name)
+            if job is None:
+                unknown[name] = "not exposed by the API workers and not declared in exporters.yml"
+            elif job not in jobs:
+                unknown[name] = f"declared for job {job!r}, which prometheus.yml does not scrape"
+        return unknown
 
 
 # -- dashboards ----------------------------------------------------------------------------------

@@ -11,13 +11,12 @@ import pytest
 import yaml
 
 from checks.monitoring._monitoring import (
+    Monitoring,
     last_lines,
     metric_names,
-    monitoring_dir,
     queries,
     run,
     tool,
-    unknown_metrics,
     without_grafana_variables,
 )
 from preflight.evidence import EvidenceLog
@@ -30,16 +29,16 @@ DASHBOARDS = ("overview", "api", "database", "system", "realtime")
 
 @pytest.mark.checklist("MON-DASH-IN-REPO")
 def test_dashboards_are_in_the_repository_and_query_real_metrics(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Dashboards over metrics the code never emits are empty when they are needed."""
-    folder = monitoring_dir() / "grafana" / "dashboards"
+    folder = monitoring.dir / "grafana" / "dashboards"
     every: list[tuple[str, str, str]] = []
     for name in DASHBOARDS:
         path = folder / f"{name}.json"
         assert path.is_file(), f"dashboard {name} must be committed as {path} (got no file)"
         every += [(name, title, expr) for title, expr in queries(path)]
-    provisioning = monitoring_dir() / "grafana" / "provisioning"
+    provisioning = monitoring.dir / "grafana" / "provisioning"
     providers = list((provisioning / "dashboards").glob("*.yml"))
     assert providers, f"{provisioning}/dashboards must provision the dashboards (got no file)"
     assert any(
@@ -72,7 +71,7 @@ def test_dashboards_are_in_the_repository_and_query_real_metrics(
     for name, title, expr in every:
         for metric in metric_names(without_grafana_variables(expr)):
             used.setdefault(metric, (name, title))
-    unknown = unknown_metrics(used, exposed)
+    unknown = monitoring.unknown_metrics(used, exposed)
     assert not unknown, "; ".join(
         f"panel {used[m][1]!r} of dashboard {used[m][0]} must query metrics that exist ({m}: {why})"
         for m, why in unknown.items()

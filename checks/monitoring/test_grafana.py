@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from checks.monitoring._monitoring import HTTP_TIMEOUT_S, monitoring_dir
+from checks.monitoring._monitoring import HTTP_TIMEOUT_S, Monitoring
 from checks.monitoring.test_dashboards import DASHBOARDS
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
@@ -51,14 +51,14 @@ def grafana(target: ProbeTarget) -> Grafana:
     return Grafana(url)
 
 
-def dashboard_titles() -> dict[str, str]:
-    folder = monitoring_dir() / "grafana" / "dashboards"
+def dashboard_titles(monitoring: Monitoring) -> dict[str, str]:
+    folder = monitoring.dir / "grafana" / "dashboards"
     return {name: json.loads((folder / f"{name}.json").read_text())["title"] for name in DASHBOARDS}
 
 
 @pytest.mark.checklist("MON-GRAFANA")
 def test_grafana_is_healthy_queries_prometheus_and_has_the_dashboards(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Metrics nobody can look at do not help during an incident."""
     api = grafana(target)
@@ -92,7 +92,7 @@ def test_grafana_is_healthy_queries_prometheus_and_has_the_dashboards(
     )
     status, found = api.get("/api/search?type=dash-db&limit=5000")
     titles = {d.get("title") for d in found} if isinstance(found, list) else set()
-    missing = sorted(t for t in dashboard_titles().values() if t not in titles)
+    missing = sorted(t for t in dashboard_titles(monitoring).values() if t not in titles)
     evidence.figure("dashboards provisioned", len(titles))
     assert not missing, (
         f"Grafana at {api.base} must have the repository's dashboards provisioned (got no "

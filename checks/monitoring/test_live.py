@@ -18,9 +18,8 @@ from checks.monitoring._monitoring import (
     API_JOB,
     SCRAPE_POLL_S,
     WATCH_TIMEOUT_S,
-    declared_exporter_metrics,
+    Monitoring,
     get_json,
-    monitoring_dir,
     prom,
     promql,
     queries,
@@ -187,8 +186,8 @@ def traffic(target: ProbeTarget) -> None:
         target.http.get("/v1/health/live")
 
 
-def dashboard_queries(dashboard: str) -> list[tuple[str, str]]:
-    return queries(monitoring_dir() / "grafana" / "dashboards" / f"{dashboard}.json")
+def dashboard_queries(monitoring: Monitoring, dashboard: str) -> list[tuple[str, str]]:
+    return queries(monitoring.dir / "grafana" / "dashboards" / f"{dashboard}.json")
 
 
 def no_data(target: ProbeTarget, panels: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -214,11 +213,13 @@ def no_data(target: ProbeTarget, panels: list[tuple[str, str]]) -> list[tuple[st
     ],
 )
 def test_every_panel_query_returns_data(
-    target: ProbeTarget, evidence: EvidenceLog, dashboard: str
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog, dashboard: str
 ) -> None:
     """A dashboard whose panels show no data helps nobody during an incident."""
     evidence.note(f"Prometheus at {target.prometheus_url}")
-    panels, containers = split_container_panels(dashboard_queries(dashboard))
+    panels, containers = split_container_panels(
+        monitoring, dashboard_queries(monitoring, dashboard)
+    )
     for title, expr in containers:
         evidence.note(f"decided under MON-CONTAINER-METRICS: {title!r}: {expr}")
     traffic(target)
@@ -251,12 +252,13 @@ CONTAINER_SERIES = {
 
 
 def split_container_panels(
+    monitoring: Monitoring,
     panels: list[tuple[str, str]],
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(other panels, panels fed by per-container metrics): the latter need a container
     runtime and are decided under MON-CONTAINER-METRICS."""
     container_metrics = {
-        name for name, job in declared_exporter_metrics().items() if job == CONTAINER_JOB
+        name for name, job in monitoring.declared_exporter_metrics().items() if job == CONTAINER_JOB
     }
     fed = [(t, e) for t, e in panels if any(m in e for m in container_metrics)]
     return [p for p in panels if p not in fed], fed
@@ -299,7 +301,7 @@ def test_every_host_of_a_worker_has_cpu_memory_disk_and_network_metrics(
 
 @pytest.mark.checklist("MON-CONTAINER-METRICS")
 def test_every_container_has_cpu_and_memory_metrics(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A single container's leak is invisible in host totals."""
     prometheus = target.prometheus_url
@@ -315,7 +317,7 @@ def test_every_container_has_cpu_and_memory_metrics(
         f"Prometheus at {prometheus} must hold per-container series (got none for "
         f"{', '.join(empty)}; is cAdvisor or the kubelet scraped, as job {CONTAINER_JOB!r}?)"
     )
-    _, panels = split_container_panels(dashboard_queries("system"))
+    _, panels = split_container_panels(monitoring, dashboard_queries(monitoring, "system"))
     blank = no_data(target, panels)
     evidence.figure("container panels with data", len(panels) - len(blank))
     assert not blank, (

@@ -15,10 +15,10 @@ import yaml
 from checks._chat import Tenant
 from checks.monitoring._monitoring import (
     REPO,
+    Monitoring,
     is_api,
     is_edge_access,
     last_lines,
-    monitoring_dir,
     run,
     tool,
 )
@@ -197,9 +197,9 @@ _PATTERN = re.compile(r"^rotating pattern: (.+?)\s+(?:after|forced|hourly|weekly
 
 
 @pytest.mark.checklist("MON-LOG-ROTATION")
-def test_log_files_are_rotated_and_bounded(evidence: EvidenceLog) -> None:
+def test_log_files_are_rotated_and_bounded(monitoring: Monitoring, evidence: EvidenceLog) -> None:
     """Unrotated logs fill the disk and stop the service."""
-    config = monitoring_dir() / "logrotate" / "chatsdk"
+    config = monitoring.dir / "logrotate" / "chatsdk"
     assert config.is_file(), f"a logrotate config must exist at {config} (got no file)"
     with_state = ["--debug", "--state", "/dev/null", str(config)]
     code, out = run([tool("logrotate"), *with_state])
