@@ -7,9 +7,10 @@ what is missing."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,6 +30,8 @@ from preflight.targets.base import (
     TargetInfo,
     offered,
 )
+
+T = TypeVar("T")
 
 # What a target file gives for each capability it can give: (its field, what to add).
 TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
@@ -167,14 +170,9 @@ class ProbeTarget:
 
     def job(self, name: str) -> Job:
         """A job of the system, run on request (drills); skips when the target cannot run it."""
-        job = self.info.drills.jobs.get(name)
-        if job is None:
-            known = ", ".join(sorted(self.info.drills.jobs)) or "none"
-            pytest.skip(
-                f"target {self.info.name} cannot run the {name} job (it runs: {known}); add "
-                f"jobs.{name} to the target file to run this drill."
-            )
-        return job
+        return self._drill_part(
+            self.info.drills.jobs, name, f"cannot run the {name} job (it runs: {{known}})", "jobs"
+        )
 
     def worker_url(self, worker: str) -> str | None:
         """An API worker's own plain-HTTP address by its control name, where the target ties
@@ -183,14 +181,23 @@ class ProbeTarget:
 
     def control(self, component: str) -> ComponentControl:
         """Stop, start and kill one component (drills); skips when the target cannot."""
-        control = self.info.drills.control.get(component)
-        if control is None:
-            known = ", ".join(sorted(self.info.drills.control)) or "none"
+        return self._drill_part(
+            self.info.drills.control,
+            component,
+            f"gives no control over {component} (it controls: {{known}})",
+            "control",
+        )
+
+    def _drill_part(self, parts: Mapping[str, T], name: str, missing: str, field: str) -> T:
+        """`parts[name]`, or a skip saying what the target has instead and what to add."""
+        part = parts.get(name)
+        if part is None:
+            known = ", ".join(sorted(parts)) or "none"
             pytest.skip(
-                f"target {self.info.name} gives no control over {component} (it controls: "
-                f"{known}); add control.{component} to the target file to run this drill."
+                f"target {self.info.name} {missing.format(known=known)}; add {field}.{name} to "
+                "the target file to run this drill."
             )
-        return control
+        return part
 
     # -- what it offers ----------------------------------------------------------------------
 
