@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from checks._chat import Tenant, polite, realtime, send
+from checks._chat import Tenant, realtime, send
 from checks.deployment._artefacts import Repo
 from checks.drills._drills import (
     STEADY_S,
@@ -36,8 +36,9 @@ from checks.drills._journal import (
     Verdict,
     assert_clean,
 )
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.base import ReleaseControl
 
 HALT_S = 2.0  # the rollout stays halted this long, both releases serving
@@ -167,7 +168,7 @@ class Rehearsal:
 
 @pytest.fixture(scope="module")
 def rehearsal(target: ProbeTarget) -> Rehearsal:
-    releases = target.info.releases
+    releases = target.info.drills.releases
     if releases is None:
         pytest.skip(
             f"target {target.name} gives no release control (TargetInfo.releases): the rollout "

@@ -21,7 +21,7 @@ import pytest
 from checks._chat import call
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.native.errortracker import read_events
 
 VERIFY_PATH = "/v1/admin/debug/error"
@@ -31,7 +31,7 @@ LEAKS = re.compile(r"Traceback \(most recent call last\)|File \"/[^\"]+\", line 
 
 
 def events_file(target: ProbeTarget) -> Path:
-    path = target.info.error_events
+    path = target.info.observability.error_events
     if path is None:
         pytest.skip(
             f"target {target.info.name} gives no error_events; name the file your error tracker "

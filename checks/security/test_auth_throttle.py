@@ -13,7 +13,7 @@ import time
 import pytest
 
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 ATTEMPTS = 30  # wrong credentials sent in all; throttling must start before the last one
 PACE_PER_S = 15.0  # far below any general per-address limit, so a 429 is the auth throttle
