@@ -6,7 +6,7 @@ migrated schema, resumes to every worker, and is rolled back to the previous rel
 A target needs `control` of its API workers for the rolling restart, and a release control
 (TargetInfo.releases) for the rehearsal. The native target has one release of the chat API, so
 its candidate is that release reporting `<version>+rehearsal` with one more migration, the expand
-step of an expand/contract change (preflight/targets/native/releases.py); what the rehearsal
+step of an expand/contract change (the native target's releases module); what the rehearsal
 shows is that the deploy mechanics (drain, start, migrate at start, mixed releases, rollback) lose
 nothing.
 """

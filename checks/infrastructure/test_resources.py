@@ -38,7 +38,7 @@ def _this_machine(target: ProbeTarget) -> None:
 
 
 def data_dir() -> Path:
-    """Where the native target keeps PostgreSQL, Redis and uploads (NativeTarget's mkdtemp)."""
+    """Where the native target keeps PostgreSQL, Redis and uploads (a temporary folder)."""
     return Path(tempfile.gettempdir())
 
 

@@ -28,7 +28,7 @@ from checks.monitoring._monitoring import (
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.probe.target import ProbeTarget
-from preflight.targets.native.observability import WATCHDOG_LABEL
+from preflight.targets.base import WATCHDOG_LABEL
 
 NEVER = "0001-01-01T00:00:00Z"
 

@@ -15,6 +15,9 @@ from typing import Any, Literal, Protocol
 
 from preflight.errors import TargetUnavailable
 
+# The label of the always-firing watchdog alert a target may add to its Prometheus rules to
+# show that alerting works end to end; probes that ask "is anything firing?" leave it out.
+WATCHDOG_LABEL = ("preflight", "watchdog")
 TargetKind = Literal["native", "containers", "external"]
 # What a target can do besides being entered. Most follow from the TargetInfo it gives (see
 # `offered`); `supervisor` (it knows which of its components crashed) and `restore` (it can build
