@@ -4,6 +4,8 @@ Probe items take the combined outcome of their tests; load items take the load r
 figures (unverified unless the profile that ran reached the item's scale); manual items are
 decided only by a valid signed attestation. A fail covered by an active waiver becomes `waived`.
 Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
+Sign-off items (`verify: signoff`) are decided after the run by signatures on its record
+(preflight/release.py): the run leaves them unverified and its gate does not count them.
 """
 
 from __future__ import annotations
@@ -117,7 +119,18 @@ def decide_load_gate(item: Item, others: Sequence[Decision], load: LoadResults) 
     return decision
 
 
+def decide_signoff(item: Item) -> Decision:
+    """A sign-off item at run time: its owner signs the record this run writes, afterwards."""
+    reason = (
+        f"decided by {item.owner}'s signature on this run's record: "
+        f"`preflight sign --role {item.owner} RECORD`, then `preflight verify RECORD`"
+    )
+    return Decision(item, True, Outcome.UNVERIFIED, reason)
+
+
 def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision:
+    if item.verify == "signoff":
+        return decide_signoff(item)
     if attestation is None:
         reason = f"no signed attestation from {item.owner}"
         return Decision(item, True, Outcome.UNVERIFIED, reason)
@@ -172,7 +185,11 @@ class Verdict:
 
 
 def blocks(checklist: Checklist, decision: Decision) -> bool:
+    """Whether the run's gate counts the item against the release; never a sign-off item, which
+    only the signatures made after the run decide."""
     allowed = checklist.gate.get(decision.item.severity)
+    if decision.item.verify == "signoff":
+        return False
     return decision.selected and allowed is not None and decision.outcome.value not in allowed
 
 

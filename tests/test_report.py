@@ -25,7 +25,7 @@ from tests.records import (
     ATTESTED_ID,
     BLOCKING_FAIL_ID,
     ERROR_ID,
-    MISSING_SIGNOFF_ID,
+    SIGNOFF_ID,
     OPEN_FAIL_ID,
     PASS_ID,
     REDIS_DRILL,
