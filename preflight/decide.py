@@ -5,7 +5,7 @@ figures (unverified unless the profile that ran reached the item's scale); manua
 decided only by a valid signed attestation. A fail covered by an active waiver becomes `waived`.
 Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
 Sign-off items (`verify: signoff`) are decided after the run by signatures on its record
-(preflight/release.py): the run leaves them unverified and its gate does not count them.
+(preflight/final_verdict.py): the run leaves them unverified and its gate does not count them.
 """
 
 from __future__ import annotations

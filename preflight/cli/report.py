@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from preflight.diff import describe, diff_records, selection_difference, summary
+from preflight.final_verdict import final_verdict
 from preflight.record import load_record, record_path
-from preflight.release import release_of
 from preflight.report import write_reports
 from preflight.scope import verdict_line
 
@@ -67,7 +67,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in write_reports(record, out_dir):
         print(f"wrote {path}")
     print(verdict_line(record))
-    print(release_of(record).summary())
+    print(final_verdict(record).summary())
     return EXIT_OK
 
 

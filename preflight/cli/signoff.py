@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from preflight import attestations, checklist, signing, waivers
 from preflight.errors import PreflightError
+from preflight.final_verdict import BROKEN, final_verdict
 from preflight.record import load_record, record_path, write_record
-from preflight.release import BROKEN, release_of
 from preflight.report import write_reports
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -199,7 +199,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     signer = args.name or entry.name
     signed = signing.sign_record(record, args.role, key, signer)
     write_record(signed, path)
-    release = release_of(signed, registry, allow_unpinned_harness=args.allow_unpinned_harness)
+    release = final_verdict(signed, registry, allow_unpinned_harness=args.allow_unpinned_harness)
     print(f"signed {path} as {args.role} ({signer}) with key {entry.key_id}")
     if (path.parent / "report.html").exists():
         # The report beside the record shows the new signature in its banner and panel.
@@ -214,7 +214,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     record = load_record(args.record)
     registry = signing.load_registry(args.keys, must_exist=True)
     _unpinned(registry, args.allow_unpinned_harness, f"verify {record_path(args.record)}")
-    release = release_of(record, registry, allow_unpinned_harness=args.allow_unpinned_harness)
+    release = final_verdict(record, registry, allow_unpinned_harness=args.allow_unpinned_harness)
     print(f"{'run verdict':<17} {release.run_verdict}")
     print(f"{'integrity':<17} {release.integrity_text()}")
     for verdict in release.result.signatures:

@@ -24,9 +24,9 @@ from markupsafe import Markup
 from preflight.checklist import AREAS
 from preflight.diff import Change, order
 from preflight.evidence import IMAGE_MAGIC
+from preflight.final_verdict import EDITED, SIGNED, FinalVerdict, final_verdict
 from preflight.outcomes import OUTCOMES, Outcome
 from preflight.record import record_digest
-from preflight.release import EDITED, SIGNED, Release, release_of
 from preflight.report.charts import load_charts
 from preflight.scope import verdict_label, verdict_line
 from preflight.signing import signature_status
@@ -321,7 +321,7 @@ def _figures(figures: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
-def _signoff_state(entry: Mapping[str, Any], release: Release) -> str:
+def _signoff_state(entry: Mapping[str, Any], release: FinalVerdict) -> str:
     if entry["verify"] != "signoff":
         return ""
     role = str(entry["owner"])
@@ -330,7 +330,7 @@ def _signoff_state(entry: Mapping[str, Any], release: Release) -> str:
     return f"Awaiting signature: run `preflight sign --role {role} RECORD`"
 
 
-def _item(entry: Mapping[str, Any], release: Release) -> ItemView:
+def _item(entry: Mapping[str, Any], release: FinalVerdict) -> ItemView:
     # Evidence of what blocks the release is open from the start (and in print).
     return ItemView(
         data=entry,
@@ -444,7 +444,7 @@ def render_html(record: Mapping[str, Any]) -> str:
     digest = record_digest(dict(record))
     # The release verdict, each signature judged by the key it carries; `preflight verify`
     # also checks every key against the registry.
-    release = release_of(record)
+    release = final_verdict(record)
     items = [_item(e, release) for e in record["items"]]
     style, script = _asset("report.css"), _asset("report.js")
     csp = (

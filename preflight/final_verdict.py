@@ -1,4 +1,4 @@
-"""The release verdict: the run's verdict plus the signatures on its record.
+"""The final verdict of a release: the run's verdict plus the signatures on its record.
 
 `preflight run` decides the items it can and signs the record as the harness; the SIGN-* items
 (`verify: signoff`) are decided afterwards by the stakeholders' signatures on that record
@@ -30,7 +30,7 @@ SIGNED, EDITED, UNSIGNED, NOT_READY, AWAITING, NOT_VERIFIED = (
 
 
 @dataclass(frozen=True)
-class Release:
+class FinalVerdict:
     run_ready: bool
     run_verdict: str  # the run's verdict with its scope
     integrity: str  # intact | edited | unsigned
@@ -90,12 +90,12 @@ class Release:
         return f"{NOT_VERIFIED} - {problems[0] if problems else 'a signature does not count'}"
 
 
-def release_of(
+def final_verdict(
     record: Mapping[str, Any],
     registry: Registry | None = None,
     *,
     allow_unpinned_harness: bool = False,
-) -> Release:
+) -> FinalVerdict:
     """The release verdict of a record; without a registry (the report) each signature is judged
     by the key it carries, with one (`preflight verify`) by the keys registered for its role."""
     result = verify_record(record, registry, allow_unpinned_harness=allow_unpinned_harness)
@@ -106,7 +106,7 @@ def release_of(
         integrity = "unsigned"
     else:
         integrity = "intact"
-    return Release(
+    return FinalVerdict(
         run_ready=bool(record["verdict"]["ready"]),
         run_verdict=verdict_label(record),
         integrity=integrity,
