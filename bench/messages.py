@@ -40,13 +40,14 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from preflight.client import ChatClient, expect
+from preflight.postgres_bin import PG_BIN
 from preflight.targets.native import NativeOptions, NativeTarget
 
 RECIPIENTS = 10
 PER_SENDER_RATE = 12.0  # msg/s per sending user: under the API's 20/s send_message bucket
 MAX_IN_FLIGHT = 512
 DRAIN_WAIT = 10.0
-PGBENCH = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin")) / "pgbench"
+PGBENCH = PG_BIN / "pgbench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -963,6 +963,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     )
     with target as info:
         assert info.ca_file is not None
+        assert info.processes is not None
         assert target.dir is not None
         print(f"native target ready in {target.started_in:.1f} s", flush=True)
         chat = ChatClient.for_target(info)
@@ -974,7 +975,7 @@ def main(argv: Iterable[str] | None = None) -> None:
             f"{time.monotonic() - t_world:.1f} s",
             flush=True,
         )
-        pids = target.processes()
+        pids = info.processes()
         groups = {
             "api": [p for n, p in pids.items() if n.startswith("api-")],
             "nginx": [pids["nginx"]],

@@ -2,7 +2,8 @@
 
 Probe items take the combined outcome of their tests; load items take the load runner's
 figures (unverified unless the profile that ran reached the item's scale); manual items are
-decided only by a valid signed attestation. A fail covered by an active waiver becomes `waived`.
+decided only by a valid signed attestation for the run's release. A fail becomes `waived` only
+when active waivers name every one of its failures.
 Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
 Sign-off items (`verify: signoff`) are decided after the run by signatures on its record
 (preflight/final_verdict.py): the run leaves them unverified and its gate does not count them.
@@ -14,11 +15,13 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from preflight.checklist import Checklist, Item
 from preflight.load.results import LoadFigure, LoadResults
 from preflight.outcomes import OUTCOMES, Outcome, ProbeResult, ProbeResults, combine
+from preflight.waivers import Waiver
 
 
 @dataclass(frozen=True)
@@ -142,18 +145,49 @@ def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision
     return Decision(item, True, Outcome.UNVERIFIED, reason, attestation=attestation)
 
 
-def apply_waiver(decision: Decision, waiver: Mapping[str, Any] | None) -> Decision:
-    """Only a fail is waived, and only by an active waiver: an error or unverified item is not a
-    known risk that someone accepted, it is an unknown one."""
-    if waiver is None:
+def apply_waiver(decision: Decision, waivers: Sequence[Waiver], now: datetime) -> Decision:
+    """Only a fail is waived, and only when every failure of the item is one an active waiver
+    names (by test node id or message): an error or unverified item is not a known risk that
+    someone accepted, it is an unknown one, and neither is a failure no waiver names."""
+    active = [w for w in waivers if w.active(now)]
+    if not active:
         return decision
-    if decision.outcome is Outcome.FAIL and waiver.get("status") == "active":
+    if decision.outcome is not Outcome.FAIL:
+        return replace(decision, waiver=active[0].to_json(now))
+    used: list[Waiver] = []
+    uncovered: list[str] = []
+    failures: list[tuple[str | None, str, Outcome]] = [
+        (t.nodeid, t.message, t.outcome)
+        for t in decision.tests
+        if t.outcome in (Outcome.FAIL, Outcome.ERROR)
+    ] or [(None, decision.reason, Outcome.FAIL)]  # decided without tests (a load figure)
+    for nodeid, message, outcome in failures:
+        waiver = next((w for w in active if w.covers(nodeid, message)), None)
+        if outcome is Outcome.ERROR or waiver is None:
+            why = "errored (a waiver covers only failures)" if outcome is Outcome.ERROR else ""
+            uncovered.append(f"{nodeid or 'the item'} {why or 'failed'}: {message}")
+        elif waiver not in used:
+            used.append(waiver)
+    if uncovered:
+        scopes = "; ".join(f"{w.scope()}" for w in active)
         reason = (
-            f"waived until {waiver.get('expires')} by {waiver.get('approver')}: "
-            f"{waiver.get('justification')} (was: {decision.reason})"
+            f"{decision.reason}; not waived: {len(uncovered)} failure"
+            f"{'s' if len(uncovered) != 1 else ''} no waiver accepts ({'; '.join(uncovered)}); "
+            f"the waiver{'s' if len(active) != 1 else ''} accept{'' if len(active) != 1 else 's'} "
+            f"only {scopes}"
         )
-        return replace(decision, outcome=Outcome.WAIVED, reason=reason, waiver=waiver)
-    return replace(decision, waiver=waiver)
+        shown = {**active[0].to_json(now), "uncovered": uncovered}
+        return replace(decision, reason=reason, waiver=shown)
+    first = min(used, key=lambda w: w.expires)  # the item un-waives when this one expires
+    reason = "; ".join(
+        f"waived until {w.expires} by {w.approver} for {w.scope()}: {w.justification}" for w in used
+    )
+    return replace(
+        decision,
+        outcome=Outcome.WAIVED,
+        reason=f"{reason} (was: {decision.reason})",
+        waiver=first.to_json(now),
+    )
 
 
 def not_selected(item: Item, why: str) -> Decision:

@@ -21,9 +21,7 @@ from preflight.errors import ChecklistInvalid, PreflightError
 from preflight.evidence import EvidenceLog, Redactor
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults, combine
 from preflight.probe_target import ProbeTarget
-from preflight.targets import TargetInfo, select_target
-from preflight.targets.external import load_target_file
-from preflight.targets.native import NativeOptions
+from preflight.targets import TargetInfo, TargetOptions, load_target_file, select_target
 
 MARKER = "checklist"
 TARGET_KINDS = ("native", "containers", "auto")
@@ -210,8 +208,8 @@ class _State:
             # The bundled system as `preflight run` deploys it: with its scheduled backups (the
             # backup drills judge them) and its Prometheus, Alertmanager and exporters (the live
             # monitoring probes and the alert drill watch them).
-            native = NativeOptions(backups=True, observability=True)
-            _, start = select_target(self.target_spec, native)
+            options = TargetOptions(backups=True, observability=True)
+            _, start = select_target(self.target_spec, options)
             self.target = ProbeTarget(start=start, on_secrets=self._add_secrets)
         return self.target
 

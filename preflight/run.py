@@ -15,6 +15,7 @@ from typing import Any
 
 from preflight.attestations import Attestation, evaluate_attestation, load_attestations
 from preflight.checklist import DEFAULT_PATH, Checklist, Item, load_checklist
+from preflight.ci_junit import CI_TESTS_ITEM, decide_ci_junit
 from preflight.decide import (
     LOAD_GATE_METRIC,
     Decision,
@@ -39,12 +40,11 @@ from preflight.outcomes import ProbeResults
 from preflight.plugin import RunContext, run_probes
 from preflight.progress import Progress
 from preflight.record import build_record, preflight_version
+from preflight.release import Release, current_release
 from preflight.signing import PANEL_ROLES, Registry, load_registry, sign_as_harness
-from preflight.target_description import describe_target
-from preflight.targets import select_target
+from preflight.targets import TargetOptions, select_target
 from preflight.targets.base import TargetInfo
-from preflight.targets.native import NativeOptions
-from preflight.waivers import Waiver, load_waivers, waiver_for
+from preflight.waivers import Waiver, load_waivers, waivers_for
 
 PROFILES = ("smoke", "release", "soak")
 
@@ -65,6 +65,7 @@ class RunOptions:
     attestations_dir: Path = Path("signoff/attestations")
     load_runner: LoadRunner = locust_runner
     drills: tuple[str, ...] | None = None  # names of checks/drills/test_<name>.py; None: all
+    ci_junit: Path | None = None  # the CI's JUnit XML for this commit: decides CI_TESTS_ITEM
 
     def selection(self) -> dict[str, Any]:
         """The record's view of what was asked for."""
@@ -100,6 +101,8 @@ class Inputs:
     waivers: list[Waiver]
     registry: Registry
     attestations: list[Attestation]
+    release: Release
+    ci_junit: Path | None
     why_not: Callable[[Item], str | None]
     selected: tuple[Item, ...]
 
@@ -119,11 +122,14 @@ def load_inputs(options: RunOptions) -> Inputs:
     selected = tuple(item for item in checklist.items if why_not(item) is None)
     if not selected:
         raise PreflightError("--area/--severity select no checklist item; nothing to verify")
+    registry = load_registry(options.keys_path)
     return Inputs(
         checklist=checklist,
-        waivers=load_waivers(options.waivers_path, checklist),
-        registry=load_registry(options.keys_path),
+        waivers=load_waivers(options.waivers_path, checklist, registry),
+        registry=registry,
         attestations=load_attestations(options.attestations_dir),
+        release=current_release(checklist.path),
+        ci_junit=options.ci_junit,
         why_not=why_not,
         selected=selected,
     )
@@ -136,13 +142,13 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
     checklist = inputs.checklist
     progress.log(f"{checklist.path}: {len(checklist.items)} items, {len(inputs.selected)} selected")
 
-    native = NativeOptions(
+    target_options = TargetOptions(
         workers=options.api_workers, observability=True, backups=True, log=progress.log
     )
-    selection, target = select_target(options.target, native)
+    selection, target = select_target(options.target, target_options)
     progress.log(f"target: {selection.kind} ({selection.reason})")
     with target as info:
-        target_description = describe_target(info, target)
+        target_description = target.describe().to_json()
         stage = _Stage(options, info, inputs, progress)
         probes = stage.pytest(
             "probes", [options.checks_dir], ignore=[options.checks_dir / DRILLS_DIR]
@@ -204,11 +210,14 @@ def decide_all(
         elif item.verify == "load":
             decision = decide_load(item, load)
             load_decisions.append(decision)
+        elif item.id == CI_TESTS_ITEM and inputs.ci_junit is not None:
+            decision = decide_ci_junit(item, inputs.ci_junit, inputs.release)
         else:
-            verdict = evaluate_attestation(item, inputs.attestations, inputs.registry, now)
+            verdict = evaluate_attestation(
+                item, inputs.attestations, inputs.registry, now, inputs.release
+            )
             decision = decide_manual(item, verdict.to_json() if verdict.status != "none" else None)
-        waiver = waiver_for(item.id, inputs.waivers, now)
-        decisions.append(apply_waiver(decision, waiver.to_json(now) if waiver else None))
+        decisions.append(apply_waiver(decision, waivers_for(item.id, inputs.waivers, now), now))
     order = {item.id: n for n, item in enumerate(inputs.checklist.items)}
     return sorted(decisions, key=lambda d: order[d.item.id])
 

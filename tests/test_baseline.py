@@ -22,8 +22,8 @@ from preflight.load.results import LoadFigure, LoadResults
 from preflight.outcomes import Outcome
 from preflight.record import RECORD_FILE, load_record, write_record
 from preflight.signing import Registry
-from preflight.target_description import describe_target
 from preflight.targets.base import TargetInfo
+from preflight.targets.describe import describe_running
 from preflight.targets.external import load_target_file, write_target_file
 from tests.records import make_record
 
@@ -76,7 +76,7 @@ def earlier_run(
             "workers": 1,
             "api_workers": 2,
         },
-        target=describe_target(target, target),
+        target=describe_running(target).to_json(),
     )
     path = out / run_id / RECORD_FILE
     path.parent.mkdir(parents=True)

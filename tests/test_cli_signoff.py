@@ -272,20 +272,27 @@ def test_attest_writes_a_statement_the_owner_role_can_make(
 
 
 def test_waivers_lists_status_and_rejects_a_bad_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, signoff: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "waivers.yaml"
     path.write_text(
-        "- {item: SEC-HDR-HSTS, justification: CDN sets it., owner: a, approver: b, "
-        "expires: 2020-01-31}\n"
+        "- item: SEC-HDR-HSTS\n  tests: [checks/*hsts*]\n  justification: CDN sets it.\n"
+        "  owner: dev-lead\n  approver: cto\n  granted: 2019-02-01\n  expires: 2020-01-31\n"
     )
-    assert cli("waivers", str(path), "--checklist", CHECKLIST) == 0
+    keys = ["--keys", str(signoff / "keys.yaml")]
+    listing = ["waivers", str(path), "--checklist", CHECKLIST, *keys]
+    assert cli(*listing) == 2
+    assert f"{path}:1: waiver for SEC-HDR-HSTS, field signature" in capsys.readouterr().err
+    sign = ["waive", "sign", "SEC-HDR-HSTS", "--file", str(path), "--checklist", CHECKLIST, *keys]
+    assert cli(*sign, "--key", str(signoff / "cto.pem")) == 0
+    capsys.readouterr()
+    assert cli(*listing) == 0
     out = capsys.readouterr().out
     assert "expired  SEC-HDR-HSTS  until 2020-01-31" in out
     assert out.rstrip().endswith("1 waivers, 0 active, 1 expired")
-    path.write_text(path.read_text().replace("approver: b", "approver: a"))
-    assert cli("waivers", str(path), "--checklist", CHECKLIST) == 2
-    assert f"{path}:1: waiver for SEC-HDR-HSTS, field approver" in capsys.readouterr().err
+    path.write_text(path.read_text().replace("approver: cto", "approver: dev-lead"))
+    assert cli(*listing) == 2
+    assert f"{path}:5: waiver for SEC-HDR-HSTS, field approver" in capsys.readouterr().err
 
 
 def _unpin(signoff: Path) -> str:

@@ -12,7 +12,7 @@ import textwrap
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -206,20 +206,33 @@ def test_gate_follows_the_policy_and_an_active_waiver_waives(
     ws = workspace(tmp_path)
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    keys, pem = ws.root / "keys.yaml", ws.root / "cto.pem"
+    assert main(["keygen", "--out", str(pem), "--role", "cto", "--name", "Grace",
+                 "--register", "--keys", str(keys)]) == 0  # fmt: skip
     waiver = textwrap.dedent(
-        """
+        """\
         - item: T-TEAPOT
+          tests: ['*::test_teapot']
           justification: The teapot probe is a deliberate failure for this test.
           owner: security-lead
           approver: cto
+          granted: '{granted}'
           expires: '{expires}'
         """
     )
-    (ws.root / "waivers.yaml").write_text(waiver.format(expires=yesterday))
+
+    def waive(expires: str) -> None:
+        granted = (date.fromisoformat(expires) - timedelta(days=2)).isoformat()
+        (ws.root / "waivers.yaml").write_text(waiver.format(granted=granted, expires=expires))
+        assert main(["waive", "sign", "T-TEAPOT", "--key", str(pem), "--keys", str(keys),
+                     "--file", str(ws.root / "waivers.yaml"),
+                     "--checklist", str(ws.checklist)]) == 0  # fmt: skip
+
+    waive(yesterday)
     assert main(ws.args()) == 1
     assert ws.outcomes()["T-TEAPOT"] == "fail", "an expired waiver must not waive"
 
-    (ws.root / "waivers.yaml").write_text(waiver.format(expires=tomorrow))
+    waive(tomorrow)
     assert main(ws.args()) == 0
     record = ws.record()
     assert ws.outcomes()["T-TEAPOT"] == "waived"

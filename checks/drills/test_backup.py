@@ -36,8 +36,8 @@ from checks.drills._backup import (
 from checks.monitoring._monitoring import SCRAPE_POLL_S, WATCH_TIMEOUT_S, prom, promql
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
+from preflight.postgres_bin import PG_BIN
 from preflight.probe_target import ProbeTarget
-from preflight.targets.native import PG_BIN
 
 BACKUP_GAUGE = "chatsdk_backup_last_success_timestamp_seconds"
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from preflight import __version__
-from preflight.cli import checklist, report, run, signoff, up
+from preflight.cli import checklist, report, run, signoff, up, waive
 from preflight.errors import PreflightError
 
 EXIT_OK, EXIT_HARNESS = 0, 2
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         checklist.register,
         run.register,
         signoff.register,
+        waive.register,
         report.register,
     ):
         register(sub)

@@ -117,6 +117,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=Path("signoff/attestations"),
         help="folder of signed attestations for manual items",
     )
+    p.add_argument(
+        "--ci-junit",
+        type=Path,
+        metavar="FILE",
+        help="the CI's JUnit XML for this commit (a testsuite property `commit`): decides "
+        "DEP-TESTS-GREEN instead of an attestation",
+    )
     p.set_defaults(handler=cmd_run)
 
 
@@ -150,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keys_path=args.keys,
         attestations_dir=args.attestations,
         drills=_drills(args.drills),
+        ci_junit=args.ci_junit,
         **({"load_runner": no_load_runner} if args.no_load else {}),
     )
     received: list[str] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from preflight import attestations, checklist, signing, waivers
+from preflight import attestations, checklist, release, signing, waivers
 from preflight.errors import PreflightError
 from preflight.final_verdict import BROKEN, final_verdict
 from preflight.record import load_record, record_path, write_record
@@ -117,6 +117,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     waiver_list.add_argument(
         "--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE"
     )
+    waiver_list.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
     waiver_list.set_defaults(handler=cmd_waivers)
 
 
@@ -251,20 +252,24 @@ def cmd_attest(args: argparse.Namespace) -> int:
         signer=args.name or entry.name,
         note=args.note,
         expires=args.expires,
+        release=release.current_release(args.checklist),
     )
     path = attestations.write_attestation(statement, args.dir)
     print(f"attested {item.id} ({item.title}) as {role} ({statement['signer']})")
+    print(f"for release {release.label(statement['release'])} only")
     print(f"valid until {statement['expires']}; wrote {path} (commit it)")
     return EXIT_OK
 
 
 def cmd_waivers(args: argparse.Namespace) -> int:
-    found = waivers.load_waivers(args.file, checklist.load_checklist(args.checklist))
+    registry = signing.load_registry(args.keys)
+    found = waivers.load_waivers(args.file, checklist.load_checklist(args.checklist), registry)
     now = datetime.now(UTC)
     for waiver in found:
         print(
             f"{waiver.status(now):<8} {waiver.item}  until {waiver.expires}  owner {waiver.owner}, "
-            f"approved by {waiver.approver}: {waiver.justification}"
+            f"approved by {waiver.approver} ({waiver.signer}) for {waiver.scope()}: "
+            f"{waiver.justification}"
         )
     active = len([w for w in found if w.active(now)])
     print(f"{args.file}: {len(found)} waivers, {active} active, {len(found) - active} expired")

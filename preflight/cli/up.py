@@ -15,10 +15,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from preflight.targets import select_target
-from preflight.targets.base import TargetInfo
-from preflight.targets.external import write_target_file
-from preflight.targets.native import NativeOptions, NativeTarget
+from preflight.targets import Target, TargetInfo, TargetOptions, select_target, write_target_file
 
 EXIT_OK, EXIT_NOT_READY = 0, 1
 
@@ -94,7 +91,7 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     log = _log_to_stderr(t0)
-    native = NativeOptions(
+    options = TargetOptions(
         workers=args.workers,
         edge_port=args.edge_port,
         http_port=args.http_port,
@@ -102,7 +99,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         backups=True,
         log=log,
     )
-    selection, target = select_target(args.target, native)
+    selection, target = select_target(args.target, options)
     log(f"target: {selection.kind} ({selection.reason})")
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -143,10 +140,10 @@ def _print_info(info: TargetInfo) -> None:
     sys.stdout.flush()
 
 
-def _watch(target: object) -> int:
+def _watch(target: Target) -> int:
     while True:
         time.sleep(0.5)
-        crashed = target.crashed() if isinstance(target, NativeTarget) else []
+        crashed = target.crashed()
         if crashed:
             for child in crashed:
                 print(f"preflight: {child.crashed_message()}", file=sys.stderr)

@@ -203,7 +203,7 @@ class TargetInfo:
     # Grafana's HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA.
     grafana_url: str | None = field(default=None, repr=False)
     # The events the error tracker received (JSON lines, one Sentry event each), for
-    # MON-ERROR-TRACKING: the native target's stand-in writes it (targets/errortracker.py).
+    # MON-ERROR-TRACKING: the native target's stand-in writes it (targets/native/errortracker.py).
     # Optional; the probe skips without it.
     error_events: Path | None = None
     # Backups (checks/drills/test_backup.py): the backup repository of chatsdk.backup readable

@@ -74,12 +74,8 @@ def choose_target(
     return Selection("external", "target file", path)
 
 
-def select_target(
-    spec: str, options: TargetOptions | NativeOptions | None = None
-) -> tuple[Selection, Target]:
-    """The target `spec` names, not yet entered; `options` apply where they can. NativeOptions
-    are still taken (all of them reach a native target) until every caller passes
-    TargetOptions."""
+def select_target(spec: str, options: TargetOptions | None = None) -> tuple[Selection, Target]:
+    """The target `spec` names, not yet entered; `options` apply where they can."""
     opts = options or TargetOptions()
     selection = choose_target(spec)
     if selection.kind == "containers":
@@ -87,4 +83,4 @@ def select_target(
     if selection.kind == "external":
         assert selection.path is not None
         return selection, ExternalTarget(selection.path)
-    return selection, NativeTarget(opts if isinstance(opts, NativeOptions) else opts.native())
+    return selection, NativeTarget(opts.native())

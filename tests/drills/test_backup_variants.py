@@ -20,8 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from preflight.postgres_bin import PG_BIN
 from preflight.targets.base import ProcessJob, TargetInfo
-from preflight.targets.native import PG_BIN, NativeTestOptions
+from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, outcomes, probe
 
 pytestmark = pytest.mark.native

@@ -31,13 +31,6 @@ def test_neutral_options_reach_the_native_target() -> None:
     )
 
 
-def test_native_options_are_still_taken_whole() -> None:
-    options = NativeOptions(workers=1, api_rate_per_s=5000)
-    _, target = select_target("native", options)
-    assert isinstance(target, NativeTarget)
-    assert target.options is options
-
-
 def test_a_target_file_is_an_external_target_that_cannot_restore(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text("name: x\n")

@@ -4,12 +4,11 @@ backups.py, releases.py); this module names what the rest of preflight may impor
 
 from __future__ import annotations
 
-from preflight.targets.native.options import PG_BIN, NativeOptions, NativeTestOptions
+from preflight.targets.native.options import NativeOptions, NativeTestOptions
 from preflight.targets.native.target import NativeTarget
 from preflight.targets.native.workdir import TEMP_PREFIX, sweep_stale_dirs
 
 __all__ = [
-    "PG_BIN",
     "TEMP_PREFIX",
     "NativeOptions",
     "NativeTarget",

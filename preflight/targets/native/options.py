@@ -3,12 +3,11 @@ only tests ask for grouped apart (NativeTestOptions)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("PREFLIGHT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from preflight.postgres_bin import PG_BIN
 
 
 @dataclass(frozen=True)
