@@ -77,6 +77,8 @@ def _deciding_tests(checklist_path: Path, checks: Path) -> dict[str, list[str]] 
 def _decided_by(item: Item, deciders: dict[str, list[str]]) -> str:
     if item.verify == "manual":
         return f"a signed attestation from {item.owner}"
+    if item.verify == "signoff":
+        return f"{item.owner}'s signature on the run record (preflight sign --role {item.owner})"
     if item.verify == "load":
         scale = ", ".join(f"{k} {v}" for k, v in item.scale.items())
         return f"the load profile: {item.metric} {item.comparison} {item.value:g}" + (
