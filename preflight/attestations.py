@@ -1,9 +1,8 @@
-"""Signed attestations: how a person in the owner role decides a `manual` item until a date."""
+"""Signed attestations: how a person in the owner role decides a `manual` item until a date, for
+the one release the statement names (its version and commit, or checklist and system digests)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Iterable
@@ -12,24 +11,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from preflight.checklist import Checklist, Item
 from preflight.errors import PreflightError
-from preflight.record import canonical_bytes
-from preflight.signing import (
-    ALGORITHM,
-    PANEL_ROLES,
-    Registry,
-    decode_public_key,
-    key_id,
-    public_bytes,
-    utc_stamp,
-)
+from preflight.release import Release, label
+from preflight.signing import PANEL_ROLES, Registry, utc_stamp
+from preflight.statements import sign_statement, statement_problem
 from preflight.waivers import DATE, as_utc, end_of_day
 
-ATTESTATION_SCHEMA = "preflight.attestation/1"
+ATTESTATION_SCHEMA = "preflight.attestation/1"  # one without `release` counts for no release
 DEFAULT_DIR = Path("signoff/attestations")
 STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -52,11 +43,6 @@ FIELDS = (
 
 class AttestationInvalid(PreflightError):
     """An attestation cannot be made or read; the message names the item or the file."""
-
-
-def _signed_bytes(statement: dict[str, Any]) -> bytes:
-    """The statement without its signature, in the record's canonical JSON form."""
-    return canonical_bytes({k: v for k, v in statement.items() if k != "signature"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +71,10 @@ class Attestation:
         return str(self.statement["public_key"])
 
     @property
+    def release(self) -> object:
+        return self.statement.get("release")
+
+    @property
     def signed_at(self) -> datetime:
         return as_utc(datetime.fromisoformat(self.statement["signed_at"]))
 
@@ -94,20 +84,7 @@ class Attestation:
 
     def signature_problem(self) -> str:
         """Why the signature does not hold ('' when it does)."""
-        if self.statement["algorithm"] != ALGORITHM:
-            return f"it uses {self.statement['algorithm']!r}, not {ALGORITHM}"
-        try:
-            raw = decode_public_key(self.public_key)
-            signature = base64.b64decode(self.statement["signature"], validate=True)
-        except (ValueError, binascii.Error) as exc:
-            return f"its key or signature is not readable ({exc})"
-        if key_id(raw) != self.key_id:
-            return f"it names key {self.key_id} but carries key {key_id(raw)}"
-        try:
-            Ed25519PublicKey.from_public_bytes(raw).verify(signature, _signed_bytes(self.statement))
-        except InvalidSignature:
-            return "its signature does not match its content (edited after signing?)"
-        return ""
+        return statement_problem(self.statement)
 
 
 def create_attestation(
@@ -118,9 +95,11 @@ def create_attestation(
     signer: str,
     note: str,
     expires: date,
+    release: Release,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A signed statement; refuses items that are not manual and expiries out of range."""
+    """A signed statement for `release` (its binding: version and commit, else digests); refuses
+    items that are not manual and expiries out of range."""
     now = as_utc(now or datetime.now(UTC))
     if role not in PANEL_ROLES:
         raise AttestationInvalid(f"{role!r} is not a sign-off role ({', '.join(PANEL_ROLES)})")
@@ -138,8 +117,11 @@ def create_attestation(
         )
     if not note.strip():
         raise AttestationInvalid("--note must say what was checked (it is empty)")
-    raw = public_bytes(private_key)
-    statement: dict[str, Any] = {
+    try:
+        binding = release.binding()
+    except ValueError as exc:
+        raise AttestationInvalid(f"cannot attest {item.id}: {exc}") from None
+    fields: dict[str, Any] = {
         "schema": ATTESTATION_SCHEMA,
         "item": item.id,
         "item_title": item.title,
@@ -148,12 +130,9 @@ def create_attestation(
         "note": note.strip(),
         "signed_at": utc_stamp(now),
         "expires": expires.isoformat(),
-        "key_id": key_id(raw),
-        "public_key": base64.b64encode(raw).decode(),
-        "algorithm": ALGORITHM,
+        "release": binding,
     }
-    signature = private_key.sign(_signed_bytes(statement))
-    return {**statement, "signature": base64.b64encode(signature).decode()}
+    return sign_statement(fields, private_key)
 
 
 def write_attestation(statement: dict[str, Any], directory: Path) -> Path:
@@ -218,7 +197,8 @@ def load_attestations(directory: Path = DEFAULT_DIR) -> list[Attestation]:
 @dataclass(frozen=True)
 class AttestationVerdict:
     valid: bool
-    status: str  # valid | expired | wrong-role | bad-signature | unregistered-key | none
+    status: str  # valid | expired | wrong-role | bad-signature | unregistered-key | wrong-release
+    # | none
     reason: str
     attestation: Attestation | None = None
 
@@ -229,6 +209,7 @@ class AttestationVerdict:
         return {
             **{name: statement[name] for name in ("role", "signer", "key_id", "note")},
             **{name: statement[name] for name in ("signed_at", "expires")},
+            "release": self.attestation.release,
             "status": self.status,
             "reason": self.reason,
             "file": self.attestation.path.name,
@@ -236,7 +217,7 @@ class AttestationVerdict:
 
 
 def _judge(
-    item: Item, attestation: Attestation, registry: Registry, now: datetime
+    item: Item, attestation: Attestation, registry: Registry, now: datetime, release: Release
 ) -> AttestationVerdict:
     who = f"{attestation.role} ({attestation.signer})"
     signature = attestation.signature_problem()
@@ -253,22 +234,32 @@ def _judge(
     if end_of_day(attestation.expires) <= as_utc(now):
         reason = f"the attestation by {who} expired on {attestation.expires}"
         return AttestationVerdict(False, "expired", reason, attestation)
+    other = release.mismatch(attestation.release)
+    if other:
+        reason = f"the attestation by {who} does not count: {other}"
+        return AttestationVerdict(False, "wrong-release", reason, attestation)
     reason = (
-        f"attested by {who} on {attestation.signed_at.date()}, valid until {attestation.expires}"
+        f"attested by {who} on {attestation.signed_at.date()} for release "
+        f"{label(attestation.statement['release'])}, valid until {attestation.expires}"
     )
     return AttestationVerdict(True, "valid", reason, attestation)
 
 
 def evaluate_attestation(
-    item: Item, attestations: Iterable[Attestation], registry: Registry, now: datetime
+    item: Item,
+    attestations: Iterable[Attestation],
+    registry: Registry,
+    now: datetime,
+    release: Release,
 ) -> AttestationVerdict:
-    """The newest valid attestation for the item; else why the newest one does not count."""
+    """The newest valid attestation for the item and this release; else why the newest one does
+    not count."""
     mine = sorted(
         (a for a in attestations if a.item == item.id), key=lambda a: a.signed_at, reverse=True
     )
     if not mine:
         return AttestationVerdict(False, "none", f"no attestation for {item.id}")
-    verdicts = [_judge(item, a, registry, now) for a in mine]
+    verdicts = [_judge(item, a, registry, now, release) for a in mine]
     return next((v for v in verdicts if v.valid), verdicts[0])
 
 

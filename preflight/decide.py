@@ -2,8 +2,11 @@
 
 Probe items take the combined outcome of their tests; load items take the load runner's
 figures (unverified unless the profile that ran reached the item's scale); manual items are
-decided only by a valid signed attestation. A fail covered by an active waiver becomes `waived`.
+decided only by a valid signed attestation for the run's release. A fail becomes `waived` only
+when active waivers name every one of its failures.
 Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
+Sign-off items (`verify: signoff`) are decided after the run by signatures on its record
+(preflight/final_verdict.py): the run leaves them unverified and its gate does not count them.
 """
 
 from __future__ import annotations
@@ -12,62 +15,13 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from preflight.checklist import Checklist, Item
+from preflight.load.results import LoadFigure, LoadResults
 from preflight.outcomes import OUTCOMES, Outcome, ProbeResult, ProbeResults, combine
-
-
-@dataclass(frozen=True)
-class LoadFigure:
-    """One measured figure from the load runner, and the scale the profile actually reached."""
-
-    metric: str
-    measured: float
-    scale_reached: Mapping[str, int]  # e.g. {"users": 500, "ws_connections": 1000}
-    unit: str = ""
-
-
-@dataclass(frozen=True)
-class LoadResults:
-    """What the load runner measured. `reason` says why nothing ran, or why the run ended early.
-    `valid` is False when the run cannot count as evidence (the load generator itself saturated):
-    its figures are kept for the record, and every load item stays unverified with
-    `invalid_reason`. `details` holds the record's view of the run: per request type stats, the
-    time series, the generator's CPU. `absent` says, per metric, why it has no figure (no
-    earlier run to compare with, a field the target file lacks): an item on that metric stays
-    unverified with that sentence, which tells the reader what to do, rather than the generic
-    "did not measure"."""
-
-    profile: str
-    ran: bool
-    reason: str = ""
-    figures: Mapping[str, LoadFigure] = field(default_factory=dict)
-    valid: bool = True
-    invalid_reason: str = ""
-    scale_reached: Mapping[str, int] = field(default_factory=dict)
-    details: Mapping[str, Any] = field(default_factory=dict)
-    absent: Mapping[str, str] = field(default_factory=dict)  # metric -> why it has no figure
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.details,
-            "profile": self.profile,
-            "ran": self.ran,
-            "reason": self.reason,
-            "valid": self.valid,
-            "invalid_reason": self.invalid_reason,
-            "scale_reached": dict(self.scale_reached),
-            "figures": {
-                name: {
-                    "measured": f.measured,
-                    "unit": f.unit,
-                    "scale_reached": dict(f.scale_reached),
-                }
-                for name, f in self.figures.items()
-            },
-            "absent": dict(self.absent),
-        }
+from preflight.waivers import Waiver
 
 
 @dataclass(frozen=True)
@@ -90,15 +44,13 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def decide_probe(item: Item, probes: ProbeResults, pending: frozenset[str]) -> Decision:
+def decide_probe(item: Item, probes: ProbeResults) -> Decision:
     results = probes.for_item(item.id)
     if results:
         outcome, reason = combine(results)
         return Decision(item, True, outcome, reason, tuple(results))
     if item.id in probes.collected:
         reason = "its probes were collected but none ran"
-    elif item.id in pending:
-        reason = "no probe decides it yet (listed in checks/pending-probes.txt)"
     else:
         reason = "no probe in checks/ is marked with this item"
     return Decision(item, True, Outcome.UNVERIFIED, reason)
@@ -170,7 +122,18 @@ def decide_load_gate(item: Item, others: Sequence[Decision], load: LoadResults) 
     return decision
 
 
+def decide_signoff(item: Item) -> Decision:
+    """A sign-off item at run time: its owner signs the record this run writes, afterwards."""
+    reason = (
+        f"decided by {item.owner}'s signature on this run's record: "
+        f"`preflight sign --role {item.owner} RECORD`, then `preflight verify RECORD`"
+    )
+    return Decision(item, True, Outcome.UNVERIFIED, reason)
+
+
 def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision:
+    if item.verify == "signoff":
+        return decide_signoff(item)
     if attestation is None:
         reason = f"no signed attestation from {item.owner}"
         return Decision(item, True, Outcome.UNVERIFIED, reason)
@@ -182,18 +145,49 @@ def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision
     return Decision(item, True, Outcome.UNVERIFIED, reason, attestation=attestation)
 
 
-def apply_waiver(decision: Decision, waiver: Mapping[str, Any] | None) -> Decision:
-    """Only a fail is waived, and only by an active waiver: an error or unverified item is not a
-    known risk that someone accepted, it is an unknown one."""
-    if waiver is None:
+def apply_waiver(decision: Decision, waivers: Sequence[Waiver], now: datetime) -> Decision:
+    """Only a fail is waived, and only when every failure of the item is one an active waiver
+    names (by test node id or message): an error or unverified item is not a known risk that
+    someone accepted, it is an unknown one, and neither is a failure no waiver names."""
+    active = [w for w in waivers if w.active(now)]
+    if not active:
         return decision
-    if decision.outcome is Outcome.FAIL and waiver.get("status") == "active":
+    if decision.outcome is not Outcome.FAIL:
+        return replace(decision, waiver=active[0].to_json(now))
+    used: list[Waiver] = []
+    uncovered: list[str] = []
+    failures: list[tuple[str | None, str, Outcome]] = [
+        (t.nodeid, t.message, t.outcome)
+        for t in decision.tests
+        if t.outcome in (Outcome.FAIL, Outcome.ERROR)
+    ] or [(None, decision.reason, Outcome.FAIL)]  # decided without tests (a load figure)
+    for nodeid, message, outcome in failures:
+        waiver = next((w for w in active if w.covers(nodeid, message)), None)
+        if outcome is Outcome.ERROR or waiver is None:
+            why = "errored (a waiver covers only failures)" if outcome is Outcome.ERROR else ""
+            uncovered.append(f"{nodeid or 'the item'} {why or 'failed'}: {message}")
+        elif waiver not in used:
+            used.append(waiver)
+    if uncovered:
+        scopes = "; ".join(f"{w.scope()}" for w in active)
         reason = (
-            f"waived until {waiver.get('expires')} by {waiver.get('approver')}: "
-            f"{waiver.get('justification')} (was: {decision.reason})"
+            f"{decision.reason}; not waived: {len(uncovered)} failure"
+            f"{'s' if len(uncovered) != 1 else ''} no waiver accepts ({'; '.join(uncovered)}); "
+            f"the waiver{'s' if len(active) != 1 else ''} accept{'' if len(active) != 1 else 's'} "
+            f"only {scopes}"
         )
-        return replace(decision, outcome=Outcome.WAIVED, reason=reason, waiver=waiver)
-    return replace(decision, waiver=waiver)
+        shown = {**active[0].to_json(now), "uncovered": uncovered}
+        return replace(decision, reason=reason, waiver=shown)
+    first = min(used, key=lambda w: w.expires)  # the item un-waives when this one expires
+    reason = "; ".join(
+        f"waived until {w.expires} by {w.approver} for {w.scope()}: {w.justification}" for w in used
+    )
+    return replace(
+        decision,
+        outcome=Outcome.WAIVED,
+        reason=f"{reason} (was: {decision.reason})",
+        waiver=first.to_json(now),
+    )
 
 
 def not_selected(item: Item, why: str) -> Decision:
@@ -225,7 +219,11 @@ class Verdict:
 
 
 def blocks(checklist: Checklist, decision: Decision) -> bool:
+    """Whether the run's gate counts the item against the release; never a sign-off item, which
+    only the signatures made after the run decide."""
     allowed = checklist.gate.get(decision.item.severity)
+    if decision.item.verify == "signoff":
+        return False
     return decision.selected and allowed is not None and decision.outcome.value not in allowed
 
 

@@ -20,10 +20,8 @@ from preflight.checklist import load_checklist
 from preflight.errors import ChecklistInvalid, PreflightError
 from preflight.evidence import EvidenceLog, Redactor
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults, combine
-from preflight.probe_target import ProbeTarget
-from preflight.targets import TargetInfo, select_target
-from preflight.targets.external import load_target_file
-from preflight.targets.native import NativeOptions
+from preflight.probe.target import ProbeTarget
+from preflight.targets import TargetInfo, TargetOptions, load_target_file, select_target
 
 MARKER = "checklist"
 TARGET_KINDS = ("native", "containers", "auto")
@@ -105,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> Iterator[ProbeTarget]:
-    """The system under test for this session (see preflight.probe_target.ProbeTarget)."""
+    """The system under test for this session (see preflight.probe.target.ProbeTarget)."""
     state = request.config.stash[_STATE]
     probe_target = state.open_target()
     try:
@@ -210,8 +208,8 @@ class _State:
             # The bundled system as `preflight run` deploys it: with its scheduled backups (the
             # backup drills judge them) and its Prometheus, Alertmanager and exporters (the live
             # monitoring probes and the alert drill watch them).
-            native = NativeOptions(backups=True, observability=True)
-            _, start = select_target(self.target_spec, native)
+            options = TargetOptions(backups=True, observability=True)
+            _, start = select_target(self.target_spec, options)
             self.target = ProbeTarget(start=start, on_secrets=self._add_secrets)
         return self.target
 

@@ -63,15 +63,15 @@ for pkg in "${APT_PACKAGES[@]}"; do
     [ -z "$version" ] || warn_version "$pkg" "$version"
 done
 
-# Single binaries out of a Debian package, as environment-notes.md describes: only when missing.
-# PREFLIGHT_BIN_DIR overrides where they go (the tests use it).
-BIN_DIR=${PREFLIGHT_BIN_DIR:-/usr/local/bin}
-extract_binaries() {  # extract_binaries PACKAGE BINARY... (one download for the missing ones)
-    local package=$1 work binary
-    shift
+# Single files out of a Debian package, only when missing.
+# extract PACKAGE FROM TO MODE FILE...: each FILE under FROM in the package that is missing under
+# TO is installed there with MODE; one download for all of them.
+extract() {
+    local package=$1 from=$2 to=$3 mode=$4 work file
+    shift 4
     local wanted=()
-    for binary in "$@"; do
-        [ -x "$BIN_DIR/$binary" ] || wanted+=("$binary")
+    for file in "$@"; do
+        [ -e "$to/$file" ] || wanted+=("$file")
     done
     if [ "${#wanted[@]}" -eq 0 ]; then
         return 0
@@ -87,41 +87,28 @@ extract_binaries() {  # extract_binaries PACKAGE BINARY... (one download for the
         # As root into a 0700 dir apt prints a harmless "Download is performed unsandboxed" note.
         apt-get download -q "$package"
         warn_version "$package" "$(dpkg-deb -f "$package"_*.deb Version)"
-        for binary in "${wanted[@]}"; do
-            dpkg-deb --fsys-tarfile "$package"_*.deb | tar -x "./usr/bin/$binary"
-            install -D -m755 "usr/bin/$binary" "$BIN_DIR/$binary"
+        for file in "${wanted[@]}"; do
+            dpkg-deb --fsys-tarfile "$package"_*.deb | tar -x ".$from/$file"
+            install -D -m"$mode" ".$from/$file" "$to/$file"
         done
     )
     rm -rf "$work"
-    for binary in "${wanted[@]}"; do
-        "$BIN_DIR/$binary" --version >/dev/null 2>&1
-    done
 }
-# Every package the list marks `extract: BINARY...`.
+# PREFLIGHT_BIN_DIR overrides where the binaries go (the tests use it).
+BIN_DIR=${PREFLIGHT_BIN_DIR:-/usr/local/bin}
+# Every package the list marks `extract: BINARY...`; each binary must then run.
 while read -r package binaries; do
     read -r -a binaries <<< "$binaries"
-    extract_binaries "$package" "${binaries[@]}"
+    extract "$package" /usr/bin "$BIN_DIR" 755 "${binaries[@]}"
+    for binary in "${binaries[@]}"; do
+        "$BIN_DIR/$binary" --version >/dev/null 2>&1
+    done
 done < <(awk '!/^#/ && $3 == "extract:" { $2 = ""; $3 = ""; print }' "$PACKAGES")
 # Debian's Alertmanager reads its notification templates from this fixed path.
 # PREFLIGHT_SHARE_DIR overrides /usr/share (the tests use it).
 SHARE_DIR=${PREFLIGHT_SHARE_DIR:-/usr/share}
-templates=prometheus/alertmanager
-if [ ! -f "$SHARE_DIR/$templates/default.tmpl" ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "setup: Alertmanager's templates are missing; run this script as root" >&2
-        exit 2
-    fi
-    echo "setup: installing Alertmanager's templates from Debian's prometheus-alertmanager package"
-    work=$(mktemp -d)
-    (
-        cd "$work"
-        apt-get download -q prometheus-alertmanager
-        dpkg-deb --fsys-tarfile prometheus-alertmanager_*.deb \
-            | tar -x "./usr/share/$templates/default.tmpl" "./usr/share/$templates/email.tmpl"
-        install -D -m644 -t "$SHARE_DIR/$templates" usr/share/"$templates"/*.tmpl
-    )
-    rm -rf "$work"
-fi
+extract prometheus-alertmanager /usr/share/prometheus/alertmanager \
+    "$SHARE_DIR/prometheus/alertmanager" 644 default.tmpl email.tmpl
 
 # Python: uv installs exactly uv.lock into .venv. scripts/uv.sh installs uv itself (from PyPI at
 # the version and hashes of scripts/uv-requirements.txt) into .tools/uv, apart from .venv, which

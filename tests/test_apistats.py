@@ -1,4 +1,4 @@
-"""preflight.apistats: the pool-wait p95 and the busiest worker's share, from the workers' own
+"""preflight.load.apistats: the pool-wait p95 and the busiest worker's share, from the workers' own
 /metrics. The math runs on exposition text that real prometheus_client registries render (the
 API's own Metrics class), the quantile is checked against Prometheus' own engine (promtool),
 every case where a figure cannot be honest leaves it absent, and a real two-worker stack is
@@ -19,7 +19,8 @@ import yaml
 from chatsdk.metrics import Metrics
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
 
-from preflight.apistats import (
+from preflight.client import ChatClient, expect
+from preflight.load.apistats import (
     POOL_WAIT_P95,
     WORKER_SHARE,
     ApiSample,
@@ -29,7 +30,6 @@ from preflight.apistats import (
     histogram_quantile,
     sample_from,
 )
-from preflight.client import ChatClient, expect
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
 from preflight.targets.procs import free_port
@@ -324,7 +324,7 @@ TOKENS = 40
 
 
 def test_a_real_stack_gives_both_figures_after_traffic(stack: TargetInfo) -> None:
-    sampler = ApiSampler(stack.metrics_urls)
+    sampler = ApiSampler(stack.observability.metrics_urls)
     idle = [sampler.sample(), sampler.sample()]
     chat = ChatClient.for_target(stack)
     try:

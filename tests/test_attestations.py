@@ -17,10 +17,15 @@ from preflight.attestations import (
     write_attestation,
 )
 from preflight.checklist import Checklist, Item, load_checklist
+from preflight.ci_junit import CI_TESTS_ITEM, decide_ci_junit
+from preflight.outcomes import Outcome
+from preflight.release import Release, current_release
 from preflight.signing import Registry, key_id, load_registry, public_bytes, register_key
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 25, 20, 15, tzinfo=UTC)
+COMMIT = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+RELEASE = Release("v1.4.0", COMMIT, checklist_sha256="c" * 64, system_sha256="s" * 64)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,9 @@ def attest(
     now: datetime = NOW,
     days: int = 90,
     note: str = "Rota for launch week is in PagerDuty with a named primary and secondary.",
+    release: Release | None = None,
 ) -> Path:
+    release = release or RELEASE
     statement = create_attestation(
         item,
         key,
@@ -64,6 +71,7 @@ def attest(
         signer=f"someone in {role}",
         note=note,
         expires=(now + timedelta(days=days)).date(),
+        release=release,
         now=now,
     )
     return write_attestation(statement, directory)
@@ -78,11 +86,12 @@ def test_an_owner_attestation_is_valid_until_it_expires(
     assert statement["item_title"] == item.title
     assert statement["key_id"] == key_id(public_bytes(keys["ops-lead"]))
     found = load_attestations(tmp_path / "att")
-    verdict = evaluate_attestation(item, found, registry, NOW)
+    verdict = evaluate_attestation(item, found, registry, NOW, RELEASE)
     assert (verdict.valid, verdict.status) == (True, "valid")
     assert (
         verdict.reason
-        == "attested by ops-lead (someone in ops-lead) on 2026-11-25, valid until 2027-02-23"
+        == "attested by ops-lead (someone in ops-lead) on 2026-11-25 for release v1.4.0 "
+        "(commit 1a2b3c4d5e6f), valid until 2027-02-23"
     )
     assert verdict.to_json() == {
         "role": "ops-lead",
@@ -91,13 +100,14 @@ def test_an_owner_attestation_is_valid_until_it_expires(
         "note": statement["note"],
         "signed_at": "2026-11-25T20:15:00Z",
         "expires": "2027-02-23",
+        "release": {"version": "v1.4.0", "commit": COMMIT},
         "status": "valid",
         "reason": verdict.reason,
         "file": path.name,
     }
     last_day = datetime(2027, 2, 23, 23, 59, tzinfo=UTC)
-    assert evaluate_attestation(item, found, registry, last_day).valid
-    expired = evaluate_attestation(item, found, registry, last_day + timedelta(minutes=1))
+    assert evaluate_attestation(item, found, registry, last_day, RELEASE).valid
+    expired = evaluate_attestation(item, found, registry, last_day + timedelta(minutes=1), RELEASE)
     assert (expired.valid, expired.status) == (False, "expired")
     assert (
         expired.reason == "the attestation by ops-lead (someone in ops-lead) expired on 2027-02-23"
@@ -108,7 +118,7 @@ def test_an_attestation_signed_by_another_role_does_not_count(
     tmp_path: Path, item: Item, keys: dict[str, Ed25519PrivateKey], registry: Registry
 ) -> None:
     attest(item, keys["dev-lead"], tmp_path, role="dev-lead")
-    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW)
+    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, RELEASE)
     assert (verdict.valid, verdict.status) == (False, "wrong-role")
     assert "only the item's owner ops-lead can attest it" in verdict.reason
 
@@ -119,12 +129,14 @@ def test_another_roles_key_claiming_the_owner_role_does_not_count(
     attest(item, keys["dev-lead"], tmp_path, role="ops-lead")
     attest(item, keys["stranger"], tmp_path, role="ops-lead", now=NOW + timedelta(seconds=1))
     found = load_attestations(tmp_path)
-    verdict = evaluate_attestation(item, found, registry, NOW + timedelta(days=1))
+    verdict = evaluate_attestation(item, found, registry, NOW + timedelta(days=1), RELEASE)
     assert (verdict.valid, verdict.status) == (False, "unregistered-key")
     stranger = key_id(public_bytes(keys["stranger"]))
     assert f"key {stranger} is not registered for ops-lead" in verdict.reason
     dev = key_id(public_bytes(keys["dev-lead"]))
-    by_dev = evaluate_attestation(item, [a for a in found if a.key_id == dev], registry, NOW)
+    by_dev = evaluate_attestation(
+        item, [a for a in found if a.key_id == dev], registry, NOW, RELEASE
+    )
     assert by_dev.status == "unregistered-key"
     assert by_dev.reason.endswith(
         f"key {dev} is not registered for ops-lead in {registry.path} "
@@ -136,7 +148,7 @@ def test_an_expired_attestation_does_not_count(
     tmp_path: Path, item: Item, keys: dict[str, Ed25519PrivateKey], registry: Registry
 ) -> None:
     attest(item, keys["ops-lead"], tmp_path, now=NOW - timedelta(days=200), days=100)
-    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW)
+    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, RELEASE)
     assert (verdict.valid, verdict.status) == (False, "expired")
 
 
@@ -147,7 +159,7 @@ def test_a_tampered_note_fails_its_signature(
     statement = json.loads(path.read_text())
     statement["note"] = "Everyone is trained, trust me."
     path.write_text(json.dumps(statement))
-    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW)
+    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, RELEASE)
     assert (verdict.valid, verdict.status) == (False, "bad-signature")
     assert "does not match its content" in verdict.reason
 
@@ -158,7 +170,7 @@ def test_the_newest_valid_attestation_wins(
     attest(item, keys["ops-lead"], tmp_path, now=NOW - timedelta(days=30), note="First rota.")
     attest(item, keys["ops-lead"], tmp_path, now=NOW - timedelta(days=1), note="Renewed rota.")
     attest(item, keys["dev-lead"], tmp_path, role="dev-lead", note="Not the owner, newest.")
-    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW)
+    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, RELEASE)
     assert verdict.valid
     assert verdict.attestation is not None
     assert verdict.attestation.statement["note"] == "Renewed rota."
@@ -167,7 +179,9 @@ def test_the_newest_valid_attestation_wins(
 def test_no_attestation_leaves_the_item_without_one(
     tmp_path: Path, item: Item, registry: Registry
 ) -> None:
-    verdict = evaluate_attestation(item, load_attestations(tmp_path / "none"), registry, NOW)
+    verdict = evaluate_attestation(
+        item, load_attestations(tmp_path / "none"), registry, NOW, RELEASE
+    )
     assert (verdict.valid, verdict.status, verdict.to_json()) == (False, "none", None)
 
 
@@ -185,10 +199,24 @@ def test_only_manual_items_and_sensible_expiries_are_attested(
     for subject, expires, note, message in cases:
         with pytest.raises(AttestationInvalid, match=message):
             create_attestation(
-                subject, key, role="ops-lead", signer="Ada", note=note, expires=expires, now=NOW
+                subject,
+                key,
+                role="ops-lead",
+                signer="Ada",
+                note=note,
+                expires=expires,
+                release=RELEASE,
+                now=NOW,
             )
     assert create_attestation(
-        item, key, role="ops-lead", signer="Ada", note="x", expires=date(2026, 11, 25), now=NOW
+        item,
+        key,
+        role="ops-lead",
+        signer="Ada",
+        note="x",
+        expires=date(2026, 11, 25),
+        release=RELEASE,
+        now=NOW,
     )
 
 
@@ -218,3 +246,93 @@ def test_a_statement_that_cannot_be_shown_in_a_record_is_refused(
         "YYYY-MM-DDTHH:MM:SSZ (got '2026-11-25'); field expires: must be a date YYYY-MM-DD "
         "(got '2027-02-30')"
     )
+
+
+# --- bound to a release ----------------------------------------------------------------------
+
+
+def test_an_attestation_for_another_commit_does_not_count(
+    tmp_path: Path, item: Item, keys: dict[str, Ed25519PrivateKey], registry: Registry
+) -> None:
+    attest(item, keys["ops-lead"], tmp_path)
+    found = load_attestations(tmp_path)
+    assert evaluate_attestation(item, found, registry, NOW, RELEASE).valid
+    next_commit = Release(version="v1.4.0", commit="9" * 40)
+    verdict = evaluate_attestation(item, found, registry, NOW, next_commit)
+    assert (verdict.valid, verdict.status) == (False, "wrong-release")
+    assert verdict.reason == (
+        "the attestation by ops-lead (someone in ops-lead) does not count: attested for release "
+        "v1.4.0 (commit 1a2b3c4d5e6f), this run is release v1.4.0 (commit 999999999999)"
+    )
+
+
+def test_a_release_named_by_digests_and_an_unbound_statement(
+    tmp_path: Path, item: Item, keys: dict[str, Ed25519PrivateKey], registry: Registry
+) -> None:
+    by_digest = Release(checklist_sha256="c" * 64, system_sha256="s" * 64)
+    path = attest(item, keys["ops-lead"], tmp_path, release=by_digest)
+    assert json.loads(path.read_text())["release"] == {
+        "checklist_sha256": "c" * 64,
+        "system_sha256": "s" * 64,
+    }
+    assert evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, RELEASE).valid
+    changed = Release(checklist_sha256="c" * 64, system_sha256="t" * 64)
+    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, changed)
+    assert verdict.status == "wrong-release"
+    assert "this run is release checklist cccccccccccc, system tttttttttttt" in verdict.reason
+    # a statement that names no release (made before attestations were bound) counts for none
+    statement = json.loads(path.read_text())
+    del statement["release"]
+    path.write_text(json.dumps(statement))
+    verdict = evaluate_attestation(item, load_attestations(tmp_path), registry, NOW, RELEASE)
+    assert verdict.status == "bad-signature", "the signature covers the release"
+
+
+def test_the_current_release_is_the_checkouts_commit() -> None:
+    release = current_release(REPO / "checklist.yaml", REPO / "system", REPO)
+    assert release.commit
+    assert len(release.commit) == 40
+    assert release.binding() == {"version": release.version, "commit": release.commit}
+    assert release.system_sha256
+    assert release.checklist_sha256
+
+
+# --- DEP-TESTS-GREEN from the CI's JUnit file ------------------------------------------------
+
+
+def junit(tmp_path: Path, commit: str | None, cases: str) -> Path:
+    prop = f'<properties><property name="commit" value="{commit}"/></properties>' if commit else ""
+    path = tmp_path / "ci-junit.xml"
+    path.write_text(
+        f'<?xml version="1.0"?><testsuites><testsuite name="pytest">{prop}{cases}'
+        "</testsuite></testsuites>"
+    )
+    return path
+
+
+def test_dep_tests_green_is_decided_by_the_ci_junit_of_the_same_commit(
+    tmp_path: Path, checklist: Checklist
+) -> None:
+    tests_green = next(i for i in checklist.items if i.id == CI_TESTS_ITEM)
+    green = '<testcase name="a"/><testcase name="b"><skipped/></testcase>'
+    red = '<testcase name="a"/><testcase name="b"><failure message="boom"/></testcase>'
+    passed = decide_ci_junit(tests_green, junit(tmp_path, COMMIT, green), RELEASE)
+    assert (passed.outcome, passed.reason) == (
+        Outcome.PASS,
+        "the CI test suite passed: 2 tests, 0 failed, 0 errors, 1 skipped in ci-junit.xml for "
+        "commit 1a2b3c4d5e6f",
+    )
+    failed = decide_ci_junit(tests_green, junit(tmp_path, COMMIT, red), RELEASE)
+    assert failed.outcome is Outcome.FAIL
+    other = decide_ci_junit(tests_green, junit(tmp_path, "9" * 40, green), RELEASE)
+    assert (other.outcome, other.reason) == (
+        Outcome.UNVERIFIED,
+        "ci-junit.xml is for commit 999999999999, this run is release v1.4.0 (commit 1a2b3c4d5e6f)",
+    )
+    unnamed = decide_ci_junit(tests_green, junit(tmp_path, None, green), RELEASE)
+    assert unnamed.outcome is Outcome.UNVERIFIED
+    assert "names no commit" in unnamed.reason
+    empty = decide_ci_junit(tests_green, junit(tmp_path, COMMIT, ""), RELEASE)
+    assert empty.outcome is Outcome.UNVERIFIED
+    (tmp_path / "bad.xml").write_text("<html/>")
+    assert decide_ci_junit(tests_green, tmp_path / "bad.xml", RELEASE).outcome is Outcome.UNVERIFIED

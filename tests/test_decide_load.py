@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from preflight.checklist import Item, load_checklist
-from preflight.decide import LoadFigure, LoadResults, decide_load, decide_load_gate
-from preflight.load import CpuSample, Thresholds, Window, broken_slo, percentile, saturation
+from preflight.decide import decide_load, decide_load_gate
+from preflight.load.guards import CpuSample, Thresholds, broken_slo, saturation
+from preflight.load.results import LoadFigure, LoadResults
+from preflight.load.series import Window, percentile
 from preflight.outcomes import Outcome
 
 SCALE = {"users": 500, "ws_connections": 1000, "duration_s": 300}

@@ -21,16 +21,11 @@ import psutil
 import pytest
 
 from preflight.checklist import Item, load_checklist
-from preflight.decide import LoadResults, decide_load
-from preflight.load import (
-    LOADTESTS,
-    LOOPBACK_SOURCE_NET,
-    LocustRunner,
-    RunData,
-    Thresholds,
-    progress_line,
-    summarise,
-)
+from preflight.decide import decide_load
+from preflight.load.figures import RunData, summarise
+from preflight.load.guards import Thresholds
+from preflight.load.locust import LOADTESTS, LOOPBACK_SOURCE_NET, LocustRunner, progress_line
+from preflight.load.results import LoadResults
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
@@ -53,7 +48,7 @@ MEASURED = (
     "api_latency_p95_ms",
     "ws_delivery_p95_ms",
     "messages_per_s",
-    # from the target, alongside Locust (preflight/resources.py, preflight/apistats.py)
+    # from the target, alongside Locust (preflight/load/headroom.py, preflight/load/apistats.py)
     "db_pool_wait_p95_ms",
     "worker_share_max_over_fair",
     "cpu_used_pct_max",
@@ -125,7 +120,7 @@ def test_each_load_user_reaches_the_edge_from_its_own_address(
     WebSocket alike, so the edge's per-address limits see a crowd, not one client."""
     network = ipaddress.ip_network(LOOPBACK_SOURCE_NET)
     assert summarise(smoke, Thresholds()).to_json()["generator"]["source_net"] == str(network)
-    access_log = next(p for p in target.log_files if p.name == "access.log")
+    access_log = next(p for p in target.observability.log_files if p.name == "access.log")
     by_kind: dict[str, set[str]] = collections.defaultdict(set)
     for line in access_log.read_text().splitlines():
         entry = json.loads(line)
@@ -215,7 +210,7 @@ def test_no_load_items_runs_nothing(target: TargetInfo) -> None:
 
 
 def api_ready(target: TargetInfo, index: int) -> int:
-    url = target.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
+    url = target.observability.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
     with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - the native target's
         return int(resp.status)
 
@@ -246,9 +241,8 @@ def test_the_scaling_step_compares_all_workers_with_half_and_restores_them(
 def test_without_two_controllable_workers_the_scaling_figure_is_absent_saying_why(
     target: TargetInfo,
 ) -> None:
-    one = dataclasses.replace(
-        target, control={k: v for k, v in target.control.items() if k != "api-1"}
-    )
+    control = {k: v for k, v in target.drills.control.items() if k != "api-1"}
+    one = dataclasses.replace(target, drills=dataclasses.replace(target.drills, control=control))
     settings = {"personas": {"active": 1}, "scaling": {"users": 4, "spawn_rate": 4, "hold_s": 6}}
     base = LoadResults(profile="smoke", ran=True)
     results = LocustRunner().with_scaling(one, "smoke", 1, settings, base)

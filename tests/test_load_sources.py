@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 from geventhttpclient.client import HTTPClientPool
 
-from preflight.load import LOADTESTS, LOOPBACK_SOURCE_NET, source_net_for
+from preflight.load.locust import LOADTESTS, LOOPBACK_SOURCE_NET, source_net_for
 
 sys.path.insert(0, str(LOADTESTS))
 sources: Any = importlib.import_module("sources")  # loadtests/sources.py

@@ -12,7 +12,7 @@ import textwrap
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from preflight.checklist import load_checklist
 from preflight.cli import main
 from preflight.outcomes import OUTCOMES
-from preflight.run import read_pending
+from preflight.signing import HARNESS, harness_key, register_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +156,6 @@ def workspace(
     checks = tmp / "checks"
     (checks / "any").mkdir(parents=True)
     (checks / "any" / "test_probes.py").write_text(textwrap.dedent(PROBES))
-    (checks / "pending-probes.txt").write_text("T-NOPROBE\n")
     (tmp / "attestations").mkdir()
     return Workspace(tmp, checklist, checks, tmp / "reports")
 
@@ -207,20 +206,33 @@ def test_gate_follows_the_policy_and_an_active_waiver_waives(
     ws = workspace(tmp_path)
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    keys, pem = ws.root / "keys.yaml", ws.root / "cto.pem"
+    assert main(["keygen", "--out", str(pem), "--role", "cto", "--name", "Grace",
+                 "--register", "--keys", str(keys)]) == 0  # fmt: skip
     waiver = textwrap.dedent(
-        """
+        """\
         - item: T-TEAPOT
+          tests: ['*::test_teapot']
           justification: The teapot probe is a deliberate failure for this test.
           owner: security-lead
           approver: cto
+          granted: '{granted}'
           expires: '{expires}'
         """
     )
-    (ws.root / "waivers.yaml").write_text(waiver.format(expires=yesterday))
+
+    def waive(expires: str) -> None:
+        granted = (date.fromisoformat(expires) - timedelta(days=2)).isoformat()
+        (ws.root / "waivers.yaml").write_text(waiver.format(granted=granted, expires=expires))
+        assert main(["waive", "sign", "T-TEAPOT", "--key", str(pem), "--keys", str(keys),
+                     "--file", str(ws.root / "waivers.yaml"),
+                     "--checklist", str(ws.checklist)]) == 0  # fmt: skip
+
+    waive(yesterday)
     assert main(ws.args()) == 1
     assert ws.outcomes()["T-TEAPOT"] == "fail", "an expired waiver must not waive"
 
-    (ws.root / "waivers.yaml").write_text(waiver.format(expires=tomorrow))
+    waive(tomorrow)
     assert main(ws.args()) == 0
     record = ws.record()
     assert ws.outcomes()["T-TEAPOT"] == "waived"
@@ -232,10 +244,18 @@ def test_gate_follows_the_policy_and_an_active_waiver_waives(
     capsys.readouterr()
 
 
-def test_selection_skips_unselected_items_and_they_never_block(tmp_path: Path) -> None:
+def test_selection_skips_unselected_items_and_they_never_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws = workspace(tmp_path, teapot_severity="critical")
     assert main(ws.args("--area", "application,operations,performance,monitoring")) == 0
     record = ws.record()
+    selected = sum(1 for i in record["items"] if i["selected"])
+    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    assert closing.startswith(
+        "READY (application, operations, performance, monitoring only, "
+        f"{selected} of {len(record['items'])} items) - "
+    ), closing
     teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
     assert (teapot["selected"], teapot["outcome"]) == (False, "skip")
     assert teapot["reason"].startswith("not selected (--area")
@@ -355,9 +375,8 @@ def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
     assert code == (0 if record["verdict"]["ready"] else 1)
     assert stdout.strip().splitlines()[-1] == record["verdict"]["summary"]
     probed = {i["id"]: i for i in record["items"] if i["tests"]}
-    pending = set(read_pending(REPO / "checks"))
     probe_items = {i.id for i in checklist.items if i.verify == "probe"}
-    assert set(probed) == probe_items - pending, "every probe item with a probe was decided"
+    assert set(probed) == probe_items, "every probe item was decided by its probes"
     # On the bundled system every probe passes, skips for a stated reason, or fails under a
     # waiver in waivers.yaml (an expired waiver shows up here first: renew it or fix the gap).
     # DEP-SECURITY-SCAN cannot decide here: pip-audit's vulnerability service is unreachable.
@@ -381,6 +400,7 @@ def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
         pem = ws.root / f"{role}.pem"
         assert main(["keygen", "--out", str(pem), "--role", role, "--name", role.title(),
                      "--register", "--keys", str(keys)]) == 0  # fmt: skip
+    register_key(keys, HARNESS, harness_key(), "CI run key")  # pinned: verify counts only it
     expires = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     attest = ["attest", "T-TRAINED", "--expires", expires, "--note", "Runbook drill held.",
               "--checklist", str(ws.checklist), "--dir", str(ws.root / "attestations"),
@@ -406,7 +426,9 @@ def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
     (run_dir / "record.json").write_text(json.dumps(record))
     capsys.readouterr()
     assert main(["verify", str(run_dir), "--keys", str(keys)]) == 1
-    assert "edited after it was signed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "edited after it was signed" in out
+    assert out.splitlines()[-1].startswith("NOT VERIFIED - EDITED")
 
 
 def test_sigterm_during_the_probes_stops_everything_and_exits_2(tmp_path: Path) -> None:
@@ -418,7 +440,6 @@ def test_sigterm_during_the_probes_stops_everything_and_exits_2(tmp_path: Path) 
         '    """Long enough to be interrupted."""\n'
         "    time.sleep(60)\n"
     )
-    (ws.checks / "pending-probes.txt").write_text("")
     proc = subprocess.Popen(
         [sys.executable, "-m", "preflight.cli", *ws.args()],
         stderr=subprocess.PIPE,

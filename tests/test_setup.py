@@ -58,6 +58,20 @@ def test_not_root_and_a_package_missing_prints_the_command_and_exits_2() -> None
     )
 
 
+def _setup(
+    env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """scripts/setup.sh run as this user, with `env` added to the environment."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "setup.sh")],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def test_the_browser_for_the_report_test_is_on_the_list_and_installed() -> None:
     assert {"chromium", "fonts-dejavu-core"} <= set(_listed("apt"))
     assert Path("/usr/bin/chromium").exists(), "run scripts/setup.sh as root to install it"
@@ -68,13 +82,7 @@ def test_the_browser_for_the_report_test_is_on_the_list_and_installed() -> None:
 
 
 def test_a_second_run_installs_nothing_and_is_fast() -> None:
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "setup.sh")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _setup()
     assert result.returncode == 0, result.stderr
     assert "installing" not in result.stdout + result.stderr
 
@@ -82,14 +90,8 @@ def test_a_second_run_installs_nothing_and_is_fast() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="apt-get download and install need root")
 def test_the_monitoring_binaries_are_extracted_alone_when_missing(tmp_path: Path) -> None:
     bin_dir, share = tmp_path / "bin", tmp_path / "share"
-    run = subprocess.run(
-        ["bash", str(REPO / "scripts" / "setup.sh")],
-        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir), "PREFLIGHT_SHARE_DIR": str(share)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    dirs = {"PREFLIGHT_BIN_DIR": str(bin_dir), "PREFLIGHT_SHARE_DIR": str(share)}
+    run = _setup(dirs, timeout=300)
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in bin_dir.iterdir()) == sorted(MONITORING_BINARIES)
     templates = share / "prometheus" / "alertmanager"
@@ -104,14 +106,7 @@ def test_the_monitoring_binaries_are_extracted_alone_when_missing(tmp_path: Path
         )
         assert version.returncode == 0
         assert banner in version.stdout + version.stderr
-    again = subprocess.run(
-        ["bash", str(REPO / "scripts" / "setup.sh")],
-        env={**os.environ, "PREFLIGHT_BIN_DIR": str(bin_dir), "PREFLIGHT_SHARE_DIR": str(share)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = _setup(dirs)
     assert again.returncode == 0, again.stderr
     assert "installing" not in again.stdout + again.stderr
 
@@ -146,14 +141,7 @@ def test_a_package_at_another_version_than_tested_is_a_warning(tmp_path: Path) -
             for line in listed.read_text().splitlines()
         )
     )
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "setup.sh")],
-        env={**os.environ, "PREFLIGHT_DEBIAN_PACKAGES": str(other)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _setup({"PREFLIGHT_DEBIAN_PACKAGES": str(other)})
     assert result.returncode == 0, result.stderr
     assert f"setup: warning: nginx is {here} here; preflight was tested with 0.0-tested" in (
         result.stderr

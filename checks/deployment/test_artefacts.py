@@ -17,7 +17,6 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from checks._runtime import workers
 from checks.deployment._artefacts import (
     TOOL_TIMEOUT_S,
     Repo,
@@ -34,7 +33,7 @@ from checks.deployment._artefacts import (
 )
 from preflight.evidence import EvidenceLog
 from preflight.polling import poll, until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 RESTARTING = frozenset({"always", "unless-stopped", "on-failure"})
 READY_PATH, LIVE_PATH = "/v1/health/ready", "/v1/health/live"
@@ -177,13 +176,13 @@ def test_every_kubernetes_container_has_a_liveness_probe(repo: Repo, evidence: E
 @pytest.mark.checklist("APP-SUPERVISED")
 def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """An unsupervised worker stays down after its first crash and the edge runs short."""
-    names = sorted(n for n in target.info.control if n.startswith("api"))
+    names = sorted(n for n in target.info.drills.control if n.startswith("api"))
     if not names:
         pytest.skip(
             f"target {target.name} gives no control over an API worker; add control.api-0 "
             "(stop, start, kill) to the target file to decide whether a killed worker comes back"
         )
-    before = workers(target, evidence)
+    before = target.metrics.runtime(evidence)
     control = target.control(names[0])
     worker_id = names[0].removeprefix("api-") if names[0].startswith("api-") else names[0]
     old = before.get(worker_id, {}).get("pid")
@@ -191,7 +190,7 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     evidence.note(f"killed {names[0]} (pid {old}) with SIGKILL")
 
     def restarted() -> int | None:
-        report = workers(target, evidence).get(worker_id)
+        report = target.metrics.runtime(evidence).get(worker_id)
         return int(report["pid"]) if report is not None and report.get("pid") != old else None
 
     try:
@@ -207,7 +206,7 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
 
 
 def _wait_for_worker(target: ProbeTarget, evidence: EvidenceLog, worker_id: str) -> None:
-    if not until(lambda: worker_id in workers(target, evidence), 30.0, interval=0.5):
+    if not until(lambda: worker_id in target.metrics.runtime(evidence), 30.0, interval=0.5):
         raise RuntimeError(f"API worker {worker_id} did not come back after control.start()")
 
 

@@ -25,8 +25,8 @@ import asyncpg
 from checks._chat import Actor, Tenant, call, created, send
 from preflight.client import ChatClient, expect
 from preflight.errors import PreflightError
-from preflight.probe_target import ProbeTarget
-from preflight.targets.native import PG_BIN, NativeOptions, NativeTarget
+from preflight.probe.target import ProbeTarget
+from preflight.targets import TargetOptions, select_target
 
 CATALOGUE = "catalogue.json"
 LOCK = ".lock"
@@ -347,10 +347,10 @@ def restore_drill(
     drill.incident_at = datetime.now(UTC)
     if drill.backup is None:
         return drill
-    options = NativeOptions(
-        workers=1, restore_from=repository / str(drill.backup["id"]), pg_bin=PG_BIN, log=log
-    )
-    system = NativeTarget(options)
+    # The new system is a native one on this machine, whatever the target under test: the
+    # drill rehearses the restore next to it.
+    _, scratch = select_target("native", TargetOptions(workers=1, log=log))
+    system = scratch.restore(repository / str(drill.backup["id"]))
     t0 = time.monotonic()
     try:
         with system as info:
@@ -359,8 +359,8 @@ def restore_drill(
             try:
                 # Before anything is asked of it (a token minted writes a row).
                 drill.restored = figures(restored.pg_dsn)
-                if info.upload_dir is not None:
-                    drill.restored_files = store_files(info.upload_dir)
+                if info.stores.upload_dir is not None:
+                    drill.restored_files = store_files(info.stores.upload_dir)
                 try:
                     _serve(restored, drill, t0)
                     drill.rto_s = drill.served.ready_after_s

@@ -20,7 +20,7 @@ import pytest
 
 from checks._chat import Tenant
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 ATTEMPTS = 30  # wrong credentials sent in all; throttling must start before the last one
 SPREAD_ATTEMPTS = 40  # wrong credentials for one key or user, each from an address of its own

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from preflight.errors import TargetUnavailable
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import (
+    Edge,
+    Stores,
+    TargetDescription,
+    TargetInfo,
+    TargetKind,
+    Unsupervised,
+)
+from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
 from preflight.targets.servers import APP_ROLE_SQL, postgres_args
@@ -193,8 +201,10 @@ def plan_containers(workdir: Path, workers: int = 2) -> ContainersPlan:
     )
 
 
-class ContainersTarget:
+class ContainersTarget(Unsupervised):
     """`with ContainersTarget() as info:` runs the plan on a Docker engine via testcontainers."""
+
+    kind: TargetKind = "containers"
 
     def __init__(
         self, workers: int = 2, log: Callable[[str], None] = lambda _m: None, timeout: float = 300
@@ -204,6 +214,7 @@ class ContainersTarget:
         self.timeout = timeout
         self._stack = contextlib.ExitStack()
         self._dir: Path | None = None
+        self.info: TargetInfo | None = None
 
     def __enter__(self) -> TargetInfo:
         reason = docker_available()
@@ -213,16 +224,23 @@ class ContainersTarget:
                 "or use `--target native`"
             )
         try:
-            return self._start()
+            self.info = self._start()
         except BaseException:
             self.__exit__()
             raise
+        return self.info
 
     def __exit__(self, *exc: object) -> None:
+        self.info = None
         self._stack.close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def describe(self) -> TargetDescription:
+        """Versions where the mapped ports reach PostgreSQL and Redis; the containers' files are
+        not digested."""
+        return describe_running(self.info)
 
     def _start(self) -> TargetInfo:
         # Imported here: testcontainers talks to the engine at construction time.
@@ -280,15 +298,19 @@ class ContainersTarget:
         return TargetInfo(
             name="containers",
             kind="containers",
-            edge_url=edge_url,
-            admin_key=plan.admin_key,
-            ca_file=self._dir / "pki" / "ca.pem",
-            http_url=f"http://{host}:{edge.get_exposed_port(EDGE_HTTP_PORT)}",
-            postgres_dsn=plan.dsn_template.format(
-                host=pg.get_container_host_ip(), port=pg.get_exposed_port(5432)
+            edge=Edge(
+                url=edge_url,
+                http_url=f"http://{host}:{edge.get_exposed_port(EDGE_HTTP_PORT)}",
+                ca_file=self._dir / "pki" / "ca.pem",
             ),
-            redis_url=plan.redis_url_template.format(
-                host=rd.get_container_host_ip(), port=rd.get_exposed_port(6379)
+            admin_key=plan.admin_key,
+            stores=Stores(
+                postgres_dsn=plan.dsn_template.format(
+                    host=pg.get_container_host_ip(), port=pg.get_exposed_port(5432)
+                ),
+                redis_url=plan.redis_url_template.format(
+                    host=rd.get_container_host_ip(), port=rd.get_exposed_port(6379)
+                ),
             ),
         )
 

@@ -70,7 +70,7 @@ class EdgeConfig:
     worker_rlimit_nofile: int = 8192
     # API workers taken out of rotation (`down`) for a graceful stop: a deploy tells the edge
     # first, as a platform removes a stopping pod from its endpoints, so no new request is sent
-    # to a worker about to close its listener (see NativeTarget.route_worker).
+    # to a worker about to close its listener (see native/rotation.py, Edge.route).
     drained: frozenset[tuple[str, int]] = frozenset()
 
 

@@ -37,7 +37,7 @@ def seqs(page: Any) -> list[int]:
 
 def sql(info: TargetInfo, query: str, *args: Any) -> list[Any]:
     async def run() -> list[Any]:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=5)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
         try:
             return list(await conn.fetch(query, *args, timeout=5))
         finally:

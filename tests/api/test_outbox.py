@@ -23,7 +23,7 @@ from tests.api.test_realtime import make_channel, open_socket, send
 
 def sql(info: TargetInfo, query: str, *args: Any) -> list[Any]:
     async def run() -> list[Any]:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=5)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
         try:
             return list(await conn.fetch(query, *args, timeout=5))
         finally:
@@ -103,7 +103,7 @@ def test_redis_outage_keeps_rows_until_they_are_published(info: TargetInfo, app:
     """A failed publish rolls back: nothing is marked published that Redis did not take."""
     owner = app.user()
     channel = make_channel(owner)
-    redis = info.control["redis"]
+    redis = info.drills.control["redis"]
     redis.stop()
     try:
         seq = send(owner, channel, "while Redis is down")
@@ -119,7 +119,7 @@ def test_drainer_and_sockets_survive_a_postgres_outage(
 ) -> None:
     owner, reader = app.user(), app.user()
     channel = make_channel(owner, reader)
-    postgres = info.control["postgres"]
+    postgres = info.drills.control["postgres"]
     with open_socket(chat, reader.access_token) as socket:
         socket.subscribe(channel)
         postgres.stop()

@@ -309,7 +309,7 @@ def test_allowed_origin_and_no_origin_are_accepted(
 ) -> None:
     """Positive control: the edge's own origin, and server-side clients without an Origin."""
     user = app.user()
-    for origin in (info.edge_url, None):
+    for origin in (info.edge.url, None):
         with open_socket(chat, user.access_token, origin=origin) as socket:
             socket.send({"type": "ping"})
             assert socket.recv()["type"] == "pong"
@@ -560,7 +560,7 @@ def test_worker_shutdown_closes_sockets_1001(
 ) -> None:
     """A draining worker says goodbye (1001), so clients reconnect elsewhere at once."""
     user = app.user()
-    worker = info.control["api-1"]
+    worker = info.drills.control["api-1"]
     try:
         with open_socket(chat, user.access_token, url=worker_socket_url(stack, 1)) as socket:
             worker.stop()
@@ -582,7 +582,7 @@ def test_redis_outage_loses_no_message(
 ) -> None:
     """Writes go on while Redis is down, and every message reaches sockets once it is back."""
     alice, bob, channel = pair
-    redis = info.control["redis"]
+    redis = info.drills.control["redis"]
     with open_socket(chat, bob.access_token) as socket:
         socket.subscribe(channel)
         first = send(alice, channel, "before")
@@ -613,7 +613,7 @@ def test_redis_outage_loses_no_message(
 def postgres_down(stack: NativeTarget, info: TargetInfo) -> Iterator[Callable[[], None]]:
     """PostgreSQL stopped; the block may call the yielded function to start it early. On exit
     it runs again and every worker is ready before the next test."""
-    postgres = info.control["postgres"]
+    postgres = info.drills.control["postgres"]
     started = False
 
     def start() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import urlsplit, urlunsplit
 
+from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, outcomes, probe
 
 PROBES = ("application", "deployment/test_live_release.py", "performance/test_realtime_spread.py")
@@ -47,7 +48,7 @@ def test_development_settings_turn_exactly_their_items_red() -> None:
 
 def test_a_redis_without_publish_breaks_exactly_the_realtime_items() -> None:
     """Messages are stored but never fanned out: readiness stays green, users see nothing live."""
-    with native(redis_settings=['rename-command PUBLISH ""']) as info:
+    with native(test=NativeTestOptions(redis_settings=['rename-command PUBLISH ""'])) as info:
         red = failing(probe(info, *PROBES, items=FAST))
     assert set(red) == {"DEP-SMOKE", "DEP-REALTIME", "PERF-WS-AFFINITY"}, red
     assert "must reach the other member's socket" in red["DEP-SMOKE"]
@@ -55,9 +56,11 @@ def test_a_redis_without_publish_breaks_exactly_the_realtime_items() -> None:
 
 def test_workers_on_another_database_than_the_deployment_names_fail_app_db_url() -> None:
     with native() as info:
-        dsn = urlsplit(info.postgres_dsn or "")
+        dsn = urlsplit(info.stores.postgres_dsn or "")
         elsewhere = dsn._replace(netloc=f"{dsn.username}:x@127.0.0.1:1", path="/chatsdk_staging")
-        claimed = dataclasses.replace(info, postgres_dsn=urlunsplit(elsewhere))
+        claimed = dataclasses.replace(
+            info, stores=dataclasses.replace(info.stores, postgres_dsn=urlunsplit(elsewhere))
+        )
         decided = outcomes(probe(claimed, *PROBES, items={"APP-DB-URL", "APP-EXT-URLS"}))
     assert decided["APP-EXT-URLS"][0].value == "pass"
     outcome, reason = decided["APP-DB-URL"]

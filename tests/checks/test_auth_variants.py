@@ -41,7 +41,7 @@ from chatsdk.errors import ApiError
 from chatsdk.server import RunningServer, start_server
 from chatsdk.settings import Settings
 
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Edge, TargetInfo
 from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
 from preflight.targets.pki import make_pki
 from preflight.targets.procs import Child, free_port, wait_until
@@ -159,12 +159,12 @@ def stand_in(backing: TargetInfo, tmp: Path) -> Iterator[TargetInfo]:
     Patches must be in place before it starts: create_app reads the middlewares then."""
     port = free_port()
     with edge_for(port) as (edge_url, http_url, ca_file):
-        assert backing.postgres_dsn
-        assert backing.redis_url
+        assert backing.stores.postgres_dsn
+        assert backing.stores.redis_url
         jwt_secret = secrets.token_urlsafe(48)
         settings = Settings(
-            database_url=backing.postgres_dsn,
-            redis_url=backing.redis_url,
+            database_url=backing.stores.postgres_dsn,
+            redis_url=backing.stores.redis_url,
             admin_key=backing.admin_key,
             jwt_secret=jwt_secret,
             port=port,
@@ -182,10 +182,8 @@ def stand_in(backing: TargetInfo, tmp: Path) -> Iterator[TargetInfo]:
             yield TargetInfo(
                 name="stand-in",
                 kind="native",
-                edge_url=edge_url,
+                edge=Edge(edge_url, http_url=http_url, ca_file=ca_file),
                 admin_key=backing.admin_key,
-                ca_file=ca_file,
-                http_url=http_url,
                 jwt_secret=jwt_secret,
             )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from preflight.outcomes import Outcome
+from preflight.targets.native import NativeTestOptions
 from preflight.targets.web import WEB_DIR
 from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
 
@@ -109,7 +110,7 @@ EDGE_EXPECTED = {
 
 @pytest.mark.native
 def test_each_web_client_defect_turns_exactly_its_journey_red(tmp_path: Path) -> None:
-    with native(web_dir=web_client(tmp_path, WEB_DEFECTS)) as info:
+    with native(test=NativeTestOptions(web_dir=web_client(tmp_path, WEB_DEFECTS))) as info:
         results = probe(info, JOURNEYS)
     red = failing(results)
     assert set(red) == set(WEB_EXPECTED), red
@@ -123,7 +124,7 @@ def test_edge_defects_turn_the_csp_cache_and_cdn_items_red_and_no_demo_skips_the
     tmp_path: Path,
 ) -> None:
     templates = edge_templates(tmp_path, EDGE_DEFECTS)
-    with native(edge_template_dir=templates, demo=False) as info:
+    with native(test=NativeTestOptions(edge_template_dir=templates), demo=False) as info:
         results = probe(info, *EDGE_PROBES, JOURNEYS)
     red = failing(results)
     assert set(red) == set(EDGE_EXPECTED), red
@@ -141,7 +142,7 @@ def test_an_edge_without_the_web_client_turns_every_journey_red(tmp_path: Path) 
     templates = edge_templates(
         tmp_path, {"nginx.conf.j2": _sub(r"^\s*include static/web-client\.conf;$", "")}
     )
-    with native(edge_template_dir=templates) as info:
+    with native(test=NativeTestOptions(edge_template_dir=templates)) as info:
         results = probe(info, *EDGE_PROBES, JOURNEYS)
     red = failing(results)
     assert set(red) == set(JOURNEY_ITEMS), red

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from preflight.plugin import RunContext, run_probes
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Edge, TargetInfo
 from tests.checks.support import CHECKLIST, CHECKS, REPO, apply_edits, failing, outcomes
 
 PROBES = [
@@ -43,7 +43,7 @@ ARTEFACT_ITEMS = {
 }
 LIVE_PROBES = "not killed_api_worker and not release_dependencies"
 NEVER_CONTACTED = TargetInfo(
-    name="artefacts-only", kind="external", edge_url="https://127.0.0.1:9", admin_key="unused"
+    name="artefacts-only", kind="external", edge=Edge("https://127.0.0.1:9"), admin_key="unused"
 )
 
 Edit = Callable[[str], str]

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from preflight.targets.base import TargetInfo
+from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, probe
 
 PROBES = (
@@ -54,12 +55,12 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
     [
         pytest.param(
             {
-                "postgres_auth_method_variant": "md5",
-                "postgres_settings": ["password_encryption=md5", "fsync=off"],
-                "postgres_sql_variant": [
-                    "ALTER ROLE chatsdk RESET idle_in_transaction_session_timeout"
-                ],
-                "redis_settings": ["appendonly no", "maxmemory 0"],
+                "test": NativeTestOptions(
+                    postgres_auth_method="md5",
+                    postgres_settings=["password_encryption=md5", "fsync=off"],
+                    postgres_sql=["ALTER ROLE chatsdk RESET idle_in_transaction_session_timeout"],
+                    redis_settings=["appendonly no", "maxmemory 0"],
+                ),
                 "workers": 1,
             },
             {
@@ -74,10 +75,12 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
         ),
         pytest.param(
             {
-                "postgres_settings": ["listen_addresses=*", "shared_preload_libraries="],
-                "postgres_tls_variant": False,
-                # Later than requirepass: the default user takes any password or none.
-                "redis_settings": ["user default on nopass ~* &* +@all"],
+                "test": NativeTestOptions(
+                    postgres_settings=["listen_addresses=*", "shared_preload_libraries="],
+                    postgres_tls=False,
+                    # Later than requirepass: the default user takes any password or none.
+                    redis_settings=["user default on nopass ~* &* +@all"],
+                ),
             },
             {
                 "INF-DB-EXISTS": "listen_addresses = '*'",
@@ -91,8 +94,10 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
         ),
         pytest.param(
             {
-                "postgres_sql_variant": ["ALTER ROLE chatsdk SUPERUSER"],
-                "redis_settings": ["maxmemory-policy allkeys-lru"],
+                "test": NativeTestOptions(
+                    postgres_sql=["ALTER ROLE chatsdk SUPERUSER"],
+                    redis_settings=["maxmemory-policy allkeys-lru"],
+                ),
             },
             {"INF-DB-EXISTS": "holds rolsuper", "INF-REDIS-MAXMEM": "allkeys-lru"},
             id="app-role-superuser-redis-evicts-any-key",
@@ -112,7 +117,7 @@ def _break_live_database(info: TargetInfo) -> None:
     key, and run a slow statement often enough to count as a hot path."""
 
     async def run() -> None:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=10)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=10)
         try:
             await conn.execute("DELETE FROM schema_migrations WHERE version = 5")
             await conn.execute("DROP INDEX messages_replies")

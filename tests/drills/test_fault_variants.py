@@ -17,6 +17,7 @@ from pathlib import Path
 from preflight.outcomes import Outcome, ProbeResults
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import TargetInfo
+from preflight.targets.native import NativeTestOptions
 from tests.checks.support import CHECKLIST, CHECKS, REPO, apply_edits, native, outcomes
 
 PAGER_ROUTE = """    - receiver: pager
@@ -46,9 +47,10 @@ def test_seeded_defects_turn_their_drills_red(tmp_path: Path) -> None:
     faults = "exit_on_sigterm,ack_before_commit"
     with native(
         worker_env={"CHATSDK_FAULTS": faults},
-        rehearsal_migration=BREAKING_MIGRATION,
         observability=True,
-        monitoring_dir=pagerless(tmp_path),
+        test=NativeTestOptions(
+            rehearsal_migration=BREAKING_MIGRATION, monitoring_dir=pagerless(tmp_path)
+        ),
     ) as info:
         results = drills(
             info,
@@ -85,7 +87,7 @@ def test_seeded_defects_turn_their_drills_red(tmp_path: Path) -> None:
 
 
 def test_a_redis_without_publish_fails_the_redis_drill() -> None:
-    with native(redis_settings=['rename-command PUBLISH ""']) as info:
+    with native(test=NativeTestOptions(redis_settings=['rename-command PUBLISH ""'])) as info:
         decided = outcomes(drills(info, ["test_faults.py"], "losing_redis and restart"))
     outcome, reason = decided["OPS-REDIS-LOSS"]
     assert outcome is Outcome.FAIL, reason

@@ -1,6 +1,7 @@
 """What the drills put in place of the real configuration: the alert drill's rules and routes
-(preflight/targets/observability.py) and the rollout rehearsal's candidate release
-(preflight/targets/releases.py). Rendered from the repository's own files; no process runs."""
+(preflight/targets/native/observability.py) and the rollout rehearsal's candidate release
+(preflight/targets/native/releases.py). Rendered from the repository's own files; no process
+runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from preflight.targets.observability import (
+from preflight.targets.native.observability import (
     DRILL_HOLD,
     DRILL_ROUTE_TIMING,
     DRILL_WINDOW,
@@ -17,7 +18,7 @@ from preflight.targets.observability import (
     render_drill_alertmanager,
     render_drill_rules,
 )
-from preflight.targets.releases import EXPAND_MIGRATION, REHEARSAL_SUFFIX, build_candidate
+from preflight.targets.native.releases import EXPAND_MIGRATION, REHEARSAL_SUFFIX, build_candidate
 from tests.checks.support import REPO
 
 

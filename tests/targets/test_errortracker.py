@@ -1,5 +1,5 @@
-"""The stand-in for Sentry's ingestion endpoint (preflight/targets/errortracker.py): the envelope
-format, each Content-Encoding, the DSN key, and a real sentry-sdk reporting to it."""
+"""The stand-in for Sentry's ingestion endpoint (preflight/targets/native/errortracker.py): the
+envelope format, each Content-Encoding, the DSN key, and a real sentry-sdk reporting to it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from preflight.targets.errortracker import (
+from preflight.targets.external import load_target_file, write_target_file
+from preflight.targets.native.errortracker import (
     BROTLI,
     EnvelopeError,
     ErrorTracker,
@@ -27,7 +28,6 @@ from preflight.targets.errortracker import (
     read_events,
     start_error_tracker,
 )
-from preflight.targets.external import load_target_file, write_target_file
 from preflight.targets.procs import Child
 
 EVENT = {"event_id": "9f", "tags": {"request_id": "r1"}, "level": "error"}
@@ -170,8 +170,11 @@ def test_a_target_file_names_the_events_file_relative_to_itself(tmp_path: Path) 
     path = tmp_path / "t.yaml"
     path.write_text("name: a\nedge_url: https://x\nadmin_key: k\nerror_events: out/e.jsonl\n")
     info = load_target_file(path, {})
-    assert info.error_events == (tmp_path / "out/e.jsonl").resolve()
+    assert info.observability.error_events == (tmp_path / "out/e.jsonl").resolve()
     write_target_file(info, tmp_path / "back.yaml")
-    assert load_target_file(tmp_path / "back.yaml", {}).error_events == info.error_events
+    assert (
+        load_target_file(tmp_path / "back.yaml", {}).observability.error_events
+        == info.observability.error_events
+    )
     path.write_text("name: a\nedge_url: https://x\nadmin_key: k\n")
-    assert load_target_file(path, {}).error_events is None
+    assert load_target_file(path, {}).observability.error_events is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from preflight.errors import TargetFileInvalid
-from preflight.targets.base import ShellControl, TargetInfo
+from preflight.targets.base import Edge, ShellControl, Stores, TargetInfo
 from preflight.targets.external import load_target_file, write_target_file
 
 
@@ -30,10 +30,10 @@ control:
 def test_a_good_file_resolves_env_secrets_and_control(tmp_path: Path) -> None:
     info = load_target_file(write(tmp_path, GOOD), {"TEST_ADMIN_KEY": "k" * 40})
     assert info.kind == "external"
-    assert info.edge_url == "https://127.0.0.1:8443"
+    assert info.edge.url == "https://127.0.0.1:8443"
     assert info.admin_key == "k" * 40
-    assert info.redis_url is None
-    control = info.control["postgres"]
+    assert info.stores.redis_url is None
+    control = info.drills.control["postgres"]
     assert isinstance(control, ShellControl)
     control.stop()
     with pytest.raises(Exception, match="exited 1"):
@@ -90,7 +90,7 @@ def test_ca_file_is_relative_to_the_target_file(tmp_path: Path) -> None:
     info = load_target_file(
         write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\nca_file: ca.pem\n"), {}
     )
-    assert info.ca_file == (tmp_path / "ca.pem").resolve()
+    assert info.edge.ca_file == (tmp_path / "ca.pem").resolve()
 
 
 def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
@@ -99,22 +99,21 @@ def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
     info = TargetInfo(
         name="native",
         kind="native",
-        edge_url="https://127.0.0.1:1234",
+        edge=Edge("https://127.0.0.1:1234", http_url="http://127.0.0.1:1235", ca_file=ca),
         admin_key="a" * 43,
-        ca_file=ca,
-        http_url="http://127.0.0.1:1235",
-        postgres_dsn="postgresql://u:p@127.0.0.1:1/db",
-        redis_url="redis://:p@127.0.0.1:2/0",
+        stores=Stores(
+            postgres_dsn="postgresql://u:p@127.0.0.1:1/db", redis_url="redis://:p@127.0.0.1:2/0"
+        ),
     )
     out = tmp_path / "out.yaml"
     write_target_file(info, out)
     assert out.stat().st_mode & 0o777 == 0o600
     back = load_target_file(out, {})
-    assert (back.edge_url, back.admin_key, back.ca_file) == (info.edge_url, info.admin_key, ca)
-    assert (back.http_url, back.postgres_dsn, back.redis_url) == (
-        info.http_url,
-        info.postgres_dsn,
-        info.redis_url,
+    assert (back.edge.url, back.admin_key, back.edge.ca_file) == (info.edge.url, info.admin_key, ca)
+    assert (back.edge.http_url, back.stores.postgres_dsn, back.stores.redis_url) == (
+        info.edge.http_url,
+        info.stores.postgres_dsn,
+        info.stores.redis_url,
     )
 
 
@@ -127,20 +126,26 @@ def test_metrics_urls_and_log_files_are_read_and_round_trip(tmp_path: Path) -> N
     info = load_target_file(
         write(tmp_path, text), {"TEST_METRICS_URL": "https://10.0.0.2:8443/metrics"}
     )
-    assert info.metrics_urls == ("http://10.0.0.1:8080/metrics", "https://10.0.0.2:8443/metrics")
-    assert info.log_files == (
+    assert info.observability.metrics_urls == (
+        "http://10.0.0.1:8080/metrics",
+        "https://10.0.0.2:8443/metrics",
+    )
+    assert info.observability.log_files == (
         (tmp_path / "logs/api.log").resolve(),
         Path("/var/log/nginx/access.log"),
     )
     out = tmp_path / "out.yaml"
     write_target_file(info, out)
     back = load_target_file(out, {})
-    assert (back.metrics_urls, back.log_files) == (info.metrics_urls, info.log_files)
+    assert (back.observability.metrics_urls, back.observability.log_files) == (
+        info.observability.metrics_urls,
+        info.observability.log_files,
+    )
 
 
 def test_without_metrics_urls_and_log_files_both_are_empty(tmp_path: Path) -> None:
     info = load_target_file(write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\n"), {})
-    assert (info.metrics_urls, info.log_files) == ((), ())
+    assert (info.observability.metrics_urls, info.observability.log_files) == ((), ())
 
 
 @pytest.mark.parametrize(
@@ -182,7 +187,7 @@ def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
 ) -> None:
     base = "name: a\nedge_url: https://x\nadmin_key: k\n"
     info = load_target_file(write(tmp_path, base), {})
-    assert (info.prometheus_url, info.alertmanager_url) == (None, None)
+    assert (info.observability.prometheus_url, info.observability.alertmanager_url) == (None, None)
     info = load_target_file(
         write(
             tmp_path,
@@ -190,16 +195,16 @@ def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
         ),
         {"T_AM": "https://am.example:9093"},
     )
-    assert (info.prometheus_url, info.alertmanager_url) == (
+    assert (info.observability.prometheus_url, info.observability.alertmanager_url) == (
         "http://10.0.0.5:9090",
         "https://am.example:9093",
     )
     out = tmp_path / "out.yaml"
     write_target_file(info, out)
     back = load_target_file(out, {})
-    assert (back.prometheus_url, back.alertmanager_url) == (
-        info.prometheus_url,
-        info.alertmanager_url,
+    assert (back.observability.prometheus_url, back.observability.alertmanager_url) == (
+        info.observability.prometheus_url,
+        info.observability.alertmanager_url,
     )
     with pytest.raises(TargetFileInvalid) as err:
         load_target_file(write(tmp_path, base + "prometheus_url: ftp://x:9090\n"), {})

@@ -1,9 +1,11 @@
-"""The rehearsal candidate of the rollout drills (checks/drills/test_rollout.py) on a machine that
+"""The native target's releases (base.ReleaseControl): which release each API worker runs, and
+the rehearsal candidate of the rollout drills (checks/drills/test_rollout.py) on a machine that
 has one release of the chat API: the release the target runs, copied, reporting
 `<version>+rehearsal` and shipping one more migration. By default that migration is the expand
 step of expand/contract (system/docs/operations/rollback.md): a nullable column the previous
-release neither reads nor writes. Tests seed a breaking one (NativeOptions.rehearsal_migration)
-to show that the drills catch a migration the previous release cannot live with.
+release neither reads nor writes. Tests seed a breaking one
+(NativeTestOptions.rehearsal_migration) to show that the drills catch a migration the previous
+release cannot live with.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from preflight.errors import TargetUnavailable
@@ -18,8 +22,9 @@ from preflight.errors import TargetUnavailable
 REHEARSAL_SUFFIX = "+rehearsal"
 MIGRATION_NAME = "rehearsal"
 EXPAND_MIGRATION = """\
--- The rollout rehearsal's expand step (preflight/targets/releases.py): a nullable column that the
--- previous release neither reads nor writes, so both releases run on the migrated schema.
+-- The rollout rehearsal's expand step (preflight/targets/native/releases.py): a nullable
+-- column that the previous release neither reads nor writes, so both releases run on the
+-- migrated schema.
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS rehearsal_note text;
 """
 _VERSION = re.compile(r'^__version__ = "(?P<version>[^"]+)"$', re.MULTILINE)
@@ -57,3 +62,21 @@ def build_candidate(workdir: Path, migration_sql: str = EXPAND_MIGRATION) -> Pat
         migration_sql
     )
     return workdir
+
+
+@dataclass(frozen=True)
+class WorkerReleases:
+    """ReleaseControl of the native target: `deploy_worker` puts one worker on a release (see
+    workers.redeploy); the candidate is built in `candidate_dir` with `migration`."""
+
+    workers: tuple[str, ...]
+    deploy_worker: Callable[[str, Path | None], int | None]
+    candidate_dir: Path
+    migration: str = EXPAND_MIGRATION
+
+    def deploy(self, worker: str, release: Path | None) -> int | None:
+        return self.deploy_worker(worker, release)
+
+    def candidate(self) -> Path | None:
+        """The rehearsal candidate, built in the target's dir."""
+        return build_candidate(self.candidate_dir, self.migration)

@@ -10,7 +10,7 @@ appended as one JSON line to the events file; other items (sessions, client repo
 accepted and dropped. The API workers get ``CHATSDK_SENTRY_DSN`` pointing here, and
 MON-ERROR-TRACKING reads the file (``TargetInfo.error_events``).
 
-    python -m preflight.targets.errortracker --port 9000 --events events.jsonl --key KEY
+    python -m preflight.targets.native.errortracker --port 9000 --events events.jsonl --key KEY
 
 Pointing the workers at a real Sentry instead is a matter of their CHATSDK_SENTRY_DSN.
 """
@@ -195,7 +195,7 @@ async def serve(port: int, events: Path, key: str, project_id: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preflight.targets.errortracker")
+    parser = argparse.ArgumentParser(prog="python -m preflight.targets.native.errortracker")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--events", type=Path, required=True, help="JSON lines, one per event")
     parser.add_argument("--key", required=True, help="the DSN's public key")
@@ -244,7 +244,7 @@ def start_error_tracker(
             [
                 sys.executable,
                 "-m",
-                "preflight.targets.errortracker",
+                "preflight.targets.native.errortracker",
                 "--port",
                 str(port),
                 "--events",

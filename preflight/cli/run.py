@@ -10,7 +10,11 @@ from types import FrameType
 
 from preflight.checklist import AREAS, DEFAULT_PATH
 from preflight.errors import PreflightError
-from preflight.run import PROFILES, Progress, RunOptions, no_load_runner, run
+from preflight.load.runner import no_load_runner
+from preflight.progress import Progress
+from preflight.run import PROFILES, RunOptions, run
+from preflight.scope import verdict_line
+from preflight.signing import warn_unpinned_harness
 
 SEVERITIES = ("critical", "high", "medium", "low")
 
@@ -113,6 +117,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=Path("signoff/attestations"),
         help="folder of signed attestations for manual items",
     )
+    p.add_argument(
+        "--ci-junit",
+        type=Path,
+        metavar="FILE",
+        help="the CI's JUnit XML for this commit (a testsuite property `commit`): decides "
+        "DEP-TESTS-GREEN instead of an attestation",
+    )
     p.set_defaults(handler=cmd_run)
 
 
@@ -146,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keys_path=args.keys,
         attestations_dir=args.attestations,
         drills=_drills(args.drills),
+        ci_junit=args.ci_junit,
         **({"load_runner": no_load_runner} if args.no_load else {}),
     )
     received: list[str] = []
@@ -174,5 +186,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown = ", ".join(result.verdict.blocking[:10])
         more = len(result.verdict.blocking) - 10
         print(f"blocking: {shown}" + (f" and {more} more" if more > 0 else ""))
-    print(result.record["verdict"]["summary"])
+    warn_unpinned_harness(args.keys)
+    print(verdict_line(result.record))
     return result.exit_code

@@ -1,0 +1,17 @@
+"""The native target as a package: target.py wires the parts (postgres.py, redis.py, workers.py,
+rotation.py, supervisor.py) and the native-only helpers (observability.py, errortracker.py,
+backups.py, releases.py); this module names what the rest of preflight may import."""
+
+from __future__ import annotations
+
+from preflight.targets.native.options import NativeOptions, NativeTestOptions
+from preflight.targets.native.target import NativeTarget
+from preflight.targets.native.workdir import TEMP_PREFIX, sweep_stale_dirs
+
+__all__ = [
+    "TEMP_PREFIX",
+    "NativeOptions",
+    "NativeTarget",
+    "NativeTestOptions",
+    "sweep_stale_dirs",
+]
