@@ -288,7 +288,7 @@ def settled(stack: NativeTarget) -> None:
 @contextlib.contextmanager
 def redis_down(stack: NativeTarget) -> Iterator[None]:
     assert stack.info is not None
-    control = stack.info.control["redis"]
+    control = stack.info.drills.control["redis"]
     control.stop()
     try:
         yield

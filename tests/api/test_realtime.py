@@ -29,7 +29,7 @@ from websockets.sync.client import ClientConnection, connect
 from checks.security.test_websocket import RawSocket, authenticated_raw
 from checks.security.test_websocket import frame as raw_frame
 from preflight.client import ChatClient, expect
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx, UserCtx
