@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
@@ -232,7 +231,6 @@ class _Server(Protocol):
 _S = TypeVar("_S", bound=_Server)
 
 
-@contextlib.contextmanager
 def _running(prefix: str, make: Callable[[Path], _S]) -> Iterator[_S]:
     """The server `make` builds in a new temp dir, started; stopped and its dir removed after.
 
@@ -258,28 +256,24 @@ def _redis(base: Path) -> RedisServer:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    with _running("chatsdk-pg-", _postgres) as server:
-        yield server
+    yield from _running("chatsdk-pg-", _postgres)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from _running("chatsdk-redis-", _redis)
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of this test's own, for tests that stop and restart it."""
-    with _running("chatsdk-pg-", _postgres) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with _running("chatsdk-redis-", _redis) as server:
-        yield server
+    yield from _running("chatsdk-pg-", _postgres)
 
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own, for tests that stop and restart it."""
-    with _running("chatsdk-redis-", _redis) as server:
-        yield server
+    yield from _running("chatsdk-redis-", _redis)
 
 
 @pytest.fixture
