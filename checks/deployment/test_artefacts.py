@@ -54,6 +54,17 @@ NAME_LIKE = re.compile(r"[A-Za-z][A-Za-z._-]*")
 # -- PERF-RESOURCE-LIMITS ----------------------------------------------------------------------
 
 
+def sets_cpu_and_memory(
+    resources: dict[str, Any], parts: tuple[str, ...], cpu: str, what: str
+) -> None:
+    """Assert every one of `parts` of `resources` sets `cpu` and memory; `what` says who must set
+    which field (`... must set resources`), the part and what it holds follow."""
+    __tracebackhide__ = True
+    for part in parts:
+        got = resources.get(part, {})
+        assert {cpu, "memory"} <= set(got), f"{what}.{part} {cpu} and memory (got {got or 'none'})"
+
+
 @pytest.mark.checklist("PERF-RESOURCE-LIMITS")
 def test_every_compose_service_has_limits_and_reservations(
     repo: Repo, evidence: EvidenceLog
@@ -62,12 +73,8 @@ def test_every_compose_service_has_limits_and_reservations(
     for name, service in compose(repo.compose).services.items():
         resources = service.get("deploy", {}).get("resources", {})
         evidence.note(f"{name}: {resources}")
-        for part in ("limits", "reservations"):
-            got = resources.get(part, {})
-            assert {"cpus", "memory"} <= set(got), (
-                f"compose service {name} must set deploy.resources.{part} cpus and memory "
-                f"(got {got or 'none'})"
-            )
+        what = f"compose service {name} must set deploy.resources"
+        sets_cpu_and_memory(resources, ("limits", "reservations"), "cpus", what)
 
 
 @pytest.mark.checklist("PERF-RESOURCE-LIMITS")
@@ -79,12 +86,8 @@ def test_every_kubernetes_container_has_requests_and_limits(
         for container in workload.containers():
             resources = container.get("resources", {})
             evidence.note(f"{workload.ref} container {container.get('name')}: {resources}")
-            for part in ("requests", "limits"):
-                got = resources.get(part, {})
-                assert {"cpu", "memory"} <= set(got), (
-                    f"{workload.ref} container {container.get('name')} must set resources.{part} "
-                    f"cpu and memory (got {got or 'none'})"
-                )
+            what = f"{workload.ref} container {container.get('name')} must set resources"
+            sets_cpu_and_memory(resources, ("requests", "limits"), "cpu", what)
 
 
 # -- DEP-STRATEGY-ROLLING ----------------------------------------------------------------------
