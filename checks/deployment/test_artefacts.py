@@ -5,6 +5,7 @@ kubernetes-validate --strict; see _artefacts.py)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -49,9 +50,24 @@ SECRET_NAME = re.compile(
 FIXTURE_TREES = ("tests/", "checks/")
 ALLOWLIST = Path(__file__).with_name("secrets-allowlist.yaml")
 NAME_LIKE = re.compile(r"[A-Za-z][A-Za-z._-]*")
+# Public keys and signatures are published on purpose: the key registry and the signed
+# statements (waivers, attestations) hold them in these fields, and only there are they exempt.
+SIGNED_FILES = ("signoff/keys.yaml", "waivers.yaml", "signoff/attestations/*.yaml")
+PUBLIC_FIELD = re.compile(r"^\s*(?:-\s+)?(?:public_key|signature):\s")
 
 
 # -- PERF-RESOURCE-LIMITS ----------------------------------------------------------------------
+
+
+def sets_cpu_and_memory(
+    resources: dict[str, Any], parts: tuple[str, ...], cpu: str, what: str
+) -> None:
+    """Assert every one of `parts` of `resources` sets `cpu` and memory; `what` says who must set
+    which field (`... must set resources`), the part and what it holds follow."""
+    __tracebackhide__ = True
+    for part in parts:
+        got = resources.get(part, {})
+        assert {cpu, "memory"} <= set(got), f"{what}.{part} {cpu} and memory (got {got or 'none'})"
 
 
 @pytest.mark.checklist("PERF-RESOURCE-LIMITS")
@@ -62,12 +78,8 @@ def test_every_compose_service_has_limits_and_reservations(
     for name, service in compose(repo.compose).services.items():
         resources = service.get("deploy", {}).get("resources", {})
         evidence.note(f"{name}: {resources}")
-        for part in ("limits", "reservations"):
-            got = resources.get(part, {})
-            assert {"cpus", "memory"} <= set(got), (
-                f"compose service {name} must set deploy.resources.{part} cpus and memory "
-                f"(got {got or 'none'})"
-            )
+        what = f"compose service {name} must set deploy.resources"
+        sets_cpu_and_memory(resources, ("limits", "reservations"), "cpus", what)
 
 
 @pytest.mark.checklist("PERF-RESOURCE-LIMITS")
@@ -79,12 +91,8 @@ def test_every_kubernetes_container_has_requests_and_limits(
         for container in workload.containers():
             resources = container.get("resources", {})
             evidence.note(f"{workload.ref} container {container.get('name')}: {resources}")
-            for part in ("requests", "limits"):
-                got = resources.get(part, {})
-                assert {"cpu", "memory"} <= set(got), (
-                    f"{workload.ref} container {container.get('name')} must set resources.{part} "
-                    f"cpu and memory (got {got or 'none'})"
-                )
+            what = f"{workload.ref} container {container.get('name')} must set resources"
+            sets_cpu_and_memory(resources, ("requests", "limits"), "cpu", what)
 
 
 # -- DEP-STRATEGY-ROLLING ----------------------------------------------------------------------
@@ -351,7 +359,9 @@ def test_detect_secrets_finds_nothing_unaudited(repo: Repo, evidence: EvidenceLo
     found = [
         (name, s)
         for name, s in collection
-        if (name, s.secret_hash) not in audited and not _is_a_name(s.type, s.secret_value)
+        if (name, s.secret_hash) not in audited
+        and not _is_a_name(s.type, s.secret_value)
+        and not _is_published(repo.root, name, s.line_number)
     ]
     evidence.figure("files scanned", len(scanned))
     evidence.note(
@@ -404,6 +414,17 @@ def _is_a_name(kind: str, value: str | None) -> bool:
     separators only (an env var, header or object name: PREFLIGHT_API_KEY, X-API-Key,
     chatsdk-secrets) names a secret, it is not one. Generated secrets contain digits."""
     return kind == "Secret Keyword" and bool(value) and bool(NAME_LIKE.fullmatch(value or ""))
+
+
+def _is_published(root: Path, name: str, line_number: int) -> bool:
+    """A public key or a signature in the key registry or a signed statement: published on
+    purpose, not a secret (a private key anywhere, or these fields elsewhere, still count)."""
+    path = Path(name)
+    relative = path.relative_to(root).as_posix() if path.is_absolute() else path.as_posix()
+    if not any(fnmatch.fnmatch(relative, pattern) for pattern in SIGNED_FILES):
+        return False
+    lines = (root / relative).read_text().splitlines()
+    return 0 < line_number <= len(lines) and bool(PUBLIC_FIELD.match(lines[line_number - 1]))
 
 
 def _repository_files(root: Path) -> list[str]:

@@ -4,32 +4,18 @@ PostgreSQL delay events but lose none."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
-
-import asyncpg
 
 from preflight.client import ChatClient, expect
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx
+from tests.api.test_messages import sql
 from tests.api.test_realtime import make_channel, open_socket, send
-
-
-def sql(info: TargetInfo, query: str, *args: Any) -> list[Any]:
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
-        try:
-            return list(await conn.fetch(query, *args, timeout=5))
-        finally:
-            await conn.close(timeout=5)
-
-    return asyncio.run(run())
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:

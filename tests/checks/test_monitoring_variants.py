@@ -75,68 +75,72 @@ def test_the_bundled_artefacts_pass(target: TargetInfo) -> None:
     assert failing(probe(target, "monitoring", items=ARTEFACT_ITEMS)) == {}
 
 
-def test_an_error_ratio_compared_to_1_instead_of_1_percent_cannot_fire(
-    target: TargetInfo, tmp_path: Path
+def null_pager(text: str) -> str:
+    """alertmanager.yml with the pager receiver (critical alerts) left without integrations."""
+    return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
+
+
+@pytest.mark.parametrize(
+    ("relative", "edit", "reasons"),
+    [
+        pytest.param(
+            "alerts.yml",
+            replace_once("> 0.01", "> 1"),
+            {
+                "MON-ALERT-RULES": ["promtool test rules"],
+                "POST-ERROR-WATCH": ["1.5 % of requests failing"],
+            },
+            id="an-error-ratio-compared-to-1-instead-of-1-percent-cannot-fire",
+        ),
+        pytest.param(
+            "alerts.yml",
+            replace_once("http_request_duration_seconds_bucket{", "http_request_duration_bucket{"),
+            {
+                "MON-ALERT-RULES": ["http_request_duration_bucket"],
+                "POST-LATENCY-WATCH": ["p95 stays at 0.65 s"],
+            },
+            id="a-metric-name-typo-in-the-latency-alert-is-caught",
+        ),
+        pytest.param(
+            "alerts.yml",
+            replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", ""),
+            {"MON-ALERT-RUNBOOKS": ["DiskUsageHigh", "runbook_url"]},
+            id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",
+        ),
+        pytest.param(
+            "alerts.yml",
+            replace_once("> 25 * 3600", "> 48 * 3600"),
+            {"BAK-FRESHNESS-ALERT": ["older than 25 hours"], "MON-ALERT-RULES": []},
+            id="a-backup-alert-at-48-hours-fails-the-freshness-item",
+        ),
+        pytest.param(
+            "grafana/dashboards/realtime.json",
+            replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{"),
+            {"MON-DASH-IN-REPO": ["chat_messages_sent_total", "realtime"]},
+            id="a-dashboard-querying-a-missing-metric-fails-only-the-dashboard-item",
+        ),
+        pytest.param(
+            "alertmanager.yml",
+            null_pager,
+            {"MON-ALERT-ROUTES": ["pager receiver"]},
+            id="critical-alerts-routed-to-a-receiver-without-integrations-fail-the-routes-item",
+        ),
+    ],
+)
+def test_a_defect_in_the_artefacts_turns_exactly_its_items_red(
+    target: TargetInfo,
+    tmp_path: Path,
+    *,
+    relative: str,
+    edit: Callable[[str], str],
+    reasons: dict[str, list[str]],
 ) -> None:
-    copy = broken_copy(tmp_path, "alerts.yml", replace_once("> 0.01", "> 1"))
-    red = red_artefact_items(target, copy)
-    assert set(red) == {"MON-ALERT-RULES", "POST-ERROR-WATCH"}, red
-    assert "promtool test rules" in red["MON-ALERT-RULES"]
-    assert "1.5 % of requests failing" in red["POST-ERROR-WATCH"]
-
-
-def test_a_metric_name_typo_in_the_latency_alert_is_caught(
-    target: TargetInfo, tmp_path: Path
-) -> None:
-    typo = replace_once("http_request_duration_seconds_bucket{", "http_request_duration_bucket{")
-    copy = broken_copy(tmp_path, "alerts.yml", typo)
-    red = red_artefact_items(target, copy)
-    assert set(red) == {"MON-ALERT-RULES", "POST-LATENCY-WATCH"}, red
-    assert "http_request_duration_bucket" in red["MON-ALERT-RULES"]
-    assert "p95 stays at 0.65 s" in red["POST-LATENCY-WATCH"]
-
-
-def test_an_alert_without_a_runbook_link_fails_only_the_runbook_item(
-    target: TargetInfo, tmp_path: Path
-) -> None:
-    drop = replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", "")
-    copy = broken_copy(tmp_path, "alerts.yml", drop)
-    red = red_artefact_items(target, copy)
-    assert set(red) == {"MON-ALERT-RUNBOOKS"}, red
-    assert "DiskUsageHigh" in red["MON-ALERT-RUNBOOKS"]
-    assert "runbook_url" in red["MON-ALERT-RUNBOOKS"]
-
-
-def test_a_backup_alert_at_48_hours_fails_the_freshness_item(
-    target: TargetInfo, tmp_path: Path
-) -> None:
-    copy = broken_copy(tmp_path, "alerts.yml", replace_once("> 25 * 3600", "> 48 * 3600"))
-    red = red_artefact_items(target, copy)
-    assert set(red) == {"BAK-FRESHNESS-ALERT", "MON-ALERT-RULES"}, red
-    assert "older than 25 hours" in red["BAK-FRESHNESS-ALERT"]
-
-
-def test_a_dashboard_querying_a_missing_metric_fails_only_the_dashboard_item(
-    target: TargetInfo, tmp_path: Path
-) -> None:
-    edit = replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{")
-    copy = broken_copy(tmp_path, "grafana/dashboards/realtime.json", edit)
-    red = red_artefact_items(target, copy)
-    assert set(red) == {"MON-DASH-IN-REPO"}, red
-    assert "chat_messages_sent_total" in red["MON-DASH-IN-REPO"]
-    assert "realtime" in red["MON-DASH-IN-REPO"]
-
-
-def test_critical_alerts_routed_to_a_receiver_without_integrations_fail_the_routes_item(
-    target: TargetInfo, tmp_path: Path
-) -> None:
-    def null_pager(text: str) -> str:
-        return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
-
-    copy = broken_copy(tmp_path, "alertmanager.yml", null_pager)
-    red = red_artefact_items(target, copy)
-    assert set(red) == {"MON-ALERT-ROUTES"}, red
-    assert "pager receiver" in red["MON-ALERT-ROUTES"]
+    """`reasons`: each item the defect turns red -> what its failure message must say."""
+    red = red_artefact_items(target, broken_copy(tmp_path, relative, edit))
+    assert set(red) == set(reasons), red
+    for item, phrases in reasons.items():
+        for phrase in phrases:
+            assert phrase in red[item], (item, phrase, red[item])
 
 
 def test_an_edge_that_serves_metrics_fails_the_metrics_endpoint_item(tmp_path: Path) -> None:

@@ -17,6 +17,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def written_back(info: TargetInfo, tmp_path: Path) -> TargetInfo:
+    """`info` written as a target file (private to its owner: mode 0600), then loaded again."""
+    out = tmp_path / "out.yaml"
+    write_target_file(info, out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    return load_target_file(out, {})
+
+
 GOOD = """
 name: staging
 edge_url: https://127.0.0.1:8443/
@@ -46,27 +54,25 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
     assert "pw@" not in repr(info)
 
 
+def minimal(**fields: str | None) -> str:
+    """The smallest valid target file, its fields replaced or added by `fields` (None drops one)."""
+    merged = {"name": "a", "edge_url": "https://x", "admin_key": "k", **fields}
+    return "".join(f"{key}: {value}\n" for key, value in merged.items() if value is not None)
+
+
 @pytest.mark.parametrize(
     ("text", "field", "problem"),
     [
-        ("edge_url: https://x\nadmin_key: k\n", "name", "is missing"),
-        ("name: a\nadmin_key: k\n", "edge_url", "is missing"),
-        ("name: a\nedge_url: https://x\n", "admin_key", "is missing"),
-        ("name: a\nedge_url: http://x\nadmin_key: k\n", "edge_url", "https://"),
-        (
-            "name: a\nedge_url: https://x\nadmin_key: env:NOPE_NOT_SET\n",
-            "admin_key",
-            "NOPE_NOT_SET",
-        ),
-        ("name: a\nedge_url: https://x\nadmin_key: k\nedge: 1\n", "edge", "not a known field"),
-        ("name: a\nedge_url: https://x\nadmin_key: k\nca_file: nope.pem\n", "ca_file", "not a"),
-        ("name: a\nedge_url: https://x\nadmin_key: k\nredis_url: http://r\n", "redis_url", "redis"),
-        ("name: a\nedge_url: https://x\nadmin_key: ''\n", "admin_key", "non-empty"),
-        (
-            "name: a\nedge_url: https://x\nadmin_key: k\ncontrol: {api: {restart: x}}\n",
-            "control.api.restart",
-            "stop, start, kill",
-        ),
+        (minimal(name=None), "name", "is missing"),
+        (minimal(edge_url=None), "edge_url", "is missing"),
+        (minimal(admin_key=None), "admin_key", "is missing"),
+        (minimal(edge_url="http://x"), "edge_url", "https://"),
+        (minimal(admin_key="env:NOPE_NOT_SET"), "admin_key", "NOPE_NOT_SET"),
+        (minimal(edge="1"), "edge", "not a known field"),
+        (minimal(ca_file="nope.pem"), "ca_file", "not a"),
+        (minimal(redis_url="http://r"), "redis_url", "redis"),
+        (minimal(admin_key="''"), "admin_key", "non-empty"),
+        (minimal(control="{api: {restart: x}}"), "control.api.restart", "stop, start, kill"),
     ],
 )
 def test_every_problem_names_the_field(tmp_path: Path, text: str, field: str, problem: str) -> None:
@@ -105,10 +111,7 @@ def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
             postgres_dsn="postgresql://u:p@127.0.0.1:1/db", redis_url="redis://:p@127.0.0.1:2/0"
         ),
     )
-    out = tmp_path / "out.yaml"
-    write_target_file(info, out)
-    assert out.stat().st_mode & 0o777 == 0o600
-    back = load_target_file(out, {})
+    back = written_back(info, tmp_path)
     assert (back.edge.url, back.admin_key, back.edge.ca_file) == (info.edge.url, info.admin_key, ca)
     assert (back.edge.http_url, back.stores.postgres_dsn, back.stores.redis_url) == (
         info.edge.http_url,
@@ -134,9 +137,7 @@ def test_metrics_urls_and_log_files_are_read_and_round_trip(tmp_path: Path) -> N
         (tmp_path / "logs/api.log").resolve(),
         Path("/var/log/nginx/access.log"),
     )
-    out = tmp_path / "out.yaml"
-    write_target_file(info, out)
-    back = load_target_file(out, {})
+    back = written_back(info, tmp_path)
     assert (back.observability.metrics_urls, back.observability.log_files) == (
         info.observability.metrics_urls,
         info.observability.log_files,
@@ -177,9 +178,7 @@ def test_the_jwt_secret_is_optional_read_from_the_environment_and_written_back(
     info = load_target_file(path)
     assert info.jwt_secret == "s3cret-value-for-signing-tokens"
     assert "s3cret" not in repr(info)
-    again = tmp_path / "again.yaml"
-    write_target_file(info, again)
-    assert load_target_file(again).jwt_secret == info.jwt_secret
+    assert written_back(info, tmp_path).jwt_secret == info.jwt_secret
 
 
 def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
@@ -199,9 +198,7 @@ def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
         "http://10.0.0.5:9090",
         "https://am.example:9093",
     )
-    out = tmp_path / "out.yaml"
-    write_target_file(info, out)
-    back = load_target_file(out, {})
+    back = written_back(info, tmp_path)
     assert (back.observability.prometheus_url, back.observability.alertmanager_url) == (
         info.observability.prometheus_url,
         info.observability.alertmanager_url,
