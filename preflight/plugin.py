@@ -105,6 +105,12 @@ def pytest_configure(config: pytest.Config) -> None:
         f"marker); {BUDGET} raises the probe's time budget per phase (default "
         f"{DEFAULT_BUDGET_S:g} s)",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{BUDGET}(seconds): the time budget per phase of every probe it marks (a module's "
+        f"`pytestmark` for a family of long probes such as drills); {MARKER}(..., {BUDGET}=) "
+        "takes precedence",
+    )
     state = _State(config)
     config.stash[_STATE] = state
     config.pluginmanager.register(state, "preflight-state")
@@ -257,7 +263,7 @@ class _State:
             if self.harvest is None:
                 return (), []  # an ordinary test (tests/ runs under this plugin too)
             return (), [f"has no @pytest.mark.{MARKER}(ID) marker; every probe names its item"]
-        budget, problems = _budget_of(marks)
+        budget, problems = _budget_of([*marks, *item.iter_markers(BUDGET)])
         self.budgets[item.nodeid] = budget
         known = self._checklist_ids()
         ids: list[str] = []
@@ -435,23 +441,34 @@ def _marks_in_source_order(item: pytest.Item) -> list[pytest.Mark]:
 
 
 def _budget_of(marks: Sequence[pytest.Mark]) -> tuple[float, list[str]]:
-    """The probe's budget per phase (the largest its markers give, else the default) and the
-    problems with its markers' keywords."""
-    budgets: list[float] = []
+    """The probe's budget per phase and the problems with its markers' budgets: a checklist
+    marker's `budget=` (the largest) before the nearest `budget(seconds)` marker, else the
+    default."""
+    own: list[float] = []
+    general: list[float] = []
     problems: list[str] = []
     for mark in marks:
-        for key, value in mark.kwargs.items():
-            if key != BUDGET:
+        if mark.name == BUDGET:
+            values, where = (*mark.args, *mark.kwargs.values()), f"{BUDGET}(...)"
+            if len(values) != 1:
+                problems.append(f"marker {where} takes one number of seconds")
+                continue
+            value, found = values[0], general
+        else:
+            extra = [key for key in mark.kwargs if key != BUDGET]
+            if extra:
                 problems.append(
-                    f"marker {MARKER}(...) takes only the keyword {BUDGET}= (got {key}=)"
+                    f"marker {MARKER}(...) takes only the keyword {BUDGET}= (got {extra[0]}=)"
                 )
-            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                problems.append(
-                    f"marker {MARKER}(..., {BUDGET}=) must be seconds > 0 (got {value!r})"
-                )
-            else:
-                budgets.append(float(value))
-    return max(budgets, default=DEFAULT_BUDGET_S), problems
+            if BUDGET not in mark.kwargs:
+                continue
+            value, found, where = mark.kwargs[BUDGET], own, f"{MARKER}(..., {BUDGET}=)"
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            problems.append(f"marker {where} must be seconds > 0 (got {value!r})")
+        else:
+            found.append(float(value))
+    budget = max(own) if own else general[0] if general else DEFAULT_BUDGET_S
+    return budget, problems
 
 
 def _by_rank(pair: tuple[Outcome, int]) -> int:

@@ -92,7 +92,7 @@ def test_a_budget_marker_must_be_positive_seconds(tmp_path: Path) -> None:
         tree / "checklist.yaml",
         ["--continue-on-collection-errors"],
     )
-    assert any("budget=) must be seconds > 0 (got 0)" in e for e in results.errors)
+    assert any("budget=) must be seconds > 0 (got 0)" in e for e in results.errors), results.errors
     assert any("takes only the keyword budget= (got timeout=)" in e for e in results.errors)
 
 
@@ -147,3 +147,29 @@ def test_a_probe_that_passes_without_evidence_is_an_error(tmp_path: Path) -> Non
         "test_records_what_it_saw": (Outcome.PASS, ""),
         "test_a_skip_needs_none": (Outcome.SKIP, "no Redis URL"),
     }
+
+
+def test_a_module_budget_marker_bounds_a_family_of_long_probes(tmp_path: Path) -> None:
+    tree = write_tree(
+        tmp_path,
+        """
+        import time
+
+        import pytest
+
+        pytestmark = pytest.mark.budget(1)
+
+        @pytest.mark.checklist("DEMO-ONE")
+        def test_sleeps(evidence):
+            time.sleep(3600)
+
+        @pytest.mark.checklist("DEMO-TWO", budget=2)
+        def test_its_own_budget_wins(evidence):
+            time.sleep(3600)
+        """,
+    )
+    results = run_probes([tree / "probes"], RunContext(target=fake_info()), tree / "checklist.yaml")
+    assert [(r.outcome, r.message.split(" during")[0]) for r in results.results] == [
+        (Outcome.ERROR, "ran past its time budget of 1 s"),
+        (Outcome.ERROR, "ran past its time budget of 2 s"),
+    ]

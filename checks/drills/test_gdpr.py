@@ -21,6 +21,10 @@ from preflight.client import expect
 from preflight.evidence import EvidenceLog
 from preflight.probe_target import ProbeTarget
 
+# The drill's time budget per phase, with room for a busy machine: exports and erasures of a
+# seeded user through the public API.
+pytestmark = pytest.mark.budget(600)
+
 MAX_REDIS_KEYS = 20000
 JOB_TIMEOUT_S = 600.0
 
