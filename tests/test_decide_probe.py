@@ -3,6 +3,7 @@ holds the item at `skip` with that part's reason unless the checklist marks it o
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from preflight.checklist import Item, OptionalPart, load_checklist
@@ -16,7 +17,7 @@ WEAK = "checks/application/test_supervision.py::test_the_workers_run_under_a_sup
 
 def item(**kw: object) -> Item:
     base = next(i for i in load_checklist(REPO / "checklist.yaml").items if i.verify == "probe")
-    return Item(**{**base.__dict__, "id": "T-ITEM", **kw})  # type: ignore[arg-type]
+    return dataclasses.replace(base, id="T-ITEM", **kw)  # type: ignore[arg-type]
 
 
 def probes(*results: tuple[str, Outcome, str]) -> ProbeResults:
