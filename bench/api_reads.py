@@ -216,9 +216,9 @@ def main(argv: Iterable[str] | None = None) -> None:
         channel_id, tokens = world(chat, info.admin_key, args.users)
         read = f"/v1/channels/{channel_id}/messages?limit={PAGE}"
         steps: dict[str, Callable[[], dict[str, Any]]] = {
-            "wrk_static_nginx": lambda: wrk(info.edge_url, STATIC_PATH, [], args, Path(tmp)),
-            "wrk_api_read": lambda: wrk(info.edge_url, read, tokens, args, Path(tmp)),
-            "locust_api_read": lambda: locust(info.edge_url, read, tokens, args, Path(tmp)),
+            "wrk_static_nginx": lambda: wrk(info.edge.url, STATIC_PATH, [], args, Path(tmp)),
+            "wrk_api_read": lambda: wrk(info.edge.url, read, tokens, args, Path(tmp)),
+            "locust_api_read": lambda: locust(info.edge.url, read, tokens, args, Path(tmp)),
         }
         for name, step in steps.items():
             figures = step()

@@ -418,8 +418,8 @@ def run_step(  # noqa: PLR0915 - start, measure, drain, collect: one step reads 
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     assert target.info is not None
-    assert target.info.ca_file is not None
-    ca = str(target.info.ca_file)
+    assert target.info.edge.ca_file is not None
+    ca = str(target.info.edge.ca_file)
     pids = {c.name: c.pid for c in target.children if c.running()}
     groups = {
         "api": [p for n, p in pids.items() if n.startswith("api-")],
@@ -657,16 +657,16 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0915 - the run,
     )
     target = NativeTarget(options)
     with target as info, tempfile.TemporaryDirectory(prefix="bench-messages-") as tmp:
-        assert info.postgres_dsn is not None
-        assert info.ca_file is not None
+        assert info.stores.postgres_dsn is not None
+        assert info.edge.ca_file is not None
         print(f"native target ready in {target.started_in:.1f} s", flush=True)
         if not args.no_pgbench:
             report["pgbench"] = {
                 "plain_insert_8_clients": pgbench(
-                    info.postgres_dsn, PLAIN_INSERT, 8, args.pgbench_seconds, Path(tmp)
+                    info.stores.postgres_dsn, PLAIN_INSERT, 8, args.pgbench_seconds, Path(tmp)
                 ),
                 "same_row_seq_insert_8_clients": pgbench(
-                    info.postgres_dsn, SAME_ROW_INSERT, 8, args.pgbench_seconds, Path(tmp)
+                    info.stores.postgres_dsn, SAME_ROW_INSERT, 8, args.pgbench_seconds, Path(tmp)
                 ),
             }
             print(f"pgbench: {report['pgbench']}", flush=True)
@@ -679,7 +679,7 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0915 - the run,
             args=(
                 {
                     "ws_url": chat.ws_url,
-                    "ca_file": str(info.ca_file),
+                    "ca_file": str(info.edge.ca_file),
                     "tokens": world.recipient_tokens,
                     "channel_id": world.channel_id,
                     "after_seq": 0,

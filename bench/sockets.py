@@ -962,8 +962,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         )
     )
     with target as info:
-        assert info.ca_file is not None
-        assert info.processes is not None
+        assert info.edge.ca_file is not None
+        assert info.drills.processes is not None
         assert target.dir is not None
         print(f"native target ready in {target.started_in:.1f} s", flush=True)
         chat = ChatClient.for_target(info)
@@ -975,7 +975,7 @@ def main(argv: Iterable[str] | None = None) -> None:
             f"{time.monotonic() - t_world:.1f} s",
             flush=True,
         )
-        pids = info.processes()
+        pids = info.drills.processes()
         groups = {
             "api": [p for n, p in pids.items() if n.startswith("api-")],
             "nginx": [pids["nginx"]],
@@ -988,7 +988,7 @@ def main(argv: Iterable[str] | None = None) -> None:
             [
                 {
                     "ws_url": chat.ws_url,
-                    "ca_file": str(info.ca_file),
+                    "ca_file": str(info.edge.ca_file),
                     "specs": world.specs[k::procs],
                     "rate": args.ramp_rate / procs,
                     "concurrency": max(1, args.connect_concurrency // procs),
@@ -999,7 +999,7 @@ def main(argv: Iterable[str] | None = None) -> None:
         )
         try:
             groups["client"] = clients.pids
-            sampler = Sampler(groups, info.metrics_urls)
+            sampler = Sampler(groups, info.observability.metrics_urls)
             baseline = sampler.sample("base", 0.0, 0)
             show(baseline)
             report |= ramp(clients, sampler, args)

@@ -13,29 +13,10 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from preflight.client import ChatClient, Response, expect
-from preflight.probe_target import ProbeTarget
+from preflight.client import ChatClient, Response, expect, polite
+from preflight.probe.target import ProbeTarget
 
 RECV_TIMEOUT = 5.0
-# How long a probe waits in all for the edge's per-address limit to let it through.
-RATE_LIMIT_PATIENCE_S = 10.0
-
-
-def polite(request: Callable[[], Response]) -> Response:
-    """Make a request the way a well-behaved client does: a 429 (the edge's per-address or the
-    API's per-user limit) is waited out, Retry-After by Retry-After, for up to
-    RATE_LIMIT_PATIENCE_S. Probes share one client address and the limits are not what these
-    probes judge; SEC-RATELIMIT's probes call the client directly."""
-    deadline = time.monotonic() + RATE_LIMIT_PATIENCE_S
-    while True:
-        response = request()
-        if response.status != 429 or time.monotonic() >= deadline:
-            return response
-        try:
-            wait = float(response.headers.get("retry-after", "1"))
-        except ValueError:
-            wait = 1.0
-        time.sleep(min(max(wait, 0.2), 2.0))
 
 
 def call(

@@ -10,7 +10,7 @@ import pytest
 
 from checks.deployment._artefacts import Repo, repo_of
 from checks.security._actors import Actors
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -22,7 +22,8 @@ from preflight.errors import ChecklistInvalid
 
 DEFAULT_PATH = Path("checklist.yaml")
 LOAD_FIELDS = ("metric", "comparison", "value", "scale")
-VERIFY_KINDS = ("probe", "load", "manual")
+# signoff: decided after the run by the owner's signature on the run record (preflight sign).
+VERIFY_KINDS = ("probe", "load", "manual", "signoff")
 AREAS = (
     "infrastructure",
     "security",
@@ -75,7 +76,7 @@ class Item:
 
     @property
     def automated(self) -> bool:
-        return self.verify != "manual"
+        return self.verify in ("probe", "load")
 
     def to_json(self) -> dict[str, Any]:
         """The item as the run record shows it (what a reviewer needs beside its outcome)."""

@@ -7,7 +7,8 @@ import http.client
 import json as jsonlib
 import ssl
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class ChatClient:
 
     @classmethod
     def for_target(cls, info: TargetInfo) -> ChatClient:
-        return cls(info.edge_url, info.ca_file)
+        return cls(info.edge.url, info.edge.ca_file)
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
@@ -169,3 +170,24 @@ def expect(resp: Response, status: int) -> Any:
     if resp.status != status:
         raise AssertionError(f"{resp.method} {resp.path} must answer {status} (got {resp})")
     return resp.json() if resp.body else None
+
+
+# How long a probe waits in all for the edge's per-address limit to let it through.
+RATE_LIMIT_PATIENCE_S = 10.0
+
+
+def polite(request: Callable[[], Response]) -> Response:
+    """Make a request the way a well-behaved client does: a 429 (the edge's per-address or the
+    API's per-user limit) is waited out, Retry-After by Retry-After, for up to
+    RATE_LIMIT_PATIENCE_S. Probes share one client address and the limits are not what these
+    probes judge; SEC-RATELIMIT's probes call the client directly."""
+    deadline = time.monotonic() + RATE_LIMIT_PATIENCE_S
+    while True:
+        response = request()
+        if response.status != 429 or time.monotonic() >= deadline:
+            return response
+        try:
+            wait = float(response.headers.get("retry-after", "1"))
+        except ValueError:
+            wait = 1.0
+        time.sleep(min(max(wait, 0.2), 2.0))

@@ -5,6 +5,8 @@ figures (unverified unless the profile that ran reached the item's scale); manua
 decided only by a valid signed attestation for the run's release. A fail becomes `waived` only
 when active waivers name every one of its failures.
 Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
+Sign-off items (`verify: signoff`) are decided after the run by signatures on its record
+(preflight/final_verdict.py): the run leaves them unverified and its gate does not count them.
 """
 
 from __future__ import annotations
@@ -120,7 +122,18 @@ def decide_load_gate(item: Item, others: Sequence[Decision], load: LoadResults) 
     return decision
 
 
+def decide_signoff(item: Item) -> Decision:
+    """A sign-off item at run time: its owner signs the record this run writes, afterwards."""
+    reason = (
+        f"decided by {item.owner}'s signature on this run's record: "
+        f"`preflight sign --role {item.owner} RECORD`, then `preflight verify RECORD`"
+    )
+    return Decision(item, True, Outcome.UNVERIFIED, reason)
+
+
 def decide_manual(item: Item, attestation: Mapping[str, Any] | None) -> Decision:
+    if item.verify == "signoff":
+        return decide_signoff(item)
     if attestation is None:
         reason = f"no signed attestation from {item.owner}"
         return Decision(item, True, Outcome.UNVERIFIED, reason)
@@ -215,12 +228,19 @@ class Verdict:
 
 
 def blocks(checklist: Checklist, decision: Decision) -> bool:
+    """Whether the run's gate counts the item against the release; never a sign-off item, which
+    only the signatures made after the run decide."""
+    if decision.item.verify == "signoff":
+        return False
     return decision.selected and checklist.policy.blocking(
         decision.item.severity, decision.outcome.value
     )
 
 
 def warns(checklist: Checklist, decision: Decision) -> bool:
+    """Whether the item's failure is a warning under the policy (it does not block)."""
+    if decision.item.verify == "signoff":
+        return False
     return decision.selected and checklist.policy.warning(
         decision.item.severity, decision.outcome.value
     )

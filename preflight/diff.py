@@ -1,4 +1,9 @@
-"""What changed between two run records: items whose outcome moved, new failures first."""
+"""What changed between two run records: items whose outcome moved, new failures first.
+
+Only items that both runs selected are compared: an item one run did not select was not
+decided there (its outcome says `skip`, "not selected"), so it is neither a regression nor an
+improvement. `selection_difference` says which items were left out, and why.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from preflight.outcomes import Outcome
+from preflight.scope import scope
 
 # How bad an outcome is for a release, coarse on purpose: a move within one rank (fail <-> error,
 # skip <-> unverified, pass <-> attested) is a change, neither better nor worse.
@@ -81,8 +87,53 @@ def _items(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {item["id"]: item for item in record["items"]}
 
 
-def diff_records(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+def _selected(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {item["id"]: item for item in record["items"] if item["selected"]}
+
+
+@dataclass(frozen=True)
+class SelectionDifference:
+    """Items in both records that only one run selected; they are not compared."""
+
+    compared: int  # items both runs selected
+    only_old: tuple[str, ...]  # selected by the old run only
+    only_new: tuple[str, ...]  # selected by the new run only
+
+    @property
+    def same(self) -> bool:
+        return not self.only_old and not self.only_new
+
+    def describe(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+        """One line on what was compared, naming each run's scope when they differ."""
+        if self.same:
+            return f"compared the {self.compared} items both runs selected"
+        old_scope, new_scope = scope(old) or "every item", scope(new) or "every item"
+        return (
+            f"compared only the {self.compared} items both runs selected (old: {old_scope}; "
+            f"new: {new_scope}); not compared: {len(self.only_old)} selected by the old run "
+            f"only, {len(self.only_new)} by the new run only"
+        )
+
+
+def selection_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> SelectionDifference:
     before, after = _items(old), _items(new)
+    selected_old, selected_new = _selected(old), _selected(new)
+    both = before.keys() & after.keys()
+    return SelectionDifference(
+        compared=len(selected_old.keys() & selected_new.keys()),
+        only_old=tuple(sorted(i for i in both if i in selected_old and i not in selected_new)),
+        only_new=tuple(sorted(i for i in both if i in selected_new and i not in selected_old)),
+    )
+
+
+def diff_records(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+    """Outcome changes of the items both runs selected, then the items only one record has."""
+    all_before, all_after = _items(old), _items(new)
+    selected = _selected(old).keys() & _selected(new).keys()
+    # An item in both records but selected by only one run is not compared; an item only one
+    # record has at all is added or removed.
+    before = {i: e for i, e in all_before.items() if i in selected or i not in all_after}
+    after = {i: e for i, e in all_after.items() if i in selected or i not in all_before}
     changes = [
         Change(
             id=item_id,

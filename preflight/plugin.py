@@ -21,7 +21,7 @@ from preflight.checklist import load_checklist
 from preflight.errors import ChecklistInvalid, PreflightError
 from preflight.evidence import EvidenceLog, Redactor
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults, combine
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetInfo, TargetOptions, load_target_file, select_target
 
 MARKER = "checklist"
@@ -118,7 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest) -> Iterator[ProbeTarget]:
-    """The system under test for this session (see preflight.probe_target.ProbeTarget)."""
+    """The system under test for this session (see preflight.probe.target.ProbeTarget)."""
     state = request.config.stash[_STATE]
     probe_target = state.open_target()
     try:

@@ -1,9 +1,12 @@
 """The run record: one JSON document with everything a run decided, how it is assembled
 (`build_record`), and its canonical digest.
 
-The canonical form is the record without its `signatures`, serialised with sorted keys, no
-insignificant whitespace and UTF-8; its sha256 is the record digest that the harness and every
-stakeholder sign. Any edit to anything but the signatures changes the digest.
+The canonical form is the record without its `signatures`, serialised by the JSON
+Canonicalization Scheme (RFC 8785, the `rfc8785` package) as the record's `canonical` field says;
+its sha256 is the record digest that the harness and every stakeholder sign, and any verifier
+with an RFC 8785 library can recompute it. Any edit to anything but the signatures changes the
+digest. Records written before the field existed keep their digest: sorted keys, no
+insignificant whitespace, UTF-8, as Python's json module writes them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import rfc8785
 from jsonschema import Draft202012Validator, ValidationError
 
 from preflight.checklist import Checklist, load_schema
@@ -31,6 +35,7 @@ from preflight.waivers import Waiver
 
 RECORD_SCHEMA = "preflight.record/1"
 RECORD_FILE = "record.json"
+CANONICAL = "rfc8785"  # the record's `canonical` field: how its digest serialises it
 SHOWN_PROBLEMS = 3
 
 
@@ -38,8 +43,21 @@ class RecordInvalid(PreflightError):
     """A run record cannot be read or does not have the shape of a preflight record."""
 
 
-def canonical_bytes(record: dict[str, Any]) -> bytes:
-    body = {key: value for key, value in record.items() if key != "signatures"}
+def jcs(value: Any) -> bytes:
+    """RFC 8785 canonical JSON; RecordInvalid for what it cannot carry (NaN, huge integers)."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise RecordInvalid(f"not representable as RFC 8785 canonical JSON: {exc}") from None
+
+
+def canonical_bytes(document: dict[str, Any]) -> bytes:
+    """The signed bytes of a document: everything but its `signatures`, in RFC 8785 form when
+    its `canonical` field says so, else in the sorted-keys form of records written before that
+    field existed."""
+    body = {k: v for k, v in document.items() if k != "signatures"}
+    if document.get("canonical") == CANONICAL:
+        return jcs(body)
     return json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
@@ -50,9 +68,8 @@ def record_digest(record: dict[str, Any]) -> str:
 
 
 def evidence_digest(value: Any) -> str:
-    """sha256 of one item's evidence in the same canonical JSON form."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 of one item's evidence in RFC 8785 canonical JSON."""
+    return hashlib.sha256(jcs(value)).hexdigest()
 
 
 def record_path(path: Path) -> Path:
@@ -153,6 +170,7 @@ def build_record(
     whose sign-off it needs, and what changed since the `previous` run's record."""
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
+        "canonical": CANONICAL,
         "run_id": run_id,
         "preflight_version": preflight_version(),
         "started_at": iso_time(started),

@@ -6,12 +6,13 @@ import base64
 import binascii
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -364,7 +365,7 @@ class SignatureVerdict:
     role: str
     signer: str
     key_id: str
-    status: str  # valid | malformed | bad-signature | edited | unregistered-key
+    status: str  # valid | malformed | bad-signature | edited | unregistered-key | unpinned-key
     problem: str = ""  # one sentence, "" when valid
 
     @property
@@ -425,24 +426,45 @@ def signature_status(entry: Mapping[str, Any], digest: str) -> tuple[str, str]:
     return "valid", ""
 
 
-def _judge(entry: dict[str, Any], digest: str, registry: Registry) -> tuple[str, str]:
+def _judge(
+    entry: dict[str, Any], digest: str, registry: Registry | None, allow_unpinned: bool
+) -> tuple[str, str]:
     status, problem = signature_status(entry, digest)
-    if status != "valid":
+    if status != "valid" or registry is None:
         return status, problem
     role, signer = entry["role"], entry["signer"]
-    # The harness key is minted per machine; it must be a registered one only once the
-    # registry lists any (CI's run key), otherwise the key it carries is all there is to check.
-    if role != HARNESS or registry.keys_for(HARNESS):
-        why = registry.not_registered(role, entry["public_key"])
-        if why:
-            return "unregistered-key", f"the signature by {role} ({signer}) does not count: {why}"
+    if role == HARNESS and not registry.keys_for(HARNESS):
+        if allow_unpinned:
+            return "valid", ""
+        return "unpinned-key", (
+            f"the harness signature ({signer}) does not count: {unpinned_harness(registry)}; "
+            f"{PIN_HINT}"
+        )
+    why = registry.not_registered(role, entry["public_key"])
+    if why:
+        return "unregistered-key", f"the signature by {role} ({signer}) does not count: {why}"
     return "valid", ""
 
 
-def _check_signature(entry: object, digest: str, registry: Registry) -> SignatureVerdict:
+def unpinned_harness(registry: Registry) -> str:
+    """Why a registry that pins no harness key proves nothing ('' when it pins one)."""
+    if registry.keys_for(HARNESS):
+        return ""
+    return (
+        f"{registry.path} pins no harness key (`{HARNESS}:` lists none), so any freshly made key "
+        "can re-sign an edited record as the harness"
+    )
+
+
+PIN_HINT = "pin CI's run key under `harness:` (ci/README.md) or pass --allow-unpinned-harness"
+
+
+def _check_signature(
+    entry: object, digest: str, registry: Registry | None, allow_unpinned: bool
+) -> SignatureVerdict:
     if not isinstance(entry, dict):
         return SignatureVerdict("?", "?", "?", "malformed", "a signature entry is not an object")
-    status, problem = _judge(entry, digest, registry)
+    status, problem = _judge(entry, digest, registry, allow_unpinned)
     return SignatureVerdict(
         role=str(entry.get("role", "?")),
         signer=str(entry.get("signer", "?")),
@@ -453,14 +475,22 @@ def _check_signature(entry: object, digest: str, registry: Registry) -> Signatur
 
 
 def verify_record(
-    record: Mapping[str, Any], registry: Registry, required_roles: Sequence[str] | None = None
+    record: Mapping[str, Any],
+    registry: Registry | None,
+    required_roles: Sequence[str] | None = None,
+    *,
+    allow_unpinned_harness: bool = False,
 ) -> VerifyResult:
     """Check every signature; the harness and each required role (by default the record's
-    signoff.required) need a valid one. The harness signature is checked against its own key,
-    and against the registry's `harness` keys when it lists any."""
+    signoff.required) need a valid one. With a registry, each key must be registered for the
+    role it signs as, the harness's too: a registry that pins no harness key makes the harness
+    signature count only with `allow_unpinned_harness`. Without one (the report), each
+    signature is judged by the key it carries alone."""
     required = list(required_roles) if required_roles is not None else required_roles_of(record)
     digest = record_digest(dict(record))
-    verdicts = tuple(_check_signature(e, digest, registry) for e in signatures_of(record))
+    verdicts = tuple(
+        _check_signature(e, digest, registry, allow_unpinned_harness) for e in signatures_of(record)
+    )
     problems = [v.problem for v in verdicts if v.problem]
     signed = {v.role for v in verdicts if v.valid}
     missing: list[str] = []
@@ -485,7 +515,7 @@ def default_run_key_path() -> Path:
 def harness_key(path: Path | None = None) -> Ed25519PrivateKey:
     """The key `preflight run` signs with: at `path`, else the PEM file PREFLIGHT_RUN_KEY names,
     else $XDG_STATE_HOME/preflight/run-key.pem; created (0600) on first use. A key created by
-    mistake (a typo in the variable) is caught by `verify` once the registry lists harness keys."""
+    mistake (a typo in the variable) is caught by `verify`: it counts pinned harness keys only."""
     if path is None:
         named = os.environ.get(RUN_KEY_ENV)
         path = Path(named) if named else default_run_key_path()
@@ -498,6 +528,22 @@ def harness_key(path: Path | None = None) -> Ed25519PrivateKey:
         if path.exists():  # another run created it at the same moment
             return load_private_key(path)
         raise
+
+
+def warn_unpinned_harness(path: Path, stream: TextIO | None = None) -> None:
+    """What every `preflight run` says while the registry at `path` pins no harness key (nothing
+    when it pins one, or cannot be read: the run has said so already)."""
+    try:
+        registry = load_registry(path)
+    except PreflightError:
+        return
+    why = unpinned_harness(registry)
+    if why:
+        print(
+            f"preflight: WARNING: {why}; `preflight verify` refuses its records until CI's run "
+            f"key is pinned under `{HARNESS}:` (ci/README.md)",
+            file=stream or sys.stderr,
+        )
 
 
 def sign_as_harness(

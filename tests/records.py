@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from preflight.checklist import Checklist, Item, load_checklist
 from preflight.outcomes import OUTCOMES
-from preflight.record import RECORD_SCHEMA, evidence_digest, record_digest
+from preflight.record import CANONICAL, RECORD_SCHEMA, evidence_digest, record_digest
 from preflight.signing import PANEL_ROLES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ WAIVED_ID = "BAK-OFFSITE"  # fail covered by an active waiver
 EXPIRED_WAIVER_ID = "BAK-FRESHNESS-ALERT"  # fail, its waiver expired: blocks
 ATTESTED_ID = "OPS-ONCALL-ROTA"  # manual, valid attestation
 EXPIRED_ATTESTATION_ID = "CMP-TOS"  # manual, attestation expired: unverified, medium
-MISSING_SIGNOFF_ID = "SIGN-CTO"  # manual critical, nothing on file: blocks
+SIGNOFF_ID = "SIGN-CTO"  # decided by the cto's signature after the run: never blocks the run
 SKIP_ID = "INF-K8S-QUOTA"  # not applicable to the native target
 # Probes also named in an item's message, which ends with the node id of the test deciding it.
 CSP_TEST = (
@@ -396,12 +396,7 @@ def _sample_items() -> list[dict[str, Any]]:
                 "status": "expired",
             },
         ),
-        make_item(
-            MISSING_SIGNOFF_ID,
-            "unverified",
-            "no attestation on file from cto",
-            blocking=True,
-        ),
+        make_item(SIGNOFF_ID, "unverified", signoff_reason("cto")),
         make_item(
             SKIP_ID,
             "skip",
@@ -418,8 +413,18 @@ def _sample_items() -> list[dict[str, Any]]:
     ]
 
 
+def signoff_reason(role: str) -> str:
+    """What a run says of a sign-off item (preflight/decide.py)."""
+    return (
+        f"decided by {role}'s signature on this run's record: "
+        f"`preflight sign --role {role} RECORD`, then `preflight verify RECORD`"
+    )
+
+
 def _filler(item: Item) -> dict[str, Any]:
     """Every other checklist item, decided the way a smoke run decides it."""
+    if item.verify == "signoff":
+        return make_item(item.id, "unverified", signoff_reason(item.owner))
     if item.verify == "manual":
         return make_item(item.id, "unverified", f"no attestation on file from {item.owner}")
     if item.verify == "load":
@@ -438,7 +443,10 @@ def verdict(items: Sequence[dict[str, Any]], gate: dict[str, list[str]]) -> dict
     for entry in items:
         allowed = gate.get(entry["severity"])
         entry["blocking"] = bool(
-            entry["selected"] and allowed is not None and entry["outcome"] not in allowed
+            entry["selected"]
+            and entry["verify"] != "signoff"
+            and allowed is not None
+            and entry["outcome"] not in allowed
         )
     counts = {str(o): sum(1 for e in items if e["outcome"] == o) for o in OUTCOMES}
     blocking = [e["id"] for e in items if e["blocking"]]
@@ -464,6 +472,7 @@ def make_record(
     checklist_text = (REPO / "checklist.yaml").read_bytes()
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
+        "canonical": CANONICAL,
         "run_id": RUN_ID,
         "preflight_version": "0.1.0",
         "started_at": "2026-11-25T20:15:00Z",
@@ -606,3 +615,18 @@ def make_record(
             for n, role in enumerate(signed_by)
         ]
     return record
+
+
+def make_ready_record(*, signed_by: Sequence[str] = (), **overrides: Any) -> dict[str, Any]:
+    """The sample record with every item that blocked it decided `pass`: the run is READY, and
+    only the signatures (the sign-off items) are left to decide the release. `items` in
+    `overrides` replace the sample's (their verdict is computed as given)."""
+    if "items" in overrides:
+        return make_record(signed_by=signed_by, **overrides)
+    items = [
+        {**entry, "outcome": "pass", "reason": "1 of 1 probes passed", "waiver": None}
+        if entry["blocking"]
+        else entry
+        for entry in make_record(signed_by=())["items"]
+    ]
+    return make_record(items=items, signed_by=signed_by, **overrides)

@@ -324,7 +324,7 @@ TOKENS = 40
 
 
 def test_a_real_stack_gives_both_figures_after_traffic(stack: TargetInfo) -> None:
-    sampler = ApiSampler(stack.metrics_urls)
+    sampler = ApiSampler(stack.observability.metrics_urls)
     idle = [sampler.sample(), sampler.sample()]
     chat = ChatClient.for_target(stack)
     try:

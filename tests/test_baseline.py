@@ -22,14 +22,16 @@ from preflight.load.results import LoadFigure, LoadResults
 from preflight.outcomes import Outcome
 from preflight.record import RECORD_FILE, load_record, write_record
 from preflight.signing import Registry
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Deployment, Edge, TargetInfo
 from preflight.targets.describe import describe_running
 from preflight.targets.external import load_target_file, write_target_file
 from tests.records import make_record
 
 SCALE = {"users": 500, "ws_connections": 500, "duration_s": 120}
 SMALL = {"users": 50, "ws_connections": 50, "duration_s": 60}
-NATIVE = TargetInfo(name="native", kind="native", edge_url="https://127.0.0.1:8443", admin_key="k")
+NATIVE = TargetInfo(
+    name="native", kind="native", edge=Edge("https://127.0.0.1:8443"), admin_key="k"
+)
 NO_KEYS = Registry(path=Path("keys.yaml"), roles={})
 
 
@@ -135,7 +137,7 @@ def test_the_record_of_this_run_is_the_baseline_of_the_next(tmp_path: Path) -> N
 
 
 def test_runs_that_cannot_be_a_baseline_are_passed_over(tmp_path: Path) -> None:
-    staging = TargetInfo(name="staging", kind="external", edge_url="https://s", admin_key="k")
+    staging = TargetInfo(name="staging", kind="external", edge=Edge("https://s"), admin_key="k")
     earlier_run(tmp_path, "20261120T100000Z-aaaaaa", measured(100.0))
     earlier_run(tmp_path, "20261121T100000Z-bbbbbb", measured(10.0, profile="smoke"))
     saturated = measured(10.0, valid=False, invalid_reason="the load generator saturated")
@@ -226,9 +228,9 @@ def staging(peak: float | None) -> TargetInfo:
     return TargetInfo(
         name="staging",
         kind="external",
-        edge_url="https://staging.example",
+        edge=Edge("https://staging.example"),
         admin_key="k",
-        peak_requests_per_s=peak,
+        deployment=Deployment(peak_requests_per_s=peak),
     )
 
 
@@ -275,11 +277,11 @@ def test_the_peak_round_trips_through_the_target_file(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(TARGET + "peak_requests_per_s: 180\n")
     info = load_target_file(path, {})
-    assert info.peak_requests_per_s == 180.0
+    assert info.deployment.peak_requests_per_s == 180.0
     write_target_file(info, tmp_path / "back.yaml")
-    assert load_target_file(tmp_path / "back.yaml", {}).peak_requests_per_s == 180.0
+    assert load_target_file(tmp_path / "back.yaml", {}).deployment.peak_requests_per_s == 180.0
     path.write_text(TARGET)
-    assert load_target_file(path, {}).peak_requests_per_s is None
+    assert load_target_file(path, {}).deployment.peak_requests_per_s is None
     write_target_file(load_target_file(path, {}), tmp_path / "back.yaml")
     assert "peak_requests_per_s" not in (tmp_path / "back.yaml").read_text()
 

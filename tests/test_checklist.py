@@ -246,7 +246,8 @@ def test_cli_validate_prints_one_summary_line_and_exits_0() -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert re.search(
-        r"valid - \d+ items \(\d+ probe, \d+ load, \d+ manual\); [\d.]+% automated", lines[0]
+        r"valid - \d+ items \(\d+ probe, \d+ load, \d+ manual, \d+ signoff\); [\d.]+% automated",
+        lines[0],
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from preflight.cli import main
-from preflight.diff import Change, Kind, classify, diff_records, summary
+from preflight.diff import Change, Kind, classify, diff_records, selection_difference, summary
 from preflight.record import write_record
 from tests.records import (
     ATTESTED_ID,
@@ -124,11 +124,12 @@ def test_cli_lists_changes_and_exits_0(
     old_dir, new_dir = _write(tmp_path, "old", old), _write(tmp_path, "new", new)
     assert main(["diff", str(old_dir), str(new_dir / "record.json")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9
-    assert lines[0].split()[:5] == ["new", "failure", ATTESTED_ID, "attested", "->"]
-    assert lines[6].split()[:4] == ["added", FIGURE_ID, "(new)", "->"]
-    assert lines[7].split()[:5] == ["removed", SKIP_ID, "skip", "->", "(gone)"]
-    assert lines[8] == (
+    assert len(lines) == 10
+    assert lines[0] == "compared the 11 items both runs selected"
+    assert lines[1].split()[:5] == ["new", "failure", ATTESTED_ID, "attested", "->"]
+    assert lines[7].split()[:4] == ["added", FIGURE_ID, "(new)", "->"]
+    assert lines[8].split()[:5] == ["removed", SKIP_ID, "skip", "->", "(gone)"]
+    assert lines[9] == (
         "8 changes: 2 new failures, 1 regression, 1 changed, 2 improvements, 1 added, "
         f"1 removed (from run {old['run_id']} to run 20261126T090000Z-aaaaaa)"
     )
@@ -157,3 +158,47 @@ def test_cli_names_a_record_it_cannot_read(
     assert main(["diff", str(good), str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'bad.json'}: not readable as JSON" in err
+
+
+def _area_only(record: dict[str, Any], area: str) -> dict[str, Any]:
+    """The record as a run limited by --area would have written it."""
+    partial = copy.deepcopy(record)
+    for item in partial["items"]:
+        if item["area"] != area:
+            item.update(selected=False, outcome="skip", reason=f"not selected (--area {area})")
+    partial["selection"]["areas"] = [area]
+    return partial
+
+
+def test_items_only_one_run_selected_are_not_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full run against an --area security run once listed every other item as a regression
+    (pass -> skip): the second run never selected them."""
+    full = make_record(every_item=True)
+    security = _area_only(full, "security")
+    assert diff_records(full, security) == []
+    assert diff_records(security, full) == []
+    worse = copy.deepcopy(security)
+    hsts = next(i for i in worse["items"] if i["id"] == PASS_ID)
+    hsts["outcome"] = "fail"
+    assert [(c.id, c.kind) for c in diff_records(full, worse)] == [(PASS_ID, Kind.NEW_FAILURE)]
+
+    difference = selection_difference(full, security)
+    selected = sum(1 for i in security["items"] if i["selected"])
+    total = len(full["items"])
+    assert (difference.compared, len(difference.only_old), difference.only_new) == (
+        selected,
+        total - selected,
+        (),
+    )
+    old_dir, new_dir = _write(tmp_path, "old", full), _write(tmp_path, "new", worse)
+    assert main(["diff", str(old_dir), str(new_dir), "--fail-on-regression"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"compared only the {selected} items both runs selected (old: every item; new: security "
+        f"only, {selected} of {total} items); not compared: {total - selected} selected by the "
+        "old run only, 0 by the new run only"
+    )
+    assert lines[1].split()[:3] == ["new", "failure", PASS_ID]
+    assert lines[2].startswith("1 change: 1 new failure")

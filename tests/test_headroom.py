@@ -23,7 +23,7 @@ from preflight.load.headroom import (
     resource_details,
     resource_figures,
 )
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Drills, Edge, Stores, TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
 from preflight.targets.procs import free_port
 
@@ -257,11 +257,14 @@ def test_a_sampler_never_raises_and_says_what_it_could_not_read() -> None:
     info = TargetInfo(
         name="gone",
         kind="external",
-        edge_url="https://127.0.0.1:1",
+        edge=Edge("https://127.0.0.1:1"),
         admin_key="k",
-        postgres_dsn=f"postgresql://u:p@127.0.0.1:{nobody}/db",
-        redis_url=f"redis://127.0.0.1:{nobody}/0",
-        processes=lambda: {"api-0": 2**22 + 1},  # above pid_max: no such process
+        stores=Stores(
+            postgres_dsn=f"postgresql://u:p@127.0.0.1:{nobody}/db",
+            redis_url=f"redis://127.0.0.1:{nobody}/0",
+        ),
+        # above pid_max: no such process
+        drills=Drills(processes=lambda: {"api-0": 2**22 + 1}),
     )
     sampler = ResourceSampler(info)
     try:
@@ -280,7 +283,7 @@ def test_a_sampler_never_raises_and_says_what_it_could_not_read() -> None:
 
 
 def test_a_target_without_processes_or_databases_gives_empty_samples() -> None:
-    info = TargetInfo(name="bare", kind="external", edge_url="https://127.0.0.1:1", admin_key="k")
+    info = TargetInfo(name="bare", kind="external", edge=Edge("https://127.0.0.1:1"), admin_key="k")
     sampler = ResourceSampler(info)
     got = sampler.sample()
     sampler.close()
@@ -360,8 +363,8 @@ def tree_rss(pid: int) -> int:
 @pytest.mark.native
 def test_sampling_a_native_target_under_traffic(tmp_path: Path) -> None:
     with NativeTarget(NativeOptions(workers=1, api_rate_per_s=5000)) as info:
-        assert info.processes is not None
-        assert set(info.processes()) == {"api-0", "postgres", "redis", "nginx"}
+        assert info.drills.processes is not None
+        assert set(info.drills.processes()) == {"api-0", "postgres", "redis", "nginx"}
         sampler = ResourceSampler(info)
         try:
             before = sampler.sample()
@@ -400,8 +403,8 @@ def test_sampling_a_native_target_under_traffic(tmp_path: Path) -> None:
             assert failing[SATURATION][0] > 80
 
             # A drill restarts Redis: the next sample sees its new process and does not raise.
-            info.control["redis"].stop()
-            info.control["redis"].start()
+            info.drills.control["redis"].stop()
+            info.drills.control["redis"].start()
             restarted = sampler.sample()
             assert restarted.pids["redis"] != after.pids["redis"]
             assert restarted.pids["api-0"] == after.pids["api-0"]

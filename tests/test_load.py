@@ -120,7 +120,7 @@ def test_each_load_user_reaches_the_edge_from_its_own_address(
     WebSocket alike, so the edge's per-address limits see a crowd, not one client."""
     network = ipaddress.ip_network(LOOPBACK_SOURCE_NET)
     assert summarise(smoke, Thresholds()).to_json()["generator"]["source_net"] == str(network)
-    access_log = next(p for p in target.log_files if p.name == "access.log")
+    access_log = next(p for p in target.observability.log_files if p.name == "access.log")
     by_kind: dict[str, set[str]] = collections.defaultdict(set)
     for line in access_log.read_text().splitlines():
         entry = json.loads(line)
@@ -210,7 +210,7 @@ def test_no_load_items_runs_nothing(target: TargetInfo) -> None:
 
 
 def api_ready(target: TargetInfo, index: int) -> int:
-    url = target.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
+    url = target.observability.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
     with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - the native target's
         return int(resp.status)
 
@@ -241,9 +241,8 @@ def test_the_scaling_step_compares_all_workers_with_half_and_restores_them(
 def test_without_two_controllable_workers_the_scaling_figure_is_absent_saying_why(
     target: TargetInfo,
 ) -> None:
-    one = dataclasses.replace(
-        target, control={k: v for k, v in target.control.items() if k != "api-1"}
-    )
+    control = {k: v for k, v in target.drills.control.items() if k != "api-1"}
+    one = dataclasses.replace(target, drills=dataclasses.replace(target.drills, control=control))
     settings = {"personas": {"active": 1}, "scaling": {"users": 4, "spawn_rate": 4, "hold_s": 6}}
     base = LoadResults(profile="smoke", ran=True)
     results = LocustRunner().with_scaling(one, "smoke", 1, settings, base)

@@ -18,8 +18,15 @@ import pytest
 from preflight.errors import PreflightError
 from preflight.outcomes import Outcome, ProbeResult, ProbeResults
 from preflight.plugin import XFAIL_MESSAGE, RunContext, collect_probes, run_probes
-from preflight.probe_target import ProbeTarget
-from preflight.targets.base import TargetDescription, TargetInfo, TargetKind, Unsupervised
+from preflight.probe.target import ProbeTarget
+from preflight.targets.base import (
+    Edge,
+    Stores,
+    TargetDescription,
+    TargetInfo,
+    TargetKind,
+    Unsupervised,
+)
 from preflight.targets.external import load_target_file
 from preflight.targets.pki import make_pki
 
@@ -55,15 +62,16 @@ PG_PASSWORD = "pg-password-never-stored"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
 
 
-def fake_info(**kw: str) -> TargetInfo:
+def fake_info(redis_url: str | None = None) -> TargetInfo:
     """A target description for runs whose probes never touch the network."""
     return TargetInfo(
         name="fake",
         kind="external",
-        edge_url="https://127.0.0.1:9",
+        edge=Edge("https://127.0.0.1:9"),
         admin_key=ADMIN_KEY,
-        postgres_dsn=f"postgresql://chat:{PG_PASSWORD}@127.0.0.1:9/chat",
-        **kw,  # type: ignore[arg-type]
+        stores=Stores(
+            postgres_dsn=f"postgresql://chat:{PG_PASSWORD}@127.0.0.1:9/chat", redis_url=redis_url
+        ),
     )
 
 
@@ -439,7 +447,7 @@ class CountingTarget(Unsupervised):
         self.entered = self.exited = 0
 
     def describe(self) -> TargetDescription:
-        return TargetDescription(self.info.name, self.kind, self.info.edge_url, {}, {})
+        return TargetDescription(self.info.name, self.kind, self.info.edge.url, {}, {})
 
     def __enter__(self) -> TargetInfo:
         self.entered += 1
@@ -717,7 +725,7 @@ def test_security_probes_fail_against_a_target_without_hardening(
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     results = ProbeResults.read(out)
-    edge_url = load_target_file(weak_edge).edge_url
+    edge_url = load_target_file(weak_edge).edge.url
     decided = {item for r in results.results for item in r.items}
     outcomes = {item: {r.outcome for r in results.for_item(item)} for item in decided}
     # Every item fails; only the current-client case of SEC-TLS-MIN passes (TLS 1.2+ is

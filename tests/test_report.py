@@ -21,16 +21,18 @@ from preflight.record import RecordInvalid, load_record, validate_record, write_
 from preflight.report import write_reports
 from preflight.report.html import image_size, render_html
 from preflight.report.junit import render_junit
+from preflight.signing import HARNESS, PANEL_ROLES
 from tests.records import (
     ATTESTED_ID,
     BLOCKING_FAIL_ID,
     ERROR_ID,
-    MISSING_SIGNOFF_ID,
     OPEN_FAIL_ID,
     PASS_ID,
     REDIS_DRILL,
+    SIGNOFF_ID,
     SKIP_ID,
     WAIVED_ID,
+    make_ready_record,
     make_record,
     png,
 )
@@ -167,7 +169,7 @@ def test_every_item_appears_once_with_its_anchor() -> None:
 def test_blocking_items_come_first(record: dict[str, Any], html: str) -> None:
     anchors = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', html)
     blocking = set(record["verdict"]["blocking"])
-    assert len(blocking) == 5
+    assert len(blocking) == 4
     assert set(anchors[: len(blocking)]) == blocking
     assert not blocking & set(anchors[len(blocking) :])
     # blocking evidence is open from the start; the rest opens on demand
@@ -320,48 +322,170 @@ def test_signoff_panel_after_the_record_was_edited() -> None:
     assert forged_html.count("signature does not match its public key") == 1
 
 
+def _top(html: str) -> str:
+    """The page before its outcomes table: what a reader sees first."""
+    return _part(html, "<body>", '<section id="outcomes">')
+
+
+def test_the_banner_of_a_ready_record_every_role_signed_says_signed() -> None:
+    html = render_html(make_ready_record(signed_by=(HARNESS, *PANEL_ROLES)))
+    top = _top(html)
+    assert '<section id="verdict" class="verdict ready">' in top
+    assert '<p class="verdict-label">READY</p>' in top
+    assert "SIGNED - READY, intact, signed by all 5 roles" in top
+    assert "<title>SIGNED - READY - preflight run" in html
+    item = _part(html, f'id="item-{SIGNOFF_ID}"', "</article>")
+    assert "Signed: CTO signed this record" in item
+
+
+def test_the_banner_says_who_has_still_to_sign_and_that_a_not_ready_run_cannot_be_signed_off(
+    html: str,
+) -> None:
+    ready = _top(render_html(make_ready_record(signed_by=(HARNESS, "cto"))))
+    assert "AWAITING SIGN-OFF - READY; 1 of 5 required roles signed (cto); missing dev-lead," in (
+        ready
+    )
+    assert "NOT READY - the run&#39;s verdict is NOT READY; 2 of 5 required roles" in _top(html)
+    item = _part(html, f'id="item-{SIGNOFF_ID}"', "</article>")
+    assert "Awaiting signature: run `preflight sign --role cto RECORD`" in item
+
+
+def test_a_record_edited_after_signing_says_edited_at_the_very_top() -> None:
+    """The edit used to show only in the sign-off panel at the bottom of the page."""
+    edited = make_ready_record(signed_by=(HARNESS, *PANEL_ROLES))
+    reason = edited["items"][0]["reason"]
+    edited["items"][0]["reason"] = ("X" if reason[0] != "X" else "Y") + reason[1:]
+    html = render_html(edited)
+    body = html.split("<body>", 1)[1].lstrip()
+    assert body.startswith('<div id="edited" class="edited-banner" role="alert">')
+    assert '<p class="edited-label">EDITED</p>' in body[:200]
+    assert "the record was edited after it was signed by harness" in _top(html)
+    assert '<section id="verdict" class="verdict edited">' in html
+    assert "<title>EDITED - READY - preflight run" in html
+    assert 'id="edited"' not in render_html(make_ready_record(signed_by=(HARNESS, *PANEL_ROLES)))
+
+
+JUNIT_XSD = Path(__file__).parent / "schemas" / "junit-10.xsd"
+
+
+def _partial(area: str = "security") -> dict[str, Any]:
+    """The sample record of a run limited to one area."""
+    items = make_record()["items"]
+    for item in items:
+        if item["area"] != area:
+            item.update(selected=False, outcome="skip", reason=f"not selected (--area {area})")
+    selection = {**make_record()["selection"], "areas": [area]}
+    return make_record(items=items, selection=selection)
+
+
 def test_junit(record: dict[str, Any]) -> None:
     root = ET.fromstring(render_junit(record))  # noqa: S314 - our own output
     assert root.tag == "testsuites"
+    assert root.attrib["name"] == f"preflight {record['run_id']}: NOT READY"
     cases = root.findall("testsuite/testcase")
     assert len(cases) == len(record["items"])
     for suite in [*root.findall("testsuite"), root]:
         members = suite.findall(".//testcase")
         assert int(suite.attrib["tests"]) == len(members)
-        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+        for tag, attr in (("failure", "failures"), ("error", "errors")):
             assert int(suite.attrib[attr]) == sum(c.find(tag) is not None for c in members)
+    for suite in root.findall("testsuite"):
+        members = suite.findall("testcase")
+        assert int(suite.attrib["skipped"]) == sum(c.find("skipped") is not None for c in members)
     assert {s.attrib["name"] for s in root.findall("testsuite")} == {
         i["area"] for i in record["items"]
     }
-    by_id = {c.find("properties/property[@name='id']").attrib["value"]: c for c in cases}  # type: ignore[union-attr]
+    assert root.findall(".//testcase/properties") == [], "the JUnit schemas reject them there"
+    by_id = {c.attrib["name"].split(" ", 1)[0]: c for c in cases}
+    props = {
+        p.attrib["name"]: p.attrib["value"] for p in root.findall("testsuite/properties/property")
+    }
     for item in record["items"]:
         case = by_id[item["id"]]
         assert case.attrib["classname"] == item["area"]
         assert case.attrib["name"] == f"{item['id']} {item['title']}"
-        props = {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
-        for name in ("id", "severity", "owner", "verify", "outcome"):
-            assert props[name] == item[name]
-        children = {child.tag for child in case} - {"properties", "system-out"}
+        for name in ("severity", "owner", "verify", "outcome"):
+            assert props[f"{item['id']}.{name}"] == item[name]
+        assert props[f"{item['id']}.blocking"] == ("true" if item["blocking"] else "false")
+        children = {child.tag for child in case} - {"system-out"}
         expected = {
             "fail": {"failure"},
             "error": {"error"},
             "skip": {"skipped"},
             "unverified": {"skipped"},
         }.get(item["outcome"], set())
+        if item["blocking"]:
+            expected = {"failure"}
         assert children == expected, (item["id"], item["outcome"], children)
     failure = by_id[BLOCKING_FAIL_ID].find("failure")
     assert failure is not None
     assert failure.attrib["message"].startswith("Content-Security-Policy")
     assert "(blocks the release)" in failure.attrib["message"]
-    skipped = by_id[MISSING_SIGNOFF_ID].find("skipped")
+    skipped = by_id[SIGNOFF_ID].find("skipped")
     assert skipped is not None
-    assert skipped.attrib["message"].startswith("unverified (blocks the release): ")
+    assert skipped.attrib["message"].startswith("unverified: decided by cto's signature")
     assert by_id[SKIP_ID].find("skipped") is not None
     waived_out = by_id[WAIVED_ID].findtext("system-out") or ""
     assert waived_out.startswith("waived until 2027-01-31 by ops-lead (approved by cto)")
     attested_out = by_id[ATTESTED_ID].findtext("system-out") or ""
     assert attested_out.startswith("attested by Sam Ops as ops-lead")
     assert by_id[PASS_ID].find("system-out") is None
+
+
+def test_junit_fails_every_item_that_blocks_the_release() -> None:
+    """A NOT READY run once read failures="0" errors="1" skipped="51" in CI: its blocking
+    unverified items were <skipped>, so merge-request widgets looked green."""
+    record = make_record(every_item=True)
+    blocking = record["verdict"]["blocking"]
+    assert len(blocking) > 20
+    root = ET.fromstring(render_junit(record))  # noqa: S314 - our own output
+    failed = int(root.attrib["failures"]) + int(root.attrib["errors"])
+    assert failed >= len(blocking)
+    for case in root.iter("testcase"):
+        item_id = case.attrib["name"].split(" ", 1)[0]
+        if item_id in blocking:
+            (result,) = list(case.iterfind("failure"))
+            item = next(i for i in record["items"] if i["id"] == item_id)
+            assert result.attrib["type"] == item["outcome"]
+            assert result.attrib["message"].endswith("(blocks the release)")
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [make_record, lambda: make_record(every_item=True), _partial],
+    ids=["sample", "every-item", "partial"],
+)
+def test_junit_is_valid_against_the_jenkins_junit_schema(sample: Any) -> None:
+    xmlschema = pytest.importorskip("xmlschema")
+    schema = xmlschema.XMLSchema(str(JUNIT_XSD))
+    schema.validate(render_junit(sample()).decode())
+
+
+def test_the_jenkins_junit_schema_rejects_what_junit_xml_used_to_carry() -> None:
+    """Properties inside a testcase and `skipped` on testsuites: what the old junit.xml had."""
+    xmlschema = pytest.importorskip("xmlschema")
+    schema = xmlschema.XMLSchema(str(JUNIT_XSD))
+    old = (
+        '<testsuites skipped="1"><testsuite name="a" tests="1" failures="0" errors="0">'
+        '<testcase name="x"><properties><property name="id" value="x"/></properties>'
+        "</testcase></testsuite></testsuites>"
+    )
+    assert not schema.is_valid(old)
+
+
+def test_a_partial_runs_verdict_says_what_it_covered() -> None:
+    record = _partial()
+    selected = sum(1 for i in record["items"] if i["selected"])
+    label = f"NOT READY (security only, {selected} of {len(record['items'])} items)"
+    root = ET.fromstring(render_junit(record))  # noqa: S314 - our own output
+    assert root.attrib["name"] == f"preflight {record['run_id']}: {label}"
+    for suite in root.iter("testsuite"):
+        props = {p.attrib["name"]: p.attrib["value"] for p in suite.iter("property")}
+        assert props["verdict"] == label
+    html = render_html(record)
+    assert f'<p class="verdict-label">{label}</p>' in html
+    assert f"<title>{label} - preflight run" in html
+    assert f"{label} - " in _part(html, '<p class="verdict-summary">', "</p>")
 
 
 def test_junit_carries_text_xml_cannot() -> None:

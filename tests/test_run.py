@@ -21,6 +21,7 @@ import pytest
 from preflight.checklist import load_checklist
 from preflight.cli import main
 from preflight.outcomes import OUTCOMES
+from preflight.signing import HARNESS, harness_key, register_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -247,10 +248,18 @@ def test_gate_follows_the_policy_and_an_active_waiver_waives(
     capsys.readouterr()
 
 
-def test_selection_skips_unselected_items_and_they_never_block(tmp_path: Path) -> None:
+def test_selection_skips_unselected_items_and_they_never_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws = workspace(tmp_path, teapot_severity="critical")
     assert main(ws.args("--area", "application,operations,performance,monitoring")) == 0
     record = ws.record()
+    selected = sum(1 for i in record["items"] if i["selected"])
+    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    assert closing.startswith(
+        "READY (application, operations, performance, monitoring only, "
+        f"{selected} of {len(record['items'])} items) - "
+    ), closing
     teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
     assert (teapot["selected"], teapot["outcome"]) == (False, "skip")
     assert teapot["reason"].startswith("not selected (--area")
@@ -422,6 +431,7 @@ def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
         pem = ws.root / f"{role}.pem"
         assert main(["keygen", "--out", str(pem), "--role", role, "--name", role.title(),
                      "--register", "--keys", str(keys)]) == 0  # fmt: skip
+    register_key(keys, HARNESS, harness_key(), "CI run key")  # pinned: verify counts only it
     expires = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     attest = ["attest", "T-TRAINED", "--expires", expires, "--note", "Runbook drill held.",
               "--checklist", str(ws.checklist), "--dir", str(ws.root / "attestations"),
@@ -447,7 +457,9 @@ def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
     (run_dir / "record.json").write_text(json.dumps(record))
     capsys.readouterr()
     assert main(["verify", str(run_dir), "--keys", str(keys)]) == 1
-    assert "edited after it was signed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "edited after it was signed" in out
+    assert out.splitlines()[-1].startswith("NOT VERIFIED - EDITED")
 
 
 def test_sigterm_during_the_probes_stops_everything_and_exits_2(tmp_path: Path) -> None:

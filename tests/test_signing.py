@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from preflight.record import record_digest, validate_record
+from preflight.record import canonical_bytes, record_digest, validate_record
 from preflight.signing import (
     HARNESS,
     PANEL_ROLES,
@@ -45,8 +45,9 @@ def keys() -> dict[str, Ed25519PrivateKey]:
 
 @pytest.fixture
 def registry(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> Registry:
+    """Every panel role's key, and the harness run key pinned."""
     path = tmp_path / "keys.yaml"
-    for role in PANEL_ROLES:
+    for role in (*PANEL_ROLES, HARNESS):
         register_key(path, role, keys[role], f"the {role}")
     return load_registry(path)
 
@@ -158,7 +159,7 @@ def test_a_record_signed_by_the_panel_and_the_harness_verifies(
 def test_signatures_made_to_the_spec_elsewhere_verify(tmp_path: Path) -> None:
     """tests/records.py signs by the spec's recipe on its own; the two must agree."""
     path = tmp_path / "keys.yaml"
-    for role in PANEL_ROLES:
+    for role in (*PANEL_ROLES, HARNESS):
         register_key(path, role, role_key(role), role)
     record = make_record(signed_by=(HARNESS, *PANEL_ROLES))
     assert verify_record(record, load_registry(path)).ok
@@ -239,13 +240,65 @@ def test_the_harness_signature_is_required_and_checked_against_registered_run_ke
     record = fully_signed(keys)
     unsigned = {**record, "signatures": record["signatures"][1:]}
     assert verify_record(unsigned, registry).problems == ("the harness has no signature",)
-    register_key(registry.path, HARNESS, keys["stranger"], "CI run key")
-    with_ci_key = load_registry(registry.path)
+    path = tmp_path / "ci-keys.yaml"
+    for role in PANEL_ROLES:
+        register_key(path, role, keys[role], f"the {role}")
+    register_key(path, HARNESS, keys["stranger"], "CI run key")
+    with_ci_key = load_registry(path)
     result = verify_record(record, with_ci_key)
     assert result.signatures[0].status == "unregistered-key"
     assert result.missing == (HARNESS,)
     ci_signed = sign_as_harness(unsigned, "CI", keys["stranger"])
     assert verify_record(ci_signed, with_ci_key).ok
+
+
+def test_an_unpinned_harness_key_counts_only_when_allowed(
+    tmp_path: Path, keys: dict[str, Ed25519PrivateKey]
+) -> None:
+    """With `harness: []` an edited record re-signed with a fresh harness key used to verify as
+    `ok harness`; now its harness signature counts only with allow_unpinned_harness."""
+    path = tmp_path / "keys.yaml"
+    for role in PANEL_ROLES:
+        register_key(path, role, keys[role], f"the {role}")
+    path.write_text(path.read_text() + "harness: []\n")
+    unpinned = load_registry(path)
+    edited = fully_signed(keys)
+    edited["items"][0]["outcome"] = "pass"
+    resigned = sign_as_harness(edited, "someone", Ed25519PrivateKey.generate())
+    result = verify_record(resigned, unpinned)
+    harness = next(v for v in result.signatures if v.role == HARNESS and v.signer == "someone")
+    assert harness.status == "unpinned-key"
+    assert f"{path} pins no harness key" in harness.problem
+    assert "--allow-unpinned-harness" in harness.problem
+    assert HARNESS in result.missing
+    allowed = verify_record(fully_signed(keys), unpinned, allow_unpinned_harness=True)
+    assert allowed.ok, allowed.problems
+
+
+def test_the_digest_is_rfc8785_canonical_json_of_the_record_without_signatures() -> None:
+    """What a verifier in another language computes: sha256 of the JCS form (RFC 8785: keys
+    sorted by UTF-16 code units, ES6 number form, minimal escapes, no whitespace)."""
+    record = {
+        "canonical": "rfc8785",
+        "z": [1.0, 0.5, 1e21, 12345678.9, -0.0],
+        "\u20ac": 'caf\u00e9 \u2028 "q" \n',
+        "a": {"b": None, "a": True},
+        "signatures": [{"role": "anything"}],
+    }
+    expected = (
+        '{"a":{"a":true,"b":null},"canonical":"rfc8785",'
+        '"z":[1,0.5,1e+21,12345678.9,0],"\u20ac":"caf\u00e9 \u2028 \\"q\\" \\n"}'
+    ).encode()
+    assert canonical_bytes(record) == expected
+    assert record_digest(record) == hashlib.sha256(expected).hexdigest()
+
+
+def test_records_written_before_rfc8785_keep_their_digest() -> None:
+    legacy = {"schema": "preflight.record/1", "duration_s": 84.0, "b": "\u00e9", "a": 1}
+    assert canonical_bytes(legacy) == '{"a":1,"b":"\u00e9","duration_s":84.0,"schema":'.encode() + (
+        b'"preflight.record/1"}'
+    )
+    assert make_record()["canonical"] == "rfc8785"
 
 
 def test_signing_again_replaces_the_same_keys_signature(

@@ -3,6 +3,7 @@ a key registered for their role, for at most a year; bad entries are named with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -124,36 +125,54 @@ def test_a_missing_file_means_no_waivers(
     assert load_waivers(tmp_path / "none.yaml", checklist, registry) == []
 
 
-def test_an_unsigned_waiver_is_refused(
-    tmp_path: Path, checklist: Checklist, registry: Registry
+@pytest.mark.parametrize(
+    ("waiver", "line", "problem"),
+    [
+        pytest.param(
+            lambda keys: entry(),
+            1,
+            "waiver for SEC-WS-AUTH, field signature: is required: the approver signs the "
+            "waiver with a key registered for their role (preflight waive sign)",
+            id="unsigned",
+        ),
+        pytest.param(
+            lambda keys: {**sign(entry(), keys["security-lead"]), "tests": [f"{WS}[*]"]},
+            9,
+            "waiver for SEC-WS-AUTH, field signature: is not valid: its signature does not match "
+            "its content (edited after signing?)",
+            id="edited-after-signing",
+        ),
+        pytest.param(
+            lambda keys: sign(entry(approver="Dev-Lead"), keys["dev-lead"]),
+            7,
+            "waiver for SEC-WS-AUTH, field approver: must differ from the owner ('dev-lead'): "
+            "a risk is accepted by a second person",
+            id="self-approved",
+        ),
+        pytest.param(
+            lambda keys: sign(
+                entry("OPS-ONCALL-ROTA", tests=None, message="."), keys["security-lead"]
+            ),
+            1,
+            "waiver for OPS-ONCALL-ROTA, field item: OPS-ONCALL-ROTA is verify: manual; "
+            "a manual item is attested by its owner, not waived",
+            id="manual-item",
+        ),
+    ],
+)
+def test_a_waiver_is_refused_naming_its_line_and_field(
+    tmp_path: Path,
+    checklist: Checklist,
+    registry: Registry,
+    keys: dict[str, Ed25519PrivateKey],
+    *,
+    waiver: Callable[[dict[str, Ed25519PrivateKey]], dict[str, Any]],
+    line: int,
+    problem: str,
 ) -> None:
-    path = write(tmp_path, [entry()])
-    assert only_problem(path, checklist, registry) == (
-        f"{path}:1: waiver for SEC-WS-AUTH, field signature: is required: the approver signs the "
-        "waiver with a key registered for their role (preflight waive sign)"
-    )
-
-
-def test_a_waiver_edited_after_signing_is_refused(
-    tmp_path: Path, checklist: Checklist, registry: Registry, keys: dict[str, Ed25519PrivateKey]
-) -> None:
-    widened = {**sign(entry(), keys["security-lead"]), "tests": [f"{WS}[*]"]}
-    path = write(tmp_path, [widened])
-    assert only_problem(path, checklist, registry).endswith(
-        "field signature: is not valid: its signature does not match its content "
-        "(edited after signing?)"
-    )
-
-
-def test_a_self_approved_waiver_is_refused(
-    tmp_path: Path, checklist: Checklist, registry: Registry, keys: dict[str, Ed25519PrivateKey]
-) -> None:
-    mine = sign(entry(approver="Dev-Lead"), keys["dev-lead"])
-    path = write(tmp_path, [mine])
-    assert only_problem(path, checklist, registry) == (
-        f"{path}:7: waiver for SEC-WS-AUTH, field approver: must differ from the owner "
-        "('dev-lead'): a risk is accepted by a second person"
-    )
+    """Unsigned, edited after signing, self-approved, or of a manual item: each is refused."""
+    path = write(tmp_path, [waiver(keys)])
+    assert only_problem(path, checklist, registry) == f"{path}:{line}: {problem}"
 
 
 def test_a_waiver_signed_by_a_key_of_another_role_is_refused(
@@ -208,17 +227,6 @@ def test_overlapping_waivers_of_one_item_are_duplicates(
     assert only_problem(path, checklist, registry) == (
         f"{path}:16: waiver for SEC-WS-AUTH, field item: duplicates the waiver at line 1: both "
         "accept the same failures of SEC-WS-AUTH (renew a waiver by replacing it)"
-    )
-
-
-def test_a_waiver_of_a_manual_item_is_refused(
-    tmp_path: Path, checklist: Checklist, registry: Registry, keys: dict[str, Ed25519PrivateKey]
-) -> None:
-    manual = sign(entry("OPS-ONCALL-ROTA", tests=None, message="."), keys["security-lead"])
-    path = write(tmp_path, [manual])
-    assert only_problem(path, checklist, registry) == (
-        f"{path}:1: waiver for OPS-ONCALL-ROTA, field item: OPS-ONCALL-ROTA is verify: manual; "
-        "a manual item is attested by its owner, not waived"
     )
 
 

@@ -7,12 +7,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from checks._chat import polite
-from checks._runtime import workers
-from preflight.client import Response
+from preflight.client import Response, polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import poll
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 QUIET_LOG_LEVELS = {"INFO", "WARNING", "ERROR"}
 MIN_SECRET_LENGTH = 32
@@ -24,7 +22,7 @@ def test_workers_run_without_debug_switches_and_with_a_strict_origin_list(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Development switches in production slow every request and widen the attack surface."""
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         config = report["config"]
         assert not config["asyncio_debug"], f"worker {worker} must not run asyncio in debug mode"
         assert not config["python_dev_mode"], f"worker {worker} must not run in Python dev mode"
@@ -41,7 +39,7 @@ def test_workers_run_without_debug_switches_and_with_a_strict_origin_list(
 @pytest.mark.checklist("APP-LOG-LEVEL")
 def test_every_worker_logs_at_info_or_above(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Debug logging in production floods storage and writes request data where it should not."""
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         level = str(report["config"]["log_level"]).upper()
         assert level in QUIET_LOG_LEVELS, (
             f"the log level of worker {worker} must be one of {sorted(QUIET_LOG_LEVELS)} "
@@ -52,7 +50,7 @@ def test_every_worker_logs_at_info_or_above(target: ProbeTarget, evidence: Evide
 @pytest.mark.checklist("APP-ENV-NO-PLACEHOLDERS")
 def test_no_secret_is_a_placeholder_or_short(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A placeholder secret from an example file lets anyone forge tokens or act as admin."""
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         for name, hygiene in report["secrets"].items():
             assert not hygiene["placeholder"], (
                 f"{name} of worker {worker} must not be a placeholder value (it looks like one)"
@@ -108,9 +106,9 @@ def test_workers_use_the_deployments_database_and_it_answers(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A worker pointed at the wrong database serves stale or test data as if it were real."""
-    dsn = target.info.postgres_dsn
+    dsn = target.info.stores.postgres_dsn
     database = urlsplit(dsn).path.lstrip("/") if dsn else None
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         db = report["dependencies"]["database"]
         where = f"{db['host']}:{db['port']}/{db['path']}"
         assert db["up"], f"the database of worker {worker} ({where}) must answer (it does not)"
@@ -128,8 +126,8 @@ def test_every_dependency_of_every_worker_answers(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A dependency a worker cannot reach fails requests that need it, often only some of them."""
-    redis_url = target.info.redis_url
-    for worker, report in workers(target, evidence).items():
+    redis_url = target.info.stores.redis_url
+    for worker, report in target.metrics.runtime(evidence).items():
         for name, dependency in report["dependencies"].items():
             assert dependency["up"], f"{name} must answer worker {worker} (it does not)"
         if redis_url:

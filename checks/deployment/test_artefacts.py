@@ -5,6 +5,7 @@ kubernetes-validate --strict; see _artefacts.py)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -17,7 +18,6 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from checks._runtime import workers
 from checks.deployment._artefacts import (
     TOOL_TIMEOUT_S,
     Repo,
@@ -34,7 +34,7 @@ from checks.deployment._artefacts import (
 )
 from preflight.evidence import EvidenceLog
 from preflight.polling import poll, until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 RESTARTING = frozenset({"always", "unless-stopped", "on-failure"})
 READY_PATH, LIVE_PATH = "/v1/health/ready", "/v1/health/live"
@@ -50,9 +50,24 @@ SECRET_NAME = re.compile(
 FIXTURE_TREES = ("tests/", "checks/")
 ALLOWLIST = Path(__file__).with_name("secrets-allowlist.yaml")
 NAME_LIKE = re.compile(r"[A-Za-z][A-Za-z._-]*")
+# Public keys and signatures are published on purpose: the key registry and the signed
+# statements (waivers, attestations) hold them in these fields, and only there are they exempt.
+SIGNED_FILES = ("signoff/keys.yaml", "waivers.yaml", "signoff/attestations/*.yaml")
+PUBLIC_FIELD = re.compile(r"^\s*(?:-\s+)?(?:public_key|signature):\s")
 
 
 # -- PERF-RESOURCE-LIMITS ----------------------------------------------------------------------
+
+
+def sets_cpu_and_memory(
+    resources: dict[str, Any], parts: tuple[str, ...], cpu: str, what: str
+) -> None:
+    """Assert every one of `parts` of `resources` sets `cpu` and memory; `what` says who must set
+    which field (`... must set resources`), the part and what it holds follow."""
+    __tracebackhide__ = True
+    for part in parts:
+        got = resources.get(part, {})
+        assert {cpu, "memory"} <= set(got), f"{what}.{part} {cpu} and memory (got {got or 'none'})"
 
 
 @pytest.mark.checklist("PERF-RESOURCE-LIMITS")
@@ -63,12 +78,8 @@ def test_every_compose_service_has_limits_and_reservations(
     for name, service in compose(repo.compose).services.items():
         resources = service.get("deploy", {}).get("resources", {})
         evidence.note(f"{name}: {resources}")
-        for part in ("limits", "reservations"):
-            got = resources.get(part, {})
-            assert {"cpus", "memory"} <= set(got), (
-                f"compose service {name} must set deploy.resources.{part} cpus and memory "
-                f"(got {got or 'none'})"
-            )
+        what = f"compose service {name} must set deploy.resources"
+        sets_cpu_and_memory(resources, ("limits", "reservations"), "cpus", what)
 
 
 @pytest.mark.checklist("PERF-RESOURCE-LIMITS")
@@ -80,12 +91,8 @@ def test_every_kubernetes_container_has_requests_and_limits(
         for container in workload.containers():
             resources = container.get("resources", {})
             evidence.note(f"{workload.ref} container {container.get('name')}: {resources}")
-            for part in ("requests", "limits"):
-                got = resources.get(part, {})
-                assert {"cpu", "memory"} <= set(got), (
-                    f"{workload.ref} container {container.get('name')} must set resources.{part} "
-                    f"cpu and memory (got {got or 'none'})"
-                )
+            what = f"{workload.ref} container {container.get('name')} must set resources"
+            sets_cpu_and_memory(resources, ("requests", "limits"), "cpu", what)
 
 
 # -- DEP-STRATEGY-ROLLING ----------------------------------------------------------------------
@@ -177,13 +184,13 @@ def test_every_kubernetes_container_has_a_liveness_probe(repo: Repo, evidence: E
 @pytest.mark.checklist("APP-SUPERVISED")
 def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """An unsupervised worker stays down after its first crash and the edge runs short."""
-    names = sorted(n for n in target.info.control if n.startswith("api"))
+    names = sorted(n for n in target.info.drills.control if n.startswith("api"))
     if not names:
         pytest.skip(
             f"target {target.name} gives no control over an API worker; add control.api-0 "
             "(stop, start, kill) to the target file to decide whether a killed worker comes back"
         )
-    before = workers(target, evidence)
+    before = target.metrics.runtime(evidence)
     control = target.control(names[0])
     worker_id = names[0].removeprefix("api-") if names[0].startswith("api-") else names[0]
     old = before.get(worker_id, {}).get("pid")
@@ -191,7 +198,7 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     evidence.note(f"killed {names[0]} (pid {old}) with SIGKILL")
 
     def restarted() -> int | None:
-        report = workers(target, evidence).get(worker_id)
+        report = target.metrics.runtime(evidence).get(worker_id)
         return int(report["pid"]) if report is not None and report.get("pid") != old else None
 
     try:
@@ -207,7 +214,7 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
 
 
 def _wait_for_worker(target: ProbeTarget, evidence: EvidenceLog, worker_id: str) -> None:
-    if not until(lambda: worker_id in workers(target, evidence), 30.0, interval=0.5):
+    if not until(lambda: worker_id in target.metrics.runtime(evidence), 30.0, interval=0.5):
         raise RuntimeError(f"API worker {worker_id} did not come back after control.start()")
 
 
@@ -355,7 +362,9 @@ def test_detect_secrets_finds_nothing_unaudited(repo: Repo, evidence: EvidenceLo
     found = [
         (name, s)
         for name, s in collection
-        if (name, s.secret_hash) not in audited and not _is_a_name(s.type, s.secret_value)
+        if (name, s.secret_hash) not in audited
+        and not _is_a_name(s.type, s.secret_value)
+        and not _is_published(repo.root, name, s.line_number)
     ]
     evidence.figure("files scanned", len(scanned))
     evidence.note(
@@ -408,6 +417,17 @@ def _is_a_name(kind: str, value: str | None) -> bool:
     separators only (an env var, header or object name: PREFLIGHT_API_KEY, X-API-Key,
     chatsdk-secrets) names a secret, it is not one. Generated secrets contain digits."""
     return kind == "Secret Keyword" and bool(value) and bool(NAME_LIKE.fullmatch(value or ""))
+
+
+def _is_published(root: Path, name: str, line_number: int) -> bool:
+    """A public key or a signature in the key registry or a signed statement: published on
+    purpose, not a secret (a private key anywhere, or these fields elsewhere, still count)."""
+    path = Path(name)
+    relative = path.relative_to(root).as_posix() if path.is_absolute() else path.as_posix()
+    if not any(fnmatch.fnmatch(relative, pattern) for pattern in SIGNED_FILES):
+        return False
+    lines = (root / relative).read_text().splitlines()
+    return 0 < line_number <= len(lines) and bool(PUBLIC_FIELD.match(lines[line_number - 1]))
 
 
 def _repository_files(root: Path) -> list[str]:

@@ -9,13 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from chatsdk.migrate import load_migrations
-from chatsdk.version import __version__ as RELEASE
 
-from checks._chat import Tenant, polite, realtime, send
-from checks._runtime import workers
+from checks._chat import Tenant, realtime, send
+from preflight.client import expect, polite
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 DELIVERY_BUDGET_S = 2.0
 HEARTBEAT_WAIT_S = 25.0  # the API pings every open socket every 20 s
@@ -28,9 +26,13 @@ def _is_message(frame: dict[str, Any], message_id: str) -> bool:
 @pytest.mark.checklist("DEP-VERSION-LIVE")
 def test_every_worker_runs_the_release(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Mixed or unexpected versions behind one edge give users different behaviour per request."""
-    versions = {w: r["version"] for w, r in workers(target, evidence).items()}
-    wrong = {w: v for w, v in versions.items() if v != RELEASE}
-    assert not wrong, f"every worker must report release {RELEASE} (got {wrong})"
+    versions = {w: str(r["version"]) for w, r in target.metrics.runtime(evidence).items()}
+    # The release the target says it serves: the version of the API document its edge serves.
+    document = expect(polite(lambda: target.http.get("/v1/openapi.json")), 200)
+    release = str(document["info"]["version"])
+    evidence.note(f"the edge's API document is of release {release}")
+    wrong = {w: v for w, v in versions.items() if v != release}
+    assert not wrong, f"every worker must report release {release} (got {wrong})"
 
 
 @pytest.mark.checklist("DEP-MIGRATIONS-APPLIED")
@@ -38,13 +40,13 @@ def test_the_schema_is_at_the_releases_newest_migration(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Code that expects a newer schema than the database has fails on the first such query."""
-    shipped = [m.version for m in load_migrations()]
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         migrations = report["migrations"]
         assert migrations["state"] == "ok", (
             f"migrations of worker {worker} must be applied (got {migrations['state']})"
         )
-        missing = sorted(set(shipped) - set(migrations["applied"]))
+        # What the worker's release expects against what its database has applied.
+        missing = sorted(set(migrations["shipped"]) - set(migrations["applied"]))
         assert not missing, (
             f"the database behind worker {worker} must have every migration of the release "
             f"(missing {missing})"
@@ -54,7 +56,7 @@ def test_the_schema_is_at_the_releases_newest_migration(
 @pytest.mark.checklist("DEP-HEALTH-PASSING")
 def test_readiness_passes_on_every_worker(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A worker that is not ready but still receives traffic fails a share of all requests."""
-    reports = workers(target, evidence)
+    reports = target.metrics.runtime(evidence)
     for worker, report in reports.items():
         down = [n for n, d in report["dependencies"].items() if not d["up"]]
         assert not down, f"worker {worker} must have every dependency up (down: {down})"
@@ -69,7 +71,7 @@ def test_readiness_passes_on_every_worker(target: ProbeTarget, evidence: Evidenc
 @pytest.mark.checklist("DEP-SERVICES-RUNNING")
 def test_every_component_answers(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A component that is not running turns into errors only when a request needs it."""
-    reports = workers(target, evidence)
+    reports = target.metrics.runtime(evidence)
     assert reports, "at least one API worker must answer through the edge"
     for worker, report in reports.items():
         for name, dependency in report["dependencies"].items():

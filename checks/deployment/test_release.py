@@ -8,10 +8,9 @@ import re
 import pytest
 from packaging.version import InvalidVersion, Version
 
-from checks._runtime import workers
 from checks.deployment._artefacts import Repo
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # Development helpers a debug build may serve (aiohttp-debugtoolbar, Django/Werkzeug-style
 # debuggers, profilers); a release build answers 404 for all of them.
@@ -27,7 +26,7 @@ def test_the_changelog_has_the_running_version(
     target: ProbeTarget, repo: Repo, evidence: EvidenceLog
 ) -> None:
     """Without a changelog, operators cannot tell what changed when something breaks."""
-    versions = sorted({str(r["version"]) for r in workers(target, evidence).values()})
+    versions = sorted({str(r["version"]) for r in target.metrics.runtime(evidence).values()})
     assert repo.changelog.is_file(), f"{repo.relative(repo.changelog)} must exist (it does not)"
     text = repo.changelog.read_text()
     missing = [v for v in versions if not _entry(v).search(text)]
@@ -41,7 +40,7 @@ def test_the_changelog_has_the_running_version(
 @pytest.mark.checklist("APP-BUILD-PROD")
 def test_every_worker_reports_a_final_release(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A development build is slower and may expose debugging aids."""
-    for worker, report in workers(target, evidence).items():
+    for worker, report in target.metrics.runtime(evidence).items():
         raw = str(report.get("version", ""))
         try:
             version = Version(raw)

@@ -25,7 +25,7 @@ import asyncpg
 from checks._chat import Actor, Tenant, call, created, send
 from preflight.client import ChatClient, expect
 from preflight.errors import PreflightError
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
 
 CATALOGUE = "catalogue.json"
@@ -359,8 +359,8 @@ def restore_drill(
             try:
                 # Before anything is asked of it (a token minted writes a row).
                 drill.restored = figures(restored.pg_dsn)
-                if info.upload_dir is not None:
-                    drill.restored_files = store_files(info.upload_dir)
+                if info.stores.upload_dir is not None:
+                    drill.restored_files = store_files(info.stores.upload_dir)
                 try:
                     _serve(restored, drill, t0)
                     drill.rto_s = drill.served.ready_after_s

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from checks._chat import polite
-from checks._runtime import SAMPLES
+from preflight.client import polite
 from preflight.polling import poll
-from preflight.probe_target import ProbeTarget
+from preflight.probe.metrics import RUNTIME_SAMPLES
+from preflight.probe.target import ProbeTarget
 
 STEADY_S = 1.0  # the workload before and after each fault
 RESTORE_TIMEOUT_S = 30.0
@@ -25,9 +25,9 @@ POLL_S = 0.05
 
 def api_workers(target: ProbeTarget) -> list[str]:
     """The target's controllable API workers (`api-0`, `api-1`, ...); skips without one."""
-    names = sorted(n for n in target.info.control if n.startswith("api"))
+    names = sorted(n for n in target.info.drills.control if n.startswith("api"))
     if not names:
-        known = ", ".join(sorted(target.info.control)) or "none"
+        known = ", ".join(sorted(target.info.drills.control)) or "none"
         pytest.skip(
             f"target {target.name} gives no control over an API worker (it controls: {known}); "
             "add control.api-0 (stop, start, kill) to the target file to run this drill"
@@ -45,17 +45,6 @@ def spare_worker(target: ProbeTarget) -> str:
             "down while another serves; start the target with two or more"
         )
     return names[0]
-
-
-def worker_url(target: ProbeTarget, worker: str) -> str | None:
-    """The worker's own plain-HTTP address, where the target gives it: the native target's i-th
-    metrics URL belongs to api-i. None elsewhere (a target file's metrics URLs are not tied to
-    its control names)."""
-    if target.info.kind != "native" or not worker.startswith("api-"):
-        return None
-    index = int(worker.removeprefix("api-"))
-    urls = target.info.metrics_urls
-    return urls[index].removesuffix("/metrics") if index < len(urls) else None
 
 
 def status_of(url: str, timeout: float = 1.0) -> int | str:
@@ -95,7 +84,7 @@ def wait_worker_ready(
 ) -> float:
     """Seconds until `worker` is ready: its own readiness where the target gives its address,
     else the edge's."""
-    url = worker_url(target, worker)
+    url = target.worker_url(worker)
     if url is None:
         return wait_edge_ready(target, timeout)
     ready = poll(lambda: status_of(f"{url}/v1/health/ready"), timeout, interval=POLL_S, accept=_ok)
@@ -143,10 +132,10 @@ class Poller:
 
 def reports(target: ProbeTarget) -> dict[str, dict[str, Any]]:
     """Worker id -> its /v1/admin/runtime report (pid, version, migrations), through the edge;
-    SAMPLES requests reach every worker of a small target."""
+    RUNTIME_SAMPLES requests reach every worker of a small target."""
     admin = target.http.as_admin(target.admin_key)
     seen: dict[str, dict[str, Any]] = {}
-    for _ in range(SAMPLES):
+    for _ in range(RUNTIME_SAMPLES):
         response = polite(lambda: admin.get("/v1/admin/runtime"))
         if response.status == 200:
             report: dict[str, Any] = response.json()
@@ -158,7 +147,7 @@ def serving_everywhere(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) 
     """Seconds until every API worker answers through the edge again. After a worker was down
     the edge avoids it for a while (max_fails, fail_timeout); a drill that started meanwhile
     would put no traffic on it and prove nothing."""
-    names = [n for n in target.info.control if n.startswith("api-")]
+    names = [n for n in target.info.drills.control if n.startswith("api-")]
     answered = poll(
         lambda: len(reports(target)), timeout, interval=0.5, accept=lambda n: n >= len(names)
     )

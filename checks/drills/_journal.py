@@ -30,11 +30,11 @@ from typing import Any, Literal
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from checks._chat import Actor, Tenant, polite
-from preflight.client import ChatClient, Response
+from checks._chat import Actor, Tenant
+from preflight.client import ChatClient, Response, polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 SendState = Literal["acked", "failed", "indeterminate"]
 

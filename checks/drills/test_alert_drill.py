@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from checks._chat import Actor, Tenant
-from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready, worker_url
+from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready
 from checks.monitoring._monitoring import promql
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The drill's time budget per phase, with room for a busy machine: a fault held until Prometheus
 # fires and Alertmanager delivers.
@@ -135,20 +135,20 @@ class AlertDrill:
 @pytest.fixture(scope="module")
 def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
     info = target.info
-    if not info.prometheus_url or not info.alertmanager_url:
+    if not info.observability.prometheus_url or not info.observability.alertmanager_url:
         pytest.skip(
             f"target {target.name} names no Prometheus and Alertmanager (prometheus_url, "
             "alertmanager_url): the alert drill needs the monitoring that watches the system"
         )
-    if info.alert_routing is None:
+    if info.drills.alert_routing is None:
         pytest.skip(
             f"target {target.name} gives no way to route its alerts to the drill's receiver "
             "(TargetInfo.alert_routing); run the drill against a staging Alertmanager whose "
             "receivers you can point at a test webhook"
         )
-    routing = info.alert_routing
+    routing = info.drills.alert_routing
     worker = api_workers(target)[0]
-    address = worker_url(target, worker)
+    address = target.worker_url(worker)
     instance = urlsplit(address).netloc if address else None
     postgres = target.control("postgres")
     tenant = Tenant.create(target, "drill-alerts")

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from checks._runtime import workers
-from checks._stores import pg_fetch, pg_show, redis_info
 from checks.drills._backup import (
     DAILY_MAX_AGE_S,
     DAY_S,
@@ -37,7 +35,7 @@ from checks.monitoring._monitoring import SCRAPE_POLL_S, WATCH_TIMEOUT_S, prom, 
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.postgres_bin import PG_BIN
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The drill's time budget per phase, with room for a busy machine: backup jobs may take up to 10
 # minutes (JOB_TIMEOUT_S) before a restore.
@@ -176,13 +174,13 @@ def test_the_newest_recoverable_point_is_within_the_rpo(
 ) -> None:
     """An RPO that was never checked hides how much data a failure would lose."""
     archiving = (
-        target.info.postgres_dsn is not None
-        and pg_show(target.pg_dsn, "archive_mode")["archive_mode"] == "on"
+        target.info.stores.postgres_dsn is not None
+        and target.pg.show("archive_mode")["archive_mode"] == "on"
     )
     if archiving:
         # WAL archiving: the original runbook's stricter 15 minutes applies.
         objective = RPO_WAL_OBJECTIVE_S
-        archived = pg_fetch(target.pg_dsn, "SELECT last_archived_time FROM pg_stat_archiver")
+        archived = target.pg.fetch("SELECT last_archived_time FROM pg_stat_archiver")
         last = archived[0]["last_archived_time"] if archived else None
         assert last is not None, (
             f"PostgreSQL at {target.pg_dsn.rpartition('@')[2]} archives WAL, so the newest "
@@ -221,10 +219,10 @@ def test_a_backup_ran_since_the_deploy_and_its_age_is_alerted_on(
 ) -> None:
     """The first backup after launch is the one that silently fails."""
     newest = scheduled_backups(target, evidence)[-1]
-    if target.info.deployed_at is not None:
-        deployed, source = target.info.deployed_at, "as the target reports it"
+    if target.info.deployment.deployed_at is not None:
+        deployed, source = target.info.deployment.deployed_at, "as the target reports it"
     else:
-        deployed = min(float(w["started_at"]) for w in workers(target, evidence).values())
+        deployed = min(float(w["started_at"]) for w in target.metrics.runtime(evidence).values())
         source = "the oldest API worker's start"
     deployed_at = datetime.fromtimestamp(deployed, UTC)
     finished = parse_time(str(newest["finished_at"]))
@@ -459,12 +457,6 @@ def test_backups_past_30_days_are_pruned_and_newer_ones_kept(
                 (repository / backup_id).rmdir()
 
 
-def on_one_host(target: ProbeTarget) -> bool:
-    """The native target (in process, or through the file `preflight up` writes): every
-    component and every backup on this one machine."""
-    return target.info.kind == "native" or target.info.name == "native"
-
-
 @pytest.mark.checklist("BAK-OFFSITE")
 def test_backups_are_copied_outside_the_database_host(
     target: ProbeTarget, evidence: EvidenceLog
@@ -474,12 +466,12 @@ def test_backups_are_copied_outside_the_database_host(
     newest = successful(read_catalogue(repository))
     assert newest, f"the backup repository {repository} must hold a successful backup (got none)"
     entry = newest[-1]
-    offsite = target.info.backup_offsite_dir
+    offsite = target.info.backups.offsite_dir
     if offsite is None:
-        assert not on_one_host(target), (
+        assert not target.info.backups.on_database_host, (
             f"the newest backup {entry['id']} must have a copy outside the database's host "
-            f"(got every backup in {repository}: the native target runs everything on one host, "
-            "so no copy is in another failure domain)"
+            f"(got every backup in {repository}: the target keeps its "
+            "backups on the database's host, so no copy is in another failure domain)"
         )
         pytest.skip(
             f"target {target.info.name} keeps its backups in {repository}; give "
@@ -506,7 +498,7 @@ def test_redis_persists_and_its_snapshot_is_in_the_backups(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Losing Redis data on a host failure can reset limits and state unexpectedly."""
-    persistence = redis_info(target.redis_url, "persistence")
+    persistence = target.redis.info("persistence")
     aof = int(persistence.get("aof_enabled", 0)) == 1
     status = persistence.get("aof_last_write_status" if aof else "rdb_last_bgsave_status")
     evidence.note(f"Redis persistence: {'AOF' if aof else 'RDB'}, last write {status}")
@@ -526,11 +518,11 @@ def test_redis_persists_and_its_snapshot_is_in_the_backups(
         f"redis-check-rdb must accept {rdb} (got exit {check.returncode}: "
         f"{check.stdout.strip()[-300:]})"
     )
-    offsite = target.info.backup_offsite_dir
+    offsite = target.info.backups.offsite_dir
     if offsite is None:
-        assert not on_one_host(target), (
+        assert not target.info.backups.on_database_host, (
             f"the Redis snapshot of backup {newest['id']} must be copied off the host (got it "
-            f"only in {target.backup_dir}: the native target runs everything on one host)"
+            f"only in {target.backup_dir}, on the database's host)"
         )
         pytest.skip(
             f"Redis persists ({'AOF' if aof else 'RDB'}) and backup {newest['id']} holds a "

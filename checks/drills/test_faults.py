@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from checks._chat import Actor, Tenant, polite
+from checks._chat import Actor, Tenant
 from checks.drills._drills import (
     POLL_S,
     STEADY_S,
@@ -32,7 +32,6 @@ from checks.drills._drills import (
     status_of,
     wait_edge_ready,
     wait_worker_ready,
-    worker_url,
 )
 from checks.drills._journal import (
     Attempt,
@@ -42,9 +41,10 @@ from checks.drills._journal import (
     assert_clean,
     closes_during,
 )
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import waited
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The drill's time budget per phase, with room for a busy machine: each fault holds a workload
 # through a kill, a grace period and a restore.
@@ -81,7 +81,7 @@ def drain(target: ProbeTarget) -> DrainDrill:
     """SIGTERM to one API worker under the workload, then start it again."""
     worker = spare_worker(target)
     control = target.control(worker)
-    url = worker_url(target, worker)
+    url = target.worker_url(worker)
     serving_everywhere(target)
     poller = Poller(f"{url}/v1/health/ready") if url else None
     drill_started = time.monotonic()
@@ -284,7 +284,7 @@ def test_a_worker_started_before_its_databases_becomes_ready_once_they_are_up(
 ) -> None:
     """A worker that crash-loops or stays unready when started first turns an outage into two."""
     worker = api_workers(target)[0]
-    url = worker_url(target, worker)
+    url = target.worker_url(worker)
     if url is None:
         pytest.skip(f"target {target.name} gives no address of {worker} to watch it start")
     api, redis, postgres = (target.control(n) for n in (worker, "redis", "postgres"))
@@ -436,7 +436,7 @@ def _exit(code: int) -> str:
 def _until_unready(target: ProbeTarget, timeout: float) -> float | None:
     """Seconds until readiness fails: every worker's own where the target gives the addresses,
     else the edge's."""
-    urls = [u for w in api_workers(target) if (u := worker_url(target, w))]
+    urls = [u for w in api_workers(target) if (u := target.worker_url(w))]
 
     def unready() -> bool:
         if urls:

@@ -15,11 +15,12 @@ import asyncpg
 import pytest
 
 from checks._chat import call, send
-from checks._stores import pg_fetch, pg_run, redis_client
 from checks.drills._backup import Conversation, converse, sha256_file
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.pg import Postgres
+from preflight.probe.redis import Redis
+from preflight.probe.target import ProbeTarget
 
 # The drill's time budget per phase, with room for a busy machine: exports and erasures of a
 # seeded user through the public API.
@@ -121,7 +122,7 @@ def written_since(offsets: dict[Path, int]) -> dict[Path, str]:
     return text
 
 
-def postgres_holding(dsn: str, needles: list[str]) -> dict[str, list[str]]:
+def postgres_holding(pg: Postgres, needles: list[str]) -> dict[str, list[str]]:
     """table -> the needles found anywhere in its rows (the row as text: every column)."""
 
     async def search(conn: asyncpg.Connection) -> dict[str, list[str]]:
@@ -140,14 +141,14 @@ def postgres_holding(dsn: str, needles: list[str]) -> dict[str, list[str]]:
                 found[str(table["tablename"])] = hits
         return found
 
-    return pg_run(dsn, search)
+    return pg.run(search)
 
 
-def redis_holding(url: str, user_id: str, needles: list[str]) -> list[str]:
+def redis_holding(store: Redis, user_id: str, needles: list[str]) -> list[str]:
     """Keys that name the user (as a whole segment) or whose string value holds a needle."""
     names_user = re.compile(rf"(?:^|[:{{}}|/]){re.escape(user_id)}(?:$|[:{{}}|/])")
     found = []
-    with redis_client(url) as client:
+    with store.client() as client:
         for n, key in enumerate(client.scan_iter(count=1000)):
             if n >= MAX_REDIS_KEYS:
                 break
@@ -170,8 +171,8 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
     me = conv.owner.user_id
     needles = [*conv.personal(me), conv.emoji[me], conv.question]
     upload_id, digest, content = conv.uploads[me]
-    keys = pg_fetch(target.pg_dsn, "SELECT storage_key FROM uploads WHERE id = $1", upload_id)
-    offsets = log_offsets(target.info.log_files)
+    keys = target.pg.fetch("SELECT storage_key FROM uploads WHERE id = $1", upload_id)
+    offsets = log_offsets(target.info.observability.log_files)
     erased = call(conv.tenant.client, "DELETE", f"/v1/users/{me}")
     evidence.request(erased)
     expect(erased, 204)
@@ -193,9 +194,8 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
         problems.append(
             f"tokens still work (GET /v1/me {me_now.status}, refresh {refreshed.status})"
         )
-    in_postgres = postgres_holding(target.pg_dsn, needles)
-    owned = pg_fetch(
-        target.pg_dsn,
+    in_postgres = postgres_holding(target.pg, needles)
+    owned = target.pg.fetch(
         "SELECT 'reactions' AS t, count(*) AS n FROM reactions WHERE user_id = $1 "
         "UNION ALL SELECT 'poll_votes', count(*) FROM poll_votes WHERE user_id = $1 "
         "UNION ALL SELECT 'channel_members', count(*) FROM channel_members WHERE user_id = $1 "
@@ -208,8 +208,8 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
     if in_postgres or rows:
         problems.append(f"PostgreSQL holds {in_postgres or ''} {rows or ''}".strip())
     evidence.figure("PostgreSQL tables holding the user's data", len(in_postgres) + len(rows))
-    if target.info.upload_dir is not None:
-        store = target.info.upload_dir
+    if target.info.stores.upload_dir is not None:
+        store = target.info.stores.upload_dir
         key = str(keys[0]["storage_key"]) if keys else ""
         leftovers = [
             str(p)
@@ -221,7 +221,7 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
             problems.append(f"the upload store still has the upload's bytes at {leftovers}")
     else:
         evidence.note("the target gives no upload_dir: the upload store was not searched")
-    in_redis = redis_holding(target.redis_url, me, needles)
+    in_redis = redis_holding(target.redis, me, needles)
     if in_redis:
         problems.append(f"Redis holds {in_redis[:10]}")
     logged = {
@@ -231,7 +231,9 @@ def test_erasing_a_user_leaves_nothing_personal_in_any_store(
     logged = {path: hits for path, hits in logged.items() if hits}
     if logged:
         problems.append(f"logs written after the erasure hold {logged}")
-    evidence.figure("stores searched", 3 + len(offsets) + (target.info.upload_dir is not None))
+    evidence.figure(
+        "stores searched", 3 + len(offsets) + (target.info.stores.upload_dir is not None)
+    )
     assert not problems, (
         f"after erasing user {me} nothing personal may remain and their tokens must fail (got "
         f"{'; '.join(problems)})"
@@ -285,7 +287,7 @@ def test_the_retention_job_deletes_data_past_its_period_and_keeps_newer_data(
             days["uploads"] + 1,
         )
 
-    pg_run(target.pg_dsn, backdate)
+    target.pg.run(backdate)
     report = run_retention(target)
     evidence.note(f"retention job deleted: {json.dumps(report['deleted'])}")
     evidence.figure("retention job duration", float(report.get("duration_s", 0)), "s")
@@ -296,8 +298,7 @@ def test_the_retention_job_deletes_data_past_its_period_and_keeps_newer_data(
     texts = {m["message_id"]: m.get("text") for m in page["messages"]}
     rows = {
         str(r["id"]): (r["text"], int(r["reactions"]))
-        for r in pg_fetch(
-            target.pg_dsn,
+        for r in target.pg.fetch(
             "SELECT m.id, m.text, (SELECT count(*) FROM reactions r WHERE r.message_id = m.id) "
             "AS reactions FROM messages m WHERE m.id = any($1::text[])",
             [old, new],

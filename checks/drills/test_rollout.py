@@ -6,7 +6,7 @@ migrated schema, resumes to every worker, and is rolled back to the previous rel
 A target needs `control` of its API workers for the rolling restart, and a release control
 (TargetInfo.releases) for the rehearsal. The native target has one release of the chat API, so
 its candidate is that release reporting `<version>+rehearsal` with one more migration, the expand
-step of an expand/contract change (preflight/targets/native/releases.py); what the rehearsal
+step of an expand/contract change (the native target's releases module); what the rehearsal
 shows is that the deploy mechanics (drain, start, migrate at start, mixed releases, rollback) lose
 nothing.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from checks._chat import Tenant, polite, realtime, send
+from checks._chat import Tenant, realtime, send
 from checks.deployment._artefacts import Repo
 from checks.drills._drills import (
     STEADY_S,
@@ -36,8 +36,9 @@ from checks.drills._journal import (
     Verdict,
     assert_clean,
 )
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 from preflight.targets.base import ReleaseControl
 
 # The drill's time budget per phase, with room for a busy machine: a rolling restart of every
@@ -171,7 +172,7 @@ class Rehearsal:
 
 @pytest.fixture(scope="module")
 def rehearsal(target: ProbeTarget) -> Rehearsal:
-    releases = target.info.releases
+    releases = target.info.drills.releases
     if releases is None:
         pytest.skip(
             f"target {target.name} gives no release control (TargetInfo.releases): the rollout "

@@ -11,8 +11,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from checks._chat import polite
-from checks._runtime import workers
 from checks.security._edge import (
     files_of_dump,
     host_addresses,
@@ -21,9 +19,10 @@ from checks.security._edge import (
     parse,
     verified_handshake,
 )
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 CONNECT_TIMEOUT_S = 2.0
 # Requests sent while a worker is down; each one must still be answered by another worker.
@@ -70,7 +69,11 @@ def test_the_certificate_chains_matches_and_is_current(
 ) -> None:
     """An invalid certificate blocks clients or trains users to click through warnings."""
     host, port = target.edge_address
-    trust = f"the target's CA {target.info.ca_file}" if target.info.ca_file else "the system CAs"
+    trust = (
+        f"the target's CA {target.info.edge.ca_file}"
+        if target.info.edge.ca_file
+        else "the system CAs"
+    )
     try:
         served = verified_handshake(target)
     except ssl.SSLCertVerificationError as exc:
@@ -94,7 +97,7 @@ def test_the_certificate_chains_matches_and_is_current(
 
 def _expected_workers(target: ProbeTarget) -> int | None:
     """How many API workers the target runs: its api-* components, else the edge's upstream."""
-    controlled = [name for name in target.info.control if name.startswith("api-")]
+    controlled = [name for name in target.info.drills.control if name.startswith("api-")]
     if controlled:
         return len(controlled)
     if not is_local_address(target.edge_address[0]):
@@ -114,7 +117,7 @@ def _expected_workers(target: ProbeTarget) -> int | None:
 @pytest.mark.checklist("INF-NET-LB")
 def test_requests_are_spread_over_every_worker(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Without balancing, one worker takes all traffic and its failure is an outage."""
-    seen = workers(target, evidence)
+    seen = target.metrics.runtime(evidence)
     expected = _expected_workers(target)
     evidence.note(f"workers answering through the edge: {sorted(seen)}; expected {expected}")
     assert len(seen) >= 2, (
@@ -193,10 +196,10 @@ def test_internal_services_do_not_answer_from_outside(
 
 def _internal_ports(target: ProbeTarget) -> dict[str, int | None]:
     ports: dict[str, int | None] = {}
-    if target.info.postgres_dsn:
-        ports["PostgreSQL"] = urlsplit(target.info.postgres_dsn).port or 5432
-    if target.info.redis_url:
-        ports["Redis"] = urlsplit(target.info.redis_url).port or 6379
+    if target.info.stores.postgres_dsn:
+        ports["PostgreSQL"] = urlsplit(target.info.stores.postgres_dsn).port or 5432
+    if target.info.stores.redis_url:
+        ports["Redis"] = urlsplit(target.info.stores.redis_url).port or 6379
     if is_local_address(target.edge_address[0]):
         files = files_of_dump(live_config(target))
         tree = parse(files, next(iter(files)))

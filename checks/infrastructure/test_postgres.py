@@ -3,18 +3,15 @@ and role, the server's hardening, the migration ledger, connection bounds and re
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from chatsdk.migrate import load_migrations
 
-from checks._stores import is_loopback, pg_fetch, pg_show, pg_where
+from checks._stores import is_loopback
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
-REPO = Path(__file__).resolve().parents[2]
-MIGRATIONS = REPO / "system" / "chatsdk" / "migrations"
 MIN_VERSION_NUM = 160000
 # Attributes that make a role more than an application's: it must have none of them.
 PRIVILEGES = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
@@ -25,16 +22,16 @@ LEDGER_ROWS = "SELECT version, name, checksum FROM schema_migrations ORDER BY ve
 @pytest.mark.checklist("INF-DB-VERSION")
 def test_postgres_is_version_16_or_later(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """An old major version lacks fixes and features the schema relies on."""
-    shown = pg_show(target.pg_dsn, "server_version", "server_version_num")
-    evidence.note(f"PostgreSQL at {pg_where(target.pg_dsn)} reports {shown['server_version']}")
+    shown = target.pg.show("server_version", "server_version_num")
+    evidence.note(f"PostgreSQL at {target.pg.where} reports {shown['server_version']}")
     assert int(shown["server_version_num"]) >= MIN_VERSION_NUM, (
-        f"PostgreSQL at {pg_where(target.pg_dsn)} must be version 16 or later "
+        f"PostgreSQL at {target.pg.where} must be version 16 or later "
         f"(got {shown['server_version']})"
     )
 
 
 def _role_privileges(target: ProbeTarget) -> list[str]:
-    rows = pg_fetch(target.pg_dsn, ROLE_PRIVILEGES)
+    rows = target.pg.fetch(ROLE_PRIVILEGES)
     return [p for p in PRIVILEGES if rows[0][p]]
 
 
@@ -51,11 +48,11 @@ def test_application_database_exists_with_a_hardened_server(
     target: ProbeTarget, evidence: EvidenceLog, case: str
 ) -> None:
     """The API cannot serve without its database; a privileged or non-durable one loses data."""
-    where = pg_where(target.pg_dsn)
+    where = target.pg.where
     if case == "database-and-role":
         dsn = urlsplit(target.pg_dsn)
         wanted = (unquote(dsn.path.lstrip("/")), unquote(dsn.username or ""))
-        row = pg_fetch(target.pg_dsn, "SELECT current_database() AS db, current_user AS role")[0]
+        row = target.pg.fetch("SELECT current_database() AS db, current_user AS role")[0]
         got = (row["db"], row["role"])
         evidence.note(f"connected to {where} as {got[1]}, database {got[0]}")
         assert got == wanted, f"the DSN's database and role at {where} must be {wanted} (got {got})"
@@ -67,7 +64,7 @@ def test_application_database_exists_with_a_hardened_server(
             f"(holds {', '.join(held)})"
         )
     elif case == "listen-loopback-only":
-        listen = pg_show(target.pg_dsn, "listen_addresses")["listen_addresses"]
+        listen = target.pg.show("listen_addresses")["listen_addresses"]
         addresses = [a.strip() for a in listen.split(",") if a.strip()]
         evidence.note(f"listen_addresses = {listen!r}")
         # A private address would be as good; this target's database is loopback-only.
@@ -78,9 +75,7 @@ def test_application_database_exists_with_a_hardened_server(
             f"PostgreSQL at {where} must listen on loopback only (listen_addresses = {listen!r})"
         )
     else:
-        shown = pg_show(
-            target.pg_dsn, "fsync", "full_page_writes", "synchronous_commit", "data_checksums"
-        )
+        shown = target.pg.show("fsync", "full_page_writes", "synchronous_commit", "data_checksums")
         evidence.note(", ".join(f"{k} = {v}" for k, v in shown.items()))
         wrong = {k: v for k, v in shown.items() if v == "off"}
         assert not wrong, (
@@ -94,18 +89,21 @@ def test_every_shipped_migration_is_applied_unchanged(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A half-migrated schema breaks requests in ways tests did not see."""
-    shipped = {m.version: m for m in load_migrations(MIGRATIONS)}
-    rows = pg_fetch(target.pg_dsn, LEDGER_ROWS)
+    shipped, disagreeing = release_migrations(target.metrics.runtime(evidence))
+    rows = target.pg.fetch(LEDGER_ROWS)
     applied = {int(r["version"]): str(r["checksum"]) for r in rows}
-    evidence.note(f"shipped {sorted(shipped)}; applied {sorted(applied)}")
-    missing = [f"{v:04d}_{m.name}" for v, m in shipped.items() if v not in applied]
+    evidence.note(f"the workers' release {sorted(shipped)}; applied {sorted(applied)}")
+    missing = [f"{v:04d}_{name}" for v, (name, _c) in shipped.items() if v not in applied]
     changed = [
-        f"{v:04d}_{m.name}" for v, m in shipped.items() if v in applied and applied[v] != m.checksum
+        f"{v:04d}_{name}"
+        for v, (name, checksum) in shipped.items()
+        if v in applied and applied[v] != checksum
     ]
     unknown = [f"{v:04d}" for v in applied if v not in shipped]
     problems = [
         f"{what}: {', '.join(names)}"
         for what, names in (
+            ("workers disagree on", disagreeing),
             ("not applied", missing),
             ("changed after applying", changed),
             ("applied but not shipped", unknown),
@@ -113,9 +111,25 @@ def test_every_shipped_migration_is_applied_unchanged(
         if names
     ]
     assert not problems, (
-        f"every migration in system/chatsdk/migrations must be applied unchanged at "
-        f"{pg_where(target.pg_dsn)} (got {'; '.join(problems)})"
+        f"every migration of the release the API workers run must be applied unchanged at "
+        f"{target.pg.where} (got {'; '.join(problems)})"
     )
+
+
+def release_migrations(
+    reports: dict[str, dict[str, Any]],
+) -> tuple[dict[int, tuple[str, str]], list[str]]:
+    """version -> (name, checksum) of the migrations the workers' release expects (their
+    runtime reports), and the versions two workers name differently."""
+    shipped: dict[int, tuple[str, str]] = {}
+    disagreeing: list[str] = []
+    for report in reports.values():
+        for migration in report["migrations"]["release"]:
+            version = int(migration["version"])
+            entry = (str(migration["name"]), str(migration["checksum"]))
+            if shipped.setdefault(version, entry) != entry and f"{version:04d}" not in disagreeing:
+                disagreeing.append(f"{version:04d}")
+    return shipped, disagreeing
 
 
 @pytest.mark.checklist("INF-DB-POOL")
@@ -124,10 +138,9 @@ def test_database_connections_are_bounded(
     target: ProbeTarget, evidence: EvidenceLog, case: str
 ) -> None:
     """Unbounded or stuck connections exhaust PostgreSQL and fail every request at once."""
-    where = pg_where(target.pg_dsn)
+    where = target.pg.where
     if case == "connections-bounded":
-        row = pg_fetch(
-            target.pg_dsn,
+        row = target.pg.fetch(
             """SELECT r.rolconnlimit AS role_limit,
                       current_setting('max_connections')::int AS max_connections,
                       current_setting('superuser_reserved_connections')::int AS reserved,
@@ -149,7 +162,7 @@ def test_database_connections_are_bounded(
             f"(got {row['open']})"
         )
     else:
-        shown = pg_show(target.pg_dsn, "statement_timeout", "idle_in_transaction_session_timeout")
+        shown = target.pg.show("statement_timeout", "idle_in_transaction_session_timeout")
         evidence.note(", ".join(f"{k} = {v}" for k, v in shown.items()))
         unset = [k for k, v in shown.items() if v in ("0", "0ms")]
         assert not unset, (
@@ -163,18 +176,15 @@ def test_a_streaming_replica_is_connected(target: ProbeTarget, evidence: Evidenc
     """Without a replica, losing the primary means restoring from backup with data loss."""
     # Neither the checklist nor a target says HA is not required for this system (INF-HA-NODES
     # requires redundancy), so a primary without a standby fails rather than skips.
-    rows = pg_fetch(
-        target.pg_dsn,
+    rows = target.pg.fetch(
         "SELECT state, replay_lag FROM pg_stat_replication WHERE state = 'streaming'",
     )
     evidence.figure("streaming replicas", len(rows))
     assert rows, (
-        f"PostgreSQL at {pg_where(target.pg_dsn)} must have a streaming replica connected "
+        f"PostgreSQL at {target.pg.where} must have a streaming replica connected "
         "(pg_stat_replication shows none)"
     )
     lags = [r["replay_lag"] for r in rows]
     evidence.note(f"replay lag per replica: {lags}")
     slow = [lag for lag in lags if lag is not None and lag.total_seconds() > 10]
-    assert not slow, (
-        f"replicas of {pg_where(target.pg_dsn)} must replay within 10 s (got {slow[0]})"
-    )
+    assert not slow, f"replicas of {target.pg.where} must replay within 10 s (got {slow[0]})"

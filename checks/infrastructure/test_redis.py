@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from checks._stores import redis_info, redis_unauthenticated, redis_where
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 MIN_MAJOR = 7
 # Policies that evict keys without a TTL: Redis here holds rate-limit buckets and cached
@@ -17,20 +16,20 @@ EVICTS_PERSISTENT_KEYS = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 @pytest.mark.checklist("INF-REDIS-VERSION")
 def test_redis_is_version_7_or_later(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """An old Redis lacks ACLs and fixes the deployment depends on."""
-    version = str(redis_info(target.redis_url, "server")["redis_version"])
-    evidence.note(f"Redis at {redis_where(target.redis_url)} reports {version}")
+    version = str(target.redis.info("server")["redis_version"])
+    evidence.note(f"Redis at {target.redis.where} reports {version}")
     assert int(version.split(".", maxsplit=1)[0]) >= MIN_MAJOR, (
-        f"Redis at {redis_where(target.redis_url)} must be version 7 or later (got {version})"
+        f"Redis at {target.redis.where} must be version 7 or later (got {version})"
     )
 
 
 @pytest.mark.checklist("INF-REDIS-AUTH")
 def test_redis_refuses_unauthenticated_clients(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """An open Redis lets anyone read or flush state and is a known remote-code path."""
-    got = redis_unauthenticated(target.redis_url)
-    evidence.note(f"PING without credentials to {redis_where(target.redis_url)}: {got}")
+    got = target.redis.unauthenticated()
+    evidence.note(f"PING without credentials to {target.redis.where}: {got}")
     assert got.startswith("-NOAUTH"), (
-        f"Redis at {redis_where(target.redis_url)} must answer NOAUTH to a client without "
+        f"Redis at {target.redis.where} must answer NOAUTH to a client without "
         f"credentials (got {got})"
     )
 
@@ -38,15 +37,15 @@ def test_redis_refuses_unauthenticated_clients(target: ProbeTarget, evidence: Ev
 @pytest.mark.checklist("INF-REDIS-AOF")
 def test_redis_appends_every_write_to_its_log(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Without persistence a Redis restart drops rate-limit and presence state at once."""
-    info = redis_info(target.redis_url, "persistence")
+    info = target.redis.info("persistence")
     enabled, status = int(info["aof_enabled"]), str(info.get("aof_last_write_status", "?"))
     evidence.note(f"aof_enabled = {enabled}, aof_last_write_status = {status}")
     assert enabled == 1, (
-        f"Redis at {redis_where(target.redis_url)} must have append-only persistence on "
+        f"Redis at {target.redis.where} must have append-only persistence on "
         f"(aof_enabled = {enabled})"
     )
     assert status == "ok", (
-        f"Redis at {redis_where(target.redis_url)} must be writing its append-only file "
+        f"Redis at {target.redis.where} must be writing its append-only file "
         f"(aof_last_write_status = {status})"
     )
 
@@ -56,11 +55,11 @@ def test_redis_has_a_memory_bound_and_a_deliberate_policy(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Without a limit Redis grows until the kernel kills it."""
-    info = redis_info(target.redis_url, "memory")
+    info = target.redis.info("memory")
     limit, policy = int(info["maxmemory"]), str(info["maxmemory_policy"])
     evidence.figure("maxmemory", limit, "bytes")
     evidence.note(f"maxmemory_policy = {policy}")
-    where = redis_where(target.redis_url)
+    where = target.redis.where
     assert limit > 0, f"Redis at {where} must have maxmemory set (got 0, unbounded)"
     assert policy not in EVICTS_PERSISTENT_KEYS, (
         f"Redis at {where} must not evict keys without a TTL (maxmemory-policy = {policy}); "

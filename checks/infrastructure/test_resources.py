@@ -14,28 +14,31 @@ from pathlib import Path
 
 import pytest
 
-from checks._runtime import workers
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 MIN_CORES = 4
 # A node sold as "8 GB" reports a little less as MemTotal (firmware and kernel reservations).
 MIN_MEMORY_BYTES = int(7.5 * 2**30)
 MIN_DISK_BYTES = 100 * 10**9
-MIN_WORKERS = {"native": 2}  # the item's own allowance for the bundled single-host target
+# The item's own allowance for a target that runs on this one machine (the bundled native
+# target); a deployment elsewhere needs MIN_REPLICAS.
+MIN_WORKERS_ON_ONE_HOST = 2
 MIN_REPLICAS = 3
 
 
 def _this_machine(target: ProbeTarget) -> None:
-    if target.info.kind != "native":
+    """Skips unless the target runs on this machine (it offers `processes`: the pid of each
+    component here)."""
+    if "processes" not in target.capabilities:
         pytest.skip(
-            f"target {target.name} ({target.info.kind}) does not run on this machine; its nodes' "
-            "resources are not observable from here (decide it from node metrics)"
+            f"target {target.name} does not run on this machine (it offers no `processes`); its "
+            "nodes' resources are not observable from here (decide it from node metrics)"
         )
 
 
 def data_dir() -> Path:
-    """Where the native target keeps PostgreSQL, Redis and uploads (NativeTarget's mkdtemp)."""
+    """Where the native target keeps PostgreSQL, Redis and uploads (a temporary folder)."""
     return Path(tempfile.gettempdir())
 
 
@@ -108,8 +111,9 @@ def test_data_volume_is_100_gb_of_ssd(target: ProbeTarget, evidence: EvidenceLog
 @pytest.mark.checklist("INF-HA-NODES")
 def test_api_runs_as_several_workers(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A single instance turns any crash or node loss into an outage."""
-    seen = workers(target, evidence)
-    wanted = MIN_WORKERS.get(target.info.kind, MIN_REPLICAS)
+    seen = target.metrics.runtime(evidence)
+    on_one_host = "processes" in target.capabilities
+    wanted = MIN_WORKERS_ON_ONE_HOST if on_one_host else MIN_REPLICAS
     # The runtime report names worker and pid, not the node: distinct nodes are not observable
     # through the API, so a deployment needs 3 distinct workers here and its spread is attested.
     evidence.note(f"workers answering through the edge: {sorted(seen)}")

@@ -8,10 +8,10 @@ import hashlib
 
 import pytest
 
-from checks._web import cache_directives, fingerprint_of, web_client
+from checks._web import cache_directives, fingerprint_of
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 ONE_YEAR_S = 31_536_000
 # The page names the fingerprinted assets: cached longer than this, a release would reach
@@ -42,7 +42,7 @@ def test_static_assets_are_fingerprinted_and_cached_for_a_year(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Uncacheable static assets put avoidable load and latency on the origin."""
-    client = web_client(target, evidence)
+    client = target.web.client(evidence)
     assert client.assets, (
         f"the page at {client.url} must name its static assets (scripts, styles); it names none"
     )
@@ -79,7 +79,7 @@ def test_the_page_that_names_the_assets_is_revalidated(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A long-cached page keeps naming old assets: a release would not reach its users."""
-    client = web_client(target, evidence)
+    client = target.web.client(evidence)
     value = client.page.headers.get("cache-control", "")
     directives = cache_directives(value)
     revalidated = "no-cache" in directives or "no-store" in directives

@@ -1,14 +1,13 @@
 """Shared by the monitoring probes: where the monitoring artefacts are, promtool and amtool, the
 metric names a PromQL expression uses, the workers' /metrics, and the target's log files.
 
-The artefacts are read from system/monitoring of this repository, or from the directory named
-by the environment variable PREFLIGHT_MONITORING_DIR (tests point it at a broken copy).
+The artefacts are read from system/monitoring of the repository the probes judge (--repo-dir,
+the `monitoring` fixture; tests point it at a broken copy).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,15 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from preflight.jsonlines import json_records
-from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
-MONITORING_DIR_ENV = "PREFLIGHT_MONITORING_DIR"
 API_JOB = "chatsdk-api"
 SEVERITIES = frozenset({"critical", "warning", "info"})
 TOOL_TIMEOUT_S = 180.0  # a hang guard: `promtool test rules` takes 7 s alone, over 60 s on a
@@ -38,22 +33,6 @@ HTTP_TIMEOUT_S = 5.0
 # How long and how often a probe looks again at what a worker counts or logs.
 WAIT_S = 5.0
 POLL_S = 0.2
-
-
-def monitoring_dir() -> Path:
-    return Path(os.environ.get(MONITORING_DIR_ENV) or REPO / "system" / "monitoring").resolve()
-
-
-def artefact(relative: str) -> Path:
-    """A file of the monitoring directory; fails the probe when it is missing."""
-    __tracebackhide__ = True
-    path = monitoring_dir() / relative
-    assert path.is_file(), f"{relative} must exist in {monitoring_dir()} (got no such file)"
-    return path
-
-
-def load_yaml(relative: str) -> Any:
-    return yaml.safe_load(artefact(relative).read_text())
 
 
 # -- tools -----------------------------------------------------------------------------------
@@ -113,23 +92,6 @@ class Rule:
 
     def __str__(self) -> str:
         return f"{self.alert} ({self.labels.get('severity', 'no severity')})"
-
-
-def alert_rules() -> list[Rule]:
-    """Every alerting rule of alerts.yml (recording rules are left out)."""
-    data = load_yaml("alerts.yml") or {}
-    rules = [
-        Rule(str(group.get("name", "")), rule)
-        for group in data.get("groups") or []
-        for rule in group.get("rules") or []
-        if isinstance(rule, dict) and "alert" in rule
-    ]
-    assert rules, f"{artefact('alerts.yml')} must define alerting rules (got none)"
-    return rules
-
-
-def rules_using(metric: str, also: Callable[[Rule], bool] = lambda _r: True) -> list[Rule]:
-    return [r for r in alert_rules() if metric in metric_names(r.expr) and also(r)]
 
 
 def fires(
@@ -230,121 +192,72 @@ def without_grafana_variables(expr: str) -> str:
     return expr
 
 
-def declared_exporter_metrics() -> dict[str, str]:
-    """Metric name -> the scrape job of the exporter that exports it (exporters.yml); the
-    series Prometheus makes itself map to ``prometheus``."""
-    data = load_yaml("exporters.yml") or {}
-    names = {str(n): "prometheus" for n in data.get("prometheus") or []}
-    for exporter in (data.get("exporters") or {}).values():
-        for name in exporter.get("metrics") or []:
-            names[str(name)] = str(exporter.get("job", ""))
-    return names
-
-
-def scrape_jobs() -> set[str]:
-    data = load_yaml("prometheus.yml") or {}
-    return {str(job.get("job_name")) for job in data.get("scrape_configs") or []}
-
-
-def unknown_metrics(names: Iterable[str], exposed: set[str]) -> dict[str, str]:
-    """name -> why it is unknown: neither on the workers' /metrics nor exported by an exporter
-    that prometheus.yml scrapes."""
-    declared = declared_exporter_metrics()
-    jobs = scrape_jobs() | {"prometheus"}
-    unknown = {}
-    for name in sorted(set(names)):
-        if name in exposed:
-            continue
-        job = declared.get(name)
-        if job is None:
-            unknown[name] = "not exposed by the API workers and not declared in exporters.yml"
-        elif job not in jobs:
-            unknown[name] = f"declared for job {job!r}, which prometheus.yml does not scrape"
-    return unknown
-
-
-# -- the workers' /metrics ---------------------------------------------------------------------
-
-
-def metrics_urls(target: ProbeTarget) -> tuple[str, ...]:
-    urls = target.info.metrics_urls
-    if not urls:
-        pytest.skip(
-            f"target {target.info.name} gives no metrics_urls; add each API worker's internal "
-            "/metrics URL under metrics_urls in the target file to decide this item."
-        )
-    return urls
-
-
-def scrape(url: str) -> tuple[int, str, str]:
-    """Status, content type and body of one GET (no redirects followed past the worker)."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode(errors="replace")
-
-
-def scrape_ok(url: str) -> str:
-    __tracebackhide__ = True
-    status, _ctype, body = scrape(url)
-    assert status == 200, f"GET {url} must answer 200 with metrics (got {status})"
-    return body
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_TYPE = re.compile(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)")
-SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
-
-
 @dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
+class Monitoring:
+    """The monitoring artefacts of the repository the probes judge (its system/monitoring)."""
 
+    dir: Path
 
-def samples(text: str) -> list[Sample]:
-    found = []
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            labels = dict(_LABEL.findall(match[2] or ""))
-            found.append(Sample(match[1], labels, float(match[3])))
-    return found
+    @classmethod
+    def of(cls, repo_root: Path) -> Monitoring:
+        return cls((repo_root / "system" / "monitoring").resolve())
 
+    def artefact(self, relative: str) -> Path:
+        """A file of the monitoring directory; fails the probe when it is missing."""
+        __tracebackhide__ = True
+        path = self.dir / relative
+        assert path.is_file(), f"{relative} must exist in {self.dir} (got no such file)"
+        return path
 
-def families(text: str) -> dict[str, str]:
-    """Metric family name -> type, from the # TYPE lines."""
-    return {m[1]: m[2] for line in text.splitlines() if (m := _TYPE.match(line))}
+    def load_yaml(self, relative: str) -> Any:
+        return yaml.safe_load(self.artefact(relative).read_text())
 
+    def alert_rules(self) -> list[Rule]:
+        """Every alerting rule of alerts.yml (recording rules are left out)."""
+        data = self.load_yaml("alerts.yml") or {}
+        rules = [
+            Rule(str(group.get("name", "")), rule)
+            for group in data.get("groups") or []
+            for rule in group.get("rules") or []
+            if isinstance(rule, dict) and "alert" in rule
+        ]
+        assert rules, f"{self.artefact('alerts.yml')} must define alerting rules (got none)"
+        return rules
 
-def exposed_names(text: str) -> set[str]:
-    """Every name a query may use: sample names, and the series names of declared families
-    (a labelled counter that has not counted yet still has its # TYPE line)."""
-    names = {s.name for s in samples(text)}
-    for family, kind in families(text).items():
-        names.add(family)
-        names.update(family + suffix for suffix in SUFFIXES.get(kind, ()))
-    return names
+    def rules_using(
+        self, metric: str, also: Callable[[Rule], bool] = lambda _r: True
+    ) -> list[Rule]:
+        return [r for r in self.alert_rules() if metric in metric_names(r.expr) and also(r)]
 
+    def declared_exporter_metrics(self) -> dict[str, str]:
+        """Metric name -> the scrape job of the exporter that exports it (exporters.yml); the
+        series Prometheus makes itself map to ``prometheus``."""
+        data = self.load_yaml("exporters.yml") or {}
+        names = {str(n): "prometheus" for n in data.get("prometheus") or []}
+        for exporter in (data.get("exporters") or {}).values():
+            for name in exporter.get("metrics") or []:
+                names[str(name)] = str(exporter.get("job", ""))
+        return names
 
-def exposed_by_workers(target: ProbeTarget) -> set[str]:
-    names: set[str] = set()
-    for url in metrics_urls(target):
-        names |= exposed_names(scrape_ok(url))
-    return names
+    def scrape_jobs(self) -> set[str]:
+        data = self.load_yaml("prometheus.yml") or {}
+        return {str(job.get("job_name")) for job in data.get("scrape_configs") or []}
 
-
-def total(target: ProbeTarget, name: str, **labels: str) -> float:
-    """Sum of a metric over every worker and every series whose labels include `labels`."""
-    value = 0.0
-    for url in metrics_urls(target):
-        for sample in samples(scrape_ok(url)):
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                value += sample.value
-    return value
+    def unknown_metrics(self, names: Iterable[str], exposed: set[str]) -> dict[str, str]:
+        """name -> why it is unknown: neither on the workers' /metrics nor exported by an
+        exporter that prometheus.yml scrapes."""
+        declared = self.declared_exporter_metrics()
+        jobs = self.scrape_jobs() | {"prometheus"}
+        unknown = {}
+        for name in sorted(set(names)):
+            if name in exposed:
+                continue
+            job = declared.get(name)
+            if job is None:
+                unknown[name] = "not exposed by the API workers and not declared in exporters.yml"
+            elif job not in jobs:
+                unknown[name] = f"declared for job {job!r}, which prometheus.yml does not scrape"
+        return unknown
 
 
 # -- dashboards ----------------------------------------------------------------------------------
@@ -381,16 +294,6 @@ WATCH_TIMEOUT_S = 15.0
 SCRAPE_POLL_S = 1.0  # the pace of Prometheus' scrapes
 
 
-def prometheus_url(target: ProbeTarget) -> str:
-    url = target.info.prometheus_url
-    if not url:
-        pytest.skip(
-            f"target {target.info.name} gives no prometheus_url; add the URL of the Prometheus "
-            "that watches it to the target file to decide this item."
-        )
-    return url
-
-
 def get_json(url: str, params: dict[str, str] | None = None) -> Any:
     """The decoded JSON of one GET; a Prometheus answer's `data`. Any failure is an error (the
     probe could not decide), not a verdict."""
@@ -406,7 +309,7 @@ def get_json(url: str, params: dict[str, str] | None = None) -> Any:
 
 
 def prom(target: ProbeTarget, path: str, **params: str) -> Any:
-    return get_json(prometheus_url(target) + path, params or None)
+    return get_json(target.prometheus_url + path, params or None)
 
 
 def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
@@ -421,43 +324,9 @@ def promql(target: ProbeTarget, expr: str) -> list[dict[str, Any]]:
 # -- logs ----------------------------------------------------------------------------------------
 
 
-def log_files(target: ProbeTarget) -> tuple[Path, ...]:
-    files = target.info.log_files
-    if not files:
-        pytest.skip(
-            f"target {target.info.name} gives no log_files; list the API's and the edge's log "
-            "files under log_files in the target file to decide this item."
-        )
-    return files
-
-
-def log_lines(target: ProbeTarget) -> Iterator[tuple[Path, str]]:
-    for path in log_files(target):
-        try:
-            text = path.read_text(errors="replace")
-        except FileNotFoundError:
-            continue
-        for line in text.splitlines():
-            yield path, line
-
-
 def is_edge_access(record: dict[str, Any]) -> bool:
     return "remote_addr" in record and "request_time" in record
 
 
 def is_api(record: dict[str, Any]) -> bool:
     return "logger" in record and "worker_id" in record
-
-
-def find_records(
-    target: ProbeTarget, wanted: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
-) -> list[tuple[Path, dict[str, Any]]]:
-    """The records `wanted` accepts, waiting up to `timeout` for writers to flush."""
-    found: list[tuple[Path, dict[str, Any]]] = []
-
-    def look() -> bool:
-        found[:] = [(p, r) for p, r in json_records(log_files(target)) if wanted(r)]
-        return bool(found)
-
-    until(look, timeout, interval=POLL_S)
-    return found

@@ -13,22 +13,16 @@ from checks.monitoring._monitoring import (
     API_JOB,
     REPO,
     SEVERITIES,
+    Monitoring,
     Rule,
-    alert_rules,
-    artefact,
-    exposed_by_workers,
     fires,
     last_lines,
-    load_yaml,
     metric_names,
-    monitoring_dir,
-    rules_using,
     run,
     tool,
-    unknown_metrics,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # What MON-ALERT-RULES calls the critical alerts, recognised by what their expression measures.
 REQUIRED_ALERTS: dict[str, Callable[[Rule], bool]] = {
@@ -57,9 +51,11 @@ RECEIVER_CONFIGS = (
 
 
 @pytest.mark.checklist("MON-ALERT-RULES-LINT")
-def test_alert_rules_pass_promtool_check_rules(evidence: EvidenceLog) -> None:
+def test_alert_rules_pass_promtool_check_rules(
+    monitoring: Monitoring, evidence: EvidenceLog
+) -> None:
     """Rules that do not parse are never loaded, so they never fire."""
-    rules = artefact("alerts.yml")
+    rules = monitoring.artefact("alerts.yml")
     code, out = run([tool("promtool"), "check", "rules", str(rules)])
     evidence.attach("promtool check rules", out, "text/plain")
     assert code == 0, (
@@ -69,13 +65,14 @@ def test_alert_rules_pass_promtool_check_rules(evidence: EvidenceLog) -> None:
 
 @pytest.mark.checklist("MON-ALERT-RULES")
 def test_alert_rules_cover_the_critical_cases_and_their_unit_tests_pass(
+    monitoring: Monitoring,
     evidence: EvidenceLog,
 ) -> None:
     """Without tested alerts for outages, errors, latency and disk, an outage is found by users."""
-    rules = alert_rules()
+    rules = monitoring.alert_rules()
     for what, recognise in REQUIRED_ALERTS.items():
         assert any(recognise(r) for r in rules), (
-            f"alerts.yml in {monitoring_dir()} must hold an alert on {what} (got none among "
+            f"alerts.yml in {monitoring.dir} must hold an alert on {what} (got none among "
             f"{', '.join(sorted({r.alert for r in rules}))})"
         )
     for rule in rules:
@@ -85,7 +82,7 @@ def test_alert_rules_cover_the_critical_cases_and_their_unit_tests_pass(
             f"(got {severity!r})"
         )
         assert rule.raw.get("for"), f"alert {rule} must have a `for` duration (got none)"
-    tests = artefact("alerts.test.yml")
+    tests = monitoring.artefact("alerts.test.yml")
     untested = sorted({r.alert for r in rules if r.alert not in tests.read_text()})
     assert not untested, f"{tests} must test every alert (got no test of {', '.join(untested)})"
     code, out = run([tool("promtool"), "test", "rules", tests.name], cwd=tests.parent)
@@ -98,13 +95,13 @@ def test_alert_rules_cover_the_critical_cases_and_their_unit_tests_pass(
 
 @pytest.mark.checklist("MON-ALERT-RULES")
 def test_alert_rules_use_only_metrics_that_exist(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """An expression over a metric nobody exports is empty and can never fire."""
-    exposed = exposed_by_workers(target)
-    used = {name: rule for rule in alert_rules() for name in metric_names(rule.expr)}
+    exposed = target.metrics.exposed()
+    used = {name: rule for rule in monitoring.alert_rules() for name in metric_names(rule.expr)}
     evidence.figure("metric names used by alerts", len(used))
-    unknown = unknown_metrics(used, exposed)
+    unknown = monitoring.unknown_metrics(used, exposed)
     assert not unknown, "; ".join(
         f"alert {used[name].alert} must use metrics that exist ({name}: {why})"
         for name, why in unknown.items()
@@ -112,9 +109,11 @@ def test_alert_rules_use_only_metrics_that_exist(
 
 
 @pytest.mark.checklist("MON-ALERT-RUNBOOKS")
-def test_every_alert_links_an_existing_runbook(evidence: EvidenceLog) -> None:
+def test_every_alert_links_an_existing_runbook(
+    monitoring: Monitoring, evidence: EvidenceLog
+) -> None:
     """A page without a runbook slows whoever is on call."""
-    for rule in alert_rules():
+    for rule in monitoring.alert_rules():
         url = str(rule.annotations.get("runbook_url", "")).strip()
         assert url, f"alert {rule} must carry a runbook_url annotation (got none)"
         match = re.search(r"(?:^|/)(system/docs/runbooks/[\w.-]+\.md)$", url)
@@ -141,18 +140,21 @@ def _routes(config: str, labels: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.checklist("MON-ALERT-ROUTES")
-def test_every_alert_routes_to_a_real_receiver(evidence: EvidenceLog) -> None:
+def test_every_alert_routes_to_a_real_receiver(
+    monitoring: Monitoring, evidence: EvidenceLog
+) -> None:
     """An alert routed to a receiver without integrations is silence."""
-    config = artefact("alertmanager.yml")
+    config = monitoring.artefact("alertmanager.yml")
     code, out = run([tool("amtool"), "check-config", str(config)])
     evidence.attach("amtool check-config", out, "text/plain")
     assert code == 0, (
         f"amtool check-config {config} must succeed (got exit {code}: {last_lines(out)})"
     )
     receivers = {
-        str(r.get("name")): r for r in (load_yaml("alertmanager.yml").get("receivers") or [])
+        str(r.get("name")): r
+        for r in (monitoring.load_yaml("alertmanager.yml").get("receivers") or [])
     }
-    rules = alert_rules()
+    rules = monitoring.alert_rules()
     for rule in rules:
         labels = {"alertname": rule.alert, "job": API_JOB, "service": "chatsdk"}
         labels.update({str(k): str(v) for k, v in rule.labels.items()})
@@ -169,7 +171,7 @@ def test_every_alert_routes_to_a_real_receiver(evidence: EvidenceLog) -> None:
                 f"critical alert {rule.alert} must reach a pager receiver "
                 f"({', '.join(PAGER_CONFIGS)}) (got routed to {', '.join(names) or 'nothing'})"
             )
-    inhibit = load_yaml("alertmanager.yml").get("inhibit_rules") or []
+    inhibit = monitoring.load_yaml("alertmanager.yml").get("inhibit_rules") or []
     assert inhibit, (
         f"{config} must inhibit warnings while the matching critical alert fires "
         "(got no inhibit_rules)"
@@ -187,21 +189,24 @@ def _error_series(instances: int, per_minute: int, errors_per_minute: float) -> 
     return series
 
 
-def _one_of(rules: list[Rule], what: str) -> list[str]:
+def _one_of(monitoring: Monitoring, rules: list[Rule], what: str) -> list[str]:
     __tracebackhide__ = True
-    assert rules, f"alerts.yml in {monitoring_dir()} must hold an alert on {what} (got none)"
+    assert rules, f"alerts.yml in {monitoring.dir} must hold an alert on {what} (got none)"
     return [r.alert for r in rules]
 
 
 @pytest.mark.checklist("POST-ERROR-WATCH")
 def test_error_ratio_alert_fires_above_one_percent_within_five_minutes(
+    monitoring: Monitoring,
     evidence: EvidenceLog,
 ) -> None:
     """Error spikes after launch must page someone rather than wait for a human to look."""
     alerts = _one_of(
-        rules_using("http_requests_total", lambda r: "5.." in r.expr), "the 5xx error ratio"
+        monitoring,
+        monitoring.rules_using("http_requests_total", lambda r: "5.." in r.expr),
+        "the 5xx error ratio",
     )
-    rules = artefact("alerts.yml")
+    rules = monitoring.artefact("alerts.yml")
     # 1.5 % of 1000 requests a minute on each of two workers, from t=0.
     fired, out = fires(rules, _error_series(2, 1000, 15), "1m", alerts, "7m")
     evidence.attach("promtool, 1.5 % errors", out, "text/plain")
@@ -227,16 +232,18 @@ def _latency_series(cumulative: dict[str, int]) -> dict[str, str]:
 
 @pytest.mark.checklist("POST-LATENCY-WATCH")
 def test_latency_alert_fires_when_p95_exceeds_500_ms_for_ten_minutes(
+    monitoring: Monitoring,
     evidence: EvidenceLog,
 ) -> None:
     """Gradual degradation after launch goes unnoticed without a latency alert."""
     alerts = _one_of(
-        rules_using(
+        monitoring,
+        monitoring.rules_using(
             "http_request_duration_seconds_bucket", lambda r: "histogram_quantile" in r.expr
         ),
         "p95 latency from the request-duration histogram",
     )
-    rules = artefact("alerts.yml")
+    rules = monitoring.artefact("alerts.yml")
     # p95 about 0.65 s and about 0.48 s (linear interpolation inside the buckets).
     slow = {"0.25": 50, "0.5": 88, "0.75": 100, "1.0": 100, "+Inf": 100}
     fast = {"0.25": 80, "0.5": 96, "0.75": 100, "1.0": 100, "+Inf": 100}
@@ -257,10 +264,14 @@ BACKUP_METRIC = "chatsdk_backup_last_success_timestamp_seconds"
 
 
 @pytest.mark.checklist("BAK-FRESHNESS-ALERT")
-def test_backup_age_alert_fires_after_25_hours(evidence: EvidenceLog) -> None:
+def test_backup_age_alert_fires_after_25_hours(
+    monitoring: Monitoring, evidence: EvidenceLog
+) -> None:
     """A broken backup job is otherwise discovered at restore time."""
-    alerts = _one_of(rules_using(BACKUP_METRIC), f"the backup age ({BACKUP_METRIC})")
-    rules = artefact("alerts.yml")
+    alerts = _one_of(
+        monitoring, monitoring.rules_using(BACKUP_METRIC), f"the backup age ({BACKUP_METRIC})"
+    )
+    rules = monitoring.artefact("alerts.yml")
     # One backup at t=0, none after.
     series = {f'{BACKUP_METRIC}{{job="node", instance="n1:9100"}}': "0x400"}
     fired, out = fires(rules, series, "5m", alerts, "24h30m")

@@ -11,18 +11,16 @@ import pytest
 import yaml
 
 from checks.monitoring._monitoring import (
-    exposed_by_workers,
+    Monitoring,
     last_lines,
     metric_names,
-    monitoring_dir,
     queries,
     run,
     tool,
-    unknown_metrics,
     without_grafana_variables,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The original guide's dashboards: overview, API performance, database, system resources,
 # realtime.
@@ -31,16 +29,16 @@ DASHBOARDS = ("overview", "api", "database", "system", "realtime")
 
 @pytest.mark.checklist("MON-DASH-IN-REPO")
 def test_dashboards_are_in_the_repository_and_query_real_metrics(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Dashboards over metrics the code never emits are empty when they are needed."""
-    folder = monitoring_dir() / "grafana" / "dashboards"
+    folder = monitoring.dir / "grafana" / "dashboards"
     every: list[tuple[str, str, str]] = []
     for name in DASHBOARDS:
         path = folder / f"{name}.json"
         assert path.is_file(), f"dashboard {name} must be committed as {path} (got no file)"
         every += [(name, title, expr) for title, expr in queries(path)]
-    provisioning = monitoring_dir() / "grafana" / "provisioning"
+    provisioning = monitoring.dir / "grafana" / "provisioning"
     providers = list((provisioning / "dashboards").glob("*.yml"))
     assert providers, f"{provisioning}/dashboards must provision the dashboards (got no file)"
     assert any(
@@ -68,12 +66,12 @@ def test_dashboards_are_in_the_repository_and_query_real_metrics(
         code, out = run([tool("promtool"), "check", "rules", str(path)])
     assert code == 0, f"every dashboard query must be valid PromQL (promtool: {last_lines(out)})"
 
-    exposed = exposed_by_workers(target)
+    exposed = target.metrics.exposed()
     used: dict[str, tuple[str, str]] = {}
     for name, title, expr in every:
         for metric in metric_names(without_grafana_variables(expr)):
             used.setdefault(metric, (name, title))
-    unknown = unknown_metrics(used, exposed)
+    unknown = monitoring.unknown_metrics(used, exposed)
     assert not unknown, "; ".join(
         f"panel {used[m][1]!r} of dashboard {used[m][0]} must query metrics that exist ({m}: {why})"
         for m, why in unknown.items()

@@ -3,9 +3,9 @@ error-tracking verification route (POST /v1/admin/debug/error, admin only), answ
 contract's JSON 500 and reaches the error tracker as an event tagged with the same request id,
 the release and the exception, with no credential in it.
 
-The events are read from the file the target names as `error_events` (the native target's
-stand-in for Sentry's ingestion endpoint, preflight/targets/native/errortracker.py, writes one
-JSON line per event). A target without one skips; reading a real Sentry's API is a later addition.
+The events are read from the file the target names as `error_events` (the native target runs a
+stand-in for Sentry's ingestion endpoint that writes one JSON line per event). A target without
+one skips; reading a real Sentry's API is a later addition.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pytest
 
 from checks._chat import call
 from preflight.evidence import EvidenceLog
+from preflight.jsonlines import json_records
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
-from preflight.targets.native.errortracker import read_events
+from preflight.probe.target import ProbeTarget
 
 VERIFY_PATH = "/v1/admin/debug/error"
 EXCEPTION_TYPE = "ErrorTrackingVerification"  # what the verification route raises
@@ -31,7 +31,7 @@ LEAKS = re.compile(r"Traceback \(most recent call last\)|File \"/[^\"]+\", line 
 
 
 def events_file(target: ProbeTarget) -> Path:
-    path = target.info.error_events
+    path = target.info.observability.error_events
     if path is None:
         pytest.skip(
             f"target {target.info.name} gives no error_events; name the file your error tracker "
@@ -51,6 +51,11 @@ def tags_of(event: dict[str, Any]) -> dict[str, str]:
 def exception_types(event: dict[str, Any]) -> list[str]:
     values = (event.get("exception") or {}).get("values") or []
     return [str(v.get("type")) for v in values if isinstance(v, dict)]
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every event the error tracker's sink received, oldest first (none before the first)."""
+    return [event for _, event in json_records([path])]
 
 
 def tagged(path: Path, request_id: str) -> dict[str, Any] | None:

@@ -12,10 +12,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from checks.monitoring._monitoring import HTTP_TIMEOUT_S, monitoring_dir
+from checks.monitoring._monitoring import HTTP_TIMEOUT_S, Monitoring
 from checks.monitoring.test_dashboards import DASHBOARDS
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 
 class Grafana:
@@ -44,29 +44,21 @@ class Grafana:
 
 
 def grafana(target: ProbeTarget) -> Grafana:
-    url = target.info.grafana_url
-    if url:
-        return Grafana(url)
-    if target.info.kind == "native" or target.info.name == "native":
-        pytest.skip(
-            "the native target runs no Grafana: Debian 12 does not package it and its releases "
-            "come from grafana.com, which this machine cannot reach; point grafana_url of a "
-            "target file at the deployment's Grafana to decide this item"
-        )
-    pytest.skip(
-        f"target {target.info.name} gives no grafana_url; add the URL of its Grafana (with a "
-        "viewer's basic-auth credentials) to the target file to decide this item"
-    )
+    """The target's Grafana; skips when it runs none (saying why) or names none."""
+    target.requires("grafana")
+    url = target.info.observability.grafana_url
+    assert url is not None
+    return Grafana(url)
 
 
-def dashboard_titles() -> dict[str, str]:
-    folder = monitoring_dir() / "grafana" / "dashboards"
+def dashboard_titles(monitoring: Monitoring) -> dict[str, str]:
+    folder = monitoring.dir / "grafana" / "dashboards"
     return {name: json.loads((folder / f"{name}.json").read_text())["title"] for name in DASHBOARDS}
 
 
 @pytest.mark.checklist("MON-GRAFANA")
 def test_grafana_is_healthy_queries_prometheus_and_has_the_dashboards(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Metrics nobody can look at do not help during an incident."""
     api = grafana(target)
@@ -100,7 +92,7 @@ def test_grafana_is_healthy_queries_prometheus_and_has_the_dashboards(
     )
     status, found = api.get("/api/search?type=dash-db&limit=5000")
     titles = {d.get("title") for d in found} if isinstance(found, list) else set()
-    missing = sorted(t for t in dashboard_titles().values() if t not in titles)
+    missing = sorted(t for t in dashboard_titles(monitoring).values() if t not in titles)
     evidence.figure("dashboards provisioned", len(titles))
     assert not missing, (
         f"Grafana at {api.base} must have the repository's dashboards provisioned (got no "

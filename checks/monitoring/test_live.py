@@ -18,20 +18,17 @@ from checks.monitoring._monitoring import (
     API_JOB,
     SCRAPE_POLL_S,
     WATCH_TIMEOUT_S,
-    declared_exporter_metrics,
+    Monitoring,
     get_json,
-    metrics_urls,
-    monitoring_dir,
     prom,
-    prometheus_url,
     promql,
     queries,
     without_grafana_variables,
 )
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
-from preflight.targets.native.observability import WATCHDOG_LABEL
+from preflight.probe.target import ProbeTarget
+from preflight.targets.base import WATCHDOG_LABEL
 
 NEVER = "0001-01-01T00:00:00Z"
 
@@ -58,14 +55,14 @@ def test_prometheus_scrapes_every_worker_and_every_target_is_up(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Metrics that are not collected cannot alert anyone."""
-    workers = metrics_urls(target)
+    workers = target.metrics.urls
     targets = active_targets(target)
     for t in targets:
         evidence.note(f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t['lastError']}")
     api = {address(t["scrapeUrl"]): t for t in targets if t["labels"].get("job") == API_JOB}
     missing = [url for url in workers if address(url) not in api]
     assert not missing, (
-        f"Prometheus at {prometheus_url(target)} must scrape every API worker under job "
+        f"Prometheus at {target.prometheus_url} must scrape every API worker under job "
         f"{API_JOB} (got no target for {', '.join(missing)}; scraped: "
         f"{', '.join(t['scrapeUrl'] for t in api.values()) or 'none'})"
     )
@@ -95,10 +92,10 @@ def test_alertmanager_runs_and_receives_the_alerts_prometheus_fires(
     urls = [m["url"] for m in managers]
     evidence.note(f"Alertmanagers Prometheus sends to: {urls or 'none'}")
     assert urls, (
-        f"Prometheus at {prometheus_url(target)} must send alerts to an Alertmanager "
+        f"Prometheus at {target.prometheus_url} must send alerts to an Alertmanager "
         "(got no active Alertmanager: its alerting section names none)"
     )
-    am = target.info.alertmanager_url
+    am = target.info.observability.alertmanager_url
     if am is not None:
         assert any(u.startswith(am) for u in urls), (
             f"Prometheus must send alerts to the target's Alertmanager {am} (got {urls})"
@@ -150,10 +147,10 @@ def test_no_alert_is_firing_or_pending(target: ProbeTarget, evidence: EvidenceLo
     # Every rule evaluated once after every target was scraped: the alerts see the system.
     scraped = max((instant(t["lastScrape"]) for t in active_targets(target)), default=None)
     assert scraped is not None, (
-        f"Prometheus at {prometheus_url(target)} must scrape the system (got no targets)"
+        f"Prometheus at {target.prometheus_url} must scrape the system (got no targets)"
     )
     assert until(lambda: evaluated(target, scraped), WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S), (
-        f"every alert rule of Prometheus at {prometheus_url(target)} must be evaluated within "
+        f"every alert rule of Prometheus at {target.prometheus_url} must be evaluated within "
         f"15 s after the scrape of {scraped.isoformat()} (got rules not evaluated since)"
     )
     key, value = WATCHDOG_LABEL
@@ -189,8 +186,8 @@ def traffic(target: ProbeTarget) -> None:
         target.http.get("/v1/health/live")
 
 
-def dashboard_queries(dashboard: str) -> list[tuple[str, str]]:
-    return queries(monitoring_dir() / "grafana" / "dashboards" / f"{dashboard}.json")
+def dashboard_queries(monitoring: Monitoring, dashboard: str) -> list[tuple[str, str]]:
+    return queries(monitoring.dir / "grafana" / "dashboards" / f"{dashboard}.json")
 
 
 def no_data(target: ProbeTarget, panels: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -216,11 +213,13 @@ def no_data(target: ProbeTarget, panels: list[tuple[str, str]]) -> list[tuple[st
     ],
 )
 def test_every_panel_query_returns_data(
-    target: ProbeTarget, evidence: EvidenceLog, dashboard: str
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog, dashboard: str
 ) -> None:
     """A dashboard whose panels show no data helps nobody during an incident."""
-    prometheus_url(target)
-    panels, containers = split_container_panels(dashboard_queries(dashboard))
+    evidence.note(f"Prometheus at {target.prometheus_url}")
+    panels, containers = split_container_panels(
+        monitoring, dashboard_queries(monitoring, dashboard)
+    )
     for title, expr in containers:
         evidence.note(f"decided under MON-CONTAINER-METRICS: {title!r}: {expr}")
     traffic(target)
@@ -253,12 +252,13 @@ CONTAINER_SERIES = {
 
 
 def split_container_panels(
+    monitoring: Monitoring,
     panels: list[tuple[str, str]],
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(other panels, panels fed by per-container metrics): the latter need a container
     runtime and are decided under MON-CONTAINER-METRICS."""
     container_metrics = {
-        name for name, job in declared_exporter_metrics().items() if job == CONTAINER_JOB
+        name for name, job in monitoring.declared_exporter_metrics().items() if job == CONTAINER_JOB
     }
     fed = [(t, e) for t, e in panels if any(m in e for m in container_metrics)]
     return [p for p in panels if p not in fed], fed
@@ -273,7 +273,7 @@ def test_every_host_of_a_worker_has_cpu_memory_disk_and_network_metrics(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Resource exhaustion on a host goes unseen until it causes an outage."""
-    workers = metrics_urls(target)
+    workers = target.metrics.urls
     nodes = [t for t in active_targets(target) if t["labels"].get("job") == NODE_JOB]
     evidence.note(
         "node targets: "
@@ -301,17 +301,11 @@ def test_every_host_of_a_worker_has_cpu_memory_disk_and_network_metrics(
 
 @pytest.mark.checklist("MON-CONTAINER-METRICS")
 def test_every_container_has_cpu_and_memory_metrics(
-    target: ProbeTarget, evidence: EvidenceLog
+    monitoring: Monitoring, target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A single container's leak is invisible in host totals."""
-    prometheus_url(target)
-    # A native target, in process or through the file `preflight up` writes (named native).
-    if target.info.kind == "native" or target.info.name == "native":
-        pytest.skip(
-            "the native target runs its components as plain processes, not containers: there "
-            "are no per-container metrics to collect (decide this item on a containers or "
-            "external target whose Prometheus scrapes cAdvisor or the kubelet)"
-        )
+    prometheus = target.prometheus_url
+    target.runs("containers")
     jobs = {t["labels"].get("job") for t in active_targets(target)}
     evidence.note(f"scrape jobs: {sorted(j for j in jobs if j)}")
     empty = [
@@ -320,10 +314,10 @@ def test_every_container_has_cpu_and_memory_metrics(
         if not promql(target, f'{series}{{name!=""}}')
     ]
     assert not empty, (
-        f"Prometheus at {prometheus_url(target)} must hold per-container series (got none for "
+        f"Prometheus at {prometheus} must hold per-container series (got none for "
         f"{', '.join(empty)}; is cAdvisor or the kubelet scraped, as job {CONTAINER_JOB!r}?)"
     )
-    _, panels = split_container_panels(dashboard_queries("system"))
+    _, panels = split_container_panels(monitoring, dashboard_queries(monitoring, "system"))
     blank = no_data(target, panels)
     evidence.figure("container panels with data", len(panels) - len(blank))
     assert not blank, (

@@ -15,20 +15,17 @@ import yaml
 from checks._chat import Tenant
 from checks.monitoring._monitoring import (
     REPO,
-    find_records,
+    Monitoring,
     is_api,
     is_edge_access,
     last_lines,
-    log_files,
-    log_lines,
-    monitoring_dir,
     run,
     tool,
 )
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
 from preflight.jsonlines import json_object
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 FLUSH_S = 1.0  # how long the log writers get to flush before the logs are read whole
 
@@ -50,11 +47,11 @@ def test_edge_logs_every_request_with_status_latency_and_id(
     target: ProbeTarget, evidence: EvidenceLog, path: str, status: int
 ) -> None:
     """Without access logs there is no record of who called what."""
-    log_files(target)
+    target.requires("logs")
     request_id = tagged()
     response = target.http.get(path, headers={"X-Request-ID": request_id})
     evidence.request(response)
-    found = find_records(target, lambda r: is_edge_access(r) and r.get("request_id") == request_id)
+    found = target.logs.find(lambda r: is_edge_access(r) and r.get("request_id") == request_id)
     assert found, (
         f"the edge's access log must have a line for GET {path} with request_id {request_id} "
         "(got none)"
@@ -74,14 +71,14 @@ def test_edge_logs_every_request_with_status_latency_and_id(
 @pytest.mark.checklist("DEP-LOGS-FLOWING")
 def test_a_request_id_reaches_the_api_logs(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A deploy that breaks logging removes the evidence needed for the next incident."""
-    log_files(target)
+    target.requires("logs")
     request_id = tagged()
     response = target.http.get("/v1/health/ready", headers={"X-Request-ID": request_id})
     evidence.request(response)
-    found = find_records(target, lambda r: is_api(r) and r.get("request_id") == request_id)
+    found = target.logs.find(lambda r: is_api(r) and r.get("request_id") == request_id)
     assert found, (
         f"the API's logs must hold a record with request_id {request_id} after GET "
-        f"/v1/health/ready through the edge (got none in {len(log_files(target))} log files)"
+        f"/v1/health/ready through the edge (got none in {len(target.logs.files)} log files)"
     )
     evidence.note(f"{found[0][0].name}: {found[0][1]}")
 
@@ -96,7 +93,7 @@ def _audit_of(request_id: str) -> Callable[[dict[str, Any]], bool]:
 @pytest.mark.checklist("MON-AUDIT-LOG")
 def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Without an audit trail, abuse by insiders or with stolen admin keys cannot be traced."""
-    log_files(target)
+    target.requires("logs")
     world = Tenant.create(target)
     ids = {action: tagged() for action in AUDITED}
     admin = target.http.as_admin(target.admin_key)
@@ -115,7 +112,7 @@ def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: Eviden
     evidence.request(erased)
     expect(erased, 204)
     for action, request_id in ids.items():
-        found = find_records(target, _audit_of(request_id))
+        found = target.logs.find(_audit_of(request_id))
         assert found, (
             f"{action} (request {request_id}) must write an audit record with "
             '"event": "audit" (got none)'
@@ -139,13 +136,13 @@ def test_request_logs_are_structured_with_request_ids(
     """Unstructured logs without request ids make incidents slow to diagnose."""
     request_id = tagged()
     expect(target.http.get("/v1/health/live", headers={"X-Request-ID": request_id}), 200)
-    edge = find_records(target, lambda r: is_edge_access(r) and r.get("request_id") == request_id)
-    api = find_records(target, lambda r: is_api(r) and r.get("request_id") == request_id)
+    edge = target.logs.find(lambda r: is_edge_access(r) and r.get("request_id") == request_id)
+    api = target.logs.find(lambda r: is_api(r) and r.get("request_id") == request_id)
     assert edge, f"the edge's access log must hold a JSON record with request_id {request_id}"
     assert api, f"the API's log must hold a JSON record with request_id {request_id}"
     # Every line of a file that holds request records is itself a JSON record.
     for path in {edge[0][0], *(p for p, _r in api)}:
-        for _p, line in ((p, ln) for p, ln in log_lines(target) if p == path):
+        for _p, line in ((p, ln) for p, ln in target.logs.lines() if p == path):
             assert line.startswith("{"), (
                 f"every line of {path.name} must be a JSON record (got {line[:120]!r})"
             )
@@ -155,7 +152,7 @@ def test_request_logs_are_structured_with_request_ids(
 @pytest.mark.checklist("MON-LOG-CENTRAL")
 def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Tokens, keys and passwords in logs are credentials for whoever can read the logs."""
-    files = log_files(target)
+    files = target.logs.files
     world = Tenant.create(target)
     user = world.user("secretive")
     created = expect(target.http.as_admin(target.admin_key).post("/v1/apps", {"name": "x"}), 201)
@@ -174,7 +171,7 @@ def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -
     }
     time.sleep(FLUSH_S)  # let the writers flush
     lines = 0
-    for path, line in log_lines(target):
+    for path, line in target.logs.lines():
         lines += 1
         for what, value in wanted.items():
             # The message names the place, never the line: it would carry the secret along.
@@ -200,9 +197,9 @@ _PATTERN = re.compile(r"^rotating pattern: (.+?)\s+(?:after|forced|hourly|weekly
 
 
 @pytest.mark.checklist("MON-LOG-ROTATION")
-def test_log_files_are_rotated_and_bounded(evidence: EvidenceLog) -> None:
+def test_log_files_are_rotated_and_bounded(monitoring: Monitoring, evidence: EvidenceLog) -> None:
     """Unrotated logs fill the disk and stop the service."""
-    config = monitoring_dir() / "logrotate" / "chatsdk"
+    config = monitoring.dir / "logrotate" / "chatsdk"
     assert config.is_file(), f"a logrotate config must exist at {config} (got no file)"
     with_state = ["--debug", "--state", "/dev/null", str(config)]
     code, out = run([tool("logrotate"), *with_state])

@@ -11,20 +11,15 @@ from checks._chat import Tenant, realtime, send
 from checks.monitoring._monitoring import (
     POLL_S,
     WAIT_S,
-    families,
     last_lines,
-    metrics_urls,
     run,
-    samples,
-    scrape,
-    scrape_ok,
     tool,
-    total,
 )
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.metrics import families, samples, scrape, scrape_ok
+from preflight.probe.target import ProbeTarget
 
 # Request count (with the status that tells errors apart) and the latency histogram.
 RED_FAMILIES = {"http_requests_total": "counter", "http_request_duration_seconds": "histogram"}
@@ -33,7 +28,7 @@ EDGE_METRICS_PATHS = ("/metrics", "/v1/metrics")
 
 def reaches(target: ProbeTarget, value: float, name: str, **labels: str) -> bool:
     """Whether the workers' sum of a metric (see total) reaches `value` within WAIT_S."""
-    return until(lambda: total(target, name, **labels) >= value, WAIT_S, interval=POLL_S)
+    return until(lambda: target.metrics.total(name, **labels) >= value, WAIT_S, interval=POLL_S)
 
 
 @pytest.mark.checklist("MON-METRICS-ENDPOINT")
@@ -43,7 +38,7 @@ def test_each_worker_exposes_red_metrics_and_the_edge_does_not(
     """Without RED metrics nobody sees latency or errors; public metrics leak internals."""
     # A 401 answered by the API, so the error side of the counter has a series.
     evidence.request(target.http.get("/v1/channels"))
-    for url in metrics_urls(target):
+    for url in target.metrics.urls:
         status, ctype, text = scrape(url)
         assert status == 200, f"GET {url} must answer 200 (got {status})"
         assert ctype.startswith("text/plain"), (
@@ -78,7 +73,7 @@ def test_scraped_metrics_pass_promtool_check_metrics(
 ) -> None:
     """Badly named or typed metrics mislead every query built on them."""
     promtool = tool("promtool")
-    for url in metrics_urls(target):
+    for url in target.metrics.urls:
         code, out = run([promtool, "check", "metrics"], stdin=scrape_ok(url))
         evidence.attach(f"promtool check metrics {url}", out or "clean", "text/plain")
         clean = code == 0 and not out
@@ -97,12 +92,12 @@ def test_business_metrics_move_under_traffic(target: ProbeTarget, evidence: Evid
     alice, bob = world.user("alice"), world.user("bob")
     channel = world.channel(alice, bob)
 
-    sent = total(target, "messages_sent_total")
+    sent = target.metrics.total("messages_sent_total")
     send(alice, channel, f"business metrics {secrets.token_hex(4)}")
     moved = reaches(target, sent + 1, "messages_sent_total")
     assert moved, f"messages_sent_total must grow after a message is sent (stayed at {sent:g})"
 
-    sockets = total(target, "active_websocket_connections")
+    sockets = target.metrics.total("active_websocket_connections")
     with realtime(target, bob):
         opened = reaches(target, sockets + 1, "active_websocket_connections")
         assert opened, (
@@ -110,7 +105,7 @@ def test_business_metrics_move_under_traffic(target: ProbeTarget, evidence: Evid
         )
 
     name, labels = UPLOADS["name"], {k: v for k, v in UPLOADS.items() if k != "name"}
-    uploads = total(target, name, **labels)
+    uploads = target.metrics.total(name, **labels)
     response = alice.client.request(
         "POST", "/v1/uploads", body=b"probe upload\n", headers={"Content-Type": "text/plain"}
     )
@@ -128,12 +123,12 @@ def test_business_metrics_move_under_traffic(target: ProbeTarget, evidence: Evid
 @pytest.mark.checklist("DEP-METRICS-FLOWING")
 def test_request_metrics_grow_with_traffic(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A deploy that breaks instrumentation blinds monitoring."""
-    before = total(target, "http_requests_total")
+    before = target.metrics.total("http_requests_total")
     sent = 10
     for _ in range(sent):
         expect(target.http.get("/v1/health/live"), 200)
     grew = reaches(target, before + sent, "http_requests_total")
-    after = total(target, "http_requests_total")
+    after = target.metrics.total("http_requests_total")
     evidence.figure("requests counted", after - before)
     assert grew, (
         f"http_requests_total over all workers must grow by at least {sent} after {sent} requests "

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from checks._stores import pg_fetch, pg_where
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # Foreign keys of the application's schema whose columns are not the leading columns of an index:
 # deleting or updating a parent row then scans the whole child table.
@@ -54,9 +53,9 @@ STATISTICS_MISSING = (
 def app_statements(target: ProbeTarget) -> list[asyncpg.Record]:
     """The application's statement statistics; a failed assertion when none are collected."""
     __tracebackhide__ = True
-    where = pg_where(target.pg_dsn)
+    where = target.pg.where
     try:
-        rows = pg_fetch(target.pg_dsn, APP_STATEMENTS)
+        rows = target.pg.fetch(APP_STATEMENTS)
     except STATISTICS_MISSING as exc:
         pytest.fail(
             f"PostgreSQL at {where} must collect query statistics with pg_stat_statements "
@@ -70,18 +69,17 @@ def app_statements(target: ProbeTarget) -> list[asyncpg.Record]:
 @pytest.mark.checklist("PERF-DB-INDEXES")
 def test_every_foreign_key_is_indexed(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """A missing index turns a hot query into a sequential scan under load."""
-    rows = pg_fetch(target.pg_dsn, UNINDEXED_FOREIGN_KEYS)
-    total = pg_fetch(
-        target.pg_dsn,
+    rows = target.pg.fetch(UNINDEXED_FOREIGN_KEYS)
+    total = target.pg.fetch(
         "SELECT count(*) AS n FROM pg_constraint "
         "WHERE contype = 'f' AND connamespace = 'public'::regnamespace",
     )[0]["n"]
     evidence.figure("foreign keys", total)
     evidence.figure("foreign keys without an index", len(rows))
     missing = [f"{r['tbl']}({', '.join(r['cols'])})" for r in rows]
-    assert total > 0, f"the schema at {pg_where(target.pg_dsn)} has no foreign key to judge"
+    assert total > 0, f"the schema at {target.pg.where} has no foreign key to judge"
     assert not missing, (
-        f"every foreign key at {pg_where(target.pg_dsn)} must lead an index "
+        f"every foreign key at {target.pg.where} must lead an index "
         f"(unindexed: {'; '.join(missing)})"
     )
 
@@ -98,7 +96,7 @@ def test_hot_queries_average_under_50_ms(target: ProbeTarget, evidence: Evidence
         evidence.figure("slowest hot statement mean", round(worst["mean_exec_time"], 3), "ms")
     slow = [r for r in hot if r["mean_exec_time"] > MAX_MEAN_MS]
     assert not slow, (
-        f"hot statements at {pg_where(target.pg_dsn)} must average <= {MAX_MEAN_MS:.0f} ms (got "
+        f"hot statements at {target.pg.where} must average <= {MAX_MEAN_MS:.0f} ms (got "
         + "; ".join(f"{r['mean_exec_time']:.0f} ms for {r['query']!r}" for r in slow[:3])
         + ")"
     )

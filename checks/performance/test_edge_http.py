@@ -9,7 +9,7 @@ import pytest
 
 from checks.security._actors import Actors
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # The OpenAPI description is the API's largest unauthenticated JSON document (tens of KB).
 COMPRESSIBLE = "/v1/openapi.json"

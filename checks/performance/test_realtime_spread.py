@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from checks._chat import Tenant, realtime, send
-from checks._runtime import workers
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 MESSAGES = 12
 
@@ -18,7 +17,7 @@ def test_a_socket_receives_messages_sent_through_every_worker(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """With hidden affinity, users on one worker miss what is sent through the others."""
-    reached = workers(target, evidence)
+    reached = target.metrics.runtime(evidence)
     world = Tenant.create(target)
     alice, bob = world.user("alice"), world.user("bob")
     channel = world.channel(alice, bob)

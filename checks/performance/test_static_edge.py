@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from checks._web import WEB_PATH, web_client
 from preflight.evidence import EvidenceLog
 from preflight.jsonlines import json_records
 from preflight.polling import poll
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
+from preflight.probe.web import WEB_PATH
 
 LOG_WAIT_S = 5.0
 # A worker that is handed a copy of the request (nginx `mirror`) may log it just after the edge
@@ -34,8 +34,8 @@ def test_static_assets_are_served_by_the_edge_not_the_api_workers(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Serving static files from application workers steals capacity from the API."""
-    client = web_client(target, evidence)
-    files = target.info.log_files
+    client = target.web.client(evidence)
+    files = target.info.observability.log_files
     if not files:
         pytest.skip(
             f"target {target.name} gives no log_files; list the edge's access log and the API's "

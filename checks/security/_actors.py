@@ -18,7 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from checks._chat import Actor, Tenant, created
 from preflight.client import expect
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 WS_TIMEOUT_S = 8.0
 

@@ -25,7 +25,7 @@ from cryptography import x509
 
 from preflight.client import ChatClient, Response
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 TIMEOUT_S = 10.0
 NGINX_T_TIMEOUT_S = 10.0

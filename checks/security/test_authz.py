@@ -14,7 +14,7 @@ from checks._chat import Actor, call
 from checks.security._actors import Actors, Objects
 from preflight.client import ChatClient, Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 REFUSED = (403, 404)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 FOREIGN_ORIGINS = ("https://evil.example", "null")
 

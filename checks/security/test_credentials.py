@@ -10,20 +10,13 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from checks._chat import polite
 from checks._stores import (
     WELL_KNOWN_PASSWORDS,
-    pg_auth_request,
-    pg_login,
-    pg_show,
-    pg_where,
-    redis_password,
-    redis_try,
-    redis_where,
     weak_secret,
 )
+from preflight.client import polite
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 SCRAM = "SCRAM-SHA-256"
 SSH_PORT = 22
@@ -57,10 +50,10 @@ def test_services_take_only_strong_passwords(
         # The hardening's "scram-sha-256 only": hashes are stored as SCRAM, and the server asks
         # every role (the app's, the superuser, one that does not exist) for SCRAM, never for
         # MD5, a cleartext password or nothing (trust). pg_hba.conf itself is superuser-only.
-        where = pg_where(target.pg_dsn)
-        encryption = pg_show(target.pg_dsn, "password_encryption")["password_encryption"]
+        where = target.pg.where
+        encryption = target.pg.show("password_encryption")["password_encryption"]
         asked = {
-            user: pg_auth_request(target.pg_dsn, user)
+            user: target.pg.auth_request(user)
             for user in (_app_role(target)[0], DEFAULT_SUPERUSER, "preflight-no-such-role")
         }
         evidence.note(f"password_encryption = {encryption}; asked per role: {asked}")
@@ -78,9 +71,7 @@ def test_services_take_only_strong_passwords(
         problem = weak_secret(password, [user])
         evidence.figure("application role password length", len(password), "characters")
         assert problem is None, f"the PostgreSQL password of role {user} must be strong ({problem})"
-        accepted = [
-            p for p in WELL_KNOWN_PASSWORDS if pg_login(target.pg_dsn, user, p) == "accepted"
-        ]
+        accepted = [p for p in WELL_KNOWN_PASSWORDS if target.pg.login(user, p) == "accepted"]
         assert not accepted, (
             f"PostgreSQL role {user} must refuse well-known passwords (accepted {accepted!r})"
         )
@@ -99,11 +90,11 @@ def test_default_accounts_do_not_open(
     # Redis's default user is decided by INF-REDIS-AUTH and SEC-REDIS-PASSWORD; the bundled
     # system has no object storage console (MinIO runs only in system/deploy).
     if account == "postgres-superuser":
-        tried = {p: pg_login(target.pg_dsn, DEFAULT_SUPERUSER, p) for p in WELL_KNOWN_PASSWORDS}
-        evidence.note(f"{DEFAULT_SUPERUSER}@{pg_where(target.pg_dsn)}: {tried}")
+        tried = {p: target.pg.login(DEFAULT_SUPERUSER, p) for p in WELL_KNOWN_PASSWORDS}
+        evidence.note(f"{DEFAULT_SUPERUSER}@{target.pg.where}: {tried}")
         opened = [p for p, got in tried.items() if got == "accepted"]
         assert not opened, (
-            f"PostgreSQL at {pg_where(target.pg_dsn)} must refuse role {DEFAULT_SUPERUSER} with "
+            f"PostgreSQL at {target.pg.where} must refuse role {DEFAULT_SUPERUSER} with "
             f"default passwords (accepted {opened!r})"
         )
     else:
@@ -126,14 +117,14 @@ def test_redis_password_is_set_and_enforced(
     target: ProbeTarget, evidence: EvidenceLog, case: str
 ) -> None:
     """An example password in production is as good as none."""
-    where = redis_where(target.redis_url)
+    where = target.redis.where
     if case == "password-strong":
-        password = redis_password(target.redis_url) or ""
+        password = target.redis.password or ""
         evidence.figure("Redis password length", len(password), "characters")
         problem = weak_secret(password)
         assert problem is None, f"the Redis password for {where} must be strong ({problem})"
     else:
-        got = redis_try(target.redis_url, (None, "preflight-wrong-password"))
+        got = target.redis.attempt((None, "preflight-wrong-password"))
         evidence.note(f"PING with a wrong password to {where}: {got}")
         assert got.startswith("refused"), (
             f"Redis at {where} must refuse a wrong password (got {got}), or any password opens it"

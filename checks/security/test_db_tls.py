@@ -6,9 +6,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from checks._stores import pg_fetch, pg_login, pg_show, pg_where
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.pg import Postgres
+from preflight.probe.target import ProbeTarget
 
 # The application's sessions: the application role's client backends other than the probe's own.
 APP_SESSIONS = """
@@ -25,10 +25,10 @@ def test_database_traffic_is_encrypted(
     target: ProbeTarget, evidence: EvidenceLog, case: str
 ) -> None:
     """Plaintext database traffic exposes every message and credential on the network."""
-    where = pg_where(target.pg_dsn)
+    where = target.pg.where
     if case == "app-sessions-encrypted":
-        shown = pg_show(target.pg_dsn, "ssl")
-        sessions = pg_fetch(target.pg_dsn, APP_SESSIONS)
+        shown = target.pg.show("ssl")
+        sessions = target.pg.fetch(APP_SESSIONS)
         plain = sum(1 for s in sessions if not s["ssl"])
         evidence.note(f"ssl = {shown['ssl']}")
         evidence.figure("application sessions", len(sessions))
@@ -45,8 +45,7 @@ def test_database_traffic_is_encrypted(
         # The application's own credentials over a connection that does not offer TLS: the server
         # must refuse it (hostssl only), or a misconfigured client would silently go plaintext.
         dsn = urlsplit(target.pg_dsn)
-        got = pg_login(
-            target.pg_dsn.split("?", 1)[0] + "?sslmode=disable",
+        got = Postgres(target.pg_dsn.split("?", 1)[0] + "?sslmode=disable").login(
             unquote(dsn.username or ""),
             unquote(dsn.password or ""),
         )

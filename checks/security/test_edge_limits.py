@@ -7,7 +7,7 @@ import pytest
 
 from checks.security._edge import MAX_BODY_BYTES, raw_exchange, request_head
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 ANSWER_TIMEOUT_S = 5.0
 

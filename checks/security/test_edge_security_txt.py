@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 PATH = "/.well-known/security.txt"
 

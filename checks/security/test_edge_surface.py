@@ -17,7 +17,7 @@ from checks.security._edge import (
     target_processes,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 
 def _exchange(
@@ -109,8 +109,8 @@ def test_ambiguous_framing_is_refused(
 def test_only_the_edge_listens_beyond_loopback(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Every extra open port is attack surface that nobody monitors."""
     edge_ports = {target.edge_address[1]}
-    if target.info.http_url:
-        edge_ports.add(urlsplit(target.info.http_url).port or 80)
+    if target.info.edge.http_url:
+        edge_ports.add(urlsplit(target.info.edge.http_url).port or 80)
     pids = target_processes(target)  # skips when the edge runs on another host
     owners = socket_owners()
     exposed = []

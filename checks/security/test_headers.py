@@ -18,7 +18,7 @@ from checks.security._edge import (
 )
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 ONE_YEAR_S = 31_536_000
 # Each kind of response is answered by a different part of the stack, and headers tend to go

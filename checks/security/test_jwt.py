@@ -22,7 +22,7 @@ from checks._chat import call, created
 from checks.security._actors import Actors, ws_authenticate
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
 # Secrets that tutorials, frameworks and sample configurations ship with (RFC 8725 section 3.5:

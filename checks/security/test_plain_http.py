@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 TIMEOUT_S = 10.0
 PERMANENT_REDIRECTS = (301, 308)

@@ -15,7 +15,7 @@ from checks.security._edge import (
     plain_flood,
 )
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 # Directives that make a location do work (reach the API, read files); a location without any of
 # them only answers with `return`, which runs before limit_req does (rewrite phase), so neither

@@ -29,7 +29,7 @@ from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocat
 
 from checks.security._edge import verified_handshake
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 HANDSHAKE_TIMEOUT_S = 10.0
 # What a server that does not speak the offered version answers (the alert), or what the client
@@ -112,7 +112,7 @@ def mozilla_intermediate_issues(target: ProbeTarget) -> dict[str, str]:
     """sslyze's scan of the edge checked against Mozilla's "intermediate" configuration: issue
     name -> sslyze's description (empty when compliant)."""
     host, port = target.edge_address
-    ca = target.info.ca_file
+    ca = target.info.edge.ca_file
     request = ServerScanRequest(
         server_location=ServerNetworkLocation(hostname=host, port=port, ip_address=_ip_of(host)),
         network_configuration=ServerNetworkConfiguration(

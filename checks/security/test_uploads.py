@@ -16,7 +16,7 @@ from checks._chat import call
 from checks.security._actors import Actors
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 LIMIT_BYTES = 100 * 1024 * 1024  # system/chatsdk/API.md: over 100 MB, 413 from the edge
 TIMEOUT_S = 10.0

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from checks._web import WEB_PATH, web_client
 from checks.security.test_headers import csp_directives
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
+from preflight.probe.web import WEB_PATH
 
 # Every kind of content a policy can allow; outside the web client each must be 'none'.
 FETCH_DIRECTIVES = (
@@ -79,7 +79,7 @@ def test_the_web_clients_policy_allows_only_its_own_origin(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Inline script, eval or a foreign origin turn one injection into script in users' sessions."""
-    client = web_client(target, evidence)
+    client = target.web.client(evidence)
     host = target.edge_url.split("://", 1)[1].rstrip("/").lower()
     allowed = {**CLIENT_ALLOWED, "connect-src": {"'self'", f"wss://{host}", f"https://{host}"}}
     problems = []

@@ -18,7 +18,7 @@ import pytest
 from checks._chat import call
 from checks.security._actors import WS_TIMEOUT_S, Actors, ws_authenticate, ws_connect
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 REFUSAL_CODES = (4401, 4403, 1008)  # the contract's 4401, or RFC 6455's policy violation
 FOREIGN_ORIGINS = ("https://evil.example", "null", "http://127.0.0.1")

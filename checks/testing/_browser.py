@@ -36,10 +36,10 @@ from playwright.sync_api import (
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
+from preflight.probe.web import WEB_PATH
 
 CHROMIUM = Path("/usr/bin/chromium")
-WEB_PATH = "/app/"
 LAUNCH_TIMEOUT_MS = 30_000
 # How long a step may take before the journey gives up on it: generous, for a loaded 2-core
 # machine; a healthy system answers in well under a second. Not a performance target (the load
@@ -122,9 +122,9 @@ def chromium(target: ProbeTarget) -> Iterator[BrowserSession]:
         )
     args = ["--headless", "--no-sandbox", "--disable-background-networking"]
     args += ["--disable-component-update", "--no-first-run", "--disable-sync"]
-    if target.info.ca_file is not None:
+    if target.info.edge.ca_file is not None:
         args.append(
-            f"--ignore-certificate-errors-spki-list={','.join(spki_hashes(target.info.ca_file))}"
+            f"--ignore-certificate-errors-spki-list={','.join(spki_hashes(target.info.edge.ca_file))}"
         )
     home = Path(tempfile.mkdtemp(prefix="preflight-browser-"))
     try:

@@ -20,7 +20,6 @@ from checks._chat import call
 from checks.testing._browser import (
     STEP_TIMEOUT_MS,
     STEP_TIMEOUT_S,
-    WEB_PATH,
     BrowserSession,
     Person,
     chromium,
@@ -28,7 +27,8 @@ from checks.testing._browser import (
 )
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
+from preflight.probe.web import WEB_PATH
 
 MOBILE: ViewportSize = {"width": 360, "height": 740}
 VIEWPORT_META = re.compile(

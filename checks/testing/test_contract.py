@@ -22,7 +22,7 @@ from checks._chat import Tenant, call, created
 from checks.security._actors import PNG_1X1
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 EXAMPLES_PER_OPERATION = 12
 TIME_BUDGET_S = 35.0  # the whole run; operations not reached are named in the evidence
@@ -100,7 +100,7 @@ def test_every_operation_answers_as_documented(target: ProbeTarget, evidence: Ev
     schema = schemathesis.openapi.from_dict(spec)
     world = World.create(target)
     session = requests.Session()
-    verify: str | bool = str(target.info.ca_file) if target.info.ca_file else True
+    verify: str | bool = str(target.info.edge.ca_file) if target.info.edge.ca_file else True
     base_url = target.edge_url
     started = time.monotonic()
     tried: list[str] = []

@@ -12,7 +12,7 @@ from checks._chat import call
 from checks.security._actors import Actors
 from preflight.client import ChatClient, Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 LEAKS = re.compile(
     r"Traceback \(most recent call last\)|File \"/[^\"]+\", line \d+|\.py\", line|"

@@ -14,7 +14,7 @@ import pytest
 from checks._chat import Tenant, call, created
 from preflight.client import Response
 from preflight.evidence import EvidenceLog
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 REPO = Path(__file__).resolve().parents[2]
 # Where the thresholds are documented (the API contract); the probe reads them from there, so a

@@ -21,7 +21,7 @@ import pytest
 from checks._chat import Tenant, call, created
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
-from preflight.probe_target import ProbeTarget
+from preflight.probe.target import ProbeTarget
 
 SIGNATURE = "x-chatsdk-signature"
 EVENT_ID = "x-chatsdk-event-id"

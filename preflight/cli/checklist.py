@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from preflight.checklist import AREAS, DEFAULT_PATH, Item, load_checklist
+from preflight.cli._args import command_group
 from preflight.errors import PreflightError
 from preflight.plugin import collect_probes
 
@@ -15,12 +16,14 @@ EXIT_OK = 0
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `checklist`; it sets `handler=` (args -> exit code)."""
-    checklist = sub.add_parser(
+    actions = command_group(
+        sub,
         "checklist",
         help="validate or list the checklist",
         description="Validate checklist.yaml against its schema and rules, or list its items.",
+        dest="checklist_command",
+        handler=cmd_checklist,
     )
-    actions = checklist.add_subparsers(dest="checklist_command", required=True, metavar="ACTION")
     validate = actions.add_parser(
         "validate",
         help="check the file; exit 0 if valid, 2 listing every problem (item, field, line)",
@@ -37,7 +40,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
     show.add_argument("--area", choices=AREAS, help="only items of this area")
     show.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
-    checklist.set_defaults(handler=cmd_checklist)
 
 
 def cmd_checklist(args: argparse.Namespace) -> int:
@@ -77,6 +79,8 @@ def _deciding_tests(checklist_path: Path, checks: Path) -> dict[str, list[str]] 
 def _decided_by(item: Item, deciders: dict[str, list[str]]) -> str:
     if item.verify == "manual":
         return f"a signed attestation from {item.owner}"
+    if item.verify == "signoff":
+        return f"{item.owner}'s signature on the run record (preflight sign --role {item.owner})"
     if item.verify == "load":
         scale = ", ".join(f"{k} {v}" for k, v in item.scale.items())
         return f"the load profile: {item.metric} {item.comparison} {item.value:g}" + (

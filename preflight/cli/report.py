@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from preflight.diff import describe, diff_records, summary
+from preflight.diff import describe, diff_records, selection_difference, summary
+from preflight.final_verdict import final_verdict
 from preflight.record import load_record, record_path
 from preflight.report import write_reports
+from preflight.scope import verdict_line
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
 
@@ -38,7 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "diff",
         help="list the items whose outcome changed between two runs, new failures first",
         description=(
-            "Compare two run records: items whose outcome changed, then items added or removed. "
+            "Compare two run records: of the items both runs selected, those whose outcome "
+            "changed, then items added to or removed from the checklist; a line says which items "
+            "only one run selected (they are not compared). "
             "Listed by kind - new failures (now fail or error), other regressions (e.g. pass -> "
             "unverified), changes within one rank (e.g. fail -> error), improvements, added, "
             "removed - one per line, then a summary line. Exits 0 whatever changed, unless "
@@ -62,13 +66,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else source.parent
     for path in write_reports(record, out_dir):
         print(f"wrote {path}")
-    print(record["verdict"]["summary"])
+    print(verdict_line(record))
+    print(final_verdict(record).summary())
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     old, new = load_record(args.old), load_record(args.new)
     changes = diff_records(old, new)
+    print(selection_difference(old, new).describe(old, new))
     for change in changes:
         print(describe(change))
     print(f"{summary(changes)} (from run {old['run_id']} to run {new['run_id']})")

@@ -13,6 +13,8 @@ from preflight.errors import PreflightError
 from preflight.load.runner import no_load_runner
 from preflight.progress import Progress
 from preflight.run import PROFILES, RunOptions, run
+from preflight.scope import verdict_line
+from preflight.signing import warn_unpinned_harness
 
 SEVERITIES = ("critical", "high", "medium", "low")
 
@@ -186,5 +188,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"blocking: {shown}" + (f" and {more} more" if more > 0 else ""))
     if result.verdict.warnings:
         print(f"warnings (do not block under this policy): {', '.join(result.verdict.warnings)}")
-    print(result.record["verdict"]["summary"])
+    warn_unpinned_harness(args.keys)
+    print(verdict_line(result.record))
     return result.exit_code

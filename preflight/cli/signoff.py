@@ -11,12 +11,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from preflight import attestations, checklist, release, signing, waivers
 from preflight.errors import PreflightError
+from preflight.final_verdict import BROKEN, final_verdict
 from preflight.record import load_record, record_path, write_record
 from preflight.report import write_reports
 
 EXIT_OK, EXIT_FAILED = 0, 1
-# Signatures that say the record is not what was signed: nobody should add theirs on top.
-BROKEN = ("malformed", "bad-signature", "edited")
+UNPINNED_HELP = (
+    "accept a harness signature by any key when the registry pins none (`harness: []`); "
+    "anyone can then re-sign an edited record as the harness"
+)
 
 
 def _date(text: str) -> date:
@@ -51,8 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="add your signature for a role to a run record",
         description=(
             "Sign a run record's digest for a role with your key, which must be registered for "
-            "that role. Refuses a record whose existing signatures show it was edited, or that "
-            "the harness did not sign. Rewrites the record atomically."
+            "that role; your signature decides that role's SIGN-* item. Refuses a record whose "
+            "existing signatures show it was edited, or that no pinned harness key signed. "
+            "Rewrites the record atomically."
         ),
     )
     sign.add_argument("record", type=Path, metavar="RECORD", help="record.json or a run directory")
@@ -60,20 +64,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.add_argument("--key", type=Path, required=True, metavar="KEY", help="your private key")
     sign.add_argument("--name", help="your name as shown (default: the registry's name)")
     sign.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    sign.add_argument("--allow-unpinned-harness", action="store_true", help=UNPINNED_HELP)
     sign.set_defaults(handler=cmd_sign)
 
     verify = sub.add_parser(
         "verify",
-        help="check a run record's signatures (exit 0 ok, 1 invalid/missing/edited, 2 unreadable)",
+        help="the release verdict: the run's verdict, the record's integrity and its signatures",
         description=(
-            "Check every signature on a run record against the registry and the record's digest; "
-            "the harness and every role in signoff.required must have a valid signature."
+            "Print the run's verdict, whether the record is intact (every signature signs this "
+            "very record), each signature checked against the keys registered for its role, and "
+            "the roles signed and missing. Exit 0 only when the record is intact, the run READY "
+            "and every role in signoff.required signed; 1 otherwise; 2 when the record or the "
+            "registry cannot be read, or the registry pins no harness key (unless "
+            "--allow-unpinned-harness)."
         ),
     )
     verify.add_argument(
         "record", type=Path, metavar="RECORD", help="record.json or a run directory"
     )
     verify.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    verify.add_argument("--allow-unpinned-harness", action="store_true", help=UNPINNED_HELP)
     verify.set_defaults(handler=cmd_verify)
 
     attest = sub.add_parser(
@@ -137,6 +147,23 @@ def _registered(
     return entry
 
 
+def _warn(message: str) -> None:
+    print(f"preflight: WARNING: {message}", file=sys.stderr)
+
+
+def _unpinned(registry: signing.Registry, allowed: bool, doing: str) -> None:
+    """Refuse (or, when allowed, warn loudly) when the registry pins no harness key."""
+    why = signing.unpinned_harness(registry)
+    if not why:
+        return
+    if not allowed:
+        raise PreflightError(f"refusing to {doing}: {why}; {signing.PIN_HINT}")
+    _warn(
+        f"{registry.path} pins no harness key and --allow-unpinned-harness accepts a harness "
+        "signature by any key: an edited record re-signed with a fresh key passes as a run's"
+    )
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     path = record_path(args.record)
     record = load_record(path)
@@ -147,17 +174,23 @@ def cmd_sign(args: argparse.Namespace) -> int:
             f"--role {args.role} is not a sign-off role of {path} (required: {', '.join(required)})"
         )
     registry = signing.load_registry(args.keys, must_exist=True)
+    _unpinned(registry, args.allow_unpinned_harness, f"sign {path}")
     key = signing.load_private_key(args.key)
     entry = _registered(registry, args.role, key)
-    before = signing.verify_record(record, registry)
+    before = signing.verify_record(
+        record, registry, allow_unpinned_harness=args.allow_unpinned_harness
+    )
     # Decision: refuse rather than warn. A signature says "I reviewed this record"; adding one to
-    # a record that no longer matches earlier signatures (or that no run signed) would endorse
-    # content nobody can trace to a run, and verify fails on it anyway.
+    # a record that no longer matches earlier signatures (or that no pinned run key signed) would
+    # endorse content nobody can trace to a run, and verify fails on it anyway.
     broken = [v for v in before.signatures if v.status in BROKEN]
     if broken or signing.HARNESS in before.missing:
         reasons = [v.problem for v in broken]
         if signing.HARNESS in before.missing:
-            reasons.append("it has no valid harness signature (was it written by preflight run?)")
+            harness = [v.problem for v in before.signatures if v.role == signing.HARNESS]
+            reasons += [p for p in harness if p and p not in reasons] or [
+                "it has no valid harness signature (was it written by preflight run?)"
+            ]
         print(
             f"preflight: refusing to sign {path}: " + "; ".join(reasons) + " (see preflight "
             "verify); sign a record produced by preflight run, unedited",
@@ -167,41 +200,35 @@ def cmd_sign(args: argparse.Namespace) -> int:
     signer = args.name or entry.name
     signed = signing.sign_record(record, args.role, key, signer)
     write_record(signed, path)
-    after = signing.verify_record(signed, registry)
-    still = ", ".join(after.missing) or "none"
+    release = final_verdict(signed, registry, allow_unpinned_harness=args.allow_unpinned_harness)
     print(f"signed {path} as {args.role} ({signer}) with key {entry.key_id}")
     if (path.parent / "report.html").exists():
-        # The sign-off panel of the report beside the record shows the new signature.
+        # The report beside the record shows the new signature in its banner and panel.
         written = write_reports(signed, path.parent)
         print(f"re-rendered {', '.join(str(p) for p in written)}")
-    print(f"record sha256 {after.digest}; roles still to sign: {still}")
+    print(f"record sha256 {release.result.digest}; {release.roles_text()}")
+    print(release.summary())
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     record = load_record(args.record)
     registry = signing.load_registry(args.keys, must_exist=True)
-    result = signing.verify_record(record, registry)
-    for verdict in result.signatures:
+    _unpinned(registry, args.allow_unpinned_harness, f"verify {record_path(args.record)}")
+    release = final_verdict(record, registry, allow_unpinned_harness=args.allow_unpinned_harness)
+    print(f"{'run verdict':<17} {release.run_verdict}")
+    print(f"{'integrity':<17} {release.integrity_text()}")
+    for verdict in release.result.signatures:
         label = "ok" if verdict.valid else verdict.status.upper()
         line = f"{label:<17} {verdict.role:<16} {verdict.signer}  key {verdict.key_id}"
         print(f"{line}: {verdict.problem}" if verdict.problem else line)
-    for role in result.missing:
+    for role in release.result.missing:
         print(f"{'MISSING':<17} {role:<16} no valid signature")
-    required = signing.required_roles_of(record)
-    signed = len([r for r in required if r not in result.missing])
-    if result.ok:
-        print(
-            f"VERIFIED - record {result.digest[:16]}... signed by the harness and "
-            f"{signed} of {len(required)} required roles"
-        )
+    print(f"{'roles':<17} {release.roles_text()}")
+    if release.ok:
+        print(f"VERIFIED - {release.summary()}")
         return EXIT_OK
-    bad = len([v for v in result.signatures if not v.valid])
-    print(
-        f"NOT VERIFIED - {bad} invalid signature{'s' if bad != 1 else ''}, "
-        f"{len(result.missing)} missing ({', '.join(result.missing) or 'none'}); "
-        f"{signed} of {len(required)} required roles signed (record {result.digest[:16]}...)"
-    )
+    print(f"NOT VERIFIED - {release.summary()}")
     return EXIT_FAILED
 
 

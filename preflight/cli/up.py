@@ -126,17 +126,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _print_info(info: TargetInfo) -> None:
-    print(f"  edge        {info.edge_url}")
-    print(f"  web client  {info.edge_url}/app/")
-    if info.http_url:
-        print(f"  plain HTTP  {info.http_url}")
-    if info.ca_file:
-        print(f"  CA file     {info.ca_file}")
+    print(f"  edge        {info.edge.url}")
+    print(f"  web client  {info.edge.url}/app/")
+    if info.edge.http_url:
+        print(f"  plain HTTP  {info.edge.http_url}")
+    if info.edge.ca_file:
+        print(f"  CA file     {info.edge.ca_file}")
     print(f"  admin key   {info.admin_key}")
-    if info.postgres_dsn:
-        print(f"  postgres    {info.postgres_dsn}")
-    if info.redis_url:
-        print(f"  redis       {info.redis_url}")
+    if info.stores.postgres_dsn:
+        print(f"  postgres    {info.stores.postgres_dsn}")
+    if info.stores.redis_url:
+        print(f"  redis       {info.stores.redis_url}")
     sys.stdout.flush()
 
 
@@ -153,8 +153,10 @@ def _watch(target: Target) -> int:
 
 def _check(info: TargetInfo) -> int:
     """The main job until the checklist runner exists: does the edge answer, over TLS, ready?"""
-    url = urlsplit(info.edge_url)
-    context = ssl.create_default_context(cafile=str(info.ca_file) if info.ca_file else None)
+    url = urlsplit(info.edge.url)
+    context = ssl.create_default_context(
+        cafile=str(info.edge.ca_file) if info.edge.ca_file else None
+    )
     conn = http.client.HTTPSConnection(
         url.hostname or "", url.port or 443, context=context, timeout=10
     )
@@ -169,7 +171,7 @@ def _check(info: TargetInfo) -> int:
     ok = resp.status == 200 and bool(hsts)
     verdict = "READY" if ok else "NOT READY"
     print(
-        f"{verdict} - GET {info.edge_url}/v1/health/ready over {tls}: {resp.status} {body.strip()}"
+        f"{verdict} - GET {info.edge.url}/v1/health/ready over {tls}: {resp.status} {body.strip()}"
         f"; HSTS {'present' if hsts else 'MISSING'}"
     )
     return EXIT_OK if ok else EXIT_NOT_READY

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from preflight import checklist, signing, waivers
+from preflight.cli._args import command_group
 from preflight.errors import PreflightError
 from preflight.statements import sign_statement
 from preflight.yamlfile import line_of, read_yaml
@@ -25,12 +26,13 @@ EXIT_OK = 0
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `waive sign`; it sets `handler=` (args -> exit code)."""
-    waive = sub.add_parser(
+    actions = command_group(
+        sub,
         "waive",
         help="sign a waiver of waivers.yaml as its approver",
         description="Waiver commands (see `preflight waivers` to validate and list them).",
+        dest="waive_command",
     )
-    actions = waive.add_subparsers(dest="waive_command", required=True, metavar="ACTION")
     sign = actions.add_parser(
         "sign",
         help="sign the waiver for ITEM with your key, registered for the waiver's approver role",

@@ -17,7 +17,7 @@ def with_capacity(load: LoadResults, info: TargetInfo) -> LoadResults:
     """CAPACITY_METRIC: the run's full-scale throughput over the production peak. The run
     offered a load rather than searching for the most the system takes, so its throughput is
     a lower bound of capacity, and so is the ratio."""
-    peak = info.peak_requests_per_s
+    peak = info.deployment.peak_requests_per_s
     if peak is None:
         hint = "`peak_requests_per_s` (API requests/s at the busiest minute of real traffic)"
         if info.kind == "external":

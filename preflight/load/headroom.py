@@ -244,7 +244,9 @@ class ResourceSampler:
             redis_maxclients=rd[3],
             errors=tuple(errors),
             pids=pids,
-            host_cores=(psutil.cpu_count() or None) if self._info.processes is not None else None,
+            host_cores=(psutil.cpu_count() or None)
+            if self._info.drills.processes is not None
+            else None,
         )
 
     def close(self) -> None:
@@ -268,10 +270,10 @@ class ResourceSampler:
     def _processes(
         self, errors: list[str]
     ) -> tuple[dict[str, int], dict[str, float], dict[str, int]]:
-        if self._info.processes is None:
+        if self._info.drills.processes is None:
             return {}, {}, {}
         try:
-            pids = dict(self._info.processes())
+            pids = dict(self._info.drills.processes())
             children = _ppid_map()
         except Exception as exc:  # a sample never raises: the reason is kept instead
             errors.append(f"processes: the target's process list failed: {exc!r}")
@@ -293,7 +295,7 @@ class ResourceSampler:
     # -- PostgreSQL ----------------------------------------------------------------------------
 
     def _postgres(self, errors: list[str]) -> tuple[int | None, int | None]:
-        dsn = self._info.postgres_dsn
+        dsn = self._info.stores.postgres_dsn
         if dsn is None:
             return None, None
         now = time.monotonic()
@@ -324,7 +326,7 @@ class ResourceSampler:
     def _redis_figures(
         self, errors: list[str]
     ) -> tuple[int | None, int | None, int | None, int | None]:
-        url = self._info.redis_url
+        url = self._info.stores.redis_url
         if url is None:
             return None, None, None, None
         now = time.monotonic()
@@ -334,8 +336,8 @@ class ResourceSampler:
         try:
             if self._redis is None:
                 tls: dict[str, Any] = {}
-                if urlsplit(url).scheme == "rediss" and self._info.ca_file is not None:
-                    tls["ssl_ca_certs"] = str(self._info.ca_file)
+                if urlsplit(url).scheme == "rediss" and self._info.edge.ca_file is not None:
+                    tls["ssl_ca_certs"] = str(self._info.edge.ca_file)
                 self._redis = redis.Redis.from_url(
                     url,
                     socket_timeout=REDIS_TIMEOUT_S,

@@ -181,7 +181,7 @@ class LocustRunner:
             "--headless",
             "--only-summary",
             "--host",
-            info.edge_url,
+            info.edge.url,
             "--load-profile",
             profile,
             "--load-profiles",
@@ -276,9 +276,9 @@ def locust_env(info: TargetInfo) -> tuple[dict[str, str], str]:
     the network its users connect from; and that network."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLIGHT_")}
     env["PREFLIGHT_ADMIN_KEY"] = info.admin_key
-    if info.ca_file is not None:
-        env["PREFLIGHT_CA_FILE"] = str(info.ca_file)
-    source_net = source_net_for(info.edge_url, os.environ.get(SOURCE_NET_ENV))
+    if info.edge.ca_file is not None:
+        env["PREFLIGHT_CA_FILE"] = str(info.edge.ca_file)
+    source_net = source_net_for(info.edge.url, os.environ.get(SOURCE_NET_ENV))
     if source_net:
         env[SOURCE_NET_ENV] = source_net
     return env, source_net
@@ -296,10 +296,14 @@ class TargetWatch:
 
     @classmethod
     def of(cls, info: TargetInfo) -> TargetWatch:
-        reachable = info.processes is not None or bool(info.postgres_dsn or info.redis_url)
+        reachable = info.drills.processes is not None or bool(
+            info.stores.postgres_dsn or info.stores.redis_url
+        )
         return cls(
             ResourceSampler(info) if reachable else None,
-            ApiSampler(info.metrics_urls) if info.metrics_urls else None,
+            ApiSampler(info.observability.metrics_urls)
+            if info.observability.metrics_urls
+            else None,
         )
 
     def sample(self) -> None:

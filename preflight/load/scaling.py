@@ -47,7 +47,7 @@ def plan_scaling(
     """The plan, from the profile's `settings` and the runner's own `overrides`; or why the step
     cannot run."""
     scaling = settings.get("scaling")
-    names = sorted(n for n in info.control if n.startswith("api-"))
+    names = sorted(n for n in info.drills.control if n.startswith("api-"))
     if not isinstance(scaling, Mapping):
         return f"profile {profile} defines no `scaling` step"
     if len(names) < 2:
@@ -70,11 +70,11 @@ def halved(info: TargetInfo, stopped: Sequence[str]) -> Iterator[None]:
     """The API workers `stopped` are stopped inside, started again and waited for after."""
     try:
         for name in stopped:
-            info.control[name].stop()
+            info.drills.control[name].stop()
         yield
     finally:
         for name in stopped:
-            info.control[name].start()
+            info.drills.control[name].start()
         wait_serving(info, stopped)
 
 
@@ -144,9 +144,9 @@ def wait_serving(info: TargetInfo, names: Sequence[str], timeout_s: float = 60.0
     deadline = time.monotonic() + timeout_s
     for name in names:
         index = int(name.removeprefix("api-"))
-        if info.kind != "native" or index >= len(info.metrics_urls):
+        if info.kind != "native" or index >= len(info.observability.metrics_urls):
             continue
-        url = info.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
+        url = info.observability.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
         while not _answers_200(url):
             if time.monotonic() > deadline:
                 raise PreflightError(f"{name} was not ready within {timeout_s:g} s of its restart")

@@ -24,9 +24,11 @@ from markupsafe import Markup
 from preflight.checklist import AREAS
 from preflight.diff import Change, order
 from preflight.evidence import IMAGE_MAGIC
+from preflight.final_verdict import EDITED, SIGNED, FinalVerdict, final_verdict
 from preflight.outcomes import OUTCOMES, Outcome
 from preflight.record import record_digest
 from preflight.report.charts import load_charts
+from preflight.scope import verdict_label, verdict_line
 from preflight.signing import signature_status
 
 TEMPLATE = "report.html.j2"
@@ -122,6 +124,7 @@ class ItemView:
     tests: tuple[TestView, ...]
     figures: tuple[tuple[str, str], ...]
     open: bool
+    signoff: str = ""  # a sign-off item: whether its role has signed this record
 
 
 @dataclass(frozen=True)
@@ -318,13 +321,23 @@ def _figures(figures: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
-def _item(entry: Mapping[str, Any]) -> ItemView:
+def _signoff_state(entry: Mapping[str, Any], release: FinalVerdict) -> str:
+    if entry["verify"] != "signoff":
+        return ""
+    role = str(entry["owner"])
+    if role in release.signed:
+        return f"Signed: {ROLE_NAMES.get(role, role)} signed this record (see Sign-off)"
+    return f"Awaiting signature: run `preflight sign --role {role} RECORD`"
+
+
+def _item(entry: Mapping[str, Any], release: FinalVerdict) -> ItemView:
     # Evidence of what blocks the release is open from the start (and in print).
     return ItemView(
         data=entry,
         tests=tuple(_test(t) for t in entry["tests"]),
         figures=_figures(entry["figures"]),
         open=bool(entry["blocking"]),
+        signoff=_signoff_state(entry, release),
     )
 
 
@@ -429,7 +442,10 @@ def _environment() -> Environment:
 
 def render_html(record: Mapping[str, Any]) -> str:
     digest = record_digest(dict(record))
-    items = [_item(e) for e in record["items"]]
+    # The release verdict, each signature judged by the key it carries; `preflight verify`
+    # also checks every key against the registry.
+    release = final_verdict(record)
+    items = [_item(e, release) for e in record["items"]]
     style, script = _asset("report.css"), _asset("report.js")
     csp = (
         f"default-src 'none'; style-src {_csp_hash(style)}; script-src {_csp_hash(script)}; "
@@ -442,6 +458,11 @@ def render_html(record: Mapping[str, Any]) -> str:
     return template.render(
         record=record,
         verdict=record["verdict"],
+        verdict_label=verdict_label(record),
+        verdict_line=verdict_line(record),
+        release=release,
+        edited=release.state == EDITED,
+        signed=release.state == SIGNED,
         outcomes=[o.value for o in OUTCOMES],
         area_rows=_area_rows(record["items"]),
         groups=groups,

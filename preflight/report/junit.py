@@ -1,21 +1,30 @@
 """JUnit XML from a run record: one testsuite per area, one testcase per checklist item.
 
-CI systems read it: fail -> <failure>, error -> <error>, skip and unverified -> <skipped> (never
-a plain pass); waived and attested items pass with a property and a note saying why.
+CI systems read it, so it says what the gate says: every item that blocks the release is a
+`<failure>` whose type names its outcome (fail, error, unverified, skip), whatever that outcome
+is; an item that does not block is a `<failure>` when it failed, an `<error>` when its probe
+erred, `<skipped>` when nothing decided it (a sign-off item until its role signs the record, an
+item the run did not select), and passes otherwise (waived and attested items with a note in
+system-out saying why). Properties sit at testsuite level, where the Jenkins/Ant JUnit schema
+(tests/schemas/junit-10.xsd) allows them: the run's verdict with its scope, then each item's
+severity, owner, verify kind, outcome and blocking as `ITEM-ID.name`.
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from preflight.checklist import AREAS
 from preflight.outcomes import Outcome
+from preflight.scope import coverage, scope, verdict_label
 
 # Characters XML 1.0 cannot carry, even escaped.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+ITEM_PROPERTIES = ("severity", "owner", "verify", "outcome", "blocking")
 
 
 def _clean(text: object) -> str:
@@ -47,7 +56,19 @@ def _note(item: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _testcase(suite: ET.Element, item: Mapping[str, Any]) -> str:
+def result_element(item: Mapping[str, Any]) -> str | None:
+    """The JUnit element an item's testcase carries: failure, error, skipped or None (passed)."""
+    outcome = item["outcome"]
+    if item["blocking"] or outcome == Outcome.FAIL:
+        return "failure"
+    if outcome == Outcome.ERROR:
+        return "error"
+    if outcome in (Outcome.SKIP, Outcome.UNVERIFIED):
+        return "skipped"
+    return None
+
+
+def _testcase(suite: ET.Element, item: Mapping[str, Any]) -> str | None:
     case = ET.SubElement(
         suite,
         "testcase",
@@ -55,61 +76,78 @@ def _testcase(suite: ET.Element, item: Mapping[str, Any]) -> str:
         name=_clean(f"{item['id']} {item['title']}"),
         time=f"{_seconds(item):.3f}",
     )
-    properties = ET.SubElement(case, "properties")
-    names = ("id", "severity", "owner", "verify", "outcome", "blocking")
-    values = [*(item[n] for n in names[:-1]), "true" if item["blocking"] else "false"]
-    for name, value in zip(names, values, strict=True):
-        ET.SubElement(properties, "property", name=name, value=_clean(value))
-    outcome = item["outcome"]
+    outcome, element = str(item["outcome"]), result_element(item)
     blocks = " (blocks the release)" if item["blocking"] else ""
-    if outcome == Outcome.FAIL:
-        failure = ET.SubElement(
-            case, "failure", message=_clean(f"{item['reason']}{blocks}"), type="fail"
+    if element in ("failure", "error"):
+        result = ET.SubElement(
+            case, element, message=_clean(f"{item['reason']}{blocks}"), type=outcome
         )
-        failure.text = _details(item)
-    elif outcome == Outcome.ERROR:
-        error = ET.SubElement(
-            case, "error", message=_clean(f"{item['reason']}{blocks}"), type="error"
-        )
-        error.text = _details(item)
-    elif outcome in (Outcome.SKIP, Outcome.UNVERIFIED):
-        ET.SubElement(case, "skipped", message=_clean(f"{outcome}{blocks}: {item['reason']}"))
+        result.text = _details(item)
+    elif element == "skipped":
+        ET.SubElement(case, "skipped", message=_clean(f"{outcome}: {item['reason']}"))
     note = _note(item)
     if note is not None:
-        kind = "waiver" if outcome == Outcome.WAIVED else "attestation"
-        ET.SubElement(properties, "property", name=kind, value=_clean(note))
         ET.SubElement(case, "system-out").text = _clean(note)
-    return str(outcome)
+    return element
 
 
-def _counts(outcomes: Sequence[str]) -> dict[str, str]:
+def _properties(suite: ET.Element, record: Mapping[str, Any], items: list[Any]) -> None:
+    properties = ET.SubElement(suite, "properties")
+
+    def add(name: str, value: object) -> None:
+        ET.SubElement(properties, "property", name=name, value=_clean(value))
+
+    selected, total = coverage(record)
+    add("run_id", record["run_id"])
+    add("verdict", verdict_label(record))
+    add("scope", scope(record) or f"every item, {selected} of {total}")
+    for item in items:
+        for name in ITEM_PROPERTIES:
+            value = item[name]
+            add(
+                f"{item['id']}.{name}",
+                ("true" if value else "false") if name == "blocking" else value,
+            )
+        note = _note(item)
+        if note is not None:
+            add(
+                f"{item['id']}.{'waiver' if item['outcome'] == Outcome.WAIVED else 'attestation'}",
+                note,
+            )
+
+
+def _counts(elements: Counter[str | None], tests: int) -> dict[str, str]:
     return {
-        "tests": str(len(outcomes)),
-        "failures": str(sum(o == Outcome.FAIL for o in outcomes)),
-        "errors": str(sum(o == Outcome.ERROR for o in outcomes)),
-        "skipped": str(sum(o in (Outcome.SKIP, Outcome.UNVERIFIED) for o in outcomes)),
+        "tests": str(tests),
+        "failures": str(elements["failure"]),
+        "errors": str(elements["error"]),
     }
 
 
 def render_junit(record: Mapping[str, Any]) -> bytes:
-    root = ET.Element("testsuites", name=_clean(f"preflight {record['run_id']}"))
+    root = ET.Element(
+        "testsuites", name=_clean(f"preflight {record['run_id']}: {verdict_label(record)}")
+    )
     areas = sorted(
         {str(i["area"]) for i in record["items"]},
         key=lambda a: AREAS.index(a) if a in AREAS else len(AREAS),
     )
-    every: list[str] = []
+    every: Counter[str | None] = Counter()
     total_time = 0.0
     for area in areas:
         items = [i for i in record["items"] if i["area"] == area]
         suite = ET.SubElement(
             root, "testsuite", name=_clean(area), timestamp=_clean(record["started_at"])
         )
-        outcomes = [_testcase(suite, item) for item in items]
+        _properties(suite, record, items)
+        elements = Counter(_testcase(suite, item) for item in items)
         seconds = sum(_seconds(i) for i in items)
-        suite.attrib.update(_counts(outcomes), time=f"{seconds:.3f}")
-        every += outcomes
+        suite.attrib.update(
+            _counts(elements, len(items)), skipped=str(elements["skipped"]), time=f"{seconds:.3f}"
+        )
+        every += elements
         total_time += seconds
-    root.attrib.update(_counts(every), time=f"{total_time:.3f}")
+    root.attrib.update(_counts(every, len(record["items"])), time=f"{total_time:.3f}")
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"

@@ -15,6 +15,9 @@ from typing import Any, Literal, Protocol
 
 from preflight.errors import TargetUnavailable
 
+# The label of the always-firing watchdog alert a target may add to its Prometheus rules to
+# show that alerting works end to end; probes that ask "is anything firing?" leave it out.
+WATCHDOG_LABEL = ("preflight", "watchdog")
 TargetKind = Literal["native", "containers", "external"]
 # What a target can do besides being entered. Most follow from the TargetInfo it gives (see
 # `offered`); `supervisor` (it knows which of its components crashed) and `restore` (it can build
@@ -31,6 +34,7 @@ Capability = Literal[
     "alert_routing",
     "jobs",
     "error_tracking",
+    "grafana",
     "processes",
 ]
 ControlAction = Literal["stop", "start", "kill"]
@@ -176,79 +180,136 @@ class ProcessJob:
 
 
 @dataclass(frozen=True)
+class Edge:
+    """Where the system answers and how to trust it: the edge's HTTPS address, its plain-HTTP
+    address where it has one (for the redirect probes), and the CA that signed its certificate
+    (None: the system CAs)."""
+
+    url: str
+    http_url: str | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The system's stores as reachable from here. Optional; the probes that read them skip
+    without them: PostgreSQL's DSN, Redis's URL and the upload store (local storage, for the
+    GDPR and restore drills)."""
+
+    postgres_dsn: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    upload_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Observability:
+    """What watches the system. Optional; the probes that read a part skip without it.
+
+    `metrics_urls`: the API workers' internal /metrics URLs (never the edge). `log_files`: log
+    files of the system (JSON lines of the API, the edge's access log, ...). `prometheus_url`,
+    `alertmanager_url`: their HTTP APIs, for the live monitoring probes. `grafana_url`: Grafana's
+    HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA. `error_events`: the
+    events the error tracker received (JSON lines, one Sentry event each), for
+    MON-ERROR-TRACKING: the native target's stand-in writes it (targets/errortracker.py)."""
+
+    metrics_urls: tuple[str, ...] = ()
+    log_files: tuple[Path, ...] = ()
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    grafana_url: str | None = field(default=None, repr=False)
+    error_events: Path | None = None
+
+
+@dataclass(frozen=True)
+class Backups:
+    """The backup repository of chatsdk.backup readable from here (catalogue.json, one directory
+    per backup), and its copy outside the database's host and failure domain where the
+    deployment keeps one (checks/drills/test_backup.py). Optional; those probes skip without."""
+
+    dir: Path | None = None
+    offsite_dir: Path | None = None
+    # The repository is on the database's own host (a target that runs everything on one
+    # machine says so): without an off-site copy, no backup is in another failure domain.
+    on_database_host: bool = False
+
+
+@dataclass(frozen=True)
+class Drills:
+    """The hands of the drills and of the load run. Optional; what needs a missing part skips.
+
+    `control`: stop, start and kill each component. `jobs`: jobs of the system run on request,
+    "backup" (`python -m chatsdk.backup run`) and "retention" (`python -m chatsdk.retention`).
+    `releases`, `alert_routing`: the rollout drills' deploy tool and the alert drill's routing.
+    `worker_urls`: an API worker's own plain-HTTP address by its control name, where the target
+    ties the two (drills then watch the worker itself, not only the edge).
+    `processes`: the process of each component, for the load run's resource figures
+    (PERF-CPU-HEADROOM, PERF-MEM-HEADROOM, PERF-SATURATION): component name ("api-0",
+    "postgres", "redis", "nginx") -> the pid of its main process (its children count too), asked
+    again at each sample because drills restart components. Only a target on this machine has
+    it (native)."""
+
+    control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
+    jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
+    releases: ReleaseControl | None = field(default=None, repr=False)
+    alert_routing: AlertRouting | None = field(default=None, repr=False)
+    processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
+    worker_urls: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Facts about the deployment itself. `peak_requests_per_s`: the production peak the
+    capacity item is measured against (POST-CAPACITY), requests/s at the busiest minute of real
+    traffic, from the target file (unverified without it). `deployed_at`: when the running
+    release was deployed (epoch seconds), for the probes that ask "since the deploy"
+    (POST-BACKUP-RAN); None: they take the oldest API worker's start, which a drill or a load
+    run's scaling step that restarts every worker moves. `runs_without`: parts the deployment
+    does not run, with why, for a person ("grafana", "containers"): probes of such a part skip
+    with that reason instead of asking for a field of a target file."""
+
+    peak_requests_per_s: float | None = None
+    deployed_at: float | None = None
+    runs_without: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TargetInfo:
-    """The addresses and credentials of a running system under test."""
+    """The addresses and credentials of a running system under test, by part.
+
+    `admin_key` administers the API; `jwt_secret` is the API's JWT signing secret, where the
+    deployment shares it with its verifier: probes sign tokens that are genuine but for the
+    claims (expired, not yet valid, wrong audience or issuer) to show those claims are checked
+    (optional; those cases skip without it)."""
 
     name: str
     kind: TargetKind
-    edge_url: str
+    edge: Edge
     admin_key: str = field(repr=False)
-    ca_file: Path | None = None
-    http_url: str | None = None
-    postgres_dsn: str | None = field(default=None, repr=False)
-    redis_url: str | None = field(default=None, repr=False)
-    control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
-    # Internal /metrics URLs of the API workers (never the edge), and log files of the system
-    # (JSON lines of the API, the edge's access log, ...): optional, probes skip without them.
-    metrics_urls: tuple[str, ...] = ()
-    log_files: tuple[Path, ...] = ()
-    # The API's JWT signing secret, where the deployment shares it with its verifier: probes sign
-    # tokens that are genuine but for the claims (expired, not yet valid, wrong audience or
-    # issuer) to show those claims are checked. Optional; those cases skip without it.
     jwt_secret: str | None = field(default=None, repr=False)
-    # Prometheus and Alertmanager watching the system (their HTTP APIs), for the live monitoring
-    # probes. Optional; those probes skip without them.
-    prometheus_url: str | None = None
-    alertmanager_url: str | None = None
-    # Grafana's HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA.
-    grafana_url: str | None = field(default=None, repr=False)
-    # The events the error tracker received (JSON lines, one Sentry event each), for
-    # MON-ERROR-TRACKING: the native target's stand-in writes it (targets/native/errortracker.py).
-    # Optional; the probe skips without it.
-    error_events: Path | None = None
-    # Backups (checks/drills/test_backup.py): the backup repository of chatsdk.backup readable
-    # from here (catalogue.json, one directory per backup), a copy of it outside the database's
-    # host and failure domain where the deployment keeps one, and the upload store (local
-    # storage) for the GDPR and restore drills. Optional; those probes skip without them.
-    backup_dir: Path | None = None
-    backup_offsite_dir: Path | None = None
-    upload_dir: Path | None = None
-    # Jobs of the system that drills run on request: "backup" (`python -m chatsdk.backup run`)
-    # and "retention" (`python -m chatsdk.retention`). Optional; those drills skip without them.
-    jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
-    # The drills' deploy tool and alert-drill routing (checks/drills). Optional; the rollout and
-    # alert drills skip without them.
-    releases: ReleaseControl | None = field(default=None, repr=False)
-    alert_routing: AlertRouting | None = field(default=None, repr=False)
-    # The process of each component, for the load run's resource figures (PERF-CPU-HEADROOM,
-    # PERF-MEM-HEADROOM, PERF-SATURATION): component name ("api-0", "postgres", "redis",
-    # "nginx") -> the pid of its main process (its children count too), asked again at each
-    # sample because drills restart components. Only a target on this machine has it (native).
-    processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
-    # The production peak the capacity item is measured against (POST-CAPACITY): requests/s at
-    # the busiest minute of real traffic, from the target file. Optional; unverified without it.
-    peak_requests_per_s: float | None = None
-    # When the running release was deployed (epoch seconds), for the probes that ask "since the
-    # deploy" (POST-BACKUP-RAN). None: they take the oldest API worker's start, which a drill
-    # or a load run's scaling step that restarts every worker moves.
-    deployed_at: float | None = None
+    stores: Stores = field(default_factory=Stores)
+    observability: Observability = field(default_factory=Observability)
+    backups: Backups = field(default_factory=Backups)
+    drills: Drills = field(default_factory=Drills)
+    deployment: Deployment = field(default_factory=Deployment)
 
 
 def offered(info: TargetInfo | None) -> frozenset[Capability]:
     """The capabilities a running target's info gives (none before it runs)."""
     if info is None:
         return frozenset()
+    seen, drills = info.observability, info.drills
     given: dict[Capability, object] = {
-        "control": info.control,
-        "observability": info.prometheus_url or info.alertmanager_url,
-        "backups": info.backup_dir,
-        "metrics": info.metrics_urls,
-        "logs": info.log_files,
-        "releases": info.releases,
-        "alert_routing": info.alert_routing,
-        "jobs": info.jobs,
-        "error_tracking": info.error_events,
-        "processes": info.processes,
+        "control": drills.control,
+        "observability": seen.prometheus_url or seen.alertmanager_url,
+        "backups": info.backups.dir,
+        "metrics": seen.metrics_urls,
+        "logs": seen.log_files,
+        "releases": drills.releases,
+        "alert_routing": drills.alert_routing,
+        "jobs": drills.jobs,
+        "error_tracking": seen.error_events,
+        "grafana": seen.grafana_url,
+        "processes": drills.processes,
     }
     return frozenset(name for name, value in given.items() if value)
 

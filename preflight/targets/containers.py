@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from preflight.errors import TargetUnavailable
-from preflight.targets.base import TargetDescription, TargetInfo, TargetKind, Unsupervised
+from preflight.targets.base import (
+    Edge,
+    Stores,
+    TargetDescription,
+    TargetInfo,
+    TargetKind,
+    Unsupervised,
+)
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
@@ -291,15 +298,19 @@ class ContainersTarget(Unsupervised):
         return TargetInfo(
             name="containers",
             kind="containers",
-            edge_url=edge_url,
-            admin_key=plan.admin_key,
-            ca_file=self._dir / "pki" / "ca.pem",
-            http_url=f"http://{host}:{edge.get_exposed_port(EDGE_HTTP_PORT)}",
-            postgres_dsn=plan.dsn_template.format(
-                host=pg.get_container_host_ip(), port=pg.get_exposed_port(5432)
+            edge=Edge(
+                url=edge_url,
+                http_url=f"http://{host}:{edge.get_exposed_port(EDGE_HTTP_PORT)}",
+                ca_file=self._dir / "pki" / "ca.pem",
             ),
-            redis_url=plan.redis_url_template.format(
-                host=rd.get_container_host_ip(), port=rd.get_exposed_port(6379)
+            admin_key=plan.admin_key,
+            stores=Stores(
+                postgres_dsn=plan.dsn_template.format(
+                    host=pg.get_container_host_ip(), port=pg.get_exposed_port(5432)
+                ),
+                redis_url=plan.redis_url_template.format(
+                    host=rd.get_container_host_ip(), port=rd.get_exposed_port(6379)
+                ),
             ),
         )
 

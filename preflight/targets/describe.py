@@ -29,10 +29,10 @@ def describe_running(
     if info is None:
         raise TargetUnavailable("the target is not running: enter it before describing it")
     versions: dict[str, str] = {"python": platform.python_version(), "preflight": _version()}
-    if info.postgres_dsn:
-        versions["postgresql"] = _guard(lambda: _pg_version(info.postgres_dsn or ""))
-    if info.redis_url:
-        versions["redis"] = _guard(lambda: _redis_version(info.redis_url or ""))
+    if info.stores.postgres_dsn:
+        versions["postgresql"] = _guard(lambda: _pg_version(info.stores.postgres_dsn or ""))
+    if info.stores.redis_url:
+        versions["redis"] = _guard(lambda: _redis_version(info.stores.redis_url or ""))
     if local_nginx:
         versions["nginx"] = _guard(_nginx_version)
     digests: dict[str, str] = {}
@@ -41,7 +41,7 @@ def describe_running(
             digests[str(path.relative_to(config_dir))] = hashlib.sha256(
                 path.read_bytes()
             ).hexdigest()
-    return TargetDescription(info.name, info.kind, info.edge_url, versions, digests)
+    return TargetDescription(info.name, info.kind, info.edge.url, versions, digests)
 
 
 def _version() -> str:

@@ -50,10 +50,16 @@ import yaml
 from preflight.errors import TargetFileInvalid, TargetUnavailable
 from preflight.targets.base import (
     CONTROL_ACTIONS,
+    Backups,
     ComponentControl,
+    Deployment,
+    Drills,
+    Edge,
     Job,
+    Observability,
     ShellControl,
     ShellJob,
+    Stores,
     TargetDescription,
     TargetInfo,
     TargetKind,
@@ -73,8 +79,10 @@ class ExternalTarget(Unsupervised):
 
     def __enter__(self) -> TargetInfo:
         info = load_target_file(self.path)
-        context = ssl.create_default_context(cafile=str(info.ca_file) if info.ca_file else None)
-        url = f"{info.edge_url}/v1/health/ready"
+        context = ssl.create_default_context(
+            cafile=str(info.edge.ca_file) if info.edge.ca_file else None
+        )
+        url = f"{info.edge.url}/v1/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=10, context=context) as resp:  # noqa: S310
                 resp.read()
@@ -183,30 +191,35 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
     return TargetInfo(
         name=values["name"],
         kind="external",
-        edge_url=values["edge_url"].rstrip("/"),
-        admin_key=values["admin_key"],
-        ca_file=ca_file,
-        http_url=values.get("http_url"),
-        postgres_dsn=values.get("postgres_dsn"),
-        redis_url=values.get("redis_url"),
-        jwt_secret=values.get("jwt_secret"),
-        prometheus_url=_strip(values.get("prometheus_url")),
-        alertmanager_url=_strip(values.get("alertmanager_url")),
-        grafana_url=_strip(values.get("grafana_url")),
-        control=_control(path, raw.get("control")),
-        metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
-        log_files=tuple(_log_files(path, raw.get("log_files"), env)),
-        error_events=_relative(path, values["error_events"]) if "error_events" in values else None,
-        backup_dir=_relative(path, values["backup_dir"]) if "backup_dir" in values else None,
-        backup_offsite_dir=(
-            _relative(path, values["backup_offsite_dir"])
-            if "backup_offsite_dir" in values
-            else None
+        edge=Edge(
+            url=values["edge_url"].rstrip("/"), http_url=values.get("http_url"), ca_file=ca_file
         ),
-        upload_dir=_relative(path, values["upload_dir"]) if "upload_dir" in values else None,
-        jobs=_jobs(path, raw.get("jobs")),
-        peak_requests_per_s=(
-            _peak(path, raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
+        admin_key=values["admin_key"],
+        jwt_secret=values.get("jwt_secret"),
+        stores=Stores(
+            postgres_dsn=values.get("postgres_dsn"),
+            redis_url=values.get("redis_url"),
+            upload_dir=_optional_path(path, values, "upload_dir"),
+        ),
+        observability=Observability(
+            metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
+            log_files=tuple(_log_files(path, raw.get("log_files"), env)),
+            prometheus_url=_strip(values.get("prometheus_url")),
+            alertmanager_url=_strip(values.get("alertmanager_url")),
+            grafana_url=_strip(values.get("grafana_url")),
+            error_events=_optional_path(path, values, "error_events"),
+        ),
+        backups=Backups(
+            dir=_optional_path(path, values, "backup_dir"),
+            offsite_dir=_optional_path(path, values, "backup_offsite_dir"),
+        ),
+        drills=Drills(
+            control=_control(path, raw.get("control")), jobs=_jobs(path, raw.get("jobs"))
+        ),
+        deployment=Deployment(
+            peak_requests_per_s=(
+                _peak(path, raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
+            )
         ),
     )
 
@@ -264,6 +277,11 @@ def _log_files(path: Path, raw: object, environ: Mapping[str, str]) -> list[Path
     return files
 
 
+def _optional_path(path: Path, values: Mapping[str, str], field: str) -> Path | None:
+    """A file or directory the target file may name (None when it does not)."""
+    return _relative(path, values[field]) if field in values else None
+
+
 def _relative(path: Path, value: str) -> Path:
     """A file named in the target file: absolute, or relative to the target file."""
     file = Path(value)
@@ -318,32 +336,32 @@ def _jobs(path: Path, raw: object) -> dict[str, Job]:
 
 def write_target_file(info: TargetInfo, path: Path) -> None:
     """Write a target file another process can use; 0600 because it holds secrets."""
-    data: dict[str, str | float | list[str]] = {"name": info.name, "edge_url": info.edge_url}
-    if info.http_url:
-        data["http_url"] = info.http_url
-    if info.ca_file:
-        data["ca_file"] = str(info.ca_file)
+    data: dict[str, str | float | list[str]] = {"name": info.name, "edge_url": info.edge.url}
+    if info.edge.http_url:
+        data["http_url"] = info.edge.http_url
+    if info.edge.ca_file:
+        data["ca_file"] = str(info.edge.ca_file)
     data["admin_key"] = info.admin_key
-    if info.postgres_dsn:
-        data["postgres_dsn"] = info.postgres_dsn
-    if info.redis_url:
-        data["redis_url"] = info.redis_url
+    if info.stores.postgres_dsn:
+        data["postgres_dsn"] = info.stores.postgres_dsn
+    if info.stores.redis_url:
+        data["redis_url"] = info.stores.redis_url
     if info.jwt_secret:
         data["jwt_secret"] = info.jwt_secret
-    if info.metrics_urls:
-        data["metrics_urls"] = list(info.metrics_urls)
-    if info.log_files:
-        data["log_files"] = [str(f) for f in info.log_files]
-    if info.prometheus_url:
-        data["prometheus_url"] = info.prometheus_url
-    if info.alertmanager_url:
-        data["alertmanager_url"] = info.alertmanager_url
-    if info.grafana_url:
-        data["grafana_url"] = info.grafana_url
-    if info.error_events:
-        data["error_events"] = str(info.error_events)
-    if info.peak_requests_per_s is not None:
-        data["peak_requests_per_s"] = info.peak_requests_per_s
+    if info.observability.metrics_urls:
+        data["metrics_urls"] = list(info.observability.metrics_urls)
+    if info.observability.log_files:
+        data["log_files"] = [str(f) for f in info.observability.log_files]
+    if info.observability.prometheus_url:
+        data["prometheus_url"] = info.observability.prometheus_url
+    if info.observability.alertmanager_url:
+        data["alertmanager_url"] = info.observability.alertmanager_url
+    if info.observability.grafana_url:
+        data["grafana_url"] = info.observability.grafana_url
+    if info.observability.error_events:
+        data["error_events"] = str(info.observability.error_events)
+    if info.deployment.peak_requests_per_s is not None:
+        data["peak_requests_per_s"] = info.deployment.peak_requests_per_s
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -27,6 +27,7 @@ from chatsdk import (
     webhooks,
 )
 from chatsdk.auth import no_credentials_in_query
+from chatsdk.auththrottle import AUTH_THROTTLE, AuthThrottle, Limits
 from chatsdk.dependencies import Dependencies
 from chatsdk.keys import (
     DEPENDENCIES,
@@ -113,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[OUTBOX_WAKE] = asyncio.Event()
     app[RATE_LIMITER] = RateLimiter(dict(DEFAULT_LIMITS))
+    app[AUTH_THROTTLE] = AuthThrottle(Limits.of(settings))
     sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[WEBSOCKETS] = sockets
     app.cleanup_ctx.append(dependencies_context)

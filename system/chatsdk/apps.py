@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/apps")
 async def create_app_(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     body = await read_body(request, {"name": Field(string(1, 200))})
     app_id, key_id = new_id("app"), new_id("key")
     api_key, key_hash = new_api_key(key_id)
@@ -36,7 +36,7 @@ async def create_app_(request: web.Request) -> web.Response:
 
 @routes.post("/v1/apps/{app_id}/keys")
 async def create_key(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     app_id = path_id(request, "app_id")
     key_id = new_id("key")
     api_key, key_hash = new_api_key(key_id)
@@ -55,7 +55,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/apps/{app_id}/keys/{key_id}")
 async def revoke_key(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     app_id, key_id = path_id(request, "app_id"), path_id(request, "key_id")
     done = await db.pool(request).fetchval(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "

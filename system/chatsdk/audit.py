@@ -1,4 +1,5 @@
-"""Audit records of administrative actions (apps and keys, token revocation, erasure, exports).
+"""Audit records of administrative actions (apps and keys, token revocation, erasure, exports)
+and of security events (a client or a credential throttled after failed authentication).
 
 One JSON line per action on the `chatsdk.audit` logger, through the same redacting formatter as
 every other line: `"event": "audit"`, the actor, the action, its subject and outcome; the line's
@@ -17,7 +18,9 @@ log.setLevel(logging.INFO)
 OPERATOR = "operator"  # whoever holds the admin key
 
 
-def audit(action: str, actor: str, subject: str, **details: str) -> None:
+def audit(
+    action: str, actor: str, subject: str, *, outcome: str = "success", **details: str
+) -> None:
     log.info(
         "audit %s %s",
         action,
@@ -28,7 +31,7 @@ def audit(action: str, actor: str, subject: str, **details: str) -> None:
                 "action": action,
                 "actor": actor,
                 "subject": subject,
-                "outcome": "success",
+                "outcome": outcome,
                 **details,
             }
         },

@@ -6,6 +6,8 @@
   `nbf`, `iat`, `jti`, `typ` and `ver` required. `ver` is the user's token version in PostgreSQL:
   revocation bumps it, so a restart of anything never un-revokes a token.
 - Credentials are never accepted in a query string: such a request is refused outright.
+- Every presented credential passes the throttle of failed authentication (auththrottle.py):
+  a client or a credential with too many failures gets 429 instead of a verdict.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chatsdk import db
-from chatsdk.errors import ApiError
+from chatsdk.auththrottle import attempt, guard
+from chatsdk.errors import ApiError, BadCredential
 from chatsdk.keys import SETTINGS
 from chatsdk.logs import bind_identity
 
@@ -50,10 +53,17 @@ CREDENTIAL_QUERY_NAMES = frozenset(
         "x-admin-key",
     }
 )
+MAX_CLAIM_NAME = 128  # the longest app id or user id a token's unverified claims may name
+ADMIN_CREDENTIAL = "admin key"
 
 
 def unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+def bad_credential(message: str) -> BadCredential:
+    """A 401 for a credential that does not verify, which the throttle counts."""
+    return BadCredential(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
 
 
 @dataclass(frozen=True)
@@ -73,11 +83,17 @@ async def no_credentials_in_query(request: web.Request, handler: Handler) -> web
     return await handler(request)
 
 
-def require_admin(request: web.Request) -> None:
+async def require_admin(request: web.Request) -> None:
     given = request.headers.get(ADMIN_HEADER, "")
-    expected = request.app[SETTINGS].admin_key
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not given:
         raise unauthorized(f"A valid {ADMIN_HEADER} header is required.")
+    expected = request.app[SETTINGS].admin_key
+
+    async def verify() -> None:
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise bad_credential(f"A valid {ADMIN_HEADER} header is required.")
+
+    await guard(request, attempt(request, "admin_key", ADMIN_CREDENTIAL), verify)
 
 
 def new_api_key(key_id: str) -> tuple[str, bytes]:
@@ -86,11 +102,19 @@ def new_api_key(key_id: str) -> tuple[str, bytes]:
     return f"ck_{key_id}.{secret}", hashlib.sha256(secret.encode()).digest()
 
 
-async def require_app(request: web.Request) -> str:
-    """The app whose valid, unrevoked API key the request carries."""
-    given = request.headers.get(API_KEY_HEADER, "")
-    if not given.startswith("ck_") or "." not in given or len(given) > 200:
-        raise unauthorized(f"A valid {API_KEY_HEADER} header is required.")
+def _well_formed_key(given: str) -> bool:
+    return given.startswith("ck_") and "." in given and len(given) <= 200
+
+
+def api_key_credential(given: str) -> str | None:
+    """What the throttle counts an API key's failures against: its key id, if it names one."""
+    return f"api key {given[3:].partition('.')[0]}" if _well_formed_key(given) else None
+
+
+async def _app_of_key(request: web.Request, given: str) -> str:
+    """The app of a valid, unrevoked API key; BadCredential for a wrong one."""
+    if not _well_formed_key(given):
+        raise bad_credential(f"A valid {API_KEY_HEADER} header is required.")
     key_id, _, secret = given[3:].partition(".")
     row = await db.pool(request).fetchrow(
         "SELECT app_id, key_hash, revoked_at FROM api_keys WHERE key_id = $1", key_id
@@ -98,10 +122,22 @@ async def require_app(request: web.Request) -> str:
     # Hash and compare even for an unknown key id, so timing does not tell which ids exist.
     stored = bytes(row["key_hash"]) if row is not None else b"\0" * 32
     matches = hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), stored)
-    if row is None or not matches or row["revoked_at"] is not None:
+    if row is None or not matches:
+        raise bad_credential(f"A valid {API_KEY_HEADER} header is required.")
+    if row["revoked_at"] is not None:  # genuine but revoked: not a guess
         raise unauthorized(f"A valid {API_KEY_HEADER} header is required.")
-    bind_identity(request, str(row["app_id"]))
     return str(row["app_id"])
+
+
+async def require_app(request: web.Request) -> str:
+    """The app whose valid, unrevoked API key the request carries."""
+    given = request.headers.get(API_KEY_HEADER, "")
+    if not given:
+        raise unauthorized(f"A valid {API_KEY_HEADER} header is required.")
+    att = attempt(request, "api_key", api_key_credential(given))
+    app_id = await guard(request, att, lambda: _app_of_key(request, given))
+    bind_identity(request, app_id)
+    return app_id
 
 
 def mint(secret: str, app_id: str, user_id: str, version: int, typ: str) -> tuple[str, str, int]:
@@ -137,7 +173,11 @@ def decode(secret: str, token: str, typ: str) -> dict[str, Any]:
         )
     except jwt.ExpiredSignatureError:
         raise unauthorized("The token has expired.") from None
+    except (jwt.DecodeError, jwt.InvalidAlgorithmError):
+        # Does not parse, or the signature does not verify (a forgery, or a guess).
+        raise bad_credential("The token is not valid.") from None
     except jwt.InvalidTokenError:
+        # Signed with the secret but refused for a claim: it was issued here, not guessed.
         raise unauthorized("The token is not valid.") from None
     if claims.get("typ") != typ:
         raise unauthorized(f"A {typ} token is required.")
@@ -157,10 +197,40 @@ async def token_version(conn_or_pool: Any, app_id: str, user_id: str) -> int | N
     return int(row["token_version"])
 
 
+def token_credential(token: str) -> str | None:
+    """What the throttle counts a token's failures against: the user its claims name, read
+    without verifying them (a forgery names its victim); None when they name none."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    app_id, user_id = claims.get("app"), claims.get("sub")
+    if not (isinstance(app_id, str) and isinstance(user_id, str)):
+        return None
+    if not (0 < len(app_id) <= MAX_CLAIM_NAME and 0 < len(user_id) <= MAX_CLAIM_NAME):
+        return None
+    return f"user {app_id}/{user_id}"
+
+
+async def decode_guarded(request: web.Request, token: str, typ: str) -> dict[str, Any]:
+    """decode() behind the throttle of failed authentication."""
+
+    async def verify() -> dict[str, Any]:
+        return decode(request.app[SETTINGS].jwt_secret, token, typ)
+
+    att = attempt(request, f"{typ}_token", token_credential(token))
+    return await guard(request, att, verify)
+
+
 async def user_from_token(request: web.Request | web.Application, token: str) -> User:
-    """The user an access token names, if it is valid and not revoked (checked in PostgreSQL)."""
-    app = request.app if isinstance(request, web.Request) else request
-    claims = decode(app[SETTINGS].jwt_secret, token, "access")
+    """The user an access token names, if it is valid and not revoked (checked in PostgreSQL).
+    With a request, the token passes the throttle of failed authentication first."""
+    if isinstance(request, web.Request):
+        app = request.app
+        claims = await decode_guarded(request, token, "access")
+    else:
+        app = request
+        claims = decode(app[SETTINGS].jwt_secret, token, "access")
     version = await token_version(db.pool(app), claims["app"], claims["sub"])
     if version is None or claims["ver"] != version:
         raise unauthorized("The token has been revoked.")

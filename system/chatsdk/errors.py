@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class ChatSDKError(Exception):
     """Root of every error chatsdk raises on purpose."""
@@ -36,6 +38,13 @@ class ApiError(ChatSDKError):
         self.headers = headers or {}
 
 
+class BadCredential(ApiError):
+    """A 401 for a credential that does not verify: an unknown API key id or a wrong secret, a
+    wrong admin key, a token that does not parse or whose signature does not verify. What
+    guessing produces, so it counts against the client (chatsdk/auththrottle.py); an expired or
+    revoked credential, which was genuine once, is a plain 401 and does not."""
+
+
 def bad_request(message: str, code: str = "invalid_input") -> ApiError:
     return ApiError(400, code, message)
 
@@ -47,6 +56,17 @@ def not_found(what: str) -> ApiError:
 
 def forbidden(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
+
+
+def rate_limited(what: str, wait: float) -> ApiError:
+    """429 for too many `what` (a plural), with Retry-After: whole seconds, at least 1."""
+    retry_after = max(1, math.ceil(wait))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many {what}; retry in {retry_after} s.",
+        {"Retry-After": str(retry_after)},
+    )
 
 
 def unavailable(what: str, retry_after: int = 2) -> ApiError:

@@ -183,7 +183,7 @@ routes = web.RouteTableDef()
 @routes.post(VERIFY_PATH)
 async def verify_error_tracking(request: web.Request) -> web.Response:
     """The error-tracking verification route: an unhandled error on demand, for operators."""
-    require_admin(request)
+    await require_admin(request)
     raise ErrorTrackingVerification(
         f"raised on purpose by POST {VERIFY_PATH} to verify error tracking"
     )

@@ -16,6 +16,9 @@ from chatsdk.pooltiming import FAILURE_REASONS
 
 # The 0.0.4 text format is the one every Prometheus version scrapes.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+# Labels of auth_throttled_total (chatsdk/auththrottle.py).
+THROTTLE_SCOPES = ("address", "credential")
+CREDENTIAL_KINDS = ("admin_key", "api_key", "access_token", "refresh_token")
 
 
 class Metrics:
@@ -127,6 +130,16 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.auth_throttled = Counter(
+            "auth_throttled_total",
+            "Authentication attempts refused with 429 after repeated failures, by what was over "
+            "its limit (the client address or the credential) and the kind of credential.",
+            ["scope", "credential"],
+            registry=self.registry,
+        )
+        for scope in THROTTLE_SCOPES:
+            for credential in CREDENTIAL_KINDS:
+                self.auth_throttled.labels(scope, credential)  # every series exists from the start
         self.outbox_published = Counter(
             "outbox_events_published_total",
             "Outbox events published to Redis by this worker.",

@@ -328,7 +328,11 @@ ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "PayloadTooLarge": _error("The body is too large (JSON bodies: 64 KB)."),
     "UnsupportedMediaType": _error("The Content-Type is not accepted here."),
     "IdempotencyKeyReused": _error("The Idempotency-Key was used with a different body."),
-    "RateLimited": _error("Rate limited (per user and action).", retry_after=True),
+    "RateLimited": _error(
+        "Rate limited (per user and action), or too many failed authentication attempts (per "
+        "client address, or per API key or user).",
+        retry_after=True,
+    ),
     "Unavailable": _error("A dependency is down, or the worker is draining.", retry_after=True),
     "UpgradeRequired": _error("A plain request to the WebSocket endpoint: upgrade to WebSocket."),
 }
@@ -423,7 +427,7 @@ def op(
     responses.update(extra_ok or {})
     codes = list(errors)
     if security:
-        codes.append("401")
+        codes += ["401", "429"]  # 429: the throttle of failed authentication
     if request is not None:
         codes += ["400", "413", "415"]
     if security is not PUBLIC or request is not None:
@@ -530,7 +534,7 @@ PATHS: dict[str, dict[str, Any]] = {
             PUBLIC,
             ("201", ref("TokenPair"), "Created."),
             request="RefreshTokenRequest",
-            errors=("401",),
+            errors=("401", "429"),
         )
     },
     "/v1/users/{user_id}/revoke": {
@@ -813,7 +817,8 @@ PATHS: dict[str, dict[str, Any]] = {
             **op(
                 "realtime",
                 "WebSocket (wss through the edge). First frame {type: auth, token} within 5 s "
-                "(else close 4401); then {type: subscribe, channel_id, after_seq} backfills "
+                "(else close 4401; 4429 after too many failed authentications from the "
+                "address); then {type: subscribe, channel_id, after_seq} backfills "
                 "and streams events in seq order. Client frames: typing, ping. A foreign "
                 "Origin is refused at the handshake; revocation closes with 4401, shutdown "
                 "with 1001, a database outage of more than 10 s with 1013 (reconnect and "

@@ -14,7 +14,6 @@ rate_limited_total like any refusal.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from redis.exceptions import RedisError
 
 from chatsdk import db, faults
 from chatsdk.auth import User
-from chatsdk.errors import ApiError
+from chatsdk.errors import rate_limited
 from chatsdk.keys import METRICS
 
 log = logging.getLogger("chatsdk.ratelimit")
@@ -135,10 +134,4 @@ async def limit(request: web.Request, user: User, action: str) -> None:
         wait = limiter.local.take(key, lim)
     if wait > 0:
         request.app[METRICS].rate_limited.labels(action).inc()
-        retry_after = max(1, math.ceil(wait))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many {action.replace('_', ' ')} requests; retry in {retry_after} s.",
-            {"Retry-After": str(retry_after)},
-        )
+        raise rate_limited(f"{action.replace('_', ' ')} requests", wait)

@@ -10,7 +10,8 @@
   then dropped or delivered by that rule, so a subscriber sees every message once, in order.
 - When the pub/sub subscription comes back after a Redis outage, every socket re-checks its
   token version and memberships and fills the gap of each subscription from PostgreSQL.
-- Abuse: frames are limited to 64 KB (1009), binary frames are refused (1003), a socket that
+- Abuse: frames are limited to 64 KB (1009), binary frames are refused (1003), an unmasked
+  client frame closes the socket with 1002 (RFC 6455 5.1, wsframes.py), a socket that
   sends more than 50 frames/s sustained or keeps sending malformed frames is closed (1008), and a
   socket that cannot keep up with its events is closed (1013) rather than buffered forever.
 """
@@ -30,12 +31,13 @@ import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from chatsdk import db, drainer
-from chatsdk.auth import User, decode, token_version, user_from_token
+from chatsdk.auth import User, decode_guarded, token_version, user_from_token
 from chatsdk.background import stop_task
 from chatsdk.errors import ApiError
 from chatsdk.keys import METRICS, SETTINGS, WEBSOCKETS
 from chatsdk.membership import is_member
 from chatsdk.messages import MESSAGE_COLUMNS, messages_json
+from chatsdk.wsframes import StrictWebSocketResponse
 
 log = logging.getLogger("chatsdk.realtime")
 
@@ -65,6 +67,7 @@ MAX_SEQ = 2**62
 TYPING_PUBLISH_TIMEOUT = 1.0
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_THROTTLED = 4429  # too many failed authentication attempts (chatsdk/auththrottle.py)
 # Events after which the subscription of the user named in `data.user_id` ends.
 LEAVING_EVENTS = frozenset({"member.left", "member.removed"})
 ENDING_EVENTS = frozenset({"channel.deleted"})
@@ -641,7 +644,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     # autoping off: the handler answers pings itself, so they count against the flood limit
     # and cannot keep an unauthenticated socket open; aiohttp still sends the heartbeat pings
     # and closes a socket that has sent nothing (no pong either) for half a heartbeat after one.
-    ws = web.WebSocketResponse(
+    # Strict: a client frame without a mask is closed with 1002 (RFC 6455 5.1; wsframes.py).
+    ws = StrictWebSocketResponse(
         max_msg_size=PARSER_MAX_MSG_SIZE, heartbeat=HEARTBEAT, autoping=False, compress=False
     )
     if not ws.can_prepare(request).ok:
@@ -656,7 +660,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     metrics = request.app[METRICS]
     try:
-        session = await authenticate(request.app, ws)
+        session = await authenticate(request, ws)
         if session is not None:
             metrics.active_websockets.inc()
             try:
@@ -721,16 +725,25 @@ def _token_of(data: str) -> str:
     return token
 
 
-async def authenticate(app: web.Application, ws: web.WebSocketResponse) -> Session | None:
+def _refusal_of(error: ApiError) -> Refused:
+    """The close code and reason for a token the auth step refused."""
+    if error.status == 429:
+        wait = error.headers.get("Retry-After", "1")
+        return Refused(CLOSE_THROTTLED, f"too many failed authentications; retry in {wait} s")
+    return Refused(CLOSE_UNAUTHORIZED, "invalid token")
+
+
+async def authenticate(request: web.Request, ws: web.WebSocketResponse) -> Session | None:
+    app = request.app
     try:
         token = _token_of(await _first_data_frame(ws))
-        claims = decode(app[SETTINGS].jwt_secret, token, "access")
+        try:
+            claims = await decode_guarded(request, token, "access")
+        except ApiError as error:
+            raise _refusal_of(error) from None
     except Refused as refused:
         if not ws.closed:
             await _refuse(ws, refused.code, refused.reason)
-        return None
-    except ApiError:
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "invalid token")
         return None
     hub = app[HUB]
     session = Session(hub, ws, User(claims["app"], claims["sub"]), claims["ver"])

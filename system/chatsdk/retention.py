@@ -10,6 +10,8 @@ The policy (CHATSDK_RETENTION_* settings; days, 0 keeps that data for ever):
 - refresh tokens: deleted once expired.
 - idempotency keys: deleted after 24 hours (a retry after a day is a new request).
 - webhook deliveries: deleted 30 days after they were created, once delivered or failed.
+- failed authentication kept in PostgreSQL while Redis was down (auththrottle.py): deleted once
+  older than AUTH_THROTTLE_WINDOW.
 
 Published outbox rows are pruned after an hour by the drainer, and erased users' content goes at
 erasure (gdpr.py). The job runs in every API worker every RETENTION_INTERVAL seconds (one worker
@@ -31,7 +33,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from chatsdk import db
+from chatsdk import auththrottle, db
 from chatsdk.background import stop_task
 from chatsdk.errors import ApiError, SettingsError
 from chatsdk.keys import SETTINGS
@@ -109,6 +111,7 @@ def policy(settings: Settings) -> dict[str, Any]:
         "refresh_tokens": "until expiry",
         "idempotency_keys_hours": IDEMPOTENCY_HOURS,
         "webhook_deliveries_days": WEBHOOK_DELIVERY_DAYS,
+        "auth_failures_s": settings.auth_throttle_window,
         "interval_s": settings.retention_interval,
     }
 
@@ -147,6 +150,9 @@ async def apply(conn: Any, storage: Storage, settings: Settings) -> dict[str, in
                 break
     for name, sql in SIMPLE.items():
         deleted[name] = _count(await conn.execute(sql))
+    deleted["auth_failures"] = _count(
+        await conn.execute(auththrottle.PRUNE_SQL, settings.auth_throttle_window)
+    )
     deleted["upload_bytes_purged"] = await purge_uploads(conn, storage)
     return deleted
 

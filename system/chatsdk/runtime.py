@@ -89,7 +89,7 @@ def _config(settings: Settings) -> dict[str, Any]:
 
 @routes.get("/v1/admin/runtime")
 async def runtime(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     settings = request.app[SETTINGS]
     deps = request.app[DEPENDENCIES]
     database_up, redis_up, storage_up = await asyncio.gather(
@@ -97,6 +97,7 @@ async def runtime(request: web.Request) -> web.Response:
         deps.check_redis(CHECK_TIMEOUT),
         _storage_ok(request.app),
     )
+    shipped = load_migrations()
     applied: list[int] = []
     if deps.pool is not None and database_up:
         async with deps.pool.acquire(timeout=CHECK_TIMEOUT) as conn:
@@ -121,7 +122,11 @@ async def runtime(request: web.Request) -> web.Response:
         "migrations": {
             "state": str(deps.migrations),
             "applied": applied,
-            "shipped": [m.version for m in load_migrations()],
+            "shipped": [m.version for m in shipped],
+            # What this worker's release expects the database's schema_migrations to hold.
+            "release": [
+                {"version": m.version, "name": m.name, "checksum": m.checksum} for m in shipped
+            ],
         },
         "secrets": {
             "admin_key": secret_hygiene(settings.admin_key),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -20,6 +21,14 @@ DRAIN_BUDGET_SECONDS = 15.0
 POOL_CLOSE_RESERVE_SECONDS = 3.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STORAGE_BACKENDS = ("local", "s3")
+# Whose X-Real-IP / X-Forwarded-For the API believes (chatsdk/clientaddress.py): loopback, where
+# the edge of the native target runs. A deployment names its edge's network.
+DEFAULT_TRUSTED_PROXIES: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv4Network("127.0.0.0/8"),
+    ipaddress.IPv6Network("::1/128"),
+)
+NO_PROXIES = "none"
+MAX_FAILURE_LIMIT = 100_000
 
 _T = TypeVar("_T")
 
@@ -68,6 +77,20 @@ class Settings:
     retention_messages_days: int = 365
     retention_uploads_days: int = 365
     retention_interval: float = 3600.0
+    # Throttling of failed authentication (chatsdk/auththrottle.py). Per client address: at most
+    # auth_failure_burst failures in auth_burst_window seconds and auth_failures_per_address in
+    # auth_throttle_window; per API key id, token subject or the admin key: at most
+    # auth_failures_per_credential in auth_throttle_window. Numbers no real client meets: a
+    # client that has a valid credential sends it, and an expired or revoked one never counts.
+    auth_throttle_window: float = 600.0
+    auth_failures_per_address: int = 200
+    auth_burst_window: float = 10.0
+    auth_failure_burst: int = 25
+    auth_failures_per_credential: int = 30
+    # Proxies whose X-Real-IP / X-Forwarded-For name the client (chatsdk/clientaddress.py).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        DEFAULT_TRUSTED_PROXIES
+    )
 
     def __repr__(self) -> str:
         # URLs are shown with their password masked; keys and secrets are never shown.
@@ -85,7 +108,13 @@ class Settings:
             f"webhook_backoff_base={self.webhook_backoff_base}, demo={self.demo}, "
             f"retention_messages_days={self.retention_messages_days}, "
             f"retention_uploads_days={self.retention_uploads_days}, "
-            f"retention_interval={self.retention_interval})"
+            f"retention_interval={self.retention_interval}, "
+            f"auth_throttle_window={self.auth_throttle_window}, "
+            f"auth_failures_per_address={self.auth_failures_per_address}, "
+            f"auth_burst_window={self.auth_burst_window}, "
+            f"auth_failure_burst={self.auth_failure_burst}, "
+            f"auth_failures_per_credential={self.auth_failures_per_credential}, "
+            f"trusted_proxies={tuple(str(n) for n in self.trusted_proxies)!r})"
         )
 
     @classmethod
@@ -131,6 +160,22 @@ class Settings:
             retention_interval=env.get(
                 "RETENTION_INTERVAL", _seconds, default=3600.0, check=_between(1.0, 86400.0)
             ),
+            auth_throttle_window=env.get(
+                "AUTH_THROTTLE_WINDOW", _seconds, default=600.0, check=_between(1.0, 86400.0)
+            ),
+            auth_failures_per_address=env.get(
+                "AUTH_FAILURES_PER_ADDRESS", _count, default=200, check=_count_at_most
+            ),
+            auth_burst_window=env.get(
+                "AUTH_BURST_WINDOW", _seconds, default=10.0, check=_between(1.0, 3600.0)
+            ),
+            auth_failure_burst=env.get(
+                "AUTH_FAILURE_BURST", _count, default=25, check=_count_at_most
+            ),
+            auth_failures_per_credential=env.get(
+                "AUTH_FAILURES_PER_CREDENTIAL", _count, default=30, check=_count_at_most
+            ),
+            trusted_proxies=env.get("TRUSTED_PROXIES", _networks, default=DEFAULT_TRUSTED_PROXIES),
         )
         if settings.storage == "s3" and not settings.s3_bucket:
             raise SettingsError(f"{PREFIX}S3_BUCKET is required when {PREFIX}STORAGE is s3")
@@ -138,6 +183,11 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}S3_ACCESS_KEY and {PREFIX}S3_SECRET_KEY must be set together "
                 "(or both left empty for the default credential chain)"
+            )
+        if settings.auth_burst_window > settings.auth_throttle_window:
+            raise SettingsError(
+                f"{PREFIX}AUTH_BURST_WINDOW must be at most {PREFIX}AUTH_THROTTLE_WINDOW "
+                f"(got {settings.auth_burst_window:g} > {settings.auth_throttle_window:g})"
             )
         budget = DRAIN_BUDGET_SECONDS - POOL_CLOSE_RESERVE_SECONDS
         if settings.drain_delay + settings.shutdown_timeout > budget:
@@ -194,14 +244,47 @@ def _seconds(raw: str) -> float:
         raise ValueError(f"must be a number of seconds (got {raw!r})") from None
 
 
-def _days(raw: str) -> int:
+def _whole(raw: str, unit: str) -> int:
     try:
-        days = int(raw)
+        return int(raw)
     except ValueError:
-        raise ValueError(f"must be a whole number of days (got {raw!r})") from None
+        raise ValueError(f"must be a whole number of {unit} (got {raw!r})") from None
+
+
+def _days(raw: str) -> int:
+    days = _whole(raw, "days")
     if days < 0:
         raise ValueError(f"must be 0 (keep for ever) or more days (got {days})")
     return days
+
+
+def _count(raw: str) -> int:
+    count = _whole(raw, "failures")
+    if count < 1:
+        raise ValueError(f"must be at least 1 (got {count})")
+    return count
+
+
+def _count_at_most(value: int) -> str | None:
+    return _at_most(MAX_FAILURE_LIMIT)(value)
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks; `none` trusts no proxy."""
+    if raw.lower() == NO_PROXIES:
+        return ()
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"must be comma-separated addresses or networks like 10.0.0.0/8, or {NO_PROXIES} "
+                f"(got {part!r})"
+            ) from None
+    return tuple(networks)
 
 
 def _at_most(high: int) -> Callable[[int], str | None]:

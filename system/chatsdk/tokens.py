@@ -9,7 +9,14 @@ from aiohttp import web
 
 from chatsdk import db, outbox
 from chatsdk.audit import audit
-from chatsdk.auth import ACCESS_TTL, decode, mint, require_app, token_version, unauthorized
+from chatsdk.auth import (
+    ACCESS_TTL,
+    decode_guarded,
+    mint,
+    require_app,
+    token_version,
+    unauthorized,
+)
 from chatsdk.errors import not_found
 from chatsdk.keys import SETTINGS
 from chatsdk.validation import Field, identifier, path_id, read_body, string
@@ -62,7 +69,7 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.post("/v1/tokens/refresh")
 async def refresh_token(request: web.Request) -> web.Response:
     body = await read_body(request, {"refresh_token": Field(string(1, 4096))})
-    claims = decode(request.app[SETTINGS].jwt_secret, body["refresh_token"], "refresh")
+    claims = await decode_guarded(request, body["refresh_token"], "refresh")
     app_id, user_id = claims["app"], claims["sub"]
     async with db.transaction(request) as conn:
         # Rotation: the row is marked used in the same statement that checks it, so two

@@ -41,7 +41,7 @@ def db_fetch(info: TargetInfo, query: str, *args: object) -> list[asyncpg.Record
     import asyncio  # noqa: PLC0415
 
     async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=5)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
         try:
             return list(await conn.fetch(query, *args))
         finally:
@@ -147,8 +147,8 @@ def test_revocation_stops_every_token_and_survives_a_restart(
         app.base.post("/v1/tokens/refresh", {"refresh_token": pair["refresh_token"]}).status == 401
     )
     for name in ("api-0", "api-1"):  # restart every worker: nothing in memory may un-revoke
-        info.control[name].stop()
-        info.control[name].start()
+        info.drills.control[name].stop()
+        info.drills.control[name].start()
     deadline = time.monotonic() + 20
     while app.base.get("/v1/health/ready").status != 200:
         assert time.monotonic() < deadline, "the workers did not come back"

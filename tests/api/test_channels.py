@@ -378,7 +378,7 @@ def test_membership_checks_fall_back_to_postgres_while_redis_is_down(
     owner, outsider = app.user(), app.user()
     cid = create(owner)["channel_id"]
     send(owner, cid, "before")
-    redis = stack.info.control["redis"]
+    redis = stack.info.drills.control["redis"]
     redis.stop()
     try:
         statuses = [owner.client.get(f"/v1/channels/{cid}/messages").status for _ in range(4)]

@@ -75,8 +75,8 @@ async def _rows_containing(dsn: str, needles: list[str]) -> dict[str, int]:
 
 
 def rows_containing(info: TargetInfo, needles: list[str]) -> dict[str, int]:
-    assert info.postgres_dsn is not None
-    return asyncio.run(_rows_containing(info.postgres_dsn, needles))
+    assert info.stores.postgres_dsn is not None
+    return asyncio.run(_rows_containing(info.stores.postgres_dsn, needles))
 
 
 async def _storage_key(dsn: str, upload_id: str) -> str:
@@ -89,8 +89,8 @@ async def _storage_key(dsn: str, upload_id: str) -> str:
 
 
 def redis_keys_with(info: TargetInfo, needle: str) -> list[str]:
-    assert info.redis_url is not None
-    client = redis.Redis.from_url(info.redis_url, socket_timeout=5)
+    assert info.stores.redis_url is not None
+    client = redis.Redis.from_url(info.stores.redis_url, socket_timeout=5)
     try:
         return [k.decode() for k in client.scan_iter(match=f"*{needle}*", count=1000)]
     finally:
@@ -208,8 +208,8 @@ def test_erasure_leaves_nothing_personal_anywhere(
         assert friend.client.get(f"/v1/uploads/{up['upload_id']}").status == 200
         rx.wait_for(6, 10)  # events reached webhook_deliveries
 
-        assert info.postgres_dsn is not None
-        key = asyncio.run(_storage_key(info.postgres_dsn, up["upload_id"]))
+        assert info.stores.postgres_dsn is not None
+        key = asyncio.run(_storage_key(info.stores.postgres_dsn, up["upload_id"]))
         stored = upload_dir / key[:2] / key
         # Positive controls: the searches below do find the data while it exists.
         assert stored.is_file()

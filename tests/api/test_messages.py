@@ -37,7 +37,7 @@ def seqs(page: Any) -> list[int]:
 
 def sql(info: TargetInfo, query: str, *args: Any) -> list[Any]:
     async def run() -> list[Any]:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=5)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
         try:
             return list(await conn.fetch(query, *args, timeout=5))
         finally:
@@ -144,21 +144,16 @@ def test_history_pages_by_seq(app: AppCtx) -> None:
     cid = create(owner)
     for i in range(7):
         send(owner, cid, f"m{i + 1}")
-    latest = history(owner, cid, limit=3)
-    assert seqs(latest) == [5, 6, 7]
-    assert latest["has_more"] is True
-    older = history(owner, cid, before_seq=5, limit=3)
-    assert seqs(older) == [2, 3, 4]
-    assert older["has_more"] is True
-    oldest = history(owner, cid, before_seq=2, limit=3)
-    assert seqs(oldest) == [1]
-    assert oldest["has_more"] is False
-    forward = history(owner, cid, after_seq=0, limit=3)
-    assert seqs(forward) == [1, 2, 3]
-    assert forward["has_more"] is True
-    tail = history(owner, cid, after_seq=6, limit=3)
-    assert seqs(tail) == [7]
-    assert tail["has_more"] is False
+    pages: list[tuple[dict[str, int], list[int], bool]] = [
+        ({}, [5, 6, 7], True),  # the latest
+        ({"before_seq": 5}, [2, 3, 4], True),  # older
+        ({"before_seq": 2}, [1], False),  # the oldest
+        ({"after_seq": 0}, [1, 2, 3], True),  # forward from the start
+        ({"after_seq": 6}, [7], False),  # the tail
+    ]
+    for query, want, more in pages:
+        page = history(owner, cid, **query, limit=3)
+        assert (seqs(page), page["has_more"]) == (want, more), query
     assert seqs(history(owner, cid, after_seq=2, before_seq=6)) == [3, 4, 5]
     assert [m["text"] for m in history(owner, cid)["messages"]] == [f"m{i}" for i in range(1, 8)]
 

@@ -232,8 +232,8 @@ def test_no_log_line_contains_a_secret(stack: NativeTarget, world: World) -> Non
     """Logs are read by many and kept long: a key or token in them is a key handed out."""
     assert stack.info is not None
     info = stack.info
-    pg_password = urlsplit(info.postgres_dsn or "").password or ""
-    redis_password = urlsplit(info.redis_url or "").password or ""
+    pg_password = urlsplit(info.stores.postgres_dsn or "").password or ""
+    redis_password = urlsplit(info.stores.redis_url or "").password or ""
     access, refresh = world.user.access_token, world.user.refresh_token
     api_key, admin_key = world.app.api_key, info.admin_key
     sensitive = {
@@ -292,7 +292,7 @@ def test_the_api_masks_secrets_sent_as_path_ids(stack: NativeTarget, world: Worl
         "api key": world.app.api_key,
         "access token": world.user.access_token,
         "admin key": stack.info.admin_key,
-        "postgres password": urlsplit(stack.info.postgres_dsn or "").password or "",
+        "postgres password": urlsplit(stack.info.stores.postgres_dsn or "").password or "",
     }
     for value in sensitive.values():
         q = quote(value, safe="")
@@ -325,7 +325,7 @@ def test_the_ready_gauge_is_checked_at_every_scrape(stack: NativeTarget) -> None
     on a plain host): a value left at 0 after an outage would keep APINotReady pending."""
     assert stack.info is not None
     worker = stack.worker_urls[0]
-    redis = stack.info.control["redis"]
+    redis = stack.info.drills.control["redis"]
     redis.stop()
     try:
         assert ready_gauge(worker) == 0, "a scrape while Redis is down must report not ready"

@@ -4,32 +4,18 @@ PostgreSQL delay events but lose none."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
-
-import asyncpg
 
 from preflight.client import ChatClient, expect
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx
+from tests.api.test_messages import sql
 from tests.api.test_realtime import make_channel, open_socket, send
-
-
-def sql(info: TargetInfo, query: str, *args: Any) -> list[Any]:
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=5)
-        try:
-            return list(await conn.fetch(query, *args, timeout=5))
-        finally:
-            await conn.close(timeout=5)
-
-    return asyncio.run(run())
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -103,7 +89,7 @@ def test_redis_outage_keeps_rows_until_they_are_published(info: TargetInfo, app:
     """A failed publish rolls back: nothing is marked published that Redis did not take."""
     owner = app.user()
     channel = make_channel(owner)
-    redis = info.control["redis"]
+    redis = info.drills.control["redis"]
     redis.stop()
     try:
         seq = send(owner, channel, "while Redis is down")
@@ -119,7 +105,7 @@ def test_drainer_and_sockets_survive_a_postgres_outage(
 ) -> None:
     owner, reader = app.user(), app.user()
     channel = make_channel(owner, reader)
-    postgres = info.control["postgres"]
+    postgres = info.drills.control["postgres"]
     with open_socket(chat, reader.access_token) as socket:
         socket.subscribe(channel)
         postgres.stop()

@@ -52,10 +52,10 @@ def pool_acquisitions(text: str) -> float:
 
 def test_pool_wait_grows_with_the_api_traffic(info: TargetInfo, app: AppCtx) -> None:
     """Without it, a pool too small for the load hides inside slow requests."""
-    before = sum(pool_acquisitions(scrape(url)) for url in info.metrics_urls)
+    before = sum(pool_acquisitions(scrape(url)) for url in info.observability.metrics_urls)
     for _ in range(REQUESTS):
         app.user()  # POST /v1/tokens: at least one acquisition on some worker
-    after = sum(pool_acquisitions(scrape(url)) for url in info.metrics_urls)
+    after = sum(pool_acquisitions(scrape(url)) for url in info.observability.metrics_urls)
     # Idle, the workers acquire a few times a second at most (readiness, scrapes): far fewer.
     assert after - before >= REQUESTS, (
         f"db_pool_wait_seconds_count over the workers must grow by >= {REQUESTS} across "
@@ -67,7 +67,7 @@ def test_the_exposition_stays_clean_for_promtool(info: TargetInfo) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (scripts/setup.sh installs it)")
-    for url in info.metrics_urls:
+    for url in info.observability.metrics_urls:
         done = subprocess.run(
             [promtool, "check", "metrics"],
             input=scrape(url),
@@ -135,11 +135,11 @@ def one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def queued_wait(info: TargetInfo, upload_dir: Path, *, held: bool) -> tuple[Waits, Waits]:
     """The app's waits before and after GET /_test/query, with the pool held meanwhile or not."""
-    assert info.postgres_dsn
-    assert info.redis_url
+    assert info.stores.postgres_dsn
+    assert info.stores.redis_url
     settings = Settings(
-        database_url=info.postgres_dsn,
-        redis_url=info.redis_url,
+        database_url=info.stores.postgres_dsn,
+        redis_url=info.stores.redis_url,
         admin_key=secrets.token_urlsafe(32),
         jwt_secret=secrets.token_urlsafe(48),
         port=0,
@@ -215,7 +215,7 @@ def test_control_the_same_request_with_the_pool_free_waits_little(
 
 async def timed_pool(info: TargetInfo) -> tuple[TimedPool, Metrics]:
     metrics = Metrics()
-    pool = await asyncpg.create_pool(info.postgres_dsn, min_size=1, max_size=1, timeout=5)
+    pool = await asyncpg.create_pool(info.stores.postgres_dsn, min_size=1, max_size=1, timeout=5)
     return TimedPool(pool, metrics.db_pool_wait, metrics.db_pool_acquire_failures), metrics
 
 

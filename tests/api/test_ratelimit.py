@@ -93,7 +93,7 @@ def test_with_redis_down_limits_hold_per_worker_and_writes_go_on(
 ) -> None:
     assert stack.info is not None
     user = app.user()
-    redis_control = stack.info.control["redis"]
+    redis_control = stack.info.drills.control["redis"]
     redis_control.stop()
     try:
         # Rounds from 16 connections at once until one outpaces the in-memory bucket.

@@ -26,7 +26,10 @@ from websockets.exceptions import (
 )
 from websockets.sync.client import ClientConnection, connect
 
+from checks.security.test_websocket import RawSocket, authenticated_raw
+from checks.security.test_websocket import frame as raw_frame
 from preflight.client import ChatClient, expect
+from preflight.probe.target import ProbeTarget
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
 from tests.api.conftest import AppCtx, UserCtx
@@ -306,7 +309,7 @@ def test_allowed_origin_and_no_origin_are_accepted(
 ) -> None:
     """Positive control: the edge's own origin, and server-side clients without an Origin."""
     user = app.user()
-    for origin in (info.edge_url, None):
+    for origin in (info.edge.url, None):
         with open_socket(chat, user.access_token, origin=origin) as socket:
             socket.send({"type": "ping"})
             assert socket.recv()["type"] == "pong"
@@ -557,7 +560,7 @@ def test_worker_shutdown_closes_sockets_1001(
 ) -> None:
     """A draining worker says goodbye (1001), so clients reconnect elsewhere at once."""
     user = app.user()
-    worker = info.control["api-1"]
+    worker = info.drills.control["api-1"]
     try:
         with open_socket(chat, user.access_token, url=worker_socket_url(stack, 1)) as socket:
             worker.stop()
@@ -579,7 +582,7 @@ def test_redis_outage_loses_no_message(
 ) -> None:
     """Writes go on while Redis is down, and every message reaches sockets once it is back."""
     alice, bob, channel = pair
-    redis = info.control["redis"]
+    redis = info.drills.control["redis"]
     with open_socket(chat, bob.access_token) as socket:
         socket.subscribe(channel)
         first = send(alice, channel, "before")
@@ -610,7 +613,7 @@ def test_redis_outage_loses_no_message(
 def postgres_down(stack: NativeTarget, info: TargetInfo) -> Iterator[Callable[[], None]]:
     """PostgreSQL stopped; the block may call the yielded function to start it early. On exit
     it runs again and every worker is ready before the next test."""
-    postgres = info.control["postgres"]
+    postgres = info.drills.control["postgres"]
     started = False
 
     def start() -> None:
@@ -711,6 +714,39 @@ def test_flooding_socket_is_closed_1008_and_others_are_served(
         assert flooder.close_code() == 1008
         bystander.send({"type": "ping"})
         assert bystander.recv()["type"] == "pong"
+
+
+PING = b'{"type":"ping"}'
+
+
+@pytest.mark.parametrize("when", ["after-auth", "in-one-write-after-auth", "as-the-auth-frame"])
+def test_unmasked_client_frame_closes_1002(info: TargetInfo, app: AppCtx, when: str) -> None:
+    """RFC 6455 5.1: a server must close the connection on a client frame without a mask,
+    never process it; masked frames before it in the same write are still served. Frames are
+    written by hand on a raw TLS socket through the edge (the SEC-WS-AUTH probe's helpers)."""
+    target = ProbeTarget(info)
+    token = app.user().access_token
+    auth = json.dumps({"type": "auth", "token": token}).encode()
+    try:
+        if when == "after-auth":
+            raw = authenticated_raw(target, token)
+            raw.send(raw_frame(0x1, PING, mask=False))
+        elif when == "in-one-write-after-auth":
+            raw = RawSocket(target)
+            raw.send(raw_frame(0x1, auth) + raw_frame(0x1, PING, mask=False))
+            got = raw.next_frame()
+            assert got is not None, "the masked auth frame before the unmasked one is served"
+            assert b'"authenticated"' in got[1], got
+        else:
+            raw = RawSocket(target)
+            raw.send(raw_frame(0x1, auth, mask=False))
+        try:
+            outcome = raw.outcome()
+        finally:
+            raw.close()
+    finally:
+        target.close()
+    assert outcome == "close 1002", f"an unmasked client frame ({when}) must close with 1002"
 
 
 def test_server_is_healthy_after_abuse(chat: ChatClient, stack: NativeTarget) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
+
 from preflight.client import ChatClient, expect
 from preflight.targets.base import TargetInfo
 
@@ -23,7 +27,30 @@ def test_runtime_reports_release_dependencies_and_no_secret(
     assert report["secrets"]["jwt_secret"]["placeholder"] is False
     assert response.headers["cache-control"] == "no-store"
     text = response.body.decode()
-    for secret in (info.admin_key, info.postgres_dsn, info.redis_url):
+    for secret in (info.admin_key, info.stores.postgres_dsn, info.stores.redis_url):
         assert secret
         password = secret.rsplit("@", 1)[0].rsplit(":", 1)[-1] if "@" in secret else secret
         assert password not in text, "the runtime report must not contain a secret"
+
+
+def test_runtime_names_the_migrations_its_release_expects_as_the_database_records_them(
+    admin: ChatClient, info: TargetInfo
+) -> None:
+    """Each migration of the worker's release, by version, name and checksum: what probes compare
+    the database's schema_migrations with, without the release's files at hand."""
+    release = expect(admin.get("/v1/admin/runtime"), 200)["migrations"]["release"]
+    assert info.stores.postgres_dsn is not None
+    rows = asyncio.run(_ledger(info.stores.postgres_dsn))
+    assert [m["version"] for m in release] == expect(admin.get("/v1/admin/runtime"), 200)[
+        "migrations"
+    ]["shipped"]
+    assert [(m["version"], m["name"], m["checksum"]) for m in release] == rows
+
+
+async def _ledger(dsn: str) -> list[tuple[int, str, str]]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY 1")
+    finally:
+        await conn.close(timeout=10)
+    return [(int(r["version"]), str(r["name"]), str(r["checksum"])) for r in rows]

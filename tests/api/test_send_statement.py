@@ -53,8 +53,8 @@ def while_channel_is_held(
     on it in PostgreSQL, run `before_release` in that transaction and commit."""
 
     async def hold(pool: ThreadPoolExecutor) -> list[Future[tuple[int, Any]]]:
-        holder = await asyncpg.connect(info.postgres_dsn, timeout=5)
-        watcher = await asyncpg.connect(info.postgres_dsn, timeout=5)
+        holder = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
+        watcher = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
         try:
             async with holder.transaction():
                 await holder.execute("SELECT 1 FROM channels WHERE id = $1 FOR UPDATE", cid)
@@ -100,7 +100,7 @@ def test_created_at_in_sql_is_the_isoformat_of_the_response(info: TargetInfo, st
     whatever the microseconds and the session's time zone."""
 
     async def run() -> tuple[datetime.datetime, str]:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=5)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=5)
         try:
             await conn.execute("SET TimeZone = 'America/New_York'")
             row = await conn.fetchrow(

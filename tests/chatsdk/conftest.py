@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
@@ -14,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import pytest
@@ -223,10 +222,22 @@ class RedisServer:
             self.process = None
 
 
-def _postgres() -> Iterator[PostgresServer]:
-    # Not pytest's tmp_path: the postgres user must be able to traverse every parent.
-    base = Path(tempfile.mkdtemp(prefix="chatsdk-pg-"))
-    server = PostgresServer(base=base, port=free_port(), app_password=secrets.token_hex(16))
+class _Server(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Server)
+
+
+def _running(prefix: str, make: Callable[[Path], _S]) -> Iterator[_S]:
+    """The server `make` builds in a new temp dir, started; stopped and its dir removed after.
+
+    Not pytest's tmp_path: the postgres user must be able to traverse every parent.
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    server = make(base)
     try:
         server.start()
         yield server
@@ -235,44 +246,34 @@ def _postgres() -> Iterator[PostgresServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    yield from _postgres()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own, for tests that stop and restart it."""
-    yield from _postgres()
+def _postgres(base: Path) -> PostgresServer:
+    return PostgresServer(base=base, port=free_port(), app_password=secrets.token_hex(16))
 
 
 def _redis(base: Path) -> RedisServer:
     return RedisServer(base=base, port=free_port(), password=secrets.token_hex(16))
 
 
-@contextlib.contextmanager
-def _running_redis() -> Iterator[RedisServer]:
-    base = Path(tempfile.mkdtemp(prefix="chatsdk-redis-"))
-    server = _redis(base)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    yield from _running("chatsdk-pg-", _postgres)
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    with _running_redis() as server:
-        yield server
+    yield from _running("chatsdk-redis-", _redis)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, for tests that stop and restart it."""
+    yield from _running("chatsdk-pg-", _postgres)
 
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own, for tests that stop and restart it."""
-    with _running_redis() as server:
-        yield server
+    yield from _running("chatsdk-redis-", _redis)
 
 
 @pytest.fixture

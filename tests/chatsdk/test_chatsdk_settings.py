@@ -74,6 +74,11 @@ def test_a_missing_required_variable_is_named(name: str) -> None:
         ("CHATSDK_WORKER_ID", "a b", "letters, digits"),
         ("CHATSDK_UPLOAD_DIR", "relative/dir", "absolute path"),
         ("CHATSDK_ALLOWED_ORIGINS", "chat.example.com", "origins like https://"),
+        ("CHATSDK_AUTH_FAILURE_BURST", "0", "at least 1"),
+        ("CHATSDK_AUTH_FAILURES_PER_ADDRESS", "many", "whole number of failures"),
+        ("CHATSDK_AUTH_FAILURES_PER_CREDENTIAL", "1000000", "at most 100000"),
+        ("CHATSDK_AUTH_THROTTLE_WINDOW", "0", "between"),
+        ("CHATSDK_TRUSTED_PROXIES", "edge.internal", "addresses or networks"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_expectation(
@@ -84,6 +89,23 @@ def test_a_bad_value_names_the_variable_and_the_expectation(
     message = str(caught.value)
     assert message.startswith(name), message
     assert expected in message
+
+
+def test_auth_throttle_defaults_and_trusted_proxies() -> None:
+    settings = Settings.from_env(VALID)
+    assert (settings.auth_failure_burst, settings.auth_burst_window) == (25, 10.0)
+    assert (settings.auth_failures_per_address, settings.auth_throttle_window) == (200, 600.0)
+    assert settings.auth_failures_per_credential == 30
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.0/8", "::1/128"]
+    custom = Settings.from_env({**VALID, "CHATSDK_TRUSTED_PROXIES": "10.0.0.0/8, fd00::1"})
+    assert [str(n) for n in custom.trusted_proxies] == ["10.0.0.0/8", "fd00::1/128"]
+    assert Settings.from_env({**VALID, "CHATSDK_TRUSTED_PROXIES": "none"}).trusted_proxies == ()
+
+
+def test_the_burst_window_fits_in_the_throttle_window() -> None:
+    env = {**VALID, "CHATSDK_AUTH_BURST_WINDOW": "120", "CHATSDK_AUTH_THROTTLE_WINDOW": "60"}
+    with pytest.raises(SettingsError, match="CHATSDK_AUTH_BURST_WINDOW must be at most"):
+        Settings.from_env(env)
 
 
 def test_the_drain_budget_is_enforced() -> None:

@@ -47,10 +47,17 @@ def edge_templates(tmp: Path, edits: Mapping[str, Callable[[str], str]]) -> Path
     return apply_edits(copy, edits)
 
 
-def probe(info: TargetInfo, *paths: str, items: Iterable[str] | None = None) -> ProbeResults:
-    """Run checks/<path>... against `info` in this process."""
+def probe(
+    info: TargetInfo,
+    *paths: str,
+    items: Iterable[str] | None = None,
+    repo_dir: Path | None = None,
+) -> ProbeResults:
+    """Run checks/<path>... against `info` in this process; the artefact probes judge the
+    repository `repo_dir` (default: this one)."""
     context = RunContext(target=info, selected=set(items) if items is not None else None)
-    results = run_probes([CHECKS / p for p in paths], context, CHECKLIST)
+    extra = [f"--repo-dir={repo_dir}"] if repo_dir is not None else []
+    results = run_probes([CHECKS / p for p in paths], context, CHECKLIST, extra_args=extra)
     if results.errors:
         raise AssertionError("the probes do not collect: " + "; ".join(results.errors))
     return results

@@ -56,9 +56,11 @@ def test_a_redis_without_publish_breaks_exactly_the_realtime_items() -> None:
 
 def test_workers_on_another_database_than_the_deployment_names_fail_app_db_url() -> None:
     with native() as info:
-        dsn = urlsplit(info.postgres_dsn or "")
+        dsn = urlsplit(info.stores.postgres_dsn or "")
         elsewhere = dsn._replace(netloc=f"{dsn.username}:x@127.0.0.1:1", path="/chatsdk_staging")
-        claimed = dataclasses.replace(info, postgres_dsn=urlunsplit(elsewhere))
+        claimed = dataclasses.replace(
+            info, stores=dataclasses.replace(info.stores, postgres_dsn=urlunsplit(elsewhere))
+        )
         decided = outcomes(probe(claimed, *PROBES, items={"APP-DB-URL", "APP-EXT-URLS"}))
     assert decided["APP-EXT-URLS"][0].value == "pass"
     outcome, reason = decided["APP-DB-URL"]

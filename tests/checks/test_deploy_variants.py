@@ -7,6 +7,7 @@ target below is never contacted."""
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from preflight.plugin import RunContext, run_probes
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Edge, TargetInfo
 from tests.checks.support import CHECKLIST, CHECKS, REPO, apply_edits, failing, outcomes
 
 PROBES = [
@@ -43,7 +44,7 @@ ARTEFACT_ITEMS = {
 }
 LIVE_PROBES = "not killed_api_worker and not release_dependencies"
 NEVER_CONTACTED = TargetInfo(
-    name="artefacts-only", kind="external", edge_url="https://127.0.0.1:9", admin_key="unused"
+    name="artefacts-only", kind="external", edge=Edge("https://127.0.0.1:9"), admin_key="unused"
 )
 
 Edit = Callable[[str], str]
@@ -114,6 +115,13 @@ def _secret_in_config(text: str) -> str:
     )
 
 
+def _private_key_beside_the_public_ones(text: str) -> str:
+    """A key registry whose entry carries a private key too: the exemption is for public keys
+    and signatures only."""
+    seed = base64.b64encode(secrets.token_bytes(32)).decode()
+    return re.sub(r"(?m)^(  public_key: .*)$", rf"\1\n  private_key: {seed}", text, count=1)
+
+
 def _postgres_open_to_minio(text: str) -> str:
     return text.replace(
         "[api, realtime]}\n      ports:\n        - {protocol: TCP, port: 5432}",
@@ -154,13 +162,15 @@ VARIANTS = [
             "system/deploy/k8s/60-api.yaml": drop_yaml_block("resources"),
             "system/deploy/docker-compose.yml": _nginx_without_healthcheck,
             "system/deploy/k8s/50-networkpolicy.yaml": _postgres_open_to_minio,
+            "signoff/keys.yaml": _private_key_beside_the_public_ones,
         },
         {
+            "SEC-SECRETS-NOT-IN-CODE": "signoff/keys.yaml",
             "PERF-RESOURCE-LIMITS": "Deployment/api",
             "DEP-STRATEGY-ROLLING": "compose service nginx must define a healthcheck",
             "INF-K8S-NETPOL": "minio",
         },
-        id="deployment-without-resources-compose-without-healthcheck-postgres-open-to-minio",
+        id="no-resources-compose-without-healthcheck-postgres-open-to-minio-private-key",
     ),
 ]
 

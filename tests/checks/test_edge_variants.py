@@ -122,16 +122,20 @@ def test_edge_defects_turn_exactly_their_items_red(
 @pytest.mark.native
 def test_the_dns_probe_judges_names_and_skips_addresses() -> None:
     with native() as info:
-        port = info.edge_url.rsplit(":", 1)[1]
+        port = info.edge.url.rsplit(":", 1)[1]
         by_address = outcomes(probe(info, "infrastructure", items=["INF-NET-DNS"]))
         by_name = outcomes(
             probe(
-                dataclasses.replace(info, edge_url=f"https://localhost:{port}"),
+                dataclasses.replace(
+                    info, edge=dataclasses.replace(info.edge, url=f"https://localhost:{port}")
+                ),
                 "infrastructure",
                 items=["INF-NET-DNS"],
             )
         )
-        unresolvable = dataclasses.replace(info, edge_url=f"https://preflight-edge.invalid:{port}")
+        unresolvable = dataclasses.replace(
+            info, edge=dataclasses.replace(info.edge, url=f"https://preflight-edge.invalid:{port}")
+        )
         missing = failing(probe(unresolvable, "infrastructure", items=["INF-NET-DNS"]))
     assert by_address["INF-NET-DNS"][0].value == "skip", by_address
     assert by_name["INF-NET-DNS"][0].value == "pass", by_name

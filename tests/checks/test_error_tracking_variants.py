@@ -27,7 +27,11 @@ def test_the_bundled_configuration_reports_the_error_with_its_request_id() -> No
     with native(workers=1) as info:
         outcome, reason = decide(info)
         # A target that names no events file (an external one) skips, and says what to add.
-        unknown, why = decide(dataclasses.replace(info, error_events=None))
+        unknown, why = decide(
+            dataclasses.replace(
+                info, observability=dataclasses.replace(info.observability, error_events=None)
+            )
+        )
     assert outcome is Outcome.PASS, reason
     assert unknown is Outcome.SKIP, why
     assert "gives no error_events" in why

@@ -1,22 +1,30 @@
 """The monitoring probes against deliberately broken variants: a copy of system/monitoring with
-one defect (pointed at by PREFLIGHT_MONITORING_DIR), an edge that serves /metrics, and workers
+one defect (judged through --repo-dir), an edge that serves /metrics, and workers
 that log too little. Each defect turns exactly its items red and the reason names it."""
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
-from preflight.targets.base import TargetInfo
+from preflight.targets.base import Deployment, Edge, Observability, TargetInfo
 from preflight.targets.native import NativeTestOptions
+from preflight.targets.native.target import RUNS_WITHOUT
 from preflight.targets.procs import free_port
-from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
+from tests.checks.support import (
+    REPO,
+    apply_edits,
+    edge_templates,
+    failing,
+    native,
+    outcomes,
+    probe,
+)
 
 # The items decided from the artefacts in system/monitoring.
 ARTEFACT_ITEMS = {
@@ -39,9 +47,11 @@ def target() -> Iterator[TargetInfo]:
 
 
 def broken_copy(tmp: Path, relative: str, edit: Callable[[str], str]) -> Path:
-    copy = tmp / "monitoring"
+    """A repository holding a copy of system/monitoring with one file edited (for --repo-dir)."""
+    copy = tmp / "repo" / "system" / "monitoring"
     shutil.copytree(REPO / "system" / "monitoring", copy)
-    return apply_edits(copy, {relative: edit})
+    apply_edits(copy, {relative: edit})
+    return tmp / "repo"
 
 
 def replace_once(old: str, new: str) -> Callable[[str], str]:
@@ -52,85 +62,85 @@ def replace_once(old: str, new: str) -> Callable[[str], str]:
     return edit
 
 
-def red_artefact_items(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, copy: Path
-) -> dict[str, str]:
-    """Item id -> every failure message of its probes, joined."""
-    monkeypatch.setenv(MONITORING_DIR_ENV, str(copy))
-    results = probe(target, "monitoring", items=ARTEFACT_ITEMS)
+def red_artefact_items(target: TargetInfo, repo: Path) -> dict[str, str]:
+    """Item id -> every failure message of its probes against `repo`'s artefacts, joined."""
+    results = probe(target, "monitoring", items=ARTEFACT_ITEMS, repo_dir=repo)
     return {
         item: " | ".join(r.message for r in results.for_item(item) if r.outcome is Outcome.FAIL)
         for item in failing(results)
     }
 
 
-def test_the_bundled_artefacts_pass(target: TargetInfo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
+def test_the_bundled_artefacts_pass(target: TargetInfo) -> None:
     assert failing(probe(target, "monitoring", items=ARTEFACT_ITEMS)) == {}
 
 
-def test_an_error_ratio_compared_to_1_instead_of_1_percent_cannot_fire(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def null_pager(text: str) -> str:
+    """alertmanager.yml with the pager receiver (critical alerts) left without integrations."""
+    return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
+
+
+@pytest.mark.parametrize(
+    ("relative", "edit", "reasons"),
+    [
+        pytest.param(
+            "alerts.yml",
+            replace_once("> 0.01", "> 1"),
+            {
+                "MON-ALERT-RULES": ["promtool test rules"],
+                "POST-ERROR-WATCH": ["1.5 % of requests failing"],
+            },
+            id="an-error-ratio-compared-to-1-instead-of-1-percent-cannot-fire",
+        ),
+        pytest.param(
+            "alerts.yml",
+            replace_once("http_request_duration_seconds_bucket{", "http_request_duration_bucket{"),
+            {
+                "MON-ALERT-RULES": ["http_request_duration_bucket"],
+                "POST-LATENCY-WATCH": ["p95 stays at 0.65 s"],
+            },
+            id="a-metric-name-typo-in-the-latency-alert-is-caught",
+        ),
+        pytest.param(
+            "alerts.yml",
+            replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", ""),
+            {"MON-ALERT-RUNBOOKS": ["DiskUsageHigh", "runbook_url"]},
+            id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",
+        ),
+        pytest.param(
+            "alerts.yml",
+            replace_once("> 25 * 3600", "> 48 * 3600"),
+            {"BAK-FRESHNESS-ALERT": ["older than 25 hours"], "MON-ALERT-RULES": []},
+            id="a-backup-alert-at-48-hours-fails-the-freshness-item",
+        ),
+        pytest.param(
+            "grafana/dashboards/realtime.json",
+            replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{"),
+            {"MON-DASH-IN-REPO": ["chat_messages_sent_total", "realtime"]},
+            id="a-dashboard-querying-a-missing-metric-fails-only-the-dashboard-item",
+        ),
+        pytest.param(
+            "alertmanager.yml",
+            null_pager,
+            {"MON-ALERT-ROUTES": ["pager receiver"]},
+            id="critical-alerts-routed-to-a-receiver-without-integrations-fail-the-routes-item",
+        ),
+    ],
+)
+def test_a_defect_in_the_artefacts_turns_exactly_its_items_red(
+    target: TargetInfo,
+    tmp_path: Path,
+    *,
+    relative: str,
+    edit: Callable[[str], str],
+    reasons: dict[str, list[str]],
 ) -> None:
-    copy = broken_copy(tmp_path, "alerts.yml", replace_once("> 0.01", "> 1"))
-    red = red_artefact_items(target, monkeypatch, copy)
-    assert set(red) == {"MON-ALERT-RULES", "POST-ERROR-WATCH"}, red
-    assert "promtool test rules" in red["MON-ALERT-RULES"]
-    assert "1.5 % of requests failing" in red["POST-ERROR-WATCH"]
-
-
-def test_a_metric_name_typo_in_the_latency_alert_is_caught(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    typo = replace_once("http_request_duration_seconds_bucket{", "http_request_duration_bucket{")
-    copy = broken_copy(tmp_path, "alerts.yml", typo)
-    red = red_artefact_items(target, monkeypatch, copy)
-    assert set(red) == {"MON-ALERT-RULES", "POST-LATENCY-WATCH"}, red
-    assert "http_request_duration_bucket" in red["MON-ALERT-RULES"]
-    assert "p95 stays at 0.65 s" in red["POST-LATENCY-WATCH"]
-
-
-def test_an_alert_without_a_runbook_link_fails_only_the_runbook_item(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    drop = replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", "")
-    copy = broken_copy(tmp_path, "alerts.yml", drop)
-    red = red_artefact_items(target, monkeypatch, copy)
-    assert set(red) == {"MON-ALERT-RUNBOOKS"}, red
-    assert "DiskUsageHigh" in red["MON-ALERT-RUNBOOKS"]
-    assert "runbook_url" in red["MON-ALERT-RUNBOOKS"]
-
-
-def test_a_backup_alert_at_48_hours_fails_the_freshness_item(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    copy = broken_copy(tmp_path, "alerts.yml", replace_once("> 25 * 3600", "> 48 * 3600"))
-    red = red_artefact_items(target, monkeypatch, copy)
-    assert set(red) == {"BAK-FRESHNESS-ALERT", "MON-ALERT-RULES"}, red
-    assert "older than 25 hours" in red["BAK-FRESHNESS-ALERT"]
-
-
-def test_a_dashboard_querying_a_missing_metric_fails_only_the_dashboard_item(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    edit = replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{")
-    copy = broken_copy(tmp_path, "grafana/dashboards/realtime.json", edit)
-    red = red_artefact_items(target, monkeypatch, copy)
-    assert set(red) == {"MON-DASH-IN-REPO"}, red
-    assert "chat_messages_sent_total" in red["MON-DASH-IN-REPO"]
-    assert "realtime" in red["MON-DASH-IN-REPO"]
-
-
-def test_critical_alerts_routed_to_a_receiver_without_integrations_fail_the_routes_item(
-    target: TargetInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    def null_pager(text: str) -> str:
-        return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
-
-    copy = broken_copy(tmp_path, "alertmanager.yml", null_pager)
-    red = red_artefact_items(target, monkeypatch, copy)
-    assert set(red) == {"MON-ALERT-ROUTES"}, red
-    assert "pager receiver" in red["MON-ALERT-ROUTES"]
+    """`reasons`: each item the defect turns red -> what its failure message must say."""
+    red = red_artefact_items(target, broken_copy(tmp_path, relative, edit))
+    assert set(red) == set(reasons), red
+    for item, phrases in reasons.items():
+        for phrase in phrases:
+            assert phrase in red[item], (item, phrase, red[item])
 
 
 def test_an_edge_that_serves_metrics_fails_the_metrics_endpoint_item(tmp_path: Path) -> None:
@@ -155,22 +165,30 @@ def test_workers_that_log_only_warnings_fail_the_request_log_items() -> None:
     assert "API's logs must hold a record with request_id" in red["DEP-LOGS-FLOWING"]
 
 
-def grafana_target(name: str, grafana_url: str | None) -> TargetInfo:
+def grafana_target(
+    name: str, grafana_url: str | None, runs_without: Mapping[str, str] | None = None
+) -> TargetInfo:
     """A target whose only part MON-GRAFANA's probe uses is its Grafana (no edge behind it)."""
     return TargetInfo(
         name=name,
         kind="external",
-        edge_url="https://127.0.0.1:9",
+        edge=Edge("https://127.0.0.1:9"),
         admin_key="unused",
-        grafana_url=grafana_url,
+        observability=Observability(grafana_url=grafana_url),
+        deployment=Deployment(runs_without=runs_without or {}),
     )
 
 
 def test_grafana_is_judged_only_where_the_target_names_one_and_a_dead_one_fails() -> None:
-    native_results = probe(grafana_target("native", None), "monitoring/test_grafana.py")
-    outcome, reason = outcomes(native_results)["MON-GRAFANA"]
+    # The native target says it runs no Grafana; a target file that names none is asked for one.
+    native = grafana_target("native", None, RUNS_WITHOUT)
+    outcome, reason = outcomes(probe(native, "monitoring/test_grafana.py"))["MON-GRAFANA"]
     assert outcome is Outcome.SKIP, (outcome, reason)
     assert "runs no Grafana" in reason
+    unnamed = grafana_target("staging", None)
+    outcome, reason = outcomes(probe(unnamed, "monitoring/test_grafana.py"))["MON-GRAFANA"]
+    assert outcome is Outcome.SKIP, (outcome, reason)
+    assert "gives no grafana_url" in reason
 
     port = free_port()  # nothing listens: Grafana is down
     down = grafana_target("staging", f"http://viewer:s3cret-pw@127.0.0.1:{port}")

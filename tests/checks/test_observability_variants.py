@@ -10,14 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from checks.monitoring._monitoring import MONITORING_DIR_ENV, REPO
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTestOptions
-from tests.checks.support import failing, native, probe
+from tests.checks.support import REPO, failing, native, probe
 
 LIVE_ITEMS = {
     "MON-PROM-SCRAPES",
@@ -36,8 +34,9 @@ NO_BACKUPS_RED = {"MON-NO-FIRING-ALERTS"}
 
 
 def copy_with(tmp: Path, relative: str, edit: Callable[[Any], None]) -> Path:
-    """A copy of system/monitoring with one YAML or JSON file changed by `edit` in place."""
-    copy = tmp / "monitoring"
+    """A copy of system/monitoring with one YAML or JSON file changed by `edit` in place, in a
+    repository of its own (tmp/repo, for --repo-dir)."""
+    copy = tmp / "repo" / "system" / "monitoring"
     if not copy.exists():
         shutil.copytree(REPO / "system" / "monitoring", copy)
     path = copy / relative
@@ -50,8 +49,8 @@ def copy_with(tmp: Path, relative: str, edit: Callable[[Any], None]) -> Path:
     return copy
 
 
-def red(info: TargetInfo) -> dict[str, str]:
-    results = probe(info, "monitoring/test_live.py", items=LIVE_ITEMS)
+def red(info: TargetInfo, repo: Path | None = None) -> dict[str, str]:
+    results = probe(info, "monitoring/test_live.py", items=LIVE_ITEMS, repo_dir=repo)
     decided = {i for r in results.results for i in r.items}
     assert decided == LIVE_ITEMS, f"every live item is decided (got {sorted(decided)})"
     return {
@@ -60,28 +59,24 @@ def red(info: TargetInfo) -> dict[str, str]:
     }
 
 
-def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(tmp_path: Path) -> None:
     def missing_metric(dashboard: dict[str, Any]) -> None:
         dashboard["panels"][0]["targets"][0]["expr"] = 'sum(chatsdk_no_such_metric{job="x"})'
 
     copy = copy_with(tmp_path, "grafana/dashboards/overview.json", missing_metric)
     with native(observability=True, backups=True) as info:
-        assert info.prometheus_url
-        assert info.alertmanager_url
-        monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
+        assert info.observability.prometheus_url
+        assert info.observability.alertmanager_url
         bundled = red(info)
         assert not bundled, "the bundled system, with its backup job, is green"
 
-        monkeypatch.setenv(MONITORING_DIR_ENV, str(copy))
-        broken = red(info)
+        broken = red(info, repo=copy.parents[1])
     assert set(broken) == {"MON-DASH-OVERVIEW"}, broken
     assert "chatsdk_no_such_metric" in broken["MON-DASH-OVERVIEW"]
 
 
 def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert_that_always_fires(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     def no_alerting_node_or_postgres(config: dict[str, Any]) -> None:
         del config["alerting"]
@@ -100,7 +95,6 @@ def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert
 
     copy_with(tmp_path, "prometheus.yml", no_alerting_node_or_postgres)
     copy = copy_with(tmp_path, "alerts.yml", always)
-    monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
     with native(observability=True, test=NativeTestOptions(monitoring_dir=copy)) as info:
         broken = red(info)
     assert set(broken) == {
@@ -119,14 +113,11 @@ def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert
     assert "pg_stat_activity_count" in broken["MON-DASH-DB"]
 
 
-def test_prometheus_scraping_the_workers_at_a_wrong_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_prometheus_scraping_the_workers_at_a_wrong_path(tmp_path: Path) -> None:
     def wrong_path(config: dict[str, Any]) -> None:
         config["scrape_configs"][0]["metrics_path"] = "/v1/metrics"
 
     copy = copy_with(tmp_path, "prometheus.yml", wrong_path)
-    monkeypatch.delenv(MONITORING_DIR_ENV, raising=False)
     with native(observability=True, test=NativeTestOptions(monitoring_dir=copy)) as info:
         broken = red(info)
     # Nothing from the API reaches Prometheus: the dashboards go blank and APIServiceDown

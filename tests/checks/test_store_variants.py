@@ -117,7 +117,7 @@ def _break_live_database(info: TargetInfo) -> None:
     key, and run a slow statement often enough to count as a hot path."""
 
     async def run() -> None:
-        conn = await asyncpg.connect(info.postgres_dsn, timeout=10)
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=10)
         try:
             await conn.execute("DELETE FROM schema_migrations WHERE version = 5")
             await conn.execute("DROP INDEX messages_replies")

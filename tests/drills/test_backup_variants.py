@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from preflight.postgres_bin import PG_BIN
-from preflight.targets.base import ProcessJob, TargetInfo
+from preflight.targets.base import Deployment, ProcessJob, TargetInfo
 from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, outcomes, probe
 
@@ -69,10 +69,12 @@ def pg_bin_with(tmp: Path, name: str, pg_dump: str) -> Path:
 
 
 def with_backup_job(info: TargetInfo, **env: str) -> TargetInfo:
-    job = info.jobs["backup"]
+    job = info.drills.jobs["backup"]
     assert isinstance(job, ProcessJob)
     broken = ProcessJob(job.name, job.argv, {**job.env, **env})
-    return dataclasses.replace(info, jobs={**info.jobs, "backup": broken})
+    return dataclasses.replace(
+        info, drills=dataclasses.replace(info.drills, jobs={**info.drills.jobs, "backup": broken})
+    )
 
 
 def seed_sql(dsn: str, *statements: str) -> None:
@@ -95,8 +97,8 @@ def broken() -> Iterator[TargetInfo]:
         worker_env={"CHATSDK_RETENTION_MESSAGES_DAYS": "0"},
         test=NativeTestOptions(backup_env={"CHATSDK_BACKUP_EVERY": str(2 * 86400)}),
     ) as info:
-        assert info.postgres_dsn is not None
-        seed_sql(info.postgres_dsn, KEEP_TEXT, HIDE_REACTIONS_FROM_READ_ONLY)
+        assert info.stores.postgres_dsn is not None
+        seed_sql(info.stores.postgres_dsn, KEEP_TEXT, HIDE_REACTIONS_FROM_READ_ONLY)
         yield info
 
 
@@ -105,7 +107,9 @@ def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Pa
     empty_store.mkdir()
     offsite.mkdir()
     info = with_backup_job(
-        dataclasses.replace(broken, backup_offsite_dir=offsite),
+        dataclasses.replace(
+            broken, backups=dataclasses.replace(broken.backups, offsite_dir=offsite)
+        ),
         CHATSDK_BACKUP_PG_BIN=str(pg_bin_with(tmp_path, "omit", OMIT_REACTIONS)),
         CHATSDK_UPLOAD_DIR=str(empty_store),
         CHATSDK_BACKUP_RETENTION_DAYS="7",
@@ -143,7 +147,7 @@ def test_a_backup_that_does_not_restore_fails_the_rto(broken: TargetInfo, tmp_pa
 def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_path: Path) -> None:
     empty = tmp_path / "repository"
     empty.mkdir()
-    info = dataclasses.replace(broken, backup_dir=empty)
+    info = dataclasses.replace(broken, backups=dataclasses.replace(broken.backups, dir=empty))
     decided = outcomes(probe(info, "drills/test_backup.py", items={"POST-BACKUP-RAN"}))
     outcome, reason = decided["POST-BACKUP-RAN"]
     assert outcome.value == "fail", decided
@@ -153,7 +157,7 @@ def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_pat
 
 def test_no_scheduled_backup_since_the_deploy_fails(broken: TargetInfo) -> None:
     """The target says it deployed after every backup it holds: none ran since."""
-    info = dataclasses.replace(broken, deployed_at=time.time() + 3600)
+    info = dataclasses.replace(broken, deployment=Deployment(deployed_at=time.time() + 3600))
     decided = outcomes(probe(info, "drills/test_backup.py", items={"POST-BACKUP-RAN"}))
     outcome, reason = decided["POST-BACKUP-RAN"]
     assert outcome.value == "fail", decided

@@ -131,8 +131,8 @@ def test_containers_target_end_to_end() -> None:
     import urllib.request  # noqa: PLC0415
 
     with ContainersTarget(workers=2) as info:
-        assert info.ca_file is not None
-        ctx = ssl.create_default_context(cafile=str(info.ca_file))
-        with urllib.request.urlopen(f"{info.edge_url}/v1/health/ready", context=ctx) as resp:  # noqa: S310
+        assert info.edge.ca_file is not None
+        ctx = ssl.create_default_context(cafile=str(info.edge.ca_file))
+        with urllib.request.urlopen(f"{info.edge.url}/v1/health/ready", context=ctx) as resp:  # noqa: S310
             assert resp.status == 200
             assert resp.headers["Strict-Transport-Security"]

@@ -170,8 +170,11 @@ def test_a_target_file_names_the_events_file_relative_to_itself(tmp_path: Path) 
     path = tmp_path / "t.yaml"
     path.write_text("name: a\nedge_url: https://x\nadmin_key: k\nerror_events: out/e.jsonl\n")
     info = load_target_file(path, {})
-    assert info.error_events == (tmp_path / "out/e.jsonl").resolve()
+    assert info.observability.error_events == (tmp_path / "out/e.jsonl").resolve()
     write_target_file(info, tmp_path / "back.yaml")
-    assert load_target_file(tmp_path / "back.yaml", {}).error_events == info.error_events
+    assert (
+        load_target_file(tmp_path / "back.yaml", {}).observability.error_events
+        == info.observability.error_events
+    )
     path.write_text("name: a\nedge_url: https://x\nadmin_key: k\n")
-    assert load_target_file(path, {}).error_events is None
+    assert load_target_file(path, {}).observability.error_events is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from preflight.errors import TargetFileInvalid
-from preflight.targets.base import ShellControl, TargetInfo
+from preflight.targets.base import Edge, ShellControl, Stores, TargetInfo
 from preflight.targets.external import load_target_file, write_target_file
 
 
@@ -15,6 +15,14 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "t.yaml"
     path.write_text(text)
     return path
+
+
+def written_back(info: TargetInfo, tmp_path: Path) -> TargetInfo:
+    """`info` written as a target file (private to its owner: mode 0600), then loaded again."""
+    out = tmp_path / "out.yaml"
+    write_target_file(info, out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    return load_target_file(out, {})
 
 
 GOOD = """
@@ -30,10 +38,10 @@ control:
 def test_a_good_file_resolves_env_secrets_and_control(tmp_path: Path) -> None:
     info = load_target_file(write(tmp_path, GOOD), {"TEST_ADMIN_KEY": "k" * 40})
     assert info.kind == "external"
-    assert info.edge_url == "https://127.0.0.1:8443"
+    assert info.edge.url == "https://127.0.0.1:8443"
     assert info.admin_key == "k" * 40
-    assert info.redis_url is None
-    control = info.control["postgres"]
+    assert info.stores.redis_url is None
+    control = info.drills.control["postgres"]
     assert isinstance(control, ShellControl)
     control.stop()
     with pytest.raises(Exception, match="exited 1"):
@@ -46,27 +54,25 @@ def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
     assert "pw@" not in repr(info)
 
 
+def minimal(**fields: str | None) -> str:
+    """The smallest valid target file, its fields replaced or added by `fields` (None drops one)."""
+    merged = {"name": "a", "edge_url": "https://x", "admin_key": "k", **fields}
+    return "".join(f"{key}: {value}\n" for key, value in merged.items() if value is not None)
+
+
 @pytest.mark.parametrize(
     ("text", "field", "problem"),
     [
-        ("edge_url: https://x\nadmin_key: k\n", "name", "is missing"),
-        ("name: a\nadmin_key: k\n", "edge_url", "is missing"),
-        ("name: a\nedge_url: https://x\n", "admin_key", "is missing"),
-        ("name: a\nedge_url: http://x\nadmin_key: k\n", "edge_url", "https://"),
-        (
-            "name: a\nedge_url: https://x\nadmin_key: env:NOPE_NOT_SET\n",
-            "admin_key",
-            "NOPE_NOT_SET",
-        ),
-        ("name: a\nedge_url: https://x\nadmin_key: k\nedge: 1\n", "edge", "not a known field"),
-        ("name: a\nedge_url: https://x\nadmin_key: k\nca_file: nope.pem\n", "ca_file", "not a"),
-        ("name: a\nedge_url: https://x\nadmin_key: k\nredis_url: http://r\n", "redis_url", "redis"),
-        ("name: a\nedge_url: https://x\nadmin_key: ''\n", "admin_key", "non-empty"),
-        (
-            "name: a\nedge_url: https://x\nadmin_key: k\ncontrol: {api: {restart: x}}\n",
-            "control.api.restart",
-            "stop, start, kill",
-        ),
+        (minimal(name=None), "name", "is missing"),
+        (minimal(edge_url=None), "edge_url", "is missing"),
+        (minimal(admin_key=None), "admin_key", "is missing"),
+        (minimal(edge_url="http://x"), "edge_url", "https://"),
+        (minimal(admin_key="env:NOPE_NOT_SET"), "admin_key", "NOPE_NOT_SET"),
+        (minimal(edge="1"), "edge", "not a known field"),
+        (minimal(ca_file="nope.pem"), "ca_file", "not a"),
+        (minimal(redis_url="http://r"), "redis_url", "redis"),
+        (minimal(admin_key="''"), "admin_key", "non-empty"),
+        (minimal(control="{api: {restart: x}}"), "control.api.restart", "stop, start, kill"),
     ],
 )
 def test_every_problem_names_the_field(tmp_path: Path, text: str, field: str, problem: str) -> None:
@@ -90,7 +96,7 @@ def test_ca_file_is_relative_to_the_target_file(tmp_path: Path) -> None:
     info = load_target_file(
         write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\nca_file: ca.pem\n"), {}
     )
-    assert info.ca_file == (tmp_path / "ca.pem").resolve()
+    assert info.edge.ca_file == (tmp_path / "ca.pem").resolve()
 
 
 def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
@@ -99,22 +105,18 @@ def test_written_file_round_trips_and_is_private(tmp_path: Path) -> None:
     info = TargetInfo(
         name="native",
         kind="native",
-        edge_url="https://127.0.0.1:1234",
+        edge=Edge("https://127.0.0.1:1234", http_url="http://127.0.0.1:1235", ca_file=ca),
         admin_key="a" * 43,
-        ca_file=ca,
-        http_url="http://127.0.0.1:1235",
-        postgres_dsn="postgresql://u:p@127.0.0.1:1/db",
-        redis_url="redis://:p@127.0.0.1:2/0",
+        stores=Stores(
+            postgres_dsn="postgresql://u:p@127.0.0.1:1/db", redis_url="redis://:p@127.0.0.1:2/0"
+        ),
     )
-    out = tmp_path / "out.yaml"
-    write_target_file(info, out)
-    assert out.stat().st_mode & 0o777 == 0o600
-    back = load_target_file(out, {})
-    assert (back.edge_url, back.admin_key, back.ca_file) == (info.edge_url, info.admin_key, ca)
-    assert (back.http_url, back.postgres_dsn, back.redis_url) == (
-        info.http_url,
-        info.postgres_dsn,
-        info.redis_url,
+    back = written_back(info, tmp_path)
+    assert (back.edge.url, back.admin_key, back.edge.ca_file) == (info.edge.url, info.admin_key, ca)
+    assert (back.edge.http_url, back.stores.postgres_dsn, back.stores.redis_url) == (
+        info.edge.http_url,
+        info.stores.postgres_dsn,
+        info.stores.redis_url,
     )
 
 
@@ -127,20 +129,24 @@ def test_metrics_urls_and_log_files_are_read_and_round_trip(tmp_path: Path) -> N
     info = load_target_file(
         write(tmp_path, text), {"TEST_METRICS_URL": "https://10.0.0.2:8443/metrics"}
     )
-    assert info.metrics_urls == ("http://10.0.0.1:8080/metrics", "https://10.0.0.2:8443/metrics")
-    assert info.log_files == (
+    assert info.observability.metrics_urls == (
+        "http://10.0.0.1:8080/metrics",
+        "https://10.0.0.2:8443/metrics",
+    )
+    assert info.observability.log_files == (
         (tmp_path / "logs/api.log").resolve(),
         Path("/var/log/nginx/access.log"),
     )
-    out = tmp_path / "out.yaml"
-    write_target_file(info, out)
-    back = load_target_file(out, {})
-    assert (back.metrics_urls, back.log_files) == (info.metrics_urls, info.log_files)
+    back = written_back(info, tmp_path)
+    assert (back.observability.metrics_urls, back.observability.log_files) == (
+        info.observability.metrics_urls,
+        info.observability.log_files,
+    )
 
 
 def test_without_metrics_urls_and_log_files_both_are_empty(tmp_path: Path) -> None:
     info = load_target_file(write(tmp_path, "name: a\nedge_url: https://x\nadmin_key: k\n"), {})
-    assert (info.metrics_urls, info.log_files) == ((), ())
+    assert (info.observability.metrics_urls, info.observability.log_files) == ((), ())
 
 
 @pytest.mark.parametrize(
@@ -172,9 +178,7 @@ def test_the_jwt_secret_is_optional_read_from_the_environment_and_written_back(
     info = load_target_file(path)
     assert info.jwt_secret == "s3cret-value-for-signing-tokens"
     assert "s3cret" not in repr(info)
-    again = tmp_path / "again.yaml"
-    write_target_file(info, again)
-    assert load_target_file(again).jwt_secret == info.jwt_secret
+    assert written_back(info, tmp_path).jwt_secret == info.jwt_secret
 
 
 def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
@@ -182,7 +186,7 @@ def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
 ) -> None:
     base = "name: a\nedge_url: https://x\nadmin_key: k\n"
     info = load_target_file(write(tmp_path, base), {})
-    assert (info.prometheus_url, info.alertmanager_url) == (None, None)
+    assert (info.observability.prometheus_url, info.observability.alertmanager_url) == (None, None)
     info = load_target_file(
         write(
             tmp_path,
@@ -190,16 +194,14 @@ def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
         ),
         {"T_AM": "https://am.example:9093"},
     )
-    assert (info.prometheus_url, info.alertmanager_url) == (
+    assert (info.observability.prometheus_url, info.observability.alertmanager_url) == (
         "http://10.0.0.5:9090",
         "https://am.example:9093",
     )
-    out = tmp_path / "out.yaml"
-    write_target_file(info, out)
-    back = load_target_file(out, {})
-    assert (back.prometheus_url, back.alertmanager_url) == (
-        info.prometheus_url,
-        info.alertmanager_url,
+    back = written_back(info, tmp_path)
+    assert (back.observability.prometheus_url, back.observability.alertmanager_url) == (
+        info.observability.prometheus_url,
+        info.observability.alertmanager_url,
     )
     with pytest.raises(TargetFileInvalid) as err:
         load_target_file(write(tmp_path, base + "prometheus_url: ftp://x:9090\n"), {})

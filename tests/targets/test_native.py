@@ -55,8 +55,8 @@ def info(stack: NativeTarget) -> TargetInfo:
 
 
 def https(info: TargetInfo, timeout: float = 10) -> http.client.HTTPSConnection:
-    url = urlsplit(info.edge_url)
-    ctx = ssl.create_default_context(cafile=str(info.ca_file))
+    url = urlsplit(info.edge.url)
+    ctx = ssl.create_default_context(cafile=str(info.edge.ca_file))
     return http.client.HTTPSConnection(url.hostname or "", url.port, context=ctx, timeout=timeout)
 
 
@@ -99,7 +99,7 @@ def test_edge_answers_ready_over_tls_with_the_generated_ca(
     checks = json.loads(body)["checks"]
     assert checks == {"database": "ok", "redis": "ok", "migrations": "ok"}
     assert stack.started_in is not None
-    assert info.edge_url.startswith("https://127.0.0.1:")
+    assert info.edge.url.startswith("https://127.0.0.1:")
 
 
 def test_the_target_says_what_it_can_do_and_what_runs(
@@ -123,7 +123,7 @@ def test_the_target_says_what_it_can_do_and_what_runs(
     assert (described.name, described.kind, described.edge_url) == (
         "native",
         "native",
-        info.edge_url,
+        info.edge.url,
     )
     assert {"python", "preflight", "postgresql", "redis", "nginx"} <= set(described.versions)
     assert not [v for v in described.versions.values() if v.startswith("unknown")]
@@ -132,7 +132,7 @@ def test_the_target_says_what_it_can_do_and_what_runs(
 
 
 def test_the_certificate_is_refused_without_the_ca(info: TargetInfo) -> None:
-    url = urlsplit(info.edge_url)
+    url = urlsplit(info.edge.url)
     conn = http.client.HTTPSConnection(
         url.hostname or "", url.port, context=ssl.create_default_context(), timeout=5
     )
@@ -171,14 +171,14 @@ def test_metrics_are_internal_only(stack: NativeTarget, info: TargetInfo) -> Non
 
 
 def test_plain_http_redirects_browsers_and_refuses_the_api(info: TargetInfo) -> None:
-    assert info.http_url is not None
-    url = urlsplit(info.http_url)
+    assert info.edge.http_url is not None
+    url = urlsplit(info.edge.http_url)
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
     conn.request("GET", "/some/page?x=1")
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 301
-    assert resp.getheader("Location") == f"{info.edge_url}/some/page?x=1"
+    assert resp.getheader("Location") == f"{info.edge.url}/some/page?x=1"
     conn.request("POST", "/v1/apps", body=b"{}", headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     body = json.loads(resp.read())
@@ -237,7 +237,7 @@ def test_drain_on_sigterm_then_start_again(stack: NativeTarget, info: TargetInfo
     assert child.proc is not None
     assert child.proc.wait(timeout=15) == 0
     assert time.monotonic() - t0 < 15
-    info.control["api-1"].start()
+    info.drills.control["api-1"].start()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
@@ -288,16 +288,16 @@ def test_a_graceful_stop_takes_the_worker_out_of_the_edge_first(
     server = _server_line(stack, "api-1")
     conf = _edge_conf(stack)
     assert f"{server};" in conf.read_text()
-    assert info.control["api-1"].stop() == 0
+    assert info.drills.control["api-1"].stop() == 0
     try:
         assert f"{server} down;" in conf.read_text()
         # Every request is answered by api-0 meanwhile, none meets the stopped worker.
         assert [get(info, "/v1/openapi.json")[0] for _ in range(10)] == [200] * 10
     finally:
-        info.control["api-1"].start()
+        info.drills.control["api-1"].start()
     # Back once it can serve (its databases answer), from a watcher: start() does not wait.
     assert _until(lambda: f"{server};" in conf.read_text(), 30)
-    crashed = info.control["api-0"]
+    crashed = info.drills.control["api-0"]
     crashed.kill()  # a crash: the edge is not told, it learns from refused connections
     try:
         assert f"{server};" in conf.read_text()
@@ -314,7 +314,7 @@ def test_a_worker_started_while_postgres_is_down_rejoins_the_edge_when_it_is_bac
     would leave it out for good after a long outage."""
     server = _server_line(stack, "api-1")
     conf = _edge_conf(stack)
-    postgres, worker = info.control["postgres"], info.control["api-1"]
+    postgres, worker = info.drills.control["postgres"], info.drills.control["api-1"]
     postgres.stop()
     try:
         worker.stop()
@@ -335,7 +335,7 @@ def test_the_last_worker_in_the_edge_is_never_taken_out(
 ) -> None:
     """Draining the only worker left would turn every request into a 502 from the edge."""
     conf = _edge_conf(stack)
-    first, second = info.control["api-0"], info.control["api-1"]
+    first, second = info.drills.control["api-0"], info.drills.control["api-1"]
     second.stop()
     try:
         assert f"{_server_line(stack, 'api-1')} down;" in conf.read_text()
@@ -363,9 +363,9 @@ def test_a_crashed_component_is_reported_with_its_log(
     message = crashed[0].crashed_message()
     assert "signal SIGKILL" in message
     assert "redis.log" in message
-    info.control["redis"].start()
-    assert info.redis_url is not None
-    client = redis.Redis.from_url(info.redis_url, socket_timeout=2)
+    info.drills.control["redis"].start()
+    assert info.stores.redis_url is not None
+    client = redis.Redis.from_url(info.stores.redis_url, socket_timeout=2)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -384,8 +384,8 @@ def test_a_crashed_component_is_reported_with_its_log(
 
 
 def test_redis_needs_its_password(info: TargetInfo) -> None:
-    assert info.redis_url is not None
-    port = urlsplit(info.redis_url).port or 6379
+    assert info.stores.redis_url is not None
+    port = urlsplit(info.stores.redis_url).port or 6379
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
     with pytest.raises(redis.AuthenticationError):
         client.ping()
@@ -393,10 +393,10 @@ def test_redis_needs_its_password(info: TargetInfo) -> None:
 
 
 def test_postgres_takes_tcp_only_over_verified_tls(info: TargetInfo) -> None:
-    assert info.postgres_dsn is not None
-    query = dict(p.split("=", 1) for p in urlsplit(info.postgres_dsn).query.split("&"))
+    assert info.stores.postgres_dsn is not None
+    query = dict(p.split("=", 1) for p in urlsplit(info.stores.postgres_dsn).query.split("&"))
     assert query["sslmode"] == "verify-full"
-    assert Path(query["sslrootcert"]) == info.ca_file
+    assert Path(query["sslrootcert"]) == info.edge.ca_file
 
     async def connect(dsn: str) -> bool:
         conn = await asyncpg.connect(dsn, timeout=10)
@@ -407,8 +407,8 @@ def test_postgres_takes_tcp_only_over_verified_tls(info: TargetInfo) -> None:
         finally:
             await conn.close(timeout=10)
 
-    assert asyncio.run(connect(info.postgres_dsn)) is True
-    plaintext = info.postgres_dsn.split("?", 1)[0] + "?sslmode=disable"
+    assert asyncio.run(connect(info.stores.postgres_dsn)) is True
+    plaintext = info.stores.postgres_dsn.split("?", 1)[0] + "?sslmode=disable"
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
         asyncio.run(connect(plaintext))
 
@@ -531,7 +531,7 @@ def test_up_writes_a_target_file_another_process_can_use(tmp_path: Path) -> None
             assert "postgresql" in described.versions
             assert "nginx" not in described.versions
             assert described.config_digests == {}  # its files are not ours to read
-        assert load_target_file(target_file).postgres_dsn
+        assert load_target_file(target_file).stores.postgres_dsn
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -549,8 +549,8 @@ def test_killing_the_launcher_takes_every_child_with_it(tmp_path: Path) -> None:
     try:
         _wait_for_file(target_file, proc)
         info = load_target_file(target_file)
-        assert info.ca_file is not None
-        tempdir = info.ca_file.parent.parent
+        assert info.edge.ca_file is not None
+        tempdir = info.edge.ca_file.parent.parent
         assert processes_mentioning(str(tempdir))
         proc.kill()  # SIGKILL: the launcher gets no chance to clean up
         proc.wait(timeout=5)

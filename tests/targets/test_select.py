@@ -9,7 +9,7 @@ import pytest
 
 from preflight.errors import TargetUnavailable
 from preflight.targets import TargetOptions, select_target
-from preflight.targets.base import TargetInfo, offered
+from preflight.targets.base import Backups, Edge, Observability, TargetInfo, offered
 from preflight.targets.containers import ContainersTarget
 from preflight.targets.external import ExternalTarget
 from preflight.targets.native import NativeOptions, NativeTarget
@@ -71,18 +71,20 @@ def test_a_restore_is_a_new_native_system_like_this_one(tmp_path: Path) -> None:
 
 
 def test_capabilities_follow_what_the_info_gives() -> None:
-    bare = TargetInfo(name="t", kind="external", edge_url="https://t", admin_key="k")
+    bare = TargetInfo(name="t", kind="external", edge=Edge("https://t"), admin_key="k")
     assert offered(bare) == frozenset()
     assert offered(None) == frozenset()
     rich = TargetInfo(
         name="t",
         kind="external",
-        edge_url="https://t",
+        edge=Edge("https://t"),
         admin_key="k",
-        metrics_urls=("http://t:8080/metrics",),
-        log_files=(Path("/var/log/api.log"),),
-        prometheus_url="http://t:9090",
-        backup_dir=Path("/backups"),
-        error_events=Path("/events.jsonl"),
+        observability=Observability(
+            metrics_urls=("http://t:8080/metrics",),
+            log_files=(Path("/var/log/api.log"),),
+            prometheus_url="http://t:9090",
+            error_events=Path("/events.jsonl"),
+        ),
+        backups=Backups(dir=Path("/backups")),
     )
     assert offered(rich) == {"metrics", "logs", "observability", "backups", "error_tracking"}

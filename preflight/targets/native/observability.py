@@ -29,13 +29,13 @@ from typing import Any
 import yaml
 
 from preflight.errors import TargetUnavailable
+from preflight.targets.base import WATCHDOG_LABEL
 from preflight.targets.procs import Child, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MONITORING_DIR = REPO / "system" / "monitoring"
 SCRAPE_INTERVAL = "2s"
 WATCHDOG_ALERT = "PreflightWatchdog"
-WATCHDOG_LABEL = ("preflight", "watchdog")
 API_JOB = "chatsdk-api"
 # Stopped before everything else, so the target's own shutdown raises no alerts.
 NAMES = (

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preflight.errors import PreflightError
+from preflight.targets import base
 from preflight.targets.base import Capability, ProcessJob, TargetDescription, TargetInfo, offered
 from preflight.targets.describe import describe_running
 from preflight.targets.native.backups import (
@@ -50,6 +51,20 @@ STOP_ORDER = {
     "errortracker": 4,  # last: it receives what the draining workers still report
 }
 OWN_CAPABILITIES: frozenset[Capability] = frozenset({"restore", "supervisor"})
+
+# What the native target does not run, and why (probes of those parts skip with this reason).
+RUNS_WITHOUT = {
+    "grafana": (
+        "the native target runs no Grafana: Debian 12 does not package it and its releases come "
+        "from grafana.com, which this machine cannot reach; point grafana_url of a target file "
+        "at the deployment's Grafana to decide this item"
+    ),
+    "containers": (
+        "the native target runs its components as plain processes, not containers: there are "
+        "no per-container metrics to collect (decide this item on a containers or external "
+        "target whose Prometheus scrapes cAdvisor or the kubelet)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -272,44 +287,53 @@ class NativeTarget:
         opts = self.options
         migration = opts.test.rehearsal_migration
         workers = tuple(f"api-{i}" for i in range(opts.workers))
+        releases = WorkerReleases(
+            workers,
+            lambda name, release: redeploy(self.supervisor, stack.edge, name, release),
+            stack.dir / "candidate",
+            migration if migration is not None else EXPAND_MIGRATION,
+        )
+        jobs = {
+            "backup": ProcessJob("backup", job_argv(BACKUP_MODULE, "run"), job_env),
+            "retention": ProcessJob(
+                "retention",
+                job_argv(RETENTION_MODULE),
+                self.supervisor.start_args["api-0"][0] or {},
+            ),
+        }
         return TargetInfo(
             name="native",
             kind="native",
-            edge_url=stack.edge_url,
-            http_url=stack.http_url,
-            ca_file=stack.pki.ca_cert,
+            edge=base.Edge(url=stack.edge_url, http_url=stack.http_url, ca_file=stack.pki.ca_cert),
             admin_key=self.admin_key,
             jwt_secret=self._jwt_secret,
-            postgres_dsn=stack.postgres.dsn(stack.pki.ca_cert),
-            redis_url=stack.redis.url,
-            control=self.supervisor.controls(stack.edge.route),
-            metrics_urls=tuple(f"{url}/metrics" for url in self.worker_urls),
-            log_files=(
-                *sorted(stack.logs.glob("*.log")),
-                *sorted((stack.dir / "edge").rglob("*.log")),
+            stores=base.Stores(
+                postgres_dsn=stack.postgres.dsn(stack.pki.ca_cert),
+                redis_url=stack.redis.url,
+                upload_dir=stack.dir / "uploads",
             ),
-            prometheus_url=observability.prometheus_url if observability else None,
-            alertmanager_url=observability.alertmanager_url if observability else None,
-            error_events=tracker.events,
-            backup_dir=repository,
-            upload_dir=stack.dir / "uploads",
-            releases=WorkerReleases(
-                workers,
-                lambda name, release: redeploy(self.supervisor, stack.edge, name, release),
-                stack.dir / "candidate",
-                migration if migration is not None else EXPAND_MIGRATION,
-            ),
-            alert_routing=observability.routing if observability else None,
-            processes=self.processes,
-            deployed_at=self.deployed_at,
-            jobs={
-                "backup": ProcessJob("backup", job_argv(BACKUP_MODULE, "run"), job_env),
-                "retention": ProcessJob(
-                    "retention",
-                    job_argv(RETENTION_MODULE),
-                    self.supervisor.start_args["api-0"][0] or {},
+            observability=base.Observability(
+                metrics_urls=tuple(f"{url}/metrics" for url in self.worker_urls),
+                log_files=(
+                    *sorted(stack.logs.glob("*.log")),
+                    *sorted((stack.dir / "edge").rglob("*.log")),
                 ),
-            },
+                prometheus_url=observability.prometheus_url if observability else None,
+                alertmanager_url=observability.alertmanager_url if observability else None,
+                error_events=tracker.events,
+            ),
+            backups=base.Backups(dir=repository, on_database_host=True),
+            drills=base.Drills(
+                control=self.supervisor.controls(stack.edge.route),
+                jobs=jobs,
+                releases=releases,
+                alert_routing=observability.routing if observability else None,
+                processes=self.processes,
+                worker_urls={
+                    name: url for name, url in zip(workers, self.worker_urls, strict=False)
+                },
+            ),
+            deployment=base.Deployment(deployed_at=self.deployed_at, runs_without=RUNS_WITHOUT),
         )
 
     # -- the contract (base.Target) ----------------------------------------------------------
