@@ -258,7 +258,8 @@ def test_selection_skips_unselected_items_and_they_never_block(
     closing = capsys.readouterr().out.strip().splitlines()[-1]
     assert closing.startswith(
         "READY (application, operations, performance, monitoring only, "
-        f"{selected} of {len(record['items'])} items) - "
+        f"{selected} of {len(record['items'])} items) (policy: any fail or error blocks "
+        "(low: warning); skip/unverified block for critical, high) - "
     ), closing
     teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
     assert (teapot["selected"], teapot["outcome"]) == (False, "skip")
