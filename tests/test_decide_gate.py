@@ -11,26 +11,18 @@ import yaml
 from preflight.checklist import Checklist, load_checklist
 from preflight.decide import Decision, gate
 from preflight.outcomes import Outcome
+from tests.test_plugin import ITEM
 
 REPO = Path(__file__).resolve().parents[1]
 
-ITEM = """\
-- id: T-{severity}
-  area: security
-  title: An item of severity {severity} for the gate tests
-  severity: {severity}
-  owner: security-lead
-  verify: probe
-  risk: Nothing at all, this item exists for a test.
-  remediation: Nothing to change, this item exists for a test.
-  refs: []
-  source: 'seed-summary: gate tests'
-"""
 SEVERITIES = ("critical", "high", "medium", "low")
 
 
 def checklist(tmp_path: Path, gate_yaml: str) -> Checklist:
-    items = "".join(ITEM.format(severity=s).replace(f"T-{s}", f"T-{s.upper()}") for s in SEVERITIES)
+    items = "".join(
+        ITEM.format(id=f"T-{s.upper()}").replace("severity: high", f"severity: {s}")
+        for s in SEVERITIES
+    )
     path = tmp_path / "checklist.yaml"
     path.write_text(f"version: 1\ngate:\n{gate_yaml}items:\n{items}")
     return load_checklist(path)
