@@ -6,6 +6,7 @@ so a reviewer can fix a broken checklist from the message alone.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,18 @@ AREAS = (
 
 
 @dataclass(frozen=True)
+class OptionalPart:
+    """A test of an item that may skip without holding the item back, for a stated capability
+    of the target (its `optional` entries)."""
+
+    test: str  # a node id or an fnmatch pattern of node ids
+    when_missing: str
+
+    def excuses(self, nodeid: str) -> bool:
+        return fnmatch.fnmatchcase(nodeid, self.test)
+
+
+@dataclass(frozen=True)
 class Item:
     id: str
     area: str
@@ -54,6 +67,12 @@ class Item:
     comparison: str | None = None
     value: float | None = None
     scale: dict[str, int] = field(default_factory=dict)
+    optional: tuple[OptionalPart, ...] = ()
+
+    def optional_for(self, nodeid: str) -> str | None:
+        """The capability whose absence may skip this test (None: the test is not optional)."""
+        part = next((p for p in self.optional if p.excuses(nodeid)), None)
+        return part.when_missing if part else None
 
     @property
     def automated(self) -> bool:
@@ -75,12 +94,64 @@ class Item:
         }
 
 
+DEFAULT_BLOCKS = ("fail", "error")
+# The order outcomes are named in a policy's description.
+_NAMED = ("fail", "error", "skip", "unverified")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """The checklist's `gate`: which outcomes block at any severity (`blocks`), which severities
+    only warn on those (`warn_only`), and per severity which outcomes may pass (`must_be`)."""
+
+    must_be: dict[str, tuple[str, ...]]
+    blocks: tuple[str, ...] = DEFAULT_BLOCKS
+    warn_only: tuple[str, ...] = ()
+
+    def blocking(self, severity: str, outcome: str) -> bool:
+        """Whether an item of `severity` that ended `outcome` blocks the release."""
+        if outcome in self.blocks and severity not in self.warn_only:
+            return True
+        allowed = self.must_be.get(severity)
+        return allowed is not None and outcome not in allowed
+
+    def warning(self, severity: str, outcome: str) -> bool:
+        """Whether it is a warning instead: a `blocks` outcome of a warn_only severity."""
+        return outcome in self.blocks and not self.blocking(severity, outcome)
+
+    def describe(self) -> str:
+        """The policy in a few words, for the closing line and the record."""
+        parts: list[str] = []
+        if self.blocks:
+            named = " or ".join(o for o in _NAMED if o in self.blocks)
+            warn = f" ({', '.join(self.warn_only)}: warning)" if self.warn_only else ""
+            parts.append(f"any {named} blocks{warn}")
+        by_outcomes: dict[tuple[str, ...], list[str]] = {}
+        for severity, allowed in self.must_be.items():
+            more = tuple(o for o in _NAMED if o not in allowed and o not in self.blocks)
+            if more:
+                by_outcomes.setdefault(more, []).append(severity)
+        for outcomes, severities in by_outcomes.items():
+            verb = "blocks" if len(outcomes) == 1 else "block"
+            parts.append(f"{'/'.join(outcomes)} {verb} for {', '.join(severities)}")
+        return "; ".join(parts) or "nothing blocks"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "description": self.describe(),
+            "blocks": list(self.blocks),
+            "warn_only": list(self.warn_only),
+            "must_be": {k: list(v) for k, v in self.must_be.items()},
+        }
+
+
 @dataclass(frozen=True)
 class Checklist:
     path: Path
     version: int
-    gate: dict[str, tuple[str, ...]]
+    gate: dict[str, tuple[str, ...]]  # gate.must_be (policy.must_be)
     items: tuple[Item, ...]
+    policy: GatePolicy = field(default_factory=lambda: GatePolicy(must_be={}))
 
     def counts_by_verify(self) -> dict[str, int]:
         counts = Counter(item.verify for item in self.items)
@@ -251,6 +322,9 @@ def _item(entry: dict[str, Any], line: int) -> Item:
         comparison=entry.get("comparison"),
         value=float(value) if value is not None else None,
         scale=dict(entry.get("scale", {})),
+        optional=tuple(
+            OptionalPart(str(p["test"]), str(p["when_missing"])) for p in entry.get("optional", ())
+        ),
     )
 
 
@@ -273,6 +347,12 @@ def load_checklist(path: Path = DEFAULT_PATH) -> Checklist:
     if found:
         raise ChecklistInvalid(str(path), [message for _, message in sorted(found)])
     assert isinstance(data, dict)  # the schema guarantees it
-    gate = {severity: tuple(outcomes) for severity, outcomes in data["gate"]["must_be"].items()}
+    raw_gate = data["gate"]
+    gate = {severity: tuple(outcomes) for severity, outcomes in raw_gate["must_be"].items()}
+    policy = GatePolicy(
+        must_be=gate,
+        blocks=tuple(raw_gate.get("blocks", DEFAULT_BLOCKS)),
+        warn_only=tuple(raw_gate.get("warn_only", ())),
+    )
     items = tuple(_item(entry, lines.item_line(index)) for index, entry in enumerate(data["items"]))
-    return Checklist(path=path, version=data["version"], gate=gate, items=items)
+    return Checklist(path=path, version=data["version"], gate=gate, items=items, policy=policy)

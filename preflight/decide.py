@@ -47,7 +47,7 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 def decide_probe(item: Item, probes: ProbeResults) -> Decision:
     results = probes.for_item(item.id)
     if results:
-        outcome, reason = combine(results)
+        outcome, reason = combine(results, lambda r: item.optional_for(r.nodeid))
         return Decision(item, True, outcome, reason, tuple(results))
     if item.id in probes.collected:
         reason = "its probes were collected but none ran"
@@ -199,6 +199,8 @@ class Verdict:
     ready: bool
     counts: dict[str, int]
     blocking: tuple[str, ...]
+    policy: str = ""  # the gate policy that decided, in words (GatePolicy.describe)
+    warnings: tuple[str, ...] = ()  # items whose failure the policy lowers to a warning
 
     @property
     def label(self) -> str:
@@ -206,14 +208,21 @@ class Verdict:
 
     def summary(self, duration_s: float) -> str:
         counts = ", ".join(f"{n} {outcome}" for outcome, n in self.counts.items())
-        return f"{self.label} - {counts} in {duration_s:.0f} s"
+        policy = f" (policy: {self.policy})" if self.policy else ""
+        warned = f", {len(self.warnings)} warning{'s' * (len(self.warnings) != 1)}"
+        return (
+            f"{self.label}{policy} - {counts}{warned if self.warnings else ''} "
+            f"in {duration_s:.0f} s"
+        )
 
     def to_json(self, duration_s: float) -> dict[str, Any]:
         return {
             "ready": self.ready,
             "label": self.label,
+            "policy": self.policy,
             "counts": self.counts,
             "blocking": list(self.blocking),
+            "warnings": list(self.warnings),
             "summary": self.summary(duration_s),
         }
 
@@ -221,19 +230,32 @@ class Verdict:
 def blocks(checklist: Checklist, decision: Decision) -> bool:
     """Whether the run's gate counts the item against the release; never a sign-off item, which
     only the signatures made after the run decide."""
-    allowed = checklist.gate.get(decision.item.severity)
     if decision.item.verify == "signoff":
         return False
-    return decision.selected and allowed is not None and decision.outcome.value not in allowed
+    return decision.selected and checklist.policy.blocking(
+        decision.item.severity, decision.outcome.value
+    )
+
+
+def warns(checklist: Checklist, decision: Decision) -> bool:
+    """Whether the item's failure is a warning under the policy (it does not block)."""
+    if decision.item.verify == "signoff":
+        return False
+    return decision.selected and checklist.policy.warning(
+        decision.item.severity, decision.outcome.value
+    )
 
 
 def gate(checklist: Checklist, decisions: Sequence[Decision]) -> Verdict:
+    """READY when no selected item blocks by the checklist's gate policy."""
     counts = Counter(d.outcome.value for d in decisions)
     blocking = tuple(d.item.id for d in decisions if blocks(checklist, d))
     return Verdict(
         ready=not blocking,
         counts={o.value: counts.get(o.value, 0) for o in OUTCOMES},
         blocking=blocking,
+        policy=checklist.policy.describe(),
+        warnings=tuple(d.item.id for d in decisions if warns(checklist, d)),
     )
 
 

@@ -9,7 +9,7 @@ tests: `combine` says what they amount to.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -110,10 +110,13 @@ class ProbeResults:
         )
 
 
-def combine(results: Sequence[ProbeResult]) -> tuple[Outcome, str]:
+def combine(
+    results: Sequence[ProbeResult], optional: Callable[[ProbeResult], str | None] | None = None
+) -> tuple[Outcome, str]:
     """An item's outcome from its tests: any fail -> fail; else any error -> error; else any
-    pass -> pass; else (all skipped) skip. No test at all -> unverified. The reason is the
-    first deciding test's message (or a count of passes)."""
+    skipped part -> skip, with that part's reason (a pass says every part looked); else pass.
+    No test at all -> unverified. `optional` names the capability a skipped test is optional
+    for (None: it is not), as the checklist states: such a skip does not hold the item back."""
     if not results:
         return Outcome.UNVERIFIED, "no probe ran for it"
     for outcome in (Outcome.FAIL, Outcome.ERROR):
@@ -121,11 +124,19 @@ def combine(results: Sequence[ProbeResult]) -> tuple[Outcome, str]:
         if deciding:
             return outcome, _first_message(deciding)
     passed = [r for r in results if r.outcome is Outcome.PASS]
-    if passed:
-        skipped = len(results) - len(passed)
-        extra = f" ({skipped} not applicable)" if skipped else ""
-        return Outcome.PASS, f"{len(passed)} of {len(results)} probes passed{extra}"
-    return Outcome.SKIP, _first_message(results)
+    skipped = [r for r in results if r.outcome is Outcome.SKIP]
+    excused = {r.nodeid: why for r in skipped if optional and (why := optional(r)) is not None}
+    missing = [r for r in skipped if r.nodeid not in excused]
+    if not passed:
+        return Outcome.SKIP, _first_message(results)
+    if missing:
+        looked = f"{len(passed)} of {len(results)} probes passed, {len(missing)} did not run"
+        return Outcome.SKIP, f"{looked}: {_first_message(missing)}"
+    extra = ""
+    if excused:
+        why = "; ".join(dict.fromkeys(excused.values()))
+        extra = f" ({len(excused)} optional without {why})"
+    return Outcome.PASS, f"{len(passed)} of {len(results)} probes passed{extra}"
 
 
 def _first_message(results: Iterable[ProbeResult]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from preflight.budget import DEFAULT_BUDGET_S, TARGET_START_BUDGET_S, BudgetExceeded, time_budget
 from preflight.checklist import load_checklist
 from preflight.errors import ChecklistInvalid, PreflightError
 from preflight.evidence import EvidenceLog, Redactor
@@ -28,6 +29,11 @@ TARGET_KINDS = ("native", "containers", "auto")
 XFAIL_MESSAGE = (
     "probes may not be marked xfail: a probe decides an item, it does not expect to fail; "
     "remove the marker (a known gap is a waiver in waivers.yaml)"
+)
+BUDGET = "budget"  # the one keyword a checklist marker takes: the probe's time budget in seconds
+NO_EVIDENCE_MESSAGE = (
+    "passed without evidence: a probe records what it looked at (evidence.request, "
+    "evidence.figure, evidence.note, evidence.attach) before it may pass"
 )
 # Which phase's outcome wins: a probe that failed is off-spec even if its teardown broke too.
 _RANK = {Outcome.PASS: 0, Outcome.SKIP: 1, Outcome.ERROR: 2, Outcome.FAIL: 3}
@@ -94,7 +100,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(id): the checklist item this probe decides (one id per marker)"
+        "markers",
+        f"{MARKER}(id, {BUDGET}=seconds): the checklist item this probe decides (one id per "
+        f"marker); {BUDGET} raises the probe's time budget per phase (default "
+        f"{DEFAULT_BUDGET_S:g} s)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{BUDGET}(seconds): the time budget per phase of every probe it marks (a module's "
+        f"`pytestmark` for a family of long probes such as drills); {MARKER}(..., {BUDGET}=) "
+        "takes precedence",
     )
     state = _State(config)
     config.stash[_STATE] = state
@@ -148,6 +163,10 @@ class _Progress:
             self.outcome or Outcome.ERROR,
             self.message if self.outcome else "the probe did not run to the end",
         )
+        entries = evidence.snapshot() if evidence else ()
+        if outcome is Outcome.PASS and not entries:
+            # A pass says what was seen; a test that merely ended proved nothing.
+            outcome, message = Outcome.ERROR, NO_EVIDENCE_MESSAGE
         duration = self.durations.get("call", sum(self.durations.values()))
         return ProbeResult(
             nodeid=nodeid,
@@ -155,7 +174,7 @@ class _Progress:
             outcome=outcome,
             message=message,
             duration_s=duration,
-            evidence=evidence.snapshot() if evidence else (),
+            evidence=entries,
         )
 
 
@@ -176,6 +195,7 @@ class _State:
         self.collected: dict[str, list[str]] = {}
         self.errors: list[str] = []
         self.probes: dict[str, tuple[str, ...]] = {}  # node id -> item ids, of probes that run
+        self.budgets: dict[str, float] = {}  # node id -> seconds per phase, of probes that run
         self.progress: dict[str, _Progress] = {}
         self.evidence: dict[str, EvidenceLog] = {}
         self.results: list[ProbeResult] = []
@@ -243,14 +263,15 @@ class _State:
             if self.harvest is None:
                 return (), []  # an ordinary test (tests/ runs under this plugin too)
             return (), [f"has no @pytest.mark.{MARKER}(ID) marker; every probe names its item"]
+        budget, problems = _budget_of([*marks, *item.iter_markers(BUDGET)])
+        self.budgets[item.nodeid] = budget
         known = self._checklist_ids()
         ids: list[str] = []
-        problems: list[str] = []
         for mark in marks:
             args = ", ".join(
                 [*map(repr, mark.args), *(f"{k}={v!r}" for k, v in mark.kwargs.items())]
             )
-            if mark.kwargs or len(mark.args) != 1 or not isinstance(mark.args[0], str):
+            if len(mark.args) != 1 or not isinstance(mark.args[0], str):
                 problems.append(
                     f"marker {MARKER}({args}) must name exactly one item id as a string; "
                     "use one marker per item"
@@ -310,6 +331,29 @@ class _State:
                 self.run.on_start(nodeid, self.probes[nodeid], self.started, len(self.probes))
 
     @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        budget = self.budgets.get(item.nodeid, DEFAULT_BUDGET_S)
+        if self.run is None and (self.target is None or not self.target.started):
+            budget += TARGET_START_BUDGET_S  # this setup may start the bundled system
+        with self._budget(item, budget):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        with self._budget(item, self.budgets.get(item.nodeid, DEFAULT_BUDGET_S)):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, None, None]:
+        with self._budget(item, self.budgets.get(item.nodeid, DEFAULT_BUDGET_S)):
+            return (yield)
+
+    def _budget(self, item: pytest.Item, seconds: float) -> contextlib.AbstractContextManager[None]:
+        return time_budget(seconds) if item.nodeid in self.probes else contextlib.nullcontext()
+
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
@@ -320,6 +364,11 @@ class _State:
             if call.when == "setup" and item.get_closest_marker("xfail") is not None:
                 progress.forced = (Outcome.ERROR, XFAIL_MESSAGE)
             outcome, message = _classify(call)
+            if call.excinfo is not None and isinstance(call.excinfo.value, BudgetExceeded):
+                log = self.evidence.setdefault(
+                    item.nodeid, EvidenceLog(self.redactor, self.edge_url)
+                )
+                log.attach(f"stack when the {call.when} budget ran out", call.excinfo.value.stack)
             progress.add(call.when, outcome, self.redactor.text(message), call.duration)
         return report
 
@@ -391,6 +440,37 @@ def _marks_in_source_order(item: pytest.Item) -> list[pytest.Mark]:
     return [*reversed(own), *inherited]
 
 
+def _budget_of(marks: Sequence[pytest.Mark]) -> tuple[float, list[str]]:
+    """The probe's budget per phase and the problems with its markers' budgets: a checklist
+    marker's `budget=` (the largest) before the nearest `budget(seconds)` marker, else the
+    default."""
+    own: list[float] = []
+    general: list[float] = []
+    problems: list[str] = []
+    for mark in marks:
+        if mark.name == BUDGET:
+            values, where = (*mark.args, *mark.kwargs.values()), f"{BUDGET}(...)"
+            if len(values) != 1:
+                problems.append(f"marker {where} takes one number of seconds")
+                continue
+            value, found = values[0], general
+        else:
+            extra = [key for key in mark.kwargs if key != BUDGET]
+            if extra:
+                problems.append(
+                    f"marker {MARKER}(...) takes only the keyword {BUDGET}= (got {extra[0]}=)"
+                )
+            if BUDGET not in mark.kwargs:
+                continue
+            value, found, where = mark.kwargs[BUDGET], own, f"{MARKER}(..., {BUDGET}=)"
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            problems.append(f"marker {where} must be seconds > 0 (got {value!r})")
+        else:
+            found.append(float(value))
+    budget = max(own) if own else general[0] if general else DEFAULT_BUDGET_S
+    return budget, problems
+
+
 def _by_rank(pair: tuple[Outcome, int]) -> int:
     return -_RANK.get(pair[0], 0)
 
@@ -408,6 +488,8 @@ def _classify(call: pytest.CallInfo[None]) -> tuple[Outcome | None, str]:
     exc = excinfo.value
     if isinstance(exc, pytest.xfail.Exception):
         return Outcome.ERROR, XFAIL_MESSAGE
+    if isinstance(exc, BudgetExceeded):
+        return Outcome.ERROR, f"{exc} during {call.when} (its stack is in the evidence)"
     if isinstance(exc, pytest.skip.Exception):
         return Outcome.SKIP, _first_line(exc.msg or "") or "skipped"
     if call.when == "call" and isinstance(exc, AssertionError | pytest.fail.Exception):

@@ -83,3 +83,33 @@ def test_every_probe_has_a_one_line_docstring_naming_its_risk() -> None:
                 if not doc or "\n" in doc:
                     missing.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert missing == []
+
+
+# A fork of the multi-threaded run process can inherit a lock mid-acquire and wait on it forever
+# (detect-secrets' scan_files forks a multiprocessing pool): probes scan in their own process or
+# start a fresh one (subprocess), never a fork of this one.
+FORKING_CALLS = ("scan_files", "Pool", "ProcessPoolExecutor", "fork", "forkpty", "get_context")
+
+
+def test_no_probe_forks_the_run_process() -> None:
+    found: list[str] = []
+    for path in sorted(CHECKS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in FORKING_CALLS:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}(...)")
+    assert not found, found
+
+
+def test_every_optional_part_names_a_collected_test(
+    checklist: Checklist, collected: ProbeResults
+) -> None:
+    dangling = [
+        f"{item.id}: optional test {part.test!r} matches none of its tests"
+        for item in checklist.items
+        for part in item.optional
+        if not any(part.excuses(n) for n in collected.collected.get(item.id, []))
+    ]
+    assert not dangling, dangling

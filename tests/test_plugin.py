@@ -300,8 +300,8 @@ def test_a_passing_run_exits_0_with_one_line_per_item(probes: pytest.Pytester) -
 
         @pytest.mark.checklist("DEMO-ONE")
         @pytest.mark.parametrize("n", [1, 2])
-        def test_a(n):
-            pass
+        def test_a(n, evidence):
+            evidence.figure("n", n)
 
         @pytest.mark.checklist("DEMO-TWO")
         def test_b():

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 ITEMS = """
 version: 1
 gate:
+  warn_only: [low]  # the tests' teapot of severity low fails as a warning
   must_be:
     critical: [pass, waived, attested]
     high: [pass, waived, attested]
@@ -183,7 +184,10 @@ def test_run_decides_every_item_writes_three_outputs_and_gates(
     record = ws.record()
     assert record["verdict"]["blocking"] == ["T-TEAPOT"]
     assert out.strip().splitlines()[-1] == record["verdict"]["summary"]
-    assert record["verdict"]["summary"].startswith("NOT READY - 1 pass, 1 fail, 0 error")
+    assert record["verdict"]["summary"].startswith(
+        "NOT READY (policy: any fail or error blocks (low: warning); skip/unverified block for "
+        "critical, high) - 1 pass, 1 fail, 0 error"
+    )
     teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
     assert "must answer 418 (got 200)" in teapot["reason"]
     ready = next(i for i in record["items"] if i["id"] == "T-READY")
@@ -254,7 +258,8 @@ def test_selection_skips_unselected_items_and_they_never_block(
     closing = capsys.readouterr().out.strip().splitlines()[-1]
     assert closing.startswith(
         "READY (application, operations, performance, monitoring only, "
-        f"{selected} of {len(record['items'])} items) - "
+        f"{selected} of {len(record['items'])} items) (policy: any fail or error blocks "
+        "(low: warning); skip/unverified block for critical, high) - "
     ), closing
     teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
     assert (teapot["selected"], teapot["outcome"]) == (False, "skip")
@@ -328,6 +333,33 @@ def test_a_critical_manual_item_blocks_until_attested(tmp_path: Path) -> None:
     ws = workspace(tmp_path, teapot_severity="low", trained_severity="critical")
     assert main(ws.args()) == 1
     assert ws.record()["verdict"]["blocking"] == ["T-TRAINED"]
+    assert ws.record()["verdict"]["warnings"] == ["T-TEAPOT"]
+
+
+def test_a_failing_low_item_blocks_unless_the_checklist_lowers_it_to_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = workspace(tmp_path, teapot_severity="low", trained_severity="low")
+    assert main(ws.args()) == 0
+    out = capsys.readouterr().out
+    assert "warnings (do not block under this policy): T-TEAPOT" in out
+    assert (
+        "1 failing item the gate policy lowers to a warning"
+        in (ws.out / "latest" / "report.html").read_text()
+    )
+    ws.checklist.write_text(ws.checklist.read_text().replace("  warn_only: [low]", ""))
+    assert main(ws.args()) == 1
+    verdict = ws.record()["verdict"]
+    assert verdict["blocking"] == ["T-TEAPOT"]
+    assert verdict["policy"] == "any fail or error blocks; skip/unverified block for critical, high"
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .splitlines()[-1]
+        .startswith(
+            "NOT READY (policy: any fail or error blocks; skip/unverified block for critical, high)"
+        )
+    )
 
 
 def test_harness_errors_exit_2_and_start_nothing(

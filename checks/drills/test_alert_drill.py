@@ -30,6 +30,10 @@ from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.probe.target import ProbeTarget
 
+# The drill's time budget per phase, with room for a busy machine: a fault held until Prometheus
+# fires and Alertmanager delivers.
+pytestmark = pytest.mark.budget(600)
+
 # The paging policy of system/monitoring/alertmanager.yml, as the operations docs state it:
 # critical alerts page and reach the team's chat channel; warnings go to chat only.
 RECEIVERS = {"critical": frozenset({"pager", "chat"})}

@@ -37,6 +37,10 @@ from preflight.polling import until
 from preflight.postgres_bin import PG_BIN
 from preflight.probe.target import ProbeTarget
 
+# The drill's time budget per phase, with room for a busy machine: backup jobs may take up to 10
+# minutes (JOB_TIMEOUT_S) before a restore.
+pytestmark = pytest.mark.budget(1800)
+
 BACKUP_GAUGE = "chatsdk_backup_last_success_timestamp_seconds"
 
 

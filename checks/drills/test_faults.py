@@ -46,6 +46,10 @@ from preflight.evidence import EvidenceLog
 from preflight.polling import waited
 from preflight.probe.target import ProbeTarget
 
+# The drill's time budget per phase, with room for a busy machine: each fault holds a workload
+# through a kill, a grace period and a restore.
+pytestmark = pytest.mark.budget(900)
+
 GRACE_PERIOD_S = 15.0  # Kubernetes' default terminationGracePeriod is 30 s; the API promises 15
 RECONNECTABLE = {1001: "going away", 1012: "service restart"}
 DOWN_S = 2.0  # how long a killed or stopped dependency stays down

@@ -22,6 +22,10 @@ from preflight.probe.pg import Postgres
 from preflight.probe.redis import Redis
 from preflight.probe.target import ProbeTarget
 
+# The drill's time budget per phase, with room for a busy machine: exports and erasures of a
+# seeded user through the public API.
+pytestmark = pytest.mark.budget(600)
+
 MAX_REDIS_KEYS = 20000
 JOB_TIMEOUT_S = 600.0
 

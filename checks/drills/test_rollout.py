@@ -41,6 +41,10 @@ from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
 from preflight.targets.base import ReleaseControl
 
+# The drill's time budget per phase, with room for a busy machine: a rolling restart of every
+# worker under a workload.
+pytestmark = pytest.mark.budget(900)
+
 HALT_S = 2.0  # the rollout stays halted this long, both releases serving
 # Statements that break the release before a migration: it reads or writes what they remove or
 # change. Expand/contract defers them to a later release (system/docs/operations/rollback.md).

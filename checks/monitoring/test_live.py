@@ -116,11 +116,11 @@ def test_alertmanager_runs_and_receives_the_alerts_prometheus_fires(
         return bool(wanted) and wanted <= received
 
     if not until(delivered, WATCH_TIMEOUT_S, interval=SCRAPE_POLL_S) and not wanted:
-        evidence.note("no alert is firing: delivery decided from the Alertmanager list alone")
-        return
+        pytest.skip(
+            f"no alert fired within {WATCH_TIMEOUT_S:g} s: delivery to Alertmanager not seen"
+        )
     if am is None:
-        evidence.note("the target gives no alertmanager_url: delivery not followed")
-        return
+        pytest.skip("the target gives no alertmanager_url: delivery of firing alerts not followed")
     sent = promql(target, "sum(prometheus_notifications_sent_total)")
     evidence.figure("notifications sent", float(sent[0]["value"][1]) if sent else 0.0)
     assert wanted <= received, (

@@ -165,12 +165,21 @@ def test_ssh_refuses_passwords_or_is_not_exposed(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Password SSH invites brute force against the hosts."""
-    host = target.edge_address[0]
+    host, edge_port = target.edge_address[0], target.edge_address[1]
     try:
         with socket.create_connection((host, SSH_PORT), timeout=SSH_TIMEOUT_S) as sock:
             banner = sock.recv(256).decode(errors="replace").strip()
-    except (ConnectionRefusedError, TimeoutError, OSError) as exc:
-        evidence.note(f"{host}:{SSH_PORT}: not reachable ({type(exc).__name__}): SSH not exposed")
+    except ConnectionRefusedError:
+        evidence.note(f"{host}:{SSH_PORT}: connection refused: SSH not exposed")
+        return
+    except TimeoutError:
+        # Dropped, not refused: a filtered port, if the host itself answers (else nothing is known).
+        with socket.create_connection((host, edge_port), timeout=SSH_TIMEOUT_S):
+            pass
+        evidence.note(
+            f"{host}:{SSH_PORT}: no answer within {SSH_TIMEOUT_S} s while the edge port "
+            f"{edge_port} of the same host answers: SSH filtered, not exposed"
+        )
         return
     methods = _ssh_methods(host)
     evidence.note(f"{host}:{SSH_PORT} answers {banner!r}; offered methods: {methods}")

@@ -186,6 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown = ", ".join(result.verdict.blocking[:10])
         more = len(result.verdict.blocking) - 10
         print(f"blocking: {shown}" + (f" and {more} more" if more > 0 else ""))
+    if result.verdict.warnings:
+        print(f"warnings (do not block under this policy): {', '.join(result.verdict.warnings)}")
     warn_unpinned_harness(args.keys)
     print(verdict_line(result.record))
     return result.exit_code
