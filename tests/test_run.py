@@ -21,7 +21,7 @@ import pytest
 from preflight.checklist import load_checklist
 from preflight.cli import main
 from preflight.outcomes import OUTCOMES
-from preflight.signing import HARNESS, harness_key, register_key
+from preflight.signing import HARNESS, PANEL_ROLES, harness_key, register_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -428,7 +428,7 @@ def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
     manual item, the five roles sign, verify passes; one edited outcome makes verify fail."""
     ws = workspace(tmp_path, teapot_severity="low", trained_severity="critical")
     keys = ws.root / "keys.yaml"
-    for role in ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto"):
+    for role in PANEL_ROLES:
         pem = ws.root / f"{role}.pem"
         assert main(["keygen", "--out", str(pem), "--role", role, "--name", role.title(),
                      "--register", "--keys", str(keys)]) == 0  # fmt: skip
@@ -447,7 +447,7 @@ def test_a_real_run_is_attested_signed_verified_and_an_edit_breaks_it(
 
     run_dir = ws.out / "latest"
     assert main(["verify", str(run_dir), "--keys", str(keys)]) == 1, "no stakeholder signed yet"
-    for role in ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto"):
+    for role in PANEL_ROLES:
         sign = ["sign", str(run_dir), "--role", role, "--key", str(ws.root / f"{role}.pem")]
         assert main([*sign, "--keys", str(keys)]) == 0
     assert main(["verify", str(run_dir), "--keys", str(keys)]) == 0

@@ -11,6 +11,7 @@ the Locust runner's (preflight/load/locust.py); this module plans them and reads
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import urllib.error
@@ -25,6 +26,7 @@ from preflight.load.figures import RunData
 from preflight.load.guards import Thresholds, saturation
 from preflight.load.results import LoadFigure, LoadResults
 from preflight.load.series import Window, aggregate, is_http, percentile
+from preflight.polling import until
 from preflight.targets.base import TargetInfo
 
 SCALING_METRIC = "throughput_scaling_ratio_2x_workers"
@@ -147,10 +149,9 @@ def wait_serving(info: TargetInfo, names: Sequence[str], timeout_s: float = 60.0
         if info.kind != "native" or index >= len(info.observability.metrics_urls):
             continue
         url = info.observability.metrics_urls[index].removesuffix("/metrics") + "/v1/health/ready"
-        while not _answers_200(url):
-            if time.monotonic() > deadline:
-                raise PreflightError(f"{name} was not ready within {timeout_s:g} s of its restart")
-            time.sleep(0.2)
+        left = max(0.0, deadline - time.monotonic())
+        if not until(functools.partial(_answers_200, url), left, interval=0.2):
+            raise PreflightError(f"{name} was not ready within {timeout_s:g} s of its restart")
     time.sleep(EDGE_FAIL_TIMEOUT_S + 0.5)
 
 

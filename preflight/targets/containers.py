@@ -11,7 +11,6 @@ import secrets
 import shutil
 import ssl
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from preflight.errors import TargetUnavailable
+from preflight.polling import until
 from preflight.targets.base import (
     Edge,
     Stores,
@@ -324,8 +324,5 @@ def _ok(url: str, context: ssl.SSLContext) -> bool:
 
 
 def _wait(ready: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise TargetUnavailable(f"containers target: {what} not ready within {timeout:.0f} s")
-        time.sleep(0.5)
+    if not until(ready, timeout, interval=0.5):
+        raise TargetUnavailable(f"containers target: {what} not ready within {timeout:.0f} s")

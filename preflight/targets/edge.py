@@ -10,7 +10,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import psutil
 from cryptography import x509
 
 from preflight.errors import EdgeConfigInvalid, TargetUnavailable
+from preflight.polling import poll
 from preflight.targets.pki import Pki
 from preflight.targets.web import WEB_DIR, stage_web_client
 
@@ -166,16 +166,16 @@ def reload_nginx(master_pid: int, timeout: float) -> bool:
         master.send_signal(signal.SIGHUP)
     except psutil.Error:
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def reloaded() -> bool | None:
+        """True once only new workers accept; None when the master is gone (stop waiting)."""
         try:
             workers = _accepting_workers(master)
         except psutil.Error:
-            return False
-        if workers and not any(w.pid in before for w in workers):
-            return True
-        time.sleep(0.02)
-    return False
+            return None
+        return bool(workers) and not any(w.pid in before for w in workers)
+
+    return poll(reloaded, timeout, interval=0.02, accept=lambda v: v is not False).value is True
 
 
 def _accepting_workers(master: psutil.Process) -> list[psutil.Process]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
+from preflight.jsonlines import json_records
 from preflight.targets.procs import Child, free_port, wait_until
 
 PROJECT_ID = "1"
@@ -141,11 +142,7 @@ def sentry_key(request: web.Request) -> str:
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Every event the stand-in received, oldest first (a missing file: none yet)."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.strip()]
+    return [event for _, event in json_records([path])]
 
 
 async def envelope(request: web.Request) -> web.Response:

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from typing import Any
 import yaml
 
 from preflight.errors import TargetUnavailable
+from preflight.polling import until
 from preflight.targets.base import WATCHDOG_LABEL
 from preflight.targets.procs import Child, free_port, wait_until
 
@@ -263,12 +263,12 @@ class DrillRouting:
     def _reload(self, webhook_url: str | None) -> None:
         self.alertmanager.signal(signal.SIGHUP)
         self.prometheus.signal(signal.SIGHUP)
-        deadline = time.monotonic() + RELOAD_TIMEOUT_S
         drill = webhook_url is not None
-        while time.monotonic() < deadline:
-            if self._alertmanager_serves(webhook_url) and self._prometheus_holds(drill):
-                return
-            time.sleep(0.1)
+        if until(
+            lambda: self._alertmanager_serves(webhook_url) and self._prometheus_holds(drill),
+            RELOAD_TIMEOUT_S,
+        ):
+            return
         raise TargetUnavailable(
             f"Prometheus or Alertmanager did not load the "
             f"{'drill' if webhook_url else 'restored'} configuration within "
