@@ -26,7 +26,7 @@ from checks.testing._browser import (
     demo_or_skip,
 )
 from preflight.evidence import EvidenceLog
-from preflight.polling import until
+from preflight.polling import poll, until
 from preflight.probe.target import ProbeTarget
 from preflight.probe.web import WEB_PATH
 
@@ -149,8 +149,16 @@ def test_a_message_sent_in_the_browser_is_read_back_by_another_member(
         f"{bob.name} must read {ada.name}'s messages in #{channel} after a reload "
         f"(the latest, {last!r}, is not shown; shown: {bob.texts()[-3:]})"
     )
-    author = bob.message(last).first.locator(".author").text_content()
-    assert author == ada.name, f"the message must name its author {ada.name!r} (got {author!r})"
+    # The client shows the author's id until its lookup of the author's name answers.
+    author = poll(
+        bob.message(last).first.locator(".author").text_content,
+        STEP_TIMEOUT_S,
+        accept=lambda shown: shown == ada.name,
+    ).value
+    assert author == ada.name, (
+        f"the message must name its author {ada.name!r} within {STEP_TIMEOUT_S:.0f} s "
+        f"(got {author!r})"
+    )
 
     # Infinite scroll: reaching the top loads earlier pages by seq until the first message.
     first_page = len(bob.seqs())
