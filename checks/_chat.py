@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from preflight.client import ChatClient, Response, expect, polite
 from preflight.probe.target import ProbeTarget
+from preflight.wsclient import connect
 
 RECV_TIMEOUT = 5.0
 

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.sync.client import connect
 
 from checks._chat import Actor, Tenant
 from preflight.client import ChatClient, Response, polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.probe.target import ProbeTarget
+from preflight.wsclient import connect
 
 SendState = Literal["acked", "failed", "indeterminate"]
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from checks._chat import Actor, Tenant
 from checks.drills._drills import (
@@ -45,6 +44,7 @@ from preflight.client import polite
 from preflight.evidence import EvidenceLog
 from preflight.polling import waited
 from preflight.probe.target import ProbeTarget
+from preflight.wsclient import connect
 
 # The drill's time budget per phase, with room for a busy machine: each fault holds a workload
 # through a kill, a grace period and a restore.

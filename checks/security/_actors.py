@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from checks._chat import Actor, Tenant, created
 from preflight.client import expect
 from preflight.probe.target import ProbeTarget
+from preflight.wsclient import connect
 
 WS_TIMEOUT_S = 8.0
 
@@ -111,7 +112,7 @@ def ws_connect(
     return connect(
         url or target.ws_url,
         ssl=target.ssl_context() if (url or target.ws_url).startswith("wss://") else None,
-        origin=origin,  # type: ignore[arg-type]
+        origin=origin,
         open_timeout=WS_TIMEOUT_S,
         close_timeout=2,
         compression=None,

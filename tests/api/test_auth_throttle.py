@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import json
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ import jwt
 import pytest
 from chatsdk.auththrottle import REDIS_RETRY_SECONDS
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from preflight.client import ChatClient, expect
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
+from preflight.wsclient import connect
 from tests.api.conftest import AppCtx
 from tests.api.test_auth import db_fetch
 from tests.api.test_metrics_and_logs import api_log_lines, samples, scrape
@@ -206,11 +205,9 @@ def test_failures_on_the_realtime_socket_count_and_a_throttled_address_is_closed
 
 def ws_auth_close_code(chat: ChatClient, source: str, token: str) -> int | None:
     """The close code after an auth frame with `token` on a socket from `source`."""
-    url = urlsplit(chat.base_url)
-    sock = socket.create_connection(
-        (url.hostname or "", url.port or 443), timeout=10, source_address=(source, 0)
-    )
-    with connect(chat.ws_url, sock=sock, ssl=chat.ssl_context(), open_timeout=10) as conn:
+    with connect(
+        chat.ws_url, ssl=chat.ssl_context(), source_address=(source, 0), open_timeout=10
+    ) as conn:
         conn.send(json.dumps({"type": "auth", "token": token}))
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             while True:

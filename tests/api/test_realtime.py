@@ -20,11 +20,9 @@ import jwt
 import pytest
 from websockets.exceptions import (
     ConnectionClosed,
-    ConnectionClosedError,
-    InvalidMessage,
     InvalidStatus,
 )
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from checks.security.test_websocket import RawSocket, authenticated_raw
 from checks.security.test_websocket import frame as raw_frame
@@ -32,6 +30,7 @@ from preflight.client import ChatClient, expect
 from preflight.probe.target import ProbeTarget
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTarget
+from preflight.wsclient import connect
 from tests.api.conftest import AppCtx, UserCtx
 
 RECV_TIMEOUT = 5.0
@@ -134,30 +133,17 @@ def worker_socket_url(stack: NativeTarget, index: int) -> str:
     return stack.worker_urls[index].replace("http://", "ws://", 1) + "/v1/realtime"
 
 
-def _connect_once_more(
+def _connect(
     url: str, context: ssl.SSLContext | None, origin: str | None, max_size: int | None
 ) -> ClientConnection:
-    """Connect; one more try only when the transport broke during the handshake.
-
-    Seen once in about six full-suite runs: the edge closed a fresh TLS connection while the
-    upgrade request was being written (SSLEOFError), before any WebSocket logic ran. Not
-    diagnosed yet; these tests verify the protocol, so a transport failure at connect gets one
-    retry. Handshake refusals (an HTTP status) and every close code stay strict."""
-    for attempt in (1, 2):
-        try:
-            return connect(
-                url,
-                ssl=context,
-                origin=origin,  # type: ignore[arg-type]
-                open_timeout=15,  # a busy 2-core machine (the suite runs in parallel)
-                close_timeout=2,
-                max_size=max_size,
-            )
-        except (ssl.SSLError, ConnectionClosedError, ConnectionResetError, InvalidMessage):
-            # InvalidMessage: the connection closed before any HTTP status line came back.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return connect(
+        url,
+        ssl=context,
+        origin=origin,
+        open_timeout=15,  # a busy 2-core machine (the suite runs in parallel)
+        close_timeout=2,
+        max_size=max_size,
+    )
 
 
 @contextlib.contextmanager
@@ -172,7 +158,7 @@ def open_socket(
     """A connected socket (authenticated when a token is given), closed at the end."""
     url = url or edge_socket_url(chat)
     context: ssl.SSLContext | None = chat.ssl_context() if url.startswith("wss://") else None
-    with _connect_once_more(url, context, origin, max_size) as conn:
+    with _connect(url, context, origin, max_size) as conn:
         socket = Socket(conn)
         if token is not None:
             socket.send({"type": "auth", "token": token})

@@ -26,7 +26,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from websockets.sync.client import connect as ws_connect
 
 from preflight.errors import EdgeConfigInvalid
 from preflight.targets.edge import (
@@ -38,6 +37,7 @@ from preflight.targets.edge import (
 )
 from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import free_port
+from preflight.wsclient import connect as ws_connect
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
