@@ -22,6 +22,7 @@ BIG = 300_000  # about 19 TLS records of 16 KiB
 
 def _handler(conn: ServerConnection) -> None:
     for message in conn:
+        assert isinstance(message, str)
         if message == "big":
             conn.send("x" * BIG)
         elif message == "bye":
