@@ -92,3 +92,13 @@ def test_a_redis_without_publish_fails_the_redis_drill() -> None:
     outcome, reason = decided["OPS-REDIS-LOSS"]
     assert outcome is Outcome.FAIL, reason
     assert "fan-out must resume once Redis is back" in reason
+
+
+def test_limits_that_let_everything_through_fail_the_redis_drill() -> None:
+    """The drill's limit check can fail: a worker whose per-user limits let every request
+    through (Redis up or down) never answers the channel burst with 429."""
+    with native(worker_env={"CHATSDK_FAULTS": "no_rate_limits"}) as info:
+        decided = outcomes(drills(info, ["test_faults.py"], "losing_redis and crash"))
+    outcome, reason = decided["OPS-REDIS-LOSS"]
+    assert outcome is Outcome.FAIL, reason
+    assert "per-user limits must still hold" in reason or "the user's own limit" in reason
