@@ -16,6 +16,7 @@ run: setup
 ## to its newest release within pyproject's ranges (then run `make test` before committing).
 lock:
 	@scripts/uv.sh lock $(if $(UPGRADE),--upgrade)
+	@scripts/image-requirements.sh
 
 lint: setup
 	$(VENV)/ruff check .

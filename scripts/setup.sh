@@ -7,6 +7,9 @@
 #     PostgreSQL and Redis exporters (the native target's observability), each extracted alone
 #     from Debian's package (the prometheus package would pull 330 MB of web-UI libraries; the
 #     binaries are static Go programs that need only libc)
+#   - a Docker engine for the containers target: Debian's docker.io, and dockerd started when
+#     none answers (as root; not root: prints the command, exits 2). PREFLIGHT_NO_DOCKER=1 skips
+#     it on a machine that runs the native target only.
 #   - a virtual environment in .venv holding exactly the Python packages of uv.lock (the project
 #     and its dev extra, hashes checked, nothing else), installed by uv and re-done only when
 #     pyproject.toml or uv.lock changes
@@ -109,6 +112,30 @@ done < <(awk '!/^#/ && $3 == "extract:" { $2 = ""; $3 = ""; print }' "$PACKAGES"
 SHARE_DIR=${PREFLIGHT_SHARE_DIR:-/usr/share}
 extract prometheus-alertmanager /usr/share/prometheus/alertmanager \
     "$SHARE_DIR/prometheus/alertmanager" 644 default.tmpl email.tmpl
+
+# Docker: the containers target builds its images and runs them on this machine's engine.
+engine_answers() {
+    timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+if [ -z "${PREFLIGHT_NO_DOCKER:-}" ] && ! engine_answers; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: no Docker engine answers; start one as root, then run the same make command again:" >&2
+        echo "    sudo sh -c 'dockerd >/var/log/dockerd.log 2>&1 &'" >&2
+        echo "setup: (or set PREFLIGHT_NO_DOCKER=1 to use the native target only)" >&2
+        exit 2
+    fi
+    echo "setup: starting dockerd (log: /var/log/dockerd.log)"
+    nohup dockerd >/var/log/dockerd.log 2>&1 &
+    for _ in $(seq 60); do
+        engine_answers && break
+        sleep 0.5
+    done
+    if ! engine_answers; then
+        echo "setup: dockerd did not answer within 30 s; the end of /var/log/dockerd.log:" >&2
+        tail -n 5 /var/log/dockerd.log >&2
+        exit 2
+    fi
+fi
 
 # Python: uv installs exactly uv.lock into .venv. scripts/uv.sh installs uv itself (from PyPI at
 # the version and hashes of scripts/uv-requirements.txt) into .tools/uv, apart from .venv, which

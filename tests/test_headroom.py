@@ -296,7 +296,7 @@ def test_a_target_without_processes_or_databases_gives_empty_samples() -> None:
 
 def test_declared_limits_of_the_real_deployment() -> None:
     limits = declared_limits()
-    assert set(limits) == {"api", "realtime", "postgres", "redis", "minio", "nginx"}
+    assert set(limits) == {"api", "realtime", "postgres", "redis", "backup", "nginx"}
     assert limits["api"] == Limits(2.0, 2 * GIB)
     assert limits["nginx"] == Limits(1.0, 256 * MIB)
     assert limits["redis"] == Limits(1.0, 2 * GIB)

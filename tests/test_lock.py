@@ -136,3 +136,24 @@ def test_a_dependency_added_to_pyproject_without_the_lock_is_caught(tmp_path: Pa
     result = _uv("lock", "--check", "--offline", cwd=tmp_path)
     assert result.returncode != 0
     assert "needs to be updated" in result.stderr, result.stderr
+
+
+def test_the_api_images_requirements_are_the_locks_versions() -> None:
+    """system/deploy/requirements.txt (what the API image installs) pins every package at the
+    version uv.lock pins, and each with hashes: `make lock` regenerates it."""
+    text = (REPO / "system" / "deploy" / "requirements.txt").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.MULTILINE))
+    assert pinned, "requirements.txt pins nothing"
+    locked = {p["name"]: p["version"] for p in _lock()["package"]}
+    differ = {
+        name: (version, locked.get(_normal(name)))
+        for name, version in pinned.items()
+        if locked.get(_normal(name)) != version
+    }
+    assert not differ, f"system/deploy/requirements.txt differs from uv.lock: {differ}"
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", text.split("\n", 3)[-1])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()

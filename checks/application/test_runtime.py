@@ -96,9 +96,12 @@ def test_errors_are_structured_and_reveal_no_internals(
     assert not leaks, f"{method} {url} must not reveal internals (found {leaks})"
 
 
-def _same_place(reported: dict[str, object], url: str) -> bool:
+def _same_place(reported: dict[str, object], url: str, in_network: str | None) -> bool:
+    """The worker's reported host and port are the store's: as this machine reaches it, or as
+    the target says the workers reach it on their own network."""
     parts = urlsplit(url)
-    return (reported["host"], reported["port"]) == (parts.hostname, parts.port)
+    seen = f"{reported['host']}:{reported['port']}"
+    return seen in {f"{parts.hostname}:{parts.port}", in_network}
 
 
 @pytest.mark.checklist("APP-DB-URL")
@@ -114,8 +117,12 @@ def test_workers_use_the_deployments_database_and_it_answers(
         assert db["up"], f"the database of worker {worker} ({where}) must answer (it does not)"
         if dsn:
             expected = f"{urlsplit(dsn).hostname}:{urlsplit(dsn).port}/{database}"
-            assert where == expected, (
-                f"worker {worker} must use the target's database {expected} (got {where})"
+            in_network = target.info.stores.network_addresses.get("postgres")
+            same = db["path"] == database and _same_place(db, dsn, in_network)
+            assert same, (
+                f"worker {worker} must use the target's database {expected}"
+                + (f" (on its network {in_network}/{database})" if in_network else "")
+                + f" (got {where})"
             )
     if not dsn:
         evidence.note("the target gives no DSN: the database's address was not compared")
@@ -132,7 +139,8 @@ def test_every_dependency_of_every_worker_answers(
             assert dependency["up"], f"{name} must answer worker {worker} (it does not)"
         if redis_url:
             redis = report["dependencies"]["redis"]
-            assert _same_place(redis, redis_url), (
+            in_network = target.info.stores.network_addresses.get("redis")
+            assert _same_place(redis, redis_url, in_network), (
                 f"worker {worker} must use the target's Redis {urlsplit(redis_url).hostname}:"
                 f"{urlsplit(redis_url).port} (got {redis['host']}:{redis['port']})"
             )

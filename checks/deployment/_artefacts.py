@@ -47,6 +47,11 @@ class Repo:
         return self.deploy / "Dockerfile"
 
     @property
+    def dockerfiles(self) -> list[Path]:
+        """Every image definition the deployment builds: the API's and those under images/."""
+        return [self.dockerfile, *sorted((self.deploy / "images").glob("*/Dockerfile"))]
+
+    @property
     def compose(self) -> Path:
         return self.deploy / "docker-compose.yml"
 
@@ -278,12 +283,19 @@ def image_pin_problem(image: str) -> str | None:
 
 
 def images(repo: Repo) -> Iterator[tuple[str, str]]:
-    """(where, image reference) for every image the deployment artefacts run."""
-    for word, rest in dockerfile_instructions(repo.dockerfile):
-        if word == "FROM":
-            image = rest.split()[0]
-            if image.lower() != "scratch" and not _is_stage(repo, image):
-                yield repo.relative(repo.dockerfile), image
+    """(where, image reference) for every image the deployment artefacts run or build from. A
+    FROM that names a build argument (`FROM ${BASE}`) is the argument's default: what a build
+    without --build-arg pulls."""
+    for dockerfile in repo.dockerfiles:
+        args: dict[str, str] = {}
+        for word, rest in dockerfile_instructions(dockerfile):
+            if word == "ARG" and "=" in rest:
+                name, _, default = rest.partition("=")
+                args[name.strip()] = default.strip().strip('"')
+            if word == "FROM":
+                image = _with_args(rest.split()[0], args)
+                if image.lower() != "scratch" and not _is_stage(dockerfile, image):
+                    yield repo.relative(dockerfile), image
     for name, service in compose(repo.compose).services.items():
         if "image" in service:
             yield f"{repo.relative(repo.compose)} service {name}", str(service["image"])
@@ -292,10 +304,14 @@ def images(repo: Repo) -> Iterator[tuple[str, str]]:
             yield f"{m.ref} container {c.get('name')}", str(c.get("image", ""))
 
 
-def _is_stage(repo: Repo, image: str) -> bool:
+def _with_args(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def _is_stage(dockerfile: Path, image: str) -> bool:
     stages = {
         rest.split()[-1].lower()
-        for word, rest in dockerfile_instructions(repo.dockerfile)
+        for word, rest in dockerfile_instructions(dockerfile)
         if word == "FROM" and " as " in rest.lower()
     }
     return image.lower() in stages

@@ -61,8 +61,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--target",
         default="auto",
         metavar="KIND|FILE",
-        help="auto (default: containers where Docker answers, else native), native, "
-        "containers, or a target file describing a running deployment",
+        help="auto (the default: native), native (the bundled system as processes here), "
+        "containers (system/deploy's images and compose file on this machine's Docker "
+        "engine), or a target file describing a running deployment (docs/targets.md)",
     )
     p.add_argument(
         "--area",

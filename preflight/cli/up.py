@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--target",
         default="auto",
         choices=["auto", "native", "containers"],
-        help="how to run it: auto (containers where a Docker engine answers, else native)",
+        help="how to run it: auto (the default: native), native, or containers "
+        "(system/deploy on this machine's Docker engine; docs/targets.md)",
     )
     up.add_argument("--workers", type=_positive, default=2, help="API worker processes (2)")
     up.add_argument("--edge-port", type=_port, help="HTTPS port of the edge (a free one)")

@@ -199,6 +199,10 @@ class Stores:
     postgres_dsn: str | None = field(default=None, repr=False)
     redis_url: str | None = field(default=None, repr=False)
     upload_dir: Path | None = None
+    # Where the API workers reach the stores, where that differs from the DSN and URL above
+    # ("postgres" -> "postgres:5432" on a container network the stores' published ports lead
+    # to): the probes that compare a worker's own report with the target's stores accept both.
+    network_addresses: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,15 @@ class Selection:
 def choose_target(
     spec: str, docker_probe: Callable[[], str | None] = docker_available
 ) -> Selection:
-    """`auto` takes containers where a Docker engine answers, else native; anything that is not
-    a kind is a target file."""
+    """`auto` is native: the containers target runs with `--target containers` until none of
+    its verdicts is about this machine rather than the deployment (docs/targets.md lists what
+    still is). Anything that is not a kind is a target file."""
     if spec == "auto":
-        why_not = docker_probe()
-        if why_not is None:
-            return Selection("containers", "a Docker engine answers")
-        return Selection("native", f"{why_not}; using the native target")
+        return Selection(
+            "native",
+            "the default; `--target containers` runs the deployment system/deploy ships "
+            "(docs/targets.md)",
+        )
     if spec == "native":
         return Selection("native", "asked for")
     if spec == "containers":
@@ -79,7 +81,7 @@ def select_target(spec: str, options: TargetOptions | None = None) -> tuple[Sele
     opts = options or TargetOptions()
     selection = choose_target(spec)
     if selection.kind == "containers":
-        return selection, ContainersTarget(workers=opts.workers, log=opts.log)
+        return selection, ContainersTarget(log=opts.log)
     if selection.kind == "external":
         assert selection.path is not None
         return selection, ExternalTarget(selection.path)

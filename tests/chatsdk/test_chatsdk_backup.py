@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from chatsdk.backup import catalogue
+from chatsdk.backup.__main__ import main as backup_main
 from chatsdk.backup.job import BackupSettings, libpq_target
 from chatsdk.errors import SettingsError
 from chatsdk.settings import Settings
@@ -89,3 +90,27 @@ def test_retention_defaults_and_keep_for_ever() -> None:
     assert forever.retention_messages_days == 0
     with pytest.raises(SettingsError, match="CHATSDK_RETENTION_UPLOADS_DAYS"):
         Settings.from_env({**VALID, "CHATSDK_RETENTION_UPLOADS_DAYS": "-3"})
+
+
+@pytest.mark.parametrize(
+    ("listed", "max_age_s", "code"),
+    [
+        ([("recent", 0.5, "ok")], 86400, 0),
+        ([("stale", 3, "ok")], 2 * 86400, 1),
+        ([("broken", 0.1, "failed")], 86400, 1),
+        ([], 86400, 1),
+    ],
+)
+def test_the_health_check_wants_a_recent_successful_backup(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listed: list[tuple[str, float, str]],
+    max_age_s: float,
+    code: int,
+) -> None:
+    """`python -m chatsdk.backup check`: the backup container's health check."""
+    monkeypatch.setattr(catalogue, "now", lambda: NOW)
+    entries = [entry(tmp_path, name, days, status) for name, days, status in listed]
+    catalogue.write(tmp_path, {"format": catalogue.FORMAT, "backups": entries})
+    monkeypatch.setenv("CHATSDK_BACKUP_DIR", str(tmp_path))
+    assert backup_main(["check", "--max-age", str(max_age_s)]) == code

@@ -1,138 +1,228 @@
-"""The containers target: selection logic and wiring, checked without an engine; the end-to-end
-run needs a Docker engine and skips where none answers."""
+"""The containers target: selection, the compose file as the target reads it, the image inputs,
+and one end-to-end run of system/deploy on this machine's Docker engine (set-up starts one)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
+import contextlib
+import json
+import os
+import re
+import signal
+import ssl
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from preflight.client import ChatClient, expect
 from preflight.errors import TargetUnavailable
 from preflight.targets import choose_target
-from preflight.targets.containers import (
-    DOCKERFILE,
-    REPO_ROOT,
-    ROLE_SQL_PATH,
-    ContainersTarget,
-    docker_available,
-    plan_containers,
-)
-from preflight.targets.servers import APP_ROLE_SQL, postgres_args
+from preflight.targets.containers import ContainersTarget, _write_secrets
+from preflight.targets.containers.compose import ComposeInvalid, load, seconds
+from preflight.targets.containers.engine import RUN_LABEL, docker_available, engine
+from preflight.targets.containers.images import IMAGES, REPO_ROOT, Image, _files_digest
+
+COMPOSE = REPO_ROOT / "system" / "deploy" / "docker-compose.yml"
 
 
 def no_engine() -> str | None:
     return "no Docker engine answers (test)"
 
 
-def engine() -> str | None:
+def an_engine() -> str | None:
     return None
 
 
-def test_auto_picks_containers_only_where_an_engine_answers() -> None:
-    assert choose_target("auto", engine).kind == "containers"
-    chosen = choose_target("auto", no_engine)
-    assert chosen.kind == "native"
-    assert "no Docker engine" in chosen.reason
-
-
-def test_forcing_containers_without_an_engine_says_so() -> None:
-    with pytest.raises(TargetUnavailable, match=r"no Docker engine.*--target native"):
+def test_auto_is_native_and_containers_needs_an_engine() -> None:
+    assert choose_target("auto", an_engine).kind == "native"
+    assert choose_target("containers", an_engine).kind == "containers"
+    with pytest.raises(TargetUnavailable, match="no Docker engine"):
         choose_target("containers", no_engine)
 
 
-def test_native_never_asks_docker() -> None:
-    def explode() -> str | None:
-        raise AssertionError("native must not probe Docker")
-
-    assert choose_target("native", explode).kind == "native"
+# -- the compose file as the target reads it -----------------------------------------------------
 
 
-def test_anything_else_is_a_target_file(tmp_path: Path) -> None:
-    path = tmp_path / "t.yaml"
-    path.write_text("name: x\n")
-    chosen = choose_target(str(path), no_engine)
-    assert (chosen.kind, chosen.path) == ("external", path)
-    with pytest.raises(TargetUnavailable, match="neither auto, native, containers"):
-        choose_target(str(tmp_path / "missing.yaml"), no_engine)
+def test_the_shipped_compose_file_starts_stores_before_the_api_and_the_edge_last() -> None:
+    plan = load(COMPOSE)
+    order = plan.start_order()
+    assert order.index("postgres") < order.index("api")
+    assert order.index("redis") < order.index("api")
+    assert order[-1] == "nginx"
+    assert plan.waves() == [["postgres", "redis"], ["api", "realtime", "backup"], ["nginx"]]
+    assert plan.networks["backend"] is True, "the stores' network is internal"
+    for service in plan.services.values():
+        assert service.dockerfile is not None, f"{service.name} builds its image here"
+        assert service.restart == "unless-stopped", service.name
+        assert service.healthcheck is not None, service.name
+        assert service.mem_limit, service.name
+        assert service.nano_cpus, service.name
 
 
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="preflight-plan-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+def test_compose_values_become_the_engine_apis(tmp_path: Path) -> None:
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(
+        "services:\n"
+        "  one:\n"
+        "    image: x:1.0.0\n"
+        "    command: [sh, -c, 'echo $$HOME']\n"
+        "    healthcheck: {test: 'true', interval: 1m30s, timeout: 500ms, retries: 2}\n"
+        "    deploy: {replicas: 3, resources: {limits: {cpus: '0.5', memory: 256M}}}\n"
+        "    networks: [n]\n"
+        "networks: {n: {internal: true}}\n"
+    )
+    one = load(path).services["one"]
+    assert one.command == ("sh", "-c", "echo $HOME")
+    assert one.healthcheck == {
+        "test": ["CMD-SHELL", "true"],
+        "interval": 90 * 10**9,
+        "timeout": 5 * 10**8,
+        "retries": 2,
+    }
+    assert one.replicas == 3
+    assert one.nano_cpus == 5 * 10**8
+    assert one.mem_limit == 256 * 2**20
+    assert seconds("1h2m3s") == 3723
 
 
-def test_plan_wires_api_to_postgres_and_redis_by_alias(workdir: Path) -> None:
-    plan = plan_containers(workdir, workers=3)
-    assert [s.aliases[0] for s in plan.api] == ["api-0", "api-1", "api-2"]
-    for spec in plan.api:
-        assert "@postgres:5432/chatsdk" in spec.env["CHATSDK_DATABASE_URL"]
-        assert "@redis:6379/0" in spec.env["CHATSDK_REDIS_URL"]
-        assert spec.env["CHATSDK_ADMIN_KEY"] == plan.admin_key
-    for spec in plan.api:
-        assert spec.env["CHATSDK_STORAGE"] == "s3"
-        assert spec.env["CHATSDK_S3_ENDPOINT"] == "http://minio:9000"
-        assert spec.env["CHATSDK_S3_SECRET_KEY"] == plan.minio.env["MINIO_ROOT_PASSWORD"]
-    assert plan.postgres.env["POSTGRES_INITDB_ARGS"].startswith("--data-checksums")
-    # The role and database come from the same SQL file as the native target's.
-    host_sql, inside, mode = plan.postgres.volumes[0]
-    assert (inside, mode) == (ROLE_SQL_PATH, "ro")
-    assert Path(host_sql).read_text() == APP_ROLE_SQL
-    assert "NOSUPERUSER NOCREATEROLE NOCREATEDB" in APP_ROLE_SQL
-    assert plan.postgres.command == ("postgres", *postgres_args())
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        ("    image: x:1\n    command: ['echo ${HOME}']\n", "interpolates a variable"),
+        ("    image: x:1\n    networks: [nowhere]\n", "joins undefined nowhere"),
+        ("    image: x:1\n    depends_on: [ghost]\n", "depends on ghost, which is not defined"),
+        ("    command: [true]\n", "`image` must name the image"),
+    ],
+)
+def test_a_compose_file_the_target_cannot_run_is_named(
+    tmp_path: Path, service: str, message: str
+) -> None:
+    path = tmp_path / "docker-compose.yml"
+    path.write_text("services:\n  one:\n" + service)
+    with pytest.raises(ComposeInvalid, match=re.escape(message)):
+        load(path).start_order()
 
 
-def test_plan_edge_uses_the_shared_templates_and_every_worker(workdir: Path) -> None:
-    plan = plan_containers(workdir, workers=2)
-    conf_dir = workdir / "edge"
-    rendered = "\n".join(p.read_text() for p in conf_dir.rglob("*.conf"))
-    assert "server api-0:8080" in rendered
-    assert "server api-1:8080" in rendered
-    # Inside its own network namespace the edge must listen on every interface to be mapped.
-    assert "listen 0.0.0.0:8443 ssl http2;" in rendered
-    assert "listen 0.0.0.0:8080;" in rendered
-    assert "listen 127.0.0.1" not in rendered
-    host, inside, _mode = plan.edge.volumes[0]
-    assert host == inside == str(workdir)
-    assert (workdir / "pki" / "ca.pem").is_file()
+def test_secrets_are_random_and_the_urls_use_them(tmp_path: Path) -> None:
+    files, values = _write_secrets(tmp_path / "s", load(COMPOSE))
+    assert set(files) == set(load(COMPOSE).secrets)
+    assert values["postgres_app_password"] in values["database_url"]
+    assert values["postgres_backup_password"] in values["backup_database_url"]
+    assert values["redis_password"] in values["redis_url"]
+    assert len(set(values.values())) == len(values)
+    assert (tmp_path / "s").stat().st_mode & 0o777 == 0o700
 
 
-def test_plan_keeps_secrets_out_of_command_lines(workdir: Path) -> None:
-    plan = plan_containers(workdir)
-    secrets = [plan.admin_key, plan.app_password]
-    for spec in (plan.postgres, plan.redis, plan.minio, plan.edge, *plan.api):
-        for secret in secrets:
-            assert secret not in " ".join(spec.command), spec.name
-    assert "requirepass" in (workdir / "redis.conf").read_text()
+# -- the images -----------------------------------------------------------------------------------
 
 
-def test_the_dockerfile_exists_and_runs_the_api_as_non_root() -> None:
-    text = (REPO_ROOT / DOCKERFILE).read_text()
-    assert 'CMD ["python", "-m", "chatsdk"]' in text
-    assert "USER 10001" in text
+def _copy_sources(image: Image) -> list[str]:
+    text = re.sub(r"\\\n", " ", (REPO_ROOT / image.dockerfile).read_text())
+    sources = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
 
 
-def test_without_an_engine_entering_fails_clearly() -> None:
-    if docker_available() is None:
-        pytest.skip("a Docker engine answers here; the clear-failure path is for machines without")
+@pytest.mark.parametrize("image", IMAGES, ids=lambda i: i.name)
+def test_an_images_tag_covers_every_file_it_copies(image: Image) -> None:
+    """The tag is a digest of the inputs: a COPY source missing from them would let a changed
+    file reuse a stale image."""
+    inputs = (image.dockerfile, *image.inputs)
+    for source in _copy_sources(image):
+        if source == "system/deploy/wheels":
+            continue  # the wheels are the hashed requirements.txt's, which is an input
+        assert any(source == i or source.startswith(i.rstrip("/") + "/") for i in inputs), (
+            f"{image.dockerfile} copies {source}, which its tag's digest does not cover"
+        )
+
+
+def test_a_changed_input_changes_the_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("preflight.targets.containers.images.REPO_ROOT", tmp_path)
+    (tmp_path / "f").write_text("a")
+    before = _files_digest("f")
+    (tmp_path / "f").write_text("b")
+    assert _files_digest("f") != before
+
+
+def test_without_an_engine_entering_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(TargetUnavailable, match=r"no Docker engine answers.*--target native"):
         ContainersTarget().__enter__()
 
 
-@pytest.mark.skipif(
-    docker_available() is not None, reason="needs a Docker engine; none answers on this machine"
-)
-def test_containers_target_end_to_end() -> None:
-    import ssl  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
+# -- end to end -----------------------------------------------------------------------------------
 
-    with ContainersTarget(workers=2) as info:
+
+def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
+    """system/deploy on this machine's engine: the edge answers over TLS with its headers, a
+    message goes through the API containers, an API container whose process is killed with
+    SIGKILL is brought back by the engine's restart policy, the backup service takes its first
+    backup, and leaving removes every container, network and volume of the run."""
+    reason = docker_available()
+    assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"
+    lines: list[str] = []
+    target = ContainersTarget(log=lines.append, timeout=600)
+    with target as info:
         assert info.edge.ca_file is not None
+        assert info.edge.url.startswith("https://127.0.0.1:")
         ctx = ssl.create_default_context(cafile=str(info.edge.ca_file))
         with urllib.request.urlopen(f"{info.edge.url}/v1/health/ready", context=ctx) as resp:  # noqa: S310
             assert resp.status == 200
             assert resp.headers["Strict-Transport-Security"]
+        chat = ChatClient.for_target(info)
+        app = expect(chat.as_admin(info.admin_key).post("/v1/apps", {"name": "e2e"}), 201)
+        backend = chat.as_app(app["api_key"])
+        tokens = expect(backend.post("/v1/tokens", {"user_id": "ann"}), 201)
+        ann = chat.as_user(tokens["access_token"])
+        channel = expect(ann.post("/v1/channels", {"name": "general", "kind": "public"}), 201)
+        path = f"/v1/channels/{channel['channel_id']}/messages"
+        expect(ann.post(path, {"text": "hello", "client_msg_id": "e2e-1"}), 201)
+
+        client = engine()
+        api = client.containers.get(f"{target.run}-api-1")
+        pid = api.attrs["State"]["Pid"]
+        os.kill(pid, signal.SIGKILL)  # as the OOM killer would: not through the engine
+        assert _until(lambda: _restarted(api, pid), 60), "the restart policy brings it back"
+
+        assert info.backups.dir is not None
+        catalogue = info.backups.dir / "catalogue.json"
+        assert _until(lambda: _finished(catalogue), 180), "the backup service took a backup"
+        first = json.loads(catalogue.read_text())["backups"][0]
+        assert first["status"] == "ok", first
+        run = target.run
+    leftovers = [
+        *client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run}"}),
+        *client.networks.list(filters={"label": f"{RUN_LABEL}={run}"}),
+        *client.volumes.list(filters={"label": f"{RUN_LABEL}={run}"}),
+    ]
+    client.close()
+    assert not leftovers, leftovers
+
+
+def _finished(catalogue: Path) -> bool:
+    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+        return "finished_at" in json.loads(catalogue.read_text())["backups"][0]
+    return False
+
+
+def _restarted(container: object, old_pid: int) -> bool:
+    with contextlib.suppress(Exception):
+        container.reload()  # type: ignore[attr-defined]
+        state = container.attrs["State"]  # type: ignore[attr-defined]
+        return bool(state["Running"]) and state["Pid"] not in (0, old_pid)
+    return False
+
+
+def _until(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(1)
+    return False

@@ -46,7 +46,7 @@ def test_a_target_file_is_an_external_target_that_cannot_restore(tmp_path: Path)
 
 
 def test_the_containers_target_neither_supervises_nor_restores() -> None:
-    target = ContainersTarget(workers=1)
+    target = ContainersTarget()
     assert target.capabilities == frozenset()
     assert list(target.crashed()) == []
     with pytest.raises(TargetUnavailable, match="containers target cannot restore"):

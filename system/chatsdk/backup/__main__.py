@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from chatsdk.backup import catalogue
 from chatsdk.backup.job import BackupFailed, BackupSettings, schedule, summary, take_backup
 from chatsdk.backup.restore import RestoreRequest, restore
 from chatsdk.errors import SettingsError
@@ -24,6 +25,12 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="take one backup now (settings: CHATSDK_BACKUP_*)")
     run.add_argument("--trigger", default="manual", choices=("manual", "schedule"))
     sub.add_parser("schedule", help="a backup now, then every CHATSDK_BACKUP_EVERY seconds")
+    check = sub.add_parser(
+        "check",
+        help="exit 0 when the newest successful backup in CHATSDK_BACKUP_DIR is younger than "
+        "--max-age seconds (a container health check), 1 otherwise",
+    )
+    check.add_argument("--max-age", type=float, required=True, help="seconds")
     rest = sub.add_parser("restore", help="restore a backup into an empty database and store")
     rest.add_argument("--repository", type=Path, required=True, help="the backup repository")
     rest.add_argument("--id", default=None, help="the backup (default: the newest successful)")
@@ -59,10 +66,27 @@ def restore_command(args: argparse.Namespace) -> int:
     return EXIT_OK if report["verified"] else EXIT_FAILED
 
 
+def check_command(args: argparse.Namespace) -> int:
+    """Whether the schedule is keeping up: reads the catalogue only (no database, no tools)."""
+    directory = os.environ.get("CHATSDK_BACKUP_DIR", "")
+    if not directory:
+        print("chatsdk.backup: check needs CHATSDK_BACKUP_DIR", file=sys.stderr)
+        return EXIT_ERROR
+    good = catalogue.newest(catalogue.read(Path(directory)))
+    if good is None:
+        print("chatsdk.backup: no successful backup yet", file=sys.stderr)
+        return EXIT_FAILED
+    age = (catalogue.now() - catalogue.parse_time(str(good["finished_at"]))).total_seconds()
+    print(json.dumps({"id": good.get("id"), "age_s": round(age, 1), "max_age_s": args.max_age}))
+    return EXIT_OK if age <= args.max_age else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "restore":
         return restore_command(args)
+    if args.command == "check":
+        return check_command(args)
     try:
         settings = BackupSettings.from_env()
     except SettingsError as exc:
