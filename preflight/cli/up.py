@@ -53,8 +53,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Start the bundled chat system (PostgreSQL, Redis, API workers, NGINX edge with TLS) "
             "and print its edge URL, CA file and admin key. It stays up until Ctrl-C or SIGTERM, "
-            "then stops every process and removes its temp dir. A component that crashes stops "
-            "the whole target, with the last lines of its log."
+            "then stops every process and removes its temp dir. An API worker that exits "
+            "unasked (a crash, kill -9) is restarted after a backoff, and each restart is "
+            "logged; a worker that keeps exiting (more than 5 restarts a minute), or any other "
+            "component that crashes, stops the whole target, with the last lines of its log."
         ),
         epilog=(
             "Example: preflight up --write-target t.yaml   (then, elsewhere: "

@@ -250,13 +250,17 @@ class Drills:
     (PERF-CPU-HEADROOM, PERF-MEM-HEADROOM, PERF-SATURATION): component name ("api-0",
     "postgres", "redis", "nginx") -> the pid of its main process (its children count too), asked
     again at each sample because drills restart components. Only a target on this machine has
-    it (native)."""
+    it (native).
+    `restarts`: how many times the deployment's supervisor restarted each component after it
+    exited unasked (component name -> count), as the supervisor counts it (systemd's NRestarts,
+    Kubernetes' restartCount); absent where nothing supervises the components."""
 
     control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
     jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
     releases: ReleaseControl | None = field(default=None, repr=False)
     alert_routing: AlertRouting | None = field(default=None, repr=False)
     processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
+    restarts: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
     worker_urls: Mapping[str, str] = field(default_factory=dict)
 
 

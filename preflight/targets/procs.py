@@ -110,12 +110,17 @@ class Child:
         tail = text.splitlines()[-lines:]
         return "\n".join(f"    {line}" for line in tail) if tail else "    (log is empty)"
 
-    def crashed_message(self) -> str:
+    def exit_reason(self) -> str:
+        """How the process ended: "signal SIGKILL", "exit code 1" (it must have ended)."""
         assert self.proc is not None
         code = self.proc.returncode
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        assert code is not None
+        return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+    def crashed_message(self) -> str:
+        assert self.proc is not None
         return (
-            f"{self.name} (pid {self.proc.pid}) stopped unexpectedly with {how}; "
+            f"{self.name} (pid {self.proc.pid}) stopped unexpectedly with {self.exit_reason()}; "
             f"last lines of {self.log_path}:\n{self.log_tail()}"
         )
 
@@ -138,8 +143,11 @@ class Child:
                 self.proc.wait(timeout=5)
         return self.proc.returncode
 
-    def kill(self) -> None:
-        self.expected_exit = True
+    def kill(self, *, expected: bool = True) -> None:
+        """SIGKILL and wait for the process to end. `expected=False` leaves it a crash: what a
+        supervisor restarts (supervisor.py) and, unsupervised, what `crashed()` reports."""
+        if expected:
+            self.expected_exit = True
         self.signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=5)

@@ -543,6 +543,52 @@ def test_up_writes_a_target_file_another_process_can_use(tmp_path: Path) -> None
     assert not target_file.exists(), "the target file must not outlive the target"
 
 
+def _worker_pid(info: TargetInfo) -> int | None:
+    """The pid the only API worker reports through the edge (None while none answers)."""
+    try:
+        status, _, body = get(info, "/v1/admin/runtime", {"X-Admin-Key": info.admin_key})
+    except OSError:
+        return None
+    return int(json.loads(body)["pid"]) if status == 200 else None
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_up_restarts_a_worker_killed_from_outside_and_keeps_running(tmp_path: Path) -> None:
+    """`kill -9` of a worker, as the OOM killer would: the launcher restarts it and stays up;
+    stopped, it leaves nothing running."""
+    target_file = tmp_path / "t.yaml"
+    proc = _start_up([], target_file)
+    try:
+        _wait_for_file(target_file, proc)
+        with ExternalTarget(target_file) as info:
+            first = _worker_pid(info)
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            assert _until(lambda: _worker_pid(info) not in (None, first), 30)
+            second = _worker_pid(info)
+        assert second is not None
+        assert proc.poll() is None, "preflight up must survive the kill of a worker"
+        assert info.edge.ca_file is not None
+        tempdir = info.edge.ca_file.parent.parent
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"api-0 (pid {first}) exited unasked with signal SIGKILL" in err
+    assert f"api-0 restarted (pid {first} -> {second}), restart 1" in err
+    assert "stopping everything" not in err
+    assert not _alive(first)
+    assert not _alive(second)
+    assert not processes_mentioning(str(tempdir))
+    assert not tempdir.exists()
+
+
 def test_killing_the_launcher_takes_every_child_with_it(tmp_path: Path) -> None:
     target_file = tmp_path / "t.yaml"
     proc = _start_up([], target_file)

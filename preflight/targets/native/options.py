@@ -69,5 +69,8 @@ class NativeOptions:
     # One backup directory of a chatsdk.backup repository, restored into the new target's empty
     # database and upload store before its API workers start (NativeTarget.restore).
     restore_from: Path | None = None
+    # Restart API workers that exit unasked, as systemd's Restart=on-failure would
+    # (supervisor.py). Off only to show that APP-SUPERVISED's probe fails without it.
+    supervise: bool = True
     log: Callable[[str], None] = field(default=lambda _msg: None)
     test: NativeTestOptions = field(default_factory=NativeTestOptions)

@@ -11,6 +11,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from preflight.errors import PreflightError
@@ -35,7 +36,7 @@ from preflight.targets.native.postgres import Postgres, binaries
 from preflight.targets.native.redis import RedisServer
 from preflight.targets.native.releases import EXPAND_MIGRATION, WorkerReleases
 from preflight.targets.native.rotation import Edge, edge_config
-from preflight.targets.native.supervisor import Supervisor, is_worker
+from preflight.targets.native.supervisor import RestartPolicy, Supervisor, is_worker
 from preflight.targets.native.workdir import executable, make_workdir, sweep_stale_dirs
 from preflight.targets.native.workers import WorkerSettings, redeploy, start_worker
 from preflight.targets.pki import Pki, make_pki
@@ -87,7 +88,7 @@ class NativeTarget:
 
     def __init__(self, options: NativeOptions | None = None) -> None:
         self.options = options or NativeOptions()
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(RestartPolicy() if self.options.supervise else None)
         self.dir: Path | None = None
         self.info: TargetInfo | None = None
         self.started_in: float | None = None
@@ -146,7 +147,10 @@ class NativeTarget:
         observability = self._start_observability(stack) if opts.observability else None
         repository, job_env = self._start_backups(stack, textfile=observability is not None)
         self.started_in = time.monotonic() - t0
+        supervision_log = stack.logs / "supervisor.log"
+        supervision_log.touch()  # named among the log files from the start
         self.info = self._info(stack, tracker, observability, repository, job_env)
+        self.supervisor.supervise(stack.edge.route, partial(self._log_supervision, supervision_log))
         return self.info
 
     def stop(self) -> None:
@@ -158,6 +162,26 @@ class NativeTarget:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+    def _log_supervision(self, path: Path, message: str) -> None:
+        """The supervisor's word on a worker's exit, restart or give-up: in the target's log
+        and in logs/supervisor.log (one of the log files the target names)."""
+        self.options.log(message)
+        with path.open("a") as log:
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {message}\n")
+
+    def restarts(self) -> dict[str, int]:
+        """How many times the supervisor restarted each API worker that exited unasked
+        (TargetInfo.drills.restarts).
+
+        This count is the supervisor's fact, not the workers': a worker's own /metrics start
+        from zero in each new process, and a killed process reports nothing. In production the
+        process manager counts too (systemd's NRestarts, Kubernetes' restartCount), so the
+        target gives the count beside `processes`, where it already says what its launcher
+        knows about the processes it runs; each restart is also a line of logs/supervisor.log,
+        with the exit's reason, for a person."""
+        counts = self.supervisor.restarts
+        return {c.name: counts.get(c.name, 0) for c in self.children if is_worker(c.name)}
 
     # -- the steps of start ------------------------------------------------------------------
 
@@ -329,6 +353,7 @@ class NativeTarget:
                 releases=releases,
                 alert_routing=observability.routing if observability else None,
                 processes=self.processes,
+                restarts=self.restarts if opts.supervise else None,
                 worker_urls={
                     name: url for name, url in zip(workers, self.worker_urls, strict=False)
                 },
