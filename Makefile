@@ -9,8 +9,9 @@ setup:
 
 ## Main job: the release gate. Bring the bundled system up, decide every checklist item, write
 ## reports/<run-id>/ (report.html, junit.xml, record.json); exit 0 ready, 1 not ready, 2 error.
+## RUN_ARGS passes options on, e.g. make run RUN_ARGS="--ci-junit test-results.xml".
 run: setup
-	$(VENV)/preflight run
+	$(VENV)/preflight run $(RUN_ARGS)
 
 ## Refresh uv.lock after a change to pyproject.toml; commit both. UPGRADE=1 moves every package
 ## to its newest release within pyproject's ranges (then run `make test` before committing).

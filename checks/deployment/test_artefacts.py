@@ -187,14 +187,13 @@ def test_every_kubernetes_container_has_a_liveness_probe(repo: Repo, evidence: E
 
 @pytest.mark.checklist("APP-SUPERVISED")
 def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceLog) -> None:
-    """An unsupervised worker stays down after its first crash and the edge runs short.
-
-    The worker is killed from outside, as the kernel's OOM killer or an operator's `kill -9`
-    would: by its pid where the target names its processes (never through a drill's control,
-    which could tell the target the kill was meant), else by the target file's kill command.
-    Back means serving again through the edge with a new pid, and ready on its own address
-    where the target gives it; where the target says how often its supervisor restarted each
-    worker, the restart must be counted there too."""
+    """An unsupervised worker stays down after its first crash and the edge runs short."""
+    # The worker is killed from outside, as the kernel's OOM killer or an operator's `kill -9`
+    # would: by its pid where the target names its processes (never through a drill's control,
+    # which could tell the target the kill was meant), else by the target file's kill command.
+    # Back means serving again through the edge with a new pid, and ready on its own address
+    # where the target gives it; where the target says how often its supervisor restarted each
+    # worker, the restart must be counted there too.
     drills = target.info.drills
     pids = dict(drills.processes()) if drills.processes else {}
     names = sorted(n for n in pids if n.startswith("api")) or sorted(

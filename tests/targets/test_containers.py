@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
 import ssl
 import time
 import urllib.request
@@ -162,8 +160,9 @@ def test_without_an_engine_entering_fails_clearly(monkeypatch: pytest.MonkeyPatc
 def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
     """system/deploy on this machine's engine: the edge answers over TLS with its headers, a
     message goes through the API containers, an API container whose process is killed with
-    SIGKILL is brought back by the engine's restart policy, the backup service takes its first
-    backup, and leaving removes every container, network and volume of the run."""
+    SIGKILL is brought back by the engine's restart policy (and counted), a Redis stopped on
+    purpose stays down until started (readiness says so meanwhile), the backup service takes its
+    first backup, and leaving removes every container, network and volume of the run."""
     reason = docker_available()
     assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"
     lines: list[str] = []
@@ -184,11 +183,26 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         path = f"/v1/channels/{channel['channel_id']}/messages"
         expect(ann.post(path, {"text": "hello", "client_msg_id": "e2e-1"}), 201)
 
-        client = engine()
-        api = client.containers.get(f"{target.run}-api-1")
-        pid = api.attrs["State"]["Pid"]
-        os.kill(pid, signal.SIGKILL)  # as the OOM killer would: not through the engine
-        assert _until(lambda: _restarted(api, pid), 60), "the restart policy brings it back"
+        drills = info.drills
+        assert drills.processes is not None
+        assert drills.restarts is not None
+        assert {"api-1", "api-2", "realtime", "postgres", "redis", "nginx", "backup"} <= set(
+            drills.control
+        )
+        pid, before = drills.processes()["api-1"], drills.restarts()["api-1"]
+        drills.control["api-1"].kill()  # SIGKILL from this host, as the OOM killer would
+        assert _until(
+            lambda: (
+                drills.restarts()["api-1"] > before
+                and drills.processes().get("api-1") not in (None, pid)
+            ),
+            60,
+        ), "the restart policy brings a killed API container back"
+        # A deliberate stop stays down until started: readiness says so meanwhile.
+        assert drills.control["redis"].stop() is not None
+        assert _until(lambda: not _ready(info.edge.url, ctx), 30)
+        drills.control["redis"].start()
+        assert _until(lambda: _ready(info.edge.url, ctx), 60)
 
         assert info.backups.dir is not None
         catalogue = info.backups.dir / "catalogue.json"
@@ -196,6 +210,7 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         first = json.loads(catalogue.read_text())["backups"][0]
         assert first["status"] == "ok", first
         run = target.run
+    client = engine()
     leftovers = [
         *client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run}"}),
         *client.networks.list(filters={"label": f"{RUN_LABEL}={run}"}),
@@ -205,17 +220,17 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
     assert not leftovers, leftovers
 
 
+def _ready(edge_url: str, ctx: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(f"{edge_url}/v1/health/ready", context=ctx, timeout=5) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except OSError:  # urllib's HTTPError (503) and URLError are OSErrors
+        return False
+
+
 def _finished(catalogue: Path) -> bool:
     with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
         return "finished_at" in json.loads(catalogue.read_text())["backups"][0]
-    return False
-
-
-def _restarted(container: object, old_pid: int) -> bool:
-    with contextlib.suppress(Exception):
-        container.reload()  # type: ignore[attr-defined]
-        state = container.attrs["State"]  # type: ignore[attr-defined]
-        return bool(state["Running"]) and state["Pid"] not in (0, old_pid)
     return False
 
 

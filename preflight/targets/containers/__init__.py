@@ -43,6 +43,7 @@ from preflight.targets.base import (
 )
 from preflight.targets.containers import compose as compose_file
 from preflight.targets.containers.compose import Compose, Service, replicas_of
+from preflight.targets.containers.control import ContainerControl
 from preflight.targets.containers.engine import (
     LAUNCHER_LABEL,
     RUN_LABEL,
@@ -99,6 +100,12 @@ class _Layout:
     edge_conf: Path
     edge_url: str
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
+
+
+def _control_name(service: Service, replica: str) -> str:
+    """The drills' name for a container: the service's, or the replica's where there are
+    several (api-1, api-2), as the native target names its workers."""
+    return replica if service.replicas > 1 else service.name
 
 
 def _published(service: Service, layout: _Layout) -> dict[int, int]:
@@ -404,10 +411,20 @@ class ContainersTarget(Unsupervised):
             return int(self._running[replica].container.get_exposed_port(port))
 
         workers = {
-            replica: f"http://127.0.0.1:{published(replica, API_PORT)}"
+            _control_name(plan.services[name], replica): (
+                f"http://127.0.0.1:{published(replica, API_PORT)}"
+            )
             for name in ("api", "realtime")
             if name in plan.services
             for replica in replicas_of(plan.services[name])
+        }
+        controls = {
+            _control_name(r.service, r.name): ContainerControl(
+                r.container.get_wrapped_container(),
+                r.service.stop_grace_s or 10.0,
+                has_healthcheck=r.service.healthcheck is not None,
+            )
+            for r in self._running.values()
         }
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
@@ -438,7 +455,14 @@ class ContainersTarget(Unsupervised):
                 dir=backups,
                 on_database_host=True,
             ),
-            drills=Drills(worker_urls=workers),
+            drills=Drills(
+                control=controls,
+                worker_urls=workers,
+                processes=lambda: {
+                    name: pid for name, c in controls.items() if (pid := c.pid()) is not None
+                },
+                restarts=lambda: {name: c.restarts() for name, c in controls.items()},
+            ),
             deployment=Deployment(
                 deployed_at=time.time(),
                 runs_without={

@@ -1,0 +1,77 @@
+"""The drills' hands on the containers target: stop, start and kill each container, its main
+process, and how often the engine restarted it.
+
+`stop()` is a deliberate stop (`docker stop`: SIGTERM, then SIGKILL after the service's
+stop_grace_period); the engine's `unless-stopped` policy leaves it down until `start()`.
+`kill()` is a crash: SIGKILL to the container's process from this host, as the kernel's OOM
+killer would, not through the engine (which would count it as a deliberate stop), so the
+container's restart policy decides what happens next, as it would in production."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from preflight.errors import TargetUnavailable
+
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class ContainerControl:
+    """One container of the run (base.ComponentControl)."""
+
+    container: Any  # the docker SDK's Container
+    stop_grace_s: float = 10.0
+    has_healthcheck: bool = True
+
+    def stop(self) -> int | None:
+        self.container.stop(timeout=int(self.stop_grace_s))
+        self.container.reload()
+        return int(self.container.attrs["State"]["ExitCode"])
+
+    def start(self) -> None:
+        self.container.reload()
+        if self.container.status != "running":
+            self.container.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._ready():
+            if time.monotonic() > deadline:
+                raise TargetUnavailable(
+                    f"container {self.container.name} is not ready {READY_TIMEOUT_S:.0f} s "
+                    "after its start"
+                )
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        pid = self.pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def pid(self) -> int | None:
+        """The container's main process as this host sees it (None while it does not run)."""
+        with contextlib.suppress(Exception):
+            self.container.reload()
+            pid = int(self.container.attrs["State"]["Pid"])
+            return pid or None
+        return None
+
+    def restarts(self) -> int:
+        with contextlib.suppress(Exception):
+            self.container.reload()
+            return int(self.container.attrs.get("RestartCount", 0))
+        return 0
+
+    def _ready(self) -> bool:
+        self.container.reload()
+        state = self.container.attrs.get("State") or {}
+        if not state.get("Running"):
+            return False
+        if not self.has_healthcheck:
+            return True
+        return bool((state.get("Health") or {}).get("Status") == "healthy")
