@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,49 @@ def test_every_compose_service_is_restarted(repo: Repo, evidence: EvidenceLog) -
         )
 
 
+DAY_S = 86400.0
+
+
+@pytest.mark.checklist("BAK-DB-DAILY")
+def test_the_compose_deployment_schedules_daily_backups(repo: Repo, evidence: EvidenceLog) -> None:
+    """A deployment that ships no backup job has no backup to be fresh."""
+    jobs = []
+    for name, service in compose(repo.compose).services.items():
+        command = " ".join(service.get("command") or _image_command(repo, service))
+        if "chatsdk.backup" in command and "schedule" in command:
+            env = service.get("environment") or {}
+            every = float(env.get("CHATSDK_BACKUP_EVERY", "43200"))  # the job's default: 12 h
+            kept = any(
+                str(v).split(":")[1:2] == [env.get("CHATSDK_BACKUP_DIR")]
+                for v in service.get("volumes") or []
+            )
+            evidence.note(f"{name}: `{command}` every {every:g} s, repository on a volume: {kept}")
+            jobs.append((name, every, kept, service.get("restart")))
+    assert jobs, (
+        f"{repo.relative(repo.compose)} must run a scheduled backup service "
+        "(python -m chatsdk.backup schedule; got none)"
+    )
+    for name, every, kept, restart in jobs:
+        assert every <= DAY_S, (
+            f"compose service {name} must back up at least daily (every {every:g} s)"
+        )
+        assert kept, f"compose service {name} must keep CHATSDK_BACKUP_DIR on a volume"
+        assert restart in RESTARTING, f"compose service {name} must restart (got {restart})"
+
+
+def _image_command(repo: Repo, service: dict[str, Any]) -> list[str]:
+    """The CMD of the Dockerfile a compose service builds its image from."""
+    build = service.get("build") or {}
+    dockerfile = Path(str(build.get("context", repo.root))) / str(build.get("dockerfile", ""))
+    if not dockerfile.is_file():
+        return []
+    cmds = [rest for word, rest in dockerfile_instructions(dockerfile) if word == "CMD"]
+    try:
+        return [str(w) for w in json.loads(cmds[-1])] if cmds else []
+    except ValueError:
+        return cmds[-1].split()
+
+
 @pytest.mark.checklist("APP-SUPERVISED")
 def test_every_kubernetes_container_has_a_liveness_probe(repo: Repo, evidence: EvidenceLog) -> None:
     """A hung process that still runs is only restarted when a liveness probe notices it."""
@@ -208,22 +252,23 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     name = names[0]
     worker_id = name.removeprefix("api-")
     counted = drills.restarts().get(name, 0) if drills.restarts else None
-    if name in pids:
-        old: object = pids[name]
-        os.kill(pids[name], signal.SIGKILL)
-        evidence.note(f"kill -9 {old} ({name}) from outside the target's control")
-    else:
-        old = target.metrics.runtime(evidence).get(worker_id, {}).get("pid")
-        target.control(name).kill()
-        evidence.note(f"killed {name} (pid {old}) with its kill command")
     url = target.worker_url(name)
+    # The worker's process as it reports itself (pid and start time: a container's process
+    # may be pid 1 before and after its restart), from its own address where the target gives
+    # one, else through the edge by its worker id.
+    old = _process_of(target, evidence, worker_id, url)
+    if name in pids:
+        os.kill(pids[name], signal.SIGKILL)
+        evidence.note(f"kill -9 {pids[name]} ({name}) from outside the target's control")
+    else:
+        target.control(name).kill()
+        evidence.note(f"killed {name} ({old}) with its kill command")
 
     def restarted() -> int | None:
-        report = target.metrics.runtime(evidence).get(worker_id) or {}
-        pid = report.get("pid")
-        if pid is None or pid == old:
+        now = _process_of(target, evidence, worker_id, url)
+        if now is None or now == old:
             return None
-        return int(pid) if url is None or status_of(f"{url}{READY_PATH}") == 200 else None
+        return now[0] if url is None or status_of(f"{url}{READY_PATH}") == 200 else None
 
     try:
         came_back = poll(restarted, RESTART_WITHIN_S, interval=1.0).value
@@ -231,7 +276,7 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     finally:
         if name in drills.control:
             target.control(name).start()  # leave the target as found, supervised or not
-            _wait_for_worker(target, evidence, worker_id)
+            _wait_for_worker(target, evidence, worker_id, url)
     evidence.figure("restart deadline", RESTART_WITHIN_S, "s")
     assert came_back is not None, (
         f"API worker {name} of target {target.name} must be restarted by a supervisor within "
@@ -248,9 +293,33 @@ def test_a_killed_api_worker_comes_back(target: ProbeTarget, evidence: EvidenceL
     )
 
 
-def _wait_for_worker(target: ProbeTarget, evidence: EvidenceLog, worker_id: str) -> None:
-    if not until(lambda: worker_id in target.metrics.runtime(evidence), 30.0, interval=0.5):
+def _wait_for_worker(
+    target: ProbeTarget, evidence: EvidenceLog, worker_id: str, url: str | None
+) -> None:
+    if not until(
+        lambda: _process_of(target, evidence, worker_id, url) is not None, 30.0, interval=0.5
+    ):
         raise RuntimeError(f"API worker {worker_id} did not come back after control.start()")
+
+
+def _process_of(
+    target: ProbeTarget, evidence: EvidenceLog, worker_id: str, url: str | None
+) -> tuple[int, float] | None:
+    """(pid, start time) of a worker, from its runtime report."""
+    if url is not None:
+        request = urllib.request.Request(  # noqa: S310 - the target's own worker URL
+            f"{url}/v1/admin/runtime", headers={"X-Admin-Key": target.info.admin_key}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                report = json.load(response)
+        except (OSError, ValueError):
+            return None
+    else:
+        report = target.metrics.runtime(evidence).get(worker_id)
+    if not report or "pid" not in report:
+        return None
+    return int(report["pid"]), float(report.get("started_at", 0.0))
 
 
 # -- APP-IMAGES-PUBLISHED ----------------------------------------------------------------------

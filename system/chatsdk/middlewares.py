@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -53,7 +55,20 @@ DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     ConnectionError,
     TimeoutError,
+    # The store's name no longer resolves: on a container network a stopped service leaves
+    # the network's DNS until it starts again.
+    socket.gaierror,
 )
+# ... or its address is gone from the network (a stopped container's address): plain OSErrors.
+UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
+
+
+def dependency_down(exc: BaseException) -> bool:
+    """PostgreSQL or Redis is unavailable, as opposed to a bug."""
+    return isinstance(exc, DEPENDENCY_DOWN) or (
+        isinstance(exc, OSError) and exc.errno in UNREACHABLE
+    )
+
 
 # Headers of an aiohttp HTTPException worth keeping on the JSON error (e.g. Allow on 405).
 KEPT_HEADERS = (hdrs.ALLOW, hdrs.RETRY_AFTER, hdrs.WWW_AUTHENTICATE)
@@ -156,17 +171,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {str(name): exc.headers[name] for name in KEPT_HEADERS if name in exc.headers}
         code = ERROR_CODES.get(exc.status, "http_error")
         return error_response(request, exc.status, code, _message_for(request, exc), headers)
-    except DEPENDENCY_DOWN as exc:
-        # A database that went away mid-request is the contract's 503, not a server bug.
-        log.warning("dependency unavailable in %s %s: %s", request.method, request.path, exc)
-        return error_response(
-            request,
-            503,
-            "dependency_unavailable",
-            "A backing service is unavailable; retry shortly.",
-            {"Retry-After": "2"},
-        )
-    except Exception:
+    except Exception as exc:
+        if dependency_down(exc):
+            # A database that went away mid-request is the contract's 503, not a server bug.
+            log.warning("dependency unavailable in %s %s: %s", request.method, request.path, exc)
+            return error_response(
+                request,
+                503,
+                "dependency_unavailable",
+                "A backing service is unavailable; retry shortly.",
+                {"Retry-After": "2"},
+            )
         # The stack trace goes to the log and, from the log, to error tracking
         # (chatsdk/errortracking.py), never to the client.
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from chatsdk.keys import LIFECYCLE
+from chatsdk.middlewares import dependency_down
 from chatsdk.server import RunningServer
 from chatsdk.settings import Settings
 
@@ -218,3 +221,23 @@ def test_the_openapi_document_describes_the_existing_routes(
             assert operation["responses"], f"{method.upper()} {path} must list its responses"
     refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(doc))
     assert set(refs) <= set(doc["components"]["schemas"])
+
+
+@pytest.mark.parametrize(
+    ("exc", "down"),
+    [
+        # On a container network a stopped PostgreSQL's name stops resolving (the containers
+        # target's OPS-DB-LOSS drill saw these as 500s before they were classified).
+        (socket.gaierror(-2, "Name or service not known"), True),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), True),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
+        (TimeoutError(), True),
+        (OSError(errno.ENOENT, "No such file or directory"), False),
+        (ValueError("a bug"), False),
+    ],
+    ids=["dns", "unreachable", "refused", "timeout", "enoent", "bug"],
+)
+def test_a_store_that_cannot_be_reached_is_a_503_and_a_bug_is_not(
+    exc: BaseException, down: bool
+) -> None:
+    assert dependency_down(exc) is down

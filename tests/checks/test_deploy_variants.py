@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import Edge, TargetInfo
@@ -41,6 +42,7 @@ ARTEFACT_ITEMS = {
     "BAK-DR-PLAN",
     "OPS-RUNBOOK-COMMON",
     "OPS-TROUBLESHOOTING",
+    "BAK-DB-DAILY",  # its artefact half: the compose deployment schedules daily backups
 }
 LIVE_PROBES = "not killed_api_worker and not release_dependencies"
 NEVER_CONTACTED = TargetInfo(
@@ -122,6 +124,14 @@ def _private_key_beside_the_public_ones(text: str) -> str:
     return re.sub(r"(?m)^(  public_key: .*)$", rf"\1\n  private_key: {seed}", text, count=1)
 
 
+def _postgres_without_restart_and_no_backup_service(text: str) -> str:
+    """The compose file with postgres's restart policy gone and the backup service dropped."""
+    doc = yaml.safe_load(text)
+    del doc["services"]["postgres"]["restart"]
+    del doc["services"]["backup"]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 def _postgres_open_to_minio(text: str) -> str:
     return text.replace(
         "[api, realtime]}\n      ports:\n        - {protocol: TCP, port: 5432}",
@@ -171,6 +181,14 @@ VARIANTS = [
             "INF-K8S-NETPOL": "minio",
         },
         id="no-resources-compose-without-healthcheck-postgres-open-to-minio-private-key",
+    ),
+    pytest.param(
+        {"system/deploy/docker-compose.yml": _postgres_without_restart_and_no_backup_service},
+        {
+            "APP-SUPERVISED": "compose service postgres must restart on failure",
+            "BAK-DB-DAILY": "must run a scheduled backup service",
+        },
+        id="compose-postgres-without-restart-no-backup-service",
     ),
 ]
 
