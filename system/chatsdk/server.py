@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from chatsdk.app import create_app
-from chatsdk.keys import LIFECYCLE, METRICS
+from chatsdk.keys import DEPENDENCIES, LIFECYCLE, METRICS
 from chatsdk.logs import JsonAccessLogger, access_logger
 from chatsdk.settings import DRAIN_BUDGET_SECONDS, Settings
 
@@ -71,7 +71,15 @@ class RunningServer:
         log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
 
 
-async def start_server(settings: Settings, app: web.Application | None = None) -> RunningServer:
+async def start_server(
+    settings: Settings, app: web.Application | None = None, *, startup_wait: float = 0.0
+) -> RunningServer:
+    """Set the app up and listen. With `startup_wait`, the listener opens once the databases
+    answer and the migrations settled, or after that many seconds, whichever comes first: an
+    edge without health checks (NGINX's upstreams) sends requests to whatever accepts them, so
+    a restarted worker that listened while still connecting would answer them 503. A worker
+    whose databases stay down listens after the wait all the same, to answer liveness and say
+    in its readiness what it misses."""
     if app is None:
         app = create_app(settings)
     runner = web.AppRunner(
@@ -82,10 +90,26 @@ async def start_server(settings: Settings, app: web.Application | None = None) -
         handle_signals=False,
     )
     await runner.setup()
+    if startup_wait > 0:
+        await _wait_for_dependencies(app, startup_wait)
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     host, port = runner.addresses[0][:2]
     return RunningServer(app, runner, settings, host, port)
+
+
+async def _wait_for_dependencies(app: web.Application, wait_s: float) -> None:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(wait_s):
+            await app[DEPENDENCIES].settled.wait()
+    except TimeoutError:
+        log.warning("databases not ready; listening anyway", extra={"fields": {"waited_s": wait_s}})
+    else:
+        log.info(
+            "databases ready",
+            extra={"fields": {"waited_s": round(time.monotonic() - started, 3)}},
+        )
 
 
 @asynccontextmanager

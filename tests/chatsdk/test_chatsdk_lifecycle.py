@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,3 +85,26 @@ def test_drain_lets_in_flight_requests_finish_and_closes_sockets_with_1001(
         scenario,
         extra_routes=[web.get("/v1/slow", slow), web.get("/v1/test-socket", socket)],
     )
+
+
+def test_while_draining_every_answer_closes_its_connection(
+    settings: Settings, run_app: RunApp
+) -> None:
+    """A proxy's pooled connections to a draining worker are retired one answer at a time while
+    the listener is still open, not cut under a request the proxy has just sent."""
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        async with client.get("/v1/health/live") as before:
+            assert before.status == 200
+            assert before.headers.get("Connection", "").lower() != "close"
+        draining = asyncio.create_task(server.drain())
+        await asyncio.sleep(0)  # the drain has begun: readiness 503, the delay running
+        async with client.get("/v1/health/ready") as ready:
+            assert ready.status == 503
+            assert ready.headers.get("Connection", "").lower() == "close"
+        async with client.get("/v1/health/live") as live:
+            assert live.status == 200
+            assert live.headers.get("Connection", "").lower() == "close"
+        await draining
+
+    run_app(dataclasses.replace(settings, drain_delay=3.0), scenario)
