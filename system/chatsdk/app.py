@@ -42,7 +42,7 @@ from chatsdk.keys import (
 from chatsdk.metrics import Metrics
 from chatsdk.middlewares import (
     add_request_id_header,
-    close_connections_while_draining,
+    drain_middleware,
     error_middleware,
     metrics_middleware,
     request_id_middleware,
@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> web.Application:
     # Outermost first: the request id exists before anything logs or fails.
     app = web.Application(
         middlewares=[
-            close_connections_while_draining,
+            drain_middleware,
             request_id_middleware,
             metrics_middleware,
             error_middleware,

@@ -100,16 +100,22 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 @web.middleware
-async def close_connections_while_draining(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    """From SIGTERM on, every answer says `Connection: close` and ends its connection. A proxy
-    that keeps idle connections to this worker (the edge's upstream keepalive) learns of the
-    drain one answer at a time while the listener is still open, instead of finding its pooled
-    connections closed under a request it has just sent, which it may not retry (a POST).
-    WebSockets (already prepared) are closed with 1001 later in the drain."""
-    response = await handler(request)
-    if request.app[LIFECYCLE].draining and not response.prepared:
+async def drain_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the HTTP requests being served, so the drain waits for them (a WebSocket is not
+    counted: the drain closes it with 1001). And from SIGTERM on, every answer says
+    `Connection: close` and ends its connection: a proxy that keeps idle connections to this
+    worker (the edge's upstream keepalive) learns of the drain one answer at a time while the
+    listener is still open, instead of finding its pooled connections closed under a request
+    it has just sent, which it may not retry (a POST)."""
+    lifecycle = request.app[LIFECYCLE]
+    if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+        return await handler(request)
+    lifecycle.begin()
+    try:
+        response = await handler(request)
+    finally:
+        lifecycle.end()
+    if lifecycle.draining and not response.prepared:
         response.force_close()
     return response
 

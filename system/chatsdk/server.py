@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,7 +34,8 @@ class RunningServer:
         return f"http://{self.host}:{self.port}"
 
     async def drain(self) -> None:
-        """Readiness 503 at once, wait the drain delay, stop listening, finish in-flight, close."""
+        """Readiness 503 at once, wait the drain delay (answers close their connections), stop
+        listening, finish in-flight requests, close WebSockets with 1001, close the pools."""
         started = time.monotonic()
         self.app[LIFECYCLE].draining = True
         self.app[METRICS].draining.set(1)
@@ -48,10 +50,24 @@ class RunningServer:
             },
         )
         await asyncio.sleep(self.settings.drain_delay)
-        # runner.cleanup closes the listener, closes WebSockets (on_shutdown), waits up to
-        # shutdown_timeout for in-flight requests, then runs the cleanup contexts (pools).
-        remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
         self.stopped = True
+        # Stop listening, then let the requests being served finish before runner.cleanup:
+        # from its first step on, aiohttp reads nothing more from any connection, so a request
+        # whose body was still arriving (an upload the edge streams to us) would be cut.
+        for site in list(self.runner.sites):
+            await site.stop()
+        lifecycle = self.app[LIFECYCLE]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                await lifecycle.idle.wait()
+        if lifecycle.requests:
+            log.warning(
+                "requests still in flight after the shutdown timeout",
+                extra={"fields": {"requests": lifecycle.requests}},
+            )
+        # runner.cleanup closes idle connections, closes WebSockets with 1001 (on_shutdown),
+        # waits up to shutdown_timeout for what is left, then runs the cleanup contexts (pools).
+        remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
         cleanup = asyncio.create_task(self.runner.cleanup(), name="drain")
         # Past the point where a healthy drain has ended, say where every task waits: a drain
         # that then hits the budget (or the supervisor's SIGKILL) has left its reason in the log.

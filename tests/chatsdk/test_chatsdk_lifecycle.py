@@ -108,3 +108,40 @@ def test_while_draining_every_answer_closes_its_connection(
         await draining
 
     run_app(dataclasses.replace(settings, drain_delay=3.0), scenario)
+
+
+def test_drain_finishes_a_request_whose_body_arrives_after_the_listener_closed(
+    settings: Settings, run_app: RunApp
+) -> None:
+    """An upload the edge is still streaming to the worker when it stops listening is in
+    flight too: the drain reads its body to the end and answers it."""
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"got": len(await request.read())})
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        body = b"x" * 1000
+        writer.write(
+            b"POST /v1/test-echo HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:500]
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the request is being handled, its body half there
+        draining = asyncio.create_task(server.drain())
+        deadline = time.monotonic() + 10
+        while server.runner.sites:  # until the drain has closed the listener
+            assert time.monotonic() < deadline, "the listener must close during the drain"
+            await asyncio.sleep(0.02)
+        writer.write(body[500:])
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        await asyncio.wait_for(reader.read(), timeout=10)  # to the end: the worker closes
+        writer.close()
+        await writer.wait_closed()
+        await draining
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"connection: close" in head.lower(), head
+
+    run_app(settings, scenario, extra_routes=[web.post("/v1/test-echo", echo)])
