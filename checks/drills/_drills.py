@@ -224,36 +224,34 @@ class HeldSender:
         conn.putheader("Content-Type", "application/json")
         conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body[: len(body) // 2])
-        outcome: dict[str, int | None] = {}
-        failure: list[BaseException] = []
+        stopped = threading.Event()
+        answers: list[int | str] = []
 
-        def stop_it() -> None:
-            try:
-                outcome["code"] = stop()
-            except BaseException as exc:  # raised again in the drill's own thread
-                failure.append(exc)
-
-        stopping = threading.Thread(target=stop_it, name=f"stop-{worker}", daemon=True)
-        stopping.start()
-        try:
+        def finish() -> None:
             # Until the worker refuses new connections (its listener is closed) or is gone.
             poll(
                 lambda: status_of(f"{url}/v1/health/live"),
                 LISTENER_CLOSED_WITHIN_S,
                 interval=POLL_S,
-                accept=lambda status: not isinstance(status, int) or not stopping.is_alive(),
+                accept=lambda status: not isinstance(status, int) or stopped.is_set(),
             )
-            answer: int | str
             try:
                 conn.send(body[len(body) // 2 :])
                 response = conn.getresponse()
                 response.read()
-                answer = response.status
+                answers.append(response.status)
             except (OSError, http.client.HTTPException) as exc:
-                answer = type(exc).__name__
+                answers.append(type(exc).__name__)
+
+        # `stop` runs in this thread: a redeploy starts the new process from here, and the
+        # native target's children die with the thread that started them (PR_SET_PDEATHSIG).
+        finishing = threading.Thread(target=finish, name=f"held-{worker}", daemon=True)
+        finishing.start()
+        try:
+            code = stop()
         finally:
+            stopped.set()
+            finishing.join(timeout=LISTENER_CLOSED_WITHIN_S + HELD_ANSWER_TIMEOUT_S)
             conn.close()
-            stopping.join(timeout=LISTENER_CLOSED_WITHIN_S + HELD_ANSWER_TIMEOUT_S)
-        if failure:
-            raise failure[0]
-        return InFlight(worker, outcome.get("code"), answer)
+        answer = answers[0] if answers else "no answer"
+        return InFlight(worker, code, answer)
