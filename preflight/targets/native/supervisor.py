@@ -4,10 +4,11 @@ one exits without being asked to.
 
 The API workers are supervised as systemd's `Restart=on-failure` supervises a service: a worker
 that exits without being asked to (a crash, a signal such as the OOM killer's SIGKILL, a
-non-zero exit) is started again after a backoff that doubles with each restart, and rejoins the
-edge as a started worker does. A worker that keeps exiting (more restarts within an interval
-than the policy allows, systemd's StartLimitBurst and StartLimitIntervalSec) is given up and
-reported as crashed, like every other component that exits unasked.
+non-zero exit) is started again after a backoff that doubles with each restart; the edge sends
+it requests again once it listens (it never left the edge's upstream). A worker that keeps
+exiting (more restarts within an interval than the policy allows, systemd's StartLimitBurst and
+StartLimitIntervalSec) is given up and reported as crashed, like every other component that
+exits unasked.
 
 What a drill does through its control (ChildControl) is not a crash, with one exception:
 - `stop()` is deliberate (`systemctl stop`): the worker stays down until `start()`.
