@@ -4,21 +4,31 @@ again after a drill (a drill that cannot restore is an error, never a pass)."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import secrets
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from checks._chat import Tenant
 from preflight.client import polite
 from preflight.polling import poll
 from preflight.probe.metrics import RUNTIME_SAMPLES
 from preflight.probe.target import ProbeTarget
 
 STEADY_S = 1.0  # the workload before and after each fault
+# A worker must have closed its listener within this of its SIGTERM (drain delay, at most 5 s)
+# and answered what it was serving within the rest of the API's 15 s drain budget.
+LISTENER_CLOSED_WITHIN_S = 15.0
+HELD_ANSWER_TIMEOUT_S = 20.0
 RESTORE_TIMEOUT_S = 30.0
 POLL_S = 0.05
 
@@ -157,3 +167,91 @@ def serving_everywhere(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) 
             f"(expected {len(names)})"
         )
     return answered.seconds
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A graceful stop of one worker with a request in flight at it: the exit code, and what
+    the request got (an HTTP status, or the name of the error when no answer came)."""
+
+    worker: str
+    exit_code: int | None
+    answer: int | str | None  # None: the target gives no address of the worker, nothing held
+
+    @property
+    def lost(self) -> bool:
+        return self.answer is not None and self.answer != 201
+
+    def describe(self) -> str:
+        if self.answer is None:
+            return f"{self.worker}: exit code {self.exit_code} (no request held: no address)"
+        return (
+            f"{self.worker}: exit code {self.exit_code}; a message send in flight at it across "
+            f"the stop got {self.answer}"
+        )
+
+
+class HeldSender:
+    """Sends messages straight to API workers (their own addresses) with the body held back, so
+    a request is surely in flight at the worker while it is stopped. A light workload through
+    the edge may have nothing in flight at the moment of a SIGTERM, and then a worker that
+    dies at once looks as good as one that drains; this one request cannot miss."""
+
+    def __init__(self, target: ProbeTarget) -> None:
+        self.target = target
+        tenant = Tenant.create(target, "drill-in-flight")
+        self.sender = tenant.user("held")
+        self.channel = tenant.channel(self.sender)
+
+    def stop(self, worker: str, stop: Callable[[], int | None]) -> InFlight:
+        """Run `stop` (a graceful stop of `worker`, or a redeploy that begins with one) while a
+        send is in flight at it: the headers and half the body go first, the rest only once
+        the worker has closed its listener (or exited), which a drain does only after its
+        delay, so the request is answered only if the worker finishes what it serves. Nothing
+        is held when the target gives no address of `worker`."""
+        url = self.target.worker_url(worker)
+        if url is None:
+            return InFlight(worker, stop(), None)
+        address = urllib.parse.urlsplit(url)
+        body = json.dumps(
+            {"text": "held across a stop", "client_msg_id": f"held-{secrets.token_hex(6)}"}
+        ).encode()
+        conn = http.client.HTTPConnection(
+            address.hostname or "127.0.0.1", address.port, timeout=HELD_ANSWER_TIMEOUT_S
+        )
+        conn.putrequest("POST", f"/v1/channels/{self.channel}/messages")
+        conn.putheader("Authorization", f"Bearer {self.sender.access_token}")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body[: len(body) // 2])
+        stopped = threading.Event()
+        answers: list[int | str] = []
+
+        def finish() -> None:
+            # Until the worker refuses new connections (its listener is closed) or is gone.
+            poll(
+                lambda: status_of(f"{url}/v1/health/live"),
+                LISTENER_CLOSED_WITHIN_S,
+                interval=POLL_S,
+                accept=lambda status: not isinstance(status, int) or stopped.is_set(),
+            )
+            try:
+                conn.send(body[len(body) // 2 :])
+                response = conn.getresponse()
+                response.read()
+                answers.append(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                answers.append(type(exc).__name__)
+
+        # `stop` runs in this thread: a redeploy starts the new process from here, and the
+        # native target's children die with the thread that started them (PR_SET_PDEATHSIG).
+        finishing = threading.Thread(target=finish, name=f"held-{worker}", daemon=True)
+        finishing.start()
+        try:
+            code = stop()
+        finally:
+            stopped.set()
+            finishing.join(timeout=LISTENER_CLOSED_WITHIN_S + HELD_ANSWER_TIMEOUT_S)
+            conn.close()
+        answer = answers[0] if answers else "no answer"
+        return InFlight(worker, code, answer)

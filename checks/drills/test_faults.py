@@ -25,6 +25,8 @@ from checks._chat import Actor, Tenant
 from checks.drills._drills import (
     POLL_S,
     STEADY_S,
+    HeldSender,
+    InFlight,
     Poller,
     api_workers,
     reports,
@@ -74,6 +76,7 @@ LIMIT_ATTEMPTS = 300
 class DrainDrill:
     worker: str
     exit_code: int | None
+    in_flight: InFlight  # a send held in flight at the worker across its SIGTERM
     stopped_in_s: float
     readiness: list[tuple[float, int | str]] | None  # the worker's own, from the SIGTERM on
     verdict: Verdict
@@ -90,6 +93,7 @@ def drain(target: ProbeTarget) -> DrainDrill:
     control = target.control(worker)
     url = target.worker_url(worker)
     serving_everywhere(target)
+    held = HeldSender(target)
     poller = Poller(f"{url}/v1/health/ready") if url else None
     drill_started = time.monotonic()
     with Journal(target, "sigterm") as journal:
@@ -98,7 +102,8 @@ def drain(target: ProbeTarget) -> DrainDrill:
         started = time.monotonic()
         try:
             with poller if poller is not None else contextlib.nullcontext():
-                exit_code = control.stop()  # SIGTERM, then SIGKILL after the grace period
+                # SIGTERM, then SIGKILL after the grace period
+                in_flight = held.stop(worker, control.stop)
                 stopped_in = time.monotonic() - started
         finally:
             journal.mark("exited")
@@ -110,7 +115,8 @@ def drain(target: ProbeTarget) -> DrainDrill:
     assert verdict is not None
     return DrainDrill(
         worker=worker,
-        exit_code=exit_code,
+        exit_code=in_flight.exit_code,
+        in_flight=in_flight,
         stopped_in_s=stopped_in,
         readiness=poller.changes() if poller is not None else None,
         verdict=verdict,
@@ -141,6 +147,11 @@ def test_a_worker_drains_on_sigterm(drain: DrainDrill, evidence: EvidenceLog) ->
             f"{drain.worker} must answer readiness 503 after SIGTERM before it stops listening "
             f"(got {drain.readiness})"
         )
+    evidence.note(drain.in_flight.describe())
+    assert not drain.in_flight.lost, (
+        f"{drain.worker} must finish the request in flight at its SIGTERM "
+        f"({drain.in_flight.describe()})"
+    )
     assert not drain.failed, (
         f"requests in flight or arriving while {drain.worker} drained must all be answered "
         f"(got {len(drain.failed)} failed: {_statuses(drain.failed)})"

@@ -24,6 +24,8 @@ from checks._chat import Tenant, realtime, send
 from checks.deployment._artefacts import Repo
 from checks.drills._drills import (
     STEADY_S,
+    HeldSender,
+    InFlight,
     api_workers,
     reports,
     serving_everywhere,
@@ -76,7 +78,8 @@ def test_a_rolling_restart_under_load_fails_no_request(
     if len(workers) < 2:
         pytest.skip(f"target {target.name} controls one API worker: a rolling restart needs two")
     serving_everywhere(target)
-    codes: dict[str, int | None] = {}
+    held = HeldSender(target)
+    stops: list[InFlight] = []
     took: dict[str, float] = {}
     with Journal(target, "rolling-restart") as journal:
         journal.steady(STEADY_S)
@@ -85,7 +88,8 @@ def test_a_rolling_restart_under_load_fails_no_request(
             control = target.control(worker)
             started = time.monotonic()
             try:
-                codes[worker] = control.stop()
+                # A bare graceful stop: nothing takes the worker out of the edge first.
+                stops.append(held.stop(worker, control.stop))
             finally:
                 control.start()
                 wait_worker_ready(target, worker)
@@ -106,15 +110,23 @@ def test_a_rolling_restart_under_load_fails_no_request(
         "s",
     )
     evidence.note(
-        f"restarted {', '.join(workers)} one at a time (graceful stop, start, ready, routed to "
-        f"by the edge again) under "
+        f"restarted {', '.join(workers)} one at a time (SIGTERM, start, ready, routed to by the "
+        f"edge again; nothing took a worker out of the edge first) under "
         f"{journal.n_senders} senders and {len(journal.receivers)} sockets; seconds per worker "
-        f"{took}; exit codes {codes}"
+        f"{took}"
     )
+    for stop in stops:
+        evidence.note(stop.describe())
     assert not failed, (
         f"a rolling restart of {', '.join(workers)} must fail no request (got {len(failed)}: "
         f"{_statuses(failed)})"
     )
+    cut = [s.describe() for s in stops if s.lost]
+    assert not cut, (
+        f"a rolling restart must answer the requests in flight at each worker it stops "
+        f"(got {'; '.join(cut)})"
+    )
+    codes = {s.worker: s.exit_code for s in stops}
     bad = {w: c for w, c in codes.items() if c not in (0, None)}
     assert not bad, f"every worker must exit 0 when restarted (got {bad})"
     assert_clean("rolling restart", verdict)
@@ -139,6 +151,7 @@ class Rehearsal:
     failed_rollback: list[Attempt] = field(default_factory=list)
     failed_after: list[Attempt] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    in_flight: list[InFlight] = field(default_factory=list)  # one held send per redeploy
     marks: dict[str, float] = field(default_factory=dict)
     verdict: Verdict | None = None
     journal_error: str = ""
@@ -162,6 +175,8 @@ class Rehearsal:
             ("after the rollback", self.failed_after),
         ):
             evidence.figure(f"failed requests {name}", len(attempts))
+        for stop in self.in_flight:
+            evidence.note(f"redeploy of {stop.describe()}")
         for name, at in self.marks.items():
             evidence.figure(f"rehearsal: {name} at", at, "s")
         if self.verdict is not None:
@@ -195,8 +210,17 @@ def rehearsal(target: ProbeTarget) -> Rehearsal:
     )
     shipped = {int(v) for r in before.values() for v in r["migrations"]["shipped"]}
     on_candidate: set[str] = set()
+    held = HeldSender(target)
     try:
-        _rehearse(target, releases, candidate, result, shipped=shipped, on_candidate=on_candidate)
+        _rehearse(
+            target,
+            releases,
+            candidate,
+            result,
+            held=held,
+            shipped=shipped,
+            on_candidate=on_candidate,
+        )
     finally:
         for worker in sorted(on_candidate):  # the target ends on its own release, always
             releases.deploy(worker, None)
@@ -211,15 +235,19 @@ def _rehearse(
     candidate: Path,
     result: Rehearsal,
     *,
+    held: HeldSender,
     shipped: set[int],
     on_candidate: set[str],
 ) -> None:
-    """Roll out to the first worker, halt, roll out to the rest, roll back, under the journal."""
+    """Roll out to the first worker, halt, roll out to the rest, roll back, under the journal;
+    each redeploy with a send in flight at the worker it stops."""
     first, rest = result.workers[0], result.workers[1:]
 
     def deploy(worker: str, release: Path | None) -> None:
         (on_candidate.add if release else on_candidate.discard)(worker)
-        result.exit_codes[worker] = releases.deploy(worker, release)
+        stopped = held.stop(worker, lambda: releases.deploy(worker, release))
+        result.in_flight.append(stopped)
+        result.exit_codes[worker] = stopped.exit_code
         wait_worker_ready(target, worker)
         serving_everywhere(target)
 
@@ -377,6 +405,11 @@ def test_a_rollback_restores_service_with_no_lost_requests(
     assert not during, (
         f"rolling out {rehearsal.candidate} and back to {rehearsal.previous} must fail no "
         f"request (got {len(during)}: {_statuses(during)})"
+    )
+    cut = [s.describe() for s in rehearsal.in_flight if s.lost]
+    assert not cut, (
+        f"rolling out {rehearsal.candidate} and back must answer the requests in flight at each "
+        f"worker it redeploys (got {'; '.join(cut)})"
     )
     assert not rehearsal.journal_error, (
         f"after the rollback the system must serve history again (got {rehearsal.journal_error})"

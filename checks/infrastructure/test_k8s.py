@@ -1,9 +1,13 @@
 """The Kubernetes manifests in system/deploy/k8s: schema-valid (kubernetes-validate --strict) and
 semantically what the items ask: disruption budget, network isolation of the data stores,
-namespace quotas and the API's autoscaling policy."""
+namespace quotas, the API's autoscaling policy, API pods that leave the endpoints before they
+drain, and an Ingress that sends the bundled edge's security headers."""
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +33,14 @@ SCALE_UP = {"stabilizationWindowSeconds": 60, "selectPolicy": "Max"}
 SCALE_UP_POLICIES = [("Percent", 100, 60), ("Pods", 2, 60)]
 SCALE_DOWN = {"stabilizationWindowSeconds": 300}
 SCALE_DOWN_POLICIES = [("Percent", 50, 60)]
+READY_PATH = "/v1/health/ready"
+# The API drains within 15 s of SIGTERM (system/chatsdk/README.md: exit 1 when the drain
+# overran 15 s); a pod's grace period must hold the preStop sleep and that.
+DRAIN_BUDGET_S = 15
+# The bundled edge's security headers: what the Ingress must send too (the API's policy).
+EDGE_HEADER_FILES = ("system/nginx/security/baseline.conf", "system/nginx/security/headers.conf")
+ADD_HEADER = re.compile(r'(?m)^\s*add_header\s+([A-Za-z-]+)\s+"([^"]*)"\s+always\s*;')
+CUSTOM_HEADERS = "nginx.ingress.kubernetes.io/custom-headers"
 
 
 def _selected_by(manifest: Manifest, selector: dict[str, Any]) -> bool:
@@ -186,4 +198,108 @@ def test_the_api_autoscales_3_to_10(repo: Repo, evidence: EvidenceLog) -> None:
         )
         assert have == sorted(policies), (
             f"{hpa.ref} {direction} policies must be {policies} (got {have})"
+        )
+
+
+# -- DEP-ZERO-DOWNTIME: API pods leave the endpoints before they drain ------------------------
+
+
+def _pre_stop_sleep(pre_stop: dict[str, Any] | None) -> float | None:
+    """The seconds a preStop hook sleeps: the sleep action, or `sleep N` run by exec."""
+    if not pre_stop:
+        return None
+    if "sleep" in pre_stop:
+        return float(pre_stop["sleep"].get("seconds", 0))
+    command = pre_stop.get("exec", {}).get("command") or []
+    words = shlex.split(command[-1]) if command[:1] in (["sh"], ["/bin/sh"]) else command
+    if len(words) == 2 and words[0].rsplit("/", 1)[-1] == "sleep":
+        try:
+            return float(words[1])
+        except ValueError:
+            return None
+    return None
+
+
+@pytest.mark.checklist("DEP-ZERO-DOWNTIME")
+def test_api_pods_leave_the_endpoints_before_they_drain(repo: Repo, evidence: EvidenceLog) -> None:
+    """A pod that gets SIGTERM while the ingress still routes to it drops requests."""
+    for deployment in valid(api_deployments(repo.k8s), "the API Deployment"):
+        grace = float(deployment.pod_spec.get("terminationGracePeriodSeconds", 30))
+        for container in deployment.pod_spec.get("containers", []):
+            name = container.get("name")
+            pre_stop = container.get("lifecycle", {}).get("preStop")
+            sleep_s = _pre_stop_sleep(pre_stop)
+            ready = container.get("readinessProbe", {}).get("httpGet", {}).get("path")
+            evidence.note(
+                f"{deployment.ref} container {name}: preStop {pre_stop}, readiness {ready}, "
+                f"terminationGracePeriodSeconds {grace:g}"
+            )
+            assert sleep_s, (
+                f"{deployment.ref} container {name} must sleep in a preStop hook so the pod "
+                f"leaves the endpoints before SIGTERM (got {pre_stop or 'no preStop'})"
+            )
+            assert ready == READY_PATH, (
+                f"{deployment.ref} container {name} must probe readiness on {READY_PATH}, which "
+                f"answers 503 while the worker drains (got {ready or 'no readiness probe'})"
+            )
+            assert grace > sleep_s + DRAIN_BUDGET_S, (
+                f"{deployment.ref} terminationGracePeriodSeconds must exceed the preStop sleep "
+                f"and the API's {DRAIN_BUDGET_S} s drain ({sleep_s:g} + {DRAIN_BUDGET_S}; got "
+                f"{grace:g})"
+            )
+
+
+# -- SEC-HDR-*: the Ingress sends the bundled edge's security headers -------------------------
+
+
+def edge_headers(root: Path) -> dict[str, str]:
+    """The security headers the bundled NGINX edge adds to API responses, name -> value."""
+    found: dict[str, str] = {}
+    for relative in EDGE_HEADER_FILES:
+        found.update(ADD_HEADER.findall((root / relative).read_text()))
+    if not found:
+        raise RuntimeError(f"no add_header with a fixed value in {', '.join(EDGE_HEADER_FILES)}")
+    return found
+
+
+def ingress_headers(repo: Repo, ingress: Manifest) -> tuple[str, dict[str, str]]:
+    """Where the Ingress takes its response headers from (the custom-headers annotation's
+    ConfigMap) and the headers it holds; ("", {}) without the annotation."""
+    ref = str(ingress.doc.get("metadata", {}).get("annotations", {}).get(CUSTOM_HEADERS, ""))
+    if not ref:
+        return "", {}
+    namespace, _, name = ref.rpartition("/")
+    namespace = namespace or str(ingress.doc.get("metadata", {}).get("namespace", "default"))
+    for config in of_kind(repo.k8s, "ConfigMap"):
+        meta = config.doc.get("metadata", {})
+        if meta.get("name") == name and meta.get("namespace", "default") == namespace:
+            return config.ref, {str(k): str(v) for k, v in (config.doc.get("data") or {}).items()}
+    return f"ConfigMap/{name} (not in the manifests)", {}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("Strict-Transport-Security", marks=pytest.mark.checklist("SEC-HDR-HSTS")),
+        pytest.param("X-Content-Type-Options", marks=pytest.mark.checklist("SEC-HDR-NOSNIFF")),
+        pytest.param("Content-Security-Policy", marks=pytest.mark.checklist("SEC-HDR-CSP")),
+        pytest.param("X-Frame-Options", marks=pytest.mark.checklist("SEC-HDR-FRAME")),
+        pytest.param("Referrer-Policy", marks=pytest.mark.checklist("SEC-HDR-REFERRER")),
+    ],
+)
+def test_the_ingress_sends_the_edges_security_header(
+    repo: Repo, evidence: EvidenceLog, header: str
+) -> None:
+    """A header the bundled edge sends and the Ingress does not is missing in production."""
+    expected = edge_headers(repo.root).get(header)
+    if expected is None:
+        raise RuntimeError(f"the bundled edge ({', '.join(EDGE_HEADER_FILES)}) sets no {header}")
+    for ingress in valid(of_kind(repo.k8s, "Ingress"), "an Ingress"):
+        source, headers = ingress_headers(repo, ingress)
+        got = headers.get(header)
+        evidence.note(f"{ingress.ref}: {header} from {source or 'nowhere'}: {got!r}")
+        assert got == expected, (
+            f"{ingress.ref} must send {header}: {expected} as the bundled edge does "
+            f"({', '.join(EDGE_HEADER_FILES)}); got {got or 'nothing'} "
+            f"(from {source or f'no {CUSTOM_HEADERS} annotation'})"
         )

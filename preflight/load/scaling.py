@@ -140,9 +140,9 @@ def throughput(data: RunData, limits: Thresholds) -> dict[str, Any]:
 
 def wait_serving(info: TargetInfo, names: Sequence[str], timeout_s: float = 60.0) -> None:
     """Until each restarted worker is ready (its own readiness where the target gives its address:
-    the native target's i-th metrics URL is api-i's) and the edge routes to it again (the
-    native target's rejoin watcher reloads the edge once the worker can serve; an edge that
-    only learns from failures has a fail_timeout of 2 s)."""
+    the native target's i-th metrics URL is api-i's) and the edge routes to it again: the edge
+    learnt of the stop from refused connections and tries the worker again after its
+    fail_timeout of 2 s."""
     deadline = time.monotonic() + timeout_s
     for name in names:
         index = int(name.removeprefix("api-"))

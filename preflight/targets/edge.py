@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import traceback
@@ -16,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-import psutil
 from cryptography import x509
 
 from preflight.errors import EdgeConfigInvalid, TargetUnavailable
-from preflight.polling import poll
 from preflight.targets.pki import Pki
 from preflight.targets.web import WEB_DIR, stage_web_client
 
@@ -68,10 +64,6 @@ class EdgeConfig:
     # its run at 10,000 held sockets.
     worker_connections: int = 4096
     worker_rlimit_nofile: int = 8192
-    # API workers taken out of rotation (`down`) for a graceful stop: a deploy tells the edge
-    # first, as a platform removes a stopping pod from its endpoints, so no new request is sent
-    # to a worker about to close its listener (see native/rotation.py, Edge.route).
-    drained: frozenset[tuple[str, int]] = frozenset()
 
 
 def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
@@ -156,39 +148,6 @@ def nginx_command(conf: Path) -> list[str]:
     return [NGINX_BINARY, "-e", "stderr", "-p", f"{conf.parent}/", "-c", str(conf)]
 
 
-def reload_nginx(master_pid: int, timeout: float) -> bool:
-    """SIGHUP the NGINX master and wait until the reload took effect: every worker that was
-    accepting connections before has exited or is "shutting down" (it finishes what it serves
-    but accepts nothing new) and a new worker runs. False when that did not happen in time."""
-    try:
-        master = psutil.Process(master_pid)
-        before = {w.pid for w in _accepting_workers(master)}
-        master.send_signal(signal.SIGHUP)
-    except psutil.Error:
-        return False
-
-    def reloaded() -> bool | None:
-        """True once only new workers accept; None when the master is gone (stop waiting)."""
-        try:
-            workers = _accepting_workers(master)
-        except psutil.Error:
-            return None
-        return bool(workers) and not any(w.pid in before for w in workers)
-
-    return poll(reloaded, timeout, interval=0.02, accept=lambda v: v is not False).value is True
-
-
-def _accepting_workers(master: psutil.Process) -> list[psutil.Process]:
-    """The master's workers that accept connections (titled "nginx: worker process"; one
-    draining after a reload is titled "... is shutting down")."""
-    workers = []
-    for child in master.children():
-        with contextlib.suppress(psutil.Error):
-            if " ".join(child.cmdline()).strip() == "nginx: worker process":
-                workers.append(child)
-    return workers
-
-
 def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, object]:
     for name in ("https_port", "http_port"):
         _require_port(name, getattr(cfg, name))
@@ -250,9 +209,6 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         "server_name": cfg.server_name,
         "redirect_hosts": _certificate_names(cfg.pki),
         "upstreams": [_upstream(host, port) for host, port in cfg.upstreams],
-        "drained": [
-            _upstream(host, port) for host, port in cfg.upstreams if (host, port) in cfg.drained
-        ],
         "api_rate_per_s": cfg.api_rate_per_s,
         "ws_rate_per_s": cfg.ws_rate_per_s,
         "api_burst": cfg.api_burst,

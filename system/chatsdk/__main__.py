@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -27,8 +28,12 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         if signum == signal.SIGTERM and faults.injected(faults.EXIT_ON_SIGTERM):
             continue  # test-only fault (chatsdk/faults.py): SIGTERM kills without a drain
+        if signum == signal.SIGTERM and faults.injected(faults.QUIT_ON_SIGTERM):
+            # test-only fault: SIGTERM exits 0 at once, nothing drained
+            loop.add_signal_handler(signum, os._exit, EXIT_OK)
+            continue
         loop.add_signal_handler(signum, stop.set)
-    server = await start_server(settings)
+    server = await start_server(settings, startup_wait=settings.startup_wait)
     log.info("listening", extra={"fields": {"url": server.url}})
     await stop.wait()
     try:

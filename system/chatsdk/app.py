@@ -42,6 +42,7 @@ from chatsdk.keys import (
 from chatsdk.metrics import Metrics
 from chatsdk.middlewares import (
     add_request_id_header,
+    drain_middleware,
     error_middleware,
     metrics_middleware,
     request_id_middleware,
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> web.Application:
     # Outermost first: the request id exists before anything logs or fails.
     app = web.Application(
         middlewares=[
+            drain_middleware,
             request_id_middleware,
             metrics_middleware,
             error_middleware,

@@ -64,6 +64,9 @@ class Dependencies:
             health_check_interval=15,
         )
         self.migrations = MigrationState.PENDING
+        # Set once both databases answered and the migrations settled (ok or failed): what a
+        # worker needs before it opens its listener (server.start_server).
+        self.settled = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connect_failures = 0
         self._db_was_up: bool | None = None
@@ -105,6 +108,7 @@ class Dependencies:
                 log.exception("dependency supervisor failed; retrying")
                 settled = False
             if settled:
+                self.settled.set()
                 delay = BACKOFF_FIRST
                 await asyncio.sleep(MONITOR_INTERVAL)
             else:

@@ -4,6 +4,9 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
 
 - `exit_on_sigterm`: no SIGTERM handler, so SIGTERM ends the worker at once (Python's default):
   no readiness 503, in-flight requests cut off, sockets dropped without a close frame.
+- `quit_on_sigterm`: SIGTERM ends the worker at once with exit code 0, without a drain: no
+  readiness 503, in-flight requests cut off, sockets dropped. Its exit code looks clean; only
+  what clients saw gives it away.
 - `ack_before_commit`: a message send answers 201 while its transaction is still open and
   commits ACK_BEFORE_COMMIT_DELAY_S later, so a crash in between loses an acknowledged message.
 - `no_rate_limits`: the per-user token buckets let everything through (TST-RATELIMIT's defect).
@@ -19,9 +22,10 @@ from chatsdk.errors import SettingsError
 
 VARIABLE = "CHATSDK_FAULTS"
 EXIT_ON_SIGTERM = "exit_on_sigterm"
+QUIT_ON_SIGTERM = "quit_on_sigterm"
 ACK_BEFORE_COMMIT = "ack_before_commit"
 NO_RATE_LIMITS = "no_rate_limits"
-KNOWN = frozenset({EXIT_ON_SIGTERM, ACK_BEFORE_COMMIT, NO_RATE_LIMITS})
+KNOWN = frozenset({EXIT_ON_SIGTERM, QUIT_ON_SIGTERM, ACK_BEFORE_COMMIT, NO_RATE_LIMITS})
 ACK_BEFORE_COMMIT_DELAY_S = 0.5
 
 

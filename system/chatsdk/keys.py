@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,21 @@ from chatsdk.settings import Settings
 @dataclass
 class Lifecycle:
     draining: bool = False
+    # HTTP requests being served (WebSockets not counted: the drain closes them with 1001).
+    requests: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def begin(self) -> None:
+        self.requests += 1
+        self.idle.clear()
+
+    def end(self) -> None:
+        self.requests -= 1
+        if self.requests == 0:
+            self.idle.set()
 
 
 SETTINGS = web.AppKey("settings", Settings)

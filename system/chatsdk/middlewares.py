@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from chatsdk.errors import ApiError
-from chatsdk.keys import METRICS, REQUEST_ID
+from chatsdk.keys import LIFECYCLE, METRICS, REQUEST_ID
 from chatsdk.logs import bind_request_context, request_id_var
 
 log = logging.getLogger("chatsdk.http")
@@ -112,6 +112,27 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     # next request served on the same connection.
     with bind_request_context(request_id):
         return await handler(request)
+
+
+@web.middleware
+async def drain_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the HTTP requests being served, so the drain waits for them (a WebSocket is not
+    counted: the drain closes it with 1001). And from SIGTERM on, every answer says
+    `Connection: close` and ends its connection: a proxy that keeps idle connections to this
+    worker (the edge's upstream keepalive) learns of the drain one answer at a time while the
+    listener is still open, instead of finding its pooled connections closed under a request
+    it has just sent, which it may not retry (a POST)."""
+    lifecycle = request.app[LIFECYCLE]
+    if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+        return await handler(request)
+    lifecycle.begin()
+    try:
+        response = await handler(request)
+    finally:
+        lifecycle.end()
+    if lifecycle.draining and not response.prepared:
+        response.force_close()
+    return response
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from chatsdk.app import create_app
-from chatsdk.keys import LIFECYCLE, METRICS
+from chatsdk.keys import DEPENDENCIES, LIFECYCLE, METRICS
 from chatsdk.logs import JsonAccessLogger, access_logger
 from chatsdk.settings import DRAIN_BUDGET_SECONDS, Settings
 
@@ -33,7 +34,8 @@ class RunningServer:
         return f"http://{self.host}:{self.port}"
 
     async def drain(self) -> None:
-        """Readiness 503 at once, wait the drain delay, stop listening, finish in-flight, close."""
+        """Readiness 503 at once, wait the drain delay (answers close their connections), stop
+        listening, finish in-flight requests, close WebSockets with 1001, close the pools."""
         started = time.monotonic()
         self.app[LIFECYCLE].draining = True
         self.app[METRICS].draining.set(1)
@@ -48,10 +50,24 @@ class RunningServer:
             },
         )
         await asyncio.sleep(self.settings.drain_delay)
-        # runner.cleanup closes the listener, closes WebSockets (on_shutdown), waits up to
-        # shutdown_timeout for in-flight requests, then runs the cleanup contexts (pools).
-        remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
         self.stopped = True
+        # Stop listening, then let the requests being served finish before runner.cleanup:
+        # from its first step on, aiohttp reads nothing more from any connection, so a request
+        # whose body was still arriving (an upload the edge streams to us) would be cut.
+        for site in list(self.runner.sites):
+            await site.stop()
+        lifecycle = self.app[LIFECYCLE]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                await lifecycle.idle.wait()
+        if lifecycle.requests:
+            log.warning(
+                "requests still in flight after the shutdown timeout",
+                extra={"fields": {"requests": lifecycle.requests}},
+            )
+        # runner.cleanup closes idle connections, closes WebSockets with 1001 (on_shutdown),
+        # waits up to shutdown_timeout for what is left, then runs the cleanup contexts (pools).
+        remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
         cleanup = asyncio.create_task(self.runner.cleanup(), name="drain")
         # Past the point where a healthy drain has ended, say where every task waits: a drain
         # that then hits the budget (or the supervisor's SIGKILL) has left its reason in the log.
@@ -71,7 +87,15 @@ class RunningServer:
         log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
 
 
-async def start_server(settings: Settings, app: web.Application | None = None) -> RunningServer:
+async def start_server(
+    settings: Settings, app: web.Application | None = None, *, startup_wait: float = 0.0
+) -> RunningServer:
+    """Set the app up and listen. With `startup_wait`, the listener opens once the databases
+    answer and the migrations settled, or after that many seconds, whichever comes first: an
+    edge without health checks (NGINX's upstreams) sends requests to whatever accepts them, so
+    a restarted worker that listened while still connecting would answer them 503. A worker
+    whose databases stay down listens after the wait all the same, to answer liveness and say
+    in its readiness what it misses."""
     if app is None:
         app = create_app(settings)
     runner = web.AppRunner(
@@ -82,10 +106,26 @@ async def start_server(settings: Settings, app: web.Application | None = None) -
         handle_signals=False,
     )
     await runner.setup()
+    if startup_wait > 0:
+        await _wait_for_dependencies(app, startup_wait)
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     host, port = runner.addresses[0][:2]
     return RunningServer(app, runner, settings, host, port)
+
+
+async def _wait_for_dependencies(app: web.Application, wait_s: float) -> None:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(wait_s):
+            await app[DEPENDENCIES].settled.wait()
+    except TimeoutError:
+        log.warning("databases not ready; listening anyway", extra={"fields": {"waited_s": wait_s}})
+    else:
+        log.info(
+            "databases ready",
+            extra={"fields": {"waited_s": round(time.monotonic() - started, 3)}},
+        )
 
 
 @asynccontextmanager

@@ -56,6 +56,10 @@ class Settings:
     worker_id: str = "0"
     shutdown_timeout: float = 10.0
     drain_delay: float = 1.0
+    # At start, how long the worker waits for its databases (ready, or migrations failed) before
+    # it opens its listener anyway: an edge without health checks sends requests to whatever
+    # listens, so a worker listens once it can serve them. 0: listen at once.
+    startup_wait: float = 10.0
     log_level: str = "INFO"
     upload_dir: Path = field(default_factory=default_upload_dir)
     allowed_origins: tuple[str, ...] = ()
@@ -99,7 +103,8 @@ class Settings:
             f"database_url={_redact_url(self.database_url)!r}, "
             f"redis_url={_redact_url(self.redis_url)!r}, admin_key='***', jwt_secret='***', "
             f"shutdown_timeout={self.shutdown_timeout}, drain_delay={self.drain_delay}, "
-            f"log_level={self.log_level!r}, upload_dir={str(self.upload_dir)!r}, "
+            f"startup_wait={self.startup_wait}, log_level={self.log_level!r}, "
+            f"upload_dir={str(self.upload_dir)!r}, "
             f"allowed_origins={self.allowed_origins!r}, storage={self.storage!r}, "
             f"s3_endpoint={_redact_url(self.s3_endpoint)!r}, s3_bucket={self.s3_bucket!r}, "
             f"s3_region={self.s3_region!r}, s3_prefix={self.s3_prefix!r}, "
@@ -132,6 +137,7 @@ class Settings:
                 "SHUTDOWN_TIMEOUT", _seconds, default=10.0, check=_between(0.1, 11.0)
             ),
             drain_delay=env.get("DRAIN_DELAY", _seconds, default=1.0, check=_between(0.0, 5.0)),
+            startup_wait=env.get("STARTUP_WAIT", _seconds, default=10.0, check=_between(0.0, 30.0)),
             log_level=env.get("LOG_LEVEL", _log_level, default="INFO"),
             upload_dir=env.get(
                 "UPLOAD_DIR",

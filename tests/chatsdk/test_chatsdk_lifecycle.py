@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,3 +85,63 @@ def test_drain_lets_in_flight_requests_finish_and_closes_sockets_with_1001(
         scenario,
         extra_routes=[web.get("/v1/slow", slow), web.get("/v1/test-socket", socket)],
     )
+
+
+def test_while_draining_every_answer_closes_its_connection(
+    settings: Settings, run_app: RunApp
+) -> None:
+    """A proxy's pooled connections to a draining worker are retired one answer at a time while
+    the listener is still open, not cut under a request the proxy has just sent."""
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        async with client.get("/v1/health/live") as before:
+            assert before.status == 200
+            assert before.headers.get("Connection", "").lower() != "close"
+        draining = asyncio.create_task(server.drain())
+        await asyncio.sleep(0)  # the drain has begun: readiness 503, the delay running
+        async with client.get("/v1/health/ready") as ready:
+            assert ready.status == 503
+            assert ready.headers.get("Connection", "").lower() == "close"
+        async with client.get("/v1/health/live") as live:
+            assert live.status == 200
+            assert live.headers.get("Connection", "").lower() == "close"
+        await draining
+
+    run_app(dataclasses.replace(settings, drain_delay=3.0), scenario)
+
+
+def test_drain_finishes_a_request_whose_body_arrives_after_the_listener_closed(
+    settings: Settings, run_app: RunApp
+) -> None:
+    """An upload the edge is still streaming to the worker when it stops listening is in
+    flight too: the drain reads its body to the end and answers it."""
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"got": len(await request.read())})
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        body = b"x" * 1000
+        writer.write(
+            b"POST /v1/test-echo HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:500]
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the request is being handled, its body half there
+        draining = asyncio.create_task(server.drain())
+        deadline = time.monotonic() + 10
+        while server.runner.sites:  # until the drain has closed the listener
+            assert time.monotonic() < deadline, "the listener must close during the drain"
+            await asyncio.sleep(0.02)
+        writer.write(body[500:])
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        await asyncio.wait_for(reader.read(), timeout=10)  # to the end: the worker closes
+        writer.close()
+        await writer.wait_closed()
+        await draining
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"connection: close" in head.lower(), head
+
+    run_app(settings, scenario, extra_routes=[web.post("/v1/test-echo", echo)])

@@ -42,7 +42,14 @@ ARTEFACT_ITEMS = {
     "BAK-DR-PLAN",
     "OPS-RUNBOOK-COMMON",
     "OPS-TROUBLESHOOTING",
-    "BAK-DB-DAILY",  # its artefact half: the compose deployment schedules daily backups
+    # Their live probes and drills live elsewhere; here the artefacts decide them.
+    "BAK-DB-DAILY",  # the compose deployment schedules daily backups
+    "DEP-ZERO-DOWNTIME",
+    "SEC-HDR-HSTS",
+    "SEC-HDR-NOSNIFF",
+    "SEC-HDR-CSP",
+    "SEC-HDR-FRAME",
+    "SEC-HDR-REFERRER",
 }
 LIVE_PROBES = "not killed_api_worker and not release_dependencies"
 NEVER_CONTACTED = TargetInfo(
@@ -159,6 +166,7 @@ VARIANTS = [
         {
             "APP-SUPERVISED": "livenessProbe",
             "DEP-STRATEGY-ROLLING": "readiness",
+            "DEP-ZERO-DOWNTIME": "must probe readiness",
             "PERF-AUTOSCALE": "got 3..2",
             "DEP-SECURITY-SCAN": "DL3002",
             "SEC-SECRETS-NOT-IN-CODE": "30-config.yaml",
@@ -169,7 +177,9 @@ VARIANTS = [
     ),
     pytest.param(
         {
-            "system/deploy/k8s/60-api.yaml": drop_yaml_block("resources"),
+            "system/deploy/k8s/60-api.yaml": lambda t: drop_yaml_block("resources")(
+                t.replace("terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 15")
+            ),
             "system/deploy/docker-compose.yml": _nginx_without_healthcheck,
             "system/deploy/k8s/50-networkpolicy.yaml": _postgres_open_to_minio,
             "signoff/keys.yaml": _private_key_beside_the_public_ones,
@@ -179,8 +189,29 @@ VARIANTS = [
             "PERF-RESOURCE-LIMITS": "Deployment/api",
             "DEP-STRATEGY-ROLLING": "compose service nginx must define a healthcheck",
             "INF-K8S-NETPOL": "minio",
+            "DEP-ZERO-DOWNTIME": "terminationGracePeriodSeconds must exceed",
         },
-        id="no-resources-compose-without-healthcheck-postgres-open-to-minio-private-key",
+        id="no-resources-short-grace-compose-without-healthcheck-postgres-open-to-minio-private-key",
+    ),
+    pytest.param(
+        {
+            "system/deploy/k8s/61-realtime.yaml": drop_yaml_block("lifecycle"),
+            "system/deploy/k8s/80-ingress.yaml": lambda t: re.sub(
+                r"(?m)^  Strict-Transport-Security: .*\n", "", t
+            ).replace("X-Frame-Options: DENY", "X-Frame-Options: SAMEORIGIN"),
+            # The bundled edge's policy changes and the Ingress's does not: they disagree.
+            "system/nginx/security/headers.conf": lambda t: t.replace(
+                "default-src 'none'; frame-ancestors",
+                "default-src 'none'; img-src 'self'; frame-ancestors",
+            ),
+        },
+        {
+            "DEP-ZERO-DOWNTIME": "Deployment/realtime",
+            "SEC-HDR-HSTS": "got nothing",
+            "SEC-HDR-FRAME": "got SAMEORIGIN",
+            "SEC-HDR-CSP": "img-src 'self'",
+        },
+        id="realtime-without-prestop-ingress-without-hsts-framable-csp-drifted",
     ),
     pytest.param(
         {"system/deploy/docker-compose.yml": _postgres_without_restart_and_no_backup_service},

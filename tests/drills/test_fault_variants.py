@@ -3,6 +3,7 @@ the bundled system: each seeded defect turns its drill's items red, and the reas
 
 The defects are real configurations of the system, off in every deployment:
 - CHATSDK_FAULTS=exit_on_sigterm: the worker has no SIGTERM handler and dies without draining;
+- CHATSDK_FAULTS=quit_on_sigterm: the worker exits 0 at once on SIGTERM, without draining;
 - CHATSDK_FAULTS=ack_before_commit: a send answers 201 before its transaction commits;
 - a rollout candidate whose migration renames a column the previous release still uses;
 - an Alertmanager whose critical alerts no longer page (the pager route is gone);
@@ -77,13 +78,34 @@ def test_seeded_defects_turn_their_drills_red(tmp_path: Path) -> None:
     # exit_on_sigterm: no readiness 503, no close frame, a killed process
     assert "readiness 503 after SIGTERM before it stops listening" in red["APP-GRACEFUL-SHUTDOWN"]
     assert "1006" in red["OPS-GRACEFUL-WS-DRAIN"]
-    assert "exit 0" in red["DEP-ZERO-DOWNTIME"] or "502" in red["DEP-ZERO-DOWNTIME"]
+    assert any(w in red["DEP-ZERO-DOWNTIME"] for w in ("in flight", "502", "exit 0")), red
     # ack_before_commit: PostgreSQL crashed under acknowledged but uncommitted sends
     assert "acknowledged sends lost" in red["BAK-FAILOVER-DRILL"]
     # the renamed column: the previous release fails on the migrated schema, so does the rollback
     assert "500 internal_error" in red["DEP-MIGRATION-COMPAT"]
     assert "500 internal_error" in red["RB-EXECUTE"]
     assert "500 internal_error" in red["RB-VERIFY-OLD"]
+
+
+def test_a_worker_that_does_not_drain_fails_the_restart_drills() -> None:
+    """The point of the worker's own drain: nothing takes a worker out of the edge before a
+    graceful stop, so a worker that exits at once on SIGTERM, with a clean exit code, cuts
+    the requests in flight at it, and the rolling restart, the rollout rehearsal and the
+    SIGTERM drill say so (each stop holds a send in flight at the worker it stops)."""
+    with native(worker_env={"CHATSDK_FAULTS": "quit_on_sigterm"}) as info:
+        results = drills(
+            info,
+            ["test_faults.py", "test_rollout.py"],
+            "drains_on_sigterm or rolling_restart or rollback_restores",
+        )
+    decided = outcomes(results)
+    red = {item: reason for item, (outcome, reason) in decided.items() if outcome is Outcome.FAIL}
+    assert set(red) == {"APP-GRACEFUL-SHUTDOWN", "DEP-ZERO-DOWNTIME", "RB-EXECUTE"}, decided
+    # The exit codes were 0: what turned the deploy items red is what clients lost.
+    for item in ("DEP-ZERO-DOWNTIME", "RB-EXECUTE"):
+        assert "must exit 0" not in red[item], red[item]
+        assert "in flight" in red[item] or "must fail no request" in red[item], red[item]
+    assert "readiness 503 after SIGTERM" in red["APP-GRACEFUL-SHUTDOWN"]
 
 
 def test_a_redis_without_publish_fails_the_redis_drill() -> None:

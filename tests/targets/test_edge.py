@@ -387,21 +387,6 @@ def test_rendered_config_passes_nginx_t(edge_pki: Pki) -> None:
         shutil.rmtree(workdir)
 
 
-def test_a_drained_worker_is_marked_down_and_the_others_are_not(edge_pki: Pki) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="preflight-edge-test-"))
-    try:
-        upstreams = [("127.0.0.1", 1001), ("127.0.0.1", 1002)]
-        drained = frozenset({upstreams[1]})
-        cfg = EdgeConfig(workdir, 1443, 1080, upstreams, edge_pki, drained=drained)
-        conf = render_edge(cfg)
-        validate_edge(conf)
-        text = conf.read_text()
-        assert "server 127.0.0.1:1001 max_fails=3 fail_timeout=2s;" in text
-        assert "server 127.0.0.1:1002 max_fails=3 fail_timeout=2s down;" in text
-    finally:
-        shutil.rmtree(workdir)
-
-
 def _broken_copy(tmp_path: Path, include: str, line: str) -> tuple[Path, int]:
     copy = tmp_path / "nginx"
     shutil.copytree(TEMPLATE_DIR, copy)
@@ -721,6 +706,19 @@ def test_a_dead_worker_is_skipped(edge_factory: EdgeFactory, upstream: Upstream)
     mixed = edge_factory(upstreams=[("127.0.0.1", free_port()), ("127.0.0.1", upstream.port)])
     statuses = [https(mixed, "GET", "/v1/health/ready").status for _ in range(6)]
     assert statuses == [200] * 6
+
+
+def test_a_post_refused_by_a_closed_listener_goes_to_another_worker(
+    edge_factory: EdgeFactory, upstream: Upstream
+) -> None:
+    """A stopped or draining worker refuses connections once its listener is closed: nothing
+    was sent, so the edge passes even a POST to the next worker (proxy_next_upstream error),
+    and a rolling restart needs no one to take the worker out of the edge first."""
+    mixed = edge_factory(upstreams=[("127.0.0.1", free_port()), ("127.0.0.1", upstream.port)])
+    before = upstream.hits["/v1/echo"]
+    statuses = [https(mixed, "POST", "/v1/echo", body=b"{}").status for _ in range(6)]
+    assert statuses == [200] * 6
+    assert upstream.hits["/v1/echo"] - before == 6
 
 
 def test_a_workers_own_503_reaches_the_client_and_does_not_mark_it_down(

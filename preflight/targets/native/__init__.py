@@ -1,5 +1,5 @@
 """The native target as a package: target.py wires the parts (postgres.py, redis.py, workers.py,
-rotation.py, supervisor.py) and the native-only helpers (observability.py, errortracker.py,
+nginx.py, supervisor.py) and the native-only helpers (observability.py, errortracker.py,
 backups.py, releases.py); this module names what the rest of preflight may import."""
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ one exits without being asked to.
 
 The API workers are supervised as systemd's `Restart=on-failure` supervises a service: a worker
 that exits without being asked to (a crash, a signal such as the OOM killer's SIGKILL, a
-non-zero exit) is started again after a backoff that doubles with each restart, and rejoins the
-edge as a started worker does. A worker that keeps exiting (more restarts within an interval
-than the policy allows, systemd's StartLimitBurst and StartLimitIntervalSec) is given up and
-reported as crashed, like every other component that exits unasked.
+non-zero exit) is started again after a backoff that doubles with each restart; the edge sends
+it requests again once it listens (it never left the edge's upstream). A worker that keeps
+exiting (more restarts within an interval than the policy allows, systemd's StartLimitBurst and
+StartLimitIntervalSec) is given up and reported as crashed, like every other component that
+exits unasked.
 
 What a drill does through its control (ChildControl) is not a crash, with one exception:
 - `stop()` is deliberate (`systemctl stop`): the worker stays down until `start()`.
@@ -28,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 
 from preflight.errors import PreflightError
 from preflight.targets.procs import Child, RunAs
@@ -65,14 +65,8 @@ class ChildControl:
 
     child: Child
     supervisor: Supervisor
-    # For an API worker: take it out of the edge's rotation (False) before a graceful stop and
-    # put it back (True) once started, as a platform's deploy does. A kill is a crash: the
-    # edge learns of it only from failed connections.
-    route: Callable[[bool], None] | None = None
 
     def stop(self) -> int | None:
-        if self.route is not None and self.child.running():
-            self.route(False)
         with self.supervisor.lock(self.child.name):
             return self.child.stop()
 
@@ -80,8 +74,7 @@ class ChildControl:
         self.child.kill(expected=not self.supervisor.supervises(self.child))
 
     def start(self) -> None:
-        if self.supervisor.start_again(self.child) and self.route is not None:
-            self.route(True)
+        self.supervisor.start_again(self.child)
 
 
 class Supervisor:
@@ -98,7 +91,6 @@ class Supervisor:
         self._recent: dict[str, list[float]] = {}  # monotonic times of recent restarts
         self._due: dict[str, float] = {}  # a restart waiting out its backoff
         self._locks: dict[str, threading.Lock] = {}
-        self._route: Callable[[str, bool], None] | None = None
         self._log: Callable[[str], None] = lambda _msg: None
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,24 +137,19 @@ class Supervisor:
             self._launch(child)
         return code
 
-    def controls(self, route: Callable[[str, bool], None]) -> dict[str, ChildControl]:
-        """A control per child; the API workers' stops and starts go through `route`."""
-        return {
-            c.name: ChildControl(
-                c, self, route=partial(route, c.name) if is_worker(c.name) else None
-            )
-            for c in self.children
-        }
+    def controls(self) -> dict[str, ChildControl]:
+        """A control per child. A graceful stop of an API worker is a bare SIGTERM: the worker
+        drains itself and the edge copes (system/nginx), nothing takes it out first."""
+        return {c.name: ChildControl(c, self) for c in self.children}
 
     # -- supervision ---------------------------------------------------------------------------
 
-    def supervise(self, route: Callable[[str, bool], None], log: Callable[[str], None]) -> None:
-        """From now on, restart API workers that exit unasked (nothing without a policy): each
-        restarted worker goes back into the edge through `route`, and every exit, restart and
-        give-up is told to `log` with the exit's reason."""
+    def supervise(self, log: Callable[[str], None]) -> None:
+        """From now on, restart API workers that exit unasked (nothing without a policy); every
+        exit, restart and give-up is told to `log` with the exit's reason."""
         if self.policy is None or self._thread is not None:
             return
-        self._route, self._log = route, log
+        self._log = log
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
 
@@ -179,11 +166,9 @@ class Supervisor:
                 if not lock.acquire(blocking=False):
                     continue  # a drill is stopping, starting or redeploying it
                 try:
-                    restarted = self._look_at(child, time.monotonic())
+                    self._look_at(child, time.monotonic())
                 finally:
                     lock.release()
-                if restarted and self._route is not None:
-                    self._route(child.name, True)
 
     def _look_at(self, child: Child, now: float) -> bool:
         """One look at a worker (its lock held): note an unasked exit and when to restart it,

@@ -29,13 +29,13 @@ from preflight.targets.native.backups import (
 )
 from preflight.targets.native.errortracker import ErrorTracker, start_error_tracker
 from preflight.targets.native.health import http_ok
+from preflight.targets.native.nginx import Edge, edge_config
 from preflight.targets.native.observability import NAMES as OBSERVABILITY
 from preflight.targets.native.observability import Observability, start_observability
 from preflight.targets.native.options import NativeOptions
 from preflight.targets.native.postgres import Postgres, binaries
 from preflight.targets.native.redis import RedisServer
 from preflight.targets.native.releases import EXPAND_MIGRATION, WorkerReleases
-from preflight.targets.native.rotation import Edge, edge_config
 from preflight.targets.native.supervisor import RestartPolicy, Supervisor, is_worker
 from preflight.targets.native.workdir import executable, make_workdir, sweep_stale_dirs
 from preflight.targets.native.workers import WorkerSettings, redeploy, start_worker
@@ -150,7 +150,7 @@ class NativeTarget:
         supervision_log = stack.logs / "supervisor.log"
         supervision_log.touch()  # named among the log files from the start
         self.info = self._info(stack, tracker, observability, repository, job_env)
-        self.supervisor.supervise(stack.edge.route, partial(self._log_supervision, supervision_log))
+        self.supervisor.supervise(partial(self._log_supervision, supervision_log))
         return self.info
 
     def stop(self) -> None:
@@ -217,9 +217,7 @@ class NativeTarget:
             ),
             edge=Edge(
                 edge_config(opts, workdir / "edge", (https_port, http_port), api_ports, pki),
-                {f"api-{i}": ("127.0.0.1", p) for i, p in enumerate(api_ports)},
                 opts.test.edge_template_dir,
-                opts.log,
             ),
         )
 
@@ -313,7 +311,7 @@ class NativeTarget:
         workers = tuple(f"api-{i}" for i in range(opts.workers))
         releases = WorkerReleases(
             workers,
-            lambda name, release: redeploy(self.supervisor, stack.edge, name, release),
+            lambda name, release: redeploy(self.supervisor, name, release),
             stack.dir / "candidate",
             migration if migration is not None else EXPAND_MIGRATION,
         )
@@ -348,7 +346,7 @@ class NativeTarget:
             ),
             backups=base.Backups(dir=repository, on_database_host=True),
             drills=base.Drills(
-                control=self.supervisor.controls(stack.edge.route),
+                control=self.supervisor.controls(),
                 jobs=jobs,
                 releases=releases,
                 alert_routing=observability.routing if observability else None,

@@ -1,5 +1,5 @@
 """The API workers of the native target: the environment each runs with, its process, and a
-redeploy of one worker on another release (out of the edge's rotation, stopped, started, back)."""
+redeploy of one worker on another release (stopped gracefully, started on it)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from preflight.errors import PreflightError
-from preflight.targets.native.rotation import Edge
 from preflight.targets.native.supervisor import Supervisor, is_worker
 from preflight.targets.procs import Child
 
@@ -66,7 +65,7 @@ def start_worker(
     return supervisor.spawn(child, env=settings.env(index, port))
 
 
-def redeploy(supervisor: Supervisor, edge: Edge, name: str, release: Path | None) -> int | None:
+def redeploy(supervisor: Supervisor, name: str, release: Path | None) -> int | None:
     """Stop API worker `name` gracefully and start it on `release` (a directory holding a
     `chatsdk` package, first on its PYTHONPATH; None: the installed one). The old process's
     exit code."""
@@ -76,8 +75,4 @@ def redeploy(supervisor: Supervisor, edge: Edge, name: str, release: Path | None
     env = {k: v for k, v in (supervisor.start_args[name][0] or {}).items() if k != "PYTHONPATH"}
     if release is not None:
         env["PYTHONPATH"] = str(release)
-    if child.running():
-        edge.route(name, serving=False)
-    code = supervisor.relaunch(child, env)
-    edge.route(name, serving=True)
-    return code
+    return supervisor.relaunch(child, env)
