@@ -145,6 +145,9 @@ class ContainersTarget(Unsupervised):
         self._dir: Path | None = None
         self._running: dict[str, _Running] = {}
         self._stop_logs = threading.Event()
+        self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
+        self._log_streams: list[Any] = []
+        self._log_threads: list[threading.Thread] = []
 
     # -- the Target contract ---------------------------------------------------------------
 
@@ -166,7 +169,18 @@ class ContainersTarget(Unsupervised):
         self.info = None
         self._stop_logs.set()
         with contextlib.suppress(Exception):
-            self._stack.close()
+            self._stack.close()  # removes the containers: their log streams end
+        for thread in self._log_threads:
+            thread.join(timeout=5)
+        for stream in self._log_streams:
+            with contextlib.suppress(Exception):
+                stream.close()
+        self._log_streams.clear()
+        self._log_threads.clear()
+        for tc_client in self._tc_clients:
+            with contextlib.suppress(Exception):
+                tc_client.client.close()
+        self._tc_clients.clear()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 sweep(self._client, self.log, run=self.run)
@@ -250,6 +264,7 @@ class ContainersTarget(Unsupervised):
                 docker_network_kw={"internal": internal, "labels": self._labels()},
             )
             network.name = f"{self.run}-{name}"
+            self._tc_clients.append(network._docker)
             made[name] = self._stack.enter_context(network)
         return made
 
@@ -317,6 +332,7 @@ class ContainersTarget(Unsupervised):
             c.with_volume_mapping(source, target, mode)
         for inside, outside in _published(service, layout).items():
             c.ports[inside] = ("127.0.0.1", outside)  # type: ignore[index,assignment]
+        self._tc_clients.append(c.get_docker_client())
         self.log(f"starting {replica} ({layout.tags[service.image]})")
         started = self._stack.enter_context(c)
         for network in others:
@@ -359,15 +375,20 @@ class ContainersTarget(Unsupervised):
         path = self._dir / "logs" / f"{replica}.log"
         path.parent.mkdir(exist_ok=True)
 
+        stream = container.get_wrapped_container().logs(stream=True, follow=True)
+        self._log_streams.append(stream)
+
         def copy() -> None:
             with contextlib.suppress(Exception), path.open("ab") as out:
-                for chunk in container.get_wrapped_container().logs(stream=True, follow=True):
+                for chunk in stream:
                     out.write(chunk)
                     out.flush()
                     if self._stop_logs.is_set():
                         return
 
-        threading.Thread(target=copy, name=f"logs-{replica}", daemon=True).start()
+        thread = threading.Thread(target=copy, name=f"logs-{replica}", daemon=True)
+        thread.start()
+        self._log_threads.append(thread)
 
     def _wait_ready(self, plan: Compose, service: Service) -> None:
         """Wait, as `docker-compose up` does, for what others depend on: every replica's health
