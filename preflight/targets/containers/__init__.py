@@ -53,7 +53,7 @@ from preflight.targets.containers.engine import (
     launcher,
     sweep,
 )
-from preflight.targets.containers.images import IMAGES, REPO_ROOT, build_all
+from preflight.targets.containers.images import IMAGES, build_all
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
@@ -226,9 +226,11 @@ class ContainersTarget(Unsupervised):
         ca = self._dir / "pki" / "ca.pem"
         context = ssl.create_default_context(cafile=str(ca))
         if not until(lambda: _ok(f"{edge_url}/v1/health/ready", context), self.timeout):
+            edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
+            tail = edge.logs(tail=5).decode(errors="replace").strip()
             raise TargetUnavailable(
                 f"containers target: the edge at {edge_url} is not ready within "
-                f"{self.timeout:.0f} s; see `docker logs {self.run}-{EDGE_SERVICE}-1`"
+                f"{self.timeout:.0f} s (its last lines: {tail[-400:]})"
             )
         return self._info(plan, edge_url, http_port, ca, values)
 
@@ -524,6 +526,3 @@ def _ok(url: str, context: ssl.SSLContext) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-REPO = REPO_ROOT  # re-exported for the tests that stage a broken copy of system/deploy
