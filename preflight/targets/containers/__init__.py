@@ -17,8 +17,8 @@ import contextlib
 import secrets as secrets_module
 import shutil
 import ssl
+import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -144,10 +144,8 @@ class ContainersTarget(Unsupervised):
         self._stack = contextlib.ExitStack()
         self._dir: Path | None = None
         self._running: dict[str, _Running] = {}
-        self._stop_logs = threading.Event()
         self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
-        self._log_streams: list[Any] = []
-        self._log_threads: list[threading.Thread] = []
+        self._log_followers: list[subprocess.Popen[bytes]] = []
 
     # -- the Target contract ---------------------------------------------------------------
 
@@ -167,16 +165,16 @@ class ContainersTarget(Unsupervised):
 
     def __exit__(self, *exc: object) -> None:
         self.info = None
-        self._stop_logs.set()
         with contextlib.suppress(Exception):
-            self._stack.close()  # removes the containers: their log streams end
-        for thread in self._log_threads:
-            thread.join(timeout=5)
-        for stream in self._log_streams:
-            with contextlib.suppress(Exception):
-                stream.close()
-        self._log_streams.clear()
-        self._log_threads.clear()
+            self._stack.close()  # removes the containers: their log followers end
+        for follower in self._log_followers:
+            follower.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                follower.wait(timeout=5)
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        self._log_followers.clear()
         for tc_client in self._tc_clients:
             with contextlib.suppress(Exception):
                 tc_client.client.close()
@@ -377,20 +375,16 @@ class ContainersTarget(Unsupervised):
         path = self._dir / "logs" / f"{replica}.log"
         path.parent.mkdir(exist_ok=True)
 
-        stream = container.get_wrapped_container().logs(stream=True, follow=True)
-        self._log_streams.append(stream)
-
-        def copy() -> None:
-            with contextlib.suppress(Exception), path.open("ab") as out:
-                for chunk in stream:
-                    out.write(chunk)
-                    out.flush()
-                    if self._stop_logs.is_set():
-                        return
-
-        thread = threading.Thread(target=copy, name=f"logs-{replica}", daemon=True)
-        thread.start()
-        self._log_threads.append(thread)
+        # The docker CLI follows the output in a process of its own: no engine connection of
+        # this process stays open behind a thread (docker-py's log streams leak their sockets).
+        with path.open("ab") as out:
+            follower = subprocess.Popen(
+                ["docker", "logs", "--follow", str(container.get_wrapped_container().id)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self._log_followers.append(follower)
 
     def _wait_ready(self, plan: Compose, service: Service) -> None:
         """Wait, as `docker-compose up` does, for what others depend on: every replica's health
