@@ -4,6 +4,7 @@ redaction, targets, and `run_probes` for `preflight run`."""
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import json
 import socket
 import ssl
@@ -11,6 +12,7 @@ import textwrap
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ from preflight.outcomes import Outcome, ProbeResult, ProbeResults
 from preflight.plugin import XFAIL_MESSAGE, RunContext, collect_probes, run_probes
 from preflight.probe.target import ProbeTarget
 from preflight.targets.base import (
+    ClientNetwork,
+    Drills,
     Edge,
     Stores,
     TargetDescription,
@@ -769,3 +773,35 @@ def test_run_probes_against_a_real_server_decides_only_the_selection(weak_edge: 
             "SEC-TLS-MIN": {Outcome.FAIL, Outcome.PASS},
         }
         assert all(set(r.items) <= selected for r in results.results)
+
+
+def test_an_edge_on_loopback_gives_many_clients_and_a_callback_on_loopback() -> None:
+    target = ProbeTarget(fake_info())
+    assert target.clients == ClientNetwork(("127.0.0.1", 9), "127.0.0.0/8")
+    assert target.callback_host == "127.0.0.1"
+    addresses = {target.client_address() for _ in range(50)}
+    assert len(addresses) > 40, "each client gets an address of its own"
+    for address in addresses:
+        assert address is not None
+        assert ipaddress.ip_address(address) in ipaddress.ip_network("127.0.0.0/8")
+        assert not address.startswith("127.0.0."), "never 127.0.0.1 and its neighbours"
+
+
+def test_an_edge_elsewhere_gives_neither_unless_the_target_says() -> None:
+    remote = replace(fake_info(), edge=Edge("https://chat.example.com"))
+    target = ProbeTarget(remote)
+    assert target.clients is None
+    assert target.client_address() is None
+    assert target.callback_host is None
+    said = replace(
+        remote,
+        edge=Edge(
+            "https://127.0.0.1:9", clients=ClientNetwork(("10.9.0.2", 8443), "10.9.128.0/17")
+        ),
+        drills=Drills(callback_host="10.8.0.1"),
+    )
+    target = ProbeTarget(said)
+    assert target.callback_host == "10.8.0.1", "a loopback edge does not imply loopback callbacks"
+    address = target.client_address()
+    assert address is not None
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("10.9.128.0/17")

@@ -39,7 +39,7 @@ def _role_privileges(target: ProbeTarget) -> list[str]:
 # loopback only, durability settings) has no item of its own; it is decided here, next to "the
 # application database exists", one case per setting, so a deviation names its setting.
 # password_encryption/pg_hba live in SEC-PASSWORDS-STRONG, the role's timeouts in INF-DB-POOL.
-HARDENING = ["database-and-role", "role-least-privileged", "listen-loopback-only", "durability"]
+HARDENING = ["database-and-role", "role-least-privileged", "durability"]
 
 
 @pytest.mark.checklist("INF-DB-EXISTS")
@@ -63,17 +63,6 @@ def test_application_database_exists_with_a_hardened_server(
             f"the application role at {where} must hold none of {', '.join(PRIVILEGES)} "
             f"(holds {', '.join(held)})"
         )
-    elif case == "listen-loopback-only":
-        listen = target.pg.show("listen_addresses")["listen_addresses"]
-        addresses = [a.strip() for a in listen.split(",") if a.strip()]
-        evidence.note(f"listen_addresses = {listen!r}")
-        # A private address would be as good; this target's database is loopback-only.
-        if not is_loopback(urlsplit(target.pg_dsn).hostname or ""):
-            pytest.skip(f"PostgreSQL at {where} is reached over the network; INF-NET-FIREWALL")
-        assert addresses, f"PostgreSQL at {where} must listen somewhere (listen_addresses = '')"
-        assert all(is_loopback(a) for a in addresses), (
-            f"PostgreSQL at {where} must listen on loopback only (listen_addresses = {listen!r})"
-        )
     else:
         shown = target.pg.show("fsync", "full_page_writes", "synchronous_commit", "data_checksums")
         evidence.note(", ".join(f"{k} = {v}" for k, v in shown.items()))
@@ -82,6 +71,28 @@ def test_application_database_exists_with_a_hardened_server(
             f"PostgreSQL at {where} must run with fsync, full_page_writes, synchronous_commit and "
             f"data_checksums on (got {', '.join(f'{k} = {v}' for k, v in wrong.items())})"
         )
+
+
+@pytest.mark.checklist("INF-DB-EXISTS")
+def test_a_database_on_the_api_host_listens_on_loopback_only(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A database listening beyond loopback on the API's own host is one firewall rule away
+    from every network that host is on."""
+    where = target.pg.where
+    listen = target.pg.show("listen_addresses")["listen_addresses"]
+    addresses = [a.strip() for a in listen.split(",") if a.strip()]
+    evidence.note(f"listen_addresses = {listen!r}")
+    over = target.info.stores.network_addresses.get("postgres")
+    if over is not None or not is_loopback(urlsplit(target.pg_dsn).hostname or ""):
+        pytest.skip(
+            f"the API reaches PostgreSQL at {over or where} over a network, where it must "
+            "listen; whether it answers from outside is INF-NET-FIREWALL's"
+        )
+    assert addresses, f"PostgreSQL at {where} must listen somewhere (listen_addresses = '')"
+    assert all(is_loopback(a) for a in addresses), (
+        f"PostgreSQL at {where} must listen on loopback only (listen_addresses = {listen!r})"
+    )
 
 
 @pytest.mark.checklist("INF-DB-MIGRATED")

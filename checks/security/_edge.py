@@ -354,7 +354,10 @@ def local_edge(target: ProbeTarget) -> tuple[int, list[str]]:
 
 
 def live_config(target: ProbeTarget) -> str:
-    """`nginx -T` of the running edge's configuration, started the way its master was."""
+    """`nginx -T` of the running edge's configuration: as the target gives it (Edge.config),
+    else run the way the NGINX master on this host was started."""
+    if target.info.edge.config is not None:
+        return target.info.edge.config()
     _pid, args = local_edge(target)
     options: list[str] = []
     for flag in ("-p", "-c"):

@@ -111,19 +111,27 @@ def test_only_the_edge_listens_beyond_loopback(target: ProbeTarget, evidence: Ev
     edge_ports = {target.edge_address[1]}
     if target.info.edge.http_url:
         edge_ports.add(urlsplit(target.info.edge.http_url).port or 80)
-    pids = target_processes(target)  # skips when the edge runs on another host
-    owners = socket_owners()
     exposed = []
-    for listener in listeners():
-        if not pids & owners.get(listener.inode, set()):
-            continue
-        evidence.note(f"the target listens on {listener.address}:{listener.port}")
-        if (
-            not ipaddress.ip_address(listener.address).is_loopback
-            and listener.port not in edge_ports
-        ):
-            exposed.append(f"{listener.address}:{listener.port}")
+    for component, address, port in _listeners(target):
+        evidence.note(f"the target listens on {address}:{port} ({component})")
+        if not ipaddress.ip_address(address).is_loopback and port not in edge_ports:
+            exposed.append(f"{address}:{port} ({component})")
     assert not exposed, (
         f"only the edge ports {sorted(edge_ports)} may listen beyond loopback on the target host "
         f"(got {', '.join(sorted(exposed))})"
     )
+
+
+def _listeners(target: ProbeTarget) -> list[tuple[str, str, int]]:
+    """(component, address, port) the target's host accepts connections on: as the target
+    says (Drills.listeners), else the listening sockets of the processes of an edge on this
+    host (skips when the edge runs elsewhere)."""
+    if target.info.drills.listeners is not None:
+        return list(target.info.drills.listeners())
+    pids = target_processes(target)
+    owners = socket_owners()
+    return [
+        (f"pid {min(pids & owners.get(listener.inode, set()))}", listener.address, listener.port)
+        for listener in listeners()
+        if pids & owners.get(listener.inode, set())
+    ]

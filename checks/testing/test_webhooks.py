@@ -1,4 +1,5 @@
-"""Webhooks end to end: a receiver on this machine's loopback, registered through the API, gets
+"""Webhooks end to end: a receiver on this machine, where the system's workers reach it
+(ProbeTarget.callback_host), registered through the API, gets
 each event signed with the webhook's secret, gets it again after answering 500, and gets it only
 once after answering 2xx."""
 
@@ -6,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import threading
 import time
@@ -42,9 +42,9 @@ class Received:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that answers the first POST with 500 and the rest with 200."""
+    """An HTTP server on `host` that answers the first POST with 500 and the rest with 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str) -> None:
         self.received: list[Received] = []
         self.lock = threading.Lock()
         receiver = self
@@ -63,7 +63,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -79,8 +79,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver(host: str) -> Iterator[Receiver]:
+    r = Receiver(host)
     r.thread.start()
     try:
         yield r
@@ -90,30 +90,23 @@ def receiver() -> Iterator[Receiver]:
         r.thread.join(timeout=5)
 
 
-def on_loopback(target: ProbeTarget) -> bool:
-    host = target.edge_address[0]
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 @pytest.mark.checklist("TST-WEBHOOKS")
 def test_webhooks_are_signed_retried_and_not_sent_twice(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """Lost or unsigned webhooks break integrations or let attackers forge events."""
-    if not on_loopback(target):
+    host = target.callback_host
+    if host is None:
         pytest.skip(
-            f"target {target.name} runs elsewhere and cannot reach a receiver on this machine's "
-            "loopback; run this probe where the API can call back"
+            f"target {target.name} runs elsewhere and names no address of this machine that its "
+            "workers reach; run this probe where the API can call back"
         )
     tenant = Tenant.create(target, "webhooks")
     user = tenant.user("hooked")
     channel = created(
         user.client, "/v1/channels", {"name": "hooks", "kind": "private"}, "a channel"
     )["channel_id"]
-    with receiver() as hook:
+    with receiver(host) as hook:
         made = created(
             tenant.client, "/v1/webhooks", {"url": hook.url, "events": ["message.new"]}, "a webhook"
         )

@@ -6,6 +6,8 @@ what is missing."""
 
 from __future__ import annotations
 
+import ipaddress
+import secrets
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
@@ -24,6 +26,7 @@ from preflight.probe.redis import Redis
 from preflight.probe.web import Web
 from preflight.targets.base import (
     Capability,
+    ClientNetwork,
     ComponentControl,
     Job,
     Target,
@@ -32,6 +35,7 @@ from preflight.targets.base import (
 )
 
 T = TypeVar("T")
+LOOPBACK = "127.0.0.0/8"
 
 # What a target file gives for each capability it can give: (its field, what to add).
 TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
@@ -121,6 +125,40 @@ class ProbeTarget:
         """Host and port of the edge, for TLS and socket probes."""
         url = urlsplit(self.info.edge.url)
         return url.hostname or "", url.port or 443
+
+    @property
+    def callback_host(self) -> str | None:
+        """Where a probe listens for what the system sends out (Drills.callback_host); an edge
+        on this machine's loopback implies 127.0.0.1. None: the system cannot reach this
+        machine as far as anything says."""
+        if self.info.drills.callback_host is not None:
+            return self.info.drills.callback_host
+        clients = self.clients
+        return "127.0.0.1" if clients is not None and clients.sources == LOOPBACK else None
+
+    @property
+    def clients(self) -> ClientNetwork | None:
+        """Where this machine can be many clients of the edge (Edge.clients), or None: only one
+        client address reaches it from here. An edge on loopback gives 127.0.0.0/8 itself."""
+        if self.info.edge.clients is not None:
+            return self.info.edge.clients
+        host, port = self.edge_address
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        return ClientNetwork((host, port), LOOPBACK) if loopback else None
+
+    def client_address(self) -> str | None:
+        """A random address of `clients.sources` for one more client of its own (None without
+        `clients`); never the network's first 256 addresses, which its own hosts use
+        (127.0.0.1, a bridge's gateway and containers)."""
+        clients = self.clients
+        if clients is None:
+            return None
+        network = ipaddress.ip_network(clients.sources)
+        first = 256 if network.num_addresses > 512 else 1
+        return str(network[first + secrets.randbelow(network.num_addresses - first - 1)])
 
     @property
     def ws_url(self) -> str:

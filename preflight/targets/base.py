@@ -180,14 +180,33 @@ class ProcessJob:
 
 
 @dataclass(frozen=True)
+class ClientNetwork:
+    """Where this machine can be many clients of the edge: the edge's HTTPS `address` (host,
+    port) on a network where this machine may send from any address of `sources` (a CIDR), each
+    seen by the edge as a client of its own. Probes that need several clients (a guesser, the
+    credential's holder elsewhere, a botnet) bind each to an address of `sources`; TLS is still
+    verified for the edge's own name. An edge on this machine's loopback has one without asking
+    (127.0.0.0/8); the containers target gives one on a network of the run's own, since the
+    engine's published ports show every client of this machine as one address."""
+
+    address: tuple[str, int]
+    sources: str
+
+
+@dataclass(frozen=True)
 class Edge:
     """Where the system answers and how to trust it: the edge's HTTPS address, its plain-HTTP
-    address where it has one (for the redirect probes), and the CA that signed its certificate
-    (None: the system CAs)."""
+    address where it has one (for the redirect probes), the CA that signed its certificate
+    (None: the system CAs), where this machine can be many clients of it (`clients`), and its
+    running configuration (`config`)."""
 
     url: str
     http_url: str | None = None
     ca_file: Path | None = None
+    clients: ClientNetwork | None = None
+    # The running edge's configuration as `nginx -T` prints it, where the target can ask the
+    # edge itself (None: probes read it from an NGINX master on this host, if there is one).
+    config: Callable[[], str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -253,7 +272,14 @@ class Drills:
     it (native).
     `restarts`: how many times the deployment's supervisor restarted each component after it
     exited unasked (component name -> count), as the supervisor counts it (systemd's NRestarts,
-    Kubernetes' restartCount); absent where nothing supervises the components."""
+    Kubernetes' restartCount); absent where nothing supervises the components.
+    `listeners`: where this host accepts connections for the target's components, as
+    (component, address, port) (the containers target: the engine's published ports), for
+    SEC-PORTS-CLOSED; None: the probe reads the listening sockets of the edge's processes on
+    this host, if they are here.
+    `callback_host`: an address of this machine that the system's workers can reach, where a
+    probe listens for what the system sends out (webhooks); None: the target does not say (an
+    edge on loopback implies 127.0.0.1, see ProbeTarget.callback_host)."""
 
     control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
     jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
@@ -262,6 +288,8 @@ class Drills:
     processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
     restarts: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
     worker_urls: Mapping[str, str] = field(default_factory=dict)
+    listeners: Callable[[], Sequence[tuple[str, str, int]]] | None = field(default=None, repr=False)
+    callback_host: str | None = None
 
 
 @dataclass(frozen=True)
