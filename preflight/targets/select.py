@@ -49,14 +49,21 @@ class Selection:
 def choose_target(
     spec: str, docker_probe: Callable[[], str | None] = docker_available
 ) -> Selection:
-    """`auto` is native: the containers target runs with `--target containers` until none of
-    its verdicts is about this machine rather than the deployment (docs/targets.md lists what
-    still is). Anything that is not a kind is a target file."""
+    """`auto` is the containers target where a Docker engine answers (the deployment
+    system/deploy ships, built and run on it), else native (the bundled system as processes of
+    this machine). Anything that is not a kind is a target file."""
     if spec == "auto":
+        why_not = docker_probe()
+        if why_not is None:
+            return Selection(
+                "containers",
+                "a Docker engine answers, so the deployment system/deploy ships runs on it; "
+                "`--target native` runs the bundled system as processes of this machine",
+            )
         return Selection(
             "native",
-            "the default; `--target containers` runs the deployment system/deploy ships "
-            "(docs/targets.md)",
+            f"{why_not}, so the bundled system runs as processes of this machine; start Docker "
+            "(scripts/setup.sh does, as root) to verify the deployment system/deploy ships",
         )
     if spec == "native":
         return Selection("native", "asked for")

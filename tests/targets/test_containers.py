@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -15,11 +17,14 @@ import pytest
 
 from preflight.client import ChatClient, expect
 from preflight.errors import TargetUnavailable
+from preflight.probe.target import ProbeTarget
 from preflight.targets import choose_target
+from preflight.targets.base import TargetInfo
 from preflight.targets.containers import ContainersTarget, _write_secrets
 from preflight.targets.containers.compose import ComposeInvalid, load, seconds
 from preflight.targets.containers.engine import RUN_LABEL, docker_available, engine
 from preflight.targets.containers.images import IMAGES, REPO_ROOT, Image, _files_digest
+from preflight.targets.pki import make_pki
 
 COMPOSE = REPO_ROOT / "system" / "deploy" / "docker-compose.yml"
 
@@ -32,8 +37,13 @@ def an_engine() -> str | None:
     return None
 
 
-def test_auto_is_native_and_containers_needs_an_engine() -> None:
-    assert choose_target("auto", an_engine).kind == "native"
+def test_auto_is_containers_where_an_engine_answers_and_containers_needs_one() -> None:
+    chosen = choose_target("auto", an_engine)
+    assert chosen.kind == "containers"
+    assert "Docker engine answers" in chosen.reason
+    fallback = choose_target("auto", no_engine)
+    assert fallback.kind == "native"
+    assert fallback.reason.startswith("no Docker engine answers (test), so")
     assert choose_target("containers", an_engine).kind == "containers"
     with pytest.raises(TargetUnavailable, match="no Docker engine"):
         choose_target("containers", no_engine)
@@ -103,11 +113,16 @@ def test_a_compose_file_the_target_cannot_run_is_named(
 
 
 def test_secrets_are_random_and_the_urls_use_them(tmp_path: Path) -> None:
-    files, values = _write_secrets(tmp_path / "s", load(COMPOSE))
+    pki = make_pki(tmp_path / "pki", hostnames=("localhost", "postgres"))
+    files, values = _write_secrets(tmp_path / "s", load(COMPOSE), pki)
     assert set(files) == set(load(COMPOSE).secrets)
     assert values["postgres_app_password"] in values["database_url"]
     assert values["postgres_backup_password"] in values["backup_database_url"]
     assert values["redis_password"] in values["redis_url"]
+    for url in ("database_url", "backup_database_url"):
+        assert values[url].endswith("?sslmode=verify-full&sslrootcert=/run/secrets/postgres_ca")
+    assert files["postgres_tls_key"].read_text().strip() == pki.server_key.read_text().strip()
+    assert files["postgres_ca"].read_text().strip() == pki.ca_cert.read_text().strip()
     assert len(set(values.values())) == len(values)
     assert (tmp_path / "s").stat().st_mode & 0o777 == 0o700
 
@@ -204,6 +219,16 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         drills.control["redis"].start()
         assert _until(lambda: _ready(info.edge.url, ctx), 60)
 
+        _many_clients_reach_the_edge_as_themselves(info)
+        _the_api_containers_reach_the_callback_host(info, target)
+        _a_restarted_containers_output_is_still_followed(info, "api-1")
+        assert info.edge.config is not None
+        assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
+        assert info.drills.listeners is not None
+        listening = info.drills.listeners()
+        assert listening, "the engine publishes the edge at least"
+        assert {address for _name, address, _port in listening} == {"127.0.0.1"}
+
         assert info.backups.dir is not None
         catalogue = info.backups.dir / "catalogue.json"
         assert _until(lambda: _finished(catalogue), 180), "the backup service took a backup"
@@ -218,6 +243,61 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
     ]
     client.close()
     assert not leftovers, leftovers
+
+
+def _many_clients_reach_the_edge_as_themselves(info: TargetInfo) -> None:
+    """Two clients of this machine, each from an address of the client network, reach the edge
+    (TLS verified for its own name) and its access log names each address."""
+    clients = info.edge.clients
+    assert clients is not None, "as root, the target routes a client network"
+    probe = ProbeTarget(info)
+    sources = [probe.client_address() for _ in range(2)]
+    for source in sources:
+        assert source is not None
+        context = probe.ssl_context()
+        with (
+            socket.create_connection(
+                clients.address, timeout=10, source_address=(source, 0)
+            ) as raw,
+            context.wrap_socket(raw, server_hostname=probe.edge_address[0]) as tls,
+        ):
+            tls.sendall(
+                b"GET /v1/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            assert tls.recv(64).startswith(b"HTTP/1.1 200"), source
+    access = next(f for f in info.observability.log_files if f.name == "access.log")
+    assert _until(lambda: all(f'"remote_addr":"{s}"' in access.read_text() for s in sources), 10)
+
+
+def _the_api_containers_reach_the_callback_host(info: TargetInfo, target: ContainersTarget) -> None:
+    """Where probes listen for what the system sends out (webhooks): an API container connects."""
+    host = info.drills.callback_host
+    assert host is not None
+    with socket.create_server((host, 0)) as server:
+        port = server.getsockname()[1]
+        api = target._running["api-1"].container.get_wrapped_container()
+        connect = f"import socket; socket.create_connection(({host!r}, {port}), 5)"
+        done = subprocess.run(
+            ["docker", "exec", str(api.id), "python", "-c", connect],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:
+    """After the restart above, the worker's log file still receives its output."""
+    url = info.drills.worker_urls[worker]
+    request_id = f"e2e-{time.monotonic_ns()}"
+    request = urllib.request.Request(  # noqa: S310 - the worker's own URL
+        f"{url}/v1/health/live", headers={"X-Request-ID": request_id}
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the worker's own URL
+        pass
+    log = next(f for f in info.observability.log_files if f.name == f"{worker}.log")
+    assert _until(lambda: request_id in log.read_text(), 15), f"{request_id} in {log}"
 
 
 def _ready(edge_url: str, ctx: ssl.SSLContext) -> bool:
@@ -241,3 +321,23 @@ def _until(condition: object, timeout: float) -> bool:
             return True
         time.sleep(1)
     return False
+
+
+def test_a_container_the_engine_refuses_is_named_with_its_cause(tmp_path: Path) -> None:
+    """An engine that answers but cannot start a container: one sentence naming the container,
+    its image and the engine's reason (`preflight run` exits 2 with it), nothing left behind."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "services:\n"
+        "  redis:\n"
+        "    image: chatsdk-redis:0.1.0\n"
+        f"    build: {{context: {REPO_ROOT}, dockerfile: system/deploy/images/redis/Dockerfile}}\n"
+        "    deploy: {resources: {limits: {memory: 1M}}}\n"
+    )
+    target = ContainersTarget(compose_path=compose, timeout=60)
+    with pytest.raises(TargetUnavailable, match=r"redis(-1)? \(image .+\) did not start: .*memory"):
+        target.__enter__()
+    client = engine()
+    left = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={target.run}"})
+    client.close()
+    assert not left, left

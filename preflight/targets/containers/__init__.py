@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from preflight.errors import TargetUnavailable
 from preflight.polling import until
@@ -34,13 +35,16 @@ from preflight.targets.base import (
     Deployment,
     Drills,
     Edge,
+    Job,
     Observability,
+    ShellJob,
     Stores,
     TargetDescription,
     TargetInfo,
     TargetKind,
     Unsupervised,
 )
+from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
 from preflight.targets.containers.compose import Compose, Service, replicas_of
 from preflight.targets.containers.control import ContainerControl
@@ -54,9 +58,10 @@ from preflight.targets.containers.engine import (
     sweep,
 )
 from preflight.targets.containers.images import IMAGES, build_all
+from preflight.targets.containers.logs import LogFollower
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
-from preflight.targets.pki import make_pki
+from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import free_port
 
 __all__ = ["OVERRIDES", "ContainersTarget", "docker_available"]
@@ -66,6 +71,7 @@ EDGE_HTTPS_PORT = 8443
 EDGE_HTTP_PORT = 8080
 API_PORT = 8080
 STORES = ("postgres", "redis")
+TLS_ROOT_IN_CONTAINERS = "/run/secrets/postgres_ca"  # the CA the database URLs verify with
 HOST_NETWORK = "host"  # the run's own, for publishing the stores' ports (OVERRIDES)
 
 # What this target changes in the compose file's deployment, and why. Nothing else differs.
@@ -83,6 +89,9 @@ OVERRIDES: Mapping[str, str] = {
     "(minted by the run) and the API containers' names; NGINX reads it where the run wrote it "
     "(the run's folder mounted at the same path, `nginx -p <folder> -c <file>`) instead of at "
     "/etc/nginx, and writes its access and error logs there for the log probes",
+    "client network": "the edge also joins a network of the run's own, half of whose range "
+    "is routed to this machine, so probes can be clients from many addresses (the engine's "
+    "published ports show every client of this machine as one address); nothing else joins it",
     "secret files": "fresh random values, written to a private folder of the run",
     "CHATSDK_DEMO": "1 on the API containers, as on a staging deployment: the browser journeys "
     "sign in through the demo endpoint",
@@ -97,7 +106,7 @@ class _Layout:
     networks: Mapping[str, Any]  # compose network -> testcontainers Network
     volumes: Mapping[str, str]  # compose volume -> the engine's volume name
     secret_files: Mapping[str, Path]
-    edge_conf: Path
+    edge_conf: Path | None  # None: the compose file has no edge (then the start fails)
     edge_url: str
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
 
@@ -145,7 +154,11 @@ class ContainersTarget(Unsupervised):
         self._dir: Path | None = None
         self._running: dict[str, _Running] = {}
         self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
-        self._log_followers: list[subprocess.Popen[bytes]] = []
+        self._log_followers: list[LogFollower] = []
+        self._client_sources: str | None = None  # the client network's routed range
+        self._clients_network: Any = None
+        self._networks_made: dict[str, Any] = {}
+        self._deployed_at = 0.0
 
     # -- the Target contract ---------------------------------------------------------------
 
@@ -165,16 +178,11 @@ class ContainersTarget(Unsupervised):
 
     def __exit__(self, *exc: object) -> None:
         self.info = None
-        with contextlib.suppress(Exception):
-            self._stack.close()  # removes the containers: their log followers end
-        for follower in self._log_followers:
-            follower.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                follower.wait(timeout=5)
-            if follower.poll() is None:
-                follower.kill()
-                follower.wait()
+        for follower in self._log_followers:  # first: a removed container is not followed
+            follower.stop()
         self._log_followers.clear()
+        with contextlib.suppress(Exception):
+            self._stack.close()  # removes the containers, networks and the client route
         for tc_client in self._tc_clients:
             with contextlib.suppress(Exception):
                 tc_client.client.close()
@@ -200,10 +208,14 @@ class ContainersTarget(Unsupervised):
         configure_testcontainers()
         self._client = engine()
         sweep(self._client, self.log)
+        client_net.sweep_routes(self._client)
         plan = compose_file.load(self.compose_path)
         self._dir = Path(tempfile.mkdtemp(prefix="preflight-containers-"))
         self._dir.chmod(0o711)  # NGINX workers (nobody) reach the web client; secrets/ is 0700
-        secret_files, values = _write_secrets(self._dir / "secrets", plan)
+        # One CA of the run: the edge's certificate, and PostgreSQL's under the name the API
+        # containers reach it by (the clients verify both).
+        pki = make_pki(self._dir / "pki", hostnames=("localhost", EDGE_SERVICE, "postgres"))
+        secret_files, values = _write_secrets(self._dir / "secrets", plan, pki)
         https_port, http_port = free_port(), free_port()
         edge_url = f"https://127.0.0.1:{https_port}"
         layout = _Layout(
@@ -211,16 +223,23 @@ class ContainersTarget(Unsupervised):
             networks=self._networks(plan),
             volumes=self._volumes(plan),
             secret_files=secret_files,
-            edge_conf=self._render_edge(plan),
+            edge_conf=self._render_edge(plan, pki) if EDGE_SERVICE in plan.services else None,
             edge_url=edge_url,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
         )
+        self._deployed_at = time.time()  # the first container of this release starts now
         for wave in plan.waves():
             for name in wave:
                 for replica in replicas_of(plan.services[name]):
                     self._start_container(plan.services[name], replica, layout)
             for name in wave:
                 self._wait_ready(plan, plan.services[name])
+        conf = layout.edge_conf
+        if conf is None:
+            raise TargetUnavailable(
+                f"containers target: {plan.path.name} has no {EDGE_SERVICE} service, so nothing "
+                "answers at the edge"
+            )
         ca = self._dir / "pki" / "ca.pem"
         context = ssl.create_default_context(cafile=str(ca))
         if not until(lambda: _ok(f"{edge_url}/v1/health/ready", context), self.timeout):
@@ -230,7 +249,7 @@ class ContainersTarget(Unsupervised):
                 f"containers target: the edge at {edge_url} is not ready within "
                 f"{self.timeout:.0f} s (its last lines: {tail[-400:]})"
             )
-        return self._info(plan, edge_url, http_port, ca, values)
+        return self._info(plan, edge_url, http_port, ca, values, edge_conf=conf)
 
     def _images(self, plan: Compose) -> dict[str, str]:
         """compose image name -> the tag built here for its Dockerfile."""
@@ -259,13 +278,20 @@ class ContainersTarget(Unsupervised):
         from testcontainers.core.network import Network  # noqa: PLC0415
 
         made = {}
-        for name, internal in {**plan.networks, HOST_NETWORK: False}.items():
+        own = {HOST_NETWORK: False, client_net.NETWORK: False}
+        for name, internal in {**plan.networks, **own}.items():
             network = Network(
                 docker_network_kw={"internal": internal, "labels": self._labels()},
             )
             network.name = f"{self.run}-{name}"
             self._tc_clients.append(network._docker)
             made[name] = self._stack.enter_context(network)
+        self._networks_made = made
+        self._clients_network = made[client_net.NETWORK]._network
+        sources = client_net.route(self._clients_network, self.log)
+        if sources is not None:
+            self._stack.callback(client_net.unroute, sources)
+        self._client_sources = sources
         return made
 
     def _volumes(self, plan: Compose) -> dict[str, str]:
@@ -275,10 +301,9 @@ class ContainersTarget(Unsupervised):
             made[name] = volume.name
         return made
 
-    def _render_edge(self, plan: Compose) -> Path:
+    def _render_edge(self, plan: Compose, pki: Pki) -> Path:
         """nginx.conf for this run (its absolute paths are under the run's folder)."""
         assert self._dir is not None
-        pki = make_pki(self._dir / "pki", hostnames=("localhost", EDGE_SERVICE))
         upstreams = [
             (replica, API_PORT)
             for service in plan.services.values()
@@ -304,6 +329,8 @@ class ContainersTarget(Unsupervised):
         joins = list(service.networks)
         if service.name in STORES:
             joins.insert(0, HOST_NETWORK)  # OVERRIDES: stores published
+        if service.name == EDGE_SERVICE:
+            joins.append(client_net.NETWORK)  # OVERRIDES: client network
         first, *others = [layout.networks[n] for n in joins]
         c = DockerContainer(
             layout.tags[service.image],
@@ -322,6 +349,7 @@ class ContainersTarget(Unsupervised):
         command = list(service.command or ())
         if service.name == EDGE_SERVICE:  # OVERRIDES: ./edge
             conf = layout.edge_conf
+            assert conf is not None
             command = ["nginx", "-e", "stderr", "-p", str(conf.parent), "-c", str(conf)]
             c.with_volume_mapping(str(self._dir), str(self._dir), "rw")
         if command:
@@ -334,11 +362,18 @@ class ContainersTarget(Unsupervised):
             c.ports[inside] = ("127.0.0.1", outside)  # type: ignore[index,assignment]
         self._tc_clients.append(c.get_docker_client())
         self.log(f"starting {replica} ({layout.tags[service.image]})")
-        started = self._stack.enter_context(c)
-        for network in others:
-            network._network.connect(
-                started.get_wrapped_container(), aliases=[replica, service.name]
-            )
+        try:
+            started = self._stack.enter_context(c)
+            for network in others:
+                network._network.connect(
+                    started.get_wrapped_container(), aliases=[replica, service.name]
+                )
+        except Exception as exc:  # docker.errors.APIError, requests errors: say which and why
+            cause = getattr(exc, "explanation", None) or str(exc)
+            raise TargetUnavailable(
+                f"containers target: {replica} (image {layout.tags[service.image]}) did not "
+                f"start: {str(cause)[:300]}"
+            ) from exc
         self._running[replica] = _Running(service, replica, started)
         self._follow_logs(replica, started)
 
@@ -374,16 +409,8 @@ class ContainersTarget(Unsupervised):
         assert self._dir is not None
         path = self._dir / "logs" / f"{replica}.log"
         path.parent.mkdir(exist_ok=True)
-
-        # The docker CLI follows the output in a process of its own: no engine connection of
-        # this process stays open behind a thread (docker-py's log streams leak their sockets).
-        with path.open("ab") as out:
-            follower = subprocess.Popen(
-                ["docker", "logs", "--follow", str(container.get_wrapped_container().id)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        follower = LogFollower(str(container.get_wrapped_container().id), path)
+        follower.start()
         self._log_followers.append(follower)
 
     def _wait_ready(self, plan: Compose, service: Service) -> None:
@@ -413,6 +440,24 @@ class ContainersTarget(Unsupervised):
                     )
                 time.sleep(0.5)
 
+    def _jobs(self) -> dict[str, Job]:
+        """The system's jobs on request, run in the containers that hold them as the images'
+        entrypoint runs commands (secrets from their files): a backup now in the backup
+        service's container, the retention job in an API container."""
+        commands = {
+            "backup": ("backup-1", "python3 -m chatsdk.backup run"),
+            "retention": ("api-1", "python -m chatsdk.retention"),
+        }
+        return {
+            job: ShellJob(
+                job,
+                f"docker exec {self._running[replica].container.get_wrapped_container().id} "
+                f"chatsdk-entrypoint {command}",
+            )
+            for job, (replica, command) in commands.items()
+            if replica in self._running
+        }
+
     def _volume_path(self, plan: Compose, name: str) -> Path | None:
         """Where a named volume of the run lives on this machine (root reads it)."""
         if name not in plan.volumes:
@@ -420,7 +465,14 @@ class ContainersTarget(Unsupervised):
         return Path(self._client.volumes.get(f"{self.run}-{name}").attrs["Mountpoint"])
 
     def _info(
-        self, plan: Compose, edge_url: str, http_port: int, ca: Path, values: Mapping[str, str]
+        self,
+        plan: Compose,
+        edge_url: str,
+        http_port: int,
+        ca: Path,
+        values: Mapping[str, str],
+        *,
+        edge_conf: Path,
     ) -> TargetInfo:
         assert self._dir is not None
 
@@ -439,22 +491,43 @@ class ContainersTarget(Unsupervised):
             _control_name(r.service, r.name): ContainerControl(
                 r.container.get_wrapped_container(),
                 r.service.stop_grace_s or 10.0,
-                has_healthcheck=r.service.healthcheck is not None,
             )
             for r in self._running.values()
         }
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
+        api_networks = plan.services["api"].networks if "api" in plan.services else ()
+        callback = next(
+            (
+                address
+                for name in api_networks
+                if (address := client_net.gateway(self._networks_made[name]._network))
+            ),
+            None,
+        )
+        edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
+        edge_id = str(edge.id)
+        clients = None
+        if self._client_sources is not None:
+            clients = client_net.client_network(
+                edge, self._clients_network, self._client_sources, EDGE_HTTPS_PORT
+            )
         return TargetInfo(
             name="containers",
             kind="containers",
-            edge=Edge(url=edge_url, http_url=f"http://127.0.0.1:{http_port}", ca_file=ca),
+            edge=Edge(
+                url=edge_url,
+                http_url=f"http://127.0.0.1:{http_port}",
+                ca_file=ca,
+                clients=clients,
+                config=lambda: _edge_config(edge_id, edge_conf),
+            ),
             admin_key=values["admin_key"],
             jwt_secret=values.get("jwt_secret"),
             stores=Stores(
-                postgres_dsn=values["database_url"].replace(
-                    "@postgres:5432", f"@127.0.0.1:{published('postgres-1', 5432)}"
-                ),
+                postgres_dsn=values["database_url"]
+                .replace("@postgres:5432", f"@127.0.0.1:{published('postgres-1', 5432)}")
+                .replace(TLS_ROOT_IN_CONTAINERS, quote(str(ca))),
                 redis_url=values["redis_url"].replace(
                     "@redis:6379", f"@127.0.0.1:{published('redis-1', 6379)}"
                 ),
@@ -474,14 +547,19 @@ class ContainersTarget(Unsupervised):
             ),
             drills=Drills(
                 control=controls,
+                jobs=self._jobs(),
                 worker_urls=workers,
                 processes=lambda: {
                     name: pid for name, c in controls.items() if (pid := c.pid()) is not None
                 },
                 restarts=lambda: {name: c.restarts() for name, c in controls.items()},
+                listeners=lambda: _published_bindings(
+                    {name: r.container.get_wrapped_container() for name, r in self._running.items()}
+                ),
+                callback_host=callback,
             ),
             deployment=Deployment(
-                deployed_at=time.time(),
+                deployed_at=self._deployed_at,
                 runs_without={
                     "grafana": "the compose deployment runs no Grafana: Debian does not package "
                     "it and no registry answers here; point grafana_url of a target file at the "
@@ -491,17 +569,29 @@ class ContainersTarget(Unsupervised):
         )
 
 
-def _write_secrets(folder: Path, plan: Compose) -> tuple[dict[str, Path], dict[str, str]]:
+def _write_secrets(
+    folder: Path, plan: Compose, pki: Pki | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
     """One file per compose secret, as system/deploy/secrets/README.md makes them: random hex
-    passwords, and the URLs built from them. Readable inside the containers (their users are
-    not root), in a folder only root can enter."""
+    passwords, the URLs built from them, and PostgreSQL's TLS files from the run's `pki`.
+    Readable inside the containers (their users are not root), in a folder only root can
+    enter."""
     folder.mkdir(mode=0o700)
     values = {name: secrets_module.token_hex(32) for name in plan.secrets}
+    if pki is not None:
+        tls = {
+            "postgres_tls_cert": pki.server_chain,
+            "postgres_tls_key": pki.server_key,
+            "postgres_ca": pki.ca_cert,
+        }
+        values.update({k: path.read_text().strip() for k, path in tls.items() if k in values})
+    verify = f"?sslmode=verify-full&sslrootcert={TLS_ROOT_IN_CONTAINERS}"
+    tls_query = verify if "postgres_ca" in values else ""
     urls = {
         "database_url": f"postgresql://chatsdk:{values.get('postgres_app_password')}"
-        "@postgres:5432/chatsdk",
+        f"@postgres:5432/chatsdk{tls_query}",
         "backup_database_url": f"postgresql://chatsdk_backup:"
-        f"{values.get('postgres_backup_password')}@postgres:5432/chatsdk",
+        f"{values.get('postgres_backup_password')}@postgres:5432/chatsdk{tls_query}",
         "redis_url": f"redis://:{values.get('redis_password')}@redis:6379/0",
     }
     values.update({k: v for k, v in urls.items() if k in values})
@@ -512,6 +602,37 @@ def _write_secrets(folder: Path, plan: Compose) -> tuple[dict[str, Path], dict[s
         path.chmod(0o644)
         files[name] = path
     return files, values
+
+
+def _published_bindings(containers: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """(container, host address, host port) of every port the engine publishes for them."""
+    found = []
+    for name, container in sorted(containers.items()):
+        container.reload()
+        for bindings in (container.attrs["NetworkSettings"].get("Ports") or {}).values():
+            for binding in bindings or ():
+                address = binding.get("HostIp") or "0.0.0.0"  # noqa: S104 - the engine's default
+                found.append((name, address, int(binding["HostPort"])))
+    return found
+
+
+def _edge_config(container_id: str, conf: Path) -> str:
+    """`nginx -T` in the edge's container, for the file it was started with."""
+    argv = ["nginx", "-T", "-q", "-p", str(conf.parent), "-c", str(conf)]
+    done = subprocess.run(
+        ["docker", "exec", container_id, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise TargetUnavailable(
+            f"containers target: `{' '.join(argv)}` in the edge's container exited "
+            f"{done.returncode}: {done.stderr.strip()[-400:]}"
+        )
+    return done.stdout
 
 
 def _ok(url: str, context: ssl.SSLContext) -> bool:
