@@ -10,6 +10,7 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -193,7 +194,19 @@ def locked(repository: Path) -> Iterator[None]:
 def write_catalogue(repository: Path, catalogue: dict[str, Any]) -> None:
     tmp = repository / f"{CATALOGUE}.tmp"
     tmp.write_text(json.dumps(catalogue, indent=1, sort_keys=True) + "\n")
+    own_like_repository(repository, tmp)
     tmp.replace(repository / CATALOGUE)
+
+
+def own_like_repository(repository: Path, *paths: Path) -> None:
+    """What a drill writes into the repository belongs to the repository's owner (the backup
+    job's user, which may run as another user than this process: a container's), so the job
+    can prune and rewrite it as its own."""
+    if os.geteuid() != 0:
+        return
+    owner = repository.stat()
+    for path in paths:
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def run_backup(target: ProbeTarget) -> tuple[dict[str, Any] | None, str]:
@@ -335,7 +348,7 @@ def restore_drill(
     target: ProbeTarget, log: Callable[[str], None] = lambda _m: None
 ) -> RestoreDrill:
     """Back up a fresh conversation, write once more, declare the incident, restore the newest
-    backup into a new native system and read the conversation back through its edge. Never
+    backup into a new system and read the conversation back through its edge. Never
     raises for what the system did wrong: the probes judge the result."""
     repository = target.backup_dir
     target.job("backup")  # skips before anything is written when the target has no such job
@@ -347,10 +360,13 @@ def restore_drill(
     drill.incident_at = datetime.now(UTC)
     if drill.backup is None:
         return drill
-    # The new system is a native one on this machine, whatever the target under test: the
-    # drill rehearses the restore next to it.
-    _, scratch = select_target("native", TargetOptions(workers=1, log=log))
-    system = scratch.restore(repository / str(drill.backup["id"]))
+    # The new system is built like the target under test where it can build one (a new
+    # deployment of the same kind); else a native one on this machine, next to it.
+    rebuild = target.info.backups.restore
+    if rebuild is None:
+        _, scratch = select_target("native", TargetOptions(workers=1, log=log))
+        rebuild = scratch.restore
+    system = rebuild(repository / str(drill.backup["id"]), log)
     t0 = time.monotonic()
     try:
         with system as info:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from checks.drills._backup import (
     DAILY_MAX_AGE_S,
     DAY_S,
+    JOB_TIMEOUT_S,
     LIVE_TABLES,
     RETENTION_DAYS,
     RPO_OBJECTIVE_S,
@@ -23,6 +25,7 @@ from checks.drills._backup import (
     RTO_OBJECTIVE_S,
     RestoreDrill,
     locked,
+    own_like_repository,
     parse_time,
     read_catalogue,
     restore_drill,
@@ -259,6 +262,22 @@ def test_a_backup_ran_since_the_deploy_and_its_age_is_alerted_on(
 # -- the restore drill ---------------------------------------------------------------------------
 
 
+def _verify_base_backup(target: ProbeTarget, backup_id: str, base: Path) -> tuple[int, str]:
+    """pg_verifybackup of a base backup: by the target's own `verify` job where it has one (the
+    tools that took the backup, whose manifest format newer servers change), else this host's."""
+    if "verify" in target.info.drills.jobs:
+        result = target.job("verify").run("--id", backup_id, timeout=JOB_TIMEOUT_S)
+        return result.returncode, (result.stdout + result.stderr).strip()
+    done = subprocess.run(
+        [str(PG_BIN / "pg_verifybackup"), str(base)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
 @pytest.mark.checklist("BAK-VERIFY")
 def test_the_newest_backup_restores_into_an_empty_database_with_equal_row_counts(
     target: ProbeTarget, evidence: EvidenceLog, drill: RestoreDrill
@@ -267,17 +286,10 @@ def test_the_newest_backup_restores_into_an_empty_database_with_equal_row_counts
     backup = require_restore(drill)
     backup_figures(evidence, backup)
     base = target.backup_dir / str(backup["id"]) / str(backup["database"]["base"]["dir"])
-    verify = subprocess.run(
-        [str(PG_BIN / "pg_verifybackup"), str(base)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    evidence.note(f"pg_verifybackup {base}: exit {verify.returncode}, {verify.stdout.strip()}")
-    assert verify.returncode == 0, (
-        f"pg_verifybackup must accept the base backup {base} (got exit {verify.returncode}: "
-        f"{verify.stderr.strip()[-300:]})"
+    code, output = _verify_base_backup(target, str(backup["id"]), base)
+    evidence.note(f"pg_verifybackup {base}: exit {code}, {output}")
+    assert code == 0, (
+        f"pg_verifybackup must accept the base backup {base} (got exit {code}: {output[-300:]})"
     )
     rows = drill.restored.get("rows", {})
     evidence.figure("tables compared", len(rows))
@@ -411,6 +423,9 @@ def test_backups_past_30_days_are_pruned_and_newer_ones_kept(
         for name, at in planted.items():
             (repository / ids[name]).mkdir(mode=0o700)
             (repository / ids[name] / "planted-by-preflight").write_text(name)
+            own_like_repository(
+                repository, repository / ids[name], repository / ids[name] / "planted-by-preflight"
+            )
             catalogue.setdefault("backups", []).append(
                 {
                     "id": ids[name],

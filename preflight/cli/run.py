@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--target",
         default="auto",
         metavar="KIND|FILE",
-        help="auto (the default: native), native (the bundled system as processes here), "
+        help="auto (the default: containers where a Docker engine answers, else native), "
+        "native (the bundled system as processes here), "
         "containers (system/deploy's images and compose file on this machine's Docker "
         "engine), or a target file describing a running deployment (docs/targets.md)",
     )

@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--target",
         default="auto",
         choices=["auto", "native", "containers"],
-        help="how to run it: auto (the default: native), native, or containers "
+        help="how to run it: auto (the default: containers where a Docker engine answers, "
+        "else native), native, or containers "
         "(system/deploy on this machine's Docker engine; docs/targets.md)",
     )
     up.add_argument("--workers", type=_positive, default=2, help="API worker processes (2)")

@@ -254,6 +254,11 @@ class Backups:
     # The repository is on the database's own host (a target that runs everything on one
     # machine says so): without an off-site copy, no backup is in another failure domain.
     on_database_host: bool = False
+    # A new system built like this one whose data is one backup of the repository (Target
+    # .restore), for the restore drill; None: the drill restores into a native system here.
+    restore: Callable[[Path, Callable[[str], None] | None], RestoredTarget] | None = field(
+        default=None, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -261,7 +266,9 @@ class Drills:
     """The hands of the drills and of the load run. Optional; what needs a missing part skips.
 
     `control`: stop, start and kill each component. `jobs`: jobs of the system run on request,
-    "backup" (`python -m chatsdk.backup run`) and "retention" (`python -m chatsdk.retention`).
+    "backup" (`python -m chatsdk.backup run`), "verify" (`python -m chatsdk.backup verify`:
+    pg_verifybackup of a backup by the tools that took it) and "retention"
+    (`python -m chatsdk.retention`).
     `releases`, `alert_routing`: the rollout drills' deploy tool and the alert drill's routing.
     `worker_urls`: an API worker's own plain-HTTP address by its control name, where the target
     ties the two (drills then watch the worker itself, not only the edge).

@@ -3,6 +3,7 @@ database (the drills in checks/drills run the real job against real servers)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,21 @@ def test_the_health_check_wants_a_recent_successful_backup(
     catalogue.write(tmp_path, {"format": catalogue.FORMAT, "backups": entries})
     monkeypatch.setenv("CHATSDK_BACKUP_DIR", str(tmp_path))
     assert backup_main(["check", "--max-age", str(max_age_s)]) == code
+
+
+def test_verify_names_a_missing_backup_and_fails_a_base_without_its_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m chatsdk.backup verify`: pg_verifybackup of a backup by the tools that took it
+    (the BAK-VERIFY drill runs it on a real base backup)."""
+    monkeypatch.setattr(catalogue, "now", lambda: NOW)
+    good = {**entry(tmp_path, "b1", 0.1), "database": {"base": {"dir": "base"}}}
+    (tmp_path / "b1" / "base").mkdir()
+    catalogue.write(tmp_path, {"format": catalogue.FORMAT, "backups": [good]})
+    monkeypatch.setenv("CHATSDK_BACKUP_DIR", str(tmp_path))
+    monkeypatch.setenv("CHATSDK_BACKUP_PG_BIN", "/usr/lib/postgresql/15/bin")
+    assert backup_main(["verify", "--id", "nope"]) == 2
+    assert backup_main(["verify", "--id", "b1"]) == 1
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["verified"] is False
+    assert "backup_manifest" in report["output"]

@@ -45,12 +45,14 @@ def test_a_target_file_is_an_external_target_that_cannot_restore(tmp_path: Path)
         target.describe()
 
 
-def test_the_containers_target_neither_supervises_nor_restores() -> None:
-    target = ContainersTarget()
-    assert target.capabilities == frozenset()
+def test_the_containers_target_restores_into_a_new_deployment_and_supervises_nothing() -> None:
+    target = ContainersTarget(timeout=42)
+    assert target.capabilities == frozenset({"restore"})  # the rest once it runs
     assert list(target.crashed()) == []
-    with pytest.raises(TargetUnavailable, match="containers target cannot restore"):
-        target.restore(Path("/nowhere"))
+    restored = target.restore(Path("/backups/20260101T000000Z-abc"))
+    assert restored.restore_from == Path("/backups/20260101T000000Z-abc")
+    assert (restored.timeout, restored.compose_path) == (42, target.compose_path)
+    assert restored.run != target.run
 
 
 def test_the_native_target_supervises_and_restores_before_it_runs() -> None:

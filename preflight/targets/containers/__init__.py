@@ -32,6 +32,7 @@ from preflight.errors import TargetUnavailable
 from preflight.polling import until
 from preflight.targets.base import (
     Backups,
+    Capability,
     Deployment,
     Drills,
     Edge,
@@ -43,6 +44,7 @@ from preflight.targets.base import (
     TargetInfo,
     TargetKind,
     Unsupervised,
+    offered,
 )
 from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
@@ -59,6 +61,7 @@ from preflight.targets.containers.engine import (
 )
 from preflight.targets.containers.images import IMAGES, build_all
 from preflight.targets.containers.logs import LogFollower
+from preflight.targets.containers.restore import run_restore
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import Pki, make_pki
@@ -143,8 +146,12 @@ class ContainersTarget(Unsupervised):
         log: Callable[[str], None] = lambda _m: None,
         timeout: float = 300,
         compose_path: Path = compose_file.COMPOSE_FILE,
+        restore_from: Path | None = None,
     ) -> None:
         self.log = log
+        self.restore_from = restore_from
+        # What the restore of `restore_from` reported, once it ran (RestoredTarget).
+        self.restore_report: dict[str, Any] | None = None
         self.timeout = timeout
         self.compose_path = compose_path
         self.run = f"preflight-{secrets_module.token_hex(4)}"
@@ -196,6 +203,21 @@ class ContainersTarget(Unsupervised):
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return offered(self.info) | {"restore"}
+
+    def restore(self, backup: Path, log: Callable[[str], None] | None = None) -> ContainersTarget:
+        """A new deployment of the same compose file (its own containers, networks, volumes and
+        secrets) whose database and upload volume hold `backup` before its API containers
+        start. Enter it to start it; its `restore_report` then says what the restore reported."""
+        return ContainersTarget(
+            log=log or self.log,
+            timeout=self.timeout,
+            compose_path=self.compose_path,
+            restore_from=backup,
+        )
+
     def describe(self) -> TargetDescription:
         """Versions where the published ports reach PostgreSQL and Redis, and the digests of
         the edge configuration this run rendered."""
@@ -234,6 +256,8 @@ class ContainersTarget(Unsupervised):
                     self._start_container(plan.services[name], replica, layout)
             for name in wave:
                 self._wait_ready(plan, plan.services[name])
+            if self.restore_from is not None and "postgres" in wave:
+                self._restore(plan, layout, values, self.restore_from)
         conf = layout.edge_conf
         if conf is None:
             raise TargetUnavailable(
@@ -440,12 +464,46 @@ class ContainersTarget(Unsupervised):
                     )
                 time.sleep(0.5)
 
+    def _restore(
+        self, plan: Compose, layout: _Layout, values: Mapping[str, str], backup: Path
+    ) -> None:
+        """The backup into the stores, before anything else starts (restore.py)."""
+        assert self._dir is not None
+        service = plan.services.get("backup")
+        if service is None:
+            raise TargetUnavailable(
+                f"containers target: {plan.path.name} has no backup service, whose image "
+                f"restores backup {backup.name}"
+            )
+        self.log(f"restoring backup {backup.name}")
+        url_file = self._dir / "secrets" / "restore_database_url"
+        url_file.write_text(
+            f"postgresql://postgres:{values['postgres_password']}@postgres:5432/chatsdk"
+            f"?sslmode=verify-full&sslrootcert={TLS_ROOT_IN_CONTAINERS}\n"
+        )
+        url_file.chmod(0o644)
+        secrets = {
+            str(layout.secret_files[name]): (f"/run/secrets/{name}", "ro")
+            for name in service.secrets
+        }
+        self.restore_report = run_restore(
+            self._client,
+            backup=backup,
+            image=layout.tags[service.image],
+            network=layout.networks[plan.services["postgres"].networks[0]].name,
+            environment=service.environment,
+            url_file=url_file,
+            mounts={**secrets, layout.volumes["uploads"]: ("/var/lib/chatsdk/uploads", "rw")},
+            labels=self._labels(),
+        )
+
     def _jobs(self) -> dict[str, Job]:
         """The system's jobs on request, run in the containers that hold them as the images'
-        entrypoint runs commands (secrets from their files): a backup now in the backup
-        service's container, the retention job in an API container."""
+        entrypoint runs commands (secrets from their files): a backup now and the check of one
+        in the backup service's container, the retention job in an API container."""
         commands = {
             "backup": ("backup-1", "python3 -m chatsdk.backup run"),
+            "verify": ("backup-1", "python3 -m chatsdk.backup verify"),
             "retention": ("api-1", "python -m chatsdk.retention"),
         }
         return {
@@ -541,10 +599,7 @@ class ContainersTarget(Unsupervised):
                     *sorted((self._dir / "edge" / "nginx" / "logs").glob("*.log")),
                 ),
             ),
-            backups=Backups(
-                dir=backups,
-                on_database_host=True,
-            ),
+            backups=Backups(dir=backups, on_database_host=True, restore=self.restore),
             drills=Drills(
                 control=controls,
                 jobs=self._jobs(),

@@ -317,6 +317,7 @@ class NativeTarget:
         )
         jobs = {
             "backup": ProcessJob("backup", job_argv(BACKUP_MODULE, "run"), job_env),
+            "verify": ProcessJob("verify", job_argv(BACKUP_MODULE, "verify"), job_env),
             "retention": ProcessJob(
                 "retention",
                 job_argv(RETENTION_MODULE),
@@ -344,7 +345,7 @@ class NativeTarget:
                 alertmanager_url=observability.alertmanager_url if observability else None,
                 error_events=tracker.events,
             ),
-            backups=base.Backups(dir=repository, on_database_host=True),
+            backups=base.Backups(dir=repository, on_database_host=True, restore=self.restore),
             drills=base.Drills(
                 control=self.supervisor.controls(),
                 jobs=jobs,

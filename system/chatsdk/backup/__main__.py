@@ -1,4 +1,5 @@
-"""`python -m chatsdk.backup run | schedule | restore` (see the package docstring)."""
+"""`python -m chatsdk.backup run | schedule | check | verify | restore` (see the package
+docstring)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,19 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from chatsdk.backup import catalogue
-from chatsdk.backup.job import BackupFailed, BackupSettings, schedule, summary, take_backup
+from chatsdk.backup.job import (
+    DEFAULT_PG_BIN,
+    BackupFailed,
+    BackupSettings,
+    schedule,
+    summary,
+    take_backup,
+)
 from chatsdk.backup.restore import RestoreRequest, restore
 from chatsdk.errors import SettingsError
 
@@ -31,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
         "--max-age seconds (a container health check), 1 otherwise",
     )
     check.add_argument("--max-age", type=float, required=True, help="seconds")
+    verify = sub.add_parser(
+        "verify",
+        help="check a backup's base backup against its manifest with this host's "
+        "pg_verifybackup (CHATSDK_BACKUP_DIR, CHATSDK_BACKUP_PG_BIN); exit 0 when it holds",
+    )
+    verify.add_argument("--id", default=None, help="the backup (default: the newest successful)")
     rest = sub.add_parser("restore", help="restore a backup into an empty database and store")
     rest.add_argument("--repository", type=Path, required=True, help="the backup repository")
     rest.add_argument("--id", default=None, help="the backup (default: the newest successful)")
@@ -81,12 +96,45 @@ def check_command(args: argparse.Namespace) -> int:
     return EXIT_OK if age <= args.max_age else EXIT_FAILED
 
 
+def verify_command(args: argparse.Namespace) -> int:
+    """pg_verifybackup of one backup's base backup, by the tools that made it: an operator's
+    (or a drill's) check that needs no PostgreSQL client of the same version elsewhere."""
+    directory = Path(os.environ.get("CHATSDK_BACKUP_DIR", ""))
+    pg_bin = Path(os.environ.get("CHATSDK_BACKUP_PG_BIN") or DEFAULT_PG_BIN)
+    entries = catalogue.read(directory).get("backups", []) if directory != Path() else []
+    if args.id is None:
+        entry = catalogue.newest(catalogue.read(directory)) if directory != Path() else None
+    else:
+        entry = next((e for e in entries if e.get("id") == args.id), None)
+    if entry is None:
+        print(f"chatsdk.backup: no backup {args.id or '(newest)'} in {directory}", file=sys.stderr)
+        return EXIT_ERROR
+    base = directory / str(entry["id"]) / str(entry["database"]["base"]["dir"])
+    done = subprocess.run(
+        [str(pg_bin / "pg_verifybackup"), str(base)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    print(
+        json.dumps(
+            {
+                "id": entry["id"],
+                "base": str(base),
+                "verified": done.returncode == 0,
+                "output": (done.stdout + done.stderr).strip()[-1000:],
+            }
+        )
+    )
+    return EXIT_OK if done.returncode == 0 else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "restore":
-        return restore_command(args)
-    if args.command == "check":
-        return check_command(args)
+    standalone = {"restore": restore_command, "check": check_command, "verify": verify_command}
+    if args.command in standalone:
+        return standalone[args.command](args)
     try:
         settings = BackupSettings.from_env()
     except SettingsError as exc:
