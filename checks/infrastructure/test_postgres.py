@@ -77,8 +77,7 @@ def test_application_database_exists_with_a_hardened_server(
 def test_a_database_on_the_api_host_listens_on_loopback_only(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
-    """A database listening beyond loopback on the API's own host is one firewall rule away
-    from every network that host is on."""
+    """A database listening beyond loopback is one firewall rule away from every network."""
     where = target.pg.where
     listen = target.pg.show("listen_addresses")["listen_addresses"]
     addresses = [a.strip() for a in listen.split(",") if a.strip()]

@@ -90,7 +90,9 @@ def sweep(client: Any, log: Callable[[str], None], run: str | None = None) -> in
             return labels[RUN_LABEL] == run
         return not _alive(labels.get(LAUNCHER_LABEL, ""))
 
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    # Another run may remove its containers meanwhile: listing must not fail on those.
+    listed = client.containers.list(all=True, filters={"label": RUN_LABEL}, ignore_removed=True)
+    for container in listed:
         if ours(container.labels):
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
