@@ -54,6 +54,7 @@ from preflight.targets.containers.engine import (
     sweep,
 )
 from preflight.targets.containers.images import IMAGES, build_all
+from preflight.targets.containers.partition import API_SERVICES, Member, NetworkCut, store_networks
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
@@ -86,6 +87,9 @@ OVERRIDES: Mapping[str, str] = {
     "secret files": "fresh random values, written to a private folder of the run",
     "CHATSDK_DEMO": "1 on the API containers, as on a staging deployment: the browser journeys "
     "sign in through the demo endpoint",
+    "hostname": "each container's host name is its replica's name (api-1, api-2, realtime-1) "
+    "instead of its container id: the API workers take their ids from it, so each reports the "
+    "name the drills know it by",
 }
 
 
@@ -134,8 +138,11 @@ class ContainersTarget(Unsupervised):
         log: Callable[[str], None] = lambda _m: None,
         timeout: float = 300,
         compose_path: Path = compose_file.COMPOSE_FILE,
+        api_env: Mapping[str, str] | None = None,
     ) -> None:
         self.log = log
+        # Test-only: more environment for the API containers (a fault switch, tests/drills).
+        self.api_env = dict(api_env or {})
         self.timeout = timeout
         self.compose_path = compose_path
         self.run = f"preflight-{secrets_module.token_hex(4)}"
@@ -144,6 +151,7 @@ class ContainersTarget(Unsupervised):
         self._stack = contextlib.ExitStack()
         self._dir: Path | None = None
         self._running: dict[str, _Running] = {}
+        self._networks_made: dict[str, Any] = {}  # compose network -> testcontainers Network
         self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
         self._log_followers: list[subprocess.Popen[bytes]] = []
 
@@ -266,6 +274,7 @@ class ContainersTarget(Unsupervised):
             network.name = f"{self.run}-{name}"
             self._tc_clients.append(network._docker)
             made[name] = self._stack.enter_context(network)
+        self._networks_made = made
         return made
 
     def _volumes(self, plan: Compose) -> dict[str, str]:
@@ -317,6 +326,8 @@ class ContainersTarget(Unsupervised):
         if "CHATSDK_ALLOWED_ORIGINS" in env:  # the API's containers (OVERRIDES)
             env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
             env["CHATSDK_DEMO"] = "1"
+        if service.name in API_SERVICES:
+            env.update(self.api_env)
         for key, value in env.items():
             c.with_env(key, value)
         command = list(service.command or ())
@@ -479,6 +490,7 @@ class ContainersTarget(Unsupervised):
                     name: pid for name, c in controls.items() if (pid := c.pid()) is not None
                 },
                 restarts=lambda: {name: c.restarts() for name, c in controls.items()},
+                partitions=self._partitions(plan),
             ),
             deployment=Deployment(
                 deployed_at=time.time(),
@@ -488,6 +500,20 @@ class ContainersTarget(Unsupervised):
                     "deployment's Grafana to decide this item",
                 },
             ),
+        )
+
+    def _partitions(self, plan: Compose) -> NetworkCut:
+        """The partition drills' hands: each store's own network, and the API containers."""
+        return NetworkCut(
+            networks={
+                store: self._networks_made[network]._network
+                for store, network in store_networks(plan).items()
+            },
+            members=[
+                Member(r.container.get_wrapped_container(), (r.name, r.service.name))
+                for r in self._running.values()
+                if r.service.name in API_SERVICES
+            ],
         )
 
 
