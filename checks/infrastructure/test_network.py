@@ -96,7 +96,11 @@ def test_the_certificate_chains_matches_and_is_current(
 
 
 def _expected_workers(target: ProbeTarget) -> int | None:
-    """How many API workers the target runs: its api-* components, else the edge's upstream."""
+    """How many API workers the target runs: those it gives an address of (the containers
+    target's realtime replicas serve behind the edge too), else its api-* components, else the
+    edge's upstream."""
+    if target.info.drills.worker_urls:
+        return len(target.info.drills.worker_urls)
     controlled = [name for name in target.info.drills.control if name.startswith("api-")]
     if controlled:
         return len(controlled)
