@@ -161,7 +161,7 @@ def test_record_text_is_escaped(tmp_path: Path) -> None:
 def test_every_item_appears_once_with_its_anchor() -> None:
     record = make_record(every_item=True)
     html = render_html(record)
-    assert len(record["items"]) == 196
+    assert len(record["items"]) == 198
     anchors = re.findall(r'<article class="[^"]*" id="item-([A-Z0-9-]+)"', html)
     assert sorted(anchors) == sorted(i["id"] for i in record["items"])
 

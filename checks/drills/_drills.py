@@ -12,15 +12,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from checks._chat import Tenant
+from checks.drills._journal import Attempt, statuses
 from preflight.client import polite
-from preflight.polling import poll
+from preflight.polling import poll, waited
 from preflight.probe.metrics import RUNTIME_SAMPLES
 from preflight.probe.target import ProbeTarget
 
@@ -31,6 +32,7 @@ LISTENER_CLOSED_WITHIN_S = 15.0
 HELD_ANSWER_TIMEOUT_S = 20.0
 RESTORE_TIMEOUT_S = 30.0
 POLL_S = 0.05
+HANG_S = 10.0  # an answer slower than this during an outage counts as a hang
 
 
 def api_workers(target: ProbeTarget) -> list[str]:
@@ -103,6 +105,39 @@ def wait_worker_ready(
             f"{worker} ({url}) was not ready within {timeout:g} s of its start (last {ready.value})"
         )
     return ready.seconds
+
+
+def until_unready(target: ProbeTarget, timeout: float) -> float | None:
+    """Seconds until readiness fails: every worker's own where the target gives the addresses,
+    else the edge's (None: it did not within `timeout`)."""
+    urls = [u for w in api_workers(target) if (u := target.worker_url(w))]
+
+    def unready() -> bool:
+        if urls:
+            return all(status_of(f"{u}/v1/health/ready") != 200 for u in urls)
+        return target.http.get("/v1/health/ready").status != 200
+
+    return waited(unready, timeout, interval=POLL_S)
+
+
+def assert_fails_fast(outage: Sequence[Attempt], cause: str) -> None:
+    """What clients may see while a store is out of reach: every failing request answered
+    503 with Retry-After, within HANG_S, and without a stack trace, SQL or a DSN."""
+    __tracebackhide__ = True
+    wrong = [a for a in outage if a.status != 503 or not a.retry_after]
+    assert not wrong, (
+        f"while {cause} every failing request must answer 503 with Retry-After "
+        f"(got {statuses(wrong)})"
+    )
+    hung = [a for a in outage if a.took >= HANG_S]
+    assert not hung, (
+        f"requests while {cause} must be answered within {HANG_S:g} s (got {len(hung)} "
+        f"slower, the slowest {max(a.took for a in hung):.1f} s)"
+    )
+    leaked = [a for a in outage if a.leaked]
+    assert not leaked, (
+        f"error answers while {cause} must not carry stack traces, SQL or DSNs ({len(leaked)} did)"
+    )
 
 
 @dataclass

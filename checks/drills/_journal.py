@@ -643,5 +643,15 @@ def assert_clean(drill: str, verdict: Verdict) -> None:
     )
 
 
+def statuses(attempts: Sequence[Attempt]) -> dict[str, int]:
+    """How many attempts got each answer ("503 service_unavailable", "no answer (TimeoutError)")."""
+    return dict(
+        Counter(
+            f"{a.status} {a.detail}".strip() if a.status else f"no answer ({a.detail})"
+            for a in attempts
+        )
+    )
+
+
 def closes_during(closes: Sequence[Close], since: float, until: float) -> list[Close]:
     return [c for c in closes if since <= c.at < until]

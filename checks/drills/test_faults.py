@@ -29,10 +29,12 @@ from checks.drills._drills import (
     InFlight,
     Poller,
     api_workers,
+    assert_fails_fast,
     reports,
     serving_everywhere,
     spare_worker,
     status_of,
+    until_unready,
     wait_edge_ready,
     wait_worker_ready,
 )
@@ -43,6 +45,7 @@ from checks.drills._journal import (
     Verdict,
     assert_clean,
     closes_during,
+    statuses,
 )
 from preflight.client import polite
 from preflight.evidence import EvidenceLog
@@ -58,7 +61,6 @@ GRACE_PERIOD_S = 15.0  # Kubernetes' default terminationGracePeriod is 30 s; the
 RECONNECTABLE = {1001: "going away", 1012: "service restart"}
 DOWN_S = 2.0  # how long a killed or stopped dependency stays down
 UNREADY_WITHIN_S = 10.0  # OPS-DB-LOSS: readiness fails within 10 s
-HANG_S = 10.0  # an answer slower than this during an outage counts as a hang
 RECOVERY_S = 30.0
 FANOUT_BUDGET_S = 5.0  # after Redis is back, a new message reaches every socket within this
 # Channel creations by one user in a row while Redis is down, until one is refused: a fixed
@@ -141,8 +143,8 @@ def test_a_worker_drains_on_sigterm(drain: DrainDrill, evidence: EvidenceLog) ->
         evidence.note(f"the target gives no address of {drain.worker}: its readiness was not seen")
     else:
         evidence.note(f"{drain.worker} readiness from the SIGTERM on: {drain.readiness}")
-        statuses = [status for _at, status in drain.readiness]
-        first_other = next((s for s in statuses if s != 200), None)
+        seen = [status for _at, status in drain.readiness]
+        first_other = next((s for s in seen if s != 200), None)
         assert first_other == 503, (
             f"{drain.worker} must answer readiness 503 after SIGTERM before it stops listening "
             f"(got {drain.readiness})"
@@ -154,7 +156,7 @@ def test_a_worker_drains_on_sigterm(drain: DrainDrill, evidence: EvidenceLog) ->
     )
     assert not drain.failed, (
         f"requests in flight or arriving while {drain.worker} drained must all be answered "
-        f"(got {len(drain.failed)} failed: {_statuses(drain.failed)})"
+        f"(got {len(drain.failed)} failed: {statuses(drain.failed)})"
     )
     assert drain.stopped_in_s < GRACE_PERIOD_S, (
         f"{drain.worker} must exit within the {GRACE_PERIOD_S:g} s grace period after SIGTERM "
@@ -251,7 +253,7 @@ def test_losing_postgresql_is_a_clean_503_and_recovers_by_itself(
         journal.mark("down")
         try:
             postgres.stop() if how == "fast restart" else postgres.kill()
-            unready_s = _until_unready(target, UNREADY_WITHIN_S)
+            unready_s = until_unready(target, UNREADY_WITHIN_S)
             journal.steady(DOWN_S)
         finally:
             journal.mark("up")
@@ -268,28 +270,14 @@ def test_losing_postgresql_is_a_clean_503_and_recovers_by_itself(
     evidence.figure(
         "slowest answer during the outage", max((a.took for a in outage), default=0.0), "s"
     )
-    evidence.note(f"answers during the outage: {_statuses(outage)}")
+    evidence.note(f"answers during the outage: {statuses(outage)}")
     after = {w: r["pid"] for w, r in reports(target).items()}
     evidence.note(f"worker pids before {before}, after {after}")
 
     assert unready_s is not None, (
         f"readiness must fail within {UNREADY_WITHIN_S:g} s of PostgreSQL's {how} (it stayed 200)"
     )
-    wrong = [a for a in outage if a.status != 503 or not a.retry_after]
-    assert not wrong, (
-        f"while PostgreSQL is down every failing request must answer 503 with Retry-After "
-        f"(got {_statuses(wrong)})"
-    )
-    hung = [a for a in outage if a.took >= HANG_S]
-    assert not hung, (
-        f"requests during the outage must be answered within {HANG_S:g} s (got {len(hung)} "
-        f"slower, the slowest {max(a.took for a in hung):.1f} s)"
-    )
-    leaked = [a for a in outage if a.leaked]
-    assert not leaked, (
-        f"error answers during the outage must not carry stack traces, SQL or DSNs "
-        f"({len(leaked)} did)"
-    )
+    assert_fails_fast(outage, "PostgreSQL is down")
     assert after == before, (
         f"the API must recover without restarting its workers (pids before {before}, after {after})"
     )
@@ -401,7 +389,7 @@ def test_losing_redis_keeps_writes_limits_and_revocations(
     )
 
     assert not during, (
-        f"message writes must be unaffected while Redis is down (got {_statuses(during)})"
+        f"message writes must be unaffected while Redis is down (got {statuses(during)})"
     )
     _assert_limits_held(burst, other, evidence)
     assert http_revoked == 401, (
@@ -425,30 +413,8 @@ def test_losing_redis_keeps_writes_limits_and_revocations(
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _statuses(attempts: list[Attempt]) -> dict[str, int]:
-    return dict(
-        Counter(
-            f"{a.status} {a.detail}".strip() if a.status else f"no answer ({a.detail})"
-            for a in attempts
-        )
-    )
-
-
 def _exit(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
-
-
-def _until_unready(target: ProbeTarget, timeout: float) -> float | None:
-    """Seconds until readiness fails: every worker's own where the target gives the addresses,
-    else the edge's."""
-    urls = [u for w in api_workers(target) if (u := target.worker_url(w))]
-
-    def unready() -> bool:
-        if urls:
-            return all(status_of(f"{u}/v1/health/ready") != 200 for u in urls)
-        return target.http.get("/v1/health/ready").status != 200
-
-    return waited(unready, timeout, interval=POLL_S)
 
 
 def _runtime_of(url: str, admin_key: str) -> dict[str, object]:
@@ -465,21 +431,21 @@ def _assert_limits_held(
     """The per-user limits while Redis was down: the burst refused (429 with Retry-After, never
     a 5xx), and refused for the user, not for the address (`other`: another user's creation
     right after)."""
-    statuses = Counter(status for status, _retry in burst)
+    answers = Counter(status for status, _retry in burst)
     evidence.note(
         f"{len(burst)} channel creations in a row by one user while Redis was down, until one "
-        f"was refused: {dict(statuses)}; another user's right after: HTTP {other} "
+        f"was refused: {dict(answers)}; another user's right after: HTTP {other} "
         "(documented: limits fall back to each worker's memory, chatsdk/ratelimit.py)"
     )
-    assert statuses.get(429), (
+    assert answers.get(429), (
         f"per-user limits must still hold while Redis is down, from each worker's memory "
-        f"(got {dict(statuses)} for {len(burst)} channel creations in a row)"
+        f"(got {dict(answers)} for {len(burst)} channel creations in a row)"
     )
     assert other == 201, (
         f"the refusal must be the user's own limit: another user's channel creation right after "
         f"must succeed (got {other}; a per-address limit at the edge is not a per-user limit)"
     )
-    server_errors = {s: n for s, n in statuses.items() if s >= 500}
+    server_errors = {s: n for s, n in answers.items() if s >= 500}
     assert not server_errors, (
         f"the rate limiter must not fail closed while Redis is down (got {server_errors})"
     )

@@ -37,6 +37,7 @@ from checks.drills._journal import (
     ReadBackFailed,
     Verdict,
     assert_clean,
+    statuses,
 )
 from preflight.client import polite
 from preflight.evidence import EvidenceLog
@@ -56,14 +57,6 @@ CONTRACTING = re.compile(
     r"|ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?\w+\s+[\w\s()]*\bNOT\s+NULL(?![\s\S]*?\bDEFAULT))",
     re.IGNORECASE,
 )
-
-
-def _statuses(attempts: list[Attempt]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for a in attempts:
-        key = f"{a.status} {a.detail}".strip() if a.status else f"no answer ({a.detail})"
-        counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 # -- DEP-ZERO-DOWNTIME -------------------------------------------------------------------------
@@ -119,7 +112,7 @@ def test_a_rolling_restart_under_load_fails_no_request(
         evidence.note(stop.describe())
     assert not failed, (
         f"a rolling restart of {', '.join(workers)} must fail no request (got {len(failed)}: "
-        f"{_statuses(failed)})"
+        f"{statuses(failed)})"
     )
     cut = [s.describe() for s in stops if s.lost]
     assert not cut, (
@@ -370,7 +363,7 @@ def test_the_previous_release_works_on_the_migrated_schema(
     assert not mixed, (
         f"the previous release must serve on the schema migrated by {rehearsal.candidate} "
         f"(migration {rehearsal.migration.split(':')[0]}): got {len(mixed)} failed requests "
-        f"while both releases served or after the rollback ({_statuses(mixed)})"
+        f"while both releases served or after the rollback ({statuses(mixed)})"
     )
 
 
@@ -404,7 +397,7 @@ def test_a_rollback_restores_service_with_no_lost_requests(
     during = rehearsal.failed_rollout + rehearsal.failed_rollback
     assert not during, (
         f"rolling out {rehearsal.candidate} and back to {rehearsal.previous} must fail no "
-        f"request (got {len(during)}: {_statuses(during)})"
+        f"request (got {len(during)}: {statuses(during)})"
     )
     cut = [s.describe() for s in rehearsal.in_flight if s.lost]
     assert not cut, (
@@ -434,7 +427,7 @@ def test_after_rollback_every_worker_runs_the_previous_release_and_the_smoke_tes
     )
     assert not rehearsal.failed_after, (
         f"the rolled-back release must answer every request (got "
-        f"{_statuses(rehearsal.failed_after)})"
+        f"{statuses(rehearsal.failed_after)})"
     )
     assert not rehearsal.smoke, f"the smoke test must pass after the rollback ({rehearsal.smoke})"
 

@@ -29,6 +29,7 @@ from preflight.targets.base import (
     ClientNetwork,
     ComponentControl,
     Job,
+    NetworkPartition,
     Target,
     TargetInfo,
     offered,
@@ -66,6 +67,14 @@ TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
         "grafana_url",
         "add the URL of its Grafana (with a viewer's basic-auth credentials) to the target file",
     ),
+}
+
+
+# Capabilities only one kind of target gives, with the option that starts it: a target file
+# cannot give them, and neither can the native target.
+ONLY_ON: dict[Capability, str] = {
+    "partitions": "--target containers, where the run owns the networks between the API "
+    "containers and their stores",
 }
 
 
@@ -206,6 +215,13 @@ class ProbeTarget:
             self._optional(str(self.info.stores.upload_dir or ""), "upload store", "upload_dir")
         )
 
+    def partitions(self) -> NetworkPartition:
+        """Cut the API off a store over the network and heal it (drills); skips when the target
+        cannot, naming the capability."""
+        self.requires("partitions")
+        assert self.info.drills.partitions is not None
+        return self.info.drills.partitions
+
     def job(self, name: str) -> Job:
         """A job of the system, run on request (drills); skips when the target cannot run it."""
         return self._drill_part(
@@ -251,6 +267,11 @@ class ProbeTarget:
         if capability in self.capabilities:
             return
         self.runs(capability)
+        if capability in ONLY_ON:
+            pytest.skip(
+                f"target {self.info.name} does not offer `{capability}`: only "
+                f"{ONLY_ON[capability]}."
+            )
         known = TARGET_FILE_FIELDS.get(capability)
         if known is None:
             pytest.skip(

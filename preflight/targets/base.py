@@ -36,6 +36,7 @@ Capability = Literal[
     "error_tracking",
     "grafana",
     "processes",
+    "partitions",
 ]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
@@ -67,6 +68,24 @@ class ReleaseControl(Protocol):
 
     def candidate(self) -> Path | None:
         """A release to rehearse a rollout with (None: the target offers none)."""
+        ...
+
+
+class NetworkPartition(Protocol):
+    """Cut the API workers off one store over the network, and heal the cut: the partition
+    drills' hands. Both ends keep running; only the network between them is gone."""
+
+    @property
+    def stores(self) -> tuple[str, ...]:
+        """The stores the API can be cut off alone ("postgres", "redis")."""
+        ...
+
+    def cut(self, store: str) -> str:
+        """Cut every API worker off `store` (the others stay reachable); returns how."""
+        ...
+
+    def heal(self, store: str) -> None:
+        """Undo `cut`: the API workers reach `store` again as before."""
         ...
 
 
@@ -277,6 +296,9 @@ class Drills:
     "postgres", "redis", "nginx") -> the pid of its main process (its children count too), asked
     again at each sample because drills restart components. Only a target on this machine has
     it (native).
+    `partitions`: cut the API workers off PostgreSQL or Redis over the network and heal the
+    cut (the partition drills); only a target that owns the network between them has it
+    (containers).
     `restarts`: how many times the deployment's supervisor restarted each component after it
     exited unasked (component name -> count), as the supervisor counts it (systemd's NRestarts,
     Kubernetes' restartCount); absent where nothing supervises the components.
@@ -294,6 +316,7 @@ class Drills:
     alert_routing: AlertRouting | None = field(default=None, repr=False)
     processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
     restarts: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
+    partitions: NetworkPartition | None = field(default=None, repr=False)
     worker_urls: Mapping[str, str] = field(default_factory=dict)
     listeners: Callable[[], Sequence[tuple[str, str, int]]] | None = field(default=None, repr=False)
     callback_host: str | None = None
@@ -353,6 +376,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "error_tracking": seen.error_events,
         "grafana": seen.grafana_url,
         "processes": drills.processes,
+        "partitions": drills.partitions,
     }
     return frozenset(name for name, value in given.items() if value)
 

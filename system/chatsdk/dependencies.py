@@ -8,8 +8,10 @@ refreshes the up/down gauges, so readiness recovers by itself when a database co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import socket
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from chatsdk import faults
 from chatsdk.background import stop_task
 from chatsdk.dbtiming import timed_connection_class
 from chatsdk.errors import MigrationError
@@ -29,6 +32,11 @@ log = logging.getLogger("chatsdk.dependencies")
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 10.0
+# A pooled connection whose server stops acknowledging what it was sent (a network partition:
+# nothing refuses or closes the connection, packets just go nowhere) is dropped by the kernel
+# after this long, so the statement on it fails at once (503) instead of after COMMAND_TIMEOUT.
+# A busy server still acknowledges at once: TCP does, whatever the query costs.
+UNACKNOWLEDGED_TIMEOUT = 3.0
 REDIS_SOCKET_TIMEOUT = 2.0
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
@@ -56,10 +64,13 @@ class Dependencies:
         self.pool: Any = None  # TimedPool (over an asyncpg.Pool) once PostgreSQL answered
         # redis-py connects lazily and reconnects on its own; one quick retry covers a
         # connection that went stale while Redis restarted.
+        redis_timeout: float | None = REDIS_SOCKET_TIMEOUT
+        if faults.injected(faults.UNBOUNDED_REDIS_WAITS):  # test-only (chatsdk/faults.py)
+            redis_timeout = None
         self.redis = Redis.from_url(
             settings.redis_url,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_timeout=redis_timeout,
+            socket_connect_timeout=redis_timeout,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
             health_check_interval=15,
         )
@@ -131,16 +142,18 @@ class Dependencies:
         return db_up and redis_up and self.migrations is not MigrationState.PENDING
 
     async def _connect_database(self) -> None:
+        bounded = not faults.injected(faults.UNBOUNDED_DB_WAITS)  # test-only (chatsdk/faults.py)
         try:
             pool = await asyncpg.create_pool(
                 self._settings.database_url,
                 min_size=POOL_MIN_SIZE,
                 max_size=POOL_MAX_SIZE,
                 timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT if bounded else None,
                 max_inactive_connection_lifetime=60.0,
                 # Every statement observed in db_query_duration_seconds{operation}.
                 connection_class=timed_connection_class(self._metrics.db_query_duration),
+                init=_drop_when_unacknowledged if bounded else None,
             )
             # Every acquisition's wait observed in db_pool_wait_seconds.
             self.pool = TimedPool(
@@ -188,6 +201,18 @@ class Dependencies:
             await asyncio.wait_for(self.redis.aclose(), wait_s)
         except TimeoutError:
             log.warning("redis client did not close in %.1f s", wait_s)
+
+
+async def _drop_when_unacknowledged(conn: Any) -> None:
+    """TCP_USER_TIMEOUT on a new pooled connection (see UNACKNOWLEDGED_TIMEOUT), where it is a
+    TCP socket (Linux); a Unix socket has no peer to lose."""
+    transport = conn._transport  # asyncpg gives no public way to its socket
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(AttributeError, OSError):  # not Linux: the statement's bound
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(UNACKNOWLEDGED_TIMEOUT * 1000)
+            )
 
 
 def _updown(up: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ class Settings:
             redis_url=env.get("REDIS_URL", str, check=_url({"redis", "rediss"})),
             admin_key=env.get("ADMIN_KEY", str, check=_secret),
             jwt_secret=env.get("JWT_SECRET", str, check=_secret),
-            worker_id=env.get("WORKER_ID", str, default="0", check=_worker_id),
+            worker_id=env.get("WORKER_ID", str, default=host_worker_id(), check=_worker_id),
             shutdown_timeout=env.get(
                 "SHUTDOWN_TIMEOUT", _seconds, default=10.0, check=_between(0.1, 11.0)
             ),
@@ -372,6 +373,14 @@ def _secret(value: str) -> str | None:
     if len(value) < MIN_SECRET_LENGTH:
         return f"must be at least {MIN_SECRET_LENGTH} characters long (got {len(value)})"
     return None
+
+
+def host_worker_id() -> str:
+    """The worker id where CHATSDK_WORKER_ID is not set: the host name, so replicas that share
+    one configuration still report distinct ids (a container's host name is its own: its id
+    under Docker, the pod's name under Kubernetes). Characters an id may not hold become '-'."""
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return name[:64] or "0"
 
 
 def _worker_id(value: str) -> str | None:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from chatsdk.errors import ChatSDKError, SettingsError
-from chatsdk.settings import Settings
+from chatsdk.settings import Settings, host_worker_id
 
 ADMIN_KEY = "admin-key-" + "k" * 30
 JWT_SECRET = "jwt-secret-" + "s" * 30
@@ -23,7 +24,7 @@ def test_defaults_apply_when_only_required_variables_are_set() -> None:
     settings = Settings.from_env(VALID)
     assert settings.host == "127.0.0.1"
     assert settings.port == 8080
-    assert settings.worker_id == "0"
+    assert settings.worker_id == host_worker_id()
     assert settings.shutdown_timeout == 10.0
     assert settings.drain_delay == 1.0
     assert settings.log_level == "INFO"
@@ -134,3 +135,14 @@ def test_a_bad_url_error_does_not_echo_the_password() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({**VALID, "CHATSDK_DATABASE_URL": f"mysql://u:{DB_PASSWORD}@db/x"})
     assert DB_PASSWORD not in str(caught.value)
+
+
+def test_replicas_sharing_a_configuration_report_their_host_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without CHATSDK_WORKER_ID each worker takes its host name (a container's own), cut to
+    what an id may hold; an explicit id is kept as given."""
+    for host, expected in (("api-1", "api-1"), ("3f2a9c1d7e8b", "3f2a9c1d7e8b"), ("a b", "a-b")):
+        monkeypatch.setattr(socket, "gethostname", lambda h=host: h)
+        assert Settings.from_env(VALID).worker_id == expected == host_worker_id()
+    assert Settings.from_env({**VALID, "CHATSDK_WORKER_ID": "1"}).worker_id == "1"

@@ -24,6 +24,7 @@ from preflight.targets.containers import ContainersTarget, _write_secrets
 from preflight.targets.containers.compose import ComposeInvalid, load, seconds
 from preflight.targets.containers.engine import RUN_LABEL, docker_available, engine
 from preflight.targets.containers.images import IMAGES, REPO_ROOT, Image, _files_digest
+from preflight.targets.containers.partition import store_networks
 from preflight.targets.pki import make_pki
 
 COMPOSE = REPO_ROOT / "system" / "deploy" / "docker-compose.yml"
@@ -66,6 +67,29 @@ def test_the_shipped_compose_file_starts_stores_before_the_api_and_the_edge_last
         assert service.healthcheck is not None, service.name
         assert service.mem_limit, service.name
         assert service.nano_cpus, service.name
+
+
+def test_each_store_has_a_network_of_its_own_to_cut_the_api_off(tmp_path: Path) -> None:
+    """The partition drills cut the API containers off one store by its network: PostgreSQL's
+    and Redis's must be apart, or cutting one would cut both."""
+    assert store_networks(load(COMPOSE)) == {"postgres": "backend", "redis": "cache"}
+    shared = tmp_path / "docker-compose.yml"
+    shared.write_text(
+        "services:\n"
+        "  api: {image: a:1, networks: [edge, backend]}\n"
+        "  postgres: {image: p:1, networks: [backend]}\n"
+        "  redis: {image: r:1, networks: [backend]}\n"
+        "networks: {edge: {}, backend: {internal: true}}\n"
+    )
+    assert store_networks(load(shared)) == {}
+
+
+def test_the_api_replicas_share_one_configuration_without_a_worker_id() -> None:
+    """Each replica takes its host name as its worker id (chatsdk/settings.py): an id in the
+    shared environment would make every replica report the same."""
+    plan = load(COMPOSE)
+    for name in ("api", "realtime"):
+        assert "CHATSDK_WORKER_ID" not in plan.services[name].environment, name
 
 
 def test_compose_values_become_the_engine_apis(tmp_path: Path) -> None:
@@ -204,6 +228,14 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         assert {"api-1", "api-2", "realtime", "postgres", "redis", "nginx", "backup"} <= set(
             drills.control
         )
+        # Each API container reports its own worker id, the name the drills know it by.
+        ids = {
+            name: _runtime(url, info.admin_key)["worker_id"]
+            for name, url in drills.worker_urls.items()
+        }
+        assert ids == {"api-1": "api-1", "api-2": "api-2", "realtime": "realtime-1"}, ids
+        assert drills.partitions is not None
+        assert set(drills.partitions.stores) == {"postgres", "redis"}
         pid, before = drills.processes()["api-1"], drills.restarts()["api-1"]
         drills.control["api-1"].kill()  # SIGKILL from this host, as the OOM killer would
         assert _until(
@@ -298,6 +330,13 @@ def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: s
         pass
     log = next(f for f in info.observability.log_files if f.name == f"{worker}.log")
     assert _until(lambda: request_id in log.read_text(), 15), f"{request_id} in {log}"
+
+
+def _runtime(url: str, admin_key: str) -> dict[str, object]:
+    request = urllib.request.Request(f"{url}/v1/admin/runtime", headers={"X-Admin-Key": admin_key})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        report: dict[str, object] = json.load(response)
+    return report
 
 
 def _ready(edge_url: str, ctx: ssl.SSLContext) -> bool:

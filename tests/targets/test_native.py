@@ -119,6 +119,7 @@ def test_the_target_says_what_it_can_do_and_what_runs(
     }
     assert "observability" not in stack.capabilities  # off unless asked for
     assert "alert_routing" not in stack.capabilities
+    assert "partitions" not in stack.capabilities  # only the containers target cuts networks
     described = stack.describe()
     assert (described.name, described.kind, described.edge_url) == (
         "native",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from preflight.errors import TargetUnavailable
+from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
 from preflight.targets.base import Backups, Edge, Observability, TargetInfo, offered
 from preflight.targets.containers import ContainersTarget
@@ -90,3 +91,12 @@ def test_capabilities_follow_what_the_info_gives() -> None:
         backups=Backups(dir=Path("/backups")),
     )
     assert offered(rich) == {"metrics", "logs", "observability", "backups", "error_tracking"}
+
+
+def test_without_partitions_the_partition_drills_skip_naming_the_capability() -> None:
+    """Native and target files cannot cut the network between the API and a store: the drills
+    that need it skip, saying which capability is missing and which target has it."""
+    info = TargetInfo(name="native", kind="native", edge=Edge("https://127.0.0.1:1"), admin_key="k")
+    assert "partitions" not in offered(info)
+    with pytest.raises(pytest.skip.Exception, match=r"`partitions`: only --target containers"):
+        ProbeTarget(info).partitions()

@@ -61,6 +61,7 @@ from preflight.targets.containers.engine import (
 )
 from preflight.targets.containers.images import IMAGES, build_all
 from preflight.targets.containers.logs import LogFollower
+from preflight.targets.containers.partition import API_SERVICES, Member, NetworkCut, store_networks
 from preflight.targets.containers.restore import run_restore
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
@@ -98,6 +99,9 @@ OVERRIDES: Mapping[str, str] = {
     "secret files": "fresh random values, written to a private folder of the run",
     "CHATSDK_DEMO": "1 on the API containers, as on a staging deployment: the browser journeys "
     "sign in through the demo endpoint",
+    "hostname": "each container's host name is its replica's name (api-1, api-2, realtime-1) "
+    "instead of its container id: the API workers take their ids from it, so each reports the "
+    "name the drills know it by",
 }
 
 
@@ -147,11 +151,14 @@ class ContainersTarget(Unsupervised):
         timeout: float = 300,
         compose_path: Path = compose_file.COMPOSE_FILE,
         restore_from: Path | None = None,
+        api_env: Mapping[str, str] | None = None,
     ) -> None:
         self.log = log
         self.restore_from = restore_from
         # What the restore of `restore_from` reported, once it ran (RestoredTarget).
         self.restore_report: dict[str, Any] | None = None
+        # Test-only: more environment for the API containers (a fault switch, tests/drills).
+        self.api_env = dict(api_env or {})
         self.timeout = timeout
         self.compose_path = compose_path
         self.run = f"preflight-{secrets_module.token_hex(4)}"
@@ -160,11 +167,11 @@ class ContainersTarget(Unsupervised):
         self._stack = contextlib.ExitStack()
         self._dir: Path | None = None
         self._running: dict[str, _Running] = {}
+        self._networks_made: dict[str, Any] = {}  # compose network -> testcontainers Network
         self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
         self._log_followers: list[LogFollower] = []
         self._client_sources: str | None = None  # the client network's routed range
         self._clients_network: Any = None
-        self._networks_made: dict[str, Any] = {}
         self._deployed_at = 0.0
 
     # -- the Target contract ---------------------------------------------------------------
@@ -216,6 +223,7 @@ class ContainersTarget(Unsupervised):
             timeout=self.timeout,
             compose_path=self.compose_path,
             restore_from=backup,
+            api_env=self.api_env,
         )
 
     def describe(self) -> TargetDescription:
@@ -368,6 +376,8 @@ class ContainersTarget(Unsupervised):
         if "CHATSDK_ALLOWED_ORIGINS" in env:  # the API's containers (OVERRIDES)
             env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
             env["CHATSDK_DEMO"] = "1"
+        if service.name in API_SERVICES:
+            env.update(self.api_env)
         for key, value in env.items():
             c.with_env(key, value)
         command = list(service.command or ())
@@ -490,7 +500,7 @@ class ContainersTarget(Unsupervised):
             self._client,
             backup=backup,
             image=layout.tags[service.image],
-            network=layout.networks[plan.services["postgres"].networks[0]].name,
+            networks=[layout.networks[name]._network for name in service.networks],
             environment=service.environment,
             url_file=url_file,
             mounts={**secrets, layout.volumes["uploads"]: ("/var/lib/chatsdk/uploads", "rw")},
@@ -612,6 +622,7 @@ class ContainersTarget(Unsupervised):
                     {name: r.container.get_wrapped_container() for name, r in self._running.items()}
                 ),
                 callback_host=callback,
+                partitions=self._partitions(plan),
             ),
             deployment=Deployment(
                 deployed_at=self._deployed_at,
@@ -621,6 +632,20 @@ class ContainersTarget(Unsupervised):
                     "deployment's Grafana to decide this item",
                 },
             ),
+        )
+
+    def _partitions(self, plan: Compose) -> NetworkCut:
+        """The partition drills' hands: each store's own network, and the API containers."""
+        return NetworkCut(
+            networks={
+                store: self._networks_made[network]._network
+                for store, network in store_networks(plan).items()
+            },
+            members=[
+                Member(r.container.get_wrapped_container(), (r.name, r.service.name))
+                for r in self._running.values()
+                if r.service.name in API_SERVICES
+            ],
         )
 
 

@@ -10,7 +10,7 @@ secret file, never a visible environment value."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def run_restore(
     *,
     backup: Path,
     image: str,
-    network: str,
+    networks: Sequence[Any],
     environment: Mapping[str, str],
     url_file: Path,
     mounts: Mapping[str, tuple[str, str]],
@@ -35,7 +35,8 @@ def run_restore(
     """Restore `backup` (a directory of a chatsdk.backup repository) with the backup image;
     returns the restore's own report, also when what it restored differs from the backup
     (exit 1: the drill judges that); raises TargetUnavailable when nothing could be restored.
-    `mounts` maps a volume or host path to (where in the container, mode)."""
+    `networks` are the backup service's (docker SDK Networks: the stores'); `mounts` maps a
+    volume or host path to (where in the container, mode)."""
     env = {
         key: value
         for key, value in environment.items()
@@ -63,12 +64,14 @@ def run_restore(
         image,
         argv,
         environment=env,
-        network=network,
+        network=networks[0].name,
         volumes=volumes,
         labels=dict(labels),
         tmpfs={"/tmp": ""},  # noqa: S108 - the container's own /tmp
     )
     try:
+        for network in networks[1:]:
+            network.connect(container)
         container.start()
         code = int(container.wait(timeout=RESTORE_TIMEOUT_S)["StatusCode"])
         out = container.logs(stdout=True, stderr=False).decode(errors="replace")
