@@ -88,7 +88,8 @@ OVERRIDES: Mapping[str, str] = {
     "CHATSDK_DEMO": "1 on the API containers, as on a staging deployment: the browser journeys "
     "sign in through the demo endpoint",
     "../monitoring": "Prometheus and Alertmanager read the run's rendering of system/monitoring "
-    "(containers/monitoring.py): every scrape, evaluation and DNS refresh every 2 s, jobs of "
+    "(containers/monitoring.py): every scrape (the container exporter's every 5 s), evaluation "
+    "and DNS refresh every 2 s, jobs of "
     "services the file does not run left out, an always-firing watchdog rule, receivers that "
     "deliver nowhere; Prometheus resends firing alerts every 2 s; Prometheus and Alertmanager "
     "are published on 127.0.0.1 for the probes",

@@ -17,7 +17,8 @@ Each series carries `name` (the container's name), `id` (/docker/<id>) and `imag
 labels them. CONTAINER_EXPORTER_LABEL (`key=value`) limits it to the containers with that label
 (e.g. one compose project's); unset, it reports every running container of the engine. Every
 scrape asks the engine afresh (one-shot stats, in parallel); a scrape fails when the engine does
-not answer, so `up` shows it.
+not answer, so `up` shows it. A container's limits are asked for once a minute (they change only
+with `docker update`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 API = "/v1.41"  # Docker 20.10 and later; one-shot stats need 1.41
 LABELS = ("name", "id", "image")
 ENGINE_TIMEOUT_S = 10.0
-PARALLEL = 8
+PARALLEL = 16
+SPEC_TTL_S = 60.0
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -97,22 +99,43 @@ def cpu_spec(host: dict[str, Any]) -> tuple[int, int]:
     return int(host.get("CpuQuota") or 0), int(host.get("CpuPeriod") or 0) or 100_000
 
 
-def sample(engine: Engine, summary: dict[str, Any]) -> dict[str, Any] | None:
+class Specs:
+    """Each container's HostConfig (its limits), asked for again after SPEC_TTL_S."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._known: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def of(self, cid: str) -> dict[str, Any]:
+        now = time.monotonic()
+        known = self._known.get(cid)
+        if known is None or now - known[0] > SPEC_TTL_S:
+            host = self.engine.get(f"/containers/{cid}/json").get("HostConfig") or {}
+            known = self._known[cid] = (now, dict(host))
+        return known[1]
+
+    def keep(self, ids: set[str]) -> None:
+        """Forget the containers that are gone."""
+        for cid in set(self._known) - ids:
+            self._known.pop(cid, None)
+
+
+def sample(engine: Engine, specs: Specs, summary: dict[str, Any]) -> dict[str, Any] | None:
     """One container's figures, or None when it went away meanwhile."""
     cid = str(summary["Id"])
     try:
         stats = engine.get(f"/containers/{cid}/stats?stream=false&one-shot=true")
-        spec = engine.get(f"/containers/{cid}/json")
+        host = specs.of(cid)
     except LookupError:
         return None
-    quota, period = cpu_spec(spec.get("HostConfig") or {})
+    quota, period = cpu_spec(host)
     names = summary.get("Names") or [f"/{cid[:12]}"]
     return {
         "labels": (str(names[0]).lstrip("/"), f"/docker/{cid}", str(summary.get("Image", ""))),
         "cpu": int(((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
         / 1e9,
         "memory": working_set(stats.get("memory_stats") or {}),
-        "memory_limit": float((spec.get("HostConfig") or {}).get("Memory") or 0),
+        "memory_limit": float(host.get("Memory") or 0),
         "cpu_quota": float(quota),
         "cpu_period": float(period),
     }
@@ -124,11 +147,13 @@ class ContainerCollector(Collector):
     def __init__(self, engine: Engine, label: str | None = None) -> None:
         self.engine = engine
         self.label = label
+        self.specs = Specs(engine)
 
     def samples(self) -> list[dict[str, Any]]:
         running = self.engine.containers(self.label)
+        self.specs.keep({str(s["Id"]) for s in running})
         with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            found = pool.map(lambda s: sample(self.engine, s), running)
+            found = pool.map(lambda s: sample(self.engine, self.specs, s), running)
             return [s for s in found if s is not None]
 
     def collect(self) -> Iterator[Any]:
