@@ -50,6 +50,14 @@ def address(url: str) -> tuple[str, str]:
     return parts.netloc, parts.path or "/"
 
 
+def seen_by_prometheus(target: ProbeTarget, url: str) -> set[tuple[str, str]]:
+    """A URL's address and path, and the same path at the address Prometheus reaches it at
+    where the target names one (its network differs from this machine's: containers)."""
+    netloc, path = address(url)
+    other = target.info.observability.network_addresses.get(url)
+    return {(netloc, path), *([(other, path)] if other else [])}
+
+
 @pytest.mark.checklist("MON-PROM-SCRAPES")
 def test_prometheus_scrapes_every_worker_and_every_target_is_up(
     target: ProbeTarget, evidence: EvidenceLog
@@ -60,7 +68,7 @@ def test_prometheus_scrapes_every_worker_and_every_target_is_up(
     for t in targets:
         evidence.note(f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t['lastError']}")
     api = {address(t["scrapeUrl"]): t for t in targets if t["labels"].get("job") == API_JOB}
-    missing = [url for url in workers if address(url) not in api]
+    missing = [url for url in workers if not seen_by_prometheus(target, url) & set(api)]
     assert not missing, (
         f"Prometheus at {target.prometheus_url} must scrape every API worker under job "
         f"{API_JOB} (got no target for {', '.join(missing)}; scraped: "
@@ -97,8 +105,11 @@ def test_alertmanager_runs_and_receives_the_alerts_prometheus_fires(
     )
     am = target.info.observability.alertmanager_url
     if am is not None:
-        assert any(u.startswith(am) for u in urls), (
-            f"Prometheus must send alerts to the target's Alertmanager {am} (got {urls})"
+        inside = target.info.observability.network_addresses.get("alertmanager")
+        assert any(u.startswith(am) or urlsplit(u).netloc == inside for u in urls), (
+            f"Prometheus must send alerts to the target's Alertmanager {am}"
+            + (f" (at {inside} on its network)" if inside else "")
+            + f" (got {urls})"
         )
         status = get_json(f"{am}/api/v2/status")
         evidence.note(f"Alertmanager {am} cluster status {status.get('cluster', {}).get('status')}")
@@ -280,7 +291,10 @@ def test_every_host_of_a_worker_has_cpu_memory_disk_and_network_metrics(
         + (", ".join(f"{t['labels'].get('instance')} {t['health']}" for t in nodes) or "none")
     )
     hosts = {host(t["labels"].get("instance", "")) for t in nodes if t["health"] == "up"}
-    unwatched = sorted({host(url) for url in workers} - hosts)
+    # Where one node exporter watches the one host every component runs on (containers), the
+    # target names it: that is every worker's host.
+    node = target.info.observability.network_addresses.get(NODE_JOB)
+    unwatched = sorted({host(node or url) for url in workers} - hosts)
     assert not unwatched, (
         f"every host that runs an API worker must be scraped by Prometheus under job "
         f"{NODE_JOB} and be up (got no healthy node target for {', '.join(unwatched)}; "

@@ -252,7 +252,11 @@ class Observability:
     `alertmanager_url`: their HTTP APIs, for the live monitoring probes. `grafana_url`: Grafana's
     HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA. `error_events`: the
     events the error tracker received (JSON lines, one Sentry event each), for
-    MON-ERROR-TRACKING: the native target's stand-in writes it (targets/errortracker.py)."""
+    MON-ERROR-TRACKING: the native target's stand-in writes it (targets/errortracker.py).
+    `network_addresses`: where Prometheus reaches what the URLs above name, where its network
+    differs from this machine's (the containers target): a metrics URL, or "alertmanager" ->
+    host:port as Prometheus scrapes or alerts it; "node" -> the node exporter's, where one node
+    exporter watches the one host every component runs on."""
 
     metrics_urls: tuple[str, ...] = ()
     log_files: tuple[Path, ...] = ()
@@ -260,6 +264,7 @@ class Observability:
     alertmanager_url: str | None = None
     grafana_url: str | None = field(default=None, repr=False)
     error_events: Path | None = None
+    network_addresses: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from preflight.targets.base import (
 )
 from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
+from preflight.targets.containers import monitoring
 from preflight.targets.containers.compose import Compose, Service, replicas_of
 from preflight.targets.containers.control import ContainerControl
 from preflight.targets.containers.engine import (
@@ -102,6 +103,14 @@ OVERRIDES: Mapping[str, str] = {
     "hostname": "each container's host name is its replica's name (api-1, api-2, realtime-1) "
     "instead of its container id: the API workers take their ids from it, so each reports the "
     "name the drills know it by",
+    "../monitoring": "Prometheus and Alertmanager read the run's rendering of system/monitoring "
+    "(containers/monitoring.py): every scrape (the container exporter's every 5 s), evaluation "
+    "and DNS refresh every 2 s, jobs of "
+    "services the file does not run left out, an always-firing watchdog rule, receivers that "
+    "deliver nowhere; Prometheus resends firing alerts every 2 s; Prometheus and Alertmanager "
+    "are published on 127.0.0.1 for the probes",
+    "CONTAINER_EXPORTER_LABEL": "the container exporter reports this run's containers only: "
+    "the engine is shared",
 }
 
 
@@ -116,6 +125,7 @@ class _Layout:
     edge_conf: Path | None  # None: the compose file has no edge (then the start fails)
     edge_url: str
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
+    monitoring: Path  # the rendered system/monitoring Prometheus and Alertmanager mount
 
 
 def _control_name(service: Service, replica: str) -> str:
@@ -128,7 +138,13 @@ def _published(service: Service, layout: _Layout) -> dict[int, int]:
     """Container port -> port on 127.0.0.1 (OVERRIDES: published ports)."""
     if service.name == EDGE_SERVICE:
         return dict(layout.edge_ports)
-    inside = {"postgres": 5432, "redis": 6379, "api": API_PORT, "realtime": API_PORT}
+    inside = {
+        "postgres": 5432,
+        "redis": 6379,
+        "api": API_PORT,
+        "realtime": API_PORT,
+        **monitoring.PUBLISHED,
+    }
     return {inside[service.name]: free_port()} if service.name in inside else {}
 
 
@@ -254,6 +270,7 @@ class ContainersTarget(Unsupervised):
             volumes=self._volumes(plan),
             secret_files=secret_files,
             edge_conf=self._render_edge(plan, pki) if EDGE_SERVICE in plan.services else None,
+            monitoring=monitoring.render(self._dir / "monitoring", plan.services),
             edge_url=edge_url,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
         )
@@ -305,6 +322,9 @@ class ContainersTarget(Unsupervised):
 
     def _labels(self) -> dict[str, str]:
         return {RUN_LABEL: self.run, LAUNCHER_LABEL: launcher()}
+
+    def _run_label(self) -> str:
+        return f"{RUN_LABEL}={self.run}"
 
     def _networks(self, plan: Compose) -> dict[str, Any]:
         from testcontainers.core.network import Network  # noqa: PLC0415
@@ -372,7 +392,7 @@ class ContainersTarget(Unsupervised):
             **self._engine_options(service, replica),
         )
         c.tmpfs = {path: "" for path in service.tmpfs}
-        env = dict(service.environment)
+        env = {**service.environment, **monitoring.environment(service.name, self._run_label())}
         if "CHATSDK_ALLOWED_ORIGINS" in env:  # the API's containers (OVERRIDES)
             env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
             env["CHATSDK_DEMO"] = "1"
@@ -380,7 +400,7 @@ class ContainersTarget(Unsupervised):
             env.update(self.api_env)
         for key, value in env.items():
             c.with_env(key, value)
-        command = list(service.command or ())
+        command = monitoring.command(service.name, list(service.command or ()))
         if service.name == EDGE_SERVICE:  # OVERRIDES: ./edge
             conf = layout.edge_conf
             assert conf is not None
@@ -433,6 +453,8 @@ class ContainersTarget(Unsupervised):
                 source = layout.volumes[mount.source]
             elif service.name == EDGE_SERVICE and mount.source.rstrip("/") == "./edge":
                 continue  # the run's folder is mounted instead (OVERRIDES)
+            elif mount.source.rstrip("/") == monitoring.MONITORING_MOUNT:
+                source = str(layout.monitoring)  # OVERRIDES: ../monitoring
             else:
                 source = str((self.compose_path.parent / mount.source).resolve())
             mounts.append((source, mount.target, "ro" if mount.read_only else "rw"))
@@ -580,6 +602,19 @@ class ContainersTarget(Unsupervised):
             clients = client_net.client_network(
                 edge, self._clients_network, self._client_sources, EDGE_HTTPS_PORT
             )
+        watching = monitoring.watch(
+            {name: r.container.get_wrapped_container() for name, r in self._running.items()},
+            {
+                replica: f"http://127.0.0.1:{published(replica, API_PORT)}/metrics"
+                for name in ("api", "realtime")
+                if name in plan.services
+                for replica in replicas_of(plan.services[name])
+            },
+            worker_port=API_PORT,
+            config=self._dir / "monitoring" / "prometheus.yml",
+            catalogue=backups / "catalogue.json" if backups and "backup" in plan.services else None,
+            timeout=self.timeout,
+        )
         return TargetInfo(
             name="containers",
             kind="containers",
@@ -608,6 +643,9 @@ class ContainersTarget(Unsupervised):
                     *sorted((self._dir / "logs").glob("*.log")),
                     *sorted((self._dir / "edge" / "nginx" / "logs").glob("*.log")),
                 ),
+                prometheus_url=watching.prometheus_url,
+                alertmanager_url=watching.alertmanager_url,
+                network_addresses=watching.network_addresses,
             ),
             backups=Backups(dir=backups, on_database_host=True, restore=self.restore),
             drills=Drills(

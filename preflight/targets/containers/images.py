@@ -88,6 +88,18 @@ IMAGES: tuple[Image, ...] = (
     ),
     Image("prometheus", "system/deploy/images/prometheus/Dockerfile", BOOKWORM),
     Image("alertmanager", "system/deploy/images/alertmanager/Dockerfile", BOOKWORM),
+    Image("exporters", "system/deploy/images/exporters/Dockerfile", BOOKWORM),
+    Image(
+        "container-exporter",
+        "system/deploy/images/container-exporter/Dockerfile",
+        "python",
+        (
+            "system/deploy/images/container-exporter/requirements.txt",
+            "system/deploy/images/container-exporter/container_exporter.py",
+        ),
+        {"PIP_INSTALL_FLAGS": "--no-index --find-links /wheels"},
+        wheels=True,
+    ),
 )
 
 
