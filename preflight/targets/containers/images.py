@@ -10,6 +10,7 @@ copies, its base's id, its build arguments), so a second run finds every tag and
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -107,8 +108,22 @@ class ImageBuildFailed(TargetUnavailable):
     """An image could not be built: the message names it and the cause, in one sentence."""
 
 
+BUILD_LOCK = Path("/run/lock" if Path("/run/lock").is_dir() else tempfile.gettempdir())
+
+
 def build_all(client: Any, log: Log, images: Sequence[Image] = IMAGES) -> dict[str, str]:
-    """Every image's tag (name -> preflight/<name>:<digest>), building the ones missing."""
+    """Every image's tag (name -> preflight/<name>:<digest>), building the ones missing. One
+    process of this machine builds at a time (a file lock): another one that needs the same
+    images waits, then finds them built, rather than building them twice side by side."""
+    with (BUILD_LOCK / "preflight-image-build.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_all(client, log, images)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_all(client: Any, log: Log, images: Sequence[Image]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for base in {i.base for i in images if isinstance(i.base, Base)}:
         ensure_base(client, base, log)
