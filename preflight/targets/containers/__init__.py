@@ -54,6 +54,7 @@ from preflight.targets.containers.engine import (
     sweep,
 )
 from preflight.targets.containers.images import IMAGES, build_all
+from preflight.targets.containers.releases import ContainerReleases
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
 from preflight.targets.pki import make_pki
@@ -146,6 +147,7 @@ class ContainersTarget(Unsupervised):
         self._running: dict[str, _Running] = {}
         self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
         self._log_followers: list[subprocess.Popen[bytes]] = []
+        self._layout: _Layout | None = None
 
     # -- the Target contract ---------------------------------------------------------------
 
@@ -215,6 +217,7 @@ class ContainersTarget(Unsupervised):
             edge_url=edge_url,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
         )
+        self._layout = layout
         for wave in plan.waves():
             for name in wave:
                 for replica in replicas_of(plan.services[name]):
@@ -298,15 +301,25 @@ class ContainersTarget(Unsupervised):
         )
         return conf
 
-    def _start_container(self, service: Service, replica: str, layout: _Layout) -> None:
+    def _start_container(
+        self,
+        service: Service,
+        replica: str,
+        layout: _Layout,
+        image: str | None = None,
+        ports: Mapping[int, int] | None = None,
+    ) -> None:
+        """Start one replica: on the service's image built for this run unless `image` says
+        otherwise (a release, releases.py), published on free ports unless `ports` says which."""
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415
 
         joins = list(service.networks)
         if service.name in STORES:
             joins.insert(0, HOST_NETWORK)  # OVERRIDES: stores published
         first, *others = [layout.networks[n] for n in joins]
+        image = image or layout.tags[service.image]
         c = DockerContainer(
-            layout.tags[service.image],
+            image,
             name=f"{self.run}-{replica}",
             network=first,
             network_aliases=[replica, service.name],
@@ -330,17 +343,35 @@ class ContainersTarget(Unsupervised):
             c.with_volume_mapping(str(layout.secret_files[secret]), f"/run/secrets/{secret}", "ro")
         for source, target, mode in self._mounts(service, layout):
             c.with_volume_mapping(source, target, mode)
-        for inside, outside in _published(service, layout).items():
+        for inside, outside in (ports or _published(service, layout)).items():
             c.ports[inside] = ("127.0.0.1", outside)  # type: ignore[index,assignment]
         self._tc_clients.append(c.get_docker_client())
-        self.log(f"starting {replica} ({layout.tags[service.image]})")
-        started = self._stack.enter_context(c)
+        self.log(f"starting {replica} ({image})")
+        started = c.start()
+        self._stack.callback(_remove, started)
         for network in others:
             network._network.connect(
                 started.get_wrapped_container(), aliases=[replica, service.name]
             )
         self._running[replica] = _Running(service, replica, started)
         self._follow_logs(replica, started)
+
+    def _replace(self, replica: str, image: str) -> Any:
+        """Remove `replica`'s container (stopped by the caller) and start its successor on
+        `image`: the same name, aliases, networks, settings and published ports. The new
+        container (docker SDK), started, not yet ready."""
+        assert self._layout is not None
+        old = self._running[replica]
+        old.container.get_wrapped_container().reload()
+        ports = {
+            int(inside.split("/")[0]): int(bound[0]["HostPort"])
+            for inside, bound in (
+                old.container.get_wrapped_container().attrs["HostConfig"]["PortBindings"] or {}
+            ).items()
+        }
+        old.container.get_wrapped_container().remove(force=True)
+        self._start_container(old.service, replica, self._layout, image=image, ports=ports)
+        return self._running[replica].container.get_wrapped_container()
 
     def _engine_options(self, service: Service, replica: str) -> dict[str, Any]:
         """What the compose file says about the container, in the engine API's words."""
@@ -443,6 +474,19 @@ class ContainersTarget(Unsupervised):
             )
             for r in self._running.values()
         }
+        api = plan.services.get("api")
+        assert self._layout is not None
+        releases = None
+        if api is not None:  # the rollout drills' deploys (releases.py)
+            releases = ContainerReleases(
+                workers=tuple(_control_name(api, replica) for replica in replicas_of(api)),
+                client=self._client,
+                image=self._layout.tags[api.image],
+                controls=controls,
+                replace=self._replace,
+                candidate_dir=self._dir / "releases",
+                log=self.log,
+            )
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
         return TargetInfo(
@@ -474,6 +518,7 @@ class ContainersTarget(Unsupervised):
             ),
             drills=Drills(
                 control=controls,
+                releases=releases,
                 worker_urls=workers,
                 processes=lambda: {
                     name: pid for name, c in controls.items() if (pid := c.pid()) is not None
@@ -489,6 +534,14 @@ class ContainersTarget(Unsupervised):
                 },
             ),
         )
+
+
+def _remove(container: Any) -> None:
+    """Remove a container of the run on exit; one a rollout replaced is gone already."""
+    import docker.errors  # noqa: PLC0415 - the docker SDK only where an engine is used
+
+    with contextlib.suppress(docker.errors.NotFound):
+        container.stop()
 
 
 def _write_secrets(folder: Path, plan: Compose) -> tuple[dict[str, Path], dict[str, str]]:
