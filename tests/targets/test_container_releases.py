@@ -21,7 +21,8 @@ from preflight.targets.base import ReleaseControl, TargetInfo
 from preflight.targets.containers import ContainersTarget
 from preflight.targets.containers.engine import LAUNCHER_LABEL, RUN_LABEL, docker_available, engine
 from preflight.targets.containers.images import LABEL
-from preflight.targets.containers.releases import RELEASE_REPOSITORY, ContainerReleases
+from preflight.targets.containers.releases import RELEASE_REPOSITORY, ContainerReleases, _context
+from preflight.targets.native.releases import build_candidate
 from tests.checks.support import outcomes
 from tests.drills.test_fault_variants import drills
 
@@ -41,6 +42,18 @@ KEPT = (
     (("HostConfig", "NanoCpus"), "CPU limit"),
     (("HostConfig", "Memory"), "memory limit"),
 )
+
+
+def test_a_release_image_is_tagged_by_its_package(tmp_path: Path) -> None:
+    """The build context (and so the tag's digest) depends on the package's files only: not on
+    where or when it was copied, nor on bytecode caches."""
+    one = build_candidate(tmp_path / "one") / "chatsdk"
+    two = build_candidate(tmp_path / "two") / "chatsdk"
+    (two / "__pycache__").mkdir(exist_ok=True)
+    (two / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"cache")
+    assert _context(one) == _context(two)
+    (two / "version.py").write_text((two / "version.py").read_text() + "# changed\n")
+    assert _context(one) != _context(two)
 
 
 @pytest.fixture(scope="module")
