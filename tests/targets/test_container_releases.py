@@ -27,6 +27,7 @@ from tests.checks.support import outcomes
 from tests.drills.test_fault_variants import drills
 
 TIMEOUT_S = 120.0
+UNROUTED_S = 30.0  # how long an edge that does not re-resolve is watched not to route
 # What must not change when a container is replaced: (path into the engine's inspect, name).
 KEPT = (
     (("Config", "Env"), "environment"),
@@ -76,15 +77,7 @@ def test_a_deploy_replaces_the_worker_with_a_container_on_the_release(target: Ta
     old.reload()
     old_attrs, pid = old.attrs, _processes(target)["api-1"]
 
-    # Another container takes the old one's addresses the moment they are free, so that the new
-    # one gets others (the engine hands a freed address out again) and the edge must re-resolve.
-    client = engine()
-    squatting = dataclasses.replace(releases, replace=_squatter(client, old, releases.replace))
-    try:
-        assert squatting.deploy("api-1", candidate) == 0, "the old worker drained and exited 0"
-    finally:
-        client.containers.get(f"{old.name}-squatter").remove(force=True)
-        client.close()
+    assert _deploy_elsewhere(releases, "api-1", candidate) == 0, "the old worker drained, exit 0"
     new = control.container
     new.reload()
     assert new.id != old.id
@@ -129,6 +122,45 @@ def test_a_release_that_does_not_drain_fails_the_rollback_drill(target: TargetIn
     assert outcome is Outcome.FAIL, decided
     assert "in flight" in reason or "must fail no request" in reason, reason
     assert decided["RB-STOP-ROLLOUT"][0] is Outcome.PASS, decided["RB-STOP-ROLLOUT"]
+
+
+def test_an_edge_that_does_not_re_resolve_never_routes_to_the_new_container(
+    target: TargetInfo,
+) -> None:
+    """The edge's own re-resolving is what routes to a replaced worker on a new address: with
+    its loop stopped, NGINX keeps the old address, and the new worker, ready at its own address,
+    gets no request through the edge. Last in this module: the edge stays without its loop."""
+    releases = target.drills.releases
+    assert isinstance(releases, ContainerReleases)
+    nginx = target.drills.control["nginx"].container  # type: ignore[attr-defined]
+    # The entrypoint's loop, by its command line ("[t]": not this shell's own).
+    loop = nginx.exec_run(
+        ["sh", "-c", "kill $(grep -l 'edge-entrypoin[t]' /proc/[0-9]*/cmdline | cut -d/ -f3)"]
+    )
+    assert loop.exit_code == 0, loop.output
+    candidate = releases.candidate()
+    assert candidate is not None
+    assert _deploy_elsewhere(releases, "api-2", candidate) == 0
+    url = target.drills.worker_urls["api-2"]
+    assert _until(lambda: _status(f"{url}/v1/health/ready") == 200), "the new worker gets ready"
+    version = _version_of(candidate)
+    assert not _until(lambda: _runs(target, "api-2") == version, UNROUTED_S)
+    releases.deploy("api-2", None)
+
+
+def _deploy_elsewhere(releases: ContainerReleases, worker: str, release: Path | None) -> int | None:
+    """`releases.deploy`, with another container taking the old one's addresses the moment they
+    are free, so that the new one gets others (the engine hands a freed address out again) and
+    the edge must resolve the worker's name anew to reach it."""
+    old = releases.controls[worker].container
+    old.reload()
+    client = engine()
+    squatting = dataclasses.replace(releases, replace=_squatter(client, old, releases.replace))
+    try:
+        return squatting.deploy(worker, release)
+    finally:
+        client.containers.get(f"{old.name}-squatter").remove(force=True)
+        client.close()
 
 
 @dataclasses.dataclass(frozen=True)
