@@ -188,18 +188,41 @@ def reports(target: ProbeTarget) -> dict[str, dict[str, Any]]:
     return seen
 
 
+def worker_id(target: ProbeTarget, worker: str) -> str:
+    """The id `worker` (a control name) reports as `worker_id` through the edge: asked at its own
+    address where the target gives one (a container names itself by its host name, `api-1`),
+    else the native target's naming (`api-0` reports `0`)."""
+    url = target.worker_url(worker)
+    if url is None:
+        return worker.removeprefix("api-")
+    request = urllib.request.Request(  # noqa: S310 - the worker's own loopback address
+        f"{url}/v1/admin/runtime", headers={"X-Admin-Key": target.admin_key}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        return str(json.load(resp)["worker_id"])
+
+
 def serving_everywhere(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) -> float:
     """Seconds until every API worker answers through the edge again. After a worker was down
     the edge avoids it for a while (max_fails, fail_timeout); a drill that started meanwhile
-    would put no traffic on it and prove nothing."""
+    would put no traffic on it and prove nothing. Each worker is looked for by the id it
+    reports where the target gives its address (other workers behind the same edge, such as
+    the containers' realtime service, do not count for it), else by their number."""
     names = [n for n in target.info.drills.control if n.startswith("api-")]
-    answered = poll(
-        lambda: len(reports(target)), timeout, interval=0.5, accept=lambda n: n >= len(names)
-    )
+    try:
+        ids = {worker_id(target, n) for n in names}
+    except (OSError, ValueError, KeyError):  # a worker not up yet: count them instead
+        ids = set()
+
+    def missing() -> set[str] | int:
+        seen = set(reports(target))
+        return ids - seen if ids else max(0, len(names) - len(seen))
+
+    answered = poll(missing, timeout, interval=0.5, accept=lambda left: not left)
     if not answered.held:
         raise RuntimeError(
             f"not every API worker answered through {target.edge_url} within {timeout:g} s "
-            f"(expected {len(names)})"
+            f"(expected {len(names)}; missing {answered.value})"
         )
     return answered.seconds
 

@@ -30,6 +30,7 @@ from checks.drills._drills import (
     reports,
     serving_everywhere,
     wait_worker_ready,
+    worker_id,
 )
 from checks.drills._journal import (
     Attempt,
@@ -134,6 +135,7 @@ class Rehearsal:
     candidate: str
     workers: list[str]
     migration: str  # the candidate's newest migration file and its SQL
+    first_id: str  # the worker id the first worker reports
     halted: dict[str, str] = field(default_factory=dict)  # worker id -> release while halted
     halted_ready: dict[str, int] = field(default_factory=dict)  # worker id -> readiness
     rolled_out: dict[str, str] = field(default_factory=dict)
@@ -200,6 +202,7 @@ def rehearsal(target: ProbeTarget) -> Rehearsal:
         candidate=_version_of(candidate),
         workers=workers,
         migration=f"{newest.name}: {' '.join(newest.read_text().split())[:300]}",
+        first_id=worker_id(target, workers[0]),
     )
     shipped = {int(v) for r in before.values() for v in r["migrations"]["shipped"]}
     on_candidate: set[str] = set()
@@ -326,7 +329,7 @@ def test_a_halted_rollout_leaves_the_old_workers_serving(
 ) -> None:
     """A bad rollout that cannot be stopped reaches every instance."""
     rehearsal.record(evidence)
-    first = rehearsal.workers[0].removeprefix("api-")
+    first = rehearsal.first_id
     old = {w: v for w, v in rehearsal.halted.items() if w != first}
     evidence.note(
         f"halted for {HALT_S:g} s after {rehearsal.workers[0]}: the rehearsal deploys one worker "

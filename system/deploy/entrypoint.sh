@@ -15,4 +15,9 @@ for assignment in $(env | grep -o '^CHATSDK_[A-Z0-9_]*_FILE=' || true); do
     export "$name=$value"
     unset "$file_var"
 done
+# Each replica names itself in its logs and runtime report by its host name unless
+# CHATSDK_WORKER_ID is set (Kubernetes sets the pod's name): compose gives every replica of a
+# service the same environment, and the container's host name (its id, or the name the
+# deployment gives it) tells them apart.
+export CHATSDK_WORKER_ID="${CHATSDK_WORKER_ID:-${HOSTNAME:-0}}"
 exec "$@"

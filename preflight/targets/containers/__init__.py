@@ -63,6 +63,7 @@ from preflight.targets.containers.engine import (
 from preflight.targets.containers.images import IMAGES, build_all
 from preflight.targets.containers.logs import LogFollower
 from preflight.targets.containers.partition import API_SERVICES, Member, NetworkCut, store_networks
+from preflight.targets.containers.releases import ContainerReleases
 from preflight.targets.containers.restore import run_restore
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
@@ -185,10 +186,11 @@ class ContainersTarget(Unsupervised):
         self._running: dict[str, _Running] = {}
         self._networks_made: dict[str, Any] = {}  # compose network -> testcontainers Network
         self._tc_clients: list[Any] = []  # testcontainers' own engine clients, closed on exit
-        self._log_followers: list[LogFollower] = []
+        self._log_followers: dict[str, LogFollower] = {}  # by replica
         self._client_sources: str | None = None  # the client network's routed range
         self._clients_network: Any = None
         self._deployed_at = 0.0
+        self._layout: _Layout | None = None
 
     # -- the Target contract ---------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class ContainersTarget(Unsupervised):
 
     def __exit__(self, *exc: object) -> None:
         self.info = None
-        for follower in self._log_followers:  # first: a removed container is not followed
+        for follower in self._log_followers.values():  # first: a removed container is not followed
             follower.stop()
         self._log_followers.clear()
         with contextlib.suppress(Exception):
@@ -275,6 +277,7 @@ class ContainersTarget(Unsupervised):
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
         )
         self._deployed_at = time.time()  # the first container of this release starts now
+        self._layout = layout
         for wave in plan.waves():
             for name in wave:
                 for replica in replicas_of(plan.services[name]):
@@ -375,7 +378,16 @@ class ContainersTarget(Unsupervised):
         )
         return conf
 
-    def _start_container(self, service: Service, replica: str, layout: _Layout) -> None:
+    def _start_container(
+        self,
+        service: Service,
+        replica: str,
+        layout: _Layout,
+        image: str | None = None,
+        ports: Mapping[int, int] | None = None,
+    ) -> None:
+        """Start one replica: on the service's image built for this run unless `image` says
+        otherwise (a release, releases.py), published on free ports unless `ports` says which."""
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415
 
         joins = list(service.networks)
@@ -384,8 +396,9 @@ class ContainersTarget(Unsupervised):
         if service.name == EDGE_SERVICE:
             joins.append(client_net.NETWORK)  # OVERRIDES: client network
         first, *others = [layout.networks[n] for n in joins]
+        image = image or layout.tags[service.image]
         c = DockerContainer(
-            layout.tags[service.image],
+            image,
             name=f"{self.run}-{replica}",
             network=first,
             network_aliases=[replica, service.name],
@@ -412,12 +425,13 @@ class ContainersTarget(Unsupervised):
             c.with_volume_mapping(str(layout.secret_files[secret]), f"/run/secrets/{secret}", "ro")
         for source, target, mode in self._mounts(service, layout):
             c.with_volume_mapping(source, target, mode)
-        for inside, outside in _published(service, layout).items():
+        for inside, outside in (ports or _published(service, layout)).items():
             c.ports[inside] = ("127.0.0.1", outside)  # type: ignore[index,assignment]
         self._tc_clients.append(c.get_docker_client())
-        self.log(f"starting {replica} ({layout.tags[service.image]})")
+        self.log(f"starting {replica} ({image})")
         try:
-            started = self._stack.enter_context(c)
+            started = c.start()
+            self._stack.callback(_remove, started)
             for network in others:
                 network._network.connect(
                     started.get_wrapped_container(), aliases=[replica, service.name]
@@ -425,11 +439,27 @@ class ContainersTarget(Unsupervised):
         except Exception as exc:  # docker.errors.APIError, requests errors: say which and why
             cause = getattr(exc, "explanation", None) or str(exc)
             raise TargetUnavailable(
-                f"containers target: {replica} (image {layout.tags[service.image]}) did not "
-                f"start: {str(cause)[:300]}"
+                f"containers target: {replica} (image {image}) did not start: {str(cause)[:300]}"
             ) from exc
         self._running[replica] = _Running(service, replica, started)
         self._follow_logs(replica, started)
+
+    def _replace(self, replica: str, image: str) -> Any:
+        """Remove `replica`'s container (stopped by the caller) and start its successor on
+        `image`: the same name, aliases, networks, settings and published ports. The new
+        container (docker SDK), started, not yet ready."""
+        assert self._layout is not None
+        old = self._running[replica]
+        old.container.get_wrapped_container().reload()
+        ports = {
+            int(inside.split("/")[0]): int(bound[0]["HostPort"])
+            for inside, bound in (
+                old.container.get_wrapped_container().attrs["HostConfig"]["PortBindings"] or {}
+            ).items()
+        }
+        old.container.get_wrapped_container().remove(force=True)
+        self._start_container(old.service, replica, self._layout, image=image, ports=ports)
+        return self._running[replica].container.get_wrapped_container()
 
     def _engine_options(self, service: Service, replica: str) -> dict[str, Any]:
         """What the compose file says about the container, in the engine API's words."""
@@ -465,9 +495,12 @@ class ContainersTarget(Unsupervised):
         assert self._dir is not None
         path = self._dir / "logs" / f"{replica}.log"
         path.parent.mkdir(exist_ok=True)
+        previous = self._log_followers.pop(replica, None)
+        if previous is not None:  # the container it followed was replaced
+            previous.stop()
         follower = LogFollower(str(container.get_wrapped_container().id), path)
         follower.start()
-        self._log_followers.append(follower)
+        self._log_followers[replica] = follower
 
     def _wait_ready(self, plan: Compose, service: Service) -> None:
         """Wait, as `docker-compose up` does, for what others depend on: every replica's health
@@ -539,11 +572,8 @@ class ContainersTarget(Unsupervised):
             "retention": ("api-1", "python -m chatsdk.retention"),
         }
         return {
-            job: ShellJob(
-                job,
-                f"docker exec {self._running[replica].container.get_wrapped_container().id} "
-                f"chatsdk-entrypoint {command}",
-            )
+            # By name: a rollout replaces a container under the same name.
+            job: ShellJob(job, f"docker exec {self.run}-{replica} chatsdk-entrypoint {command}")
             for job, (replica, command) in commands.items()
             if replica in self._running
         }
@@ -584,6 +614,19 @@ class ContainersTarget(Unsupervised):
             )
             for r in self._running.values()
         }
+        api = plan.services.get("api")
+        assert self._layout is not None
+        releases = None
+        if api is not None:  # the rollout drills' deploys (releases.py)
+            releases = ContainerReleases(
+                workers=tuple(_control_name(api, replica) for replica in replicas_of(api)),
+                client=self._client,
+                image=self._layout.tags[api.image],
+                controls=controls,
+                replace=self._replace,
+                candidate_dir=self._dir / "releases",
+                log=self.log,
+            )
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
         api_networks = plan.services["api"].networks if "api" in plan.services else ()
@@ -651,6 +694,7 @@ class ContainersTarget(Unsupervised):
             drills=Drills(
                 control=controls,
                 jobs=self._jobs(),
+                releases=releases,
                 worker_urls=workers,
                 processes=lambda: {
                     name: pid for name, c in controls.items() if (pid := c.pid()) is not None
@@ -685,6 +729,14 @@ class ContainersTarget(Unsupervised):
                 if r.service.name in API_SERVICES
             ],
         )
+
+
+def _remove(container: Any) -> None:
+    """Remove a container of the run on exit; one a rollout replaced is gone already."""
+    import docker.errors  # noqa: PLC0415 - the docker SDK only where an engine is used
+
+    with contextlib.suppress(docker.errors.NotFound):
+        container.stop()
 
 
 def _write_secrets(

@@ -90,10 +90,10 @@ def sweep(client: Any, log: Callable[[str], None], run: str | None = None) -> in
             return labels[RUN_LABEL] == run
         return not _alive(labels.get(LAUNCHER_LABEL, ""))
 
-    # Another run may remove its containers meanwhile: listing must not fail on those.
-    listed = client.containers.list(all=True, filters={"label": RUN_LABEL}, ignore_removed=True)
-    for container in listed:
-        if ours(container.labels):
+    # Sparse: the listing's own labels. A full listing inspects each container after listing
+    # it, and fails with NotFound when another run removes one of its own meanwhile.
+    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}, sparse=True):
+        if ours(container.attrs.get("Labels")):
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
                 removed += 1

@@ -71,7 +71,12 @@ IMAGES: tuple[Image, ...] = (
         ("system/deploy/images/postgres/entrypoint.sh",),
     ),
     Image("redis", "system/deploy/images/redis/Dockerfile", BOOKWORM),
-    Image("nginx", "system/deploy/images/nginx/Dockerfile", BOOKWORM),
+    Image(
+        "nginx",
+        "system/deploy/images/nginx/Dockerfile",
+        BOOKWORM,
+        ("system/deploy/images/nginx/edge-entrypoint.sh",),
+    ),
     Image("python", "system/deploy/images/python/Dockerfile", BOOKWORM),
     Image(
         "api",
@@ -212,32 +217,35 @@ def ensure_image(client: Any, image: Image, base_tag: str, log: Log) -> str:
     if _exists(client, tag):
         return tag
     log(f"building image {tag} from {image.dockerfile}")
+    build(
+        client,
+        f"image {tag} ({image.dockerfile})",
+        lambda line: log(f"  {image.name}: {line}"),
+        path=str(REPO_ROOT),
+        dockerfile=image.dockerfile,
+        tag=tag,
+        buildargs=args,
+        labels={LABEL: image.name},
+    )
+    return tag
+
+
+def build(client: Any, what: str, log: Log, **kwargs: Any) -> None:
+    """Run one build on the engine (docker SDK `api.build` arguments), logging its steps;
+    ImageBuildFailed names `what` and the cause."""
     try:
-        for chunk in client.api.build(
-            path=str(REPO_ROOT),
-            dockerfile=image.dockerfile,
-            tag=tag,
-            buildargs=args,
-            labels={LABEL: image.name},
-            rm=True,
-            forcerm=True,
-            decode=True,
-        ):
+        for chunk in client.api.build(rm=True, forcerm=True, decode=True, **kwargs):
             if "error" in chunk:
                 raise ImageBuildFailed(
-                    f"image {tag} ({image.dockerfile}) failed to build: "
-                    f"{str(chunk['error']).strip()[:300]}"
+                    f"{what} failed to build: {str(chunk['error']).strip()[:300]}"
                 )
             line = str(chunk.get("stream", "")).strip()
             if line.startswith("Step "):
-                log(f"  {image.name}: {line}")
+                log(line)
     except ImageBuildFailed:
         raise
     except Exception as exc:  # docker.errors.APIError, BuildError, requests errors
-        raise ImageBuildFailed(
-            f"image {tag} ({image.dockerfile}) failed to build: {type(exc).__name__}: {exc}"
-        ) from None
-    return tag
+        raise ImageBuildFailed(f"{what} failed to build: {type(exc).__name__}: {exc}") from None
 
 
 def _exists(client: Any, tag: str) -> bool:
