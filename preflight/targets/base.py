@@ -36,6 +36,7 @@ Capability = Literal[
     "error_tracking",
     "grafana",
     "processes",
+    "cert_renewal",
 ]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
@@ -179,15 +180,37 @@ class ProcessJob:
         return _job_result(self.name, [*self.argv, *args], self.env, timeout)
 
 
+class CertificateRenewal(Protocol):
+    """The deployment's own certificate renewal, run on request: the renewal drill's hands."""
+
+    @property
+    def schedule(self) -> str:
+        """How the deployment renews on its own, for a person ("certbot renew every 43200 s")."""
+        ...
+
+    def renew(self) -> str:
+        """Renew the edge's certificate now, due or not, as the deployment's ACME client does
+        when it is due; returns once the client is done (its last output line). The edge serves
+        the new certificate when the deployment's own wiring makes it (a reload)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Edge:
     """Where the system answers and how to trust it: the edge's HTTPS address, its plain-HTTP
     address where it has one (for the redirect probes), and the CA that signed its certificate
-    (None: the system CAs)."""
+    (None: the system CAs).
+
+    `harness_certificate`: the certificate was minted by the harness for this run (its own
+    per-run CA), not obtained by the deployment: the certificate items judge nothing about the
+    deployment then and skip. `renewal`: the deployment's renewal on request, where the target
+    can run it (capability `cert_renewal`)."""
 
     url: str
     http_url: str | None = None
     ca_file: Path | None = None
+    harness_certificate: bool = False
+    renewal: CertificateRenewal | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -318,6 +341,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "error_tracking": seen.error_events,
         "grafana": seen.grafana_url,
         "processes": drills.processes,
+        "cert_renewal": info.edge.renewal,
     }
     return frozenset(name for name, value in given.items() if value)
 

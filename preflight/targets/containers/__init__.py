@@ -41,6 +41,7 @@ from preflight.targets.base import (
     TargetKind,
     Unsupervised,
 )
+from preflight.targets.containers import acme
 from preflight.targets.containers import compose as compose_file
 from preflight.targets.containers.compose import Compose, Service, replicas_of
 from preflight.targets.containers.control import ContainerControl
@@ -56,7 +57,7 @@ from preflight.targets.containers.engine import (
 from preflight.targets.containers.images import IMAGES, build_all
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
-from preflight.targets.pki import make_pki
+from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import free_port
 
 __all__ = ["OVERRIDES", "ContainersTarget", "docker_available"]
@@ -79,10 +80,24 @@ OVERRIDES: Mapping[str, str] = {
     "networks only",
     "CHATSDK_ALLOWED_ORIGINS": "the edge's own https://127.0.0.1:<port> origin, where the "
     "browser journeys open the web client, instead of https://chat.example.com",
-    "./edge": "the edge configuration rendered from system/nginx for this run's certificate "
-    "(minted by the run) and the API containers' names; NGINX reads it where the run wrote it "
+    "./edge": "the edge configuration rendered from system/nginx for the API containers' names "
+    "and the certificate the certbot service keeps in the certs volume (a compose file without "
+    "an ACME client gets one minted by the run); NGINX reads it where the run wrote it "
     "(the run's folder mounted at the same path, `nginx -p <folder> -c <file>`) instead of at "
     "/etc/nginx, and writes its access and error logs there for the log probes",
+    "CHATSDK_ACME_DIRECTORY": "pebble, Let's Encrypt's ACME test server (built here from "
+    "Debian's package), at https://pebble:14000/dir on the run's edge network instead of Let's "
+    "Encrypt, which cannot reach this machine; certbot trusts pebble's listener certificate "
+    "(REQUESTS_CA_BUNDLE, minted by the run) and the probes trust the root pebble makes at its "
+    "start, read from its management port (published on 127.0.0.1)",
+    "CHATSDK_EDGE_DOMAIN": "localhost, the name this machine reaches the edge's published port "
+    "by, instead of chat.example.com; pebble's container resolves it to the edge container "
+    "(its /etc/hosts), as public DNS resolves the public name to the host, so its http-01 "
+    "validation crosses the run's network to the edge's plain-HTTP port",
+    "first certificate": "once pebble runs (it starts after the edge, whose address it needs), "
+    "the target runs the certbot service's own `edge-certificate once` instead of waiting "
+    "CHATSDK_RENEW_RETRY for its next try; until then the edge serves the service's self-signed "
+    "bootstrap certificate",
     "secret files": "fresh random values, written to a private folder of the run",
     "CHATSDK_DEMO": "1 on the API containers, as on a staging deployment: the browser journeys "
     "sign in through the demo endpoint",
@@ -99,6 +114,7 @@ class _Layout:
     secret_files: Mapping[str, Path]
     edge_conf: Path
     edge_url: str
+    pebble: acme.PebbleFiles | None  # the run's ACME CA, where the compose file has a client
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
 
 
@@ -205,14 +221,17 @@ class ContainersTarget(Unsupervised):
         self._dir.chmod(0o711)  # NGINX workers (nobody) reach the web client; secrets/ is 0700
         secret_files, values = _write_secrets(self._dir / "secrets", plan)
         https_port, http_port = free_port(), free_port()
-        edge_url = f"https://127.0.0.1:{https_port}"
+        client = acme.acme_client(plan)
+        pebble = acme.PebbleFiles.write(self._dir / "acme") if client else None
+        edge_url = f"https://{acme.EDGE_NAME if client else '127.0.0.1'}:{https_port}"
         layout = _Layout(
             tags=self._images(plan),
             networks=self._networks(plan),
             volumes=self._volumes(plan),
             secret_files=secret_files,
-            edge_conf=self._render_edge(plan),
+            edge_conf=self._render_edge(plan, pebble.listener if pebble else None),
             edge_url=edge_url,
+            pebble=pebble,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
         )
         for wave in plan.waves():
@@ -222,15 +241,28 @@ class ContainersTarget(Unsupervised):
             for name in wave:
                 self._wait_ready(plan, plan.services[name])
         ca = self._dir / "pki" / "ca.pem"
+        renewal = None
+        if client is not None and pebble is not None:
+            ca, renewal = self._issue(client, layout, pebble)
         context = ssl.create_default_context(cafile=str(ca))
-        if not until(lambda: _ok(f"{edge_url}/v1/health/ready", context), self.timeout):
+        # With an ACME client, ready is the edge answering at all: whether it then serves the
+        # certificate pebble issued is the deployment's to show and the probes' to judge.
+        ready = context if renewal is None else acme.any_certificate()
+        if not until(lambda: _ok(f"{edge_url}/v1/health/ready", ready), self.timeout):
             edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
             tail = edge.logs(tail=5).decode(errors="replace").strip()
             raise TargetUnavailable(
                 f"containers target: the edge at {edge_url} is not ready within "
                 f"{self.timeout:.0f} s (its last lines: {tail[-400:]})"
             )
-        return self._info(plan, edge_url, http_port, ca, values)
+        if renewal is not None and not until(
+            lambda: _ok(f"{edge_url}/v1/health/live", context), acme.SERVED_WITHIN_S
+        ):
+            self.log(
+                f"the edge does not serve the certificate pebble issued within "
+                f"{acme.SERVED_WITHIN_S:.0f} s of its issuance; the probes judge what it serves"
+            )
+        return self._info(plan, edge_url, http_port, ca, values, renewal=renewal)
 
     def _images(self, plan: Compose) -> dict[str, str]:
         """compose image name -> the tag built here for its Dockerfile."""
@@ -275,10 +307,16 @@ class ContainersTarget(Unsupervised):
             made[name] = volume.name
         return made
 
-    def _render_edge(self, plan: Compose) -> Path:
-        """nginx.conf for this run (its absolute paths are under the run's folder)."""
+    def _render_edge(self, plan: Compose, acme_listener: Pki | None) -> Path:
+        """nginx.conf for this run (its absolute paths are under the run's folder): for the
+        certificate the compose file's ACME client keeps, else for one minted by the run."""
         assert self._dir is not None
-        pki = make_pki(self._dir / "pki", hostnames=("localhost", EDGE_SERVICE))
+        client = acme.acme_client(plan)
+        if client is not None and acme_listener is not None:
+            pki, certificate, webroot = acme_listener, acme.edge_certificate(client), acme.WEBROOT
+        else:
+            pki = make_pki(self._dir / "pki", hostnames=("localhost", EDGE_SERVICE))
+            certificate, webroot = None, None
         upstreams = [
             (replica, API_PORT)
             for service in plan.services.values()
@@ -294,6 +332,8 @@ class ContainersTarget(Unsupervised):
                 upstreams=upstreams,
                 pki=pki,
                 listen_address="0.0.0.0",  # noqa: S104 - inside its own network namespace
+                certificate=certificate,  # when set, pki (pebble's listener) is not read
+                acme_webroot=webroot,
             )
         )
         return conf
@@ -314,6 +354,9 @@ class ContainersTarget(Unsupervised):
         )
         c.tmpfs = {path: "" for path in service.tmpfs}
         env = dict(service.environment)
+        if layout.pebble is not None and acme.DIRECTORY_ENV in env:  # OVERRIDES
+            env = acme.client_environment(service)
+            c.with_volume_mapping(str(layout.pebble.listener.ca_cert), acme.CA_BUNDLE, "ro")
         if "CHATSDK_ALLOWED_ORIGINS" in env:  # the API's containers (OVERRIDES)
             env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
             env["CHATSDK_DEMO"] = "1"
@@ -386,6 +429,39 @@ class ContainersTarget(Unsupervised):
             )
         self._log_followers.append(follower)
 
+    def _issue(
+        self, client: Service, layout: _Layout, pebble: acme.PebbleFiles
+    ) -> tuple[Path, acme.AcmeRenewal]:
+        """Start pebble where it resolves the edge's name to the edge container, have the ACME
+        client obtain its first certificate, and read pebble's root (the probes' trust)."""
+        from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+
+        assert self._dir is not None
+        edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
+        edge_network = next(n for n in self._running[f"{EDGE_SERVICE}-1"].service.networks)
+        pebble.resolve_edge(acme.address_on(edge, f"{self.run}-{edge_network}"))
+        tag = build_all(self._client, self.log, [i for i in IMAGES if i.name == acme.PEBBLE])
+        c = DockerContainer(
+            tag[acme.PEBBLE],
+            name=f"{self.run}-{acme.PEBBLE}",
+            network=layout.networks[edge_network],
+            network_aliases=[acme.PEBBLE],
+            labels={**self._labels(), "io.preflight.service": acme.PEBBLE},
+        )
+        for key, value in acme.PEBBLE_ENV.items():
+            c.with_env(key, value)
+        for source, target, mode in pebble.mounts():
+            c.with_volume_mapping(source, target, mode)
+        c.ports[acme.MANAGEMENT_PORT] = ("127.0.0.1", free_port())  # type: ignore[index,assignment]
+        self._tc_clients.append(c.get_docker_client())
+        self.log(f"starting {acme.PEBBLE} (the run's ACME CA)")
+        started = self._stack.enter_context(c)
+        certbot = self._running[replicas_of(client)[0]].container.get_wrapped_container()
+        acme.first_certificate(certbot, self.timeout, self.log)
+        management = f"https://127.0.0.1:{started.get_exposed_port(acme.MANAGEMENT_PORT)}"
+        root = acme.fetch_root(management, pebble.listener, pebble.folder / "root.pem", 60)
+        return root, acme.AcmeRenewal(certbot, acme.schedule_of(client))
+
     def _wait_ready(self, plan: Compose, service: Service) -> None:
         """Wait, as `docker-compose up` does, for what others depend on: every replica's health
         check where a dependant asks for `service_healthy`, else for the replica to run."""
@@ -420,7 +496,14 @@ class ContainersTarget(Unsupervised):
         return Path(self._client.volumes.get(f"{self.run}-{name}").attrs["Mountpoint"])
 
     def _info(
-        self, plan: Compose, edge_url: str, http_port: int, ca: Path, values: Mapping[str, str]
+        self,
+        plan: Compose,
+        edge_url: str,
+        http_port: int,
+        ca: Path,
+        values: Mapping[str, str],
+        *,
+        renewal: acme.AcmeRenewal | None,
     ) -> TargetInfo:
         assert self._dir is not None
 
@@ -448,7 +531,13 @@ class ContainersTarget(Unsupervised):
         return TargetInfo(
             name="containers",
             kind="containers",
-            edge=Edge(url=edge_url, http_url=f"http://127.0.0.1:{http_port}", ca_file=ca),
+            edge=Edge(
+                url=edge_url,
+                http_url=f"http://127.0.0.1:{http_port}",
+                ca_file=ca,
+                harness_certificate=renewal is None,  # minted by the run without an ACME client
+                renewal=renewal,
+            ),
             admin_key=values["admin_key"],
             jwt_secret=values.get("jwt_secret"),
             stores=Stores(

@@ -70,7 +70,12 @@ IMAGES: tuple[Image, ...] = (
         ("system/deploy/images/postgres/entrypoint.sh",),
     ),
     Image("redis", "system/deploy/images/redis/Dockerfile", BOOKWORM),
-    Image("nginx", "system/deploy/images/nginx/Dockerfile", BOOKWORM),
+    Image(
+        "nginx",
+        "system/deploy/images/nginx/Dockerfile",
+        BOOKWORM,
+        ("system/deploy/images/nginx/edge-entrypoint.sh",),
+    ),
     Image("python", "system/deploy/images/python/Dockerfile", BOOKWORM),
     Image(
         "api",
@@ -88,6 +93,14 @@ IMAGES: tuple[Image, ...] = (
     ),
     Image("prometheus", "system/deploy/images/prometheus/Dockerfile", BOOKWORM),
     Image("alertmanager", "system/deploy/images/alertmanager/Dockerfile", BOOKWORM),
+    Image(
+        "certbot",
+        "system/deploy/images/certbot/Dockerfile",
+        BOOKWORM,
+        ("system/deploy/images/certbot/edge-certificate.sh",),
+    ),
+    # Not a service of the compose file: the ACME CA the containers target runs (acme.py).
+    Image("pebble", "system/deploy/images/pebble/Dockerfile", BOOKWORM),
 )
 
 
