@@ -466,6 +466,18 @@ class Served:
     alpn: str | None
 
 
+def deployment_certificate(target: ProbeTarget) -> None:
+    """Skip a certificate probe when the edge serves a certificate the harness minted for this
+    run: its chain, life and renewal say nothing about the deployment's own."""
+    if target.info.edge.harness_certificate:
+        pytest.skip(
+            f"target {target.info.name}'s edge serves a certificate the harness minted for this "
+            "run (its own per-run CA), not one the deployment obtained: the certificate items "
+            "are judged only where the deployment's own CA or ACME client issued it (a target "
+            "that runs the deployment's ACME client, or a target file for the real edge)"
+        )
+
+
 def verified_handshake(target: ProbeTarget, alpn: list[str] | None = None) -> Served:
     """A handshake that verifies the chain against the target's CA (the system's when it names
     none) and the certificate against the edge's host name; raises ssl.SSLCertVerificationError

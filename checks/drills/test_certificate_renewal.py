@@ -1,0 +1,141 @@
+"""The certificate renewal drill: the deployment's own ACME client renews the edge's certificate
+now (as it does when one is due), and the edge must serve the new certificate (another serial,
+a chain that still verifies against the target's CA) without refusing a connection meanwhile.
+
+Only a target that can run the deployment's renewal offers this (capability `cert_renewal`);
+elsewhere it skips."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography import x509
+
+from checks.security._edge import TIMEOUT_S, Served, deployment_certificate, verified_handshake
+from preflight.evidence import EvidenceLog
+from preflight.probe.target import ProbeTarget
+
+# How long the edge may take to serve a renewed certificate: the bundled edge looks for a new
+# one every 10 s (CHATSDK_EDGE_CERT_POLL); a deployment that only reloads on a restart or by hand
+# never does.
+SERVED_WITHIN_S = 120.0
+HANDSHAKE_EVERY_S = 0.2
+AFTER_S = 2.0  # handshakes kept up once the new certificate is served
+
+
+@dataclass
+class HandshakeWatch:
+    """Verified handshakes with the edge in a thread, one every HANDSHAKE_EVERY_S: the serial
+    each one saw, and each that failed (refused, reset, or a chain that did not verify)."""
+
+    target: ProbeTarget
+    serials: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> HandshakeWatch:
+        self._thread = threading.Thread(target=self._run, name="handshake-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HANDSHAKE_EVERY_S):
+            try:
+                self.serials.append(verified_handshake(self.target).certificate.serial_number)
+            except OSError as exc:  # refused, reset, a chain that does not verify (SSLError)
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    @property
+    def latest(self) -> int | None:
+        return self.serials[-1] if self.serials else None
+
+
+def _serial_served(target: ProbeTarget) -> int:
+    """The serial of the certificate the edge serves now, verified or not (a deployment whose
+    first certificate never reached the edge still serves its bootstrap one)."""
+    host, port = target.edge_address
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=TIMEOUT_S) as plain,
+        context.wrap_socket(plain, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _served(target: ProbeTarget) -> Served:
+    try:
+        return verified_handshake(target)
+    except ssl.SSLCertVerificationError as exc:
+        host, port = target.edge_address
+        raise AssertionError(
+            f"the certificate {host}:{port} serves must verify against the target's CA "
+            f"(got {exc.verify_message or exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise AssertionError(f"the edge must accept connections (got {exc})") from None
+
+
+@pytest.mark.checklist("SEC-CERT-RENEWAL")
+def test_a_renewed_certificate_is_served_without_refusing_connections(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A renewal that never reaches the edge lets the served certificate expire all the same."""
+    deployment_certificate(target)
+    renewal = target.info.edge.renewal
+    if "cert_renewal" not in target.capabilities or renewal is None:
+        pytest.skip(
+            f"target {target.info.name} cannot run its deployment's certificate renewal on "
+            "request (no `cert_renewal`): the drill needs the deployment's ACME client, as the "
+            "containers target runs the compose file's certbot service"
+        )
+    host, port = target.edge_address
+    before = _serial_served(target)
+    evidence.note(f"renewal: {renewal.schedule}; serving serial {before:x}")
+    with HandshakeWatch(target) as watch:
+        started = time.monotonic()
+        said = renewal.renew()
+        renewed_s = time.monotonic() - started
+        evidence.note(f"forced renewal done after {renewed_s:.1f} s: {said}")
+        deadline = started + SERVED_WITHIN_S
+        while watch.latest in (None, before) and time.monotonic() < deadline:
+            time.sleep(HANDSHAKE_EVERY_S)
+        served_s = time.monotonic() - started
+        time.sleep(AFTER_S)
+    now_serving = _serial_served(target)
+    evidence.figure("certificate_renewal_s", round(renewed_s, 1), "s")
+    evidence.figure("renewed_certificate_served_s", round(served_s, 1), "s")
+    evidence.note(
+        f"{len(watch.serials)} verified handshakes during the drill, {len(watch.failures)} "
+        f"failed; now serving serial {now_serving:x}"
+    )
+    assert now_serving != before, (
+        f"the edge {host}:{port} must serve the renewed certificate within "
+        f"{SERVED_WITHIN_S:.0f} s of a renewal (it still serves serial {before:x}: the renewal "
+        "does not reach the edge)"
+    )
+    after = _served(target).certificate  # the renewed one, verified against the target's CA
+    evidence.note(
+        f"renewed: {after.subject.rfc4514_string()} issued by "
+        f"{after.issuer.rfc4514_string()}, valid until {after.not_valid_after_utc:%Y-%m-%d} UTC"
+    )
+    assert not watch.failures, (
+        f"the edge {host}:{port} must keep accepting verified connections while it takes up "
+        f"the renewed certificate ({len(watch.failures)} of "
+        f"{len(watch.failures) + len(watch.serials)} handshakes failed, first: "
+        f"{watch.failures[0]})"
+    )
