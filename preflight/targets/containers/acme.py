@@ -36,6 +36,7 @@ DEFAULT_CERT_DIR = "/etc/letsencrypt/edge"  # the certbot image's default CHATSD
 WEBROOT = Path("/var/www/acme")
 RENEW_COMMAND = ("edge-certificate", "force")
 ISSUE_COMMAND = ("edge-certificate", "once")
+CERT_VALIDITY_S = 90 * 86400
 # How long the target waits for the edge to serve the first certificate pebble issued (the
 # bundled edge looks for a new one every 10 s) before it hands the edge to the probes as it is.
 SERVED_WITHIN_S = 30.0
@@ -94,6 +95,9 @@ class PebbleFiles:
                 "tlsPort": EDGE_TLS_PORT,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,
+                # 90 days, as Let's Encrypt issues (pebble's default is five years, which
+                # Mozilla's intermediate profile, SEC-TLS-CIPHERS, rejects as too long).
+                "certificateValidityPeriod": CERT_VALIDITY_S,
             }
         }
         (folder / "pebble-config.json").write_text(json.dumps(config, indent=2) + "\n")
