@@ -78,8 +78,9 @@ OVERRIDES: Mapping[str, str] = {
     "publishes only the edge); the stores join a network of the run's own for that (`host`, "
     "which nothing else joins), since the engine publishes no port of a container on internal "
     "networks only",
-    "CHATSDK_ALLOWED_ORIGINS": "the edge's own https://127.0.0.1:<port> origin, where the "
-    "browser journeys open the web client, instead of https://chat.example.com",
+    "CHATSDK_ALLOWED_ORIGINS": "the edge's own https://localhost:<port> origin (127.0.0.1 "
+    "without an ACME client), where the browser journeys open the web client, instead of "
+    "https://chat.example.com",
     "./edge": "the edge configuration rendered from system/nginx for the API containers' names "
     "and the certificate the certbot service keeps in the certs volume (a compose file without "
     "an ACME client gets one minted by the run); NGINX reads it where the run wrote it "
@@ -438,7 +439,7 @@ class ContainersTarget(Unsupervised):
 
         assert self._dir is not None
         edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
-        edge_network = next(n for n in self._running[f"{EDGE_SERVICE}-1"].service.networks)
+        edge_network = self._running[f"{EDGE_SERVICE}-1"].service.networks[0]
         pebble.resolve_edge(acme.address_on(edge, f"{self.run}-{edge_network}"))
         tag = build_all(self._client, self.log, [i for i in IMAGES if i.name == acme.PEBBLE])
         c = DockerContainer(
