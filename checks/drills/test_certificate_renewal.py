@@ -2,7 +2,8 @@
 now (as it does when one is due), and the edge must serve the new certificate (another serial,
 a chain that still verifies against the target's CA) without refusing a connection meanwhile.
 
-Only a target that can run the deployment's renewal offers this (capability `cert_renewal`);
+Only a target that can run the deployment's renewal offers this (capability `cert_renewal`: the
+containers target runs the compose file's certbot service; a target file gives a command);
 elsewhere it skips."""
 
 from __future__ import annotations
@@ -96,13 +97,9 @@ def test_a_renewed_certificate_is_served_without_refusing_connections(
 ) -> None:
     """A renewal that never reaches the edge lets the served certificate expire all the same."""
     deployment_certificate(target)
+    target.requires("cert_renewal")
     renewal = target.info.edge.renewal
-    if "cert_renewal" not in target.capabilities or renewal is None:
-        pytest.skip(
-            f"target {target.info.name} cannot run its deployment's certificate renewal on "
-            "request (no `cert_renewal`): the drill needs the deployment's ACME client, as the "
-            "containers target runs the compose file's certbot service"
-        )
+    assert renewal is not None
     host, port = target.edge_address
     before = _serial_served(target)
     evidence.note(f"renewal: {renewal.schedule}; serving serial {before:x}")

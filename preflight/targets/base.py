@@ -196,6 +196,26 @@ class CertificateRenewal(Protocol):
 
 
 @dataclass(frozen=True)
+class ShellRenewal:
+    """The certificate renewal of a deployment preflight did not start, run by a command from a
+    target file (base.CertificateRenewal)."""
+
+    command: str
+    schedule: str
+    timeout: float = 300.0
+
+    def renew(self) -> str:
+        result = _job_result("certificate renewal", shlex.split(self.command), None, self.timeout)
+        output = (result.stdout or result.stderr).strip()
+        if result.returncode != 0:
+            raise TargetUnavailable(
+                f"certificate renewal: `{self.command}` exited {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-500:]}"
+            )
+        return output.splitlines()[-1] if output else ""
+
+
+@dataclass(frozen=True)
 class Edge:
     """Where the system answers and how to trust it: the edge's HTTPS address, its plain-HTTP
     address where it has one (for the redirect probes), and the CA that signed its certificate
