@@ -8,16 +8,19 @@ elsewhere it skips."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 
 import pytest
-from cryptography import x509
 
-from checks.security._edge import TIMEOUT_S, Served, deployment_certificate, verified_handshake
+from checks.security._edge import (
+    Served,
+    deployment_certificate,
+    served_certificate,
+    verified_handshake,
+)
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
 
@@ -62,22 +65,6 @@ class HandshakeWatch:
         return self.serials[-1] if self.serials else None
 
 
-def _serial_served(target: ProbeTarget) -> int:
-    """The serial of the certificate the edge serves now, verified or not (a deployment whose
-    first certificate never reached the edge still serves its bootstrap one)."""
-    host, port = target.edge_address
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((host, port), timeout=TIMEOUT_S) as plain,
-        context.wrap_socket(plain, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
-
-
 def _served(target: ProbeTarget) -> Served:
     try:
         return verified_handshake(target)
@@ -101,7 +88,7 @@ def test_a_renewed_certificate_is_served_without_refusing_connections(
     renewal = target.info.edge.renewal
     assert renewal is not None
     host, port = target.edge_address
-    before = _serial_served(target)
+    before = served_certificate(target).serial_number
     evidence.note(f"renewal: {renewal.schedule}; serving serial {before:x}")
     with HandshakeWatch(target) as watch:
         started = time.monotonic()
@@ -113,7 +100,7 @@ def test_a_renewed_certificate_is_served_without_refusing_connections(
             time.sleep(HANDSHAKE_EVERY_S)
         served_s = time.monotonic() - started
         time.sleep(AFTER_S)
-    now_serving = _serial_served(target)
+    now_serving = served_certificate(target).serial_number
     evidence.figure("certificate_renewal_s", round(renewed_s, 1), "s")
     evidence.figure("renewed_certificate_served_s", round(served_s, 1), "s")
     evidence.note(

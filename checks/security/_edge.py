@@ -497,6 +497,22 @@ def verified_handshake(target: ProbeTarget, alpn: list[str] | None = None) -> Se
         )
 
 
+def served_certificate(target: ProbeTarget) -> x509.Certificate:
+    """The certificate the edge serves now, whether or not it verifies (a deployment whose
+    first certificate never reached the edge still serves its bootstrap one)."""
+    host, port = target.edge_address
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=TIMEOUT_S) as plain,
+        context.wrap_socket(plain, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
 def target_processes(target: ProbeTarget) -> set[int]:
     """The processes of a target whose edge runs on this host: every descendant of the process
     that started the edge (the launcher starts the edge, workers and databases side by side);

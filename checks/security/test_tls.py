@@ -30,7 +30,11 @@ from sslyze.scanner.scanner import Scanner
 from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
 
 from checks.deployment._artefacts import Repo, compose, manifests, of_kind
-from checks.security._edge import deployment_certificate, verified_handshake
+from checks.security._edge import (
+    deployment_certificate,
+    served_certificate,
+    verified_handshake,
+)
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
 
@@ -203,7 +207,7 @@ def test_the_certificate_has_more_than_14_days_left(
     """An expired certificate takes the whole service offline for clients."""
     deployment_certificate(target)
     host, port = target.edge_address
-    certificate = verified_handshake(target).certificate
+    certificate = served_certificate(target)  # its chain is INF-NET-CERT's to judge
     now = dt.datetime.now(dt.UTC)
     left = certificate.not_valid_after_utc - now
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
