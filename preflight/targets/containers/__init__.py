@@ -435,30 +435,23 @@ class ContainersTarget(Unsupervised):
     ) -> tuple[Path, acme.AcmeRenewal]:
         """Start pebble where it resolves the edge's name to the edge container, have the ACME
         client obtain its first certificate, and read pebble's root (the probes' trust)."""
-        from testcontainers.core.container import DockerContainer  # noqa: PLC0415
-
         assert self._dir is not None
         edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
         edge_network = self._running[f"{EDGE_SERVICE}-1"].service.networks[0]
         pebble.resolve_edge(acme.address_on(edge, f"{self.run}-{edge_network}"))
         tag = build_all(self._client, self.log, [i for i in IMAGES if i.name == acme.PEBBLE])
-        c = DockerContainer(
+        c = acme.pebble_container(
             tag[acme.PEBBLE],
-            name=f"{self.run}-{acme.PEBBLE}",
-            network=layout.networks[edge_network],
-            network_aliases=[acme.PEBBLE],
-            labels={**self._labels(), "io.preflight.service": acme.PEBBLE},
+            f"{self.run}-{acme.PEBBLE}",
+            layout.networks[edge_network],
+            self._labels(),
+            pebble,
         )
-        for key, value in acme.PEBBLE_ENV.items():
-            c.with_env(key, value)
-        for source, target, mode in pebble.mounts():
-            c.with_volume_mapping(source, target, mode)
-        c.ports[acme.MANAGEMENT_PORT] = ("127.0.0.1", free_port())  # type: ignore[index,assignment]
         self._tc_clients.append(c.get_docker_client())
         self.log(f"starting {acme.PEBBLE} (the run's ACME CA)")
         started = self._stack.enter_context(c)
         certbot = self._running[replicas_of(client)[0]].container.get_wrapped_container()
-        acme.first_certificate(certbot, self.timeout, self.log)
+        acme.first_certificate(certbot, self.log)
         management = f"https://127.0.0.1:{started.get_exposed_port(acme.MANAGEMENT_PORT)}"
         root = acme.fetch_root(management, pebble.listener, pebble.folder / "root.pem", 60)
         return root, acme.AcmeRenewal(certbot, acme.schedule_of(client))
