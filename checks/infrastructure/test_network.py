@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from checks.security._edge import (
+    deployment_certificate,
     files_of_dump,
     host_addresses,
     is_local_address,
@@ -68,6 +69,7 @@ def test_the_certificate_chains_matches_and_is_current(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """An invalid certificate blocks clients or trains users to click through warnings."""
+    deployment_certificate(target)
     host, port = target.edge_address
     trust = (
         f"the target's CA {target.info.edge.ca_file}"

@@ -469,6 +469,18 @@ class Served:
     alpn: str | None
 
 
+def deployment_certificate(target: ProbeTarget) -> None:
+    """Skip a certificate probe when the edge serves a certificate the harness minted for this
+    run: its chain, life and renewal say nothing about the deployment's own."""
+    if target.info.edge.harness_certificate:
+        pytest.skip(
+            f"target {target.info.name}'s edge serves a certificate the harness minted for this "
+            "run (its own per-run CA), not one the deployment obtained: the certificate items "
+            "are judged only where the deployment's own CA or ACME client issued it (a target "
+            "that runs the deployment's ACME client, or a target file for the real edge)"
+        )
+
+
 def verified_handshake(target: ProbeTarget, alpn: list[str] | None = None) -> Served:
     """A handshake that verifies the chain against the target's CA (the system's when it names
     none) and the certificate against the edge's host name; raises ssl.SSLCertVerificationError
@@ -486,6 +498,22 @@ def verified_handshake(target: ProbeTarget, alpn: list[str] | None = None) -> Se
         return Served(
             x509.load_der_x509_certificate(der), str(tls.version()), tls.selected_alpn_protocol()
         )
+
+
+def served_certificate(target: ProbeTarget) -> x509.Certificate:
+    """The certificate the edge serves now, whether or not it verifies (a deployment whose
+    first certificate never reached the edge still serves its bootstrap one)."""
+    host, port = target.edge_address
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=TIMEOUT_S) as plain,
+        context.wrap_socket(plain, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
 
 
 def target_processes(target: ProbeTarget) -> set[int]:

@@ -1,6 +1,7 @@
 """The edge's TLS: the protocol versions it agrees to (real handshakes), its cipher suites and
-the rest of Mozilla "intermediate" (sslyze), HTTP/2 via ALPN, and its certificate's remaining
-life."""
+the rest of Mozilla "intermediate" (sslyze), HTTP/2 via ALPN, its certificate's remaining
+life, and the deployment's certificate renewal as its artefacts define it (the compose file's ACME
+client, the cluster's cert-manager); checks/drills/test_certificate_renewal.py runs a renewal."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as dt
 import socket
 import ssl
 import warnings
+from typing import Any
 
 import pytest
 from cryptography.utils import CryptographyDeprecationWarning
@@ -27,7 +29,12 @@ from sslyze.scanner.models import (
 from sslyze.scanner.scanner import Scanner
 from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
 
-from checks.security._edge import verified_handshake
+from checks.deployment._artefacts import Repo, compose, manifests, of_kind
+from checks.security._edge import (
+    deployment_certificate,
+    served_certificate,
+    verified_handshake,
+)
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
 
@@ -182,34 +189,150 @@ def test_http2_is_offered_with_alpn(target: ProbeTarget, evidence: EvidenceLog) 
     )
 
 
-# --- the certificate's remaining life -----------------------------------------------------------
+# --- the certificate's remaining life and its renewal ------------------------------------------
 
 MIN_DAYS_LEFT = 14
-# Certificates that live this long or shorter are only ever renewed by automation (ACME clients
-# renew 90-day certificates at 60 days); a longer-lived certificate is renewed by hand.
-MAX_AUTOMATED_LIFETIME_DAYS = 100
+# ACME clients are run at least daily (Let's Encrypt asks for twice a day) so that a failed
+# renewal is retried long before the certificate's last 30 days run out.
+MAX_RENEW_EVERY_S = 86400
+RESTARTING = frozenset({"always", "unless-stopped", "on-failure"})
+ACME_DIRECTORY_ENV = "CHATSDK_ACME_DIRECTORY"
+CERT_MANAGER_ISSUERS = ("cert-manager.io/cluster-issuer", "cert-manager.io/issuer")
 
 
 @pytest.mark.checklist("SEC-CERT-RENEWAL")
-def test_the_certificate_has_days_left_and_a_renewable_lifetime(
+def test_the_certificate_has_more_than_14_days_left(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """An expired certificate takes the whole service offline for clients."""
+    deployment_certificate(target)
     host, port = target.edge_address
-    certificate = verified_handshake(target).certificate
+    certificate = served_certificate(target)  # its chain is INF-NET-CERT's to judge
     now = dt.datetime.now(dt.UTC)
     left = certificate.not_valid_after_utc - now
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
     evidence.figure("certificate_days_left", round(left.total_seconds() / 86400, 1), "days")
     evidence.figure("certificate_lifetime", lifetime.days, "days")
     until = certificate.not_valid_after_utc
-    evidence.note(f"{certificate.subject.rfc4514_string()} valid until {until:%Y-%m-%d %H:%M} UTC")
+    evidence.note(
+        f"{certificate.subject.rfc4514_string()} issued by "
+        f"{certificate.issuer.rfc4514_string()}, valid until {until:%Y-%m-%d %H:%M} UTC"
+    )
     assert left > dt.timedelta(days=MIN_DAYS_LEFT), (
         f"the certificate of {host}:{port} must have more than {MIN_DAYS_LEFT} days left "
         f"(got {left.days} days)"
     )
-    assert lifetime <= dt.timedelta(days=MAX_AUTOMATED_LIFETIME_DAYS), (
-        f"the certificate of {host}:{port} must be a short-lived (<= "
-        f"{MAX_AUTOMATED_LIFETIME_DAYS} days), automatically renewed one (got a lifetime of "
-        f"{lifetime.days} days)"
+
+
+@pytest.mark.checklist("SEC-CERT-RENEWAL")
+def test_the_compose_deployment_renews_the_edge_certificate(
+    repo: Repo, evidence: EvidenceLog
+) -> None:
+    """A certificate renewed by hand expires the day someone forgets."""
+    services = compose(repo.compose).services
+    clients = {n: s for n, s in services.items() if ACME_DIRECTORY_ENV in _env(s)}
+    where = repo.relative(repo.compose)
+    assert clients, (
+        f"{where} must run an ACME client service that renews the edge's certificate "
+        f"(a service with {ACME_DIRECTORY_ENV}, such as certbot; got none)"
     )
+    edges = {
+        n: s
+        for n, s in services.items()
+        if any(_target_port(p) == 8443 for p in s.get("ports") or [])
+    }
+    assert edges, f"{where} must publish an edge (a service with container port 8443; got none)"
+    for name, service in clients.items():
+        env = _env(service)
+        every = float(env.get("CHATSDK_RENEW_EVERY", "43200"))  # the image's default: 12 h
+        writes = _written_volumes(service)
+        evidence.note(
+            f"{name}: ACME directory {env[ACME_DIRECTORY_ENV]}, `certbot renew` every {every:g} s, "
+            f"writes volumes {sorted(writes)}, restart {service.get('restart')}"
+        )
+        assert every <= MAX_RENEW_EVERY_S, (
+            f"compose service {name} must try to renew at least daily (CHATSDK_RENEW_EVERY "
+            f"{every:g} s)"
+        )
+        assert service.get("restart") in RESTARTING, (
+            f"compose service {name} must restart (got {service.get('restart')})"
+        )
+        for edge_name, edge in edges.items():
+            _reads_and_reloads(name, writes, edge_name, edge, evidence)
+
+
+def _reads_and_reloads(
+    client: str, writes: set[str], edge_name: str, edge: dict[str, Any], evidence: EvidenceLog
+) -> None:
+    """The edge mounts a volume the ACME client writes, and reloads when the certificate file
+    in it changes (CHATSDK_EDGE_CERT_WATCH, read by the edge image's entrypoint)."""
+    inside = [target for source, target, _ro in _mounts(edge) if source in writes]
+    watched = _env(edge).get("CHATSDK_EDGE_CERT_WATCH", "")
+    evidence.note(
+        f"{edge_name} mounts {client}'s volumes at {inside} and reloads when "
+        f"{watched or '(nothing: CHATSDK_EDGE_CERT_WATCH is unset)'} changes"
+    )
+    assert inside, (
+        f"compose service {edge_name} must read the certificate {client} renews from a volume "
+        f"they share (it mounts none of {sorted(writes)})"
+    )
+    assert any(watched.startswith(folder.rstrip("/") + "/") for folder in inside), (
+        f"compose service {edge_name} must reload when the renewed certificate changes "
+        f"(CHATSDK_EDGE_CERT_WATCH naming the certificate file under {inside}; got "
+        f"{watched or 'none'})"
+    )
+
+
+@pytest.mark.checklist("SEC-CERT-RENEWAL")
+def test_the_kubernetes_certificate_is_issued_and_renewed_by_cert_manager(
+    repo: Repo, evidence: EvidenceLog
+) -> None:
+    """A certificate renewed by hand expires the day someone forgets."""
+    certificates = {
+        str(m.doc.get("spec", {}).get("secretName"))
+        for m in manifests(repo.k8s)
+        if m.kind == "Certificate"
+        and str(m.doc.get("apiVersion", "")).startswith("cert-manager.io/")
+    }
+    ingresses = of_kind(repo.k8s, "Ingress")
+    assert ingresses, "the Kubernetes manifests must define the Ingress that terminates TLS"
+    for ingress in ingresses:
+        annotations = ingress.doc.get("metadata", {}).get("annotations") or {}
+        issuer = next(
+            (f"{k}: {annotations[k]}" for k in CERT_MANAGER_ISSUERS if k in annotations), None
+        )
+        for tls in ingress.doc.get("spec", {}).get("tls") or []:
+            secret = tls.get("secretName")
+            by = issuer or (f"Certificate for {secret}" if secret in certificates else None)
+            evidence.note(
+                f"{ingress.ref}: TLS secret {secret} issued and renewed by {by or 'nothing'}"
+            )
+            assert by, (
+                f"{ingress.ref} must have its TLS secret {secret} issued and renewed by "
+                "cert-manager (a cert-manager.io/cluster-issuer annotation or a Certificate "
+                "for that secret; got neither)"
+            )
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
+
+
+def _target_port(port: Any) -> int | None:
+    if isinstance(port, dict):
+        return int(port["target"])
+    return int(str(port).rsplit(":", 1)[-1].split("/")[0])
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of each volume of a resolved compose service."""
+    found = []
+    for volume in service.get("volumes") or []:
+        source, target, *mode = str(volume).split(":")
+        found.append((source, target, mode[:1] == ["ro"]))
+    return found
+
+
+def _written_volumes(service: dict[str, Any]) -> set[str]:
+    """The named volumes a resolved compose service mounts read-write."""
+    return {source for source, _target, ro in _mounts(service) if "/" not in source and not ro}

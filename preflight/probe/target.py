@@ -63,6 +63,11 @@ TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
         "name the file your error tracker writes its received events to (one JSON line per "
         "Sentry event) under error_events in the target file",
     ),
+    "cert_renewal": (
+        "cert_renewal",
+        "add the command that renews the edge's certificate now (and how the deployment renews "
+        "on its own) under cert_renewal in the target file",
+    ),
     "grafana": (
         "grafana_url",
         "add the URL of its Grafana (with a viewer's basic-auth credentials) to the target file",

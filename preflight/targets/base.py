@@ -37,6 +37,7 @@ Capability = Literal[
     "grafana",
     "processes",
     "partitions",
+    "cert_renewal",
 ]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
@@ -198,6 +199,41 @@ class ProcessJob:
         return _job_result(self.name, [*self.argv, *args], self.env, timeout)
 
 
+class CertificateRenewal(Protocol):
+    """The deployment's own certificate renewal, run on request: the renewal drill's hands."""
+
+    @property
+    def schedule(self) -> str:
+        """How the deployment renews on its own, for a person ("certbot renew every 43200 s")."""
+        ...
+
+    def renew(self) -> str:
+        """Renew the edge's certificate now, due or not, as the deployment's ACME client does
+        when it is due; returns once the client is done (its last output line). The edge serves
+        the new certificate when the deployment's own wiring makes it (a reload)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShellRenewal:
+    """The certificate renewal of a deployment preflight did not start, run by a command from a
+    target file (base.CertificateRenewal)."""
+
+    command: str
+    schedule: str
+    timeout: float = 300.0
+
+    def renew(self) -> str:
+        result = _job_result("certificate renewal", shlex.split(self.command), None, self.timeout)
+        output = (result.stdout or result.stderr).strip()
+        if result.returncode != 0:
+            raise TargetUnavailable(
+                f"certificate renewal: `{self.command}` exited {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-500:]}"
+            )
+        return output.splitlines()[-1] if output else ""
+
+
 @dataclass(frozen=True)
 class ClientNetwork:
     """Where this machine can be many clients of the edge: the edge's HTTPS `address` (host,
@@ -217,7 +253,12 @@ class Edge:
     """Where the system answers and how to trust it: the edge's HTTPS address, its plain-HTTP
     address where it has one (for the redirect probes), the CA that signed its certificate
     (None: the system CAs), where this machine can be many clients of it (`clients`), and its
-    running configuration (`config`)."""
+    running configuration (`config`).
+
+    `harness_certificate`: the certificate was minted by the harness for this run (its own
+    per-run CA), not obtained by the deployment: the certificate items judge nothing about the
+    deployment then and skip. `renewal`: the deployment's renewal on request, where the target
+    can run it (capability `cert_renewal`)."""
 
     url: str
     http_url: str | None = None
@@ -226,6 +267,8 @@ class Edge:
     # The running edge's configuration as `nginx -T` prints it, where the target can ask the
     # edge itself (None: probes read it from an NGINX master on this host, if there is one).
     config: Callable[[], str] | None = field(default=None, repr=False)
+    harness_certificate: bool = False
+    renewal: CertificateRenewal | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -382,6 +425,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "grafana": seen.grafana_url,
         "processes": drills.processes,
         "partitions": drills.partitions,
+        "cert_renewal": info.edge.renewal,
     }
     return frozenset(name for name, value in given.items() if value)
 

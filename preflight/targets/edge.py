@@ -40,6 +40,17 @@ _NGINX_LOCATION = re.compile(r" in (?P<file>/\S+):(?P<line>\d+)\s*$")
 
 
 @dataclass(frozen=True)
+class EdgeCertificate:
+    """A certificate the edge reads from where another process keeps it (an ACME client's
+    output in a container), instead of the run's pki: its paths as NGINX sees them, and the
+    names it is for (the file may not exist yet when the configuration is rendered)."""
+
+    chain: Path
+    key: Path
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     workdir: Path  # where nginx.conf, includes and temp dirs are written
     https_port: int
@@ -64,6 +75,10 @@ class EdgeConfig:
     # its run at 10,000 held sockets.
     worker_connections: int = 4096
     worker_rlimit_nofile: int = 8192
+    # The certificate an ACME client keeps (None: pki's), and the folder whose
+    # .well-known/acme-challenge/ the plain-HTTP server serves for its http-01 challenges.
+    certificate: EdgeCertificate | None = None
+    acme_webroot: Path | None = None
 
 
 def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
@@ -181,15 +196,18 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         raise EdgeConfigInvalid(
             f"EdgeConfig.listen_address must be an IP address (got {cfg.listen_address!r})"
         ) from None
+    chain, key = _certificate_paths(cfg)
     paths = {
         "pid": nginx_dir / "nginx.pid",
         "error_log": nginx_dir / "logs" / "error.log",
         "access_log": nginx_dir / "logs" / "access.log",
         "temp": nginx_dir / "tmp",
         "web": nginx_dir / "web",
-        "server_chain": cfg.pki.server_chain.resolve(),
-        "server_key": cfg.pki.server_key.resolve(),
+        "server_chain": chain,
+        "server_key": key,
     }
+    if cfg.acme_webroot is not None:
+        paths["acme_webroot"] = cfg.acme_webroot
     for name, path in paths.items():
         if not _SAFE_PATH.match(str(path)):
             raise EdgeConfigInvalid(
@@ -207,7 +225,8 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         "https_port_suffix": "" if cfg.https_port == 443 else f":{cfg.https_port}",
         "http_port": cfg.http_port,
         "server_name": cfg.server_name,
-        "redirect_hosts": _certificate_names(cfg.pki),
+        "redirect_hosts": _names(cfg),
+        "acme": cfg.acme_webroot is not None,
         "upstreams": [_upstream(host, port) for host, port in cfg.upstreams],
         "api_rate_per_s": cfg.api_rate_per_s,
         "ws_rate_per_s": cfg.ws_rate_per_s,
@@ -217,6 +236,23 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         "retry_after_429": RETRY_AFTER_429_S,
         "retry_after_503": RETRY_AFTER_503_S,
     }
+
+
+def _certificate_paths(cfg: EdgeConfig) -> tuple[Path, Path]:
+    """The chain and key NGINX serves: the ACME client's where given, else the run's pki's."""
+    if cfg.certificate is not None:
+        return cfg.certificate.chain, cfg.certificate.key
+    return cfg.pki.server_chain.resolve(), cfg.pki.server_key.resolve()
+
+
+def _names(cfg: EdgeConfig) -> list[str]:
+    """The names the served certificate covers (the redirects' allowed hosts)."""
+    if cfg.certificate is None:
+        return _certificate_names(cfg.pki)
+    for name in cfg.certificate.names:
+        if not _HOSTNAME.match(name):
+            raise EdgeConfigInvalid(f"EdgeCertificate.names must be DNS names (got {name!r})")
+    return [name.lower() for name in cfg.certificate.names]
 
 
 def _certificate_names(pki: Pki) -> list[str]:

@@ -30,6 +30,9 @@ jobs:                                  # optional: commands that run a job of th
   retention: ssh ops@api1 python -m chatsdk.retention
 peak_requests_per_s: 180               # optional: API requests/s at the busiest minute of real
                                        # traffic, the peak POST-CAPACITY measures headroom over
+cert_renewal:                          # optional: renew the edge's certificate now, as the
+  command: ssh ops@edge1 chatsdk-renew-certificate  # deployment does when due (the renewal
+  schedule: certbot renew every 12 h   # drill), and how it renews on its own
 ```
 """
 
@@ -59,6 +62,7 @@ from preflight.targets.base import (
     Observability,
     ShellControl,
     ShellJob,
+    ShellRenewal,
     Stores,
     TargetDescription,
     TargetInfo,
@@ -134,6 +138,7 @@ FIELDS = {
     "upload_dir",
     "jobs",
     "peak_requests_per_s",
+    "cert_renewal",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
@@ -177,7 +182,8 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
     values = {
         k: _resolve(path, k, v, env)
         for k, v in raw.items()
-        if k not in ("control", "jobs", "peak_requests_per_s") and k not in LIST_FIELDS
+        if k not in ("control", "jobs", "peak_requests_per_s", "cert_renewal")
+        and k not in LIST_FIELDS
     }
     _check_urls(path, values)
     ca_file: Path | None = None
@@ -192,7 +198,10 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         name=values["name"],
         kind="external",
         edge=Edge(
-            url=values["edge_url"].rstrip("/"), http_url=values.get("http_url"), ca_file=ca_file
+            url=values["edge_url"].rstrip("/"),
+            http_url=values.get("http_url"),
+            ca_file=ca_file,
+            renewal=_renewal(path, raw.get("cert_renewal")),
         ),
         admin_key=values["admin_key"],
         jwt_secret=values.get("jwt_secret"),
@@ -332,6 +341,23 @@ def _jobs(path: Path, raw: object) -> dict[str, Job]:
             raise _fail(path, f"jobs.{name}", "must be a non-empty command string")
         jobs[str(name)] = ShellJob(str(name), command)
     return jobs
+
+
+def _renewal(path: Path, raw: object) -> ShellRenewal | None:
+    if raw is None:
+        return None
+    fields = raw if isinstance(raw, dict) else {}
+    command, schedule = fields.get("command"), fields.get("schedule")
+    if set(fields) != {"command", "schedule"} or not all(
+        isinstance(v, str) and v.strip() for v in (command, schedule)
+    ):
+        raise _fail(
+            path,
+            "cert_renewal",
+            "must give `command` (renews the edge's certificate now) and `schedule` (how the "
+            "deployment renews on its own), both non-empty strings",
+        )
+    return ShellRenewal(str(command), str(schedule))
 
 
 def write_target_file(info: TargetInfo, path: Path) -> None:

@@ -60,7 +60,15 @@ def test_the_shipped_compose_file_starts_stores_before_the_api_and_the_edge_last
     assert order.index("redis") < order.index("api")
     assert order.index("api") < order.index("nginx")
     assert plan.waves() == [  # the edge, and the backup of the schema the API made, last
-        ["postgres", "redis", "prometheus", "alertmanager", "node-exporter", "container-exporter"],
+        [
+            "postgres",
+            "redis",
+            "certbot",
+            "prometheus",
+            "alertmanager",
+            "node-exporter",
+            "container-exporter",
+        ],
         ["api", "realtime", "postgres-exporter", "redis-exporter"],
         ["backup", "nginx"],
     ]
@@ -212,7 +220,7 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
     target = ContainersTarget(log=lines.append, timeout=600)
     with target as info:
         assert info.edge.ca_file is not None
-        assert info.edge.url.startswith("https://127.0.0.1:")
+        assert info.edge.url.startswith("https://localhost:")  # the name its certificate is for
         ctx = ssl.create_default_context(cafile=str(info.edge.ca_file))
         with urllib.request.urlopen(f"{info.edge.url}/v1/health/ready", context=ctx) as resp:  # noqa: S310
             assert resp.status == 200

@@ -30,6 +30,7 @@ from aiohttp.typedefs import Handler
 from preflight.errors import EdgeConfigInvalid
 from preflight.targets.edge import (
     TEMPLATE_DIR,
+    EdgeCertificate,
     EdgeConfig,
     nginx_command,
     render_edge,
@@ -170,6 +171,7 @@ class EdgeFactory(Protocol):
         template_dir: Path | None = None,
         api_rate_per_s: int = 100,
         api_burst: int = 50,
+        acme_webroot: Path | None = None,
     ) -> Edge: ...
 
 
@@ -221,6 +223,7 @@ def edge_factory(edge_pki: Pki, upstream: Upstream) -> Iterator[EdgeFactory]:
         template_dir: Path | None = None,
         api_rate_per_s: int = 100,
         api_burst: int = 50,
+        acme_webroot: Path | None = None,
     ) -> Edge:
         # Not tmp_path: /tmp/pytest-of-root is 0700, which nginx's workers cannot traverse.
         workdir = Path(tempfile.mkdtemp(prefix="preflight-edge-test-"))
@@ -232,6 +235,11 @@ def edge_factory(edge_pki: Pki, upstream: Upstream) -> Iterator[EdgeFactory]:
             pki=edge_pki,
             api_rate_per_s=api_rate_per_s,
             api_burst=api_burst,
+            # An ACME client's certificate: here the same files, named by path and names.
+            certificate=EdgeCertificate(edge_pki.server_chain, edge_pki.server_key, ("localhost",))
+            if acme_webroot
+            else None,
+            acme_webroot=acme_webroot,
         )
         conf = render_edge(cfg, template_dir=template_dir)
         validate_edge(conf)
@@ -385,6 +393,31 @@ def test_rendered_config_passes_nginx_t(edge_pki: Pki) -> None:
             assert workdir.stat().st_mode & 0o777 == 0o711
     finally:
         shutil.rmtree(workdir)
+
+
+def test_the_acme_challenge_is_served_on_plain_http_only_with_a_webroot(
+    edge: Edge, edge_factory: EdgeFactory
+) -> None:
+    """http-01 (RFC 8555 8.3): the CA fetches the token over plain HTTP; an edge without an ACME
+    client redirects that path like any other."""
+    webroot = Path(tempfile.mkdtemp(prefix="preflight-acme-webroot-"))
+    try:
+        webroot.chmod(0o755)
+        challenges = webroot / ".well-known" / "acme-challenge"
+        challenges.mkdir(parents=True)
+        (challenges / "t0ken").write_text("t0ken.thumbprint")
+        for folder in (webroot / ".well-known", challenges):
+            folder.chmod(0o755)
+        (challenges / "t0ken").chmod(0o644)
+        acme_edge = edge_factory(acme_webroot=webroot)
+        served = plain(acme_edge, "GET", "/.well-known/acme-challenge/t0ken")
+        assert (served.status, served.body) == (200, b"t0ken.thumbprint"), served
+        assert_security_headers(served)
+        assert plain(acme_edge, "GET", "/.well-known/acme-challenge/nope").status == 404
+        assert https(acme_edge, "GET", "/v1/health/ready").status == 200
+        assert plain(edge, "GET", "/.well-known/acme-challenge/t0ken").status == 301
+    finally:
+        shutil.rmtree(webroot)
 
 
 def _broken_copy(tmp_path: Path, include: str, line: str) -> tuple[Path, int]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from preflight.errors import TargetFileInvalid
-from preflight.targets.base import Edge, ShellControl, Stores, TargetInfo
+from preflight.errors import TargetFileInvalid, TargetUnavailable
+from preflight.targets.base import Edge, ShellControl, Stores, TargetInfo, offered
 from preflight.targets.external import load_target_file, write_target_file
 
 
@@ -207,3 +207,30 @@ def test_prometheus_and_alertmanager_urls_are_optional_checked_and_written_back(
         load_target_file(write(tmp_path, base + "prometheus_url: ftp://x:9090\n"), {})
     assert "`prometheus_url`" in str(err.value)
     assert "http://" in str(err.value)
+
+
+def test_the_certificate_renewal_command_runs_and_its_failure_is_named(tmp_path: Path) -> None:
+    base = "name: a\nedge_url: https://x\nadmin_key: k\n"
+    without = load_target_file(write(tmp_path, base), {})
+    assert without.edge.renewal is None
+    assert "cert_renewal" not in offered(without)
+    renewing = load_target_file(
+        write(
+            tmp_path,
+            base + 'cert_renewal: {command: "echo renewed the edge", schedule: every 12 h}\n',
+        ),
+        {},
+    )
+    renewal = renewing.edge.renewal
+    assert renewal is not None
+    assert "cert_renewal" in offered(renewing)
+    assert (renewal.schedule, renewal.renew()) == ("every 12 h", "renewed the edge")
+    failing = load_target_file(
+        write(tmp_path, base + 'cert_renewal: {command: "false", schedule: daily}\n'), {}
+    ).edge.renewal
+    assert failing is not None
+    with pytest.raises(TargetUnavailable, match="`false` exited 1"):
+        failing.renew()
+    for bad in ("cert_renewal: renew\n", "cert_renewal: {command: renew}\n"):
+        with pytest.raises(TargetFileInvalid, match="`cert_renewal` must give `command`"):
+            load_target_file(write(tmp_path, base + bad), {})

@@ -46,9 +46,9 @@ from preflight.targets.base import (
     Unsupervised,
     offered,
 )
+from preflight.targets.containers import acme, monitoring
 from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
-from preflight.targets.containers import monitoring
 from preflight.targets.containers.compose import Compose, Service, replicas_of
 from preflight.targets.containers.control import ContainerControl
 from preflight.targets.containers.engine import (
@@ -89,15 +89,30 @@ OVERRIDES: Mapping[str, str] = {
     "publishes only the edge); the stores join a network of the run's own for that (`host`, "
     "which nothing else joins), since the engine publishes no port of a container on internal "
     "networks only",
-    "CHATSDK_ALLOWED_ORIGINS": "the edge's own https://127.0.0.1:<port> origin, where the "
-    "browser journeys open the web client, instead of https://chat.example.com",
-    "./edge": "the edge configuration rendered from system/nginx for this run's certificate "
-    "(minted by the run) and the API containers' names; NGINX reads it where the run wrote it "
+    "CHATSDK_ALLOWED_ORIGINS": "the edge's own https://localhost:<port> origin (127.0.0.1 "
+    "without an ACME client), where the browser journeys open the web client, instead of "
+    "https://chat.example.com",
+    "./edge": "the edge configuration rendered from system/nginx for the API containers' names "
+    "and the certificate the certbot service keeps in the certs volume (a compose file without "
+    "an ACME client gets one minted by the run); NGINX reads it where the run wrote it "
     "(the run's folder mounted at the same path, `nginx -p <folder> -c <file>`) instead of at "
     "/etc/nginx, and writes its access and error logs there for the log probes",
     "client network": "the edge also joins a network of the run's own, half of whose range "
     "is routed to this machine, so probes can be clients from many addresses (the engine's "
     "published ports show every client of this machine as one address); nothing else joins it",
+    "CHATSDK_ACME_DIRECTORY": "pebble, Let's Encrypt's ACME test server (built here from "
+    "Debian's package), at https://pebble:14000/dir on the run's edge network instead of Let's "
+    "Encrypt, which cannot reach this machine; certbot trusts pebble's listener certificate "
+    "(REQUESTS_CA_BUNDLE, minted by the run) and the probes trust the root pebble makes at its "
+    "start, read from its management port (published on 127.0.0.1)",
+    "CHATSDK_EDGE_DOMAIN": "localhost, the name this machine reaches the edge's published port "
+    "by, instead of chat.example.com; pebble's container resolves it to the edge container "
+    "(its /etc/hosts), as public DNS resolves the public name to the host, so its http-01 "
+    "validation crosses the run's network to the edge's plain-HTTP port",
+    "first certificate": "once pebble runs (it starts after the edge, whose address it needs), "
+    "the target runs the certbot service's own `edge-certificate once` instead of waiting "
+    "CHATSDK_RENEW_RETRY for its next try; until then the edge serves the service's self-signed "
+    "bootstrap certificate",
     "secret files": "fresh random values, written to a private folder of the run",
     "CHATSDK_DEMO": "1 on the API containers, as on a staging deployment: the browser journeys "
     "sign in through the demo endpoint",
@@ -125,6 +140,7 @@ class _Layout:
     secret_files: Mapping[str, Path]
     edge_conf: Path | None  # None: the compose file has no edge (then the start fails)
     edge_url: str
+    pebble: acme.PebbleFiles | None  # the run's ACME CA, where the compose file has a client
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
     monitoring: Path  # the rendered system/monitoring Prometheus and Alertmanager mount
 
@@ -265,15 +281,22 @@ class ContainersTarget(Unsupervised):
         pki = make_pki(self._dir / "pki", hostnames=("localhost", EDGE_SERVICE, "postgres"))
         secret_files, values = _write_secrets(self._dir / "secrets", plan, pki)
         https_port, http_port = free_port(), free_port()
-        edge_url = f"https://127.0.0.1:{https_port}"
+        client = acme.acme_client(plan)
+        pebble = acme.PebbleFiles.write(self._dir / "acme") if client else None
+        edge_url = f"https://{acme.EDGE_NAME if client else '127.0.0.1'}:{https_port}"
         layout = _Layout(
             tags=self._images(plan),
             networks=self._networks(plan),
             volumes=self._volumes(plan),
             secret_files=secret_files,
-            edge_conf=self._render_edge(plan, pki) if EDGE_SERVICE in plan.services else None,
+            edge_conf=(
+                self._render_edge(plan, pki, pebble.listener if pebble else None)
+                if EDGE_SERVICE in plan.services
+                else None
+            ),
             monitoring=monitoring.render(self._dir / "monitoring", plan.services),
             edge_url=edge_url,
+            pebble=pebble,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
         )
         self._deployed_at = time.time()  # the first container of this release starts now
@@ -293,15 +316,28 @@ class ContainersTarget(Unsupervised):
                 "answers at the edge"
             )
         ca = self._dir / "pki" / "ca.pem"
+        renewal = None
+        if client is not None and pebble is not None:
+            ca, renewal = self._issue(client, layout, pebble)
         context = ssl.create_default_context(cafile=str(ca))
-        if not until(lambda: _ok(f"{edge_url}/v1/health/ready", context), self.timeout):
+        # With an ACME client, ready is the edge answering at all: whether it then serves the
+        # certificate pebble issued is the deployment's to show and the probes' to judge.
+        ready = context if renewal is None else acme.any_certificate()
+        if not until(lambda: _ok(f"{edge_url}/v1/health/ready", ready), self.timeout):
             edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
             tail = edge.logs(tail=5).decode(errors="replace").strip()
             raise TargetUnavailable(
                 f"containers target: the edge at {edge_url} is not ready within "
                 f"{self.timeout:.0f} s (its last lines: {tail[-400:]})"
             )
-        return self._info(plan, edge_url, http_port, ca, values, edge_conf=conf)
+        if renewal is not None and not until(
+            lambda: _ok(f"{edge_url}/v1/health/live", context), acme.SERVED_WITHIN_S
+        ):
+            self.log(
+                f"the edge does not serve the certificate pebble issued within "
+                f"{acme.SERVED_WITHIN_S:.0f} s of its issuance; the probes judge what it serves"
+            )
+        return self._info(plan, edge_url, http_port, ca, values, edge_conf=conf, renewal=renewal)
 
     def _images(self, plan: Compose) -> dict[str, str]:
         """compose image name -> the tag built here for its Dockerfile."""
@@ -356,9 +392,15 @@ class ContainersTarget(Unsupervised):
             made[name] = volume.name
         return made
 
-    def _render_edge(self, plan: Compose, pki: Pki) -> Path:
-        """nginx.conf for this run (its absolute paths are under the run's folder)."""
+    def _render_edge(self, plan: Compose, pki: Pki, acme_listener: Pki | None) -> Path:
+        """nginx.conf for this run (its absolute paths are under the run's folder): for the
+        certificate the compose file's ACME client keeps, else for the run's own `pki`."""
         assert self._dir is not None
+        client = acme.acme_client(plan)
+        if client is not None and acme_listener is not None:
+            pki, certificate, webroot = acme_listener, acme.edge_certificate(client), acme.WEBROOT
+        else:
+            certificate, webroot = None, None
         upstreams = [
             (replica, API_PORT)
             for service in plan.services.values()
@@ -374,6 +416,8 @@ class ContainersTarget(Unsupervised):
                 upstreams=upstreams,
                 pki=pki,
                 listen_address="0.0.0.0",  # noqa: S104 - inside its own network namespace
+                certificate=certificate,  # when set, pki (pebble's listener) is not read
+                acme_webroot=webroot,
             )
         )
         return conf
@@ -405,14 +449,10 @@ class ContainersTarget(Unsupervised):
             **self._engine_options(service, replica),
         )
         c.tmpfs = {path: "" for path in service.tmpfs}
-        env = {**service.environment, **monitoring.environment(service.name, self._run_label())}
-        if "CHATSDK_ALLOWED_ORIGINS" in env:  # the API's containers (OVERRIDES)
-            env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
-            env["CHATSDK_DEMO"] = "1"
-        if service.name in API_SERVICES:
-            env.update(self.api_env)
-        for key, value in env.items():
+        for key, value in self._environment(service, layout).items():
             c.with_env(key, value)
+        if layout.pebble is not None and acme.DIRECTORY_ENV in service.environment:
+            c.with_volume_mapping(str(layout.pebble.listener.ca_cert), acme.CA_BUNDLE, "ro")
         command = monitoring.command(service.name, list(service.command or ()))
         if service.name == EDGE_SERVICE:  # OVERRIDES: ./edge
             conf = layout.edge_conf
@@ -443,6 +483,18 @@ class ContainersTarget(Unsupervised):
             ) from exc
         self._running[replica] = _Running(service, replica, started)
         self._follow_logs(replica, started)
+
+    def _environment(self, service: Service, layout: _Layout) -> dict[str, str]:
+        """The compose file's environment of a service, with the target's OVERRIDES."""
+        env = {**service.environment, **monitoring.environment(service.name, self._run_label())}
+        if layout.pebble is not None and acme.DIRECTORY_ENV in env:  # the run's ACME CA
+            env = {**env, **acme.client_environment(service)}
+        if "CHATSDK_ALLOWED_ORIGINS" in env:  # the API's containers
+            env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
+            env["CHATSDK_DEMO"] = "1"
+        if service.name in API_SERVICES:
+            env.update(self.api_env)
+        return env
 
     def _replace(self, replica: str, image: str) -> Any:
         """Remove `replica`'s container (stopped by the caller) and start its successor on
@@ -501,6 +553,32 @@ class ContainersTarget(Unsupervised):
         follower = LogFollower(str(container.get_wrapped_container().id), path)
         follower.start()
         self._log_followers[replica] = follower
+
+    def _issue(
+        self, client: Service, layout: _Layout, pebble: acme.PebbleFiles
+    ) -> tuple[Path, acme.AcmeRenewal]:
+        """Start pebble where it resolves the edge's name to the edge container, have the ACME
+        client obtain its first certificate, and read pebble's root (the probes' trust)."""
+        assert self._dir is not None
+        edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
+        edge_network = self._running[f"{EDGE_SERVICE}-1"].service.networks[0]
+        pebble.resolve_edge(acme.address_on(edge, f"{self.run}-{edge_network}"))
+        tag = build_all(self._client, self.log, [i for i in IMAGES if i.name == acme.PEBBLE])
+        c = acme.pebble_container(
+            tag[acme.PEBBLE],
+            f"{self.run}-{acme.PEBBLE}",
+            layout.networks[edge_network],
+            self._labels(),
+            pebble,
+        )
+        self._tc_clients.append(c.get_docker_client())
+        self.log(f"starting {acme.PEBBLE} (the run's ACME CA)")
+        started = self._stack.enter_context(c)
+        certbot = self._running[replicas_of(client)[0]].container.get_wrapped_container()
+        acme.first_certificate(certbot, self.log)
+        management = f"https://127.0.0.1:{started.get_exposed_port(acme.MANAGEMENT_PORT)}"
+        root = acme.fetch_root(management, pebble.listener, pebble.folder / "root.pem", 60)
+        return root, acme.AcmeRenewal(certbot, acme.schedule_of(client))
 
     def _wait_ready(self, plan: Compose, service: Service) -> None:
         """Wait, as `docker-compose up` does, for what others depend on: every replica's health
@@ -593,6 +671,7 @@ class ContainersTarget(Unsupervised):
         values: Mapping[str, str],
         *,
         edge_conf: Path,
+        renewal: acme.AcmeRenewal | None,
     ) -> TargetInfo:
         assert self._dir is not None
 
@@ -667,13 +746,15 @@ class ContainersTarget(Unsupervised):
                 ca_file=ca,
                 clients=clients,
                 config=lambda: _edge_config(edge_id, edge_conf),
+                harness_certificate=renewal is None,  # minted by the run without an ACME client
+                renewal=renewal,
             ),
             admin_key=values["admin_key"],
             jwt_secret=values.get("jwt_secret"),
             stores=Stores(
                 postgres_dsn=values["database_url"]
                 .replace("@postgres:5432", f"@127.0.0.1:{published('postgres-1', 5432)}")
-                .replace(TLS_ROOT_IN_CONTAINERS, quote(str(ca))),
+                .replace(TLS_ROOT_IN_CONTAINERS, quote(str(self._dir / "pki" / "ca.pem"))),
                 redis_url=values["redis_url"].replace(
                     "@redis:6379", f"@127.0.0.1:{published('redis-1', 6379)}"
                 ),

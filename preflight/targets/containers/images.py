@@ -106,6 +106,14 @@ IMAGES: tuple[Image, ...] = (
         {"PIP_INSTALL_FLAGS": "--no-index --find-links /wheels"},
         wheels=True,
     ),
+    Image(
+        "certbot",
+        "system/deploy/images/certbot/Dockerfile",
+        BOOKWORM,
+        ("system/deploy/images/certbot/edge-certificate.sh",),
+    ),
+    # Not a service of the compose file: the ACME CA the containers target runs (acme.py).
+    Image("pebble", "system/deploy/images/pebble/Dockerfile", BOOKWORM),
 )
 
 

@@ -327,7 +327,12 @@ class NativeTarget:
         return TargetInfo(
             name="native",
             kind="native",
-            edge=base.Edge(url=stack.edge_url, http_url=stack.http_url, ca_file=stack.pki.ca_cert),
+            edge=base.Edge(
+                url=stack.edge_url,
+                http_url=stack.http_url,
+                ca_file=stack.pki.ca_cert,
+                harness_certificate=True,  # minted by make_pki for this run
+            ),
             admin_key=self.admin_key,
             jwt_secret=self._jwt_secret,
             stores=base.Stores(

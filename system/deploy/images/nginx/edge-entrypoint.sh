@@ -1,15 +1,34 @@
 #!/bin/sh
-# The edge container's entrypoint. NGINX resolves the host names of its upstream servers
-# (`server api-1:8080`) once, when it loads its configuration; a container replaced behind such a
-# name (a rollout, `docker-compose up` recreating a service) may come back on another address,
-# and the edge would keep sending to the old one. So a background loop looks the names up every
-# CHATSDK_EDGE_RESOLVE_POLL seconds (default 1) and, when one resolves to other addresses, sends
-# NGINX (PID 1) SIGHUP: a graceful reload that resolves them anew while the old workers finish
-# their connections. A name that does not resolve (its container is being replaced) waits for
-# the next look; NGINX keeps the addresses it has meanwhile. The configuration read is the file
-# after `-c` in the command, else /etc/nginx/nginx.conf. Then the command runs as PID 1 (NGINX),
-# so the container's stop signal reaches it.
+# The edge container's entrypoint: NGINX as PID 1 (so the container's stop signal reaches it),
+# with two background loops that reload it gracefully (SIGHUP: the new configuration is loaded
+# while the old workers finish their connections).
+#
+# Upstream names. NGINX resolves the host names of its upstream servers (`server api-1:8080`)
+# once, when it loads its configuration; a container replaced behind such a name (a rollout,
+# `docker-compose up` recreating a service) may come back on another address, and the edge would
+# keep sending to the old one. So a loop looks the names up every CHATSDK_EDGE_RESOLVE_POLL
+# seconds (default 1) and reloads when one resolves to other addresses. A name that does not
+# resolve (its container is being replaced) waits for the next look; NGINX keeps the addresses it
+# has meanwhile. The configuration read is the file after `-c` in the command, else
+# /etc/nginx/nginx.conf.
+#
+# The certificate. With CHATSDK_EDGE_CERT_WATCH set to the certificate file NGINX serves (written
+# by the certbot service into a shared volume), a loop looks at it every CHATSDK_EDGE_CERT_POLL
+# seconds (default 10) and reloads when it changed.
 set -eu
+if [ -n "${CHATSDK_EDGE_CERT_WATCH:-}" ]; then
+    (
+        seen="$(cksum "$CHATSDK_EDGE_CERT_WATCH" 2>/dev/null || true)"
+        while sleep "${CHATSDK_EDGE_CERT_POLL:-10}"; do
+            now="$(cksum "$CHATSDK_EDGE_CERT_WATCH" 2>/dev/null || true)"
+            if [ -n "$now" ] && [ "$now" != "$seen" ]; then
+                echo "edge-entrypoint: $CHATSDK_EDGE_CERT_WATCH changed; reloading nginx" >&2
+                kill -HUP 1 || true
+            fi
+            seen="$now"
+        done
+    ) &
+fi
 conf=/etc/nginx/nginx.conf
 previous=""
 for arg in "$@"; do
