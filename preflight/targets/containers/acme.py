@@ -145,24 +145,31 @@ def pebble_container(
 
 
 def fetch_root(management_url: str, listener: Pki, into: Path, timeout: float) -> Path:
-    """The root pebble made at its start (the trust anchor of every certificate it issues)."""
+    """The root pebble made at its start (the trust anchor of every certificate it issues),
+    followed by its intermediate: a browser told to trust certificates by their public key
+    (Chromium's --ignore-certificate-errors-spki-list) matches the chain the edge serves, which
+    holds the intermediate but not the root."""
     context = ssl.create_default_context(cafile=str(listener.ca_cert))
     context.check_hostname = False  # the published port is reached at 127.0.0.1, not `pebble`
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - https to the run's own pebble
-                f"{management_url}/roots/0", timeout=5, context=context
-            ) as resp:
-                into.write_bytes(resp.read())
-                return into
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise TargetUnavailable(
-                    f"containers target: pebble's root at {management_url}/roots/0 cannot be "
-                    f"read ({exc})"
-                ) from None
-            time.sleep(0.5)
+    pems = []
+    for path in ("roots/0", "intermediates/0"):
+        while True:
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - https to the run's own pebble
+                    f"{management_url}/{path}", timeout=5, context=context
+                ) as resp:
+                    pems.append(resp.read().strip() + b"\n")
+                    break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise TargetUnavailable(
+                        f"containers target: pebble's {path} at {management_url} cannot be "
+                        f"read ({exc})"
+                    ) from None
+                time.sleep(0.5)
+    into.write_bytes(b"".join(pems))
+    return into
 
 
 def any_certificate() -> ssl.SSLContext:
