@@ -263,6 +263,10 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         drills.control["redis"].start()
         assert _until(lambda: _ready(info.edge.url, ctx), 60)
 
+        probe = ProbeTarget(info)
+        version = int(probe.pg.show("server_version_num")["server_version_num"])
+        assert version >= 170000, f"the shipped PostgreSQL is 17 (INF-DB-VERSION), got {version}"
+        assert probe.pg.show("ssl")["ssl"] == "on", "the shipped PostgreSQL speaks TLS"
         _many_clients_reach_the_edge_as_themselves(info)
         _the_api_containers_reach_the_callback_host(info, target)
         _a_restarted_containers_output_is_still_followed(info, "api-1")
