@@ -36,6 +36,7 @@ Capability = Literal[
     "error_tracking",
     "grafana",
     "processes",
+    "failover",
 ]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
@@ -80,6 +81,18 @@ class AlertRouting(Protocol):
         ...
 
     def restore(self) -> None: ...
+
+
+class DatabaseFailover(Protocol):
+    """PostgreSQL's failover, for the failover drill: promote the standby once the primary is
+    lost (the drill kills it through `control`), and afterwards put the deployment back as it
+    started (the lost primary rebuilt and primary again, the standby streaming from it)."""
+
+    def promote(self) -> None:
+        """Promote the standby (`pg_promote()`); returns once it accepts writes."""
+        ...
+
+    def rejoin(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -253,7 +266,9 @@ class Drills:
     it (native).
     `restarts`: how many times the deployment's supervisor restarted each component after it
     exited unasked (component name -> count), as the supervisor counts it (systemd's NRestarts,
-    Kubernetes' restartCount); absent where nothing supervises the components."""
+    Kubernetes' restartCount); absent where nothing supervises the components.
+    `failover`: promote PostgreSQL's standby and rejoin the pair afterwards (the failover
+    drill); absent where the target runs no standby or cannot promote it."""
 
     control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
     jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
@@ -262,6 +277,7 @@ class Drills:
     processes: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
     restarts: Callable[[], Mapping[str, int]] | None = field(default=None, repr=False)
     worker_urls: Mapping[str, str] = field(default_factory=dict)
+    failover: DatabaseFailover | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -318,6 +334,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "error_tracking": seen.error_events,
         "grafana": seen.grafana_url,
         "processes": drills.processes,
+        "failover": drills.failover,
     }
     return frozenset(name for name, value in given.items() if value)
 
