@@ -20,7 +20,7 @@ import pytest
 
 from checks._chat import Tenant
 from preflight.client import polite
-from preflight.polling import poll
+from preflight.polling import poll, waited
 from preflight.probe.metrics import RUNTIME_SAMPLES
 from preflight.probe.target import ProbeTarget
 
@@ -87,6 +87,19 @@ def wait_edge_ready(target: ProbeTarget, timeout: float = RESTORE_TIMEOUT_S) -> 
             f"the drill restored the system (last {ready.value})"
         )
     return ready.seconds
+
+
+def until_unready(target: ProbeTarget, timeout: float) -> float | None:
+    """Seconds until readiness fails: every worker's own where the target gives the addresses,
+    else the edge's."""
+    urls = [u for w in api_workers(target) if (u := target.worker_url(w))]
+
+    def unready() -> bool:
+        if urls:
+            return all(status_of(f"{u}/v1/health/ready") != 200 for u in urls)
+        return target.http.get("/v1/health/ready").status != 200
+
+    return waited(unready, timeout, interval=POLL_S)
 
 
 def wait_worker_ready(

@@ -33,6 +33,7 @@ from checks.drills._drills import (
     serving_everywhere,
     spare_worker,
     status_of,
+    until_unready,
     wait_edge_ready,
     wait_worker_ready,
 )
@@ -251,7 +252,7 @@ def test_losing_postgresql_is_a_clean_503_and_recovers_by_itself(
         journal.mark("down")
         try:
             postgres.stop() if how == "fast restart" else postgres.kill()
-            unready_s = _until_unready(target, UNREADY_WITHIN_S)
+            unready_s = until_unready(target, UNREADY_WITHIN_S)
             journal.steady(DOWN_S)
         finally:
             journal.mark("up")
@@ -436,19 +437,6 @@ def _statuses(attempts: list[Attempt]) -> dict[str, int]:
 
 def _exit(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
-
-
-def _until_unready(target: ProbeTarget, timeout: float) -> float | None:
-    """Seconds until readiness fails: every worker's own where the target gives the addresses,
-    else the edge's."""
-    urls = [u for w in api_workers(target) if (u := target.worker_url(w))]
-
-    def unready() -> bool:
-        if urls:
-            return all(status_of(f"{u}/v1/health/ready") != 200 for u in urls)
-        return target.http.get("/v1/health/ready").status != 200
-
-    return waited(unready, timeout, interval=POLL_S)
 
 
 def _runtime_of(url: str, admin_key: str) -> dict[str, object]:
