@@ -3,6 +3,8 @@ that starts them (native processes, containers), so the targets cannot drift apa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 APP_DB = "chatsdk"
 APP_ROLE = "chatsdk"
 # The role a standby streams as (pg_basebackup, then walreceiver): REPLICATION and LOGIN only.
@@ -32,26 +34,12 @@ POSTGRES_SETTINGS = (
 # target that starts the server. TLS 1.2 is the floor, as at the edge.
 POSTGRES_TLS_SETTINGS = ("ssl=on", "ssl_min_protocol_version=TLSv1.2")
 
-# What the primary knows of its standbys (pg_stat_replication), for the application role, which
-# may not read the replication role's rows there itself: a function run as its owner, the
-# superuser, returning the lag and nothing else. The backup job leaves this schema out of its
-# dumps (provisioning makes it, as it makes the roles).
-MONITORING_SQL = f"""
-CREATE SCHEMA monitoring;
-CREATE FUNCTION monitoring.replication()
-    RETURNS TABLE (standby text, state text, sync_state text, replay_lag_s float8,
-                   lag_bytes float8)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
-AS $$
-    SELECT application_name, state, sync_state, extract(epoch FROM replay_lag)::float8,
-           pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8
-      FROM pg_stat_replication
-$$;
-REVOKE ALL ON SCHEMA monitoring FROM PUBLIC;
-REVOKE ALL ON FUNCTION monitoring.replication() FROM PUBLIC;
-GRANT USAGE ON SCHEMA monitoring TO {APP_ROLE};
-GRANT EXECUTE ON FUNCTION monitoring.replication() TO {APP_ROLE};
-"""  # noqa: S608 (constants)
+# What the primary knows of its standbys, for the application role: the function the
+# deployment's provisioning makes (system/deploy/postgres/20-monitoring.sql says why), run by psql
+# as the superuser in the application database.
+MONITORING_SQL = (
+    Path(__file__).resolve().parents[2] / "system" / "deploy" / "postgres" / "20-monitoring.sql"
+).read_text()
 
 # The application role owns its database and nothing more: no superuser, no CREATEROLE, no
 # CREATEDB. Timeouts are set on the role so no session of the app can hang forever. Run by psql

@@ -1,5 +1,5 @@
 """The hosts of a database URL: one, or several in libpq's multi-host form
-(postgresql://user:pw@primary:5432,standby:5432/chatsdk?target_session_attrs=read-write), which
+(postgresql://chatsdk@primary:5432,standby:5432/chatsdk?target_session_attrs=read-write), which
 asyncpg and libpq try in order, taking the first that accepts writes."""
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from chatsdk.metrics import Metrics
 
 log = logging.getLogger("chatsdk.replication")
 
+PROVISIONING = "system/deploy/postgres/20-monitoring.sql"
 QUERY = (
     "SELECT standby, state, sync_state, replay_lag_s, lag_bytes FROM monitoring.replication() "
     "ORDER BY standby"
@@ -32,7 +33,7 @@ async def report(pool: Any, wait_s: float) -> dict[str, Any]:
         async with asyncio.timeout(wait_s), pool.acquire(timeout=wait_s) as conn:
             rows = await conn.fetch(QUERY, timeout=wait_s)
     except asyncpg.UndefinedFunctionError:
-        return {"error": "monitoring.replication() is missing: see system/docs/operations"}
+        return {"error": f"monitoring.replication() is missing ({PROVISIONING})"}
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.debug("replication report failed: %s", type(exc).__name__)
         return {"error": f"the primary could not be asked ({type(exc).__name__})"}

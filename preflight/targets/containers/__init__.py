@@ -452,9 +452,8 @@ class ContainersTarget(Unsupervised):
             admin_key=values["admin_key"],
             jwt_secret=values.get("jwt_secret"),
             stores=Stores(
-                postgres_dsn=values["database_url"].replace(
-                    "@postgres:5432", f"@127.0.0.1:{published('postgres-1', 5432)}"
-                ),
+                postgres_dsn=f"postgresql://chatsdk:{values['postgres_app_password']}"
+                f"@127.0.0.1:{published('postgres-1', 5432)}/chatsdk",
                 redis_url=values["redis_url"].replace(
                     "@redis:6379", f"@127.0.0.1:{published('redis-1', 6379)}"
                 ),
@@ -497,9 +496,12 @@ def _write_secrets(folder: Path, plan: Compose) -> tuple[dict[str, Path], dict[s
     not root), in a folder only root can enter."""
     folder.mkdir(mode=0o700)
     values = {name: secrets_module.token_hex(32) for name in plan.secrets}
+    # The primary and, where the file runs one, its standby (whichever accepts writes).
+    standby = "postgres-standby" in plan.services
+    hosts = "postgres:5432,postgres-standby:5432" if standby else "postgres:5432"
     urls = {
         "database_url": f"postgresql://chatsdk:{values.get('postgres_app_password')}"
-        "@postgres:5432/chatsdk",
+        f"@{hosts}/chatsdk" + ("?target_session_attrs=read-write" if standby else ""),
         "backup_database_url": f"postgresql://chatsdk_backup:"
         f"{values.get('postgres_backup_password')}@postgres:5432/chatsdk",
         "redis_url": f"redis://:{values.get('redis_password')}@redis:6379/0",

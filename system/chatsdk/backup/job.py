@@ -40,7 +40,7 @@ BASE_DIR = "base"
 UPLOADS_DIR = "uploads"
 UPLOADS_MANIFEST = "uploads.json"
 REDIS_FILE = "redis.rdb"
-MONITORING_SCHEMA = "monitoring"  # made by provisioning, not dumped (servers.MONITORING_SQL)
+MONITORING_SCHEMA = "monitoring"  # made by provisioning (system/deploy/postgres/20-monitoring.sql)
 COPY_CHUNK = 1024 * 1024
 
 
