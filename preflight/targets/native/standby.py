@@ -71,6 +71,9 @@ def base_backup(into: Server, source: Server, primary: Postgres) -> subprocess.P
             "--create-slot",
             f"--slot={STANDBY_SLOT}",
             "--checkpoint=fast",
+            # Not synced twice: the standby's server syncs its whole data directory itself
+            # before it starts recovery from the copy (it was not shut down cleanly).
+            "--no-sync",
             "--no-password",
         ],
         "pg_basebackup",
