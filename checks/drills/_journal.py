@@ -618,6 +618,14 @@ class Journal:
             )
         return delays
 
+    def first_success(self, since: float) -> float | None:
+        """When (journal seconds) the first attempt started at or after `since` was answered
+        200/201: sends succeed again. None: none was yet."""
+        with self._lock:
+            attempts = [a for s in self.sends for a in s.attempts]
+        done = [a.at + a.took for a in attempts if a.at >= since and a.status in (200, 201)]
+        return min(done, default=None)
+
     def failed_attempts(self, since: float = 0.0, until: float = float("inf")) -> list[Attempt]:
         """The failed attempts that started within [since, until) (journal seconds)."""
         return [a for s in self.sends for a in s.attempts if a.failed and since <= a.at < until]

@@ -108,11 +108,13 @@ def test_only_the_api_reaches_the_data_store(repo: Repo, evidence: EvidenceLog, 
                     assert not outside, (
                         f"{policy.ref} must admit only API pods to {store} (it admits {source})"
                     )
+                    # The store's own pods may reach each other: a standby streams from its
+                    # primary (either may be the primary after a failover).
                     allowed = _components(source.get("podSelector", {}))
-                    only_api = bool(allowed) and allowed <= API_COMPONENTS
+                    only_api = bool(allowed) and allowed <= API_COMPONENTS | {store}
                     assert only_api, (
-                        f"{policy.ref} must admit only API pods to {store} "
-                        f"(it admits components {sorted(allowed) or 'all'})"
+                        f"{policy.ref} must admit only API pods (and its own replicas) to "
+                        f"{store} (it admits components {sorted(allowed) or 'all'})"
                     )
                 evidence.note(f"{policy.ref} admits {rule.get('from')} on {rule.get('ports')}")
 

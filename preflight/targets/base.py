@@ -38,6 +38,7 @@ Capability = Literal[
     "processes",
     "partitions",
     "cert_renewal",
+    "failover",
 ]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
@@ -100,6 +101,18 @@ class AlertRouting(Protocol):
         ...
 
     def restore(self) -> None: ...
+
+
+class DatabaseFailover(Protocol):
+    """PostgreSQL's failover, for the failover drill: promote the standby once the primary is
+    lost (the drill kills it through `control`), and afterwards put the deployment back as it
+    started (the lost primary rebuilt and primary again, the standby streaming from it)."""
+
+    def promote(self) -> None:
+        """Promote the standby (`pg_promote()`); returns once it accepts writes."""
+        ...
+
+    def rejoin(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -356,7 +369,9 @@ class Drills:
     this host, if they are here.
     `callback_host`: an address of this machine that the system's workers can reach, where a
     probe listens for what the system sends out (webhooks); None: the target does not say (an
-    edge on loopback implies 127.0.0.1, see ProbeTarget.callback_host)."""
+    edge on loopback implies 127.0.0.1, see ProbeTarget.callback_host).
+    `failover`: promote PostgreSQL's standby and rejoin the pair afterwards (the failover
+    drill); absent where the target runs no standby or cannot promote it."""
 
     control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
     jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
@@ -368,6 +383,7 @@ class Drills:
     worker_urls: Mapping[str, str] = field(default_factory=dict)
     listeners: Callable[[], Sequence[tuple[str, str, int]]] | None = field(default=None, repr=False)
     callback_host: str | None = None
+    failover: DatabaseFailover | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -426,6 +442,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "processes": drills.processes,
         "partitions": drills.partitions,
         "cert_renewal": info.edge.renewal,
+        "failover": drills.failover,
     }
     return frozenset(name for name, value in given.items() if value)
 

@@ -3,8 +3,15 @@ that starts them (native processes, containers), so the targets cannot drift apa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 APP_DB = "chatsdk"
 APP_ROLE = "chatsdk"
+# The role a standby streams as (pg_basebackup, then walreceiver): REPLICATION and LOGIN only.
+REPLICATION_ROLE = "chatsdk_replicator"
+# The replication slot of the one standby, on the primary: WAL the standby has not received is
+# kept (at most max_slot_wal_keep_size) however long it is away.
+STANDBY_SLOT = "standby_1"
 
 # Server settings beyond the defaults, as `-c name=value` pairs for `postgres`.
 POSTGRES_SETTINGS = (
@@ -16,11 +23,23 @@ POSTGRES_SETTINGS = (
     # Query statistics (PERF-DB-SLOW-QUERIES): the app role reads its own statements' figures.
     "shared_preload_libraries=pg_stat_statements",
     "pg_stat_statements.track=top",
+    # Streaming replication to one asynchronous standby (system/docs/operations/replication.md
+    # says why asynchronous): a slot holds the WAL it still needs, bounded so a standby gone for
+    # good cannot fill the primary's disk; a standby retries a lost primary every second.
+    "max_slot_wal_keep_size=1GB",
+    "wal_retrieve_retry_interval=1s",
 )
 
 # TLS for every TCP connection (SEC-DB-TLS); the certificate and key files are named by the
 # target that starts the server. TLS 1.2 is the floor, as at the edge.
 POSTGRES_TLS_SETTINGS = ("ssl=on", "ssl_min_protocol_version=TLSv1.2")
+
+# What the primary knows of its standbys, for the application role: the function the
+# deployment's provisioning makes (system/deploy/postgres/20-monitoring.sql says why), run by psql
+# as the superuser in the application database.
+MONITORING_SQL = (
+    Path(__file__).resolve().parents[2] / "system" / "deploy" / "postgres" / "20-monitoring.sql"
+).read_text()
 
 # The application role owns its database and nothing more: no superuser, no CREATEROLE, no
 # CREATEDB. Timeouts are set on the role so no session of the app can hang forever. Run by psql
@@ -37,6 +56,12 @@ REVOKE ALL ON DATABASE {APP_DB} FROM PUBLIC;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 ALTER SCHEMA public OWNER TO {APP_ROLE};
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+{MONITORING_SQL}"""
+
+# The replication role, run like APP_ROLE_SQL with its password in the psql variable `rpw`.
+REPLICATION_ROLE_SQL = f"""
+CREATE ROLE {REPLICATION_ROLE} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE
+    PASSWORD :'rpw';
 """
 
 

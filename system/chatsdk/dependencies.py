@@ -159,8 +159,10 @@ class Dependencies:
             self.pool = TimedPool(
                 pool, self._metrics.db_pool_wait, self._metrics.db_pool_acquire_failures
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Warn on the first failure and then once a minute or so, not on every attempt.
+        except (OSError, TimeoutError, asyncpg.PostgresError, *POOL_ERRORS) as exc:
+            # No host answered, or none accepts writes (target_session_attrs=read-write: a
+            # standby not promoted yet). Warn on the first failure and then once a minute or
+            # so, not on every attempt.
             level = logging.WARNING if self._connect_failures % 12 == 0 else logging.DEBUG
             self._connect_failures += 1
             log.log(

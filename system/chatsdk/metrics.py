@@ -48,6 +48,24 @@ class Metrics:
         self.redis_up = Gauge(
             "chatsdk_redis_up", "1 when Redis answered the last check.", registry=self.registry
         )
+        # What the primary says of its standbys (chatsdk/replication.py), at each scrape.
+        self.db_standbys_streaming = Gauge(
+            "chatsdk_db_standbys_streaming",
+            "Standbys the primary shows streaming (pg_stat_replication).",
+            registry=self.registry,
+        )
+        self.db_replication_lag = Gauge(
+            "chatsdk_db_replication_lag_seconds",
+            "Replay lag of each standby as the primary measures it, by standby.",
+            ["standby"],
+            registry=self.registry,
+        )
+        self.db_replication_lag_bytes = Gauge(
+            "chatsdk_db_replication_lag_bytes",
+            "WAL the primary wrote that a standby has not replayed yet, by standby.",
+            ["standby"],
+            registry=self.registry,
+        )
 
         # The names the original ChatSDK monitoring guide used in its alert rules and dashboards,
         # so that they find real series. Route labels are route templates, never raw paths.

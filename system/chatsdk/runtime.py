@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from chatsdk import replication
 from chatsdk.auth import require_admin
-from chatsdk.keys import DEPENDENCIES, SETTINGS
+from chatsdk.dsn import hosts
+from chatsdk.keys import DEPENDENCIES, METRICS, SETTINGS
 from chatsdk.migrate import load_migrations
 from chatsdk.settings import Settings
 from chatsdk.storage import STORAGE, StorageError, new_key
@@ -52,14 +54,20 @@ def secret_hygiene(value: str) -> dict[str, Any]:
 
 
 def where(url: str) -> dict[str, Any]:
-    """Scheme, host, port and path of a dependency URL; the credentials are dropped."""
+    """Scheme, host, port and path of a dependency URL; the credentials are dropped. A URL
+    naming several hosts (a primary and its standby) gives the first as host and port, and
+    all of them as `hosts` ("host:port")."""
     parts = urlsplit(url)
-    return {
+    named = hosts(url)
+    found: dict[str, Any] = {
         "scheme": parts.scheme,
-        "host": parts.hostname or "",
-        "port": parts.port,
+        "host": named[0][0],
+        "port": named[0][1],
         "path": parts.path.lstrip("/"),
     }
+    if len(named) > 1:
+        found["hosts"] = [f"{host}:{port or ''}".rstrip(":") for host, port in named]
+    return found
 
 
 async def _storage_ok(app: web.Application) -> bool:
@@ -98,6 +106,8 @@ async def runtime(request: web.Request) -> web.Response:
         _storage_ok(request.app),
     )
     shipped = load_migrations()
+    standbys = await replication.report(deps.pool if database_up else None, CHECK_TIMEOUT)
+    replication.record(request.app[METRICS], standbys)
     applied: list[int] = []
     if deps.pool is not None and database_up:
         async with deps.pool.acquire(timeout=CHECK_TIMEOUT) as conn:
@@ -115,7 +125,11 @@ async def runtime(request: web.Request) -> web.Response:
         "python": platform.python_version(),
         "config": _config(settings),
         "dependencies": {
-            "database": {**where(settings.database_url), "up": database_up},
+            "database": {
+                **where(settings.database_url),
+                "up": database_up,
+                "replication": standbys,
+            },
             "redis": {**where(settings.redis_url), "up": redis_up},
             "storage": {"kind": settings.storage, "up": storage_up},
         },

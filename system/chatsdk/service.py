@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from chatsdk import replication
 from chatsdk.dependencies import MigrationState
 from chatsdk.keys import DEPENDENCIES, LIFECYCLE, METRICS
 from chatsdk.metrics import CONTENT_TYPE
@@ -60,6 +61,8 @@ async def ready(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     await readiness(request.app)
+    deps = request.app[DEPENDENCIES]
+    replication.record(request.app[METRICS], await replication.report(deps.pool, CHECK_TIMEOUT))
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 

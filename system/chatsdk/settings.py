@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from chatsdk.dsn import hosts
 from chatsdk.errors import SettingsError
 
 PREFIX = "CHATSDK_"
@@ -408,10 +409,10 @@ def _url(schemes: set[str]) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         try:
             parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
+            named = hosts(value)  # raises ValueError on a bad port
         except ValueError:
             return f"must be a URL like {expected} (it does not parse)"
-        if parts.scheme not in schemes or not parts.hostname:
+        if parts.scheme not in schemes or not all(host for host, _port in named):
             return f"must be a URL like {expected} with a host"
         return None
 

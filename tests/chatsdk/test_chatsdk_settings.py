@@ -4,6 +4,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from chatsdk.dsn import hosts
 from chatsdk.errors import ChatSDKError, SettingsError
 from chatsdk.settings import Settings, host_worker_id
 
@@ -65,6 +66,8 @@ def test_a_missing_required_variable_is_named(name: str) -> None:
         ("CHATSDK_PORT", "http", "integer port"),
         ("CHATSDK_PORT", "70000", "between 0 and 65535"),
         ("CHATSDK_DATABASE_URL", "mysql://db/x", "postgresql://"),
+        ("CHATSDK_DATABASE_URL", "postgresql://u@primary:5432,standby:x/db", "does not parse"),
+        ("CHATSDK_DATABASE_URL", "postgresql://u@primary:5432,/db", "with a host"),
         ("CHATSDK_REDIS_URL", "http://cache:6379", "redis://"),
         ("CHATSDK_ADMIN_KEY", "short", "at least 32 characters"),
         ("CHATSDK_JWT_SECRET", "x" * 31, "at least 32 characters"),
@@ -90,6 +93,16 @@ def test_a_bad_value_names_the_variable_and_the_expectation(
     message = str(caught.value)
     assert message.startswith(name), message
     assert expected in message
+
+
+def test_a_database_url_may_name_a_primary_and_its_standby() -> None:
+    """libpq's multi-host form, which asyncpg tries in order (target_session_attrs)."""
+    url = (
+        f"postgresql://chatsdk:{DB_PASSWORD}@primary:5432,standby:5433/chatsdk"
+        "?target_session_attrs=read-write"
+    )
+    assert Settings.from_env({**VALID, "CHATSDK_DATABASE_URL": url}).database_url == url
+    assert hosts(url) == [("primary", 5432), ("standby", 5433)]
 
 
 def test_auth_throttle_defaults_and_trusted_proxies() -> None:

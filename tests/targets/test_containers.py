@@ -69,7 +69,7 @@ def test_the_shipped_compose_file_starts_stores_before_the_api_and_the_edge_last
             "node-exporter",
             "container-exporter",
         ],
-        ["api", "realtime", "postgres-exporter", "redis-exporter"],
+        ["api", "realtime", "postgres-standby", "postgres-exporter", "redis-exporter"],
         ["backup", "nginx"],
     ]
     assert plan.networks["backend"] is True, "the stores' network is internal"
@@ -210,7 +210,8 @@ def test_without_an_engine_entering_fails_clearly(monkeypatch: pytest.MonkeyPatc
 
 def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
     """system/deploy on this machine's engine: the edge answers over TLS with its headers, a
-    message goes through the API containers, an API container whose process is killed with
+    message goes through the API containers, the standby streams from the primary, an API
+    container whose process is killed with
     SIGKILL is brought back by the engine's restart policy (and counted), a Redis stopped on
     purpose stays down until started (readiness says so meanwhile), the backup service takes its
     first backup, and leaving removes every container, network and volume of the run."""
@@ -234,12 +235,23 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         path = f"/v1/channels/{channel['channel_id']}/messages"
         expect(ann.post(path, {"text": "hello", "client_msg_id": "e2e-1"}), 201)
 
+        # The standby streams from the primary, as the workers report it (INF-DB-REPLICA).
+        admin = chat.as_admin(info.admin_key)
+        assert _until(lambda: _streaming(admin) == ["streaming"], 120), _streaming(admin)
+
         drills = info.drills
         assert drills.processes is not None
         assert drills.restarts is not None
-        assert {"api-1", "api-2", "realtime", "postgres", "redis", "nginx", "backup"} <= set(
-            drills.control
-        )
+        assert {
+            "api-1",
+            "api-2",
+            "realtime",
+            "postgres",
+            "postgres-standby",
+            "redis",
+            "nginx",
+            "backup",
+        } <= set(drills.control)
         # Each API container reports its own worker id, the name the drills know it by.
         ids = {
             name: _runtime(url, info.admin_key)["worker_id"]
@@ -361,6 +373,13 @@ def _ready(edge_url: str, ctx: ssl.SSLContext) -> bool:
             return bool(r.status == 200)
     except OSError:  # urllib's HTTPError (503) and URLError are OSErrors
         return False
+
+
+def _streaming(admin: ChatClient) -> list[str]:
+    """The state of each standby the primary shows, as one API worker reports it."""
+    report = expect(admin.get("/v1/admin/runtime"), 200)
+    replication = report["dependencies"]["database"]["replication"]
+    return [standby["state"] for standby in replication.get("standbys", [])]
 
 
 def _finished(catalogue: Path) -> bool:

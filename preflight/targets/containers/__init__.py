@@ -276,9 +276,11 @@ class ContainersTarget(Unsupervised):
         plan = compose_file.load(self.compose_path)
         self._dir = Path(tempfile.mkdtemp(prefix="preflight-containers-"))
         self._dir.chmod(0o711)  # NGINX workers (nobody) reach the web client; secrets/ is 0700
-        # One CA of the run: the edge's certificate, and PostgreSQL's under the name the API
-        # containers reach it by (the clients verify both).
-        pki = make_pki(self._dir / "pki", hostnames=("localhost", EDGE_SERVICE, "postgres"))
+        # One CA of the run: the edge's certificate, and PostgreSQL's under the names the API
+        # containers reach the primary and its standby by (the clients verify both).
+        pki = make_pki(
+            self._dir / "pki", hostnames=("localhost", EDGE_SERVICE, "postgres", "postgres-standby")
+        )
         secret_files, values = _write_secrets(self._dir / "secrets", plan, pki)
         https_port, http_port = free_port(), free_port()
         client = acme.acme_client(plan)
@@ -752,9 +754,14 @@ class ContainersTarget(Unsupervised):
             admin_key=values["admin_key"],
             jwt_secret=values.get("jwt_secret"),
             stores=Stores(
-                postgres_dsn=values["database_url"]
-                .replace("@postgres:5432", f"@127.0.0.1:{published('postgres-1', 5432)}")
-                .replace(TLS_ROOT_IN_CONTAINERS, quote(str(self._dir / "pki" / "ca.pem"))),
+                # The primary's published port, verified against the run's own CA.
+                postgres_dsn=f"postgresql://chatsdk:{values['postgres_app_password']}"
+                f"@127.0.0.1:{published('postgres-1', 5432)}/chatsdk"
+                + (
+                    f"?sslmode=verify-full&sslrootcert={quote(str(self._dir / 'pki' / 'ca.pem'))}"
+                    if "postgres_ca" in values
+                    else ""
+                ),
                 redis_url=values["redis_url"].replace(
                     "@redis:6379", f"@127.0.0.1:{published('redis-1', 6379)}"
                 ),
@@ -836,13 +843,25 @@ def _write_secrets(
             "postgres_ca": pki.ca_cert,
         }
         values.update({k: path.read_text().strip() for k, path in tls.items() if k in values})
-    verify = f"?sslmode=verify-full&sslrootcert={TLS_ROOT_IN_CONTAINERS}"
-    tls_query = verify if "postgres_ca" in values else ""
+    # The primary and, where the file runs one, its standby (whichever accepts writes), each
+    # verified against the deployment's CA where the file gives one.
+    standby = "postgres-standby" in plan.services
+    hosts = "postgres:5432,postgres-standby:5432" if standby else "postgres:5432"
+    query = [
+        *(["target_session_attrs=read-write"] if standby else []),
+        *(
+            ["sslmode=verify-full", f"sslrootcert={TLS_ROOT_IN_CONTAINERS}"]
+            if "postgres_ca" in values
+            else []
+        ),
+    ]
+    backup_query = [q for q in query if not q.startswith("target_session_attrs")]
     urls = {
         "database_url": f"postgresql://chatsdk:{values.get('postgres_app_password')}"
-        f"@postgres:5432/chatsdk{tls_query}",
+        f"@{hosts}/chatsdk" + (f"?{'&'.join(query)}" if query else ""),
         "backup_database_url": f"postgresql://chatsdk_backup:"
-        f"{values.get('postgres_backup_password')}@postgres:5432/chatsdk{tls_query}",
+        f"{values.get('postgres_backup_password')}@postgres:5432/chatsdk"
+        + (f"?{'&'.join(backup_query)}" if backup_query else ""),
         "redis_url": f"redis://:{values.get('redis_password')}@redis:6379/0",
     }
     values.update({k: v for k, v in urls.items() if k in values})

@@ -35,6 +35,9 @@ class NativeTestOptions:
     rehearsal_migration: str | None = None
     # CHATSDK_BACKUP_* and other settings of the backup job on top of the target's.
     backup_env: Mapping[str, str] = field(default_factory=dict)
+    # The workers' DSN names the primary alone, not the standby after it: they cannot follow a
+    # failover (the failover drill turns red).
+    workers_primary_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,5 +75,8 @@ class NativeOptions:
     # Restart API workers that exit unasked, as systemd's Restart=on-failure would
     # (supervisor.py). Off only to show that APP-SUPERVISED's probe fails without it.
     supervise: bool = True
+    # A streaming standby of PostgreSQL beside the primary (standby.py), which the workers'
+    # DSN names second. Off only to show that INF-DB-REPLICA's probe fails without it.
+    standby: bool = True
     log: Callable[[str], None] = field(default=lambda _msg: None)
     test: NativeTestOptions = field(default_factory=NativeTestOptions)

@@ -33,14 +33,15 @@ from preflight.targets.native.nginx import Edge, edge_config
 from preflight.targets.native.observability import NAMES as OBSERVABILITY
 from preflight.targets.native.observability import Observability, start_observability
 from preflight.targets.native.options import NativeOptions
-from preflight.targets.native.postgres import Postgres, binaries
+from preflight.targets.native.postgres import Postgres, Server, binaries
 from preflight.targets.native.redis import RedisServer
 from preflight.targets.native.releases import EXPAND_MIGRATION, WorkerReleases
+from preflight.targets.native.standby import STANDBY, Failover, Standby
 from preflight.targets.native.supervisor import RestartPolicy, Supervisor, is_worker
 from preflight.targets.native.workdir import executable, make_workdir, sweep_stale_dirs
 from preflight.targets.native.workers import WorkerSettings, redeploy, start_worker
 from preflight.targets.pki import Pki, make_pki
-from preflight.targets.procs import Child, ensure_port_free, free_port, wait_until
+from preflight.targets.procs import Child, RunAs, ensure_port_free, free_port, wait_until
 
 SYSTEM_COMPONENTS = ("postgres", "redis", "nginx")  # besides the API workers "api-N"
 # Stopped in this order after every API worker got SIGTERM (any other child ranks 1).
@@ -48,6 +49,7 @@ STOP_ORDER = {
     **dict.fromkeys(OBSERVABILITY, -1),
     "nginx": 0,
     "redis": 2,
+    STANDBY: 2,  # before its primary, which would otherwise wait to send it its last WAL
     "postgres": 3,
     "errortracker": 4,  # last: it receives what the draining workers still report
 }
@@ -79,6 +81,7 @@ class Stack:
     http_url: str
     api_ports: tuple[int, ...]
     postgres: Postgres
+    standby: Standby | None
     redis: RedisServer
     edge: Edge
 
@@ -101,6 +104,7 @@ class NativeTarget:
         # What a restore at start (options.restore_from) reported.
         self.restore_report: dict[str, object] | None = None
         self._postgres: Postgres | None = None
+        self._standby: Standby | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -123,7 +127,7 @@ class NativeTarget:
         stack.redis.start(self.supervisor.spawn)
         tracker = self._start_error_tracker(stack)
         workers = WorkerSettings(
-            dsn=stack.postgres.dsn(stack.pki.ca_cert),
+            dsn=self._workers_dsn(stack),
             redis_url=stack.redis.url,
             admin_key=self.admin_key,
             jwt_secret=self._jwt_secret,
@@ -138,10 +142,15 @@ class NativeTarget:
         started = self._start_workers(stack, workers) if opts.restore_from is None else []
         stack.edge.start(self.supervisor.spawn, stack.logs)
         self._start_postgres(stack)
+        if stack.standby is not None:
+            stack.standby.begin()  # its base backup runs while the workers get ready
         if opts.restore_from is not None:
             self._restore(stack, opts.restore_from)
             started = self._start_workers(stack, workers)
         self._wait_serving(stack, started)
+        if stack.standby is not None:
+            opts.log("starting the PostgreSQL standby")
+            stack.standby.finish(self._spawn_as, stack.pki)
         self.deployed_at = time.time()  # the release is serving: deployed
         tracker.wait_ready(opts.ready_timeout)
         observability = self._start_observability(stack) if opts.observability else None
@@ -158,6 +167,8 @@ class NativeTarget:
         temp dir."""
         if self._postgres is not None:
             self._postgres.abandon_initdb()
+        if self._standby is not None:
+            self._standby.abandon()
         self.supervisor.stop_all(STOP_ORDER)
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -204,6 +215,7 @@ class NativeTarget:
         pki = make_pki(workdir / "pki")
         self.worker_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
         self._postgres = Postgres(workdir, pg_port, pg_programs, opts.test, opts.ready_timeout)
+        self._standby = Standby(self._postgres, free_port()) if opts.standby else None
         return Stack(
             dir=workdir,
             logs=workdir / "logs",
@@ -212,6 +224,7 @@ class NativeTarget:
             http_url=f"http://127.0.0.1:{http_port}",
             api_ports=api_ports,
             postgres=self._postgres,
+            standby=self._standby,
             redis=RedisServer(
                 workdir, redis_port, redis_program, opts.test.redis_settings, opts.ready_timeout
             ),
@@ -240,8 +253,19 @@ class NativeTarget:
         self.options.log("initialising PostgreSQL")
         stack.postgres.finish_initdb()
         stack.postgres.configure(stack.pki)
-        stack.postgres.start(lambda child, run_as: self.supervisor.spawn(child, run_as=run_as))
+        stack.postgres.start(self._spawn_as)
         stack.postgres.create_app_role()
+
+    def _spawn_as(self, child: Child, run_as: RunAs | None) -> Child:
+        return self.supervisor.spawn(child, run_as=run_as)
+
+    def _workers_dsn(self, stack: Stack) -> str:
+        """The primary, then the standby: after a failover the workers' pools reconnect to
+        whichever accepts writes (target_session_attrs=read-write)."""
+        servers: tuple[Server, ...] = (stack.postgres,)
+        if stack.standby is not None and not self.options.test.workers_primary_only:
+            servers += (stack.standby,)
+        return stack.postgres.dsn_of(servers, stack.pki.ca_cert)
 
     def _restore(self, stack: Stack, backup: Path) -> None:
         self.options.log(f"restoring backup {backup.name}")
@@ -361,6 +385,11 @@ class NativeTarget:
                 worker_urls={
                     name: url for name, url in zip(workers, self.worker_urls, strict=False)
                 },
+                failover=(
+                    Failover(stack.postgres, stack.standby, self.supervisor)
+                    if stack.standby is not None
+                    else None
+                ),
             ),
             deployment=base.Deployment(deployed_at=self.deployed_at, runs_without=RUNS_WITHOUT),
         )

@@ -40,6 +40,7 @@ BASE_DIR = "base"
 UPLOADS_DIR = "uploads"
 UPLOADS_MANIFEST = "uploads.json"
 REDIS_FILE = "redis.rdb"
+MONITORING_SCHEMA = "monitoring"  # made by provisioning (system/deploy/postgres/20-monitoring.sql)
 COPY_CHUNK = 1024 * 1024
 
 
@@ -207,6 +208,9 @@ async def snapshot_and_dump(settings: BackupSettings, dump: Path) -> dict[str, A
                     "--format=custom",
                     f"--compress={compression}",
                     f"--snapshot={snapshot}",
+                    # The deployment's provisioning makes this schema (the replication report),
+                    # as it makes the roles: a restore target has it already.
+                    f"--exclude-schema={MONITORING_SCHEMA}",
                     "--no-password",
                     f"--file={dump}",
                     f"--dbname={target}",

@@ -1,14 +1,37 @@
 #!/bin/sh
 # First start of an empty data directory: initdb with the superuser's password from
-# POSTGRES_PASSWORD_FILE, create POSTGRES_DB, run /docker-entrypoint-initdb.d/*.sh against a
-# server that listens on its Unix socket only, then start for real. Later starts go straight
-# to the server. Clients on the network authenticate with scram-sha-256; replication
-# connections (a standby's pg_basebackup and streaming) too. With POSTGRES_TLS_CERT_FILE and
-# POSTGRES_TLS_KEY_FILE (a certificate chain and its key, e.g. secret files), the server speaks
-# TLS with them and refuses network clients that do not use it (hostssl only).
+# POSTGRES_PASSWORD_FILE, create POSTGRES_DB, run /docker-entrypoint-initdb.d/*.sh and *.sql
+# (these in POSTGRES_DB), in name order, against a server that listens on its Unix socket only,
+# then start for real. Later starts go straight to the server. Clients on the network
+# authenticate with scram-sha-256; replication connections (a standby's pg_basebackup and
+# streaming) too. With POSTGRES_TLS_CERT_FILE and POSTGRES_TLS_KEY_FILE (a certificate chain and
+# its key, e.g. secret files), the server speaks TLS with them and refuses network clients that
+# do not use it (hostssl only).
+#
+# Standby mode (POSTGRES_PRIMARY_HOST set): the first start of an empty data directory copies
+# the primary instead of initdb: the replication slot POSTGRES_STANDBY_SLOT is made on the
+# primary if missing, then `pg_basebackup -R` through it as POSTGRES_REPLICATION_USER (password
+# from POSTGRES_REPLICATION_PASSWORD_FILE) writes the copy with its primary_conninfo (over TLS
+# where the primary offers it: libpq's default sslmode=prefer), and the server starts as a hot
+# standby streaming from the primary. `pg_promote()` makes it a primary.
 set -eu
 : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=postgres}"
 export POSTGRES_USER POSTGRES_DB
+if [ "${1:-}" = postgres ] && [ -n "${POSTGRES_PRIMARY_HOST:-}" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+    pwfile=${POSTGRES_REPLICATION_PASSWORD_FILE:?POSTGRES_REPLICATION_PASSWORD_FILE must name the replication password file}
+    slot=${POSTGRES_STANDBY_SLOT:-standby_1}
+    conninfo="host=$POSTGRES_PRIMARY_HOST port=${POSTGRES_PRIMARY_PORT:-5432} user=${POSTGRES_REPLICATION_USER:-chatsdk_replicator} application_name=$(hostname)"
+    PGPASSWORD=$(cat "$pwfile")
+    export PGPASSWORD
+    until pg_isready -q -h "$POSTGRES_PRIMARY_HOST" -p "${POSTGRES_PRIMARY_PORT:-5432}"; do
+        echo "postgres-entrypoint: waiting for the primary $POSTGRES_PRIMARY_HOST"
+        sleep 1
+    done
+    pg_receivewal -d "$conninfo" --slot="$slot" --create-slot --if-not-exists
+    pg_basebackup -D "$PGDATA" -d "$conninfo" --write-recovery-conf --wal-method=stream \
+        --slot="$slot" --checkpoint=fast --no-password
+    unset PGPASSWORD
+fi
 if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=${POSTGRES_PASSWORD_FILE:?POSTGRES_PASSWORD_FILE must name the superuser password file}
     # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is a list of options
@@ -26,10 +49,14 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
         psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
             -c "CREATE DATABASE \"$POSTGRES_DB\""
     fi
-    for script in /docker-entrypoint-initdb.d/*.sh; do
-        [ -e "$script" ] || continue
-        echo "postgres-entrypoint: running $script"
-        sh "$script"
+    for script in /docker-entrypoint-initdb.d/*; do
+        case "$script" in
+            *.sh) echo "postgres-entrypoint: running $script"; sh "$script" ;;
+            *.sql)
+                echo "postgres-entrypoint: running $script"
+                psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" -f "$script"
+                ;;
+        esac
     done
     pg_ctl -D "$PGDATA" -w -m fast stop
     unset PGPASSWORD PGHOST

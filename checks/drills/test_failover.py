@@ -1,0 +1,96 @@
+"""The failover drill: under the client journal's workload the PostgreSQL primary is killed
+(SIGKILL), its standby is promoted (`pg_promote()`), and the API workers must carry on against it
+without a restart of their own (their DSN names both servers, and their pools take whichever
+accepts writes). The journal must show no acknowledged message lost and none stored twice; the
+drill records the RTO (from the kill until sends succeed again) with the journal's figures.
+
+Afterwards, still under the workload, the target's failover control rejoins the pair as it
+started (the lost primary rebuilt and primary again through a switchover, the standby streaming
+from it), also when the drill fails, so later probes and drills find the system they expect;
+the journal's verdict covers that switchover too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.drills._drills import (
+    STEADY_S,
+    reports,
+    serving_everywhere,
+    until_unready,
+    wait_edge_ready,
+)
+from checks.drills._journal import Journal, assert_clean
+from preflight.evidence import EvidenceLog
+from preflight.polling import until
+from preflight.probe.target import ProbeTarget
+
+pytestmark = pytest.mark.budget(600)
+
+UNREADY_WITHIN_S = 10.0  # the workers notice the primary is gone (OPS-DB-LOSS's bound)
+RECOVERY_S = 30.0  # sends must succeed again within this of the promotion
+REJOIN_S = 120.0
+
+
+@pytest.mark.checklist("BAK-FAILOVER-DRILL")
+def test_the_standby_takes_over_a_killed_primary_without_loss(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """Failover that exists only on paper does not work at 3 a.m."""
+    target.requires("failover")
+    failover = target.info.drills.failover
+    assert failover is not None
+    primary = target.control("postgres")
+    serving_everywhere(target)
+    before = {w: r["pid"] for w, r in reports(target).items()}
+    with Journal(target, "failover") as journal:
+        journal.steady(STEADY_S)
+        journal.mark("kill")
+        primary.kill()
+        try:
+            noticed_s = until_unready(target, UNREADY_WITHIN_S)
+            journal.mark("promote")
+            failover.promote()
+            journal.mark("promoted")
+            until(lambda: journal.first_success(journal.marks["promoted"]) is not None, RECOVERY_S)
+            back_at = journal.first_success(journal.marks["kill"])
+            journal.steady(STEADY_S)
+            after = {w: r["pid"] for w, r in reports(target).items()}
+        finally:
+            # Under the workload too: the switchover back must lose nothing either.
+            journal.mark("rejoin")
+            failover.rejoin()
+            wait_edge_ready(target, REJOIN_S)
+            journal.mark("rejoined")
+        journal.steady(STEADY_S)
+    verdict = journal.verdict
+    assert verdict is not None
+    verdict.record(evidence)
+    marks = journal.marks
+    if noticed_s is not None:
+        evidence.figure("readiness failing after the kill", round(noticed_s, 3), "s")
+    evidence.figure("promotion took", round(marks["promoted"] - marks["promote"], 3), "s")
+    if back_at is not None:
+        evidence.figure(
+            "RTO: kill to the first successful send", round(back_at - marks["kill"], 3), "s"
+        )
+        evidence.figure(
+            "promotion to the first successful send", round(back_at - marks["promoted"], 3), "s"
+        )
+    evidence.figure(
+        "rejoined (the old primary rebuilt and primary again)",
+        round(marks["rejoined"] - marks["rejoin"], 3),
+        "s",
+    )
+    evidence.note(f"worker pids before {before}, after {after}")
+
+    assert back_at is not None, (
+        f"sends must succeed again within {RECOVERY_S:g} s of the standby's promotion (none "
+        f"did: the workers did not follow the failover; {verdict.summary()})"
+    )
+    assert after == before, (
+        f"the workers must follow the failover without a restart (pids before {before}, after "
+        f"{after})"
+    )
+    assert_clean("PostgreSQL failover", verdict)
