@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 
 from preflight.client import ChatClient
 from preflight.errors import PreflightError
@@ -296,13 +297,15 @@ def test_a_target_without_processes_or_databases_gives_empty_samples() -> None:
 
 def test_declared_limits_of_the_real_deployment() -> None:
     limits = declared_limits()
-    assert set(limits) == {"api", "realtime", "postgres", "redis", "backup", "nginx"}
+    services = set(yaml.safe_load(COMPOSE_FILE.read_text())["services"])
+    assert set(limits) == services, "every service of the compose file declares its limits"
+    assert {"api", "realtime", "postgres", "postgres-standby", "redis", "nginx"} <= services
     assert limits["api"] == Limits(2.0, 2 * GIB)
     assert limits["nginx"] == Limits(1.0, 256 * MIB)
     assert limits["redis"] == Limits(1.0, 2 * GIB)
 
 
-# nginx's limits, the only ones of 256M in the file.
+# nginx's limits, the only ones of 1 CPU and 256M in the file.
 NGINX_LIMITS = '          cpus: "1.0"\n          memory: 256M\n'
 
 
