@@ -156,7 +156,9 @@ def test_secrets_are_random_and_the_urls_use_them(tmp_path: Path) -> None:
     assert values["postgres_backup_password"] in values["backup_database_url"]
     assert values["redis_password"] in values["redis_url"]
     for url in ("database_url", "backup_database_url"):
-        assert values[url].endswith("?sslmode=verify-full&sslrootcert=/run/secrets/postgres_ca")
+        assert "sslmode=verify-full&sslrootcert=/run/secrets/postgres_ca" in values[url]
+    assert "@postgres:5432,postgres-standby:5432/" in values["database_url"]
+    assert "target_session_attrs=read-write" in values["database_url"]
     assert files["postgres_tls_key"].read_text().strip() == pki.server_key.read_text().strip()
     assert files["postgres_ca"].read_text().strip() == pki.ca_cert.read_text().strip()
     assert len(set(values.values())) == len(values)
@@ -350,6 +352,7 @@ def _the_api_containers_reach_the_callback_host(info: TargetInfo, target: Contai
 def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:
     """After the restart above, the worker's log file still receives its output."""
     url = info.drills.worker_urls[worker]
+    assert _until(lambda: _ready(url, None), 120), f"{worker} is ready again after its restart"
     request_id = f"e2e-{time.monotonic_ns()}"
     request = urllib.request.Request(  # noqa: S310 - the worker's own URL
         f"{url}/v1/health/live", headers={"X-Request-ID": request_id}
@@ -367,7 +370,7 @@ def _runtime(url: str, admin_key: str) -> dict[str, object]:
     return report
 
 
-def _ready(edge_url: str, ctx: ssl.SSLContext) -> bool:
+def _ready(edge_url: str, ctx: ssl.SSLContext | None) -> bool:
     try:
         with urllib.request.urlopen(f"{edge_url}/v1/health/ready", context=ctx, timeout=5) as r:  # noqa: S310
             return bool(r.status == 200)
