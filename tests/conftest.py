@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -46,3 +47,19 @@ def no_temp_dir_left_behind() -> Iterator[None]:
     after = set(tmp.glob("preflight-*")) | set(tmp.glob("chatsdk-*"))
     left = sorted(str(p) for p in after - before)
     assert not left, f"tests left temp dirs behind: {left}"
+
+
+STACK_LOCK = Path("/run/lock" if Path("/run/lock").is_dir() else tempfile.gettempdir())
+
+
+@pytest.fixture(scope="module")
+def one_stack_at_a_time() -> Iterator[None]:
+    """The suite's processes run their containers targets one module at a time (a file lock
+    for the module's duration): two deployments of fifteen containers side by side on a 2-core
+    machine starve each other and the timing of the native tests beside them."""
+    with (STACK_LOCK / "preflight-test-stacks.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

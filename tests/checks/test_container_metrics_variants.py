@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from preflight.outcomes import Outcome
@@ -14,6 +15,9 @@ from preflight.targets.containers import ContainersTarget
 from preflight.targets.containers.compose import COMPOSE_FILE
 from preflight.targets.containers.engine import docker_available
 from tests.checks.support import outcomes, probe
+
+# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
 
 ITEMS = {"MON-CONTAINER-METRICS", "MON-PROM-SCRAPES", "MON-DASH-SYSTEM"}
 # Mounts the target replaces with the run's own (OVERRIDES): kept as written.

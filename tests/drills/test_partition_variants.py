@@ -13,9 +13,14 @@ They share one target: each drill cuts only its own store off."""
 
 from __future__ import annotations
 
+import pytest
+
 from preflight.outcomes import Outcome
 from preflight.targets.containers import ContainersTarget, docker_available
 from tests.checks.support import outcomes, probe
+
+# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
 
 
 def test_unbounded_waits_turn_the_partition_drills_red() -> None:

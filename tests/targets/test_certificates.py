@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from preflight.outcomes import Outcome
@@ -16,6 +17,9 @@ from preflight.targets.containers import ContainersTarget
 from preflight.targets.containers.engine import docker_available
 from preflight.targets.containers.images import REPO_ROOT
 from tests.checks.support import failing, native, outcomes, probe
+
+# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
 
 ITEMS = {"INF-NET-CERT", "SEC-CERT-RENEWAL"}
 PROBES = (

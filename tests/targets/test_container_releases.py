@@ -26,6 +26,9 @@ from preflight.targets.native.releases import build_candidate
 from tests.checks.support import outcomes
 from tests.drills.test_fault_variants import drills
 
+# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
+
 TIMEOUT_S = 120.0
 UNROUTED_S = 30.0  # how long an edge that does not re-resolve is watched not to route
 # What must not change when a container is replaced: (path into the engine's inspect, name).
