@@ -53,11 +53,11 @@ STACK_LOCK = Path("/run/lock" if Path("/run/lock").is_dir() else tempfile.gettem
 
 
 @pytest.fixture(scope="module")
-def one_stack_at_a_time() -> Iterator[None]:
-    """The suite's processes run their containers targets one module at a time (a file lock
-    for the module's duration): two deployments of fifteen containers side by side on a 2-core
-    machine starve each other and the timing of the native tests beside them."""
-    with (STACK_LOCK / "preflight-test-stacks.lock").open("a") as lock:
+def one_heavy_module_at_a_time() -> Iterator[None]:
+    """The suite's heavy modules run one at a time across its processes (a file lock for the
+    module's duration): the containers targets, fifteen containers each, and the native browser
+    journeys, whose timing a deployment starting beside them on a 2-core machine starves."""
+    with (STACK_LOCK / "preflight-test-heavy.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -393,6 +393,7 @@ def test_a_marker_naming_an_unknown_item_is_a_harness_error(
     assert not ws.out.exists()
 
 
+@pytest.mark.usefixtures("one_heavy_module_at_a_time")  # browser journeys: tests/conftest.py
 def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

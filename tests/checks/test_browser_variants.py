@@ -18,6 +18,9 @@ from preflight.targets.native import NativeTestOptions
 from preflight.targets.web import WEB_DIR
 from tests.checks.support import apply_edits, edge_templates, failing, native, outcomes, probe
 
+# The suite's heavy modules run one at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
+
 JOURNEYS = "testing/test_browser_journeys.py"
 EDGE_PROBES = (
     "security/test_web_csp.py",

@@ -16,8 +16,8 @@ from preflight.targets.containers.compose import COMPOSE_FILE
 from preflight.targets.containers.engine import docker_available
 from tests.checks.support import outcomes, probe
 
-# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
+# The suite's heavy modules run one at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
 
 ITEMS = {"MON-CONTAINER-METRICS", "MON-PROM-SCRAPES", "MON-DASH-SYSTEM"}
 # Mounts the target replaces with the run's own (OVERRIDES): kept as written.

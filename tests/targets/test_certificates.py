@@ -18,8 +18,8 @@ from preflight.targets.containers.engine import docker_available
 from preflight.targets.containers.images import REPO_ROOT
 from tests.checks.support import failing, native, outcomes, probe
 
-# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
+# The suite's heavy modules run one at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
 
 ITEMS = {"INF-NET-CERT", "SEC-CERT-RENEWAL"}
 PROBES = (

@@ -26,8 +26,8 @@ from preflight.targets.native.releases import build_candidate
 from tests.checks.support import outcomes
 from tests.drills.test_fault_variants import drills
 
-# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
+# The suite's heavy modules run one at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
 
 TIMEOUT_S = 120.0
 UNROUTED_S = 30.0  # how long an edge that does not re-resolve is watched not to route

@@ -27,8 +27,8 @@ from preflight.targets.containers.images import IMAGES, REPO_ROOT, Image, _files
 from preflight.targets.containers.partition import store_networks
 from preflight.targets.pki import make_pki
 
-# Containers targets of the suite's processes start one module at a time (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("one_stack_at_a_time")
+# The suite's heavy modules run one at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
 
 COMPOSE = REPO_ROOT / "system" / "deploy" / "docker-compose.yml"
 
