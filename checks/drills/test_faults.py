@@ -69,6 +69,11 @@ FANOUT_BUDGET_S = 5.0  # after Redis is back, a new message reaches every socket
 # one that lets everything through never does (or only the edge's per-address limit does, which
 # the second user's creation right after tells apart).
 LIMIT_ATTEMPTS = 300
+# The burst is paced at 25 creations a second: the user's channel bucket (10 deep, 2 a second)
+# empties in about half a second, while the edge's per-address limit (100 a second here) never
+# sees it. Unpaced, the edge refused the burst now and then instead, and a 429 from the edge says
+# nothing about the API's per-user limits.
+BURST_INTERVAL_S = 0.04
 
 
 # -- SIGTERM drain (D2): APP-GRACEFUL-SHUTDOWN and OPS-GRACEFUL-WS-DRAIN share one drill -----
@@ -457,7 +462,9 @@ def _assert_limits_held(
 def _create_channels_until_limited(user: Actor) -> list[tuple[int, str | None]]:
     answers: list[tuple[int, str | None]] = []
     while len(answers) < LIMIT_ATTEMPTS and (not answers or answers[-1][0] != 429):
+        started = time.monotonic()
         answers.append(_create_channel(user))
+        time.sleep(max(0.0, BURST_INTERVAL_S - (time.monotonic() - started)))
     return answers
 
 
