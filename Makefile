@@ -26,7 +26,8 @@ lint: setup
 
 ## Whole test suite, lint and types included. The test files are spread over processes
 ## (pytest-xdist; a file's tests stay together, and each process has its own temp dir): most
-## tests wait on servers they start, so this more than halves the wall time on 2 cores.
+## tests wait on servers they start, so this more than halves the wall time on 2 cores. The
+## slowest 25 tests are listed at the end, to see where the time goes.
 PYTEST_PROCESSES ?= 3
 test: lint
-	$(VENV)/pytest -n $(PYTEST_PROCESSES) --dist loadfile
+	$(VENV)/pytest -n $(PYTEST_PROCESSES) --dist loadfile --durations=25

@@ -1,28 +1,19 @@
 """The containers target: selection, the compose file as the target reads it, the image inputs,
-and one end-to-end run of system/deploy on this machine's Docker engine (set-up starts one)."""
+and what the engine says when it refuses a container. The end-to-end run of system/deploy is
+tests/targets/test_containers_run.py."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
-import socket
-import ssl
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from preflight.client import ChatClient, expect
 from preflight.errors import TargetUnavailable
-from preflight.probe.target import ProbeTarget
 from preflight.targets import choose_target
-from preflight.targets.base import TargetInfo
 from preflight.targets.containers import ContainersTarget, _write_secrets
 from preflight.targets.containers.compose import ComposeInvalid, load, seconds
-from preflight.targets.containers.engine import RUN_LABEL, docker_available, engine
+from preflight.targets.containers.engine import RUN_LABEL, engine
 from preflight.targets.containers.images import IMAGES, REPO_ROOT, Image, _files_digest
 from preflight.targets.containers.partition import store_networks
 from preflight.targets.pki import make_pki
@@ -211,196 +202,6 @@ def test_without_an_engine_entering_fails_clearly(monkeypatch: pytest.MonkeyPatc
 
 
 # -- end to end -----------------------------------------------------------------------------------
-
-
-def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
-    """system/deploy on this machine's engine: the edge answers over TLS with its headers, a
-    message goes through the API containers, the standby streams from the primary, an API
-    container whose process is killed with
-    SIGKILL is brought back by the engine's restart policy (and counted), a Redis stopped on
-    purpose stays down until started (readiness says so meanwhile), the backup service takes its
-    first backup, and leaving removes every container, network and volume of the run."""
-    reason = docker_available()
-    assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"
-    lines: list[str] = []
-    target = ContainersTarget(log=lines.append, timeout=600)
-    with target as info:
-        assert info.edge.ca_file is not None
-        assert info.edge.url.startswith("https://localhost:")  # the name its certificate is for
-        ctx = ssl.create_default_context(cafile=str(info.edge.ca_file))
-        with urllib.request.urlopen(f"{info.edge.url}/v1/health/ready", context=ctx) as resp:  # noqa: S310
-            assert resp.status == 200
-            assert resp.headers["Strict-Transport-Security"]
-        chat = ChatClient.for_target(info)
-        app = expect(chat.as_admin(info.admin_key).post("/v1/apps", {"name": "e2e"}), 201)
-        backend = chat.as_app(app["api_key"])
-        tokens = expect(backend.post("/v1/tokens", {"user_id": "ann"}), 201)
-        ann = chat.as_user(tokens["access_token"])
-        channel = expect(ann.post("/v1/channels", {"name": "general", "kind": "public"}), 201)
-        path = f"/v1/channels/{channel['channel_id']}/messages"
-        expect(ann.post(path, {"text": "hello", "client_msg_id": "e2e-1"}), 201)
-
-        # The standby streams from the primary, as the workers report it (INF-DB-REPLICA).
-        admin = chat.as_admin(info.admin_key)
-        assert _until(lambda: _streaming(admin) == ["streaming"], 120), _streaming(admin)
-
-        drills = info.drills
-        assert drills.processes is not None
-        assert drills.restarts is not None
-        assert {
-            "api-1",
-            "api-2",
-            "realtime",
-            "postgres",
-            "postgres-standby",
-            "redis",
-            "nginx",
-            "backup",
-        } <= set(drills.control)
-        # Each API container reports its own worker id, the name the drills know it by.
-        ids = {
-            name: _runtime(url, info.admin_key)["worker_id"]
-            for name, url in drills.worker_urls.items()
-        }
-        assert ids == {"api-1": "api-1", "api-2": "api-2", "realtime": "realtime-1"}, ids
-        assert drills.partitions is not None
-        assert set(drills.partitions.stores) == {"postgres", "redis"}
-        pid, before = drills.processes()["api-1"], drills.restarts()["api-1"]
-        drills.control["api-1"].kill()  # SIGKILL from this host, as the OOM killer would
-        assert _until(
-            lambda: (
-                drills.restarts()["api-1"] > before
-                and drills.processes().get("api-1") not in (None, pid)
-            ),
-            60,
-        ), "the restart policy brings a killed API container back"
-        # A deliberate stop stays down until started: readiness says so meanwhile.
-        assert drills.control["redis"].stop() is not None
-        assert _until(lambda: not _ready(info.edge.url, ctx), 30)
-        drills.control["redis"].start()
-        assert _until(lambda: _ready(info.edge.url, ctx), 60)
-
-        probe = ProbeTarget(info)
-        version = int(probe.pg.show("server_version_num")["server_version_num"])
-        assert version >= 170000, f"the shipped PostgreSQL is 17 (INF-DB-VERSION), got {version}"
-        assert probe.pg.show("ssl")["ssl"] == "on", "the shipped PostgreSQL speaks TLS"
-        _many_clients_reach_the_edge_as_themselves(info)
-        _the_api_containers_reach_the_callback_host(info, target)
-        _a_restarted_containers_output_is_still_followed(info, "api-1")
-        assert info.edge.config is not None
-        assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
-        assert info.drills.listeners is not None
-        listening = info.drills.listeners()
-        assert listening, "the engine publishes the edge at least"
-        assert {address for _name, address, _port in listening} == {"127.0.0.1"}
-
-        assert info.backups.dir is not None
-        catalogue = info.backups.dir / "catalogue.json"
-        assert _until(lambda: _finished(catalogue), 180), "the backup service took a backup"
-        first = json.loads(catalogue.read_text())["backups"][0]
-        assert first["status"] == "ok", first
-        run = target.run
-    client = engine()
-    leftovers = [
-        *client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run}"}),
-        *client.networks.list(filters={"label": f"{RUN_LABEL}={run}"}),
-        *client.volumes.list(filters={"label": f"{RUN_LABEL}={run}"}),
-    ]
-    client.close()
-    assert not leftovers, leftovers
-
-
-def _many_clients_reach_the_edge_as_themselves(info: TargetInfo) -> None:
-    """Two clients of this machine, each from an address of the client network, reach the edge
-    (TLS verified for its own name) and its access log names each address."""
-    clients = info.edge.clients
-    assert clients is not None, "as root, the target routes a client network"
-    probe = ProbeTarget(info)
-    sources = [probe.client_address() for _ in range(2)]
-    for source in sources:
-        assert source is not None
-        context = probe.ssl_context()
-        with (
-            socket.create_connection(
-                clients.address, timeout=10, source_address=(source, 0)
-            ) as raw,
-            context.wrap_socket(raw, server_hostname=probe.edge_address[0]) as tls,
-        ):
-            tls.sendall(
-                b"GET /v1/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-            )
-            assert tls.recv(64).startswith(b"HTTP/1.1 200"), source
-    access = next(f for f in info.observability.log_files if f.name == "access.log")
-    assert _until(lambda: all(f'"remote_addr":"{s}"' in access.read_text() for s in sources), 10)
-
-
-def _the_api_containers_reach_the_callback_host(info: TargetInfo, target: ContainersTarget) -> None:
-    """Where probes listen for what the system sends out (webhooks): an API container connects."""
-    host = info.drills.callback_host
-    assert host is not None
-    with socket.create_server((host, 0)) as server:
-        port = server.getsockname()[1]
-        api = target._running["api-1"].container.get_wrapped_container()
-        connect = f"import socket; socket.create_connection(({host!r}, {port}), 5)"
-        done = subprocess.run(
-            ["docker", "exec", str(api.id), "python", "-c", connect],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-
-
-def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:
-    """After the restart above, the worker's log file still receives its output."""
-    url = info.drills.worker_urls[worker]
-    assert _until(lambda: _ready(url, None), 120), f"{worker} is ready again after its restart"
-    request_id = f"e2e-{time.monotonic_ns()}"
-    request = urllib.request.Request(  # noqa: S310 - the worker's own URL
-        f"{url}/v1/health/live", headers={"X-Request-ID": request_id}
-    )
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the worker's own URL
-        pass
-    log = next(f for f in info.observability.log_files if f.name == f"{worker}.log")
-    assert _until(lambda: request_id in log.read_text(), 15), f"{request_id} in {log}"
-
-
-def _runtime(url: str, admin_key: str) -> dict[str, object]:
-    request = urllib.request.Request(f"{url}/v1/admin/runtime", headers={"X-Admin-Key": admin_key})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-        report: dict[str, object] = json.load(response)
-    return report
-
-
-def _ready(edge_url: str, ctx: ssl.SSLContext | None) -> bool:
-    try:
-        with urllib.request.urlopen(f"{edge_url}/v1/health/ready", context=ctx, timeout=5) as r:  # noqa: S310
-            return bool(r.status == 200)
-    except OSError:  # urllib's HTTPError (503) and URLError are OSErrors
-        return False
-
-
-def _streaming(admin: ChatClient) -> list[str]:
-    """The state of each standby the primary shows, as one API worker reports it."""
-    report = expect(admin.get("/v1/admin/runtime"), 200)
-    replication = report["dependencies"]["database"]["replication"]
-    return [standby["state"] for standby in replication.get("standbys", [])]
-
-
-def _finished(catalogue: Path) -> bool:
-    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-        return "finished_at" in json.loads(catalogue.read_text())["backups"][0]
-    return False
-
-
-def _until(condition: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(1)
-    return False
 
 
 def test_a_container_the_engine_refuses_is_named_with_its_cause(tmp_path: Path) -> None:
