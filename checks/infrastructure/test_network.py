@@ -56,6 +56,12 @@ def test_the_public_name_resolves_and_answers_over_https(
         raise AssertionError(f"the edge's name {host} must resolve (got {exc.strerror})") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     evidence.note(f"{host} resolves to {', '.join(addresses)}")
+    if all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        pytest.skip(
+            f"the target's edge URL names {host}, which resolves to this machine's loopback "
+            f"only ({', '.join(addresses)}): no public DNS record to judge; give edge_url with "
+            "the public name to decide this item"
+        )
     response = target.http.get("/v1/health/live")
     evidence.request(response)
     assert response.status == 200, (
