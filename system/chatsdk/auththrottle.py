@@ -24,10 +24,11 @@ an audit record (action `auth.throttled`).
 The windows live in Redis (a sorted set of failure times per address and per credential, kept
 to the newest `limit` entries, on Redis's clock in one Lua script). While Redis is down they
 live in PostgreSQL (table auth_failures), so the limits stay global across workers instead of
-multiplying by the number of workers; after a Redis error PostgreSQL decides alone for a second
-before Redis is tried again. What failed during an outage is not carried back into Redis. With
-both down nothing is throttled: the credentials' own checks need PostgreSQL (all but the admin
-key's), and the throttle must not turn the operator away during an outage.
+multiplying by the number of workers; after a Redis error PostgreSQL decides alone until Redis
+answers a ping again (the worker's RedisBreaker, chatsdk/dependencies.py). What failed during
+an outage is not carried back into Redis. With both down nothing is throttled: the credentials'
+own checks need PostgreSQL (all but the admin key's), and the throttle must not turn the operator
+away during an outage.
 """
 
 from __future__ import annotations
@@ -50,14 +51,13 @@ from chatsdk import db
 from chatsdk.audit import audit
 from chatsdk.clientaddress import client_address
 from chatsdk.errors import ApiError, BadCredential, rate_limited
-from chatsdk.keys import METRICS
+from chatsdk.keys import DEPENDENCIES, METRICS
 from chatsdk.settings import Settings
 
 log = logging.getLogger("chatsdk.auththrottle")
 
 _T = TypeVar("_T")
 
-REDIS_RETRY_SECONDS = 1.0
 KEY_PREFIX = "authfail"
 THROTTLED_ACTION = "auth.throttled"
 
@@ -146,7 +146,6 @@ class AuthThrottle:
 
     limits: Limits
     on_postgres: bool = False
-    retry_redis_at: float = 0.0
     stores_down: bool = False
 
 
@@ -308,19 +307,20 @@ async def _marks(app: web.Application, att: Attempt, mode: str) -> Marks:
 
 async def _marks_from_a_store(app: web.Application, att: Attempt, mode: str) -> Marks:
     throttle = app[AUTH_THROTTLE]
-    if not throttle.on_postgres or time.monotonic() >= throttle.retry_redis_at:
+    breaker = app[DEPENDENCIES].redis_breaker
+    if breaker.usable():
         try:
             marks = await _redis_marks(app, att, throttle.limits, mode)
-        except (RedisError, OSError):
-            if not throttle.on_postgres:
-                log.warning("Redis is unavailable: failed authentication is kept in PostgreSQL")
-                throttle.on_postgres = True
-            throttle.retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
+        except (RedisError, OSError) as exc:
+            breaker.trip("the authentication throttle", exc)
         else:
             if throttle.on_postgres:
                 log.info("Redis answers again: failed authentication is kept in Redis again")
                 throttle.on_postgres = False
             return marks
+    if not throttle.on_postgres:
+        log.warning("Redis is unavailable: failed authentication is kept in PostgreSQL")
+        throttle.on_postgres = True
     return await _postgres_marks(app, att, throttle.limits, mode)
 
 

@@ -48,6 +48,42 @@ POOL_MAX_SIZE = 10
 POOL_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
+# While request handlers bypass Redis (RedisBreaker), the supervisor pings it this often.
+REDIS_RETRY_SECONDS = 1.0
+
+
+class RedisBreaker:
+    """Whether request handlers use Redis now: one per worker, on Dependencies.
+
+    The first Redis failure a handler meets trips it for every handler of the worker: the rate
+    limits, the authentication throttle and the membership cache each fall back at once (the
+    worker's memory, PostgreSQL) instead of waiting on Redis again. Handlers never probe a Redis
+    that failed: a ping that answers (the dependency supervisor's, every REDIS_RETRY_SECONDS
+    while tripped, or a readiness check's) resets it. So a Redis that stops answering without
+    refusing anything (a network partition: every command waits out its timeout) costs the
+    requests in flight at that moment one wait, not one wait per use of Redis per request."""
+
+    def __init__(self) -> None:
+        self.tripped = False
+
+    def usable(self) -> bool:
+        return not self.tripped
+
+    def trip(self, user: str, exc: BaseException) -> None:
+        if not self.tripped:
+            log.warning(
+                "Redis failed for %s (%s): request handlers bypass it until it answers a ping",
+                user,
+                type(exc).__name__,
+            )
+        self.tripped = True
+
+    def reset(self) -> None:
+        if self.tripped:
+            log.info("Redis answers a ping again: request handlers use it again")
+        self.tripped = False
+
+
 class MigrationState(enum.StrEnum):
     PENDING = "pending"
     OK = "ok"
@@ -74,6 +110,7 @@ class Dependencies:
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
             health_check_interval=15,
         )
+        self.redis_breaker = RedisBreaker()
         self.migrations = MigrationState.PENDING
         # Set once both databases answered and the migrations settled (ok or failed): what a
         # worker needs before it opens its listener (server.start_server).
@@ -106,6 +143,8 @@ class Dependencies:
                 up = bool(await self.redis.ping())
         except Exception as exc:  # any failure means "not up"
             log.debug("redis check failed: %s", type(exc).__name__)
+        if up:
+            self.redis_breaker.reset()
         self._metrics.redis_up.set(1 if up else 0)
         return up
 
@@ -125,6 +164,8 @@ class Dependencies:
             else:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+            if self.redis_breaker.tripped:  # handlers wait for the next ping to use Redis again
+                delay = min(delay, REDIS_RETRY_SECONDS)
 
     async def _tick(self) -> bool:
         """Connect what is missing, migrate once, refresh the gauges; True when all is well."""

@@ -8,8 +8,9 @@ entry only with SET NX. A reader that looked at PostgreSQL just before the remov
 therefore cannot re-plant a stale positive after it: whichever of the two writes comes last, the
 marker wins or the reader's NX write fails.
 
-When Redis is down or slow the check goes to PostgreSQL: the cache never fails a request. While
-Redis is unreachable, lookups skip it for a short while instead of paying a timeout each time. If
+When Redis is down or slow the check goes to PostgreSQL: the cache never fails a request. After a
+Redis failure, lookups skip it until it answers a ping again (the worker's RedisBreaker,
+chatsdk/dependencies.py) instead of paying a timeout each time. If
 Redis is unreachable exactly when a member is removed, a positive entry written before the outage
 can outlive the removal by at most CACHE_TTL seconds.
 """
@@ -17,33 +18,21 @@ can outlive the removal by at most CACHE_TTL seconds.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Iterable
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from chatsdk import db
+from chatsdk.dependencies import RedisBreaker
 from chatsdk.errors import not_found
-from chatsdk.keys import METRICS
-
-log = logging.getLogger("chatsdk.membership")
+from chatsdk.keys import DEPENDENCIES, METRICS
 
 CACHE = "membership"
 CACHE_TTL = 60  # seconds
 REVOKED = "-"
 REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not slow every request by much
-SKIP_AFTER_FAILURE = 2.0  # seconds during which lookups go straight to PostgreSQL
 
-
-class _Breaker:
-    """After a Redis failure, lookups go straight to PostgreSQL for SKIP_AFTER_FAILURE seconds."""
-
-    skip_until = 0.0
-
-
-_breaker = _Breaker()
 
 MEMBER_SQL = (
     "SELECT 1 FROM channel_members m JOIN channels c ON c.id = m.channel_id "
@@ -60,14 +49,8 @@ def _app(request_or_app: web.Request | web.Application) -> web.Application:
     return request_or_app.app if isinstance(request_or_app, web.Request) else request_or_app
 
 
-def _redis_usable() -> bool:
-    return time.monotonic() >= _breaker.skip_until
-
-
-def _redis_failed(exc: BaseException) -> None:
-    if _redis_usable():
-        log.warning("membership cache unavailable (%s); using PostgreSQL", type(exc).__name__)
-    _breaker.skip_until = time.monotonic() + SKIP_AFTER_FAILURE
+def _breaker(app: web.Application) -> RedisBreaker:
+    return app[DEPENDENCIES].redis_breaker
 
 
 def _text(value: bytes | str) -> str:
@@ -82,12 +65,13 @@ async def is_member(
     metrics = app[METRICS]
     key = cache_key(channel_id, user_id)
     redis = db.redis(app)
-    if _redis_usable():
+    breaker = _breaker(app)
+    if breaker.usable():
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
                 cached = await redis.get(key)
         except (RedisError, OSError, TimeoutError) as exc:
-            _redis_failed(exc)
+            breaker.trip("the membership cache", exc)
         else:
             # The value is the app id, checked again: a key can only ever answer for its app.
             if cached is not None and _text(cached) == app_id:
@@ -97,12 +81,12 @@ async def is_member(
     found = await db.pool(app).fetchval(MEMBER_SQL, channel_id, user_id, app_id)
     if found is None:
         return False
-    if _redis_usable():
+    if breaker.usable():
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
                 await redis.set(key, app_id, ex=CACHE_TTL, nx=True)
         except (RedisError, OSError, TimeoutError) as exc:
-            _redis_failed(exc)
+            breaker.trip("the membership cache", exc)
     return True
 
 
@@ -128,7 +112,7 @@ async def forget(
                     pipe.set(key, REVOKED, ex=CACHE_TTL)
                 await pipe.execute()
     except (RedisError, OSError, TimeoutError) as exc:
-        _redis_failed(exc)
+        _breaker(_app(request_or_app)).trip("the membership cache", exc)
 
 
 async def admit(
@@ -142,4 +126,4 @@ async def admit(
         async with asyncio.timeout(REDIS_TIMEOUT):
             await db.redis(_app(request_or_app)).delete(*keys)
     except (RedisError, OSError, TimeoutError) as exc:
-        _redis_failed(exc)
+        _breaker(_app(request_or_app)).trip("the membership cache", exc)

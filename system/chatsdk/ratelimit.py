@@ -4,11 +4,11 @@ A bucket holds up to `burst` tokens and refills at `rate` per second; a request 
 or is refused with 429 and an integer Retry-After (seconds until a token is back). The bucket
 arithmetic runs in one Lua script on Redis's own clock, so workers with skewed clocks agree.
 
-When Redis is down the API does not stop taking writes (messages are stored in PostgreSQL and
-must keep flowing, see the Redis drills): it falls back to a bucket of the same size in this
-worker's memory. Limits then hold per worker instead of globally (at most N workers times the
-rate) until Redis answers again; the fallback is logged once per outage and counted in
-rate_limited_total like any refusal.
+When Redis is down (the worker's RedisBreaker, chatsdk/dependencies.py, is tripped) the API does
+not stop taking writes (messages are stored in PostgreSQL and must keep flowing, see the Redis
+drills): it falls back to a bucket of the same size in this worker's memory. Limits then hold
+per worker instead of globally (at most N workers times the rate) until Redis answers again;
+the fallback is logged once per outage and counted in rate_limited_total like any refusal.
 """
 
 from __future__ import annotations
@@ -23,12 +23,9 @@ from redis.exceptions import RedisError
 from chatsdk import db, faults
 from chatsdk.auth import User
 from chatsdk.errors import rate_limited
-from chatsdk.keys import METRICS
+from chatsdk.keys import DEPENDENCIES, METRICS
 
 log = logging.getLogger("chatsdk.ratelimit")
-
-
-REDIS_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,10 +95,7 @@ class LocalBuckets:
 @dataclass
 class RateLimiter:
     limits: dict[str, Limit]
-    local: LocalBuckets | None = None  # set while Redis is down
-    # After a Redis failure, the local buckets decide alone until then (a circuit breaker, so
-    # an outage does not add a reconnect attempt to every request).
-    retry_redis_at: float = 0.0
+    local: LocalBuckets | None = None  # set while Redis is bypassed
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
@@ -112,10 +106,11 @@ async def limit(request: web.Request, user: User, action: str) -> None:
     if faults.injected(faults.NO_RATE_LIMITS):  # test-only (chatsdk/faults.py)
         return
     limiter = request.app[RATE_LIMITER]
+    breaker = request.app[DEPENDENCIES].redis_breaker
     lim = limiter.limits.get(action) or limiter.limits["default"]
     key = f"rl:{action}:{user.app_id}:{user.user_id}"
     wait: float | None = None
-    if limiter.local is None or time.monotonic() >= limiter.retry_redis_at:
+    if breaker.usable():
         try:
             allowed, wait_text = await db.redis(request).eval(
                 BUCKET_SCRIPT, 1, key, str(lim.rate), str(lim.burst)
@@ -124,13 +119,12 @@ async def limit(request: web.Request, user: User, action: str) -> None:
             if limiter.local is not None:
                 log.info("Redis answers again: rate limits are global again")
                 limiter.local = None
-        except (RedisError, OSError):
-            if limiter.local is None:
-                log.warning("Redis is unavailable: rate limits fall back to this worker's memory")
-                limiter.local = LocalBuckets()
-            limiter.retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
+        except (RedisError, OSError) as exc:
+            breaker.trip("rate limits", exc)
     if wait is None:
-        assert limiter.local is not None
+        if limiter.local is None:
+            log.warning("Redis is unavailable: rate limits fall back to this worker's memory")
+            limiter.local = LocalBuckets()
         wait = limiter.local.take(key, lim)
     if wait > 0:
         request.app[METRICS].rate_limited.labels(action).inc()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import pytest
-from chatsdk.auththrottle import REDIS_RETRY_SECONDS
+from chatsdk.dependencies import REDIS_RETRY_SECONDS
 from websockets.exceptions import ConnectionClosed
 
 from preflight.client import ChatClient, expect
