@@ -1,4 +1,4 @@
-"""The stand-in for Sentry's ingestion endpoint (preflight/targets/native/errortracker.py): the
+"""The stand-in for Sentry's ingestion endpoint (preflight/targets/errortracker.py): the
 envelope format, each Content-Encoding, the DSN key, and a real sentry-sdk reporting to it."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from preflight.targets.external import load_target_file, write_target_file
-from preflight.targets.native.errortracker import (
+from preflight.targets.errortracker import (
     BROTLI,
     EnvelopeError,
     ErrorTracker,
@@ -28,6 +27,7 @@ from preflight.targets.native.errortracker import (
     read_events,
     start_error_tracker,
 )
+from preflight.targets.external import load_target_file, write_target_file
 from preflight.targets.procs import Child
 
 EVENT = {"event_id": "9f", "tags": {"request_id": "r1"}, "level": "error"}
@@ -108,9 +108,8 @@ def tracker() -> Iterator[ErrorTracker]:
         return child
 
     with tempfile.TemporaryDirectory(prefix="preflight-errortracker-") as tmp:
-        env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
         try:
-            tracker = start_error_tracker(Path(tmp) / "tracker", spawn, env)
+            tracker = start_error_tracker(Path(tmp) / "tracker", spawn)
             tracker.wait_ready(30.0)
             yield tracker
         finally:
