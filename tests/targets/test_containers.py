@@ -12,11 +12,13 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from preflight.client import ChatClient, expect
 from preflight.errors import TargetUnavailable
+from preflight.outcomes import Outcome
 from preflight.probe.target import ProbeTarget
 from preflight.targets import choose_target
 from preflight.targets.base import TargetInfo
@@ -26,11 +28,13 @@ from preflight.targets.containers.engine import RUN_LABEL, docker_available, eng
 from preflight.targets.containers.images import IMAGES, REPO_ROOT, Image, _files_digest
 from preflight.targets.containers.partition import store_networks
 from preflight.targets.pki import make_pki
+from tests.checks.support import outcomes, probe
 
 # The suite's heavy modules run one at a time (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
 
 COMPOSE = REPO_ROOT / "system" / "deploy" / "docker-compose.yml"
+ERROR_ITEM, ERROR_PROBE = "MON-ERROR-TRACKING", "monitoring/test_error_tracking.py"
 
 
 def no_engine() -> str | None:
@@ -215,7 +219,9 @@ def test_without_an_engine_entering_fails_clearly(monkeypatch: pytest.MonkeyPatc
 
 def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
     """system/deploy on this machine's engine: the edge answers over TLS with its headers, a
-    message goes through the API containers, the standby streams from the primary, an API
+    message goes through the API containers, an unhandled error reaches the run's error tracker
+    (and, with the tracker gone, MON-ERROR-TRACKING fails), the standby streams from the
+    primary, an API
     container whose process is killed with
     SIGKILL is brought back by the engine's restart policy (and counted), a Redis stopped on
     purpose stays down until started (readiness says so meanwhile), the backup service takes its
@@ -286,6 +292,7 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         assert probe.pg.show("ssl")["ssl"] == "on", "the shipped PostgreSQL speaks TLS"
         _many_clients_reach_the_edge_as_themselves(info)
         _the_api_containers_reach_the_callback_host(info, target)
+        _errors_reach_the_runs_tracker_and_nothing_once_it_is_gone(info, target)
         _a_restarted_containers_output_is_still_followed(info, "api-1")
         assert info.edge.config is not None
         assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
@@ -350,6 +357,27 @@ def _the_api_containers_reach_the_callback_host(info: TargetInfo, target: Contai
             check=False,
         )
         assert done.returncode == 0, done.stderr
+
+
+def _errors_reach_the_runs_tracker_and_nothing_once_it_is_gone(
+    info: TargetInfo, target: ContainersTarget
+) -> None:
+    """MON-ERROR-TRACKING on the deployment: the API containers report to the run's stand-in,
+    which listens on the callback host alone; with it gone (their DSN pointing nowhere) the
+    same probe fails, naming the event that never arrived."""
+    tracker = target._error_tracker
+    assert tracker is not None
+    assert info.observability.error_events == tracker.events
+    address = urlsplit(tracker.url)
+    assert address.hostname == info.drills.callback_host
+    with pytest.raises(ConnectionRefusedError):  # not on every address: on that one alone
+        socket.create_connection(("127.0.0.1", address.port or 0), timeout=5).close()
+    outcome, reason = outcomes(probe(info, ERROR_PROBE, items={ERROR_ITEM}))[ERROR_ITEM]
+    assert outcome is Outcome.PASS, reason
+    tracker.child.stop()
+    outcome, reason = outcomes(probe(info, ERROR_PROBE, items={ERROR_ITEM}))[ERROR_ITEM]
+    assert outcome is Outcome.FAIL, reason
+    assert "the error tracker must receive an event tagged request_id=" in reason
 
 
 def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:
