@@ -3,9 +3,9 @@ error-tracking verification route (POST /v1/admin/debug/error, admin only), answ
 contract's JSON 500 and reaches the error tracker as an event tagged with the same request id,
 the release and the exception, with no credential in it.
 
-The events are read from the file the target names as `error_events` (the native target runs a
-stand-in for Sentry's ingestion endpoint that writes one JSON line per event). A target without
-one skips; reading a real Sentry's API is a later addition.
+The events are read from the file the target names as `error_events` (the native and containers
+targets run a stand-in for Sentry's ingestion endpoint that writes one JSON line per event). A
+target without one skips; reading a real Sentry's API is a later addition.
 """
 
 from __future__ import annotations

@@ -308,7 +308,8 @@ class Observability:
     `alertmanager_url`: their HTTP APIs, for the live monitoring probes. `grafana_url`: Grafana's
     HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA. `error_events`: the
     events the error tracker received (JSON lines, one Sentry event each), for
-    MON-ERROR-TRACKING: the native target's stand-in writes it (targets/errortracker.py).
+    MON-ERROR-TRACKING: the native and containers targets' stand-in writes it
+    (targets/errortracker.py).
     `network_addresses`: where Prometheus reaches what the URLs above name, where its network
     differs from this machine's (the containers target): a metrics URL, or "alertmanager" ->
     host:port as Prometheus scrapes or alerts it; "node" -> the node exporter's, where one node

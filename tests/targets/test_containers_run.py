@@ -18,20 +18,24 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 import preflight.run
 from preflight.checklist import load_checklist
 from preflight.cli import main
+from preflight.outcomes import Outcome
 from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
 from preflight.targets.base import TargetDescription, TargetInfo
 from preflight.targets.containers import ContainersTarget
 from preflight.targets.containers.engine import LAUNCHER_LABEL, engine, launcher
 from preflight.targets.select import Selection
+from tests.checks.support import outcomes, probe
 
 REPO = Path(__file__).resolve().parents[2]
+ERROR_ITEM, ERROR_PROBE = "MON-ERROR-TRACKING", "monitoring/test_error_tracking.py"
 
 pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")  # tests/conftest.py
 
@@ -57,7 +61,7 @@ def test_the_checklist_decides_the_shipped_deployment_and_leaves_nothing_behind(
     code = main(["run", "--target", "containers", "--no-load", "--out", str(out)])
     printed = capsys.readouterr()
     assert "target: containers" in printed.err, "the run's first lines say which target"
-    assert checked == ["contract"], printed.err[-2000:]
+    assert checked == ["contract", "error tracking red"], printed.err[-2000:]
     record = json.loads((out / "latest" / "record.json").read_text())
     checklist = load_checklist(REPO / "checklist.yaml")
     assert [i["id"] for i in record["items"]] == [i.id for i in checklist.items]
@@ -112,7 +116,12 @@ class _Checked:
         return info
 
     def __exit__(self, *exc: object) -> None:
-        self.target.__exit__(*exc)
+        try:
+            if exc[0] is None and self.target.info is not None:
+                _without_its_tracker_error_tracking_fails(self.target.info, self.target)
+                self.checked.append("error tracking red")
+        finally:
+            self.target.__exit__(*exc)
 
     def describe(self) -> TargetDescription:
         return self.target.describe()
@@ -175,12 +184,13 @@ def _the_target_contract(info: TargetInfo, target: ContainersTarget) -> None:
     drills.control["redis"].start()
     assert _until(lambda: _ready(info.edge.url, ctx), 60)
 
-    probe = ProbeTarget(info)
-    version = int(probe.pg.show("server_version_num")["server_version_num"])
+    target_probe = ProbeTarget(info)
+    version = int(target_probe.pg.show("server_version_num")["server_version_num"])
     assert version >= 170000, f"the shipped PostgreSQL is 17, got {version}"
-    assert probe.pg.show("ssl")["ssl"] == "on", "the shipped PostgreSQL speaks TLS"
+    assert target_probe.pg.show("ssl")["ssl"] == "on", "the shipped PostgreSQL speaks TLS"
     _many_clients_reach_the_edge_as_themselves(info)
     _the_api_containers_reach_the_callback_host(info, target)
+    _the_error_tracker_listens_on_the_callback_host_alone(info, target)
     _a_restarted_containers_output_is_still_followed(info, "api-1")
     assert info.edge.config is not None
     assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
@@ -195,16 +205,16 @@ def _many_clients_reach_the_edge_as_themselves(info: TargetInfo) -> None:
     (TLS verified for its own name) and its access log names each address."""
     clients = info.edge.clients
     assert clients is not None, "as root, the target routes a client network"
-    probe = ProbeTarget(info)
-    sources = [probe.client_address() for _ in range(2)]
+    target_probe = ProbeTarget(info)
+    sources = [target_probe.client_address() for _ in range(2)]
     for source in sources:
         assert source is not None
-        context = probe.ssl_context()
+        context = target_probe.ssl_context()
         with (
             socket.create_connection(
                 clients.address, timeout=10, source_address=(source, 0)
             ) as raw,
-            context.wrap_socket(raw, server_hostname=probe.edge_address[0]) as tls,
+            context.wrap_socket(raw, server_hostname=target_probe.edge_address[0]) as tls,
         ):
             tls.sendall(
                 b"GET /v1/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -230,6 +240,31 @@ def _the_api_containers_reach_the_callback_host(info: TargetInfo, target: Contai
             check=False,
         )
         assert done.returncode == 0, done.stderr
+
+
+def _the_error_tracker_listens_on_the_callback_host_alone(
+    info: TargetInfo, target: ContainersTarget
+) -> None:
+    """The API containers report to the run's stand-in for Sentry, which listens on the
+    callback host alone (MON-ERROR-TRACKING passes on it in the run)."""
+    tracker = target._error_tracker
+    assert tracker is not None
+    assert info.observability.error_events == tracker.events
+    address = urlsplit(tracker.url)
+    assert address.hostname == info.drills.callback_host
+    with pytest.raises(ConnectionRefusedError):  # not on every address: on that one alone
+        socket.create_connection(("127.0.0.1", address.port or 0), timeout=5).close()
+
+
+def _without_its_tracker_error_tracking_fails(info: TargetInfo, target: ContainersTarget) -> None:
+    """After the checklist: with the stand-in gone (the API's DSN pointing nowhere) the same
+    probe fails, naming the event that never arrived."""
+    tracker = target._error_tracker
+    assert tracker is not None
+    tracker.child.stop()
+    outcome, reason = outcomes(probe(info, ERROR_PROBE, items={ERROR_ITEM}))[ERROR_ITEM]
+    assert outcome is Outcome.FAIL, reason
+    assert "the error tracker must receive an event tagged request_id=" in reason
 
 
 def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:

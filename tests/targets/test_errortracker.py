@@ -1,11 +1,13 @@
-"""The stand-in for Sentry's ingestion endpoint (preflight/targets/native/errortracker.py): the
-envelope format, each Content-Encoding, the DSN key, and a real sentry-sdk reporting to it."""
+"""The stand-in for Sentry's ingestion endpoint (preflight/targets/errortracker.py): the
+envelope format, each Content-Encoding, the DSN key, a real sentry-sdk reporting to it, and the
+containers target's stand-in ending with its launcher, however that ends."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from preflight.targets.external import load_target_file, write_target_file
-from preflight.targets.native.errortracker import (
+from preflight.polling import until
+from preflight.targets.errortracker import (
     BROTLI,
     EnvelopeError,
     ErrorTracker,
@@ -28,6 +30,7 @@ from preflight.targets.native.errortracker import (
     read_events,
     start_error_tracker,
 )
+from preflight.targets.external import load_target_file, write_target_file
 from preflight.targets.procs import Child
 
 EVENT = {"event_id": "9f", "tags": {"request_id": "r1"}, "level": "error"}
@@ -108,9 +111,8 @@ def tracker() -> Iterator[ErrorTracker]:
         return child
 
     with tempfile.TemporaryDirectory(prefix="preflight-errortracker-") as tmp:
-        env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
         try:
-            tracker = start_error_tracker(Path(tmp) / "tracker", spawn, env)
+            tracker = start_error_tracker(Path(tmp) / "tracker", spawn)
             tracker.wait_ready(30.0)
             yield tracker
         finally:
@@ -178,3 +180,63 @@ def test_a_target_file_names_the_events_file_relative_to_itself(tmp_path: Path) 
     )
     path.write_text("name: a\nedge_url: https://x\nadmin_key: k\n")
     assert load_target_file(path, {}).observability.error_events is None
+
+
+# -- the containers target's tracker stops with its run -------------------------------------------
+
+LAUNCHER = """
+import contextlib, sys, time
+from pathlib import Path
+from preflight.targets.containers import errortracking
+try:
+    with contextlib.ExitStack() as stack:  # the target's exit closes its stack
+        tracker = errortracking.start(Path(sys.argv[1]), "127.0.0.1", stack, lambda _m: None)
+        tracker.wait_ready(60)
+        print(tracker.child.pid, tracker.url, flush=True)
+        time.sleep(600)
+except KeyboardInterrupt:
+    print("left the run", flush=True)
+    time.sleep(600)  # the launcher lives on: what ended the stand-in was the run's exit
+"""
+
+
+def _gone(pid: int) -> bool:
+    """The process ended (a zombie nobody reaped yet has ended too)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGKILL], ids=["interrupted", "killed outright"]
+)
+def test_a_containers_runs_tracker_ends_with_its_launcher(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C ends the launcher's run (its exit stops the stand-in); SIGKILL leaves no exit to
+    run, and the stand-in's parent-death signal ends it."""
+    with subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(tmp_path / "tracker")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as launcher:
+        try:
+            assert launcher.stdout is not None
+            pid_text, url = launcher.stdout.readline().split()
+            pid = int(pid_text)
+            assert not _gone(pid)
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as response:  # noqa: S310
+                assert response.status == 200
+            launcher.send_signal(signum)
+            if signum == signal.SIGINT:
+                assert launcher.stdout.readline().strip() == "left the run"
+                assert _gone(pid), f"the stand-in (pid {pid}) outlived the run's exit"
+            launcher.kill()
+            launcher.wait(timeout=60)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+    assert until(lambda: _gone(pid), 30), f"the stand-in (pid {pid}) outlived its launcher"

@@ -46,7 +46,7 @@ from preflight.targets.base import (
     Unsupervised,
     offered,
 )
-from preflight.targets.containers import acme, monitoring
+from preflight.targets.containers import acme, errortracking, monitoring
 from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
 from preflight.targets.containers.compose import Compose, Service, replicas_of
@@ -67,6 +67,7 @@ from preflight.targets.containers.releases import ContainerReleases
 from preflight.targets.containers.restore import run_restore
 from preflight.targets.describe import describe_running
 from preflight.targets.edge import EdgeConfig, render_edge
+from preflight.targets.errortracker import ErrorTracker
 from preflight.targets.pki import Pki, make_pki
 from preflight.targets.procs import free_port
 
@@ -127,6 +128,10 @@ OVERRIDES: Mapping[str, str] = {
     "are published on 127.0.0.1 for the probes",
     "CONTAINER_EXPORTER_LABEL": "the container exporter reports this run's containers only: "
     "the engine is shared",
+    "CHATSDK_SENTRY_DSN": "the API and realtime containers report their errors to the run's "
+    "stand-in for Sentry's ingestion (containers/errortracking.py), a process of this machine "
+    "listening on its address on the API's network with a way out (`edge`), instead of to no "
+    "tracker: the compose file sets no DSN, and a production deployment sets its own Sentry's",
 }
 
 
@@ -143,6 +148,7 @@ class _Layout:
     pebble: acme.PebbleFiles | None  # the run's ACME CA, where the compose file has a client
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
     monitoring: Path  # the rendered system/monitoring Prometheus and Alertmanager mount
+    sentry_dsn: str | None  # the run's error tracker, where the API's networks reach this machine
 
 
 def _control_name(service: Service, replica: str) -> str:
@@ -207,6 +213,7 @@ class ContainersTarget(Unsupervised):
         self._clients_network: Any = None
         self._deployed_at = 0.0
         self._layout: _Layout | None = None
+        self._error_tracker: ErrorTracker | None = None
 
     # -- the Target contract ---------------------------------------------------------------
 
@@ -286,9 +293,11 @@ class ContainersTarget(Unsupervised):
         client = acme.acme_client(plan)
         pebble = acme.PebbleFiles.write(self._dir / "acme") if client else None
         edge_url = f"https://{acme.EDGE_NAME if client else '127.0.0.1'}:{https_port}"
+        tags, networks = self._images(plan), self._networks(plan)
+        self._error_tracker = self._start_error_tracker(plan)
         layout = _Layout(
-            tags=self._images(plan),
-            networks=self._networks(plan),
+            tags=tags,
+            networks=networks,
             volumes=self._volumes(plan),
             secret_files=secret_files,
             edge_conf=(
@@ -300,6 +309,7 @@ class ContainersTarget(Unsupervised):
             edge_url=edge_url,
             pebble=pebble,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
+            sentry_dsn=self._error_tracker.dsn if self._error_tracker else None,
         )
         self._deployed_at = time.time()  # the first container of this release starts now
         self._layout = layout
@@ -339,6 +349,8 @@ class ContainersTarget(Unsupervised):
                 f"the edge does not serve the certificate pebble issued within "
                 f"{acme.SERVED_WITHIN_S:.0f} s of its issuance; the probes judge what it serves"
             )
+        if self._error_tracker is not None:
+            self._error_tracker.wait_ready(self.timeout)
         return self._info(plan, edge_url, http_port, ca, values, edge_conf=conf, renewal=renewal)
 
     def _images(self, plan: Compose) -> dict[str, str]:
@@ -386,6 +398,32 @@ class ContainersTarget(Unsupervised):
             self._stack.callback(client_net.unroute, sources)
         self._client_sources = sources
         return made
+
+    def _host_address(self, plan: Compose) -> str | None:
+        """This machine's address on the first of the API's networks that is not internal,
+        where the API containers reach it; None where all are (no way out)."""
+        api_networks = plan.services["api"].networks if "api" in plan.services else ()
+        return next(
+            (
+                address
+                for name in api_networks
+                if (address := client_net.gateway(self._networks_made[name]._network))
+            ),
+            None,
+        )
+
+    def _start_error_tracker(self, plan: Compose) -> ErrorTracker | None:
+        """The run's error tracker (errortracking.py; OVERRIDES: CHATSDK_SENTRY_DSN), where the
+        API containers can reach this machine."""
+        assert self._dir is not None
+        host = self._host_address(plan)
+        if host is None:
+            self.log(
+                f"no error tracker: every network of the api service of {plan.path.name} is "
+                "internal, so its containers cannot reach this machine"
+            )
+            return None
+        return errortracking.start(self._dir / "errortracker", host, self._stack, self.log)
 
     def _volumes(self, plan: Compose) -> dict[str, str]:
         made = {}
@@ -495,6 +533,8 @@ class ContainersTarget(Unsupervised):
             env["CHATSDK_ALLOWED_ORIGINS"] = layout.edge_url
             env["CHATSDK_DEMO"] = "1"
         if service.name in API_SERVICES:
+            if layout.sentry_dsn is not None:
+                env["CHATSDK_SENTRY_DSN"] = layout.sentry_dsn
             env.update(self.api_env)
         return env
 
@@ -710,15 +750,7 @@ class ContainersTarget(Unsupervised):
             )
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
-        api_networks = plan.services["api"].networks if "api" in plan.services else ()
-        callback = next(
-            (
-                address
-                for name in api_networks
-                if (address := client_net.gateway(self._networks_made[name]._network))
-            ),
-            None,
-        )
+        callback = self._host_address(plan)
         edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
         edge_id = str(edge.id)
         clients = None
@@ -777,6 +809,7 @@ class ContainersTarget(Unsupervised):
                 prometheus_url=watching.prometheus_url,
                 alertmanager_url=watching.alertmanager_url,
                 network_addresses=watching.network_addresses,
+                error_events=self._error_tracker.events if self._error_tracker else None,
             ),
             backups=Backups(dir=backups, on_database_host=True, restore=self.restore),
             drills=Drills(

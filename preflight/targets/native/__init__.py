@@ -1,6 +1,7 @@
 """The native target as a package: target.py wires the parts (postgres.py, redis.py, workers.py,
-nginx.py, supervisor.py) and the native-only helpers (observability.py, errortracker.py,
-backups.py, releases.py); this module names what the rest of preflight may import."""
+nginx.py, supervisor.py) and the native-only helpers (observability.py, backups.py,
+releases.py); this module names what the rest of preflight may import. The error tracker's
+stand-in, which the containers target runs too, is preflight/targets/errortracker.py."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ parts together in the order the stack comes up and answers the target contract (
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import ssl
@@ -18,6 +17,7 @@ from preflight.errors import PreflightError
 from preflight.targets import base
 from preflight.targets.base import Capability, ProcessJob, TargetDescription, TargetInfo, offered
 from preflight.targets.describe import describe_running
+from preflight.targets.errortracker import ErrorTracker, start_error_tracker
 from preflight.targets.native.backups import (
     BACKUP_MODULE,
     RETENTION_MODULE,
@@ -27,7 +27,6 @@ from preflight.targets.native.backups import (
     scheduler,
     wait_first_backup,
 )
-from preflight.targets.native.errortracker import ErrorTracker, start_error_tracker
 from preflight.targets.native.health import http_ok
 from preflight.targets.native.nginx import Edge, edge_config
 from preflight.targets.native.observability import NAMES as OBSERVABILITY
@@ -240,7 +239,6 @@ class NativeTarget:
         return start_error_tracker(
             stack.dir / "errortracker",
             spawn=lambda child, env: self.supervisor.spawn(child, env=dict(env)),
-            env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
         )
 
     def _start_workers(self, stack: Stack, settings: WorkerSettings) -> list[Child]:

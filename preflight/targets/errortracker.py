@@ -1,5 +1,7 @@
-"""A local stand-in for Sentry's ingestion endpoint, next to the native target (on loopback, as
-the local webhook stands in for pager and chat in the alert drill).
+"""A local stand-in for Sentry's ingestion endpoint, run by the native and containers targets
+beside the system they start (as the local webhook stands in for pager and chat in the alert
+drill): on loopback next to the native target's workers, on this machine's address on the API
+containers' network next to the containers target's.
 
 It speaks the part of Sentry's envelope protocol an SDK uses to report errors:
 ``POST /api/<project_id>/envelope/`` with the DSN's public key in ``X-Sentry-Auth`` (or the
@@ -10,7 +12,7 @@ appended as one JSON line to the events file; other items (sessions, client repo
 accepted and dropped. The API workers get ``CHATSDK_SENTRY_DSN`` pointing here, and
 MON-ERROR-TRACKING reads the file (``TargetInfo.error_events``).
 
-    python -m preflight.targets.native.errortracker --port 9000 --events events.jsonl --key KEY
+    python -m preflight.targets.errortracker --port 9000 --events events.jsonl --key KEY
 
 Pointing the workers at a real Sentry instead is a matter of their CHATSDK_SENTRY_DSN.
 """
@@ -22,6 +24,7 @@ import asyncio
 import gzip
 import importlib
 import json
+import os
 import secrets
 import signal
 import sys
@@ -177,32 +180,33 @@ def make_app(events: Path, key: str, project_id: str = PROJECT_ID) -> web.Applic
     return app
 
 
-async def serve(port: int, events: Path, key: str, project_id: str) -> None:
+async def serve(host: str, port: int, events: Path, key: str, project_id: str) -> None:
     # The body is decoded here, by Content-Encoding, exactly as the protocol says.
     runner = web.AppRunner(make_app(events, key, project_id), auto_decompress=False)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    print(f"error tracker stand-in on 127.0.0.1:{port}, events to {events}", flush=True)
+    print(f"error tracker stand-in on {host}:{port}, events to {events}", flush=True)
     await stop.wait()
     await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preflight.targets.native.errortracker")
+    parser = argparse.ArgumentParser(prog="python -m preflight.targets.errortracker")
+    parser.add_argument("--host", default="127.0.0.1", help="the one address to listen on")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--events", type=Path, required=True, help="JSON lines, one per event")
     parser.add_argument("--key", required=True, help="the DSN's public key")
     parser.add_argument("--project-id", default=PROJECT_ID)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port, args.events, args.key, args.project_id))
+    asyncio.run(serve(args.host, args.port, args.events, args.key, args.project_id))
     return 0
 
 
-# -- next to the native target ------------------------------------------------------------------
+# -- next to a target ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -217,8 +221,9 @@ class ErrorTracker:
 
 
 def _healthy(url: str) -> bool:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # this machine's own
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - loopback http
+        with direct.open(url, timeout=1.0) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -227,12 +232,14 @@ def _healthy(url: str) -> bool:
 def start_error_tracker(
     workdir: Path,
     spawn: Callable[[Child, Mapping[str, str]], Child],
-    env: Mapping[str, str],
+    host: str = "127.0.0.1",
 ) -> ErrorTracker:
-    """Start the stand-in as a child `errortracker`; `wait_ready` waits until it answers (the
-    launcher starts the rest meanwhile)."""
+    """Start the stand-in as a child `errortracker` listening on `host` (one address of this
+    machine, where the workers reach it); `wait_ready` waits until it answers (the launcher
+    starts the rest meanwhile)."""
+    env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
     workdir.mkdir(exist_ok=True)
-    port, key = free_port(), secrets.token_hex(16)
+    port, key = free_port(host), secrets.token_hex(16)
     events = workdir / "events.jsonl"
     events.touch()
     child = spawn(
@@ -241,7 +248,9 @@ def start_error_tracker(
             [
                 sys.executable,
                 "-m",
-                "preflight.targets.native.errortracker",
+                "preflight.targets.errortracker",
+                "--host",
+                host,
                 "--port",
                 str(port),
                 "--events",
@@ -253,8 +262,8 @@ def start_error_tracker(
         ),
         env,
     )
-    dsn = f"http://{key}@127.0.0.1:{port}/{PROJECT_ID}"
-    return ErrorTracker(dsn, events, f"http://127.0.0.1:{port}", child)
+    dsn = f"http://{key}@{host}:{port}/{PROJECT_ID}"
+    return ErrorTracker(dsn, events, f"http://{host}:{port}", child)
 
 
 if __name__ == "__main__":
