@@ -17,6 +17,7 @@ import pytest
 
 from preflight.client import ChatClient, expect
 from preflight.errors import TargetUnavailable
+from preflight.load.cpu_bound import throttling
 from preflight.probe.target import ProbeTarget
 from preflight.targets import choose_target
 from preflight.targets.base import TargetInfo
@@ -287,6 +288,7 @@ def test_the_shipped_deployment_runs_and_leaves_nothing_behind() -> None:
         _many_clients_reach_the_edge_as_themselves(info)
         _the_api_containers_reach_the_callback_host(info, target)
         _a_restarted_containers_output_is_still_followed(info, "api-1")
+        _the_scaling_steps_cpu_limits_apply_and_come_off(info, target)
         assert info.edge.config is not None
         assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
         assert info.drills.listeners is not None
@@ -364,6 +366,47 @@ def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: s
         pass
     log = next(f for f in info.observability.log_files if f.name == f"{worker}.log")
     assert _until(lambda: request_id in log.read_text(), 15), f"{request_id} in {log}"
+
+
+def _the_scaling_steps_cpu_limits_apply_and_come_off(
+    info: TargetInfo, target: ContainersTarget
+) -> None:
+    """The load run's scaling step limits every container the edge sends /v1 to, live; a busy
+    one is throttled (its cgroup's counters say so), and the compose file's limits come back."""
+    limits = info.drills.cpu_limits
+    assert limits is not None
+    assert limits.workers == ("api-1", "api-2", "realtime")
+    containers = [target._running[n].container.get_wrapped_container() for n in REPLICAS]
+
+    def nano_cpus() -> list[int]:
+        for container in containers:
+            container.reload()
+        return [int(c.attrs["HostConfig"]["NanoCpus"]) for c in containers]
+
+    assert nano_cpus() == [2_000_000_000, 2_000_000_000, 1_000_000_000]  # the compose file's
+    limits.limit(0.05)
+    try:
+        assert nano_cpus() == [50_000_000] * 3
+        before = limits.cpu_stat()
+        assert set(before) == set(limits.workers)
+        burn = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass"
+        done = subprocess.run(
+            ["docker", "exec", str(containers[0].id), "python", "-c", burn],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        seen = throttling(before, limits.cpu_stat())
+        assert seen["api-1"]["throttled"] > 0, seen
+        assert seen["api-1"]["throttled_usec"] > 0, seen
+    finally:
+        limits.restore()
+    assert nano_cpus() == [2_000_000_000, 2_000_000_000, 1_000_000_000]
+
+
+REPLICAS = ("api-1", "api-2", "realtime-1")
 
 
 def _runtime(url: str, admin_key: str) -> dict[str, object]:
