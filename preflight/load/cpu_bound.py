@@ -1,7 +1,8 @@
 """Whether the API workers' own CPU limits bounded a scaling run: each worker's throttling over
 the run (its cgroup's cpu.stat read before and after, base.CpuLimits), and the reason a run is
-no evidence where a worker that served it was not throttled in most of its periods (then it got
-less CPU than its limit allows: something it shares, the host's cores, bounded it).
+no evidence where a worker that served it was not throttled in most of its periods (then it used
+less CPU than its limit allows: something it shares bounded it, the host's cores, the edge or a
+store).
 """
 
 from __future__ import annotations
@@ -52,6 +53,6 @@ def unbounded(
         return (
             f"the workers' limit of {cpus:g} CPU each did not bound it: throttled in {shares} "
             f"of their periods (at least {MIN_THROTTLED_SHARE:.0%} shows the limit bounded "
-            "them), so something they share, the host's cores most likely, bounded the run"
+            "them), so something they share (the host's cores, the edge, a store) bounded the run"
         )
     return None
