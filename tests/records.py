@@ -562,18 +562,24 @@ def make_record(
             },
             "scaling": {
                 "ratio": 1.02,
+                "cpus_per_worker": 0.25,
                 "workers": {
                     "2": {
                         "ok_requests_per_s": 330.9,
                         "p95_ms": 4700.0,
                         "failures": 0,
                         "invalid": "",
+                        "throttling": {
+                            "api-1": {"throttled_share": 0.91},
+                            "api-2": {"throttled_share": 0.88},
+                        },
                     },
                     "1": {
                         "ok_requests_per_s": 325.2,
                         "p95_ms": 3600.0,
                         "failures": 0,
                         "invalid": "",
+                        "throttling": {"api-1": {"throttled_share": 0.97}},
                     },
                 },
             },

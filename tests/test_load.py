@@ -26,6 +26,7 @@ from preflight.load.figures import RunData, summarise
 from preflight.load.guards import Thresholds
 from preflight.load.locust import LOADTESTS, LOOPBACK_SOURCE_NET, LocustRunner, progress_line
 from preflight.load.results import LoadResults
+from preflight.load.scaling import HOST_BOUND
 from preflight.outcomes import Outcome
 from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeOptions, NativeTarget
@@ -229,6 +230,8 @@ def test_the_scaling_step_compares_all_workers_with_half_and_restores_them(
     detail = results.to_json()["scaling"]
     assert detail["stopped"] == ["api-1"]
     assert set(detail["workers"]) == {"2", "1"}
+    assert detail["cpus_per_worker"] is None, "native workers share the host's cores"
+    assert detail["bound"] == HOST_BOUND
     for step in detail["workers"].values():
         assert step["ok_requests_per_s"] > 0, detail
         assert step["scale"]["users"] == scaling["users"]

@@ -621,3 +621,7 @@ def test_the_system_at_full_scale_and_the_scaling_step_are_tabled(html: str) -> 
     assert "Scaling step (closed loop, no think time): 1.02x" in load
     steps = [r for r in rows if r and r[0] in ("1", "2")]
     assert steps == [["1", "325.2", "3600.0", "0", ""], ["2", "330.9", "4700.0", "0", ""]]
+    assert (
+        "Each API worker limited to 0.25 CPU; throttled in 1 worker(s): api-1 97%; "
+        "2 worker(s): api-1 91%, api-2 88%"
+    ) in load

@@ -21,6 +21,7 @@ its item stays unverified.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -48,6 +49,8 @@ from preflight.load.results import LoadResults
 from preflight.load.scaling import (
     SCALING_METRIC,
     halved,
+    limited,
+    measured,
     plan_scaling,
     scaling_result,
     skipped_scaling,
@@ -141,11 +144,13 @@ class LocustRunner:
         if isinstance(plan, str):
             return skipped_scaling(results, {"skipped": plan})
         runner = replace(self, overrides=plan.overrides)
+        run = functools.partial(runner.collect, info, profile, workers)
         half_n = len(plan.workers) - len(plan.stopped)
         self.log(f"load: scaling step, {len(plan.workers)} API workers, then {half_n}")
-        full = runner.collect(info, profile, workers)
-        with halved(info, plan.stopped):
-            half = runner.collect(info, profile, workers)
+        with limited(info, plan, self.log):
+            full = measured(info, plan, run)
+            with halved(info, plan.stopped):
+                half = measured(info, plan, run)
         limits = Thresholds.of(plan.overrides, self.saturation_pct)
         return scaling_result(results, plan, full, half, limits)
 

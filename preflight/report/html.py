@@ -215,7 +215,29 @@ def _load_scaling(load: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(scaling, Mapping):
         return None
     steps = sorted((scaling.get("workers") or {}).items(), key=lambda kv: int(kv[0]))
-    return {"steps": steps, "ratio": scaling.get("ratio"), "skipped": scaling.get("skipped", "")}
+    return {
+        "steps": steps,
+        "ratio": scaling.get("ratio"),
+        "skipped": scaling.get("skipped", ""),
+        "bound": _scaling_bound(scaling, steps),
+    }
+
+
+def _scaling_bound(scaling: Mapping[str, Any], steps: list[tuple[str, Any]]) -> str:
+    """What bounded the scaling runs, for a person: each worker's CPU limit and the share of its
+    CPU periods it was throttled in per run, or the record's note that nothing limited them."""
+    cpus = scaling.get("cpus_per_worker")
+    if not isinstance(cpus, int | float):
+        return str(scaling.get("bound", ""))
+    runs = [
+        f"{workers} worker(s): "
+        + ", ".join(
+            f"{name} {seen.get('throttled_share', 0):.0%}"
+            for name, seen in sorted((step.get("throttling") or {}).items())
+        )
+        for workers, step in steps
+    ]
+    return f"Each API worker limited to {cpus:g} CPU; throttled in " + "; ".join(runs)
 
 
 def _pct(value: Any) -> str:

@@ -116,6 +116,41 @@ class DatabaseFailover(Protocol):
 
 
 @dataclass(frozen=True)
+class CpuStat:
+    """A worker's CPU controller counters (its cgroup's cpu.stat), cumulative since it started:
+    enforcement periods, periods in which it used up its quota and was throttled, and the time
+    it spent throttled."""
+
+    periods: int
+    throttled: int
+    throttled_usec: int
+
+
+class CpuLimits(Protocol):
+    """Each API worker's own CPU limit, set live and put back: the load run's scaling step
+    (PERF-HSCALE) limits every worker to the same few CPUs, so doubling the workers doubles the
+    CPU they may use whatever the host has, and reads the workers' throttling to show the limit,
+    not the host, bounded each run."""
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """Every API worker the edge sends /v1 to, by its name in `control`."""
+        ...
+
+    def limit(self, cpus: float) -> str:
+        """Limit each worker to `cpus` CPUs now (running or stopped); returns how."""
+        ...
+
+    def restore(self) -> None:
+        """Put the deployment's own limits back on every worker."""
+        ...
+
+    def cpu_stat(self) -> Mapping[str, CpuStat]:
+        """Each running worker's counters now (stopped workers are left out)."""
+        ...
+
+
+@dataclass(frozen=True)
 class ShellControl:
     """Control by commands from a target file (an external deployment)."""
 
@@ -372,7 +407,10 @@ class Drills:
     probe listens for what the system sends out (webhooks); None: the target does not say (an
     edge on loopback implies 127.0.0.1, see ProbeTarget.callback_host).
     `failover`: promote PostgreSQL's standby and rejoin the pair afterwards (the failover
-    drill); absent where the target runs no standby or cannot promote it."""
+    drill); absent where the target runs no standby or cannot promote it.
+    `cpu_limits`: each API worker's own CPU limit, set live for the load run's scaling step,
+    and its throttling; absent where the workers share the host's cores (native) or the target
+    cannot change their limits (external): the step then measures the host's cores."""
 
     control: Mapping[str, ComponentControl] = field(default_factory=dict, repr=False)
     jobs: Mapping[str, Job] = field(default_factory=dict, repr=False)
@@ -385,6 +423,7 @@ class Drills:
     listeners: Callable[[], Sequence[tuple[str, str, int]]] | None = field(default=None, repr=False)
     callback_host: str | None = None
     failover: DatabaseFailover | None = field(default=None, repr=False)
+    cpu_limits: CpuLimits | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

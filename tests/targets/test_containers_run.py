@@ -25,6 +25,7 @@ import pytest
 import preflight.run
 from preflight.checklist import load_checklist
 from preflight.cli import main
+from preflight.load.cpu_bound import throttling
 from preflight.outcomes import Outcome
 from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
@@ -191,6 +192,7 @@ def _the_target_contract(info: TargetInfo, target: ContainersTarget) -> None:
     _many_clients_reach_the_edge_as_themselves(info)
     _the_api_containers_reach_the_callback_host(info, target)
     _the_error_tracker_listens_on_the_callback_host_alone(info, target)
+    _the_scaling_steps_cpu_limits_apply_and_come_off(info, target)
     _a_restarted_containers_output_is_still_followed(info, "api-1")
     assert info.edge.config is not None
     assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
@@ -265,6 +267,47 @@ def _without_its_tracker_error_tracking_fails(info: TargetInfo, target: Containe
     outcome, reason = outcomes(probe(info, ERROR_PROBE, items={ERROR_ITEM}))[ERROR_ITEM]
     assert outcome is Outcome.FAIL, reason
     assert "the error tracker must receive an event tagged request_id=" in reason
+
+
+REPLICAS = ("api-1", "api-2", "realtime-1")
+
+
+def _the_scaling_steps_cpu_limits_apply_and_come_off(
+    info: TargetInfo, target: ContainersTarget
+) -> None:
+    """The load run's scaling step limits every container the edge sends /v1 to, live; a busy
+    one is throttled (its cgroup's counters say so), and the compose file's limits come back."""
+    limits = info.drills.cpu_limits
+    assert limits is not None
+    assert limits.workers == ("api-1", "api-2", "realtime")
+    containers = [target._running[n].container.get_wrapped_container() for n in REPLICAS]
+
+    def nano_cpus() -> list[int]:
+        for container in containers:
+            container.reload()
+        return [int(c.attrs["HostConfig"]["NanoCpus"]) for c in containers]
+
+    assert nano_cpus() == [2_000_000_000, 2_000_000_000, 1_000_000_000]  # the compose file's
+    limits.limit(0.05)
+    try:
+        assert nano_cpus() == [50_000_000] * 3
+        before = limits.cpu_stat()
+        assert set(before) == set(limits.workers)
+        burn = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass"
+        done = subprocess.run(
+            ["docker", "exec", str(containers[0].id), "python", "-c", burn],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        seen = throttling(before, limits.cpu_stat())
+        assert seen["api-1"]["throttled"] > 0, seen
+        assert seen["api-1"]["throttled_usec"] > 0, seen
+    finally:
+        limits.restore()
+    assert nano_cpus() == [2_000_000_000, 2_000_000_000, 1_000_000_000]
 
 
 def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:

@@ -51,6 +51,7 @@ from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
 from preflight.targets.containers.compose import Compose, Service, replicas_of
 from preflight.targets.containers.control import ContainerControl
+from preflight.targets.containers.cpu import ContainerCpuLimits
 from preflight.targets.containers.engine import (
     LAUNCHER_LABEL,
     RUN_LABEL,
@@ -132,6 +133,12 @@ OVERRIDES: Mapping[str, str] = {
     "stand-in for Sentry's ingestion (containers/errortracking.py), a process of this machine "
     "listening on its address on the API's network with a way out (`edge`), instead of to no "
     "tracker: the compose file sets no DSN, and a production deployment sets its own Sentry's",
+    "API CPU limits during the scaling step": "for the load run's PERF-HSCALE step only, every "
+    "container the edge sends /v1 to (api and realtime replicas) is limited live to the same "
+    "few CPUs (`docker update --cpus`, the profile's scaling `cpus_per_worker`) instead of the "
+    "file's 2.0 and 1.0, and put back to the file's limits after the step: on one host the "
+    "file's limits exceed its cores, so halving the workers would halve nothing the workers "
+    "are bounded by, and the step would measure the host",
 }
 
 
@@ -155,6 +162,17 @@ def _control_name(service: Service, replica: str) -> str:
     """The drills' name for a container: the service's, or the replica's where there are
     several (api-1, api-2), as the native target names its workers."""
     return replica if service.replicas > 1 else service.name
+
+
+def _edge_upstreams(plan: Compose) -> list[tuple[Service, str]]:
+    """The containers the edge sends /v1 to (its `api` upstream), as (service, replica): the
+    API's and the realtime service's, the same image, either serving any request."""
+    return [
+        (service, replica)
+        for service in plan.services.values()
+        if service.name in API_SERVICES
+        for replica in replicas_of(service)
+    ]
 
 
 def _published(service: Service, layout: _Layout) -> dict[int, int]:
@@ -441,12 +459,7 @@ class ContainersTarget(Unsupervised):
             pki, certificate, webroot = acme_listener, acme.edge_certificate(client), acme.WEBROOT
         else:
             certificate, webroot = None, None
-        upstreams = [
-            (replica, API_PORT)
-            for service in plan.services.values()
-            if service.name in {"api", "realtime"}
-            for replica in replicas_of(service)
-        ]
+        upstreams = [(replica, API_PORT) for _service, replica in _edge_upstreams(plan)]
         # The edge reads its certificate where the container mounts the run's folder.
         conf = render_edge(
             EdgeConfig(
@@ -826,6 +839,7 @@ class ContainersTarget(Unsupervised):
                 ),
                 callback_host=callback,
                 partitions=self._partitions(plan),
+                cpu_limits=self._cpu_limits(plan),
             ),
             deployment=Deployment(
                 deployed_at=self._deployed_at,
@@ -835,6 +849,20 @@ class ContainersTarget(Unsupervised):
                     "deployment's Grafana to decide this item",
                 },
             ),
+        )
+
+    def _cpu_limits(self, plan: Compose) -> ContainerCpuLimits:
+        """The scaling step's hands on every container the edge sends /v1 to (OVERRIDES)."""
+        upstreams = _edge_upstreams(plan)
+        return ContainerCpuLimits(
+            containers={
+                _control_name(service, replica): f"{self.run}-{replica}"
+                for service, replica in upstreams
+            },
+            own={
+                _control_name(service, replica): service.nano_cpus for service, replica in upstreams
+            },
+            host_cpus=int(self._client.info().get("NCPU") or 1),
         )
 
     def _partitions(self, plan: Compose) -> NetworkCut:
