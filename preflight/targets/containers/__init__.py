@@ -124,7 +124,8 @@ OVERRIDES: Mapping[str, str] = {
     "and DNS refresh every 2 s, jobs of "
     "services the file does not run left out, an always-firing watchdog rule, receivers that "
     "deliver nowhere; Prometheus resends firing alerts every 2 s; Prometheus and Alertmanager "
-    "are published on 127.0.0.1 for the probes",
+    "are published on 127.0.0.1 for the probes; the alert drill renders its own rules and "
+    "routes there for its duration and reloads both (SIGHUP)",
     "CONTAINER_EXPORTER_LABEL": "the container exporter reports this run's containers only: "
     "the engine is shared",
 }
@@ -710,15 +711,7 @@ class ContainersTarget(Unsupervised):
             )
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
-        api_networks = plan.services["api"].networks if "api" in plan.services else ()
-        callback = next(
-            (
-                address
-                for name in api_networks
-                if (address := client_net.gateway(self._networks_made[name]._network))
-            ),
-            None,
-        )
+        callback = self._gateway(plan, "api")
         edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
         edge_id = str(edge.id)
         clients = None
@@ -726,8 +719,11 @@ class ContainersTarget(Unsupervised):
             clients = client_net.client_network(
                 edge, self._clients_network, self._client_sources, EDGE_HTTPS_PORT
             )
+        containers = {
+            name: r.container.get_wrapped_container() for name, r in self._running.items()
+        }
         watching = monitoring.watch(
-            {name: r.container.get_wrapped_container() for name, r in self._running.items()},
+            containers,
             {
                 replica: f"http://127.0.0.1:{published(replica, API_PORT)}/metrics"
                 for name in ("api", "realtime")
@@ -793,6 +789,12 @@ class ContainersTarget(Unsupervised):
                 ),
                 callback_host=callback,
                 partitions=self._partitions(plan),
+                alert_routing=monitoring.drill_routing(
+                    containers,
+                    watching,
+                    self._dir / "monitoring",
+                    self._gateway(plan, monitoring.ALERTMANAGER),
+                ),
             ),
             deployment=Deployment(
                 deployed_at=self._deployed_at,
@@ -802,6 +804,19 @@ class ContainersTarget(Unsupervised):
                     "deployment's Grafana to decide this item",
                 },
             ),
+        )
+
+    def _gateway(self, plan: Compose, service: str) -> str | None:
+        """This machine's address on the first network of `service` that is not internal,
+        where its containers reach a listener here (None: it joins internal networks only)."""
+        networks = plan.services[service].networks if service in plan.services else ()
+        return next(
+            (
+                address
+                for name in networks
+                if (address := client_net.gateway(self._networks_made[name]._network))
+            ),
+            None,
         )
 
     def _partitions(self, plan: Compose) -> NetworkCut:
