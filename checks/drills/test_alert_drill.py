@@ -4,7 +4,9 @@ asking, so the API answers 503) and an API worker going down; HighErrorRate and 
 must reach the receivers a critical alert is routed to: the pager and the team's chat.
 
 A webhook of the drill stands in for pager and chat: Alertmanager delivers every receiver there
-(`/<receiver>`), with its routes and inhibition as written. So that the drill takes seconds, not
+(`/<receiver>`), with its routes and inhibition as written. It listens where the target says
+Alertmanager reaches this machine (AlertRouting.listen_host: loopback natively, the gateway of
+Alertmanager's network for containers). So that the drill takes seconds, not
 the minutes of production `for` durations, the rules' `for`, their longer range windows and the
 routes' waits are shortened (TargetInfo.alert_routing; the evidence says exactly what changed).
 The drill restores PostgreSQL, the worker and the real configuration, also when it fails.
@@ -45,7 +47,7 @@ BURST_INTERVAL_S = 0.05
 class Webhook:
     """Alertmanager's webhook receiver: keeps every notification with its time of arrival."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str) -> None:
         self.deliveries: list[tuple[float, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         webhook = self
@@ -65,8 +67,8 @@ class Webhook:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> Webhook:
@@ -148,13 +150,12 @@ def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
         )
     routing = info.drills.alert_routing
     worker = api_workers(target)[0]
-    address = target.worker_url(worker)
-    instance = urlsplit(address).netloc if address else None
+    instance = _instance(target, worker)
     postgres = target.control("postgres")
     tenant = Tenant.create(target, "drill-alerts")
     user = tenant.user("asker")
     drill_started = time.monotonic()
-    with Webhook() as webhook:
+    with Webhook(routing.listen_host) as webhook:
         changed = routing.divert(webhook.url)
         try:
             burst = Phase("HighErrorRate", None)
@@ -179,6 +180,16 @@ def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
             routing.restore()
         duration = round(time.monotonic() - drill_started, 3)
         yield AlertDrill(changed, burst, down, webhook.summary(), duration)
+
+
+def _instance(target: ProbeTarget, worker: str) -> str | None:
+    """The `instance` label Prometheus gives the worker: the address it scrapes, which is the
+    worker's own where the target names no other (network_addresses: containers)."""
+    address = target.worker_url(worker)
+    if address is None:
+        return None
+    inside = target.info.observability.network_addresses.get(f"{address}/metrics")
+    return inside or urlsplit(address).netloc
 
 
 class _Burst:

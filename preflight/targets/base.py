@@ -93,8 +93,14 @@ class NetworkPartition(Protocol):
 
 class AlertRouting(Protocol):
     """For an alert drill: every receiver of Alertmanager delivers to a webhook of the drill
-    (`{webhook_url}/{receiver}`), and the alert rules' `for` durations, range windows and the
-    routes' wait intervals are shortened; `restore` puts the real configuration back."""
+    (`{webhook_url}/{receiver}`), and the alert rules' `for` durations, range windows and
+    offsets, and the routes' wait intervals are shortened; `restore` puts the real
+    configuration back. `listen_host`: the address of this machine where the drill's webhook
+    listens so that Alertmanager reaches it (127.0.0.1 where Alertmanager runs on this
+    machine's loopback)."""
+
+    @property
+    def listen_host(self) -> str: ...
 
     def divert(self, webhook_url: str) -> str:
         """Apply the drill configuration once it is loaded; returns what was changed."""

@@ -11,6 +11,8 @@ from pathlib import Path
 from preflight.outcomes import Outcome, ProbeResults, combine
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import TargetInfo
+from preflight.targets.containers import ContainersTarget
+from preflight.targets.containers.engine import docker_available
 from preflight.targets.edge import TEMPLATE_DIR
 from preflight.targets.native import NativeOptions, NativeTarget
 
@@ -24,6 +26,16 @@ def native(**options: object) -> Iterator[TargetInfo]:
     """A native target with NativeOptions overrides (edge_template_dir, postgres_settings,
     redis_settings, worker_env, ...)."""
     with NativeTarget(NativeOptions(**options)) as info:  # type: ignore[arg-type]
+        yield info
+
+
+@contextmanager
+def containers() -> Iterator[TargetInfo]:
+    """The deployment system/deploy ships, on this machine's Docker engine (set-up starts one).
+    Modules that use it take the fixture one_heavy_module_at_a_time (tests/conftest.py)."""
+    reason = docker_available()
+    assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"
+    with ContainersTarget(timeout=600) as info:
         yield info
 
 

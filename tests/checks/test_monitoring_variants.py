@@ -103,6 +103,15 @@ def null_pager(text: str) -> str:
         ),
         pytest.param(
             "alerts.yml",
+            replace_once(
+                '(max_over_time(up{job="chatsdk-api"}[10m]) unless',
+                '(max_over_time(up{job="chatsdk-api"}[10m]) and',
+            ),
+            {"MON-ALERT-RULES": ["promtool test rules"]},
+            id="a-service-down-alert-blind-to-workers-that-left-discovery-fails-its-unit-test",
+        ),
+        pytest.param(
+            "alerts.yml",
             replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", ""),
             {"MON-ALERT-RUNBOOKS": ["DiskUsageHigh", "runbook_url"]},
             id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",

@@ -18,12 +18,11 @@ import pytest
 from preflight.client import ChatClient
 from preflight.outcomes import Outcome
 from preflight.targets.base import ReleaseControl, TargetInfo
-from preflight.targets.containers import ContainersTarget
-from preflight.targets.containers.engine import LAUNCHER_LABEL, RUN_LABEL, docker_available, engine
+from preflight.targets.containers.engine import LAUNCHER_LABEL, RUN_LABEL, engine
 from preflight.targets.containers.images import LABEL
 from preflight.targets.containers.releases import RELEASE_REPOSITORY, ContainerReleases, _context
 from preflight.targets.native.releases import build_candidate
-from tests.checks.support import outcomes
+from tests.checks.support import containers, outcomes
 from tests.drills.test_fault_variants import drills
 
 # The suite's heavy modules run one at a time (tests/conftest.py).
@@ -62,9 +61,7 @@ def test_a_release_image_is_tagged_by_its_package(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[TargetInfo]:
-    reason = docker_available()
-    assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"
-    with ContainersTarget(timeout=600) as info:
+    with containers() as info:
         yield info
 
 

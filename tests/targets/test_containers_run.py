@@ -9,10 +9,13 @@ the run then decides the checklist against the same deployment."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 import preflight.run
 from preflight.checklist import load_checklist
@@ -29,6 +33,7 @@ from preflight.load.cpu_bound import throttling
 from preflight.outcomes import Outcome
 from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
+from preflight.targets.alerting import DrillRouting
 from preflight.targets.base import TargetDescription, TargetInfo
 from preflight.targets.containers import ContainersTarget
 from preflight.targets.containers.engine import LAUNCHER_LABEL, engine, launcher
@@ -37,6 +42,7 @@ from tests.checks.support import outcomes, probe
 
 REPO = Path(__file__).resolve().parents[2]
 ERROR_ITEM, ERROR_PROBE = "MON-ERROR-TRACKING", "monitoring/test_error_tracking.py"
+ALERT_ITEM, ALERT_PROBE = "POST-ALERT-DRILL", "drills/test_alert_drill.py"
 
 pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")  # tests/conftest.py
 
@@ -62,7 +68,7 @@ def test_the_checklist_decides_the_shipped_deployment_and_leaves_nothing_behind(
     code = main(["run", "--target", "containers", "--no-load", "--out", str(out)])
     printed = capsys.readouterr()
     assert "target: containers" in printed.err, "the run's first lines say which target"
-    assert checked == ["contract", "error tracking red"], printed.err[-2000:]
+    assert checked == ["contract", "error tracking red", "alert drill red"], printed.err[-2000:]
     record = json.loads((out / "latest" / "record.json").read_text())
     checklist = load_checklist(REPO / "checklist.yaml")
     assert [i["id"] for i in record["items"]] == [i.id for i in checklist.items]
@@ -121,6 +127,8 @@ class _Checked:
             if exc[0] is None and self.target.info is not None:
                 _without_its_tracker_error_tracking_fails(self.target.info, self.target)
                 self.checked.append("error tracking red")
+                _an_api_service_down_on_up_zero_alone_misses_a_stopped_container(self.target.info)
+                self.checked.append("alert drill red")
         finally:
             self.target.__exit__(*exc)
 
@@ -308,6 +316,40 @@ def _the_scaling_steps_cpu_limits_apply_and_come_off(
     finally:
         limits.restore()
     assert nano_cpus() == [2_000_000_000, 2_000_000_000, 1_000_000_000]
+
+
+def _an_api_service_down_on_up_zero_alone_misses_a_stopped_container(info: TargetInfo) -> None:
+    """After the checklist (in which the alert drill passed with system/monitoring as shipped):
+    the same drill with APIServiceDown as `up == 0` alone turns red, since a stopped container
+    leaves the compose file's DNS discovery instead of going down."""
+    routing = info.drills.alert_routing
+    assert isinstance(routing, DrillRouting), "the containers target offers alert_routing"
+    assert routing.listen_host != "127.0.0.1", "Alertmanager's container reaches no loopback"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = _up_only(Path(tmp))
+        drills = dataclasses.replace(
+            info.drills, alert_routing=dataclasses.replace(routing, source=source)
+        )
+        results = probe(dataclasses.replace(info, drills=drills), ALERT_PROBE, items=[ALERT_ITEM])
+    red = {r.nodeid.rsplit("::", 1)[1]: r for r in results.results}
+    burst = red["test_an_error_burst_pages_through_high_error_rate"]
+    down = red["test_a_stopped_worker_pages_through_api_service_down"]
+    assert burst.outcome is Outcome.PASS, burst.message
+    assert down.outcome is Outcome.FAIL, down.message
+    assert "no receiver got it; the alert was never firing" in down.message
+
+
+def _up_only(tmp: Path) -> Path:
+    """system/monitoring with APIServiceDown as `up == 0` alone."""
+    copy = tmp / "monitoring"
+    shutil.copytree(REPO / "system" / "monitoring", copy)
+    path = copy / "alerts.yml"
+    rules: dict[str, Any] = yaml.safe_load(path.read_text())
+    down = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "APIServiceDown"]
+    assert len(down) == 1, "alerts.yml has one APIServiceDown"
+    down[0]["expr"] = 'up{job="chatsdk-api"} == 0'
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return copy
 
 
 def _a_restarted_containers_output_is_still_followed(info: TargetInfo, worker: str) -> None:

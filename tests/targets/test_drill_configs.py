@@ -1,5 +1,5 @@
 """What the drills put in place of the real configuration: the alert drill's rules and routes
-(preflight/targets/native/observability.py) and the rollout rehearsal's candidate release
+(preflight/targets/alerting.py) and the rollout rehearsal's candidate release
 (preflight/targets/native/releases.py). Rendered from the repository's own files; no process
 runs."""
 
@@ -10,14 +10,14 @@ from typing import Any
 
 import yaml
 
-from preflight.targets.native.observability import (
+from preflight.targets.alerting import (
     DRILL_HOLD,
     DRILL_ROUTE_TIMING,
     DRILL_WINDOW,
-    MONITORING_DIR,
     render_drill_alertmanager,
     render_drill_rules,
 )
+from preflight.targets.native.observability import MONITORING_DIR
 from preflight.targets.native.releases import EXPAND_MIGRATION, REHEARSAL_SUFFIX, build_candidate
 from tests.checks.support import REPO
 
@@ -39,8 +39,11 @@ def test_drill_rules_shorten_for_and_long_windows_only(tmp_path: Path) -> None:
         assert "[5m]" not in rule["expr"], name
         assert "[1h]" not in rule["expr"], name
         assert rule.get("labels") == before.get("labels"), name
+        assert "offset 10m" not in rule["expr"], name
     high = next(r for r in drill if r.get("alert") == "HighErrorRate")
     assert f"[{DRILL_WINDOW}]" in high["expr"]
+    down = next(r for r in drill if r.get("alert") == "APIServiceDown")
+    assert f"offset {DRILL_WINDOW})" in down["expr"]
 
 
 def test_drill_routes_keep_matchers_and_inhibition_and_deliver_to_the_webhook(

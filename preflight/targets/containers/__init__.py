@@ -126,7 +126,8 @@ OVERRIDES: Mapping[str, str] = {
     "and DNS refresh every 2 s, jobs of "
     "services the file does not run left out, an always-firing watchdog rule, receivers that "
     "deliver nowhere; Prometheus resends firing alerts every 2 s; Prometheus and Alertmanager "
-    "are published on 127.0.0.1 for the probes",
+    "are published on 127.0.0.1 for the probes; the alert drill renders its own rules and "
+    "routes there for its duration and reloads both (SIGHUP)",
     "CONTAINER_EXPORTER_LABEL": "the container exporter reports this run's containers only: "
     "the engine is shared",
     "CHATSDK_SENTRY_DSN": "the API and realtime containers report their errors to the run's "
@@ -417,24 +418,11 @@ class ContainersTarget(Unsupervised):
         self._client_sources = sources
         return made
 
-    def _host_address(self, plan: Compose) -> str | None:
-        """This machine's address on the first of the API's networks that is not internal,
-        where the API containers reach it; None where all are (no way out)."""
-        api_networks = plan.services["api"].networks if "api" in plan.services else ()
-        return next(
-            (
-                address
-                for name in api_networks
-                if (address := client_net.gateway(self._networks_made[name]._network))
-            ),
-            None,
-        )
-
     def _start_error_tracker(self, plan: Compose) -> ErrorTracker | None:
         """The run's error tracker (errortracking.py; OVERRIDES: CHATSDK_SENTRY_DSN), where the
         API containers can reach this machine."""
         assert self._dir is not None
-        host = self._host_address(plan)
+        host = self._gateway(plan, "api")
         if host is None:
             self.log(
                 f"no error tracker: every network of the api service of {plan.path.name} is "
@@ -763,7 +751,7 @@ class ContainersTarget(Unsupervised):
             )
         backups = self._volume_path(plan, "backups")
         uploads = self._volume_path(plan, "uploads")
-        callback = self._host_address(plan)
+        callback = self._gateway(plan, "api")
         edge = self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container()
         edge_id = str(edge.id)
         clients = None
@@ -771,8 +759,11 @@ class ContainersTarget(Unsupervised):
             clients = client_net.client_network(
                 edge, self._clients_network, self._client_sources, EDGE_HTTPS_PORT
             )
+        containers = {
+            name: r.container.get_wrapped_container() for name, r in self._running.items()
+        }
         watching = monitoring.watch(
-            {name: r.container.get_wrapped_container() for name, r in self._running.items()},
+            containers,
             {
                 replica: f"http://127.0.0.1:{published(replica, API_PORT)}/metrics"
                 for name in ("api", "realtime")
@@ -840,6 +831,12 @@ class ContainersTarget(Unsupervised):
                 callback_host=callback,
                 partitions=self._partitions(plan),
                 cpu_limits=self._cpu_limits(plan),
+                alert_routing=monitoring.drill_routing(
+                    containers,
+                    watching,
+                    self._dir / "monitoring",
+                    self._gateway(plan, monitoring.ALERTMANAGER),
+                ),
             ),
             deployment=Deployment(
                 deployed_at=self._deployed_at,
@@ -863,6 +860,19 @@ class ContainersTarget(Unsupervised):
                 _control_name(service, replica): service.nano_cpus for service, replica in upstreams
             },
             host_cpus=int(self._client.info().get("NCPU") or 1),
+        )
+
+    def _gateway(self, plan: Compose, service: str) -> str | None:
+        """This machine's address on the first network of `service` that is not internal,
+        where its containers reach a listener here (None: it joins internal networks only)."""
+        networks = plan.services[service].networks if service in plan.services else ()
+        return next(
+            (
+                address
+                for name in networks
+                if (address := client_net.gateway(self._networks_made[name]._network))
+            ),
+            None,
         )
 
     def _partitions(self, plan: Compose) -> NetworkCut:

@@ -13,6 +13,9 @@ what the target does differently for them, and what it tells the probes.
   sends firing alerts again every 2 s, as there.
 - The container exporter reports this run's containers only (the engine is shared).
 - Prometheus and Alertmanager are published on 127.0.0.1 (`PUBLISHED`), for the probes.
+- The alert drill's routing (`drill_routing`) renders the drill's rules and routes into the same
+  folder and reloads both with SIGHUP (`docker kill -s HUP`); the drill's webhook listens on this
+  machine's address on a network Alertmanager joins that is not internal (its gateway).
 
 Prometheus reaches the workers and Alertmanager at their addresses on the run's networks, not
 at the 127.0.0.1 ports the probes use: `watch` names both (Observability.network_addresses),
@@ -31,14 +34,14 @@ import yaml
 
 from preflight.errors import TargetUnavailable
 from preflight.polling import until
-from preflight.targets.native.health import http_ok
-from preflight.targets.native.observability import (
-    MONITORING_DIR,
+from preflight.targets.alerting import (
     SCRAPE_INTERVAL,
+    DrillRouting,
     render_alertmanager,
     render_rules,
-    render_watchdog,
 )
+from preflight.targets.native.health import http_ok
+from preflight.targets.native.observability import MONITORING_DIR, render_watchdog
 
 MONITORING_MOUNT = "../monitoring"  # what the compose file mounts into Prometheus, Alertmanager
 PROMETHEUS, ALERTMANAGER = "prometheus", "alertmanager"
@@ -219,3 +222,42 @@ def first_backup_done(catalogue: Path) -> bool:
     with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
         return "finished_at" in json.loads(catalogue.read_text())["backups"][0]
     return False
+
+
+def drill_routing(
+    containers: Mapping[str, Any],
+    watching: Watching,
+    folder: Path,
+    listen_host: str | None,
+    source: Path = MONITORING_DIR,
+) -> DrillRouting | None:
+    """The alert drill's routing over the run's `folder` (what `render` wrote from `source`),
+    or None where the run has no Prometheus or Alertmanager, or no address of this machine
+    Alertmanager reaches (`listen_host`: None where it joins internal networks only).
+    `containers`: replica name -> the docker SDK's container."""
+    prometheus, alertmanager = (
+        containers.get(f"{PROMETHEUS}-1"),
+        containers.get(f"{ALERTMANAGER}-1"),
+    )
+    if (
+        prometheus is None
+        or alertmanager is None
+        or watching.prometheus_url is None
+        or watching.alertmanager_url is None
+        or listen_host is None
+    ):
+        return None
+
+    def reload() -> None:
+        for container in (alertmanager, prometheus):
+            container.kill(signal="SIGHUP")
+
+    return DrillRouting(
+        source,
+        folder,
+        reload,
+        watching.prometheus_url,
+        watching.alertmanager_url,
+        logs=f"`docker logs` of {prometheus.name} and {alertmanager.name}",
+        listen_host=listen_host,
+    )

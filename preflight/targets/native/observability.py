@@ -7,15 +7,15 @@ within seconds; expressions and `for` durations stay as written), alertmanager.y
 routes and inhibition as written but receivers that deliver nowhere (nothing leaves loopback and
 no secret file is needed). A watchdog alert that always fires (the usual "dead man's switch")
 proves the path from Prometheus to Alertmanager; it carries the label ``preflight="watchdog"``.
+The alert rules' and routes' renderings, and the alert drill's routing, are
+preflight/targets/alerting.py's (the containers target uses them too).
 
 The binaries are single files extracted from Debian's packages by scripts/setup.sh.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import signal
 import urllib.error
@@ -28,13 +28,17 @@ from typing import Any
 import yaml
 
 from preflight.errors import TargetUnavailable
-from preflight.polling import until
+from preflight.targets.alerting import (
+    SCRAPE_INTERVAL,
+    DrillRouting,
+    render_alertmanager,
+    render_rules,
+)
 from preflight.targets.base import WATCHDOG_LABEL
 from preflight.targets.procs import Child, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MONITORING_DIR = REPO / "system" / "monitoring"
-SCRAPE_INTERVAL = "2s"
 WATCHDOG_ALERT = "PreflightWatchdog"
 API_JOB = "chatsdk-api"
 # Stopped before everything else, so the target's own shutdown raises no alerts.
@@ -118,14 +122,6 @@ def render_prometheus(
     return config
 
 
-def render_rules(source: Path, out: Path, interval: str = SCRAPE_INTERVAL) -> None:
-    """alerts.yml with every group evaluated every `interval`; nothing else changes."""
-    rules: dict[str, Any] = yaml.safe_load(source.read_text()) or {}
-    for group in rules.get("groups") or []:
-        group["interval"] = interval
-    out.write_text(yaml.safe_dump(rules, sort_keys=False))
-
-
 def render_watchdog(out: Path, interval: str = SCRAPE_INTERVAL) -> None:
     key, value = WATCHDOG_LABEL
     rule = {
@@ -139,164 +135,12 @@ def render_watchdog(out: Path, interval: str = SCRAPE_INTERVAL) -> None:
     )
 
 
-def render_alertmanager(source: Path, out: Path) -> None:
-    """alertmanager.yml with its routes and inhibition, receivers kept by name but empty."""
-    config: dict[str, Any] = yaml.safe_load(source.read_text()) or {}
-    kept = {k: v for k, v in (config.get("global") or {}).items() if not k.startswith("smtp_")}
-    config["global"] = kept
-    config["receivers"] = [{"name": r["name"]} for r in config.get("receivers") or []]
-    config.pop("templates", None)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - loopback
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-# The alert drill's configuration (AlertRouting in base.py, checks/drills/test_alert_drill.py):
-# every rule's `for` and every longer range window shortened, Alertmanager's waits shortened, so
-# an alert reaches its receiver within seconds instead of minutes.
-DRILL_HOLD = "2s"
-DRILL_WINDOW = "30s"
-DRILL_ROUTE_TIMING = {"group_wait": "1s", "group_interval": "2s", "repeat_interval": "1m"}
-_RANGE = re.compile(r"\[(?P<range>\d+[smhdwy])(?=[\]:])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-RELOAD_TIMEOUT_S = 30.0
-
-
-def _duration_s(text: str) -> int:
-    return int(text[:-1]) * _UNIT_S[text[-1]]
-
-
-def render_drill_rules(
-    source: Path,
-    out: Path,
-    *,
-    hold: str = DRILL_HOLD,
-    window: str = DRILL_WINDOW,
-    interval: str = SCRAPE_INTERVAL,
-) -> None:
-    """alerts.yml for an alert drill: every `for` becomes `hold`, every range window longer than
-    `window` becomes `window`; expressions and labels are otherwise as written."""
-    rules: dict[str, Any] = yaml.safe_load(source.read_text()) or {}
-    shorter = _duration_s(window)
-
-    def shorten(match: re.Match[str]) -> str:
-        return f"[{window}" if _duration_s(match["range"]) > shorter else match[0]
-
-    for group in rules.get("groups") or []:
-        group["interval"] = interval
-        for rule in group.get("rules") or []:
-            if "alert" in rule and "for" in rule:
-                rule["for"] = hold
-            rule["expr"] = _RANGE.sub(shorten, str(rule.get("expr", "")))
-    out.write_text(yaml.safe_dump(rules, sort_keys=False))
-
-
-def render_drill_alertmanager(source: Path, out: Path, webhook_url: str) -> None:
-    """alertmanager.yml for an alert drill: routes and inhibition as written, waits shortened,
-    and every receiver a webhook at `{webhook_url}/{receiver name}`."""
-    config: dict[str, Any] = yaml.safe_load(source.read_text()) or {}
-    kept = {k: v for k, v in (config.get("global") or {}).items() if not k.startswith("smtp_")}
-    config["global"] = kept
-    config["receivers"] = [
-        {
-            "name": r["name"],
-            "webhook_configs": [{"url": f"{webhook_url}/{r['name']}", "send_resolved": False}],
-        }
-        for r in config.get("receivers") or []
-    ]
-    config.pop("templates", None)
-
-    def shorten(route: dict[str, Any], top: bool) -> None:
-        for key, value in DRILL_ROUTE_TIMING.items():
-            if top or key in route:
-                route[key] = value
-        for child in route.get("routes") or []:
-            shorten(child, top=False)
-
-    shorten(config.setdefault("route", {}), top=True)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2.0) as resp:  # noqa: S310 - loopback
-        return json.loads(resp.read())
-
-
-@dataclass(frozen=True)
-class DrillRouting:
-    """AlertRouting (preflight/targets/base.py) of the native stack: renders the drill's
-    configuration over the running one, reloads Prometheus and Alertmanager (SIGHUP), and waits
-    until both serve it; `restore` renders the real one and reloads again."""
-
-    workdir: Path
-    source: Path
-    prometheus: Child
-    alertmanager: Child
-    prometheus_url: str
-    alertmanager_url: str
-
-    def divert(self, webhook_url: str) -> str:
-        render_drill_alertmanager(
-            self.source / "alertmanager.yml", self.workdir / "alertmanager.yml", webhook_url
-        )
-        render_drill_rules(self.source / "alerts.yml", self.workdir / "alerts.yml")
-        self._reload(webhook_url)
-        timing = ", ".join(f"{k} {v}" for k, v in DRILL_ROUTE_TIMING.items())
-        return (
-            f"drill configuration: every alert rule's `for` set to {DRILL_HOLD} and every range "
-            f"window longer than {DRILL_WINDOW} set to {DRILL_WINDOW} (evaluated every "
-            f"{SCRAPE_INTERVAL}); Alertmanager's routes and inhibition as written with {timing}, "
-            f"and every receiver a webhook at {webhook_url}/<receiver>"
-        )
-
-    def restore(self) -> None:
-        render_alertmanager(self.source / "alertmanager.yml", self.workdir / "alertmanager.yml")
-        render_rules(self.source / "alerts.yml", self.workdir / "alerts.yml")
-        self._reload(None)
-
-    def _reload(self, webhook_url: str | None) -> None:
-        self.alertmanager.signal(signal.SIGHUP)
-        self.prometheus.signal(signal.SIGHUP)
-        drill = webhook_url is not None
-        if until(
-            lambda: self._alertmanager_serves(webhook_url) and self._prometheus_holds(drill),
-            RELOAD_TIMEOUT_S,
-        ):
-            return
-        raise TargetUnavailable(
-            f"Prometheus or Alertmanager did not load the "
-            f"{'drill' if webhook_url else 'restored'} configuration within "
-            f"{RELOAD_TIMEOUT_S:g} s (see {self.workdir / 'logs'})"
-        )
-
-    def _alertmanager_serves(self, webhook_url: str | None) -> bool:
-        try:
-            status = _get_json(f"{self.alertmanager_url}/api/v2/status")
-            original = str(status["config"]["original"])
-        except (OSError, ValueError, KeyError):
-            return False
-        return (webhook_url in original) if webhook_url else ("webhook_configs" not in original)
-
-    def _prometheus_holds(self, drill: bool) -> bool:
-        """Whether the alert rules Prometheus evaluates now have the drill's `for` (or, after a
-        restore, none has it)."""
-        try:
-            groups = _get_json(f"{self.prometheus_url}/api/v1/rules?type=alert")["data"]["groups"]
-        except (OSError, ValueError, KeyError):
-            return False
-        held = [
-            rule.get("duration") == _duration_s(DRILL_HOLD)
-            for group in groups
-            for rule in group.get("rules", [])
-            if rule.get("duration")
-        ]
-        return bool(held) and all(held) if drill else not any(held)
 
 
 @dataclass(frozen=True)
@@ -412,7 +256,12 @@ def start_observability(
     alertmanager_url = f"http://127.0.0.1:{ports.alertmanager}"
     wait_until(alertmanager, lambda: _ready(f"{alertmanager_url}/-/ready"), ready_timeout, "ready")
     wait_until(prometheus, lambda: _ready(f"{prometheus_url}/-/ready"), ready_timeout, "ready")
+
+    def reload() -> None:
+        alertmanager.signal(signal.SIGHUP)
+        prometheus.signal(signal.SIGHUP)
+
     routing = DrillRouting(
-        workdir, source, prometheus, alertmanager, prometheus_url, alertmanager_url
+        source, workdir, reload, prometheus_url, alertmanager_url, logs=str(logs)
     )
     return Observability(prometheus_url, alertmanager_url, routing)
