@@ -29,7 +29,10 @@ import gevent.ssl
 import websocket
 import yaml
 from locust.env import Environment
-from sources import connect_from
+from sources import connect_from, edge_address
+
+# PREFLIGHT_EDGE_ADDRESS (sources.py): where the edge is, when not at the URL's host and port.
+EDGE_ADDRESS = edge_address()
 
 RNG = random.Random()  # noqa: S311 - the task mix is a simulation, not security
 PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
@@ -329,7 +332,7 @@ class RoomSocket:
         # From the user's own address when spread (sources.py): connected and TLS-wrapped here.
         sock = None
         if self.source is not None:
-            sock = connect_from(self.url, self.source, WS_TIMEOUT_S, ssl_context())
+            sock = connect_from(self.url, self.source, WS_TIMEOUT_S, ssl_context(), EDGE_ADDRESS)
         ws = websocket.create_connection(
             self.url,
             timeout=WS_TIMEOUT_S,

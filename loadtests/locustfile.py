@@ -29,11 +29,12 @@ from chat import (
 )
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
-from sources import bind_http_client_pool, pick_source, source_network
+from sources import bind_http_client_pool, edge_address, pick_source, source_network
 
 RNG = random.Random()  # noqa: S311 - the task mix is a simulation, not security
 EMOJI = ("thumbsup", "tada", "eyes", "heart")
 SOURCE_NET = source_network()  # PREFLIGHT_SOURCE_NET: one client address per user (sources.py)
+EDGE_ADDRESS = edge_address()  # PREFLIGHT_EDGE_ADDRESS: the edge on the client network, if any
 
 
 @events.init_command_line_parser.add_listener
@@ -78,7 +79,7 @@ class ChatUser(FastHttpUser):
         self.session = Session(WORLD.new_user_id())
         self.source = pick_source(SOURCE_NET)
         if self.source is not None:
-            bind_http_client_pool(self.client.client.clientpool, self.source)
+            bind_http_client_pool(self.client.client.clientpool, self.source, EDGE_ADDRESS)
         self.room: Any = None
         self.sockets: list[RoomSocket] = []
         self.retry_after = 0.0

@@ -62,6 +62,20 @@ def test_preflight_spreads_users_on_loopback_only_unless_told(
     assert source_net_for(edge_url, configured) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", None), ("172.18.0.5:8443", ("172.18.0.5", 8443)), ("[fd00::5]:8443", ("fd00::5", 8443))],
+)
+def test_the_edge_address_is_host_and_port(value: str, expected: tuple[str, int] | None) -> None:
+    assert sources.edge_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["172.18.0.5", "172.18.0.5:https", ":8443"])
+def test_an_edge_address_without_a_port_is_named(value: str) -> None:
+    with pytest.raises(ValueError, match="PREFLIGHT_EDGE_ADDRESS"):
+        sources.edge_address(value)
+
+
 class _Peers(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[str]] = []
 

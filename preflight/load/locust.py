@@ -62,6 +62,7 @@ from preflight.targets.procs import Child, free_port
 LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
 TEMP_PREFIX = "preflight-load-"
 SOURCE_NET_ENV = "PREFLIGHT_SOURCE_NET"  # loadtests/sources.py
+EDGE_ADDRESS_ENV = "PREFLIGHT_EDGE_ADDRESS"  # loadtests/sources.py
 LOOPBACK_SOURCE_NET = "127.64.0.0/10"
 
 
@@ -283,7 +284,14 @@ def locust_env(info: TargetInfo) -> tuple[dict[str, str], str]:
     env["PREFLIGHT_ADMIN_KEY"] = info.admin_key
     if info.edge.ca_file is not None:
         env["PREFLIGHT_CA_FILE"] = str(info.edge.ca_file)
-    source_net = source_net_for(info.edge.url, os.environ.get(SOURCE_NET_ENV))
+    configured = os.environ.get(SOURCE_NET_ENV)
+    clients = info.edge.clients
+    source_net = source_net_for(info.edge.url, configured)
+    if configured is None and not source_net and clients is not None:
+        # The edge behind a published port, which shows every user as one address: the users
+        # reach it on the target's client network instead, each from an address of its own.
+        source_net = clients.sources
+        env[EDGE_ADDRESS_ENV] = f"{clients.address[0]}:{clients.address[1]}"
     if source_net:
         env[SOURCE_NET_ENV] = source_net
     return env, source_net

@@ -10,6 +10,7 @@ the run then decides the checklist against the same deployment."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import shutil
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import preflight.run
 from preflight.checklist import load_checklist
 from preflight.cli import main
 from preflight.load.cpu_bound import throttling
+from preflight.load.locust import LocustRunner
 from preflight.outcomes import Outcome
 from preflight.probe.target import ProbeTarget
 from preflight.targets import TargetOptions, select_target
@@ -201,6 +204,7 @@ def _the_target_contract(info: TargetInfo, target: ContainersTarget) -> None:
     _the_api_containers_reach_the_callback_host(info, target)
     _the_error_tracker_listens_on_the_callback_host_alone(info, target)
     _the_scaling_steps_cpu_limits_apply_and_come_off(info, target)
+    _load_users_reach_the_edge_each_from_an_address_of_its_own(info)
     _a_restarted_containers_output_is_still_followed(info, "api-1")
     assert info.edge.config is not None
     assert "limit_req" in info.edge.config(), "nginx -T of the running edge"
@@ -278,6 +282,25 @@ def _without_its_tracker_error_tracking_fails(info: TargetInfo, target: Containe
 
 
 REPLICAS = ("api-1", "api-2", "realtime-1")
+
+
+def _load_users_reach_the_edge_each_from_an_address_of_its_own(info: TargetInfo) -> None:
+    """Locust's users go through the client network, not the published port (which shows
+    every user as this machine's one address, so the edge's per-address limit would refuse
+    them): the edge's access log names an address of that network per user."""
+    clients = info.edge.clients
+    assert clients is not None
+    access = next(f for f in info.observability.log_files if f.name == "access.log")
+    already = len(access.read_text().splitlines())
+    users = {"users": 6, "spawn_rate": 6, "hold_s": 6, "room_size": 3, "sockets_per_user": 1}
+    data = LocustRunner(overrides=users).collect(info, "smoke", 1)
+    assert data.source_net == clients.sources, data.source_net
+    network = ipaddress.ip_network(clients.sources)
+    seen = Counter(
+        json.loads(line)["remote_addr"] for line in access.read_text().splitlines()[already:]
+    )
+    ours = {address for address in seen if ipaddress.ip_address(address) in network}
+    assert len(ours) >= 4, seen  # six users, each from an address picked at random
 
 
 def _the_scaling_steps_cpu_limits_apply_and_come_off(
