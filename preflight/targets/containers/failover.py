@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from preflight.errors import TargetUnavailable
@@ -36,6 +37,7 @@ PROMOTE_WAIT_S = 60
 REJOIN_COMMAND = "rejoin-as-standby"
 COPY_TIMEOUT_S = 600  # the one-off copy of the other server's data
 STREAMING_WITHIN_S = 120.0
+SETTLE_S = 30.0  # for a container the engine is restarting to run PostgreSQL (or stay down)
 
 
 @dataclass
@@ -56,6 +58,10 @@ class ContainersFailover:
         """Fence the lost primary, then `pg_promote()` on the standby; returns once it accepts
         writes."""
         with self._step(f"{PRIMARY} kept down (docker stop)"):
+            # Not while the engine restarts it: a stop signal that reaches the entrypoint's shell
+            # (PID 1 without a handler) or a container between two starts is lost, and the stop
+            # then waits out the whole grace period before SIGKILL.
+            until(lambda: _settled(self.primary.container), SETTLE_S, interval=0.1)
             self.primary.stop()
         with self._step(f"{STANDBY} promoted"):
             self._promote(self.standby, STANDBY)
@@ -191,3 +197,18 @@ class ContainersFailover:
             message = (err or out or b"").decode(errors="replace").strip()
             raise TargetUnavailable(f"PostgreSQL {name}: `{sql}` failed: {message[-400:]}")
         return (out or b"").decode().strip()
+
+
+def _settled(container: Any) -> bool:
+    """Whether `container` is down for good or runs PostgreSQL itself as its main process: not
+    between two starts, nor still in its entrypoint's shell."""
+    container.reload()
+    state = container.attrs.get("State") or {}
+    if state.get("Restarting"):
+        return False
+    if not state.get("Running"):
+        return True
+    try:
+        return Path(f"/proc/{int(state['Pid'])}/comm").read_text().strip() == "postgres"
+    except (OSError, ValueError, KeyError):
+        return False
