@@ -58,9 +58,9 @@ class ContainersFailover:
         """Fence the lost primary, then `pg_promote()` on the standby; returns once it accepts
         writes."""
         with self._step(f"{PRIMARY} kept down (docker stop)"):
-            # Not while the engine restarts it: a stop signal that reaches the entrypoint's shell
-            # (PID 1 without a handler) or a container between two starts is lost, and the stop
-            # then waits out the whole grace period before SIGKILL.
+            # Not while the engine restarts it: a stop signal can be lost there (the entrypoint's
+            # shell is PID 1 without a handler for it), and the stop then waits out the whole
+            # grace period before SIGKILL (seen in two of three drills before this wait).
             until(lambda: _settled(self.primary.container), SETTLE_S, interval=0.1)
             self.primary.stop()
         with self._step(f"{STANDBY} promoted"):
