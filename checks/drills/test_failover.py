@@ -1,8 +1,10 @@
 """The failover drill: under the client journal's workload the PostgreSQL primary is killed
-(SIGKILL), its standby is promoted (`pg_promote()`), and the API workers must carry on against it
-without a restart of their own (their DSN names both servers, and their pools take whichever
-accepts writes). The journal must show no acknowledged message lost and none stored twice; the
-drill records the RTO (from the kill until sends succeed again) with the journal's figures.
+(SIGKILL), its standby is promoted (`pg_promote()`; where a restart policy would bring the killed
+primary back on its old data, the target's failover control first keeps it down, as an operator
+must), and the API workers must carry on against it without a restart of their own (their DSN
+names both servers, and their pools take whichever accepts writes): sends must succeed again
+after the promotion. The journal must show no acknowledged message lost and none stored twice;
+the drill records the RTO (from the kill until sends succeed again) with the journal's figures.
 
 Afterwards, still under the workload, the target's failover control rejoins the pair as it
 started (the lost primary rebuilt and primary again through a switchover, the standby streaming
@@ -54,6 +56,10 @@ def test_the_standby_takes_over_a_killed_primary_without_loss(
             failover.promote()
             journal.mark("promoted")
             until(lambda: journal.first_success(journal.marks["promoted"]) is not None, RECOVERY_S)
+            # Not the first success after the kill: where a restart policy brings the killed
+            # primary back on its old data (the containers target), sends succeed there until
+            # the target fences it for the promotion; the workers must follow the promoted one.
+            followed_at = journal.first_success(journal.marks["promoted"])
             back_at = journal.first_success(journal.marks["kill"])
             journal.steady(STEADY_S)
             after = {w: r["pid"] for w, r in reports(target).items()}
@@ -75,8 +81,9 @@ def test_the_standby_takes_over_a_killed_primary_without_loss(
         evidence.figure(
             "RTO: kill to the first successful send", round(back_at - marks["kill"], 3), "s"
         )
+    if followed_at is not None:
         evidence.figure(
-            "promotion to the first successful send", round(back_at - marks["promoted"], 3), "s"
+            "promotion to the first successful send", round(followed_at - marks["promoted"], 3), "s"
         )
     evidence.figure(
         "rejoined (the old primary rebuilt and primary again)",
@@ -85,7 +92,7 @@ def test_the_standby_takes_over_a_killed_primary_without_loss(
     )
     evidence.note(f"worker pids before {before}, after {after}")
 
-    assert back_at is not None, (
+    assert followed_at is not None, (
         f"sends must succeed again within {RECOVERY_S:g} s of the standby's promotion (none "
         f"did: the workers did not follow the failover; {verdict.summary()})"
     )

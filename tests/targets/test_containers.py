@@ -159,6 +159,14 @@ def test_secrets_are_random_and_the_urls_use_them(tmp_path: Path) -> None:
     assert (tmp_path / "s").stat().st_mode & 0o777 == 0o700
 
 
+def test_a_primary_only_database_url_leaves_the_standby_out(tmp_path: Path) -> None:
+    """The failover drill's broken deployment (tests/drills/test_failover_containers.py)."""
+    _, values = _write_secrets(tmp_path / "s", load(COMPOSE), with_standby=False)
+    assert "@postgres:5432/chatsdk" in values["database_url"]
+    assert "postgres-standby" not in values["database_url"]
+    assert "target_session_attrs" not in values["database_url"]
+
+
 # -- the images -----------------------------------------------------------------------------------
 
 

@@ -61,6 +61,7 @@ from preflight.targets.containers.engine import (
     launcher,
     sweep,
 )
+from preflight.targets.containers.failover import PRIMARY, STANDBY, ContainersFailover
 from preflight.targets.containers.images import IMAGES, build_all
 from preflight.targets.containers.logs import LogFollower
 from preflight.targets.containers.partition import API_SERVICES, Member, NetworkCut, store_networks
@@ -210,6 +211,8 @@ class ContainersTarget(Unsupervised):
         compose_path: Path = compose_file.COMPOSE_FILE,
         restore_from: Path | None = None,
         api_env: Mapping[str, str] | None = None,
+        *,
+        workers_primary_only: bool = False,
     ) -> None:
         self.log = log
         self.restore_from = restore_from
@@ -217,6 +220,9 @@ class ContainersTarget(Unsupervised):
         self.restore_report: dict[str, Any] | None = None
         # Test-only: more environment for the API containers (a fault switch, tests/drills).
         self.api_env = dict(api_env or {})
+        # Test-only: the API's database URL names the primary alone, not its standby (a
+        # deployment whose workers cannot follow a failover, tests/drills).
+        self.workers_primary_only = workers_primary_only
         self.timeout = timeout
         self.compose_path = compose_path
         self.run = f"preflight-{secrets_module.token_hex(4)}"
@@ -284,6 +290,7 @@ class ContainersTarget(Unsupervised):
             compose_path=self.compose_path,
             restore_from=backup,
             api_env=self.api_env,
+            workers_primary_only=self.workers_primary_only,
         )
 
     def describe(self) -> TargetDescription:
@@ -307,7 +314,9 @@ class ContainersTarget(Unsupervised):
         pki = make_pki(
             self._dir / "pki", hostnames=("localhost", EDGE_SERVICE, "postgres", "postgres-standby")
         )
-        secret_files, values = _write_secrets(self._dir / "secrets", plan, pki)
+        secret_files, values = _write_secrets(
+            self._dir / "secrets", plan, pki, with_standby=not self.workers_primary_only
+        )
         https_port, http_port = free_port(), free_port()
         client = acme.acme_client(plan)
         pebble = acme.PebbleFiles.write(self._dir / "acme") if client else None
@@ -837,6 +846,7 @@ class ContainersTarget(Unsupervised):
                     self._dir / "monitoring",
                     self._gateway(plan, monitoring.ALERTMANAGER),
                 ),
+                failover=self._failover(plan, controls),
             ),
             deployment=Deployment(
                 deployed_at=self._deployed_at,
@@ -875,6 +885,27 @@ class ContainersTarget(Unsupervised):
             None,
         )
 
+    def _failover(
+        self, plan: Compose, controls: Mapping[str, ContainerControl]
+    ) -> ContainersFailover | None:
+        """The failover drill's hands (failover.py), where the file runs a standby on a network
+        it shares with its primary."""
+        if PRIMARY not in plan.services or STANDBY not in plan.services:
+            return None
+        shared = [
+            n for n in plan.services[PRIMARY].networks if n in plan.services[STANDBY].networks
+        ]
+        if not shared:
+            return None
+        return ContainersFailover(
+            client=self._client,
+            primary=controls[PRIMARY],
+            standby=controls[STANDBY],
+            network=self._networks_made[shared[0]]._network.name,
+            labels=self._labels(),
+            log=self.log,
+        )
+
     def _partitions(self, plan: Compose) -> NetworkCut:
         """The partition drills' hands: each store's own network, and the API containers."""
         return NetworkCut(
@@ -899,12 +930,13 @@ def _remove(container: Any) -> None:
 
 
 def _write_secrets(
-    folder: Path, plan: Compose, pki: Pki | None = None
+    folder: Path, plan: Compose, pki: Pki | None = None, *, with_standby: bool = True
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """One file per compose secret, as system/deploy/secrets/README.md makes them: random hex
     passwords, the URLs built from them, and PostgreSQL's TLS files from the run's `pki`.
     Readable inside the containers (their users are not root), in a folder only root can
-    enter."""
+    enter. `with_standby=False` leaves the standby out of the API's database URL (a test's
+    broken deployment)."""
     folder.mkdir(mode=0o700)
     values = {name: secrets_module.token_hex(32) for name in plan.secrets}
     if pki is not None:
@@ -916,7 +948,7 @@ def _write_secrets(
         values.update({k: path.read_text().strip() for k, path in tls.items() if k in values})
     # The primary and, where the file runs one, its standby (whichever accepts writes), each
     # verified against the deployment's CA where the file gives one.
-    standby = "postgres-standby" in plan.services
+    standby = with_standby and STANDBY in plan.services
     hosts = "postgres:5432,postgres-standby:5432" if standby else "postgres:5432"
     query = [
         *(["target_session_attrs=read-write"] if standby else []),

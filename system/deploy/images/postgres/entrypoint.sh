@@ -14,10 +14,16 @@
 # from POSTGRES_REPLICATION_PASSWORD_FILE) writes the copy with its primary_conninfo (over TLS
 # where the primary offers it: libpq's default sslmode=prefer), and the server starts as a hot
 # standby streaming from the primary. `pg_promote()` makes it a primary.
+#
+# Operator command `rejoin-as-standby` (POSTGRES_PRIMARY_HOST naming the current primary; the
+# server of this data directory stopped): empties the data directory and copies the primary into
+# it as above, then exits; the next start of the server runs it as a standby of that primary.
+# This rebuilds a lost primary after a failover (system/docs/operations/replication.md), e.g.
+#   docker-compose run --rm -e POSTGRES_PRIMARY_HOST=postgres-standby postgres rejoin-as-standby
 set -eu
 : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=postgres}"
 export POSTGRES_USER POSTGRES_DB
-if [ "${1:-}" = postgres ] && [ -n "${POSTGRES_PRIMARY_HOST:-}" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+copy_primary() {
     pwfile=${POSTGRES_REPLICATION_PASSWORD_FILE:?POSTGRES_REPLICATION_PASSWORD_FILE must name the replication password file}
     slot=${POSTGRES_STANDBY_SLOT:-standby_1}
     conninfo="host=$POSTGRES_PRIMARY_HOST port=${POSTGRES_PRIMARY_PORT:-5432} user=${POSTGRES_REPLICATION_USER:-chatsdk_replicator} application_name=$(hostname)"
@@ -31,6 +37,17 @@ if [ "${1:-}" = postgres ] && [ -n "${POSTGRES_PRIMARY_HOST:-}" ] && [ ! -s "$PG
     pg_basebackup -D "$PGDATA" -d "$conninfo" --write-recovery-conf --wal-method=stream \
         --slot="$slot" --checkpoint=fast --no-password
     unset PGPASSWORD
+}
+if [ "${1:-}" = rejoin-as-standby ]; then
+    : "${POSTGRES_PRIMARY_HOST:?rejoin-as-standby: POSTGRES_PRIMARY_HOST must name the current primary}"
+    echo "postgres-entrypoint: emptying $PGDATA to copy $POSTGRES_PRIMARY_HOST into it"
+    find "$PGDATA" -mindepth 1 -delete
+    copy_primary
+    echo "postgres-entrypoint: $PGDATA is a standby of $POSTGRES_PRIMARY_HOST; start the server"
+    exit 0
+fi
+if [ "${1:-}" = postgres ] && [ -n "${POSTGRES_PRIMARY_HOST:-}" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+    copy_primary
 fi
 if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=${POSTGRES_PASSWORD_FILE:?POSTGRES_PASSWORD_FILE must name the superuser password file}

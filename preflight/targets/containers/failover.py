@@ -1,0 +1,214 @@
+"""The failover drill's hands over the containers target's PostgreSQL pair (base.DatabaseFailover):
+the compose file's `postgres` and `postgres-standby` containers, both of the postgres image.
+
+`promote()` first fences the lost primary: `docker stop` of its container, which the engine's
+`unless-stopped` policy then leaves down (that policy restarts a crashed container on its old
+data, a second primary beside the promoted one; replication.md's first failover step). Then
+`pg_promote(wait => true)` on the standby, through `docker exec` psql as the superuser (its
+password read from the secret file inside the container); it returns once the standby accepts
+writes.
+
+`rejoin()` puts both back in their starting roles the way an operator does it with what the image
+ships: the image's `rejoin-as-standby` command (system/deploy/images/postgres/entrypoint.sh), run
+once in a container of the image with the lost primary's data volume, secrets and network, makes
+it a standby of the promoted one; its own container then starts on that copy and streams. A
+switchover follows (the promoted one's fast shutdown sends it every WAL record), the old primary
+is promoted, and the other one is rebuilt the same way as its standby. The containers themselves
+are never replaced, so the target's controls, logs and published ports keep meaning what they
+meant."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from preflight.errors import TargetUnavailable
+from preflight.polling import until
+from preflight.targets.containers.control import ContainerControl
+
+PRIMARY = "postgres"  # the compose services, and their addresses on the network they share
+STANDBY = "postgres-standby"
+SUPERUSER_PASSWORD_FILE = "/run/secrets/postgres_password"  # noqa: S105 - a path, no secret
+PROMOTE_WAIT_S = 60
+REJOIN_COMMAND = "rejoin-as-standby"
+COPY_TIMEOUT_S = 600  # the one-off copy of the other server's data
+STREAMING_WITHIN_S = 120.0
+SETTLE_S = 30.0  # for a container the engine is restarting to run PostgreSQL (or stay down)
+
+
+@dataclass
+class ContainersFailover:
+    """`primary` and `standby`: the two containers' controls; `network`: the engine's name of
+    a network both join (the one-off copy joins it to reach the other server); `labels`: the
+    run's, for the one-off containers (so a sweep finds one a crash left behind); `log` is told
+    each step and how long it took."""
+
+    client: Any  # the docker SDK's client
+    primary: ContainerControl
+    standby: ContainerControl
+    network: str
+    labels: dict[str, str] = field(default_factory=dict)
+    log: Callable[[str], None] = field(default=lambda _m: None, repr=False)
+
+    def promote(self) -> None:
+        """Fence the lost primary, then `pg_promote()` on the standby; returns once it accepts
+        writes."""
+        with self._step(f"{PRIMARY} kept down (docker stop)"):
+            # Not while the engine restarts it: a stop signal can be lost there (the entrypoint's
+            # shell is PID 1 without a handler for it), and the stop then waits out the whole
+            # grace period before SIGKILL (seen in two of three drills before this wait).
+            until(lambda: _settled(self.primary.container), SETTLE_S, interval=0.1)
+            self.primary.stop()
+        with self._step(f"{STANDBY} promoted"):
+            self._promote(self.standby, STANDBY)
+
+    def rejoin(self) -> None:
+        """Back to the starting roles: postgres the primary, postgres-standby streaming from it.
+        Without a promotion since the start, the primary is only started again (if it is down)."""
+        if self._in_recovery(self.standby, STANDBY):
+            with self._step(f"{PRIMARY} started again, {STANDBY} streaming from it"):
+                self.primary.start()
+                self._wait_streaming(source=(self.primary, PRIMARY), standby=self.standby)
+            return
+        with self._step(f"{PRIMARY} rebuilt as a standby of {STANDBY}"):
+            self._rebuild(self.primary, source=(self.standby, STANDBY))
+        with self._step(f"switched over: {STANDBY} stopped, {PRIMARY} promoted"):
+            self.standby.stop()  # a fast shutdown sends its last WAL to the rebuilt one first
+            self._promote(self.primary, PRIMARY)
+        with self._step(f"{STANDBY} rebuilt as a standby of {PRIMARY}"):
+            self._rebuild(self.standby, source=(self.primary, PRIMARY))
+
+    # -- steps -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _step(self, what: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.log(f"failover: {what} in {time.monotonic() - started:.1f} s")
+
+    def _promote(self, server: ContainerControl, name: str) -> None:
+        done = self._psql(
+            server, name, f"SELECT pg_promote(wait => true, wait_seconds => {PROMOTE_WAIT_S})"
+        )
+        if done != "t" or self._in_recovery(server, name):
+            raise TargetUnavailable(
+                f"PostgreSQL {name} was not promoted within {PROMOTE_WAIT_S} s "
+                f"(pg_promote answered {done!r})"
+            )
+
+    def _in_recovery(self, server: ContainerControl, name: str) -> bool:
+        return self._psql(server, name, "SELECT pg_is_in_recovery()") == "t"
+
+    def _rebuild(self, server: ContainerControl, source: tuple[ContainerControl, str]) -> None:
+        """`server` stopped, its data volume made again as a standby of `source` by the image's
+        `rejoin-as-standby` command, started, streaming."""
+        server.stop()
+        self._copy(server.container, source[1])
+        server.start()
+        self._wait_streaming(source=source, standby=server)
+
+    def _copy(self, container: Any, source: str) -> None:
+        """`rejoin-as-standby` once, in a container made like `container` (its image, data
+        volume, secrets, environment and host name, the last naming it to its new primary)
+        but for the primary it copies."""
+        container.reload()
+        config = container.attrs["Config"]
+        env = self._env(container)
+        # How the compose file's standby copies its primary (the replication role, its password
+        # file, the slot), for a primary whose own environment does not say.
+        for key, value in self._env(self.standby.container).items():
+            if key.startswith(("POSTGRES_REPLICATION_", "POSTGRES_STANDBY_")):
+                env.setdefault(key, value)
+        env["POSTGRES_PRIMARY_HOST"] = source
+        volumes = {
+            (m["Name"] if m["Type"] == "volume" else m["Source"]): {
+                "bind": m["Destination"],
+                "mode": "rw" if m.get("RW", True) else "ro",
+            }
+            for m in container.attrs.get("Mounts") or ()
+            if m["Type"] in ("volume", "bind")
+        }
+        copier = self.client.containers.create(
+            config["Image"],
+            [REJOIN_COMMAND],
+            environment=env,
+            hostname=config.get("Hostname"),
+            network=self.network,
+            volumes=volumes,
+            labels=self.labels,
+        )
+        try:
+            copier.start()
+            code = int(copier.wait(timeout=COPY_TIMEOUT_S)["StatusCode"])
+            tail = copier.logs(tail=10).decode(errors="replace").strip()
+        finally:
+            copier.remove(force=True)
+        if code != 0:
+            raise TargetUnavailable(
+                f"PostgreSQL {container.name}: `{REJOIN_COMMAND}` from {source} exited {code}: "
+                f"{tail[-600:]}"
+            )
+
+    @staticmethod
+    def _env(container: Any) -> dict[str, str]:
+        """A container's environment (its image's and its own), by name."""
+        entries = container.attrs["Config"].get("Env") or ()
+        return dict(entry.partition("=")[::2] for entry in entries)
+
+    def _wait_streaming(
+        self, *, source: tuple[ContainerControl, str], standby: ContainerControl
+    ) -> None:
+        """Until `source` shows `standby` (by its host name, its application_name) streaming."""
+        standby.container.reload()
+        host = str(standby.container.attrs["Config"].get("Hostname"))
+        sql = (
+            "SELECT count(*) FROM pg_stat_replication "  # noqa: S608 - our own host name
+            f"WHERE application_name = '{host}' AND state = 'streaming'"
+        )
+
+        def streaming() -> bool:
+            try:
+                return self._psql(source[0], source[1], sql) == "1"
+            except TargetUnavailable:
+                return False  # still starting
+
+        if not until(streaming, STREAMING_WITHIN_S, interval=0.5):
+            tail = standby.container.logs(tail=10).decode(errors="replace").strip()
+            raise TargetUnavailable(
+                f"PostgreSQL {host} was not streaming from {source[1]} within "
+                f"{STREAMING_WITHIN_S:.0f} s; its last lines: {tail[-600:]}"
+            )
+
+    def _psql(self, server: ContainerControl, name: str, sql: str) -> str:
+        """`sql`'s one value, by psql in `server`'s container as the superuser."""
+        script = f'PGPASSWORD="$(cat {SUPERUSER_PASSWORD_FILE})" exec psql -h 127.0.0.1 '
+        script += '-U postgres -d postgres -XAtc "$1"'
+        try:
+            code, (out, err) = server.container.exec_run(
+                ["sh", "-c", script, "psql", sql], demux=True
+            )
+        except Exception as exc:  # docker.errors.APIError: the container does not run
+            raise TargetUnavailable(f"PostgreSQL {name}: {exc}") from exc
+        if code != 0:
+            message = (err or out or b"").decode(errors="replace").strip()
+            raise TargetUnavailable(f"PostgreSQL {name}: `{sql}` failed: {message[-400:]}")
+        return (out or b"").decode().strip()
+
+
+def _settled(container: Any) -> bool:
+    """Whether `container` is down for good or runs PostgreSQL itself as its main process: not
+    between two starts, nor still in its entrypoint's shell."""
+    container.reload()
+    state = container.attrs.get("State") or {}
+    if state.get("Restarting"):
+        return False
+    if not state.get("Running"):
+        return True
+    try:
+        return Path(f"/proc/{int(state['Pid'])}/comm").read_text().strip() == "postgres"
+    except (OSError, ValueError, KeyError):
+        return False
