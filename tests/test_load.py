@@ -9,6 +9,7 @@ The edge's per-IP limits are raised (NativeOptions.api_rate_per_s): every Locust
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -64,11 +65,14 @@ def load_items() -> list[Item]:
 
 
 def locust_processes(since: float) -> list[str]:
+    """Locust processes this test process started since `since` that still run (the suite's
+    other processes run Locust of their own meanwhile)."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
-        cmdline = proc.info["cmdline"] or []
-        if proc.info["create_time"] >= since - 1 and LOCUSTFILE in cmdline:
-            found.append(" ".join(cmdline))
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmdline = proc.cmdline()
+            if proc.create_time() >= since - 1 and LOCUSTFILE in cmdline:
+                found.append(" ".join(cmdline))
     return found
 
 
