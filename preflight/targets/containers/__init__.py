@@ -370,8 +370,13 @@ class ContainersTarget(Unsupervised):
                 f"containers target: the edge at {edge_url} is not ready within "
                 f"{self.timeout:.0f} s (its last lines: {tail[-400:]})"
             )
+        edge_id = str(self._running[f"{EDGE_SERVICE}-1"].container.get_wrapped_container().id)
         if renewal is not None and not until(
-            lambda: _ok(f"{edge_url}/v1/health/live", context), acme.SERVED_WITHIN_S
+            # Served by every worker: right after the reload that loads it, workers of the old
+            # configuration may still accept connections (and serve the bootstrap certificate)
+            # until they have taken in that they are shutting down.
+            lambda: _ok(f"{edge_url}/v1/health/live", context) and not _reloading(edge_id),
+            acme.SERVED_WITHIN_S,
         ):
             self.log(
                 f"the edge does not serve the certificate pebble issued within "
@@ -1006,6 +1011,19 @@ def _edge_config(container_id: str, conf: Path) -> str:
             f"{done.returncode}: {done.stderr.strip()[-400:]}"
         )
     return done.stdout
+
+
+def _reloading(container_id: str) -> bool:
+    """Whether NGINX in the edge's container still has workers of an older configuration (their
+    title says "shutting down" until they exit), or cannot be asked."""
+    listing = subprocess.run(  # a process may end between the glob and its read: no matter
+        ["docker", "exec", container_id, "sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null; :"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    return b"nginx: master" not in listing or b"shutting down" in listing
 
 
 def _ok(url: str, context: ssl.SSLContext) -> bool:
