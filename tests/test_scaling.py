@@ -92,9 +92,14 @@ def test_without_per_worker_limits_the_api_components_are_halved_with_no_limit()
     )
 
 
-def test_runs_bounded_by_the_workers_limit_give_the_ratio_with_their_throttling() -> None:
+def containers_plan() -> ScalingPlan:
     plan = plan_scaling(target(CONTAINERS, container_limits()), "release", SETTINGS, {})
     assert isinstance(plan, ScalingPlan)
+    return plan
+
+
+def test_runs_bounded_by_the_workers_limit_give_the_ratio_with_their_throttling() -> None:
+    plan = containers_plan()
     full = StepRun(run_data(400), throttled(0.9, ("api-1", "api-2")))
     half = StepRun(run_data(200), throttled(0.95, ("api-1",)))
     results = scaling_result(LoadResults("release", True), plan, full, half, Thresholds())
@@ -112,8 +117,7 @@ def test_runs_bounded_by_the_workers_limit_give_the_ratio_with_their_throttling(
 
 
 def test_a_run_whose_workers_were_not_throttled_is_no_evidence() -> None:
-    plan = plan_scaling(target(CONTAINERS, container_limits()), "release", SETTINGS, {})
-    assert isinstance(plan, ScalingPlan)
+    plan = containers_plan()
     full = StepRun(run_data(300), throttled(0.1, ("api-1", "api-2")))
     half = StepRun(run_data(200), throttled(0.95, ("api-1",)))
     results = scaling_result(LoadResults("release", True), plan, full, half, Thresholds())
