@@ -359,3 +359,15 @@ def test_every_run_warns_while_no_harness_key_is_pinned(
     err = capsys.readouterr().err
     assert err.startswith(f"preflight: WARNING: {keys} pins no harness key")
     assert "`preflight verify` refuses its records" in err
+
+
+def test_keygen_refuses_a_role_no_item_names_and_suggests_the_nearest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli("keygen", "--out", str(tmp_path / "k.pem"), "--role", "ops-laed") == 2
+    err = capsys.readouterr().err
+    assert "--role ops-laed is not a role of" in err
+    assert "did you mean ops-lead?" in err
+    assert cli("keygen", "--out", str(tmp_path / "k.pem"), "--role", "chef") == 2
+    assert "did you mean" not in capsys.readouterr().err
+    assert not (tmp_path / "k.pem").exists()

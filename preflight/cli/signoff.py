@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -47,6 +48,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keygen.add_argument("--name", help="the person (or CI job) holding the key")
     keygen.add_argument("--register", action="store_true", help="add it to the registry")
     keygen.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    keygen.add_argument(
+        "--checklist",
+        type=Path,
+        default=checklist.DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist whose owner roles --role must name (default: %(default)s)",
+    )
     keygen.set_defaults(handler=cmd_keygen)
 
     sign = sub.add_parser(
@@ -124,6 +132,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     if args.register and not (args.role and args.name):
         raise PreflightError("keygen --register needs --role and --name (who holds the key)")
+    if args.role:
+        _known_role(args.role, args.checklist)
     key = signing.write_private_key(args.out)
     print(f"wrote private key {args.out} (mode 0600: keep it private, never commit it)")
     print(f"public key  {signing.public_key_text(key)}")
@@ -134,6 +144,18 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     elif args.role:
         print(signing.registration_hint(args.role, key, args.keys, args.name or "YOUR NAME"))
     return EXIT_OK
+
+
+def _known_role(role: str, path: Path) -> None:
+    """A key registered for a role no checklist item names could never decide anything: refuse
+    it before writing the key, suggesting the nearest role."""
+    owners = {item.owner for item in checklist.load_checklist(path).items}
+    roles = sorted(owners | {signing.HARNESS})
+    if role in roles:
+        return
+    near = difflib.get_close_matches(role, roles, n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    raise PreflightError(f"--role {role} is not a role of {path}{hint} (roles: {', '.join(roles)})")
 
 
 def _registered(
