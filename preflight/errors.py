@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
 
 class PreflightError(Exception):
     """Root of every error the harness raises on purpose (exit code 2 at the CLI)."""
@@ -11,8 +15,24 @@ class TargetUnavailable(PreflightError):
     """A target could not be brought up or reached; the message names the component and the fix."""
 
 
-class TargetFileInvalid(PreflightError):
-    """A target file is missing a field or has a bad value; the message names the field."""
+class FileInvalid(PreflightError):
+    """A YAML file the harness reads breaks its rules; `problems` names entry, field and line."""
+
+    noun: ClassVar[str] = "file"
+
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(
+            f"{path} is not a valid {self.noun} ({count}):\n  " + "\n  ".join(problems)
+        )
+
+
+class TargetFileInvalid(FileInvalid):
+    """A target file is missing a field or has a bad value; every problem names line and field."""
+
+    noun = "target file"
 
 
 class EdgeConfigInvalid(PreflightError):

@@ -19,9 +19,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from preflight.errors import PreflightError
+from preflight.errors import FileInvalid, PreflightError
 from preflight.record import RECORD_SCHEMA, RecordInvalid, record_digest
-from preflight.yamlfile import FileInvalid, YamlPath, line_of, read_yaml
+from preflight.yamlfile import YamlPath, line_of, read_yaml
 
 ALGORITHM = "ed25519"
 HARNESS = "harness"

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from jsonschema import Draft202012Validator, ValidationError
 
 from preflight.checklist import Checklist, describe_error, load_schema
-from preflight.yamlfile import FileInvalid, YamlPath, line_of, read_yaml
+from preflight.errors import FileInvalid
+from preflight.yamlfile import YamlPath, line_of, read_yaml
 
 if TYPE_CHECKING:
     from preflight.signing import Registry

@@ -3,29 +3,14 @@ its line (waivers.yaml, the key registry)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar
 
 import yaml
 
-from preflight.errors import PreflightError
+from preflight.errors import FileInvalid
 
 YamlPath = tuple[str | int, ...]
-
-
-class FileInvalid(PreflightError):
-    """A YAML file of the sign-off breaks its rules; `problems` names entry, field and line."""
-
-    noun: ClassVar[str] = "file"
-
-    def __init__(self, path: Path, problems: Sequence[str]) -> None:
-        self.path = path
-        self.problems = list(problems)
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(
-            f"{path} is not a valid {self.noun} ({count}):\n  " + "\n  ".join(problems)
-        )
 
 
 class _TextDatesLoader(yaml.SafeLoader):

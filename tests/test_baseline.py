@@ -303,4 +303,5 @@ def test_a_bad_peak_names_the_field_and_the_file(tmp_path: Path, value: str, pro
     path.write_text(TARGET + f"peak_requests_per_s: {value}\n")
     with pytest.raises(TargetFileInvalid) as err:
         load_target_file(path, {})
-    assert str(err.value).startswith(f"target file {path}: field `peak_requests_per_s` {problem}")
+    (only,) = err.value.problems
+    assert only.startswith(f"{path}:4: field `peak_requests_per_s` {problem}")

@@ -38,6 +38,7 @@ cert_renewal:                          # optional: renew the edge's certificate 
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import ssl
@@ -45,20 +46,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from jsonschema import Draft202012Validator
 
+from preflight.checklist import describe_error, load_schema
 from preflight.errors import TargetFileInvalid, TargetUnavailable
 from preflight.targets.base import (
     CONTROL_ACTIONS,
     Backups,
-    ComponentControl,
     Deployment,
     Drills,
     Edge,
-    Job,
     Observability,
     ShellControl,
     ShellJob,
@@ -70,6 +70,7 @@ from preflight.targets.base import (
     Unsupervised,
 )
 from preflight.targets.describe import describe_running
+from preflight.yamlfile import YamlPath, line_of, read_yaml
 
 
 class ExternalTarget(Unsupervised):
@@ -117,122 +118,10 @@ class ExternalTarget(Unsupervised):
         return describe_running(self.info)
 
 
-FIELDS = {
-    "name",
-    "edge_url",
-    "ca_file",
-    "admin_key",
-    "http_url",
-    "postgres_dsn",
-    "redis_url",
-    "control",
-    "metrics_urls",
-    "log_files",
-    "jwt_secret",
-    "prometheus_url",
-    "alertmanager_url",
-    "grafana_url",
-    "error_events",
-    "backup_dir",
-    "backup_offsite_dir",
-    "upload_dir",
-    "jobs",
-    "peak_requests_per_s",
-    "cert_renewal",
-}
+SCHEMA = "target"
 LIST_FIELDS = ("metrics_urls", "log_files")
+STRUCTURED = ("control", "jobs", "peak_requests_per_s", "cert_renewal", *LIST_FIELDS)
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
-
-
-def _fail(path: Path, field: str, problem: str) -> TargetFileInvalid:
-    return TargetFileInvalid(f"target file {path}: field `{field}` {problem}")
-
-
-def _resolve(path: Path, field: str, value: object, environ: Mapping[str, str]) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(path, field, "must be a non-empty string")
-    if value.startswith("env:"):
-        name = value[4:]
-        if not name:
-            raise _fail(path, field, "says `env:` without a variable name")
-        if not environ.get(name):
-            raise _fail(path, field, f"refers to environment variable {name}, which is not set")
-        return environ[name]
-    return value
-
-
-def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> TargetInfo:
-    """Read and validate a target file; every problem names the field."""
-    env = os.environ if environ is None else environ
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise TargetFileInvalid(f"target file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise TargetFileInvalid(f"target file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise TargetFileInvalid(f"target file {path} must be a mapping of fields")
-    unknown = sorted(set(raw) - FIELDS)
-    if unknown:
-        raise _fail(path, unknown[0], f"is not a known field (known: {', '.join(sorted(FIELDS))})")
-    for required in ("name", "edge_url", "admin_key"):
-        if required not in raw:
-            raise _fail(path, required, "is missing")
-
-    values = {
-        k: _resolve(path, k, v, env)
-        for k, v in raw.items()
-        if k not in ("control", "jobs", "peak_requests_per_s", "cert_renewal")
-        and k not in LIST_FIELDS
-    }
-    _check_urls(path, values)
-    ca_file: Path | None = None
-    if "ca_file" in values:
-        ca_file = Path(values["ca_file"])
-        if not ca_file.is_absolute():
-            ca_file = (path.parent / ca_file).resolve()
-        if not ca_file.is_file():
-            raise _fail(path, "ca_file", f"names {ca_file}, which is not a readable file")
-
-    return TargetInfo(
-        name=values["name"],
-        kind="external",
-        edge=Edge(
-            url=values["edge_url"].rstrip("/"),
-            http_url=values.get("http_url"),
-            ca_file=ca_file,
-            renewal=_renewal(path, raw.get("cert_renewal")),
-        ),
-        admin_key=values["admin_key"],
-        jwt_secret=values.get("jwt_secret"),
-        stores=Stores(
-            postgres_dsn=values.get("postgres_dsn"),
-            redis_url=values.get("redis_url"),
-            upload_dir=_optional_path(path, values, "upload_dir"),
-        ),
-        observability=Observability(
-            metrics_urls=tuple(_metrics_urls(path, raw.get("metrics_urls"), env)),
-            log_files=tuple(_log_files(path, raw.get("log_files"), env)),
-            prometheus_url=_strip(values.get("prometheus_url")),
-            alertmanager_url=_strip(values.get("alertmanager_url")),
-            grafana_url=_strip(values.get("grafana_url")),
-            error_events=_optional_path(path, values, "error_events"),
-        ),
-        backups=Backups(
-            dir=_optional_path(path, values, "backup_dir"),
-            offsite_dir=_optional_path(path, values, "backup_offsite_dir"),
-        ),
-        drills=Drills(
-            control=_control(path, raw.get("control")), jobs=_jobs(path, raw.get("jobs"))
-        ),
-        deployment=Deployment(
-            peak_requests_per_s=(
-                _peak(path, raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
-            )
-        ),
-    )
-
-
 URL_SCHEMES = {
     "edge_url": ("https",),
     "http_url": ("http",),
@@ -244,51 +133,219 @@ URL_SCHEMES = {
 }
 
 
+def fields() -> dict[str, str]:
+    """Every field a target file accepts, with what it is for (from the shipped JSON Schema)."""
+    properties = load_schema(SCHEMA)["properties"]
+    return {name: spec["description"] for name, spec in properties.items()}
+
+
+def fields_markdown() -> str:
+    """The table of every field that docs/verifying-a-deployment.md carries (a test keeps the two
+    equal; regenerate with `python -c "from preflight.targets.external import fields_markdown;
+    print(fields_markdown())"`)."""
+    required = set(load_schema(SCHEMA)["required"])
+    rows = [
+        f"| `{name}` | {'required' if name in required else 'optional'} | {text} |"
+        for name, text in fields().items()
+    ]
+    return "\n".join(["| field | | what it is for |", "| --- | --- | --- |", *rows])
+
+
+class _Problems:
+    """Every problem of one target file, each with its line and field, found in one pass."""
+
+    def __init__(self, path: Path, lines: dict[YamlPath, int]) -> None:
+        self.path, self.lines, self.found = path, lines, list[tuple[int, str]]()
+
+    def add(self, at: YamlPath, problem: str) -> None:
+        line = line_of(self.lines, at)
+        self.found.append((line, f"{self.path}:{line}: field `{_field(at)}` {problem}"))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise TargetFileInvalid(self.path, [m for _, m in sorted(set(self.found))])
+
+
+def _field(at: YamlPath) -> str:
+    """A field's name as the user writes it: control.api.stop, metrics_urls[1]."""
+    name = ""
+    for part in at:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else part)
+    return name or "(top level)"
+
+
+def _schema_problems(raw: object, problems: _Problems) -> None:
+    for error in Draft202012Validator(load_schema(SCHEMA)).iter_errors(raw):
+        at: YamlPath = tuple(error.absolute_path)
+        names, message = describe_error(error)
+        if error.validator == "required":
+            message = "is missing"
+        elif error.validator == "additionalProperties" and not at:
+            for name in names:
+                near = difflib.get_close_matches(name, fields(), n=1)
+                hint = f"; did you mean `{near[0]}`?" if near else ""
+                known = ", ".join(sorted(fields()))
+                problems.add((name,), f"is not a known field{hint} (known: {known})")
+            continue
+        elif error.validator in ("minLength", "pattern") and isinstance(error.instance, str):
+            message = "must be a non-empty string"
+        elif error.validator == "type":
+            message = _type_message(at, error.validator_value, error.instance)
+        elif error.validator == "exclusiveMinimum":
+            message = f"must be a positive number (got {error.instance!r})"
+        elif error.validator in ("additionalProperties", "minProperties") and at[:1] == (
+            "control",
+        ):
+            message = "must map some of stop, start, kill to a command"
+            names = [n for n in names if n not in CONTROL_ACTIONS]
+            if names:
+                for name in names:
+                    problems.add((*at, name), "is not one of stop, start, kill")
+                continue
+        if at[:1] == ("cert_renewal",):
+            problems.add(
+                ("cert_renewal",),
+                "must give `command` (renews the edge's certificate now) and `schedule` (how "
+                "the deployment renews on its own), both non-empty strings",
+            )
+            continue
+        for where in [(*at, name) for name in names] or [at]:
+            problems.add(where, message)
+
+
+def _type_message(at: YamlPath, wanted: object, got: object) -> str:
+    if at == ("peak_requests_per_s",):
+        return f"must be a number of requests/s at the busiest minute of real traffic (got {got!r})"
+    if at and at[0] in LIST_FIELDS and len(at) == 1:
+        return "must be a list of strings"
+    if wanted == "object":
+        return "must be a mapping"
+    return "must be a non-empty string" if wanted == "string" else f"must be a {wanted}"
+
+
+def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> TargetInfo:
+    """Read and validate a target file against its schema and rules; raise TargetFileInvalid
+    naming every problem with its line and field, all found in one pass."""
+    env = os.environ if environ is None else environ
+    if not path.is_file():
+        raise TargetFileInvalid(path, [f"target file {path} does not exist"])
+    raw, lines = read_yaml(path, TargetFileInvalid)
+    if not isinstance(raw, dict):
+        raise TargetFileInvalid(path, [f"{path}:1: a target file must be a mapping of fields"])
+    problems = _Problems(path, lines)
+    _schema_problems(raw, problems)
+    peak = raw.get("peak_requests_per_s")
+    if isinstance(peak, float) and not math.isfinite(peak):
+        problems.add(("peak_requests_per_s",), _type_message(("peak_requests_per_s",), "", peak))
+    if problems.found:
+        problems.raise_any()
+    values = {k: _resolve(problems, (k,), v, env) for k, v in raw.items() if k not in STRUCTURED}
+    _check_urls(problems, values)
+    metrics_urls = _metrics_urls(problems, raw.get("metrics_urls"), env)
+    log_files = _log_files(path, problems, raw.get("log_files"), env)
+    ca_file: Path | None = None
+    if values.get("ca_file"):
+        ca_file = _relative(path, values["ca_file"])
+        if not ca_file.is_file():
+            problems.add(("ca_file",), f"names {ca_file}, which is not a readable file")
+    problems.raise_any()
+
+    return TargetInfo(
+        name=values["name"],
+        kind="external",
+        edge=Edge(
+            url=values["edge_url"].rstrip("/"),
+            http_url=values.get("http_url"),
+            ca_file=ca_file,
+            renewal=_renewal(raw.get("cert_renewal")),
+        ),
+        admin_key=values["admin_key"],
+        jwt_secret=values.get("jwt_secret"),
+        stores=Stores(
+            postgres_dsn=values.get("postgres_dsn"),
+            redis_url=values.get("redis_url"),
+            upload_dir=_optional_path(path, values, "upload_dir"),
+        ),
+        observability=Observability(
+            metrics_urls=tuple(metrics_urls),
+            log_files=tuple(log_files),
+            prometheus_url=_strip(values.get("prometheus_url")),
+            alertmanager_url=_strip(values.get("alertmanager_url")),
+            grafana_url=_strip(values.get("grafana_url")),
+            error_events=_optional_path(path, values, "error_events"),
+        ),
+        backups=Backups(
+            dir=_optional_path(path, values, "backup_dir"),
+            offsite_dir=_optional_path(path, values, "backup_offsite_dir"),
+        ),
+        drills=Drills(
+            control={
+                str(component): ShellControl(str(component), commands)
+                for component, commands in (raw.get("control") or {}).items()
+            },
+            jobs={
+                str(name): ShellJob(str(name), command)
+                for name, command in (raw.get("jobs") or {}).items()
+            },
+        ),
+        deployment=Deployment(
+            peak_requests_per_s=(
+                float(raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
+            )
+        ),
+    )
+
+
+def _resolve(problems: _Problems, at: YamlPath, value: object, environ: Mapping[str, str]) -> str:
+    """A string value, or the environment variable an `env:NAME` value names."""
+    text = str(value)
+    if text.startswith("env:"):
+        name = text[4:]
+        if not name:
+            problems.add(at, "says `env:` without a variable name")
+            return ""
+        if not environ.get(name):
+            problems.add(at, f"refers to environment variable {name}, which is not set")
+            return ""
+        return environ[name]
+    return text
+
+
 def _strip(url: str | None) -> str | None:
     return url.rstrip("/") if url else None
 
 
-def _check_urls(path: Path, values: Mapping[str, str]) -> None:
+def _check_urls(problems: _Problems, values: Mapping[str, str]) -> None:
     for name, schemes in URL_SCHEMES.items():
-        if name not in values:
+        if not values.get(name):
             continue
         url = urlsplit(values[name])
         if url.scheme not in schemes or not url.hostname:
-            raise _fail(
-                path, name, f"must be a {' or '.join(s + '://' for s in schemes)} URL with a host"
-            )
+            wanted = " or ".join(s + "://" for s in schemes)
+            problems.add((name,), f"must be a {wanted} URL with a host")
 
 
-def _list(path: Path, field: str, raw: object, environ: Mapping[str, str]) -> list[str]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise _fail(path, field, "must be a list of strings")
-    return [_resolve(path, f"{field}[{i}]", value, environ) for i, value in enumerate(raw)]
-
-
-def _metrics_urls(path: Path, raw: object, environ: Mapping[str, str]) -> list[str]:
-    urls = _list(path, "metrics_urls", raw, environ)
+def _metrics_urls(problems: _Problems, raw: object, environ: Mapping[str, str]) -> list[str]:
+    entries = raw if isinstance(raw, list) else []
+    urls = [_resolve(problems, ("metrics_urls", i), v, environ) for i, v in enumerate(entries)]
     for i, value in enumerate(urls):
         url = urlsplit(value)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise _fail(
-                path, f"metrics_urls[{i}]", "must be an http:// or https:// URL with a host"
-            )
+        if value and (url.scheme not in ("http", "https") or not url.hostname):
+            problems.add(("metrics_urls", i), "must be an http:// or https:// URL with a host")
     return urls
 
 
-def _log_files(path: Path, raw: object, environ: Mapping[str, str]) -> list[Path]:
-    files = []
-    for value in _list(path, "log_files", raw, environ):
-        file = Path(value)
-        files.append(file if file.is_absolute() else (path.parent / file).resolve())
-    return files
+def _log_files(
+    path: Path, problems: _Problems, raw: object, environ: Mapping[str, str]
+) -> list[Path]:
+    entries = raw if isinstance(raw, list) else []
+    values = [_resolve(problems, ("log_files", i), v, environ) for i, v in enumerate(entries)]
+    return [_relative(path, value) for value in values if value]
 
 
 def _optional_path(path: Path, values: Mapping[str, str], field: str) -> Path | None:
     """A file or directory the target file may name (None when it does not)."""
-    return _relative(path, values[field]) if field in values else None
+    return _relative(path, values[field]) if values.get(field) else None
 
 
 def _relative(path: Path, value: str) -> Path:
@@ -297,67 +354,10 @@ def _relative(path: Path, value: str) -> Path:
     return file if file.is_absolute() else (path.parent / file).resolve()
 
 
-def _peak(path: Path, raw: object) -> float:
-    """A number, not a string: a peak is not a secret, and `"180"` or `180 r/s` in YAML is
-    more likely a typo than a figure. An empty value is an error too, not an absent field."""
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise _fail(
-            path,
-            "peak_requests_per_s",
-            f"must be a number of requests/s at the busiest minute of real traffic (got {raw!r})",
-        )
-    if raw <= 0:
-        raise _fail(path, "peak_requests_per_s", f"must be a positive number (got {raw!r})")
-    return float(raw)
-
-
-def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
-    if raw is None:
-        return {}
+def _renewal(raw: object) -> ShellRenewal | None:
     if not isinstance(raw, dict):
-        raise _fail(path, "control", "must map component names to {stop, start, kill} commands")
-    controls: dict[str, ComponentControl] = {}
-    for component, commands in raw.items():
-        field = f"control.{component}"
-        if not isinstance(commands, dict) or not commands:
-            raise _fail(path, field, "must map some of stop, start, kill to a command")
-        for action, command in commands.items():
-            if action not in CONTROL_ACTIONS:
-                raise _fail(path, f"{field}.{action}", "is not one of stop, start, kill")
-            if not isinstance(command, str) or not command.strip():
-                raise _fail(path, f"{field}.{action}", "must be a non-empty command string")
-        controls[str(component)] = ShellControl(str(component), commands)
-    return controls
-
-
-def _jobs(path: Path, raw: object) -> dict[str, Job]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _fail(path, "jobs", "must map job names (backup, retention) to a command")
-    jobs: dict[str, Job] = {}
-    for name, command in raw.items():
-        if not isinstance(command, str) or not command.strip():
-            raise _fail(path, f"jobs.{name}", "must be a non-empty command string")
-        jobs[str(name)] = ShellJob(str(name), command)
-    return jobs
-
-
-def _renewal(path: Path, raw: object) -> ShellRenewal | None:
-    if raw is None:
         return None
-    fields = raw if isinstance(raw, dict) else {}
-    command, schedule = fields.get("command"), fields.get("schedule")
-    if set(fields) != {"command", "schedule"} or not all(
-        isinstance(v, str) and v.strip() for v in (command, schedule)
-    ):
-        raise _fail(
-            path,
-            "cert_renewal",
-            "must give `command` (renews the edge's certificate now) and `schedule` (how the "
-            "deployment renews on its own), both non-empty strings",
-        )
-    return ShellRenewal(str(command), str(schedule))
+    return ShellRenewal(str(raw["command"]), str(raw["schedule"]))
 
 
 def write_target_file(info: TargetInfo, path: Path) -> None:

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from preflight.errors import TargetFileInvalid, TargetUnavailable
+from preflight.targets import external
 from preflight.targets.base import Edge, ShellControl, Stores, TargetInfo, offered
-from preflight.targets.external import load_target_file, write_target_file
+from preflight.targets.external import fields, load_target_file, write_target_file
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -80,6 +83,50 @@ def test_every_problem_names_the_field(tmp_path: Path, text: str, field: str, pr
         load_target_file(write(tmp_path, text), {})
     assert f"`{field}`" in str(err.value)
     assert problem in str(err.value)
+
+
+def test_every_problem_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
+    text = (
+        "name: a\n"  # 1
+        "edge_url: http://x\n"  # 2
+        "admin_key: env:NOT_SET_HERE\n"  # 3
+        "jwt_secret: 12\n"  # 4
+        "metrics_urls: [http://a/m, '']\n"  # 5
+        "control:\n"  # 6
+        "  api: {stop: x, restart: y}\n"  # 7
+        "grafana: http://g\n"  # 8
+        "peak_requests_per_s: -1\n"  # 9
+    )
+    with pytest.raises(TargetFileInvalid) as err:
+        load_target_file(write(tmp_path, text), {})
+    path = tmp_path / "t.yaml"
+    problems = err.value.problems
+    assert f"{path}:4: field `jwt_secret` must be a non-empty string" in problems
+    assert f"{path}:5: field `metrics_urls[1]` must be a non-empty string" in problems
+    assert f"{path}:7: field `control.api.restart` is not one of stop, start, kill" in problems
+    unknown = f"{path}:8: field `grafana` is not a known field; did you mean `grafana_url`?"
+    assert any(p.startswith(unknown) for p in problems)
+    assert f"{path}:9: field `peak_requests_per_s` must be a positive number (got -1)" in problems
+    assert len(problems) == 5, problems
+    assert str(err.value).startswith(f"{path} is not a valid target file (5 problems):")
+    # Once the shape is right, the values are checked, again all at once.
+    text = "name: a\nedge_url: http://x\nadmin_key: env:NOT_SET_HERE\nca_file: none.pem\n"
+    with pytest.raises(TargetFileInvalid) as err:
+        load_target_file(write(tmp_path, text), {})
+    assert [p.split(": field ")[0] for p in err.value.problems] == [
+        f"{path}:{line}" for line in (2, 3, 4)
+    ]
+
+
+def test_the_docs_list_every_field_from_the_schema() -> None:
+    """docs/verifying-a-deployment.md's table is the schema's, and the module's example shows
+    every field, so neither drifts from what the loader accepts."""
+    doc = (REPO / "docs/verifying-a-deployment.md").read_text()
+    table = doc.split("<!-- target-fields:start -->\n")[1].split("\n<!-- target-fields:end -->")[0]
+    assert table == external.fields_markdown(), "regenerate the table: see fields_markdown()"
+    assert external.__doc__ is not None
+    example = {line.split(":")[0] for line in external.__doc__.splitlines() if ":" in line}
+    assert set(fields()) <= example
 
 
 def test_not_yaml_and_not_a_mapping_are_clear(tmp_path: Path) -> None:
