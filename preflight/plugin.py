@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,10 @@ def _ignore_result(result: ProbeResult) -> None:
     return None
 
 
+def _ignore_collected(probes: Mapping[str, tuple[str, ...]]) -> None:
+    return None
+
+
 @dataclass(eq=False)  # eq=False keeps it hashable, which pytest's plugin manager needs
 class RunContext:
     """What `preflight run` hands to the probes: a target that already runs, which items are
@@ -56,6 +60,7 @@ class RunContext:
     selected: set[str] | None = None
     on_start: Callable[[str, tuple[str, ...], int, int], None] = _ignore_start
     on_result: Callable[[ProbeResult], None] = _ignore_result
+    on_collected: Callable[[Mapping[str, tuple[str, ...]]], None] = _ignore_collected
 
 
 class _Harvest:
@@ -317,6 +322,8 @@ class _State:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         running = {item.nodeid for item in session.items}  # after -k, -m and the selection
         self.probes = {nodeid: ids for nodeid, ids in self.probes.items() if nodeid in running}
+        if self.run is not None:
+            self.run.on_collected(self.probes)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:

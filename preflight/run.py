@@ -244,6 +244,7 @@ class _Stage:
             target=self.info,
             selected=wanted,
             on_start=progress.probe_started,
+            on_collected=progress.probes_collected,
             on_result=lambda r: progress.probe_done(
                 r, areas.get(r.items[0], "?") if r.items else "?"
             ),

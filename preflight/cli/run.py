@@ -126,6 +126,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the CI's JUnit XML for this commit (a testsuite property `commit`): decides "
         "DEP-TESTS-GREEN instead of an attestation",
     )
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="one progress line per probe (test) instead of one per checklist item",
+    )
     p.set_defaults(handler=cmd_run)
 
 
@@ -170,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        result = run(options, Progress())
+        result = run(options, Progress(verbose=args.verbose))
     except KeyboardInterrupt as stop:
         what = received[-1] if received else "SIGINT"
         where = f", {stop}" if str(stop) and str(stop) != what else ""
