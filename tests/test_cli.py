@@ -41,6 +41,18 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be at least 1" in capsys.readouterr().err
 
 
+def test_an_unknown_area_names_the_choices_and_the_nearest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--area", "security,securty"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown area 'securty'; did you mean security?" in err
+    assert "(one of: infrastructure, security, application," in err
+    assert "('" not in err
+
+
 def test_a_port_in_use_exits_2_naming_the_port_and_leaves_nothing() -> None:
     tmp = Path(tempfile.gettempdir())
     before = set(tmp.glob("preflight-native-*"))

@@ -3,7 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Callable
+
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def choices(allowed: tuple[str, ...], what: str) -> type[argparse.Action]:
+    """A repeatable, comma-separated option whose every value must be one of `allowed`; an
+    unknown value is refused naming the nearest allowed one."""
+
+    class Collect(argparse.Action):
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: object,
+            option_string: str | None = None,
+        ) -> None:
+            chosen = list(getattr(namespace, self.dest) or [])
+            for value in str(values).split(","):
+                if value not in allowed:
+                    near = difflib.get_close_matches(value, allowed, n=1)
+                    hint = f"; did you mean {near[0]}?" if near else ""
+                    parser.error(
+                        f"{option_string}: unknown {what} {value!r}{hint} "
+                        f"(one of: {', '.join(allowed)})"
+                    )
+                chosen.append(value)
+            setattr(namespace, self.dest, chosen)
+
+    return Collect
 
 
 def command_group(

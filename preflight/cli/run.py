@@ -9,35 +9,13 @@ from pathlib import Path
 from types import FrameType
 
 from preflight.checklist import AREAS, DEFAULT_PATH
+from preflight.cli._args import SEVERITIES, choices
 from preflight.errors import PreflightError
 from preflight.load.runner import no_load_runner
 from preflight.progress import Progress
 from preflight.run import PROFILES, RunOptions, run
 from preflight.scope import verdict_line
 from preflight.signing import warn_unpinned_harness
-
-SEVERITIES = ("critical", "high", "medium", "low")
-
-
-def _choices(allowed: tuple[str, ...], what: str) -> type[argparse.Action]:
-    """A repeatable, comma-separated option whose every value must be one of `allowed`."""
-
-    class Collect(argparse.Action):
-        def __call__(
-            self,
-            parser: argparse.ArgumentParser,
-            namespace: argparse.Namespace,
-            values: object,
-            option_string: str | None = None,
-        ) -> None:
-            chosen = list(getattr(namespace, self.dest) or [])
-            for value in str(values).split(","):
-                if value not in allowed:
-                    parser.error(f"{option_string}: unknown {what} {value!r} (one of {allowed})")
-                chosen.append(value)
-            setattr(namespace, self.dest, chosen)
-
-    return Collect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,14 +47,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--area",
         dest="areas",
-        action=_choices(AREAS, "area"),
+        action=choices(AREAS, "area"),
         metavar="AREA[,AREA]",
         help=f"only items of these areas (repeatable); one of: {', '.join(AREAS)}",
     )
     p.add_argument(
         "--severity",
         dest="severities",
-        action=_choices(SEVERITIES, "severity"),
+        action=choices(SEVERITIES, "severity"),
         metavar="SEV[,SEV]",
         help="only items of these severities (repeatable): critical, high, medium, low",
     )
