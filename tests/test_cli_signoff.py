@@ -270,6 +270,16 @@ def test_attest_writes_a_statement_the_owner_role_can_make(
     assert "no item 'NO-SUCH'" in capsys.readouterr().err
     assert len(list((tmp_path / "att").iterdir())) == 1
 
+    listing = ["--checklist", CHECKLIST, "--dir", str(tmp_path / "att"),
+               "--keys", str(signoff / "keys.yaml")]  # fmt: skip
+    assert cli("attestations", *listing) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rota = next(line for line in lines if " OPS-ONCALL-ROTA " in line)
+    assert rota.startswith("valid ")
+    assert f"valid until {expires}" in rota
+    assert any(line.startswith("none ") for line in lines)
+    assert lines[-1].split(": ")[1].startswith("1 of ")
+
 
 def test_waivers_lists_status_and_rejects_a_bad_file(
     tmp_path: Path, signoff: Path, capsys: pytest.CaptureFixture[str]

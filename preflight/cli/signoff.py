@@ -116,6 +116,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     attest.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
     attest.set_defaults(handler=cmd_attest)
 
+    listing = sub.add_parser(
+        "attestations",
+        help="list every manual item with the attestation that decides it, or why none does",
+        description=(
+            "For each `verify: manual` item: the newest valid attestation for this release "
+            "(who, until when), else why the newest one does not count (expired, wrong role, "
+            "unregistered key, bad signature, another release) or that there is none. Exit 0."
+        ),
+    )
+    listing.add_argument(
+        "--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE", help="checklist"
+    )
+    listing.add_argument(
+        "--dir",
+        type=Path,
+        default=attestations.DEFAULT_DIR,
+        metavar="DIR",
+        help="the attestations directory (default: %(default)s)",
+    )
+    listing.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    listing.set_defaults(handler=cmd_attestations)
+
     waiver_list = sub.add_parser(
         "waivers",
         help="validate waivers.yaml and list each waiver with its status",
@@ -280,6 +302,23 @@ def cmd_attest(args: argparse.Namespace) -> int:
     print(f"attested {item.id} ({item.title}) as {role} ({statement['signer']})")
     print(f"for release {release.label(statement['release'])} only")
     print(f"valid until {statement['expires']}; wrote {path} (commit it)")
+    return EXIT_OK
+
+
+def cmd_attestations(args: argparse.Namespace) -> int:
+    loaded = checklist.load_checklist(args.checklist)
+    registry = signing.load_registry(args.keys)
+    found = attestations.load_attestations(args.dir)
+    current = release.current_release(args.checklist)
+    now = datetime.now(UTC)
+    manual = [item for item in loaded.items if item.verify == "manual"]
+    width = max((len(item.id) for item in manual), default=0)
+    valid = 0
+    for item in manual:
+        verdict = attestations.evaluate_attestation(item, found, registry, now, current)
+        valid += verdict.valid
+        print(f"{verdict.status:<16} {item.id:<{width}}  owner {item.owner}: {verdict.reason}")
+    print(f"{args.dir}: {valid} of {len(manual)} manual items attested for this release")
     return EXIT_OK
 
 
