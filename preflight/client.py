@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from preflight.targets.base import TargetInfo
+if TYPE_CHECKING:
+    from preflight.targets.base import TargetInfo
 
 
 @dataclass(frozen=True)

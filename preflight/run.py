@@ -32,6 +32,7 @@ from preflight.decide import (
 from preflight.drills import DRILLS_DIR, drill_filter, selected_drills
 from preflight.errors import PreflightError
 from preflight.history import new_run_id, previous_record, write_run
+from preflight.load import PROFILES
 from preflight.load.derived import derive_load_figures
 from preflight.load.locust import LocustRunner, locust_runner
 from preflight.load.results import LoadResults
@@ -45,8 +46,6 @@ from preflight.signing import PANEL_ROLES, Registry, load_registry, sign_as_harn
 from preflight.targets import TargetOptions, select_target
 from preflight.targets.base import TargetInfo
 from preflight.waivers import Waiver, load_waivers, waivers_for
-
-PROFILES = ("smoke", "release", "soak")
 
 
 @dataclass(frozen=True)

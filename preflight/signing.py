@@ -27,6 +27,15 @@ ALGORITHM = "ed25519"
 HARNESS = "harness"
 PANEL_ROLES = ("dev-lead", "ops-lead", "security-lead", "product-manager", "cto")
 DEFAULT_KEYS = Path("signoff/keys.yaml")
+KEYS_VARIABLE = "PREFLIGHT_KEYS"
+
+
+def default_keys() -> Path:
+    """The key registry the commands read unless given --keys: $PREFLIGHT_KEYS, so that a record
+    downloaded anywhere can be verified, else signoff/keys.yaml of the current directory."""
+    return Path(os.environ.get(KEYS_VARIABLE) or DEFAULT_KEYS)
+
+
 RUN_KEY_ENV = "PREFLIGHT_RUN_KEY"
 KEY_FIELDS = ("key_id", "public_key", "name")
 SIGNATURE_FIELDS = (
@@ -186,7 +195,11 @@ def load_registry(path: Path = DEFAULT_KEYS, *, must_exist: bool = False) -> Reg
         if not must_exist:
             return Registry(path=path, roles={})
         raise RegistryInvalid(
-            path, [f"{path}: no such key registry (pass --keys, or create it with keygen)"]
+            path,
+            [
+                f"{path}: no such key registry (pass --keys FILE or set {KEYS_VARIABLE} to the "
+                "repository's signoff/keys.yaml, or create one with keygen)"
+            ],
         )
     data, lines = read_yaml(path, RegistryInvalid)
     roles, problems = _parse_registry(path, data, lines)

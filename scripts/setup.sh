@@ -11,8 +11,8 @@
 #     none answers (as root; not root: prints the command, exits 2). PREFLIGHT_NO_DOCKER=1 skips
 #     it on a machine that runs the native target only.
 #   - a virtual environment in .venv holding exactly the Python packages of uv.lock (the project
-#     and its dev extra, hashes checked, nothing else), installed by uv and re-done only when
-#     pyproject.toml or uv.lock changes
+#     with all its extras: probes, load, browser, system and dev; hashes checked, nothing
+#     else), installed by uv and re-done only when pyproject.toml or uv.lock changes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -156,7 +156,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     # Exact by default: a package in .venv that the lock does not name is removed.
     # Playwright drives the system's chromium: it must never fetch a browser of its own.
     if ! PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
-        scripts/uv.sh sync --locked --extra dev --python "$PY" --quiet; then
+        scripts/uv.sh sync --locked --all-extras --python "$PY" --quiet; then
         echo "setup: could not install uv.lock into .venv (above). If pyproject.toml changed," >&2
         echo "setup: refresh the lock with 'make lock' and commit uv.lock with it." >&2
         exit 2

@@ -19,7 +19,10 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 UV = REPO / ".tools" / "uv" / "bin" / "uv"
 # The install set the README's commands use (scripts/setup.sh: `uv sync --extra dev`).
-EXTRAS = ("dev",)
+# Set-up installs the project with every extra (scripts/setup.sh: uv sync --all-extras).
+EXTRAS = tuple(
+    tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+)
 
 
 def locked_set(lock: Mapping[str, Any], extras: Iterable[str]) -> dict[str, str]:

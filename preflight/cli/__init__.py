@@ -42,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PreflightError as exc:
         print(f"preflight: error: {exc}", file=sys.stderr)
         return EXIT_HARNESS
+    except ModuleNotFoundError as exc:
+        # The light install (no extras) signs, verifies and renders; running needs the rest.
+        print(
+            f"preflight: error: `preflight {args.command}` needs the Python package "
+            f'{exc.name}, which this install lacks: pip install "preflight[all]" (the '
+            "probes, the load generator, the browser and the chat system)",
+            file=sys.stderr,
+        )
+        return EXIT_HARNESS
     except BrokenPipeError:  # `preflight checklist show | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -9,7 +9,6 @@ from pathlib import Path
 from preflight.checklist import AREAS, DEFAULT_PATH, Item, load_checklist
 from preflight.cli._args import command_group
 from preflight.errors import PreflightError
-from preflight.plugin import collect_probes
 
 EXIT_OK = 0
 
@@ -68,6 +67,8 @@ def cmd_checklist(args: argparse.Namespace) -> int:
 def _deciding_tests(checklist_path: Path, checks: Path) -> dict[str, list[str]] | None:
     if not checks.is_dir():
         return None
+    from preflight.plugin import collect_probes  # noqa: PLC0415 - pytest: only when listing tests
+
     collected = collect_probes([checks], checklist_path)
     if collected.errors:
         raise PreflightError(

@@ -11,11 +11,10 @@ from types import FrameType
 from preflight.checklist import AREAS, DEFAULT_PATH
 from preflight.cli._args import SEVERITIES, choices
 from preflight.errors import PreflightError
-from preflight.load.runner import no_load_runner
+from preflight.load import PROFILES
 from preflight.progress import Progress
-from preflight.run import PROFILES, RunOptions, run
 from preflight.scope import verdict_line
-from preflight.signing import warn_unpinned_harness
+from preflight.signing import KEYS_VARIABLE, default_keys, warn_unpinned_harness
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,7 +88,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
     p.add_argument("--waivers", type=Path, default=Path("waivers.yaml"), help="waivers.yaml")
     p.add_argument(
-        "--keys", type=Path, default=Path("signoff/keys.yaml"), help="public keys per role"
+        "--keys",
+        type=Path,
+        default=default_keys(),
+        help=f"public keys per role (default: ${KEYS_VARIABLE}, else signoff/keys.yaml)",
     )
     p.add_argument(
         "--attestations",
@@ -129,6 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for option, value in (("--workers", args.workers), ("--api-workers", args.api_workers)):
         if value < 1:
             raise PreflightError(f"{option} must be at least 1 (got {value})")
+    # The run's own modules (targets, Locust's runner, the probe plugin) load only for a run, so
+    # the sign-off commands work in an install without them.
+    from preflight.load.runner import no_load_runner  # noqa: PLC0415
+    from preflight.run import RunOptions, run  # noqa: PLC0415
+
     options = RunOptions(
         checklist_path=args.checklist,
         target=args.target,

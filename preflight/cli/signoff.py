@@ -32,7 +32,9 @@ def _date(text: str) -> date:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's subcommands; each sets `handler=` (args -> exit code)."""
-    keys_help = f"the public-key registry ({signing.DEFAULT_KEYS})"
+    keys_help = (
+        f"the public-key registry (default: ${signing.KEYS_VARIABLE}, else {signing.DEFAULT_KEYS})"
+    )
 
     keygen = sub.add_parser(
         "keygen",
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keygen.add_argument("--role", help="the role the key signs for (e.g. ops-lead)")
     keygen.add_argument("--name", help="the person (or CI job) holding the key")
     keygen.add_argument("--register", action="store_true", help="add it to the registry")
-    keygen.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    keygen.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     keygen.add_argument(
         "--checklist",
         type=Path,
@@ -71,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.add_argument("--role", required=True, help="the role you sign for")
     sign.add_argument("--key", type=Path, required=True, metavar="KEY", help="your private key")
     sign.add_argument("--name", help="your name as shown (default: the registry's name)")
-    sign.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    sign.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     sign.add_argument("--allow-unpinned-harness", action="store_true", help=UNPINNED_HELP)
     sign.set_defaults(handler=cmd_sign)
 
@@ -90,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify.add_argument(
         "record", type=Path, metavar="RECORD", help="record.json or a run directory"
     )
-    verify.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    verify.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     verify.add_argument("--allow-unpinned-harness", action="store_true", help=UNPINNED_HELP)
     verify.set_defaults(handler=cmd_verify)
 
@@ -113,7 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     attest.add_argument("--name", help="your name as shown (default: the registry's name)")
     attest.add_argument("--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE")
     attest.add_argument("--dir", type=Path, default=attestations.DEFAULT_DIR, metavar="DIR")
-    attest.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    attest.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     attest.set_defaults(handler=cmd_attest)
 
     listing = sub.add_parser(
@@ -135,7 +137,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="the attestations directory (default: %(default)s)",
     )
-    listing.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    listing.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     listing.set_defaults(handler=cmd_attestations)
 
     waiver_list = sub.add_parser(
@@ -147,7 +149,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     waiver_list.add_argument(
         "--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE"
     )
-    waiver_list.add_argument("--keys", type=Path, default=signing.DEFAULT_KEYS, help=keys_help)
+    waiver_list.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     waiver_list.set_defaults(handler=cmd_waivers)
 
 

@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from preflight.targets import Target, TargetInfo, TargetOptions, select_target, write_target_file
+if TYPE_CHECKING:
+    from preflight.targets import Target, TargetInfo
+
 
 EXIT_OK, EXIT_NOT_READY = 0, 1
 
@@ -93,6 +96,8 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from preflight.targets import TargetOptions, select_target, write_target_file  # noqa: PLC0415
+
     t0 = time.monotonic()
     log = _log_to_stderr(t0)
     options = TargetOptions(

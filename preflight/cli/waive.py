@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.add_argument("--file", type=Path, default=waivers.DEFAULT_PATH, help="waivers.yaml")
     sign.add_argument("--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE")
     sign.add_argument(
-        "--keys", type=Path, default=signing.DEFAULT_KEYS, help="the public-key registry"
+        "--keys", type=Path, default=signing.default_keys(), help="the public-key registry"
     )
     sign.set_defaults(handler=cmd_waive_sign)
 

@@ -13,3 +13,5 @@ on.
   itself: the p95 against an earlier record, the throughput against the production peak.
 - `results`: LoadResults, what the stage hands to the decisions and the record.
 """
+
+PROFILES = ("smoke", "release", "soak")  # the load profiles loadtests/locustfile.py defines
