@@ -424,7 +424,9 @@ def test_the_release_dependencies_have_no_known_vulnerability(evidence: Evidence
 
 
 def _release_dependencies() -> dict[str, str]:
-    """Name -> installed version of everything `pip install .` puts into the image."""
+    """Name -> installed version of everything `pip install "preflight[all]"` installs: the
+    engine, the probes, the load generator, the browser driver and the chat system (not the
+    dev extra, which no release carries)."""
     found: dict[str, str] = {}
     todo = ["preflight"]
     while todo:
@@ -437,9 +439,12 @@ def _release_dependencies() -> dict[str, str]:
         if key in found:
             continue
         found[key] = dist.version
+        extras = [""]
+        if key == "preflight":
+            extras += [e for e in dist.metadata.get_all("Provides-Extra") or [] if e != "dev"]
         for line in dist.requires or []:
             req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
                 todo.append(req.name)
     found.pop("preflight", None)  # the project itself is not on PyPI
     return found
