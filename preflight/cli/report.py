@@ -9,6 +9,7 @@ from preflight.diff import describe, diff_records, selection_difference, summary
 from preflight.final_verdict import final_verdict
 from preflight.record import load_record, record_path
 from preflight.report import write_reports
+from preflight.report.markdown import render_markdown
 from preflight.scope import verdict_line
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
@@ -33,6 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         metavar="DIR",
         help="where to write the reports (default: next to the record)",
+    )
+    report.add_argument(
+        "--format",
+        choices=("html", "markdown"),
+        default="html",
+        help="html: write report.html and junit.xml (the default); markdown: print the verdict "
+        "and the blocking items as Markdown, for a CI job summary",
     )
     report.set_defaults(handler=cmd_report)
 
@@ -63,6 +71,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     source = record_path(args.record)
     record = load_record(source)
+    if args.format == "markdown":
+        print(render_markdown(record), end="")
+        return EXIT_OK
     out_dir = args.out if args.out is not None else source.parent
     for path in write_reports(record, out_dir):
         print(f"wrote {path}")
