@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from preflight.checklist import load_checklist
-from preflight.cli import main
+from preflight.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,3 +128,17 @@ def test_checklist_show_refuses_probes_that_do_not_collect(
     code = main(["checklist", "show", str(REPO / "checklist.yaml"), "--checks", str(checks)])
     assert code == 2
     assert "NO-SUCH-ITEM" in capsys.readouterr().err
+
+
+def test_every_option_and_argument_of_every_command_has_help() -> None:
+    def undocumented(parser: argparse.ArgumentParser, path: str) -> Iterator[str]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from undocumented(sub, f"{path} {name}")
+            elif isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            elif not action.help or action.help == argparse.SUPPRESS:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(build_parser(), "preflight")) == []

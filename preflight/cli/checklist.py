@@ -27,7 +27,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "validate",
         help="check the file; exit 0 if valid, 2 listing every problem (item, field, line)",
     )
-    validate.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
+    validate.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist (default: %(default)s)",
+    )
     show = actions.add_parser(
         "show",
         help="list items: id, area, severity, verify, title, and the tests that decide them",
@@ -36,7 +43,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "with the item (collected without starting a target), or what decides them instead."
         ),
     )
-    show.add_argument("file", nargs="?", type=Path, default=DEFAULT_PATH, metavar="FILE")
+    show.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist (default: %(default)s)",
+    )
     show.add_argument("--area", choices=AREAS, help="only items of this area")
     show.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
 

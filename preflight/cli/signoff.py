@@ -113,8 +113,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     attest.add_argument("--note", required=True, help="what you checked, in a sentence")
     attest.add_argument("--role", help="the role you attest as (default: the item's owner)")
     attest.add_argument("--name", help="your name as shown (default: the registry's name)")
-    attest.add_argument("--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE")
-    attest.add_argument("--dir", type=Path, default=attestations.DEFAULT_DIR, metavar="DIR")
+    attest.add_argument(
+        "--checklist",
+        type=Path,
+        default=checklist.DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist (default: %(default)s)",
+    )
+    attest.add_argument(
+        "--dir",
+        type=Path,
+        default=attestations.DEFAULT_DIR,
+        metavar="DIR",
+        help="where the statement is written (default: %(default)s)",
+    )
     attest.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     attest.set_defaults(handler=cmd_attest)
 
@@ -128,7 +140,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     listing.add_argument(
-        "--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE", help="checklist"
+        "--checklist",
+        type=Path,
+        default=checklist.DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist (default: %(default)s)",
     )
     listing.add_argument(
         "--dir",
@@ -145,9 +161,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="validate waivers.yaml and list each waiver with its status",
         description="Validate the waivers file (exit 2 naming every problem) and list waivers.",
     )
-    waiver_list.add_argument("file", nargs="?", type=Path, default=waivers.DEFAULT_PATH)
     waiver_list.add_argument(
-        "--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE"
+        "file",
+        nargs="?",
+        type=Path,
+        default=waivers.DEFAULT_PATH,
+        metavar="FILE",
+        help="the waivers file (default: %(default)s)",
+    )
+    waiver_list.add_argument(
+        "--checklist",
+        type=Path,
+        default=checklist.DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist (default: %(default)s)",
     )
     waiver_list.add_argument("--keys", type=Path, default=signing.default_keys(), help=keys_help)
     waiver_list.set_defaults(handler=cmd_waivers)

@@ -50,7 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--line", type=int, metavar="N", help="the waiver's line, when ITEM has several"
     )
     sign.add_argument("--file", type=Path, default=waivers.DEFAULT_PATH, help="waivers.yaml")
-    sign.add_argument("--checklist", type=Path, default=checklist.DEFAULT_PATH, metavar="FILE")
+    sign.add_argument(
+        "--checklist",
+        type=Path,
+        default=checklist.DEFAULT_PATH,
+        metavar="FILE",
+        help="the checklist (default: %(default)s)",
+    )
     sign.add_argument(
         "--keys", type=Path, default=signing.default_keys(), help="the public-key registry"
     )
