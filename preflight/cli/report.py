@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from preflight.diff import describe, diff_records, selection_difference, summary
 from preflight.final_verdict import final_verdict
 from preflight.record import load_record, record_path
 from preflight.report import write_reports
+from preflight.report.hdf import render_hdf
 from preflight.report.markdown import render_markdown
 from preflight.scope import verdict_line
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
+HDF_FILE = "record.hdf.json"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,10 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     report.add_argument(
         "--format",
-        choices=("html", "markdown"),
+        choices=("html", "markdown", "hdf"),
         default="html",
         help="html: write report.html and junit.xml (the default); markdown: print the verdict "
-        "and the blocking items as Markdown, for a CI job summary",
+        "and the blocking items as Markdown, for a CI job summary; hdf: write record.hdf.json in "
+        "MITRE's Heimdall Data Format, to view beside InSpec results in Heimdall",
     )
     report.set_defaults(handler=cmd_report)
 
@@ -73,6 +77,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     record = load_record(source)
     if args.format == "markdown":
         print(render_markdown(record), end="")
+        return EXIT_OK
+    if args.format == "hdf":
+        out = (args.out if args.out is not None else source.parent) / HDF_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(render_hdf(record), indent=1) + "\n")
+        print(f"wrote {out}")
         return EXIT_OK
     out_dir = args.out if args.out is not None else source.parent
     for path in write_reports(record, out_dir):
