@@ -172,7 +172,9 @@ class _Progress:
         if outcome is Outcome.PASS and not entries:
             # A pass says what was seen; a test that merely ended proved nothing.
             outcome, message = Outcome.ERROR, NO_EVIDENCE_MESSAGE
-        duration = self.durations.get("call", sum(self.durations.values()))
+        # The whole probe, set-up and teardown included: a drill's work is mostly in its
+        # fixtures (break, restore), which the call phase alone would not count.
+        duration = sum(self.durations.values())
         return ProbeResult(
             nodeid=nodeid,
             items=self.items,
