@@ -19,7 +19,7 @@ from preflight.cli import main
 from preflight.outcomes import OUTCOMES
 from preflight.record import RecordInvalid, load_record, validate_record, write_record
 from preflight.report import write_reports
-from preflight.report.html import image_size, render_html
+from preflight.report.html import format_value, image_size, render_html
 from preflight.report.junit import render_junit
 from preflight.signing import HARNESS, PANEL_ROLES
 from tests.records import (
@@ -600,14 +600,42 @@ def test_screenshots_show_inline_at_their_size() -> None:
 
 
 def test_the_load_run_is_charted_inline_and_the_drills_are_listed(html: str) -> None:
-    load = html[html.index('<section id="load">') : html.index('<section id="target">')]
-    assert load.count("<svg") == 2, "latency and throughput charts, drawn inline"
+    load = html[html.index('<section id="load">') : html.index('<section id="drills">')]
+    assert load.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 2, (
+        "latency and throughput charts, drawn inline"
+    )
     assert "Latency over time" in load
     assert "<polyline" in load
     assert "<code>GET /v1/channels</code>" in load
-    assert REDIS_DRILL in load
-    assert "writes failed: 0" in load
-    assert "31.2 s" in load
+    drills = html[html.index('<section id="drills">') : html.index('<section id="target">')]
+    assert REDIS_DRILL in drills
+    assert '<th scope="row">writes failed</th><td class="num">0</td>' in drills
+    assert "31.2 s" in drills
+
+
+def test_the_blockers_are_grouped_by_what_they_take_failures_first(
+    record: dict[str, Any], html: str
+) -> None:
+    top = html[html.index('<section id="blockers"') : html.index('<section id="outcomes">')]
+    headings = re.findall(r"<h3>([^<]+) <span", top)
+    assert headings[0] == "Failed or could not be decided: fix first"
+    assert "Needs the release load profile" in headings
+    assert "Needs a signature" in headings
+    assert any(h.startswith("Needs an attestation from") for h in headings) or (
+        not any(i["verify"] == "manual" and i["blocking"] for i in record["items"])
+    )
+    fix = top[: top.index("Needs ")]
+    for item_id in record["verdict"]["blocking"]:
+        outcome = next(i["outcome"] for i in record["items"] if i["id"] == item_id)
+        assert (f'href="#item-{item_id}"' in fix) == (outcome in ("fail", "error"))
+
+
+def test_figures_are_formatted_with_units() -> None:
+    assert format_value(84.0, "ms") == "84 ms"
+    assert format_value(0.1234, "%") == "0.123 %"
+    assert format_value(12345.6, "/s") == "12,346 /s"
+    assert format_value({"api_p95_ms": 12.0, "ok": True}) == "api_p95_ms 12 ms; ok yes"
+    assert format_value(None) == "not measured"
 
 
 def test_the_system_at_full_scale_and_the_scaling_step_are_tabled(html: str) -> None:

@@ -224,7 +224,9 @@ class Page:
         return [u for u in urls if u.split(":", 1)[0] not in ("file", "data")]
 
 
-def open_page(devtools: DevTools, url: str) -> Page:
+def open_page(
+    devtools: DevTools, url: str, width: int = WIDTH, height: int = HEIGHT, mobile: bool = False
+) -> Page:
     target = devtools.call("Target.createTarget", url="about:blank")["targetId"]
     session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     for method in ("Page.enable", "Network.enable", "Runtime.enable"):
@@ -232,10 +234,10 @@ def open_page(devtools: DevTools, url: str) -> Page:
     devtools.call(
         "Emulation.setDeviceMetricsOverride",
         session,
-        width=WIDTH,
-        height=HEIGHT,
+        width=width,
+        height=height,
         deviceScaleFactor=1,
-        mobile=False,
+        mobile=mobile,
     )
     devtools.call("Page.addScriptToEvaluateOnNewDocument", session, source=WATCH_CSP)
     devtools.call("Page.navigate", session, url=url)
@@ -401,3 +403,74 @@ def test_the_screenshot_checks_can_fail() -> None:
     box = {"x": 0, "y": 0, "width": 40, "height": 20}
     assert share_of(green, box, NOT_READY_RED) == 0
     assert share_of(green, box, READY_GREEN) == 1
+
+
+# --- the layout at a desk and on a phone --------------------------------------------------------
+
+OVERFLOW = "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+FIRST_SCREEN = """
+(sels) => sels.map((sel) => {
+  const el = document.querySelector(sel);
+  if (!el) return null;
+  const r = el.getBoundingClientRect();
+  return [r.top, r.bottom, el.innerText.slice(0, 200)];
+})
+"""
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "mobile"), [(1400, 900, False), (390, 844, True)], ids=["desk", "phone"]
+)
+def test_the_report_fits_the_screen_and_opens_on_the_verdict_and_its_blockers(
+    chromium: DevTools, tmp_path: Path, width: int, height: int, mobile: bool
+) -> None:
+    html, _ = write_reports(make_record(every_item=True), tmp_path)
+    page = open_page(chromium, html.as_uri(), width, height, mobile)
+    assert page.evaluate("window.__violations") == []
+    scroll_width, client_width = page.evaluate(OVERFLOW)
+    assert scroll_width <= client_width, f"the page scrolls sideways at {width} px"
+    verdict, head, first = page.evaluate(
+        f"({FIRST_SCREEN})(['#verdict', '.blockers-head', '.blocker-group h3'])"
+    )
+    assert verdict[0] >= 0
+    assert verdict[2].startswith("NOT READY")
+    assert head[1] <= height, "the count of blocking items is on the first screen"
+    assert "items block the release" in head[2]
+    if width >= 1000:
+        assert first[1] <= height, "and the first group of blockers"
+        assert first[2].startswith("Failed or could not be decided")
+    (tmp_path / f"report-{width}.png").write_bytes(page.screenshot())
+
+
+def test_the_overflow_check_can_fail(chromium: DevTools, tmp_path: Path) -> None:
+    wide = tmp_path / "wide.html"
+    wide.write_text('<!doctype html><meta name="viewport" content="width=device-width">'
+                    '<table><tr><td>' + "x" * 400 + "</td></tr></table>")  # fmt: skip
+    page = open_page(chromium, wide.as_uri(), 390, 844, True)
+    scroll_width, client_width = page.evaluate(OVERFLOW)
+    assert scroll_width > client_width
+
+
+def test_the_filter_shows_only_the_items_that_match(chromium: DevTools, tmp_path: Path) -> None:
+    record = make_record(every_item=True)
+    html, _ = write_reports(record, tmp_path)
+    page = open_page(chromium, html.as_uri())
+    visible = "document.querySelectorAll('article.item:not([hidden])').length"
+    assert page.evaluate(visible) == len(record["items"])
+    page.evaluate(
+        "const s = document.getElementById('filter-outcome'); s.value = 'fail';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    fails = [i["id"] for i in record["items"] if i["outcome"] == "fail"]
+    assert page.evaluate(visible) == len(fails)
+    assert page.evaluate("document.getElementById('filter-count').textContent") == (
+        f"{len(fails)} of {len(record['items'])} items"
+    )
+    page.evaluate(
+        f"const t = document.getElementById('filter-text'); t.value = '{fails[0].lower()}';"
+        "t.dispatchEvent(new Event('input'));"
+    )
+    shown = page.evaluate(
+        "Array.from(document.querySelectorAll('article.item:not([hidden])')).map(e => e.id)"
+    )
+    assert shown == [f"item-{fails[0]}"]

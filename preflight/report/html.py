@@ -27,7 +27,7 @@ from preflight.evidence import IMAGE_MAGIC
 from preflight.final_verdict import EDITED, SIGNED, FinalVerdict, final_verdict
 from preflight.outcomes import OUTCOMES, Outcome
 from preflight.record import record_digest
-from preflight.report.charts import load_charts
+from preflight.report.charts import load_charts, outcome_chart
 from preflight.scope import verdict_label, verdict_line
 from preflight.signing import signature_status
 
@@ -174,6 +174,150 @@ class AreaRow:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class BlockerRow:
+    id: str
+    outcome: str
+    severity: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BlockerGroup:
+    key: str
+    heading: str
+    rows: tuple[BlockerRow, ...]
+    hint: str = ""
+
+
+REASON_CHARS = 180
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "\u2026"
+
+
+def blocker_groups(items: Sequence[ItemView], awaiting: Sequence[RoleView]) -> list[BlockerGroup]:
+    """What stands between this record and a release, grouped by what it takes: failures and
+    errors to fix first; then items waiting for the release load profile, for an attestation
+    from a role, or for a run that decides them; then the roles still to sign."""
+    blocking = sorted((i for i in items if i.data["blocking"]), key=_attention)
+
+    def rows(chosen: Sequence[ItemView]) -> tuple[BlockerRow, ...]:
+        return tuple(
+            BlockerRow(
+                str(i.data["id"]),
+                str(i.data["outcome"]),
+                str(i.data["severity"]),
+                _one_line(i.data["reason"]),
+            )
+            for i in chosen
+        )
+
+    broken = [i for i in blocking if i.data["outcome"] in ("fail", "error")]
+    load = [i for i in blocking if i not in broken and i.data["verify"] == "load"]
+    manual = [i for i in blocking if i not in broken and i.data["verify"] == "manual"]
+    rest = [i for i in blocking if i not in broken and i not in load and i not in manual]
+    groups = []
+    if broken:
+        groups.append(
+            BlockerGroup("fix", "Failed or could not be decided: fix first", rows(broken))
+        )
+    if load:
+        groups.append(
+            BlockerGroup(
+                "load",
+                "Needs the release load profile",
+                rows(load),
+                "preflight run --profile release decides these at the checklist's scale",
+            )
+        )
+    for owner in sorted({str(i.data["owner"]) for i in manual}):
+        mine = [i for i in manual if i.data["owner"] == owner]
+        groups.append(
+            BlockerGroup(
+                f"attest-{owner}",
+                f"Needs an attestation from the {ROLE_NAMES.get(owner, owner).lower()}",
+                rows(mine),
+                f"preflight attest ITEM --key KEY (as {owner})",
+            )
+        )
+    if rest:
+        groups.append(BlockerGroup("undecided", "Not decided by this run", rows(rest)))
+    if awaiting:
+        groups.append(
+            BlockerGroup(
+                "sign",
+                "Needs a signature",
+                tuple(BlockerRow(f"role-{r.role}", "unverified", "", r.name) for r in awaiting),
+                "preflight sign RECORD --role ROLE --key KEY, once the run is READY",
+            )
+        )
+    return groups
+
+
+@dataclass(frozen=True)
+class DrillView:
+    name: str
+    nodeid: str
+    items: tuple[str, ...]
+    outcome: str
+    message: str
+    duration: str
+    figures: tuple[tuple[str, str], ...]
+
+
+def _drills(drills: Sequence[Mapping[str, Any]]) -> list[DrillView]:
+    return [
+        DrillView(
+            name=str(d.get("name", "")),
+            nodeid=str(d.get("nodeid", "")),
+            items=tuple(d.get("items", [])),
+            outcome=str(d.get("outcome", "")),
+            message=str(d.get("message", "")),
+            duration=format_value(d.get("duration_s", 0), "s"),
+            figures=tuple(
+                (str(f["name"]), format_value(f["value"], str(f.get("unit") or "")))
+                for f in d.get("figures", [])
+            ),
+        )
+        for d in drills
+    ]
+
+
+UNIT_SUFFIXES = (
+    ("_ms", "ms"),
+    ("_pct", "%"),
+    ("_per_s", "/s"),
+    ("_s", "s"),
+    ("_bytes", "bytes"),
+    ("_mib", "MiB"),
+)
+
+
+def unit_of(name: str) -> str:
+    """The unit a figure's name ends in (api_latency_p95_ms -> ms), or none."""
+    return next((unit for suffix, unit in UNIT_SUFFIXES if name.endswith(suffix)), "")
+
+
+def format_value(value: Any, unit: str = "") -> str:
+    """A figure for a person: thousands separated, at most three significant decimals, its
+    unit; a mapping as `key value` pairs; None as `not measured`."""
+    if value is None:
+        return "not measured"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.3g}"
+        return f"{number} {unit}".strip() if unit != "%" else f"{number} %"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {format_value(v, unit_of(str(k)))}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(format_value(v, unit) for v in value)
+    return str(value)
 
 
 def _load_components(load: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -330,16 +474,16 @@ def _figures(figures: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     if not figures:
         return ()
     rows: list[tuple[str, str]] = []
+    unit = unit_of(str(figures.get("metric", "")))
     if "metric" in figures:
-        target = f"{figures['metric']} {figures.get('comparison', '')} {figures.get('value', '')}"
-        rows.append(("target", target.strip()))
+        value = format_value(figures.get("value"), unit)
+        rows.append(("target", f"{figures['metric']} {figures.get('comparison', '')} {value}"))
     if "measured" in figures:
-        measured = figures["measured"]
-        rows.append(("measured", "not measured" if measured is None else _text(measured)))
+        rows.append(("measured", format_value(figures["measured"], unit)))
     if "scale_reached" in figures:
         rows.append(("scale reached", "yes" if figures["scale_reached"] else "no"))
     shown = {"metric", "comparison", "value", "measured", "scale_reached"}
-    rows += [(k, _text(v)) for k, v in figures.items() if k not in shown]
+    rows += [(k, format_value(v, unit_of(k))) for k, v in figures.items() if k not in shown]
     return tuple(rows)
 
 
@@ -476,6 +620,7 @@ def render_html(record: Mapping[str, Any]) -> str:
     harness = [_signature(s, digest) for s in record["signatures"] if s["role"] == "harness"]
     roles = _roles(record, digest)
     groups = _groups(items)
+    area_rows = _area_rows(record["items"])
     template = _environment().get_template(TEMPLATE)
     return template.render(
         record=record,
@@ -486,14 +631,20 @@ def render_html(record: Mapping[str, Any]) -> str:
         edited=release.state == EDITED,
         signed=release.state == SIGNED,
         outcomes=[o.value for o in OUTCOMES],
-        area_rows=_area_rows(record["items"]),
+        area_rows=area_rows,
+        area_chart=outcome_chart([(row.area, row.counts) for row in area_rows]),
+        blockers=blocker_groups(items, [r for r in roles if not r.signed]),
+        drills=_drills(record["drills"]),
+        areas=[a for a in AREAS if any(row.area == a for row in area_rows)],
         groups=groups,
         group_keys={g.key for g in groups},
         blocking=[i for i in items if i.data["blocking"]],
         changes=_changes(record),
         roles=roles,
-        load_figures=[(k, _text(v)) for k, v in sorted(record["load"]["figures"].items())],
-        load_charts=load_charts(record["load"]),
+        load_figures=[
+            (k, format_value(v, unit_of(k))) for k, v in sorted(record["load"]["figures"].items())
+        ],
+        load_charts=load_charts(record["load"], record["items"]),
         load_requests=sorted((record["load"].get("requests") or {}).items()),
         load_components=_load_components(record["load"]),
         load_scaling=_load_scaling(record["load"]),
