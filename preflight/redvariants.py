@@ -58,6 +58,7 @@ class _Module:
         self.source = source
         self.relative = relative
         self.tree = ast.parse(source, filename=relative)
+        self.lines = source.splitlines()
         self.constants: dict[str, ast.expr] = {}
         for node in self.tree.body:
             if isinstance(node, ast.Assign):
@@ -78,6 +79,8 @@ class _Module:
     def markers(self) -> Iterator[RedVariant]:
         for func in self._test_functions():
             node_id = f"{self.relative}::{func.name}"
+            if not any(isinstance(d, ast.Call) for d in func.decorator_list):
+                continue
             context = self._context(func)
             for decorator in func.decorator_list:
                 if not isinstance(decorator, ast.Call):
@@ -137,7 +140,15 @@ class _Module:
                     yield _variant(mark, node_id + suffix, f"{context}\n{own}")
 
     def _text(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or ""
+        """The source of `node`, as ast.get_source_segment gives it (which splits the whole file
+        on every call)."""
+        start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+        if start is None or end is None:
+            return ""
+        lines = [line.encode() for line in self.lines[start - 1 : end]]
+        lines[-1] = lines[-1][: getattr(node, "end_col_offset", None)]
+        lines[0] = lines[0][getattr(node, "col_offset", 0) :]
+        return "\n".join(line.decode() for line in lines)
 
 
 def _variant(call: ast.Call, node_id: str, context: str) -> RedVariant:
