@@ -9,6 +9,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preflight.errors import PreflightError
+
 MARKER = "turns_red"
 TESTS_DIR = "tests"
 
@@ -30,8 +32,9 @@ class RedVariant:
         return [item for item in self.items if item not in self.context]
 
 
-class MarkerError(ValueError):
-    """A turns_red marker this module cannot read statically (no item, no literal defect)."""
+class MarkerError(PreflightError):
+    """A turns_red marker this module cannot read statically (no item, no literal defect); a run
+    that meets one stops with exit 2, like a probe marker naming an unknown item."""
 
 
 def red_variants(root: Path, tests_dir: str = TESTS_DIR) -> dict[str, list[RedVariant]]:

@@ -55,10 +55,6 @@ EXCEPTIONS: dict[str, str] = {
         "the probe reads the host kernel's MemTotal, which no target option or cgroup limit "
         "lowers: only a machine with less than 8 GB turns it red"
     ),
-    "SEC-SSH-KEYS-ONLY": (
-        "the probe asks port 22 of the target's host; no SSH server is installed here, and one "
-        "offering passwords on this shared machine's port 22 would change every other run"
-    ),
 }
 
 
