@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
@@ -31,6 +31,7 @@ from preflight.diff import diff_records
 from preflight.errors import PreflightError
 from preflight.load.results import LoadResults
 from preflight.outcomes import ProbeResult
+from preflight.redvariants import RedVariant
 from preflight.waivers import Waiver
 
 RECORD_SCHEMA = "preflight.record/1"
@@ -164,10 +165,12 @@ def build_record(
     now: datetime,
     signoff_roles: Sequence[str],
     previous: dict[str, Any] | None,
+    red_variants: Mapping[str, Sequence[RedVariant]] | None = None,
 ) -> dict[str, Any]:
     """The run's record, unsigned: what was selected and what ran, every item's decision with
     its evidence, the verdict, the load run and the drills, the waivers as of `now`, the roles
-    whose sign-off it needs, and what changed since the `previous` run's record."""
+    whose sign-off it needs, and what changed since the `previous` run's record. An item with
+    `red_variants` (item id -> the tests that turned it red on a broken system) lists them."""
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "canonical": CANONICAL,
@@ -186,7 +189,9 @@ def build_record(
         "selection": selection,
         "target": target,
         "verdict": verdict.to_json(duration_s),
-        "items": [_item_json(checklist, d) for d in decisions],
+        "items": [
+            _item_json(checklist, d, (red_variants or {}).get(d.item.id, ())) for d in decisions
+        ],
         "load": load.to_json(),
         "drills": [_drill_json(r) for r in drills],
         "waivers": [w.to_json(now) for w in waivers],
@@ -203,9 +208,10 @@ def build_record(
     return record
 
 
-def _item_json(checklist: Checklist, d: Decision) -> dict[str, Any]:
+def _item_json(checklist: Checklist, d: Decision, red: Sequence[RedVariant] = ()) -> dict[str, Any]:
     tests = [t.to_json() for t in d.tests]
     item = d.item
+    shown = {"red_variants": [{"defect": v.defect, "test": v.test} for v in red]} if red else {}
     return {
         **item.to_json(),
         "selected": d.selected,
@@ -217,6 +223,7 @@ def _item_json(checklist: Checklist, d: Decision) -> dict[str, Any]:
         "waiver": dict(d.waiver) if d.waiver else None,
         "attestation": dict(d.attestation) if d.attestation else None,
         "figures": dict(d.figures),
+        **shown,
     }
 
 

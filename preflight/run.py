@@ -41,6 +41,7 @@ from preflight.outcomes import ProbeResults
 from preflight.plugin import RunContext, run_probes
 from preflight.progress import Progress
 from preflight.record import build_record, preflight_version
+from preflight.redvariants import red_variants
 from preflight.release import Release, current_release
 from preflight.signing import PANEL_ROLES, Registry, load_registry, sign_as_harness
 from preflight.targets import TargetOptions, select_target
@@ -182,6 +183,9 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         now=now,
         signoff_roles=PANEL_ROLES,
         previous=previous_record(options.out),
+        # The repository's own red-variant tests (beside checks/): what each item was shown
+        # able to fail on.
+        red_variants=red_variants(options.checks_dir.resolve().parent),
     )
     signer = f"preflight {preflight_version()} run on {socket.gethostname()}"
     record = sign_as_harness(record, signer)

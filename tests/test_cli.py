@@ -117,6 +117,36 @@ def test_checklist_show_names_the_items_without_a_test(
     assert decided["SEC-HDR-CSP"] == "no test yet (unverified)"
 
 
+def test_checklist_show_id_lists_the_broken_systems_shown_to_turn_it_red(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["checklist", "show", "SEC-CORS", "INF-RES-MEM"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # In checklist order, whatever the order asked.
+    assert [line.split()[0] for line in lines if not line.startswith(" ")][1:3] == [
+        "INF-RES-MEM",
+        "SEC-CORS",
+    ]
+    shown = [line.strip() for line in lines if line.startswith("    shown able to fail by: ")]
+    cors = (
+        "tests/checks/test_edge_variants.py::test_edge_defects_turn_exactly_their_items_red"
+        "[cors-reflects-rate-limit-dry-run-body-limit-raised-no-cache-policy-metrics-exposed]"
+    )
+    assert shown == [
+        "shown able to fail by: no red-variant test yet",
+        "shown able to fail by: An edge that reflects any Origin with credentials, runs its rate "
+        f"limit dry, accepts 1 GB bodies, sends no Cache-Control on the API and proxies /metrics "
+        f"to the workers. ({cors})",
+    ]
+    assert lines[-1].startswith("2 of ")
+
+
+def test_checklist_show_refuses_an_unknown_item(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["checklist", "show", str(REPO / "checklist.yaml"), "NO-SUCH-ITEM"]) == 2
+    assert "has no item NO-SUCH-ITEM" in capsys.readouterr().err
+
+
 def test_checklist_show_refuses_probes_that_do_not_collect(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

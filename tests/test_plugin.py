@@ -713,6 +713,16 @@ def test_security_probes_pass_against_the_native_target(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines([f"{len(decided)} checklist items: * pass"])
 
 
+@pytest.mark.turns_red(
+    "SEC-HDR-HSTS",
+    "SEC-HDR-NOSNIFF",
+    "SEC-HDR-CSP",
+    "SEC-HDR-REFERRER",
+    "SEC-TLS-MIN",
+    "SEC-HTTP-REDIRECT",
+    defect="An HTTPS server without the edge's hardening: TLS 1.0, a short HSTS, no nosniff, an "
+    "unsafe-inline CSP, an unsafe-url referrer policy, and plain HTTP that serves the API.",
+)
 def test_security_probes_fail_against_a_target_without_hardening(
     pytester: pytest.Pytester, weak_edge: Path
 ) -> None:

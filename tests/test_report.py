@@ -158,6 +158,26 @@ def test_record_text_is_escaped(tmp_path: Path) -> None:
     assert html.count("<script") == 1
 
 
+def test_an_item_card_lists_the_broken_systems_shown_to_turn_it_red() -> None:
+    sample = make_record()
+    shown = {
+        "defect": f"An edge without HSTS {XSS}.",
+        "test": "tests/checks/test_edge_variants.py::test_an_edge_without_hsts_fails",
+    }
+    for item in sample["items"]:
+        if item["id"] == PASS_ID:
+            item["red_variants"] = [shown]
+    record = make_record(items=sample["items"])
+    validate_record(record)
+    html = render_html(record)
+    card = _part(html, f'id="item-{PASS_ID}"', "</article>")
+    assert "Shown able to fail by:" in card
+    assert "An edge without HSTS &lt;script&gt;alert(1)&lt;/script&gt;." in card
+    assert f"<code>{shown['test']}</code>" in card
+    other = _part(html, f'id="item-{BLOCKING_FAIL_ID}"', "</article>")
+    assert "Shown able to fail by" not in other
+
+
 def test_every_item_appears_once_with_its_anchor() -> None:
     record = make_record(every_item=True)
     html = render_html(record)

@@ -109,6 +109,16 @@ def test_teapot(target):
     resp = target.http.get("/v1/health/ready")
     assert resp.status == 418, f"GET /v1/health/ready must answer 418 (got {resp.status})"
 '''
+# The workspace's own red-variant test (beside its checks/, as in this repository): a run's
+# record lists it under the item it names.
+RED_VARIANTS = """
+import pytest
+
+
+@pytest.mark.turns_red("T-TEAPOT", defect="A readiness endpoint that answers 200, not 418.")
+def test_teapot_turns_red():
+    assert "T-TEAPOT"
+"""
 
 
 @dataclass
@@ -157,6 +167,8 @@ def workspace(
     checks = tmp / "checks"
     (checks / "any").mkdir(parents=True)
     (checks / "any" / "test_probes.py").write_text(textwrap.dedent(PROBES))
+    (tmp / "tests").mkdir()
+    (tmp / "tests" / "test_variants.py").write_text(RED_VARIANTS)
     (tmp / "attestations").mkdir()
     return Workspace(tmp, checklist, checks, tmp / "reports")
 
@@ -190,7 +202,14 @@ def test_run_decides_every_item_writes_three_outputs_and_gates(
     )
     teapot = next(i for i in record["items"] if i["id"] == "T-TEAPOT")
     assert "must answer 418 (got 200)" in teapot["reason"]
+    assert teapot["red_variants"] == [
+        {
+            "defect": "A readiness endpoint that answers 200, not 418.",
+            "test": "tests/test_variants.py::test_teapot_turns_red",
+        }
+    ]
     ready = next(i for i in record["items"] if i["id"] == "T-READY")
+    assert "red_variants" not in ready, "an item no test turned red lists none"
     assert ready["tests"][0]["evidence"][0]["status"] == 200
     assert record["target"]["versions"]["postgresql"].startswith("15")
     assert record["target"]["config_digests"], "the native target's config files are digested"

@@ -1,16 +1,20 @@
 """`preflight checklist validate` and `show`: the checklist checked against its schema, or
-listed with what decides each item."""
+listed with what decides each item and the broken systems its red-variant tests turned it red
+on."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from preflight.checklist import AREAS, DEFAULT_PATH, Item, load_checklist
 from preflight.cli._args import command_group
 from preflight.errors import PreflightError
+from preflight.redvariants import RedVariant, red_variants
 
 EXIT_OK = 0
+ITEM_ID = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,31 +41,52 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     show = actions.add_parser(
         "show",
-        help="list items: id, area, severity, verify, title, and the tests that decide them",
+        help="list items: id, area, severity, verify, title, the tests that decide them, and "
+        "the broken systems shown to turn them red",
         description=(
-            "List the checklist's items. For probe items, the tests in the probe folder marked "
-            "with the item (collected without starting a target), or what decides them instead."
+            "List the checklist's items (all, those of --area, or the ids given). For probe "
+            "items, the tests in the probe folder marked with the item (collected without "
+            "starting a target), or what decides them instead; for every item, the red-variant "
+            "tests (marked turns_red, beside the probe folder in tests/) that showed a "
+            "deliberately broken system turns it red, with the defect each seeded."
         ),
     )
     show.add_argument(
-        "file",
-        nargs="?",
-        type=Path,
-        default=DEFAULT_PATH,
-        metavar="FILE",
-        help="the checklist (default: %(default)s)",
+        "what",
+        nargs="*",
+        metavar="[FILE] [ID ...]",
+        help=f"the checklist file (default {DEFAULT_PATH.name}) and/or item ids to show",
     )
     show.add_argument("--area", choices=AREAS, help="only items of this area")
     show.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
+    show.add_argument(
+        "--tests",
+        type=Path,
+        default=None,
+        help="the red-variant tests' folder (default: tests/ beside the probe folder)",
+    )
 
 
 def cmd_checklist(args: argparse.Namespace) -> int:
-    checklist = load_checklist(args.file)
     if args.checklist_command == "validate":
-        print(checklist.summary())
+        print(load_checklist(args.file).summary())
         return EXIT_OK
-    items = [i for i in checklist.items if args.area is None or i.area == args.area]
+    ids = [w for w in args.what if ITEM_ID.match(w) and not Path(w).exists()]
+    files = [Path(w) for w in args.what if w not in ids]
+    if len(files) > 1:
+        raise PreflightError(f"one checklist file at most (got {', '.join(map(str, files))})")
+    checklist = load_checklist(files[0] if files else DEFAULT_PATH)
+    unknown = sorted(set(ids) - {i.id for i in checklist.items})
+    if unknown:
+        raise PreflightError(f"{checklist.path} has no item {', '.join(unknown)}")
+    items = [
+        i
+        for i in checklist.items
+        if (args.area is None or i.area == args.area) and (not ids or i.id in ids)
+    ]
     deciders = _deciding_tests(checklist.path, args.checks)
+    tests = args.tests or args.checks.resolve().parent / "tests"
+    shown = red_variants(tests.parent, tests.name) if tests.is_dir() else None
     columns = ("id", "area", "severity", "verify", "title")
     rows = [columns, *((i.id, i.area, i.severity, i.verify, i.title) for i in items)]
     widths = [max(len(row[n]) for row in rows) for n in range(len(columns) - 1)]
@@ -71,6 +96,9 @@ def cmd_checklist(args: argparse.Namespace) -> int:
         )
         if n and deciders is not None:
             print(f"    decided by: {_decided_by(items[n - 1], deciders)}")
+        if n and shown is not None:
+            for line in _shown_able_to_fail(items[n - 1], shown):
+                print(f"    shown able to fail by: {line}")
     automated = sum(1 for i in items if i.verify == "probe" and deciders and deciders.get(i.id))
     probes = sum(1 for i in items if i.verify == "probe")
     print(f"{len(items)} of {len(checklist.items)} items", end="")
@@ -103,3 +131,12 @@ def _decided_by(item: Item, deciders: dict[str, list[str]]) -> str:
         )
     tests = deciders.get(item.id, [])
     return ", ".join(tests) if tests else "no test yet (unverified)"
+
+
+def _shown_able_to_fail(item: Item, shown: dict[str, list[RedVariant]]) -> list[str]:
+    """One line per red variant (the defect, and the test that seeded it); for a probe item
+    without one, a line saying so."""
+    lines = [f"{v.defect} ({v.test})" for v in shown.get(item.id, [])]
+    if not lines and item.verify == "probe":
+        return ["no red-variant test yet"]
+    return lines

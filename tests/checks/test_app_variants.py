@@ -6,7 +6,13 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
+from preflight.client import ChatClient
+from preflight.polling import until
+from preflight.targets.base import TargetInfo
 from preflight.targets.native import NativeTestOptions
+from preflight.targets.native.releases import REHEARSAL_SUFFIX
 from tests.checks.support import failing, native, outcomes, probe
 
 PROBES = ("application", "deployment/test_live_release.py", "performance/test_realtime_spread.py")
@@ -29,9 +35,17 @@ NOT_HEALTH = {
     "DEP-WS-CONNECT",
     "PERF-WS-AFFINITY",
 }
+START_S = 60.0  # a worker started again on another release serves through the edge by then
 FAST = NOT_HEALTH - {"DEP-WS-CONNECT"}  # the heartbeat probe idles ~20 s; fan-out is not its defect
 
 
+@pytest.mark.turns_red(
+    "APP-LOG-LEVEL",
+    "APP-ENV-NO-PLACEHOLDERS",
+    "APP-ENV-PRODUCTION-CONFIG",
+    defect="Workers started with development settings: DEBUG logging, the placeholder JWT secret "
+    "and an allowed origin of http://localhost:3000.",
+)
 def test_development_settings_turn_exactly_their_items_red() -> None:
     env = {
         "CHATSDK_LOG_LEVEL": "DEBUG",
@@ -46,6 +60,12 @@ def test_development_settings_turn_exactly_their_items_red() -> None:
     assert "http://localhost:3000" in red["APP-ENV-PRODUCTION-CONFIG"]
 
 
+@pytest.mark.turns_red(
+    "DEP-SMOKE",
+    "DEP-REALTIME",
+    "PERF-WS-AFFINITY",
+    defect="A Redis that refuses PUBLISH: messages are stored but never fanned out to sockets.",
+)
 def test_a_redis_without_publish_breaks_exactly_the_realtime_items() -> None:
     """Messages are stored but never fanned out: readiness stays green, users see nothing live."""
     with native(test=NativeTestOptions(redis_settings=['rename-command PUBLISH ""'])) as info:
@@ -56,20 +76,73 @@ def test_a_redis_without_publish_breaks_exactly_the_realtime_items() -> None:
     assert "must reach the other member's socket" in red["DEP-SMOKE"]
 
 
-def test_workers_on_another_database_than_the_deployment_names_fail_app_db_url() -> None:
+def _elsewhere(url: str | None) -> str:
+    """The same kind of URL, naming a store on 127.0.0.1:1 (nothing listens there)."""
+    parts = urlsplit(url or "")
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:x@127.0.0.1:1", path="/9"))
+
+
+def _edge_reaches_a_rehearsal(info: TargetInfo) -> bool:
+    """Whether a request through the edge reached a worker on the rehearsal candidate."""
+    admin = ChatClient.for_target(info).as_admin(info.admin_key)
+    response = admin.get("/v1/admin/runtime")
+    return response.status == 200 and str(response.json()["version"]).endswith(REHEARSAL_SUFFIX)
+
+
+@pytest.mark.turns_red(
+    "APP-DB-URL",
+    defect="Workers connected to another database than the one the deployment names.",
+)
+@pytest.mark.turns_red(
+    "APP-EXT-URLS",
+    defect="Workers connected to another Redis than the one the deployment names.",
+)
+@pytest.mark.turns_red(
+    "DEP-VERSION-LIVE",
+    defect="A rollout left half done: one worker runs the next release, the other the current one.",
+)
+def test_workers_on_other_stores_or_releases_than_the_deployment_names() -> None:
+    """One stack, three defects judged one after the other: the deployment claims a database,
+    then a Redis, that its workers do not use, and then one worker is left on another release."""
     with native() as info:
-        dsn = urlsplit(info.stores.postgres_dsn or "")
-        elsewhere = dsn._replace(netloc=f"{dsn.username}:x@127.0.0.1:1", path="/chatsdk_staging")
-        claimed = dataclasses.replace(
-            info, stores=dataclasses.replace(info.stores, postgres_dsn=urlunsplit(elsewhere))
-        )
-        decided = outcomes(probe(claimed, *PROBES, items={"APP-DB-URL", "APP-EXT-URLS"}))
-    assert decided["APP-EXT-URLS"][0].value == "pass"
-    outcome, reason = decided["APP-DB-URL"]
+        stores = info.stores
+        claims = {
+            "postgres_dsn": dataclasses.replace(
+                stores, postgres_dsn=_elsewhere(stores.postgres_dsn)
+            ),
+            "redis_url": dataclasses.replace(stores, redis_url=_elsewhere(stores.redis_url)),
+        }
+        decided = {
+            store: outcomes(
+                probe(
+                    dataclasses.replace(info, stores=claimed),
+                    *PROBES,
+                    items={"APP-DB-URL", "APP-EXT-URLS"},
+                )
+            )
+            for store, claimed in claims.items()
+        }
+        releases = info.drills.releases
+        assert releases is not None
+        assert releases.deploy("api-1", releases.candidate()) == 0
+        assert until(lambda: _edge_reaches_a_rehearsal(info), START_S), "api-1 serves again"
+        mixed = outcomes(probe(info, *PROBES, items={"DEP-VERSION-LIVE"}))
+    assert decided["postgres_dsn"]["APP-EXT-URLS"][0].value == "pass"
+    outcome, reason = decided["postgres_dsn"]["APP-DB-URL"]
     assert outcome.value == "fail"
-    assert "127.0.0.1:1/chatsdk_staging" in reason
+    assert "127.0.0.1:1/9" in reason
+    assert decided["redis_url"]["APP-DB-URL"][0].value == "pass"
+    outcome, reason = decided["redis_url"]["APP-EXT-URLS"]
+    assert outcome.value == "fail"
+    assert "must use the target's Redis 127.0.0.1:1" in reason
+    outcome, reason = mixed["DEP-VERSION-LIVE"]
+    assert outcome.value == "fail", reason
+    assert REHEARSAL_SUFFIX in reason, reason
 
 
+@pytest.mark.turns_red(
+    "TST-RATELIMIT", defect="An API without per-user rate limits (CHATSDK_FAULTS=no_rate_limits)."
+)
 def test_an_api_without_per_user_limits_fails_tst_ratelimit() -> None:
     """The probe sends in rounds until the limiter answers or lets through more than the burst
     and refill allow: with no limits at all, the second happens, and it says so."""

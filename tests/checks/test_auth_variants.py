@@ -1,5 +1,5 @@
-"""The auth, authorization and input probes against deliberately broken API code: each seeded
-defect turns exactly its items red and the reason names it.
+"""The auth, authorization, input, error-shape and request-metrics probes against deliberately
+broken API code: each seeded defect turns exactly its items red and the reason names it.
 
 These defects cannot be switched on in the bundled system without adding insecure switches to the
 product, so the test runs the real chatsdk application in this process (where a defect can be
@@ -32,16 +32,18 @@ import chatsdk.app
 import chatsdk.auth
 import chatsdk.auththrottle
 import chatsdk.membership
+import chatsdk.realtime
 import chatsdk.validation
 import jwt
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from chatsdk.errors import ApiError
+from chatsdk.middlewares import error_response
 from chatsdk.server import RunningServer, start_server
 from chatsdk.settings import Settings
 
-from preflight.targets.base import Edge, TargetInfo
+from preflight.targets.base import Edge, Observability, TargetInfo
 from preflight.targets.edge import EdgeConfig, nginx_command, render_edge, validate_edge
 from preflight.targets.pki import make_pki
 from preflight.targets.procs import Child, free_port, wait_until
@@ -59,6 +61,8 @@ ITEMS = {
     "SEC-WS-AUTH",
     "SEC-AUTH-THROTTLE",
     "TST-ERRORS",
+    "APP-ENV-MODE",
+    "DEP-METRICS-FLOWING",
 }
 PATHS = (
     "security/test_auth_throttle.py",
@@ -67,6 +71,8 @@ PATHS = (
     "security/test_input.py",
     "security/test_websocket.py",
     "testing/test_errors.py",
+    "application/test_runtime.py",
+    "monitoring/test_metrics.py",
 )
 START_TIMEOUT_S = 30.0
 
@@ -185,6 +191,7 @@ def stand_in(backing: TargetInfo, tmp: Path) -> Iterator[TargetInfo]:
                 edge=Edge(edge_url, http_url=http_url, ca_file=ca_file),
                 admin_key=backing.admin_key,
                 jwt_secret=jwt_secret,
+                observability=Observability(metrics_urls=(f"http://127.0.0.1:{port}/metrics",)),
             )
 
 
@@ -280,16 +287,68 @@ def lock_out_throttled_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chatsdk.auththrottle.Standing, "wait_before_checking", wait_before_checking)
 
 
-DEFECTS = {
-    "alg-none": (accept_alg_none, "TST-AUTH", r"alg none"),
-    "signature-only": (check_only_the_signature, "TST-AUTH", r"expired an hour ago"),
-    "no-membership-check": (skip_membership_check, "SEC-TENANT-ISOLATION", r"non-member"),
-    "500-with-stack-trace": (leak_errors, "TST-ERRORS", r"must not reveal internals|Traceback"),
-    "no-auth-throttle": (no_auth_throttle, "SEC-AUTH-THROTTLE", r"must be throttled with 429"),
+def subscribe_to_any_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Realtime subscriptions that never check membership: any signed-in user follows any
+    channel whose id they know."""
+
+    async def is_member(*_args: object, **_kwargs: object) -> bool:
+        return True
+
+    monkeypatch.setattr(chatsdk.realtime, "is_member", is_member)
+
+
+def plain_http_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error middleware that renders only the API's own errors: unknown routes, wrong methods
+    and oversized bodies get aiohttp's plain-text pages instead of the contract's JSON error."""
+
+    @web.middleware
+    async def api_errors_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    monkeypatch.setattr(chatsdk.app, "error_middleware", api_errors_only)
+
+
+def count_no_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers without their request metrics: http_requests_total never moves."""
+
+    @web.middleware
+    async def uncounted(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)
+
+    monkeypatch.setattr(chatsdk.app, "metrics_middleware", uncounted)
+
+
+# name: (seed, {item it turns red: what its reason must match})
+DEFECTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], dict[str, str]]] = {
+    "alg-none": (accept_alg_none, {"TST-AUTH": r"alg none"}),
+    "signature-only": (check_only_the_signature, {"TST-AUTH": r"expired an hour ago"}),
+    "no-membership-check": (skip_membership_check, {"SEC-TENANT-ISOLATION": r"non-member"}),
+    "500-with-stack-trace": (
+        leak_errors,
+        {"TST-ERRORS": r"must not reveal internals|Traceback"},
+    ),
+    "no-auth-throttle": (
+        no_auth_throttle,
+        {"SEC-AUTH-THROTTLE": r"must be throttled with 429"},
+    ),
     "credential-lock-out": (
         lock_out_throttled_credentials,
-        "SEC-AUTH-THROTTLE",
-        r"must not lock the legitimate user out",
+        {"SEC-AUTH-THROTTLE": r"must not lock the legitimate user out"},
+    ),
+    "realtime-without-membership": (
+        subscribe_to_any_channel,
+        {"SEC-WS-AUTH": r"must get an error frame and nothing else"},
+    ),
+    "plain-text-http-errors": (
+        plain_http_errors,
+        {"APP-ENV-MODE": r"/v1/no-such-route must answer a JSON error \(got text/plain"},
+    ),
+    "no-request-metrics": (
+        count_no_requests,
+        {"DEP-METRICS-FLOWING": r"http_requests_total .* must grow"},
     ),
 }
 
@@ -311,6 +370,44 @@ def test_the_unpatched_stand_in_passes_every_item(baseline: dict[str, str]) -> N
     assert baseline == {}, json.dumps(baseline, indent=1)
 
 
+# One marker per entry of DEFECTS (the parameters).
+@pytest.mark.turns_red("TST-AUTH", defect="A token check that believes a token's own alg: none.")
+@pytest.mark.turns_red(
+    "TST-AUTH",
+    defect="A token check that verifies only the signature: expired, not-yet-valid and "
+    "foreign-audience tokens pass.",
+)
+@pytest.mark.turns_red(
+    "SEC-TENANT-ISOLATION",
+    defect="Channel handlers that never check membership: anyone with a channel id reads it.",
+)
+@pytest.mark.turns_red(
+    "TST-ERRORS",
+    defect="No depth guard on JSON bodies, and an error handler that answers with a 500 and its "
+    "stack trace.",
+)
+@pytest.mark.turns_red(
+    "SEC-AUTH-THROTTLE", defect="Failed authentication is never throttled: every guess gets a 401."
+)
+@pytest.mark.turns_red(
+    "SEC-AUTH-THROTTLE",
+    defect="A key or user over its failure limit is locked out from every address, its holder's "
+    "too.",
+)
+@pytest.mark.turns_red(
+    "SEC-WS-AUTH",
+    defect="Realtime subscriptions that never check membership: any signed-in user follows any "
+    "channel whose id they know.",
+)
+@pytest.mark.turns_red(
+    "APP-ENV-MODE",
+    defect="Unknown routes, wrong methods and oversized bodies answered with aiohttp's plain-text "
+    "pages instead of the contract's JSON error.",
+)
+@pytest.mark.turns_red(
+    "DEP-METRICS-FLOWING",
+    defect="Workers without their request metrics: http_requests_total never moves.",
+)
 @pytest.mark.parametrize("defect", list(DEFECTS))
 def test_a_seeded_defect_turns_exactly_its_item_red(
     backing: TargetInfo,
@@ -319,11 +416,12 @@ def test_a_seeded_defect_turns_exactly_its_item_red(
     monkeypatch: pytest.MonkeyPatch,
     defect: str,
 ) -> None:
-    seed, item, names_it = DEFECTS[defect]
+    seed, named = DEFECTS[defect]
     seed(monkeypatch)
     with stand_in(backing, tmp_path) as info:
         red = red_items(info)
     newly = {i for i in red if red[i] != baseline.get(i)}
-    assert newly == {item}, json.dumps(red, indent=1)
-    assert set(baseline) <= set(red) | {item}, red
-    assert re.search(names_it, red[item]), red[item]
+    assert newly == set(named), json.dumps(red, indent=1)
+    assert set(baseline) <= set(red) | set(named), red
+    for item, names_it in named.items():
+        assert re.search(names_it, red[item]), red[item]

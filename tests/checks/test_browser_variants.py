@@ -112,6 +112,14 @@ EDGE_EXPECTED = {
 
 
 @pytest.mark.native
+@pytest.mark.turns_red(
+    "TST-E2E-POLL",
+    "TST-E2E-REALTIME",
+    "TST-E2E-UPLOAD",
+    "TST-MOBILE-CLIENT",
+    defect="A web client that votes for the first option, leaves gaps after a reconnect, uploads "
+    "half of each file and needs a desktop-wide screen.",
+)
 def test_each_web_client_defect_turns_exactly_its_journey_red(tmp_path: Path) -> None:
     with native(test=NativeTestOptions(web_dir=web_client(tmp_path, WEB_DEFECTS))) as info:
         results = probe(info, JOURNEYS)
@@ -123,6 +131,13 @@ def test_each_web_client_defect_turns_exactly_its_journey_red(tmp_path: Path) ->
 
 
 @pytest.mark.native
+@pytest.mark.turns_red(
+    "SEC-HDR-CSP",
+    "INF-NET-STATIC-CACHE",
+    "PERF-STATIC-CDN",
+    defect="An edge that sends the web client's relaxed CSP on every response, lets no cache keep "
+    "assets and hands asset requests to the API workers.",
+)
 def test_edge_defects_turn_the_csp_cache_and_cdn_items_red_and_no_demo_skips_the_journeys(
     tmp_path: Path,
 ) -> None:
@@ -141,6 +156,14 @@ def test_edge_defects_turn_the_csp_cache_and_cdn_items_red_and_no_demo_skips_the
 
 
 @pytest.mark.native
+@pytest.mark.turns_red(
+    "TST-E2E-MESSAGE",
+    "TST-E2E-REALTIME",
+    "TST-E2E-POLL",
+    "TST-E2E-UPLOAD",
+    "TST-MOBILE-CLIENT",
+    defect="An edge that does not serve the web client (/app/ answers 404).",
+)
 def test_an_edge_without_the_web_client_turns_every_journey_red(tmp_path: Path) -> None:
     templates = edge_templates(
         tmp_path, {"nginx.conf.j2": _sub(r"^\s*include static/web-client\.conf;$", "")}

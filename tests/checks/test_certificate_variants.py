@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from preflight.plugin import RunContext, run_probes
@@ -60,21 +61,35 @@ def test_the_repository_itself_automates_renewal(tmp_path: Path) -> None:
     assert judge(broken_copy(tmp_path, {})) == {}
 
 
+@pytest.mark.turns_red(
+    "SEC-CERT-RENEWAL", defect="A compose file without its ACME client service (certbot)."
+)
 def test_a_compose_file_without_the_renewal_service_is_red(tmp_path: Path) -> None:
     reason = judge(broken_copy(tmp_path, {COMPOSE: _without_certbot}))[ITEM]
     assert "must run an ACME client service" in reason
 
 
+@pytest.mark.turns_red(
+    "SEC-CERT-RENEWAL",
+    defect="A compose edge that does not reload when the renewed certificate changes.",
+)
 def test_an_edge_that_does_not_reload_the_renewed_certificate_is_red(tmp_path: Path) -> None:
     reason = judge(broken_copy(tmp_path, {COMPOSE: _edge_without_reload}))[ITEM]
     assert "must reload when the renewed certificate changes" in reason
 
 
+@pytest.mark.turns_red(
+    "SEC-CERT-RENEWAL", defect="A certificate renewal scheduled weekly instead of at least daily."
+)
 def test_a_weekly_renewal_schedule_is_red(tmp_path: Path) -> None:
     reason = judge(broken_copy(tmp_path, {COMPOSE: _renewed_weekly}))[ITEM]
     assert "at least daily" in reason
 
 
+@pytest.mark.turns_red(
+    "SEC-CERT-RENEWAL",
+    defect="A cluster Ingress whose certificate no cert-manager issuer issues or renews.",
+)
 def test_an_ingress_certificate_nothing_issues_is_red(tmp_path: Path) -> None:
     reason = judge(broken_copy(tmp_path, {INGRESS: _ingress_without_issuer}))[ITEM]
     assert "issued and renewed by cert-manager" in reason

@@ -173,6 +173,19 @@ VARIANTS = [
             "INF-K8S-PDB": "Deployment/api",
             "DEP-ROLLBACK-DOC": "rollout undo",
         },
+        marks=pytest.mark.turns_red(
+            "APP-SUPERVISED",
+            "DEP-STRATEGY-ROLLING",
+            "DEP-ZERO-DOWNTIME",
+            "PERF-AUTOSCALE",
+            "DEP-SECURITY-SCAN",
+            "SEC-SECRETS-NOT-IN-CODE",
+            "INF-K8S-PDB",
+            "DEP-ROLLBACK-DOC",
+            defect="Cluster manifests without liveness or readiness probes, an autoscaler capped "
+            "at 2 replicas, an API image that runs as root, a JWT secret in the ConfigMap, "
+            "no PodDisruptionBudget for the API and a rollback doc without rollout undo.",
+        ),
         id="no-probes-hpa-max-2-root-image-secret-in-config-no-pdb-rollback-doc-without-undo",
     ),
     pytest.param(
@@ -191,6 +204,16 @@ VARIANTS = [
             "INF-K8S-NETPOL": "minio",
             "DEP-ZERO-DOWNTIME": "terminationGracePeriodSeconds must exceed",
         },
+        marks=pytest.mark.turns_red(
+            "SEC-SECRETS-NOT-IN-CODE",
+            "PERF-RESOURCE-LIMITS",
+            "DEP-STRATEGY-ROLLING",
+            "INF-K8S-NETPOL",
+            "DEP-ZERO-DOWNTIME",
+            defect="An API Deployment without resource limits and a 15 s grace period, a compose "
+            "edge without a healthcheck, a NetworkPolicy that opens PostgreSQL to minio and "
+            "a private key in signoff/keys.yaml.",
+        ),
         id="no-resources-short-grace-compose-without-healthcheck-postgres-open-to-minio-private-key",
     ),
     pytest.param(
@@ -211,6 +234,14 @@ VARIANTS = [
             "SEC-HDR-FRAME": "got SAMEORIGIN",
             "SEC-HDR-CSP": "img-src 'self'",
         },
+        marks=pytest.mark.turns_red(
+            "DEP-ZERO-DOWNTIME",
+            "SEC-HDR-HSTS",
+            "SEC-HDR-FRAME",
+            "SEC-HDR-CSP",
+            defect="A realtime Deployment without its preStop hook, and an Ingress without HSTS, "
+            "with X-Frame-Options SAMEORIGIN and a CSP that differs from the edge's.",
+        ),
         id="realtime-without-prestop-ingress-without-hsts-framable-csp-drifted",
     ),
     pytest.param(
@@ -219,6 +250,12 @@ VARIANTS = [
             "APP-SUPERVISED": "compose service postgres must restart on failure",
             "BAK-DB-DAILY": "must run a scheduled backup service",
         },
+        marks=pytest.mark.turns_red(
+            "APP-SUPERVISED",
+            "BAK-DB-DAILY",
+            defect="A compose file whose PostgreSQL has no restart policy and which runs no backup "
+            "service.",
+        ),
         id="compose-postgres-without-restart-no-backup-service",
     ),
 ]

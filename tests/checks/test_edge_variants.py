@@ -77,6 +77,19 @@ EDGE_DEFECTS: list[object] = [
             "INF-NET-FIREWALL": "PostgreSQL",
             "SEC-PORTS-CLOSED": "listen",
         },
+        marks=pytest.mark.turns_red(
+            "SEC-HDR-HSTS",
+            "SEC-TLS-MIN",
+            "SEC-TLS-CIPHERS",
+            "SEC-RATELIMIT",
+            "PERF-GZIP",
+            "OPS-CONTACT",
+            "INF-NET-FIREWALL",
+            "SEC-PORTS-CLOSED",
+            defect="An edge without HSTS, accepting TLS 1.0 and a CBC-SHA1 cipher, with no API "
+            "rate limit, gzip off and an expired security.txt, and a PostgreSQL listening "
+            "on every address.",
+        ),
         id="no-hsts-tls1.0-cbc-sha1-no-rate-limit-gzip-off-expired-contact-db-on-every-address",
     ),
     pytest.param(
@@ -98,6 +111,16 @@ EDGE_DEFECTS: list[object] = [
             "PERF-CACHE-HEADERS": "no-store",
             "SEC-PORTS-CLOSED": "/metrics",
         },
+        marks=pytest.mark.turns_red(
+            "SEC-CORS",
+            "SEC-RATELIMIT",
+            "SEC-BODY-LIMIT",
+            "PERF-CACHE-HEADERS",
+            "SEC-PORTS-CLOSED",
+            defect="An edge that reflects any Origin with credentials, runs its rate limit dry, "
+            "accepts 1 GB bodies, sends no Cache-Control on the API and proxies /metrics to "
+            "the workers.",
+        ),
         id="cors-reflects-rate-limit-dry-run-body-limit-raised-no-cache-policy-metrics-exposed",
     ),
 ]
@@ -119,6 +142,10 @@ def test_edge_defects_turn_exactly_their_items_red(
         assert named in red[item], (item, red[item])
 
 
+@pytest.mark.turns_red(
+    "INF-NET-DNS",
+    defect="An edge URL whose host name does not resolve.",
+)
 @pytest.mark.native
 def test_the_dns_probe_judges_names_and_skips_addresses_and_loopback_names() -> None:
     with native() as info:

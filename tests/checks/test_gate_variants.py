@@ -17,6 +17,9 @@ from tests.checks.support import CHECKLIST, edge_templates, native, probe
 ITEM = "SEC-SERVER-TOKENS"
 
 
+@pytest.mark.turns_red(
+    "SEC-SERVER-TOKENS", defect="An edge with server_tokens on: NGINX names its version."
+)
 @pytest.mark.native
 def test_server_tokens_on_is_red_and_blocks_under_the_shipped_policy(tmp_path: Path) -> None:
     def tokens_on(text: str) -> str:

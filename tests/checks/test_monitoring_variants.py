@@ -90,6 +90,11 @@ def null_pager(text: str) -> str:
                 "MON-ALERT-RULES": ["promtool test rules"],
                 "POST-ERROR-WATCH": ["1.5 % of requests failing"],
             },
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                "POST-ERROR-WATCH",
+                defect="An error-ratio alert compared with 1 instead of 0.01: it can never fire.",
+            ),
             id="an-error-ratio-compared-to-1-instead-of-1-percent-cannot-fire",
         ),
         pytest.param(
@@ -99,6 +104,12 @@ def null_pager(text: str) -> str:
                 "MON-ALERT-RULES": ["http_request_duration_bucket"],
                 "POST-LATENCY-WATCH": ["p95 stays at 0.65 s"],
             },
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                "POST-LATENCY-WATCH",
+                defect="A latency alert querying a misspelt metric name "
+                "(http_request_duration_bucket).",
+            ),
             id="a-metric-name-typo-in-the-latency-alert-is-caught",
         ),
         pytest.param(
@@ -108,30 +119,50 @@ def null_pager(text: str) -> str:
                 '(max_over_time(up{job="chatsdk-api"}[10m]) and',
             ),
             {"MON-ALERT-RULES": ["promtool test rules"]},
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                defect="A service-down alert blind to workers that left service discovery.",
+            ),
             id="a-service-down-alert-blind-to-workers-that-left-discovery-fails-its-unit-test",
         ),
         pytest.param(
             "alerts.yml",
             replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", ""),
             {"MON-ALERT-RUNBOOKS": ["DiskUsageHigh", "runbook_url"]},
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RUNBOOKS",
+                defect="An alert (DiskUsageHigh) without its runbook_url.",
+            ),
             id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",
         ),
         pytest.param(
             "alerts.yml",
             replace_once("> 25 * 3600", "> 48 * 3600"),
             {"BAK-FRESHNESS-ALERT": ["older than 25 hours"], "MON-ALERT-RULES": []},
+            marks=pytest.mark.turns_red(
+                "BAK-FRESHNESS-ALERT",
+                defect="A backup freshness alert that waits 48 hours instead of 25.",
+            ),
             id="a-backup-alert-at-48-hours-fails-the-freshness-item",
         ),
         pytest.param(
             "grafana/dashboards/realtime.json",
             replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{"),
             {"MON-DASH-IN-REPO": ["chat_messages_sent_total", "realtime"]},
+            marks=pytest.mark.turns_red(
+                "MON-DASH-IN-REPO",
+                defect="A dashboard panel querying a metric nothing exports.",
+            ),
             id="a-dashboard-querying-a-missing-metric-fails-only-the-dashboard-item",
         ),
         pytest.param(
             "alertmanager.yml",
             null_pager,
             {"MON-ALERT-ROUTES": ["pager receiver"]},
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-ROUTES",
+                defect="Critical alerts routed to a pager receiver without integrations.",
+            ),
             id="critical-alerts-routed-to-a-receiver-without-integrations-fail-the-routes-item",
         ),
     ],
@@ -152,6 +183,10 @@ def test_a_defect_in_the_artefacts_turns_exactly_its_items_red(
             assert phrase in red[item], (item, phrase, red[item])
 
 
+@pytest.mark.turns_red(
+    "MON-METRICS-ENDPOINT",
+    defect="An edge that proxies /metrics from the public side to the API workers.",
+)
 def test_an_edge_that_serves_metrics_fails_the_metrics_endpoint_item(tmp_path: Path) -> None:
     deny = (
         "        location ~ ^/(?:v1/)?metrics(?:/|$) {\n"
@@ -166,6 +201,11 @@ def test_an_edge_that_serves_metrics_fails_the_metrics_endpoint_item(tmp_path: P
     assert "must not serve metrics from the public edge" in red["MON-METRICS-ENDPOINT"]
 
 
+@pytest.mark.turns_red(
+    "DEP-LOGS-FLOWING",
+    "MON-LOG-CENTRAL",
+    defect="API workers that log only warnings, so no request record reaches the logs.",
+)
 def test_workers_that_log_only_warnings_fail_the_request_log_items() -> None:
     with native(worker_env={"CHATSDK_LOG_LEVEL": "WARNING"}) as info:
         red = failing(probe(info, "monitoring/test_logs.py", items=LOG_ITEMS))
@@ -188,6 +228,10 @@ def grafana_target(
     )
 
 
+@pytest.mark.turns_red(
+    "MON-GRAFANA",
+    defect="A target whose named Grafana does not answer.",
+)
 def test_grafana_is_judged_only_where_the_target_names_one_and_a_dead_one_fails() -> None:
     # The native target says it runs no Grafana; a target file that names none is asked for one.
     native = grafana_target("native", None, RUNS_WITHOUT)

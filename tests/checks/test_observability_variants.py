@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from preflight.outcomes import Outcome
@@ -59,6 +60,10 @@ def red(info: TargetInfo, repo: Path | None = None) -> dict[str, str]:
     }
 
 
+@pytest.mark.turns_red(
+    "MON-DASH-OVERVIEW",
+    defect="An overview dashboard panel that queries a metric Prometheus does not have.",
+)
 def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(tmp_path: Path) -> None:
     def missing_metric(dashboard: dict[str, Any]) -> None:
         dashboard["panels"][0]["targets"][0]["expr"] = 'sum(chatsdk_no_such_metric{job="x"})'
@@ -75,6 +80,15 @@ def test_the_bundled_system_and_a_dashboard_naming_a_missing_metric(tmp_path: Pa
     assert "chatsdk_no_such_metric" in broken["MON-DASH-OVERVIEW"]
 
 
+@pytest.mark.turns_red(
+    "MON-ALERTMANAGER",
+    "MON-NO-FIRING-ALERTS",
+    "MON-NODE-METRICS",
+    "MON-DASH-SYSTEM",
+    "MON-DASH-DB",
+    defect="A Prometheus without Alertmanager, node or PostgreSQL exporter jobs, and an alert rule "
+    "that always fires.",
+)
 def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert_that_always_fires(
     tmp_path: Path,
 ) -> None:
@@ -113,6 +127,14 @@ def test_prometheus_without_alertmanager_node_or_postgres_exporters_and_an_alert
     assert "pg_stat_activity_count" in broken["MON-DASH-DB"]
 
 
+@pytest.mark.turns_red(
+    "MON-PROM-SCRAPES",
+    "MON-NO-FIRING-ALERTS",
+    "MON-DASH-OVERVIEW",
+    "MON-DASH-API",
+    "MON-DASH-DB",
+    defect="A Prometheus that scrapes the API workers at a wrong metrics path.",
+)
 def test_prometheus_scraping_the_workers_at_a_wrong_path(tmp_path: Path) -> None:
     def wrong_path(config: dict[str, Any]) -> None:
         config["scrape_configs"][0]["metrics_path"] = "/v1/metrics"

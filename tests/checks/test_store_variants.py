@@ -4,7 +4,11 @@ bundled system: each seeded defect turns exactly its items red, and the reason n
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -71,6 +75,17 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
                 "INF-REDIS-MAXMEM": "must have maxmemory set",
                 "INF-HA-NODES": "at least 2 workers",
             },
+            marks=pytest.mark.turns_red(
+                "SEC-PASSWORDS-STRONG",
+                "INF-DB-EXISTS",
+                "INF-DB-POOL",
+                "INF-REDIS-AOF",
+                "INF-REDIS-MAXMEM",
+                "INF-HA-NODES",
+                defect="PostgreSQL with md5 passwords, fsync off and no idle-in-transaction "
+                "timeout for the application role, Redis without AOF or maxmemory, and a "
+                "single API worker.",
+            ),
             id="md5-fsync-off-no-idle-timeout-aof-off-unbounded-redis-one-worker",
         ),
         pytest.param(
@@ -90,6 +105,16 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
                 "INF-REDIS-AUTH": "must answer NOAUTH",
                 "SEC-REDIS-PASSWORD": "wrong password",
             },
+            marks=pytest.mark.turns_red(
+                "INF-DB-EXISTS",
+                "SEC-DB-TLS",
+                "PERF-DB-SLOW-QUERIES",
+                "POST-OPTIMISE-FIND",
+                "INF-REDIS-AUTH",
+                "SEC-REDIS-PASSWORD",
+                defect="PostgreSQL listening on every address, without TLS or pg_stat_statements, "
+                "and a Redis whose default user takes any password or none.",
+            ),
             id="listens-everywhere-no-tls-no-statistics-redis-without-password",
         ),
         pytest.param(
@@ -105,6 +130,13 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
                 "INF-REDIS-MAXMEM": "allkeys-lru",
                 "INF-DB-REPLICA": "must have a streaming replica connected",
             },
+            marks=pytest.mark.turns_red(
+                "INF-DB-EXISTS",
+                "INF-REDIS-MAXMEM",
+                "INF-DB-REPLICA",
+                defect="An application role that is a PostgreSQL superuser, a Redis that evicts "
+                "any key (allkeys-lru) and no streaming standby.",
+            ),
             id="app-role-superuser-redis-evicts-any-key-no-standby",
         ),
     ],
@@ -115,6 +147,49 @@ def test_configuration_defects_turn_exactly_their_items_red(
     with native(**options) as info:
         red = failing(probe(info, *PROBES))
     assert_exactly(red, healthy[1], named)
+
+
+@pytest.mark.turns_red(
+    "INF-DB-VERSION",
+    defect="PostgreSQL 15, the version this machine's set-up installs for the native target, older "
+    "than the 16 the item asks for.",
+)
+def test_postgres_older_than_16_fails_inf_db_version(
+    healthy: tuple[TargetInfo, dict[str, str]],
+) -> None:
+    """The native target runs the host's PostgreSQL (scripts/debian-packages.txt pins 15)."""
+    assert "must be version 16 or later (got 15." in healthy[1]["INF-DB-VERSION"], healthy[1]
+
+
+RAM_DISK = Path("/dev/shm")  # noqa: S108 (a tmpfs on purpose: the defect)
+
+
+@pytest.mark.turns_red(
+    "INF-RES-CPU",
+    "INF-RES-DISK",
+    defect="A node that gives the system one CPU core and keeps its data on a small RAM disk.",
+)
+def test_one_core_and_data_on_a_ram_disk_fail_the_host_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole system (PostgreSQL, Redis, workers, edge) starts pinned to one core, with its
+    temp dir, where the native target keeps its data, on a tmpfs far smaller than 100 GB."""
+    assert shutil.disk_usage(RAM_DISK).total < 100 * 10**9, "the RAM disk is small"
+    cores = os.sched_getaffinity(0)
+    data = Path(tempfile.mkdtemp(prefix="redvariant-", dir=RAM_DISK))
+    data.chmod(0o1777)  # like /tmp: PostgreSQL runs as its own user and must reach its dirs
+    monkeypatch.setenv("TMPDIR", str(data))
+    monkeypatch.setattr(tempfile, "tempdir", str(data))
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        with native(workers=2) as info:
+            red = failing(probe(info, "infrastructure/test_resources.py"))
+    finally:
+        os.sched_setaffinity(0, cores)
+        shutil.rmtree(data, ignore_errors=True)
+    assert set(red) == {"INF-RES-CPU", "INF-RES-DISK"} | ({"INF-RES-MEM"} & set(red)), red
+    assert "at least 4 CPU cores (got 1)" in red["INF-RES-CPU"], red
+    assert "must hold at least 100 GB" in red["INF-RES-DISK"], red
 
 
 def _break_live_database(info: TargetInfo) -> None:
@@ -134,6 +209,13 @@ def _break_live_database(info: TargetInfo) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.turns_red(
+    "INF-DB-MIGRATED",
+    "PERF-DB-INDEXES",
+    "PERF-DB-SLOW-QUERIES",
+    defect="A live database with an applied migration forgotten, the index behind "
+    "messages(parent_id) dropped and a slow statement run often.",
+)
 def test_defects_in_the_live_database_turn_exactly_their_items_red(
     healthy: tuple[TargetInfo, dict[str, str]],
 ) -> None:

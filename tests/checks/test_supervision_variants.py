@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from preflight.outcomes import Outcome
 from tests.checks.support import native, outcomes, probe
 
@@ -34,6 +36,9 @@ def test_a_supervised_worker_comes_back_and_app_supervised_passes() -> None:
     assert f"api-0 restarted (pid {before['api-0']} -> {after['api-0']}), restart 1" in log
 
 
+@pytest.mark.turns_red(
+    "APP-SUPERVISED", defect="API workers without a supervisor: a killed worker stays dead."
+)
 def test_without_supervision_app_supervised_fails_and_the_worker_is_started_again() -> None:
     with native(supervise=False) as info:
         assert info.drills.processes is not None

@@ -102,6 +102,23 @@ def broken() -> Iterator[TargetInfo]:
         yield info
 
 
+@pytest.mark.turns_red(
+    "BAK-DB-DAILY",
+    "BAK-RPO",
+    "INF-DB-BACKUP",
+    "BAK-VERIFY",
+    "BAK-RESTORE-DRILL",
+    "BAK-FILES",
+    "BAK-RETENTION",
+    "BAK-OFFSITE",
+    "INF-REDIS-BACKUP",
+    "CMP-DATA-EXPORT",
+    "CMP-ERASURE",
+    "CMP-RETENTION",
+    defect="Backups every two days that leave out the reactions' rows, copy an empty upload store, "
+    "prune after 7 days and go nowhere off-site; messages kept for ever, an erasure a "
+    "trigger undoes and an export blind to reactions.",
+)
 def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Path) -> None:
     empty_store, offsite = tmp_path / "empty-store", tmp_path / "offsite"
     empty_store.mkdir()
@@ -134,6 +151,10 @@ def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Pa
         assert words in red[item], (item, red[item])
 
 
+@pytest.mark.turns_red(
+    "BAK-RTO",
+    defect="A backup job whose database dump is cut short, so nothing restores.",
+)
 def test_a_backup_that_does_not_restore_fails_the_rto(broken: TargetInfo, tmp_path: Path) -> None:
     info = with_backup_job(
         broken, CHATSDK_BACKUP_PG_BIN=str(pg_bin_with(tmp_path, "cut", CUT_SHORT))
@@ -144,6 +165,10 @@ def test_a_backup_that_does_not_restore_fails_the_rto(broken: TargetInfo, tmp_pa
     assert "pg_restore" in red["BAK-RTO"], red
 
 
+@pytest.mark.turns_red(
+    "POST-BACKUP-RAN",
+    defect="A backup repository that holds no scheduled backup.",
+)
 def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_path: Path) -> None:
     empty = tmp_path / "repository"
     empty.mkdir()
@@ -155,6 +180,10 @@ def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_pat
     assert not os.listdir(empty), "the probe must not write into the repository it judges"
 
 
+@pytest.mark.turns_red(
+    "POST-BACKUP-RAN",
+    defect="A deployment newer than every scheduled backup it holds.",
+)
 def test_no_scheduled_backup_since_the_deploy_fails(broken: TargetInfo) -> None:
     """The target says it deployed after every backup it holds: none ran since."""
     info = dataclasses.replace(broken, deployment=Deployment(deployed_at=time.time() + 3600))

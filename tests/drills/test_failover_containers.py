@@ -19,6 +19,11 @@ from tests.drills.test_fault_variants import drills
 pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
 
 
+@pytest.mark.turns_red(
+    "BAK-FAILOVER-DRILL",
+    defect="API containers whose database URL names the primary alone, so they cannot follow a "
+    "failover.",
+)
 def test_workers_that_name_only_the_primary_fail_the_failover_drill_on_containers() -> None:
     reason = docker_available()
     assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"

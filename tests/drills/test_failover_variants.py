@@ -4,6 +4,8 @@ what runs after it; with workers whose DSN names the old primary alone it turns 
 
 from __future__ import annotations
 
+import pytest
+
 from preflight.outcomes import Outcome
 from preflight.targets.native import NativeTestOptions
 from tests.checks.support import native, outcomes, probe
@@ -24,6 +26,11 @@ def test_the_failover_drill_passes_and_leaves_the_target_whole() -> None:
     assert kill["BAK-FAILOVER-DRILL"][0] is Outcome.PASS, kill
 
 
+@pytest.mark.turns_red(
+    "BAK-FAILOVER-DRILL",
+    defect="API workers whose database URL names the primary alone, so they cannot follow a "
+    "failover.",
+)
 def test_workers_that_name_only_the_primary_fail_the_failover_drill() -> None:
     with native(test=NativeTestOptions(workers_primary_only=True)) as info:
         decided = outcomes(drills(info, ["test_failover.py"], FAILOVER))

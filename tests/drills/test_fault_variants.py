@@ -15,6 +15,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from preflight.outcomes import Outcome, ProbeResults
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import TargetInfo
@@ -44,6 +46,19 @@ def pagerless(tmp: Path) -> Path:
     return apply_edits(copy, {"alertmanager.yml": lambda text: text.replace(PAGER_ROUTE, "")})
 
 
+@pytest.mark.turns_red(
+    "POST-ALERT-DRILL",
+    "APP-GRACEFUL-SHUTDOWN",
+    "OPS-GRACEFUL-WS-DRAIN",
+    "BAK-FAILOVER-DRILL",
+    "DEP-ZERO-DOWNTIME",
+    "DEP-MIGRATION-COMPAT",
+    "RB-EXECUTE",
+    "RB-VERIFY-OLD",
+    defect="Workers without a SIGTERM handler that acknowledge sends before they commit, a "
+    "candidate migration that renames a column the previous release uses, and critical "
+    "alerts that no longer page.",
+)
 def test_seeded_defects_turn_their_drills_red(tmp_path: Path) -> None:
     faults = "exit_on_sigterm,ack_before_commit"
     with native(
@@ -87,6 +102,12 @@ def test_seeded_defects_turn_their_drills_red(tmp_path: Path) -> None:
     assert "500 internal_error" in red["RB-VERIFY-OLD"]
 
 
+@pytest.mark.turns_red(
+    "APP-GRACEFUL-SHUTDOWN",
+    "DEP-ZERO-DOWNTIME",
+    "RB-EXECUTE",
+    defect="Workers that exit 0 at once on SIGTERM, without draining the requests in flight.",
+)
 def test_a_worker_that_does_not_drain_fails_the_restart_drills() -> None:
     """The point of the worker's own drain: nothing takes a worker out of the edge before a
     graceful stop, so a worker that exits at once on SIGTERM, with a clean exit code, cuts
@@ -108,6 +129,10 @@ def test_a_worker_that_does_not_drain_fails_the_restart_drills() -> None:
     assert "readiness 503 after SIGTERM" in red["APP-GRACEFUL-SHUTDOWN"]
 
 
+@pytest.mark.turns_red(
+    "OPS-REDIS-LOSS",
+    defect="A Redis that refuses PUBLISH, so fan-out never resumes after Redis comes back.",
+)
 def test_a_redis_without_publish_fails_the_redis_drill() -> None:
     with native(test=NativeTestOptions(redis_settings=['rename-command PUBLISH ""'])) as info:
         decided = outcomes(drills(info, ["test_faults.py"], "losing_redis and restart"))
@@ -116,6 +141,10 @@ def test_a_redis_without_publish_fails_the_redis_drill() -> None:
     assert "fan-out must resume once Redis is back" in reason
 
 
+@pytest.mark.turns_red(
+    "OPS-REDIS-LOSS",
+    defect="Workers whose per-user limits let every request through, Redis up or down.",
+)
 def test_limits_that_let_everything_through_fail_the_redis_drill() -> None:
     """The drill's limit check can fail: a worker whose per-user limits let every request
     through (Redis up or down) never answers the channel burst with 429."""

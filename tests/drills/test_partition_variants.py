@@ -28,8 +28,27 @@ pytestmark = pytest.mark.usefixtures("one_heavy_module_at_a_time")
     ("fault", "item", "named"),
     [
         # sends that met the partition got no answer before the client gave up
-        ("unbounded_db_waits", "OPS-PARTITION-DB", "no answer (TimeoutError)"),
-        ("unbounded_redis_waits", "OPS-PARTITION-REDIS", "no answer (TimeoutError)"),
+        pytest.param(
+            "unbounded_db_waits",
+            "OPS-PARTITION-DB",
+            "no answer (TimeoutError)",
+            marks=pytest.mark.turns_red(
+                "OPS-PARTITION-DB",
+                defect="API containers whose PostgreSQL connections have no statement timeout or "
+                "TCP_USER_TIMEOUT.",
+            ),
+            id="unbounded_db_waits",
+        ),
+        pytest.param(
+            "unbounded_redis_waits",
+            "OPS-PARTITION-REDIS",
+            "no answer (TimeoutError)",
+            marks=pytest.mark.turns_red(
+                "OPS-PARTITION-REDIS",
+                defect="API containers whose Redis client has no socket timeouts.",
+            ),
+            id="unbounded_redis_waits",
+        ),
     ],
 )
 def test_unbounded_waits_turn_their_partition_drill_red(fault: str, item: str, named: str) -> None:

@@ -109,6 +109,11 @@ def test_a_deploy_replaces_the_worker_with_a_container_on_the_release(target: Ta
     assert control.container.image.id == old.image.id
 
 
+@pytest.mark.turns_red(
+    "RB-EXECUTE",
+    defect="A release candidate whose workers quit at once on SIGTERM, so rolling it back cuts "
+    "requests in flight.",
+)
 def test_a_release_that_does_not_drain_fails_the_rollback_drill(target: TargetInfo) -> None:
     """A candidate whose workers quit at once on SIGTERM (CHATSDK_FAULTS' quit_on_sigterm, built
     into the release): rolling it back stops its workers with requests in flight."""
