@@ -17,19 +17,13 @@ import os
 import queue
 import socket
 
+from chatsdk.settings import parse_server
+
 APP_NAME = "chatsdk"
 QUEUE_SIZE = 10_000
 CONNECT_TIMEOUT_S = 2.0
 FACILITY_LOCAL0 = 16
 SEVERITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
-
-
-def parse_server(raw: str) -> tuple[str, int]:
-    """`host:port` -> (host, port); raises ValueError naming what is wrong."""
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"must be host:port (got {raw!r})")
-    return host.strip("[]"), int(port)
 
 
 def frame(record: logging.LogRecord, line: str, hostname: str) -> bytes:

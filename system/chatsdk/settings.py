@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 from chatsdk.dsn import hosts
 from chatsdk.errors import SettingsError
-from chatsdk.logship import parse_server
 
 PREFIX = "CHATSDK_"
 MIN_SECRET_LENGTH = 32
@@ -314,6 +313,14 @@ def _flag(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"must be 1, true, yes, on, 0, false, no or off (got {raw!r})")
+
+
+def parse_server(raw: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); raises ValueError naming what is wrong."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port (got {raw!r})")
+    return host.strip("[]"), int(port)
 
 
 def _log_server(raw: str) -> str | None:

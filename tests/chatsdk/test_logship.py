@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 from chatsdk.logs import JsonFormatter, Redactor
-from chatsdk.logship import Shipper, parse_server
+from chatsdk.logship import Shipper
+from chatsdk.settings import parse_server
 
 
 @pytest.fixture
