@@ -131,6 +131,28 @@ def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: Eviden
             f"the audit record of request {request_id} must say action {action!r} "
             f"(got {record['action']!r})"
         )
+    if "log_store" in target.capabilities:  # the copy a host's own users cannot rewrite
+        _audit_reaches_the_store(target, ids, evidence)
+
+
+def _audit_reaches_the_store(
+    target: ProbeTarget, ids: dict[str, str], evidence: EvidenceLog
+) -> None:
+    """Each action's audit record must also be in the central log store."""
+    store = target.info.observability.log_store
+    assert store is not None
+    deadline, pending = time.monotonic() + CENTRAL_DEADLINE_S, dict(ids)
+    while pending and time.monotonic() < deadline:
+        for action, request_id in list(pending.items()):
+            events = store.search(request_id)
+            if any(_audit_of(request_id)(json_object(e.message) or {}) for e in events):
+                del pending[action]
+        time.sleep(CENTRAL_POLL_S)
+    assert not pending, (
+        f"the audit records of {', '.join(pending)} must reach the central log store at "
+        f"{store.address} within {CENTRAL_DEADLINE_S:.0f} s (got none there)"
+    )
+    evidence.note(f"every audit record is in the central log store at {store.address}")
 
 
 @pytest.mark.checklist("MON-LOG-CENTRAL")
@@ -153,7 +175,7 @@ def test_every_component_ships_its_logs_to_the_central_store(
                 found[component], latency[component] = hit, time.monotonic() - event.at
         time.sleep(CENTRAL_POLL_S)
     for component, hit in found.items():
-        evidence.figure(f"{component} shipping latency (s)", round(latency[component], 2))
+        evidence.figure(f"{component} shipping latency", round(latency[component], 2), "s")
         evidence.note(f"{component}: {hit}")
     missing = [c for c in wanted if c not in found]
     assert not missing, (
@@ -255,16 +277,26 @@ def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -
     lines = 0
     for path, line in target.logs.lines():
         lines += 1
-        for what, value in wanted.items():
-            # The message names the place, never the line: it would carry the secret along.
-            field = next((k for k, v in _fields(line).items() if value in v), "the line")
-            leaked = value in line  # asserted as a bool: pytest would print both strings
-            assert not leaked, (
-                f"log {path.name} must not contain the {what} (found it in {field} of a line "
-                f"with request_id {_fields(line).get('request_id', 'unknown')})"
-            )
+        _no_secret_in(f"log {path.name}", line, wanted)
     evidence.figure("log lines read", lines)
+    store = target.info.observability.log_store
+    if store is not None:  # the central store holds a copy of every line: no secret there either
+        events = store.search("")
+        for event in events:
+            _no_secret_in(f"the central log store's event from {event.app}", event.message, wanted)
+        evidence.figure("central log store events read", len(events))
     evidence.figure("log files read", len(files))
+
+
+def _no_secret_in(where: str, line: str, wanted: dict[str, str]) -> None:
+    for what, value in wanted.items():
+        # The message names the place, never the line: it would carry the secret along.
+        field = next((k for k, v in _fields(line).items() if value in v), "the line")
+        leaked = value in line  # asserted as a bool: pytest would print both strings
+        assert not leaked, (
+            f"{where} must not contain the {what} (found it in {field} of a line "
+            f"with request_id {_fields(line).get('request_id', 'unknown')})"
+        )
 
 
 def _fields(line: str) -> dict[str, str]:
