@@ -3,7 +3,7 @@ run it, and how both read it: the store keeps every event it receives as one JSO
 events.jsonl (store.conf's template), which `EventFile` searches. The native target runs the
 store and the shipper of PostgreSQL's and Redis's log files as processes of this machine
 (`start_native`); the containers target runs the compose file's `logstore` and `log-shipper`
-services and reads the file through the engine."""
+services and reads the file in the store's volume (containers/logstore.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import shutil
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from preflight.errors import TargetUnavailable
@@ -102,13 +103,15 @@ class NativeLogStore:
 
     @property
     def store(self) -> EventFile:
-        return EventFile(self.address, self._read)
+        return EventFile(self.address, partial(read_events, self.events))
 
-    def _read(self) -> str:
-        try:
-            return self.events.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+
+def read_events(path: Path) -> str:
+    """The store's events file as text (empty before its first event)."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def start_native(
