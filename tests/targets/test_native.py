@@ -116,6 +116,7 @@ def test_the_target_says_what_it_can_do_and_what_runs(
         "backups",
         "error_tracking",
         "processes",
+        "log_store",
     }
     assert "observability" not in stack.capabilities  # off unless asked for
     assert "alert_routing" not in stack.capabilities
