@@ -1,7 +1,7 @@
 """The central log store's probes (checks/monitoring/test_logs.py) against the native target and
 deliberately broken variants of it: every component's event reaches the store; an edge that
 does not ship, or an API that writes no audit record of an export, turns its item red and the
-reason names what is missing."""
+reason names what is missing; a target that names no store skips the item, saying why."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from preflight.outcomes import Outcome
+from preflight.targets.base import Edge, TargetInfo
 from preflight.targets.native import NativeTestOptions
 from tests.checks.support import REPO, apply_edits, edge_templates, failing, native, outcomes, probe
 
@@ -63,3 +64,14 @@ def test_an_export_without_an_audit_record_fails_the_audit_item(tmp_path: Path) 
         red = failing(probe(info, LOGS, items={"MON-AUDIT-LOG"}))
     assert "MON-AUDIT-LOG" in red, red
     assert "user.export" in red["MON-AUDIT-LOG"], red["MON-AUDIT-LOG"]
+
+
+def test_a_target_that_names_no_log_store_skips_the_item_saying_why() -> None:
+    """A target file cannot name a central log store: the item is not decided there."""
+    external = TargetInfo("staging", "external", Edge("https://127.0.0.1:9"), admin_key="unused")
+    results = probe(external, LOGS, items={"MON-LOG-CENTRAL"})
+    outcome, reason = outcomes(results)["MON-LOG-CENTRAL"]
+    assert outcome is Outcome.SKIP, (outcome, reason)
+    central = [r for r in results.results if "central_store" in r.nodeid]
+    assert [r.outcome for r in central] == [Outcome.SKIP], central
+    assert "a target file cannot name one yet" in central[0].message, central[0].message
