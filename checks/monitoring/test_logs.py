@@ -1,5 +1,6 @@
 """The target's real logs: the edge's access log, the API's JSON lines with request ids, audit
-records of administrative actions, no secrets anywhere, and rotation configured."""
+records of administrative actions, every component's events in the central log store, no
+secrets anywhere, and rotation configured."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from checks._chat import Tenant
@@ -26,6 +29,7 @@ from preflight.client import expect
 from preflight.evidence import EvidenceLog
 from preflight.jsonlines import json_object
 from preflight.probe.target import ProbeTarget
+from preflight.targets.base import LogStore, StoredEvent
 
 FLUSH_S = 1.0  # how long the log writers get to flush before the logs are read whole
 
@@ -127,26 +131,126 @@ def test_admin_actions_write_audit_records(target: ProbeTarget, evidence: Eviden
             f"the audit record of request {request_id} must say action {action!r} "
             f"(got {record['action']!r})"
         )
+    if "log_store" in target.capabilities:  # the copy a host's own users cannot rewrite
+        _audit_reaches_the_store(target, ids, evidence)
+
+
+def _audit_reaches_the_store(
+    target: ProbeTarget, ids: dict[str, str], evidence: EvidenceLog
+) -> None:
+    """Each action's audit record must also be in the central log store."""
+    store = target.info.observability.log_store
+    assert store is not None
+    deadline, pending = time.monotonic() + CENTRAL_DEADLINE_S, dict(ids)
+    while pending and time.monotonic() < deadline:
+        for action, request_id in list(pending.items()):
+            events = store.search(request_id)
+            if any(_audit_of(request_id)(json_object(e.message) or {}) for e in events):
+                del pending[action]
+        time.sleep(CENTRAL_POLL_S)
+    assert not pending, (
+        f"the audit records of {', '.join(pending)} must reach the central log store at "
+        f"{store.address} within {CENTRAL_DEADLINE_S:.0f} s (got none there)"
+    )
+    evidence.note(f"every audit record is in the central log store at {store.address}")
 
 
 @pytest.mark.checklist("MON-LOG-CENTRAL")
-def test_request_logs_are_structured_with_request_ids(
+def test_every_component_ships_its_logs_to_the_central_store(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
-    """Unstructured logs without request ids make incidents slow to diagnose."""
-    request_id = tagged()
-    expect(target.http.get("/v1/health/live", headers={"X-Request-ID": request_id}), 200)
-    edge = target.logs.find(lambda r: is_edge_access(r) and r.get("request_id") == request_id)
-    api = target.logs.find(lambda r: is_api(r) and r.get("request_id") == request_id)
-    assert edge, f"the edge's access log must hold a JSON record with request_id {request_id}"
-    assert api, f"the API's log must hold a JSON record with request_id {request_id}"
-    # Every line of a file that holds request records is itself a JSON record.
-    for path in {edge[0][0], *(p for p, _r in api)}:
-        for _p, line in ((p, ln) for p, ln in target.logs.lines() if p == path):
-            assert line.startswith("{"), (
-                f"every line of {path.name} must be a JSON record (got {line[:120]!r})"
-            )
-    evidence.note(f"request {request_id}: edge {edge[0][0].name}, API {api[0][0].name}")
+    """Scattered logs make incidents slow to diagnose: each component's fresh event must reach
+    the central store over the network, and the request records as JSON with the request id."""
+    target.requires("log_store")
+    store = target.info.observability.log_store
+    assert store is not None
+    evidence.note(f"central log store at {store.address}")
+    since, wanted = time.time(), shipped_events(target, tagged())
+    found: dict[str, StoredEvent] = {}
+    latency: dict[str, float] = {}
+    deadline = time.monotonic() + CENTRAL_DEADLINE_S
+    while len(found) < len(wanted) and time.monotonic() < deadline:
+        for component, event in wanted.items():
+            if component not in found and (hit := event.find(store, since)) is not None:
+                found[component], latency[component] = hit, time.monotonic() - event.at
+        time.sleep(CENTRAL_POLL_S)
+    for component, hit in found.items():
+        evidence.figure(f"{component} shipping latency", round(latency[component], 2), "s")
+        evidence.note(f"{component}: {hit}")
+    missing = [c for c in wanted if c not in found]
+    assert not missing, (
+        f"the central log store at {store.address} must receive a fresh event from every "
+        f"component within {CENTRAL_DEADLINE_S:.0f} s; nothing arrived from "
+        f"{', '.join(f'{c} ({wanted[c].what})' for c in missing)}"
+    )
+    local = {c: e.input for c, e in found.items() if e.input not in NETWORK_INPUTS}
+    assert not local, (
+        f"every component must ship to the central store over the network (an input of "
+        f"{', '.join(NETWORK_INPUTS)}); {', '.join(f'{c} came by {i}' for c, i in local.items())}"
+    )
+    for component in ("edge", "api"):
+        record = json_object(found[component].message) or {}
+        assert record.get("request_id") == wanted[component].text, (
+            f"the {component}'s event in the central store must be a JSON record with the "
+            f"request id {wanted[component].text} (got {found[component].message[:200]!r})"
+        )
+
+
+CENTRAL_DEADLINE_S = 30.0  # shipping is near-real-time; this bounds a slow, shared machine
+CENTRAL_POLL_S = 0.25
+NETWORK_INPUTS = ("imtcp", "imudp", "imptcp", "imrelp")
+REDIS_SAVE = "Background saving started"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A component's event the probe caused: its syslog APP-NAME in the store, the text its
+    message holds, when it was caused (monotonic), and what it is, for a person."""
+
+    app: str
+    text: str
+    at: float
+    what: str
+
+    def find(self, store: LogStore, since: float) -> StoredEvent | None:
+        """The first event of this component with the text, received since `since`."""
+        return next(
+            (e for e in store.search(self.text) if e.app == self.app and e.received >= since),
+            None,
+        )
+
+
+def shipped_events(target: ProbeTarget, marker: str) -> dict[str, Expected]:
+    """Cause one fresh event in each component: a request with `marker` as its request id (the
+    edge's and the API's access records), a PostgreSQL warning carrying `marker`, and a Redis
+    background save (Redis logs no text of a client's at its log level; a save's start is the
+    event, fresh by its time)."""
+    at = time.monotonic()
+    expect(target.http.get("/v1/health/live", headers={"X-Request-ID": marker}), 200)
+    events = {
+        "edge": Expected("nginx", marker, at, f"the access record of request {marker}"),
+        "api": Expected("chatsdk", marker, at, f"the access record of request {marker}"),
+    }
+    at = time.monotonic()
+    target.pg.fetch(f"DO $$BEGIN RAISE WARNING '{marker}'; END$$")
+    events["postgres"] = Expected("postgres", marker, at, f"the warning {marker}")
+    events["redis"] = Expected("redis", REDIS_SAVE, _background_save(target), REDIS_SAVE)
+    return events
+
+
+def _background_save(target: ProbeTarget) -> float:
+    """BGSAVE, again while another save runs (a backup's); when it started (monotonic)."""
+    client = target.redis.client()
+    deadline = time.monotonic() + CENTRAL_DEADLINE_S
+    while True:
+        at = time.monotonic()
+        try:
+            client.bgsave()
+            return at
+        except redis.ResponseError as exc:
+            if "in progress" not in str(exc) or at > deadline:
+                raise
+        time.sleep(CENTRAL_POLL_S)
 
 
 @pytest.mark.checklist("MON-LOG-CENTRAL")
@@ -173,16 +277,26 @@ def test_no_secret_reaches_any_log(target: ProbeTarget, evidence: EvidenceLog) -
     lines = 0
     for path, line in target.logs.lines():
         lines += 1
-        for what, value in wanted.items():
-            # The message names the place, never the line: it would carry the secret along.
-            field = next((k for k, v in _fields(line).items() if value in v), "the line")
-            leaked = value in line  # asserted as a bool: pytest would print both strings
-            assert not leaked, (
-                f"log {path.name} must not contain the {what} (found it in {field} of a line "
-                f"with request_id {_fields(line).get('request_id', 'unknown')})"
-            )
+        _no_secret_in(f"log {path.name}", line, wanted)
     evidence.figure("log lines read", lines)
+    store = target.info.observability.log_store
+    if store is not None:  # the central store holds a copy of every line: no secret there either
+        events = store.search("")
+        for event in events:
+            _no_secret_in(f"the central log store's event from {event.app}", event.message, wanted)
+        evidence.figure("central log store events read", len(events))
     evidence.figure("log files read", len(files))
+
+
+def _no_secret_in(where: str, line: str, wanted: dict[str, str]) -> None:
+    for what, value in wanted.items():
+        # The message names the place, never the line: it would carry the secret along.
+        field = next((k for k, v in _fields(line).items() if value in v), "the line")
+        leaked = value in line  # asserted as a bool: pytest would print both strings
+        assert not leaked, (
+            f"{where} must not contain the {what} (found it in {field} of a line "
+            f"with request_id {_fields(line).get('request_id', 'unknown')})"
+        )
 
 
 def _fields(line: str) -> dict[str, str]:

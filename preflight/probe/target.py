@@ -78,6 +78,8 @@ TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
 # Capabilities only one kind of target gives, with the option that starts it: a target file
 # cannot give them, and neither can the native target.
 ONLY_ON: dict[Capability, str] = {
+    "log_store": "a target preflight runs (--target native or containers), whose central log "
+    "store it reads; a target file cannot name one yet",
     "partitions": "--target containers, where the run owns the networks between the API "
     "containers and their stores",
 }

@@ -30,6 +30,7 @@ Capability = Literal[
     "backups",
     "metrics",
     "logs",
+    "log_store",
     "releases",
     "alert_routing",
     "jobs",
@@ -341,6 +342,33 @@ class Stores:
 
 
 @dataclass(frozen=True)
+class StoredEvent:
+    """One event as the central log store keeps it: the component that sent it (`app`, its
+    syslog APP-NAME: "chatsdk", "nginx", "postgres", "redis"), the sender's address (`source`),
+    the input it arrived on (`input`: "imtcp", "imudp", ...: over the network), when the store
+    received it (`received`, epoch seconds) and the component's own line (`message`)."""
+
+    app: str
+    source: str
+    input: str
+    received: float
+    message: str
+
+
+class LogStore(Protocol):
+    """The central log store every component ships its logs to, searchable from here."""
+
+    @property
+    def address(self) -> str:
+        """Where the components ship to, as they reach it ("logstore:5514"), for a person."""
+        ...
+
+    def search(self, text: str) -> Sequence[StoredEvent]:
+        """Every stored event whose message contains `text`, oldest first."""
+        ...
+
+
+@dataclass(frozen=True)
 class Observability:
     """What watches the system. Optional; the probes that read a part skip without it.
 
@@ -350,7 +378,8 @@ class Observability:
     HTTP API (basic-auth credentials, if any, in the URL), for MON-GRAFANA. `error_events`: the
     events the error tracker received (JSON lines, one Sentry event each), for
     MON-ERROR-TRACKING: the native and containers targets' stand-in writes it
-    (targets/errortracker.py).
+    (targets/errortracker.py). `log_store`: the central log store the components ship their
+    logs to over the network (MON-LOG-CENTRAL).
     `network_addresses`: where Prometheus reaches what the URLs above name, where its network
     differs from this machine's (the containers target): a metrics URL, or "alertmanager" ->
     host:port as Prometheus scrapes or alerts it; "node" -> the node exporter's, where one node
@@ -363,6 +392,7 @@ class Observability:
     grafana_url: str | None = field(default=None, repr=False)
     error_events: Path | None = None
     network_addresses: Mapping[str, str] = field(default_factory=dict)
+    log_store: LogStore | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -480,6 +510,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "backups": info.backups.dir,
         "metrics": seen.metrics_urls,
         "logs": seen.log_files,
+        "log_store": seen.log_store,
         "releases": drills.releases,
         "alert_routing": drills.alert_routing,
         "jobs": drills.jobs,

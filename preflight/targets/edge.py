@@ -79,6 +79,9 @@ class EdgeConfig:
     # .well-known/acme-challenge/ the plain-HTTP server serves for its http-01 challenges.
     certificate: EdgeCertificate | None = None
     acme_webroot: Path | None = None
+    # The central log store (host, port) the edge also ships its access and error logs to, over
+    # syslog (UDP); None: the local files only.
+    log_server: tuple[str, int] | None = None
 
 
 def render_edge(cfg: EdgeConfig, template_dir: Path | None = None) -> Path:
@@ -228,6 +231,7 @@ def _context(cfg: EdgeConfig, nginx_dir: Path, run_as_root: bool) -> dict[str, o
         "redirect_hosts": _names(cfg),
         "acme": cfg.acme_webroot is not None,
         "upstreams": [_upstream(host, port) for host, port in cfg.upstreams],
+        "log_server": _upstream(*cfg.log_server, "log_server") if cfg.log_server else None,
         "api_rate_per_s": cfg.api_rate_per_s,
         "ws_rate_per_s": cfg.ws_rate_per_s,
         "api_burst": cfg.api_burst,
@@ -278,14 +282,15 @@ def _require_port(name: str, port: object) -> None:
         raise EdgeConfigInvalid(f"EdgeConfig.{name} must be a port 1-65535 (got {port!r})")
 
 
-def _upstream(host: str, port: int) -> str:
-    _require_port("upstreams port", port)
+def _upstream(host: str, port: int, what: str = "upstreams") -> str:
+    """host:port as NGINX writes an address (`what`: the EdgeConfig field, for the error)."""
+    _require_port(f"{what} port", port)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         if not _HOSTNAME.match(host):
             raise EdgeConfigInvalid(
-                f"EdgeConfig.upstreams host must be an IP address or DNS name (got {host!r})"
+                f"EdgeConfig.{what} host must be an IP address or DNS name (got {host!r})"
             ) from None
         return f"{host}:{port}"
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"

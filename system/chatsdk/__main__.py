@@ -60,7 +60,9 @@ def main() -> int:
         url_password(settings.redis_url),
         settings.s3_secret_key,
     )
-    configure_logging(settings.log_level, settings.worker_id, secrets=secrets)
+    configure_logging(
+        settings.log_level, settings.worker_id, secrets=secrets, ship_to=settings.log_server
+    )
     init_error_tracking(tracking, settings.worker_id, secrets)
     try:
         return asyncio.run(serve(settings))

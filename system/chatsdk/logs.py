@@ -8,6 +8,7 @@ sends them in a path. Query strings are never logged (the access line has the pa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import datetime as dt
@@ -23,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
+
+from chatsdk.logship import Shipper
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "chatsdk_request_id", default=None
@@ -144,15 +147,26 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str, worker_id: str, stream: TextIO | None = None, secrets: Iterable[str] = ()
+    level: str,
+    worker_id: str,
+    stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
+    ship_to: str = "",
 ) -> None:
-    """`secrets`: values masked wherever they appear (admin key, JWT secret, passwords)."""
+    """`secrets`: values masked wherever they appear (admin key, JWT secret, passwords).
+    `ship_to`: the central log store's host:port, which gets every line too (logship.py)."""
+    formatter = JsonFormatter(worker_id, Redactor(secrets))
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter(worker_id, Redactor(secrets)))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    if ship_to:
+        shipper = Shipper(ship_to, formatter)
+        shipper.start()
+        atexit.register(shipper.stop)
+        root.addHandler(shipper.handler)
     root.setLevel(level)
     # aiohttp's own access logger is replaced by JsonAccessLogger below.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

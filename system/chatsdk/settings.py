@@ -63,6 +63,8 @@ class Settings:
     # listens, so a worker listens once it can serve them. 0: listen at once.
     startup_wait: float = 10.0
     log_level: str = "INFO"
+    # The central log store's host:port (RFC 5424 over TCP); empty: the lines go to stderr only.
+    log_server: str = ""
     upload_dir: Path = field(default_factory=default_upload_dir)
     allowed_origins: tuple[str, ...] = ()
     # Upload storage: local disk (upload_dir) or an S3-compatible bucket (MinIO, AWS S3).
@@ -106,6 +108,7 @@ class Settings:
             f"redis_url={_redact_url(self.redis_url)!r}, admin_key='***', jwt_secret='***', "
             f"shutdown_timeout={self.shutdown_timeout}, drain_delay={self.drain_delay}, "
             f"startup_wait={self.startup_wait}, log_level={self.log_level!r}, "
+            f"log_server={self.log_server!r}, "
             f"upload_dir={str(self.upload_dir)!r}, "
             f"allowed_origins={self.allowed_origins!r}, storage={self.storage!r}, "
             f"s3_endpoint={_redact_url(self.s3_endpoint)!r}, s3_bucket={self.s3_bucket!r}, "
@@ -141,6 +144,7 @@ class Settings:
             drain_delay=env.get("DRAIN_DELAY", _seconds, default=1.0, check=_between(0.0, 5.0)),
             startup_wait=env.get("STARTUP_WAIT", _seconds, default=10.0, check=_between(0.0, 30.0)),
             log_level=env.get("LOG_LEVEL", _log_level, default="INFO"),
+            log_server=env.get("LOG_SERVER", str, default="", check=_log_server),
             upload_dir=env.get(
                 "UPLOAD_DIR",
                 Path,
@@ -309,6 +313,22 @@ def _flag(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"must be 1, true, yes, on, 0, false, no or off (got {raw!r})")
+
+
+def parse_server(raw: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); raises ValueError naming what is wrong."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port (got {raw!r})")
+    return host.strip("[]"), int(port)
+
+
+def _log_server(raw: str) -> str | None:
+    try:
+        parse_server(raw)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _log_level(raw: str) -> str:

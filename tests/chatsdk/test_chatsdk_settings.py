@@ -75,6 +75,7 @@ def test_a_missing_required_variable_is_named(name: str) -> None:
         ("CHATSDK_SHUTDOWN_TIMEOUT", "30", "between"),
         ("CHATSDK_DRAIN_DELAY", "-1", "between"),
         ("CHATSDK_LOG_LEVEL", "LOUD", "one of DEBUG"),
+        ("CHATSDK_LOG_SERVER", "logstore", "must be host:port"),
         ("CHATSDK_WORKER_ID", "a b", "letters, digits"),
         ("CHATSDK_UPLOAD_DIR", "relative/dir", "absolute path"),
         ("CHATSDK_ALLOWED_ORIGINS", "chat.example.com", "origins like https://"),

@@ -57,13 +57,21 @@ def test_the_shipped_compose_file_starts_stores_before_the_api_and_the_edge_last
         [
             "postgres",
             "redis",
+            "logstore",
             "certbot",
             "prometheus",
             "alertmanager",
             "node-exporter",
             "container-exporter",
         ],
-        ["api", "realtime", "postgres-standby", "postgres-exporter", "redis-exporter"],
+        [
+            "api",
+            "realtime",
+            "postgres-standby",
+            "log-shipper",
+            "postgres-exporter",
+            "redis-exporter",
+        ],
         ["backup", "nginx"],
     ]
     assert plan.networks["backend"] is True, "the stores' network is internal"

@@ -492,6 +492,29 @@ def test_untrusted_looking_values_are_refused_before_rendering(edge_pki: Pki) ->
             )
         with pytest.raises(EdgeConfigInvalid, match="upstreams host"):
             render_edge(EdgeConfig(workdir, 1443, 1080, [("a b", 1001)], edge_pki))
+        with pytest.raises(EdgeConfigInvalid, match="log_server host"):
+            render_edge(
+                EdgeConfig(
+                    workdir, 1443, 1080, [("127.0.0.1", 1001)], edge_pki, log_server=("x;y", 514)
+                )
+            )
+    finally:
+        shutil.rmtree(workdir)
+
+
+def test_a_log_server_gets_the_access_and_error_logs_over_syslog(edge_pki: Pki) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="preflight-edge-test-"))
+    try:
+        upstreams = [("127.0.0.1", 1001)]
+        conf = render_edge(
+            EdgeConfig(workdir, 1443, 1080, upstreams, edge_pki, log_server=("127.0.0.1", 5514))
+        )
+        validate_edge(conf)
+        text = conf.read_text()
+        assert "access_log syslog:server=127.0.0.1:5514,tag=nginx,severity=info edge;" in text
+        assert "error_log syslog:server=127.0.0.1:5514,tag=nginx warn;" in text
+        without = render_edge(EdgeConfig(workdir / "plain", 1443, 1080, upstreams, edge_pki))
+        assert "syslog:" not in without.read_text()
     finally:
         shutil.rmtree(workdir)
 

@@ -116,6 +116,7 @@ def test_the_target_says_what_it_can_do_and_what_runs(
         "backups",
         "error_tracking",
         "processes",
+        "log_store",
     }
     assert "observability" not in stack.capabilities  # off unless asked for
     assert "alert_routing" not in stack.capabilities
@@ -397,7 +398,8 @@ def test_stop_leaves_no_process_and_no_temp_dir() -> None:
         assert target.dir is not None
         d = target.dir
         pids = target.pids()
-        assert len(pids) == 6  # redis, errortracker, api-0, nginx, postgres, postgres-standby
+        # redis, errortracker, api-0, nginx, postgres, postgres-standby, logstore, log-shipper
+        assert len(pids) == 8
         assert processes_mentioning(str(d))
     assert not d.exists()
     assert not processes_mentioning(str(d)), "processes outlived the target"

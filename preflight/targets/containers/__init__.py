@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +47,7 @@ from preflight.targets.base import (
     Unsupervised,
     offered,
 )
-from preflight.targets.containers import acme, errortracking, monitoring
+from preflight.targets.containers import acme, errortracking, logstore, monitoring
 from preflight.targets.containers import clients as client_net
 from preflight.targets.containers import compose as compose_file
 from preflight.targets.containers.compose import Compose, Service, replicas_of
@@ -99,7 +100,9 @@ OVERRIDES: Mapping[str, str] = {
     "and the certificate the certbot service keeps in the certs volume (a compose file without "
     "an ACME client gets one minted by the run); NGINX reads it where the run wrote it "
     "(the run's folder mounted at the same path, `nginx -p <folder> -c <file>`) instead of at "
-    "/etc/nginx, and writes its access and error logs there for the log probes",
+    "/etc/nginx, and writes its access and error logs there for the log probes (and to the "
+    "central log store, whose name it waits for: the run connects the edge to the `logging` "
+    "network just after starting it)",
     "client network": "the edge also joins a network of the run's own, half of whose range "
     "is routed to this machine, so probes can be clients from many addresses (the engine's "
     "published ports show every client of this machine as one address); nothing else joins it",
@@ -158,6 +161,7 @@ class _Layout:
     edge_ports: Mapping[int, int]  # the edge's container port -> its port on 127.0.0.1
     monitoring: Path  # the rendered system/monitoring Prometheus and Alertmanager mount
     sentry_dsn: str | None  # the run's error tracker, where the API's networks reach this machine
+    log_server: tuple[str, int] | None  # the central log store, where the compose file runs one
 
 
 def _control_name(service: Service, replica: str) -> str:
@@ -338,6 +342,7 @@ class ContainersTarget(Unsupervised):
             pebble=pebble,
             edge_ports={EDGE_HTTPS_PORT: https_port, EDGE_HTTP_PORT: http_port},
             sentry_dsn=self._error_tracker.dsn if self._error_tracker else None,
+            log_server=logstore.log_server(plan),
         )
         self._deployed_at = time.time()  # the first container of this release starts now
         self._layout = layout
@@ -473,6 +478,7 @@ class ContainersTarget(Unsupervised):
                 listen_address="0.0.0.0",  # noqa: S104 - inside its own network namespace
                 certificate=certificate,  # when set, pki (pebble's listener) is not read
                 acme_webroot=webroot,
+                log_server=logstore.log_server(plan),
             )
         )
         return conf
@@ -512,7 +518,10 @@ class ContainersTarget(Unsupervised):
         if service.name == EDGE_SERVICE:  # OVERRIDES: ./edge
             conf = layout.edge_conf
             assert conf is not None
-            command = ["nginx", "-e", "stderr", "-p", str(conf.parent), "-c", str(conf)]
+            command = logstore.edge_command(
+                layout.log_server,
+                ["nginx", "-e", "stderr", "-p", str(conf.parent), "-c", str(conf)],
+            )
             c.with_volume_mapping(str(self._dir), str(self._dir), "rw")
         if command:
             c.with_command(command)
@@ -828,6 +837,7 @@ class ContainersTarget(Unsupervised):
                 alertmanager_url=watching.alertmanager_url,
                 network_addresses=watching.network_addresses,
                 error_events=self._error_tracker.events if self._error_tracker else None,
+                log_store=logstore.store(plan, partial(self._volume_path, plan)),
             ),
             backups=Backups(dir=backups, on_database_host=True, restore=self.restore),
             drills=Drills(

@@ -112,6 +112,7 @@ IMAGES: tuple[Image, ...] = (
         BOOKWORM,
         ("system/deploy/images/certbot/edge-certificate.sh",),
     ),
+    Image("logstore", "system/deploy/images/logstore/Dockerfile", BOOKWORM),
     # Not a service of the compose file: the ACME CA the containers target runs (acme.py).
     Image("pebble", "system/deploy/images/pebble/Dockerfile", BOOKWORM),
 )

@@ -19,8 +19,11 @@ def edge_config(
     ports: tuple[int, int],
     api_ports: Sequence[int],
     pki: Pki,
+    *,
+    log_port: int,
 ) -> EdgeConfig:
-    """The edge as `options` ask: HTTPS and plain-HTTP `ports`, the workers on loopback."""
+    """The edge as `options` ask: HTTPS and plain-HTTP `ports`, the workers on loopback, its
+    logs shipped to the central log store on loopback's `log_port` too."""
     https_port, http_port = ports
     return EdgeConfig(
         workdir=workdir,
@@ -36,6 +39,7 @@ def edge_config(
         api_burst=max(50, options.api_rate_per_s // 2),
         ws_burst=max(25, options.ws_rate_per_s // 2),
         web_source=options.test.web_dir,
+        log_server=("127.0.0.1", log_port),
     )
 
 

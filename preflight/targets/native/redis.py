@@ -50,7 +50,7 @@ class RedisServer:
                 f"dir {self.dir}",
                 "daemonize no",
                 'logfile ""',
-                "loglevel warning",
+                "loglevel notice",  # saves and other events for the central log store
                 *self.settings,
             )
         )

@@ -18,6 +18,7 @@ from preflight.targets import base
 from preflight.targets.base import Capability, ProcessJob, TargetDescription, TargetInfo, offered
 from preflight.targets.describe import describe_running
 from preflight.targets.errortracker import ErrorTracker, start_error_tracker
+from preflight.targets.logstore import SHIPPER, STORE, NativeLogStore, start_native
 from preflight.targets.native.backups import (
     BACKUP_MODULE,
     RETENTION_MODULE,
@@ -50,7 +51,9 @@ STOP_ORDER = {
     "redis": 2,
     STANDBY: 2,  # before its primary, which would otherwise wait to send it its last WAL
     "postgres": 3,
-    "errortracker": 4,  # last: it receives what the draining workers still report
+    "errortracker": 4,  # it receives what the draining workers still report
+    SHIPPER: 5,  # last: the central log store receives what every component still logs
+    STORE: 6,
 }
 OWN_CAPABILITIES: frozenset[Capability] = frozenset({"restore", "supervisor"})
 
@@ -83,6 +86,7 @@ class Stack:
     standby: Standby | None
     redis: RedisServer
     edge: Edge
+    log_port: int  # the central log store's, on loopback
 
 
 class NativeTarget:
@@ -123,6 +127,7 @@ class NativeTarget:
         t0 = time.monotonic()
         stack = self._prepare()
         stack.postgres.begin_initdb()  # the slowest step runs while the rest starts
+        log_store = self._start_log_store(stack)
         stack.redis.start(self.supervisor.spawn)
         tracker = self._start_error_tracker(stack)
         workers = WorkerSettings(
@@ -133,7 +138,11 @@ class NativeTarget:
             upload_dir=stack.dir / "uploads",
             origin=stack.edge_url,
             demo=opts.demo,
-            extra={"CHATSDK_SENTRY_DSN": tracker.dsn, **opts.worker_env},
+            extra={
+                "CHATSDK_SENTRY_DSN": tracker.dsn,
+                "CHATSDK_LOG_SERVER": log_store.address,
+                **opts.worker_env,
+            },
         )
         # Workers start before the databases are ready on purpose: they connect with backoff.
         # Not so when a backup is restored first: they would migrate the empty database.
@@ -157,7 +166,9 @@ class NativeTarget:
         self.started_in = time.monotonic() - t0
         supervision_log = stack.logs / "supervisor.log"
         supervision_log.touch()  # named among the log files from the start
-        self.info = self._info(stack, tracker, observability, repository, job_env)
+        self.info = self._info(
+            stack, tracker, observability, repository, job_env, log_store=log_store
+        )
         self.supervisor.supervise(partial(self._log_supervision, supervision_log))
         return self.info
 
@@ -204,7 +215,7 @@ class NativeTarget:
         sweep_stale_dirs()
         https_port = _port(opts.edge_port, "edge HTTPS", "--edge-port")
         http_port = _port(opts.http_port, "edge plain-HTTP", "--http-port")
-        pg_port, redis_port = free_port(), free_port()
+        pg_port, redis_port, log_port = free_port(), free_port(), free_port()
         api_ports = tuple(free_port() for _ in range(opts.workers))
         pg_programs = binaries(opts.pg_bin)
         executable("nginx")  # fail before anything starts, with the install hint
@@ -228,9 +239,17 @@ class NativeTarget:
                 workdir, redis_port, redis_program, opts.test.redis_settings, opts.ready_timeout
             ),
             edge=Edge(
-                edge_config(opts, workdir / "edge", (https_port, http_port), api_ports, pki),
+                edge_config(
+                    opts,
+                    workdir / "edge",
+                    (https_port, http_port),
+                    api_ports,
+                    pki,
+                    log_port=log_port,
+                ),
                 opts.test.edge_template_dir,
             ),
+            log_port=log_port,
         )
 
     def _start_error_tracker(self, stack: Stack) -> ErrorTracker:
@@ -239,6 +258,19 @@ class NativeTarget:
         return start_error_tracker(
             stack.dir / "errortracker",
             spawn=lambda child, env: self.supervisor.spawn(child, env=dict(env)),
+        )
+
+    def _start_log_store(self, stack: Stack) -> NativeLogStore:
+        """The central log store and the shipper of PostgreSQL's and Redis's log files
+        (targets/logstore.py); the workers and the edge ship to the store themselves."""
+        self.options.log("starting the central log store")
+        return start_native(
+            stack.dir,
+            stack.log_port,
+            spawn=lambda child, env: self.supervisor.spawn(child, env=dict(env)),
+            logs=stack.logs,
+            shipped={"postgres": stack.logs / "postgres.log", "redis": stack.logs / "redis.log"},
+            ready_timeout=self.options.ready_timeout,
         )
 
     def _start_workers(self, stack: Stack, settings: WorkerSettings) -> list[Child]:
@@ -327,6 +359,8 @@ class NativeTarget:
         observability: Observability | None,
         repository: Path,
         job_env: dict[str, str],
+        *,
+        log_store: NativeLogStore,
     ) -> TargetInfo:
         opts = self.options
         migration = opts.test.rehearsal_migration
@@ -371,6 +405,7 @@ class NativeTarget:
                 prometheus_url=observability.prometheus_url if observability else None,
                 alertmanager_url=observability.alertmanager_url if observability else None,
                 error_events=tracker.events,
+                log_store=log_store.store,
             ),
             backups=base.Backups(dir=repository, on_database_host=True, restore=self.restore),
             drills=base.Drills(

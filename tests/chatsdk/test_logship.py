@@ -1,0 +1,83 @@
+"""chatsdk's shipping of its JSON lines to a central log store (chatsdk/logship.py), received by
+a real TCP listener: octet-counted RFC 5424 frames carrying the redacted line, and a store that
+is away neither blocks nor breaks the worker's logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+from chatsdk.logs import JsonFormatter, Redactor
+from chatsdk.logship import Shipper
+from chatsdk.settings import parse_server
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    yield server
+    server.close()
+
+
+def read_frame(conn: socket.socket) -> bytes:
+    """One octet-counted frame (RFC 6587): `LENGTH SP MESSAGE`."""
+    head = b""
+    while not head.endswith(b" "):
+        head += conn.recv(1)
+    size, body = int(head), b""
+    while len(body) < size:
+        body += conn.recv(size - len(body))
+    return body
+
+
+def test_a_line_arrives_as_an_rfc5424_message_with_the_json_record(
+    listener: socket.socket,
+) -> None:
+    port = listener.getsockname()[1]
+    shipper = Shipper(f"127.0.0.1:{port}", JsonFormatter("w7", Redactor(["s3cret-value-123"])))
+    logger = logging.getLogger("test.logship")
+    logger.propagate = False
+    logger.addHandler(shipper.handler)
+    shipper.start()
+    try:
+        logger.warning("hello %s", "s3cret-value-123", extra={"request_id": "r-1"})
+        conn, _addr = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            message = read_frame(conn).decode()
+    finally:
+        shipper.stop()
+        logger.removeHandler(shipper.handler)
+    header, _sep, line = message.partition(" - - ")
+    pri_version, _stamp, _host, app, _pid = header.split(" ")
+    assert (pri_version, app) == ("<132>1", "chatsdk"), header  # local0.warning, RFC 5424
+    record = json.loads(line)
+    assert record["request_id"] == "r-1"
+    assert record["msg"] == "hello [redacted]"
+    assert record["worker_id"] == "w7"
+
+
+def test_a_store_that_is_away_loses_the_line_without_raising() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        shipper = Shipper(f"127.0.0.1:{port}", JsonFormatter("w7"))
+        logger = logging.getLogger("test.logship.away")
+        logger.propagate = False
+        logger.addHandler(shipper.handler)
+        shipper.start()
+        try:
+            logger.error("nobody listens")
+        finally:
+            shipper.stop()
+            logger.removeHandler(shipper.handler)
+
+
+@pytest.mark.parametrize("raw", ["logstore", ":5514", "logstore:port", "logstore:70000"])
+def test_a_server_must_be_host_and_port(raw: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        parse_server(raw)
