@@ -80,6 +80,11 @@ def null_pager(text: str) -> str:
     return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
 
 
+def without_redis_memory_alert(text: str) -> str:
+    """alerts.yml without RedisMemoryFull (nor its unit tests: only the rule is missing)."""
+    return re.sub(r"(?ms)^      # Used memory as a share of maxmemory.*?(?=^  - name: )", "", text)
+
+
 @pytest.mark.parametrize(
     ("relative", "edit", "reasons"),
     [
@@ -91,6 +96,11 @@ def null_pager(text: str) -> str:
                 "POST-ERROR-WATCH": ["1.5 % of requests failing"],
             },
             id="an-error-ratio-compared-to-1-instead-of-1-percent-cannot-fire",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                "POST-ERROR-WATCH",
+                defect="The error-ratio alert compares with 1, not 0.01: it never fires.",
+            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -100,6 +110,11 @@ def null_pager(text: str) -> str:
                 "POST-LATENCY-WATCH": ["p95 stays at 0.65 s"],
             },
             id="a-metric-name-typo-in-the-latency-alert-is-caught",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                "POST-LATENCY-WATCH",
+                defect="The latency alert selects a metric nobody exports (a name typo).",
+            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -109,30 +124,60 @@ def null_pager(text: str) -> str:
             ),
             {"MON-ALERT-RULES": ["promtool test rules"]},
             id="a-service-down-alert-blind-to-workers-that-left-discovery-fails-its-unit-test",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                defect="APIServiceDown ignores workers that left discovery: none pages.",
+            ),
         ),
         pytest.param(
             "alerts.yml",
             replace_once("          runbook_url: system/docs/runbooks/disk-usage-high.md\n", ""),
             {"MON-ALERT-RUNBOOKS": ["DiskUsageHigh", "runbook_url"]},
             id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RUNBOOKS",
+                defect="DiskUsageHigh carries no runbook_url annotation.",
+            ),
         ),
         pytest.param(
             "alerts.yml",
             replace_once("> 25 * 3600", "> 48 * 3600"),
             {"BAK-FRESHNESS-ALERT": ["older than 25 hours"], "MON-ALERT-RULES": []},
             id="a-backup-alert-at-48-hours-fails-the-freshness-item",
+            marks=pytest.mark.turns_red(
+                "BAK-FRESHNESS-ALERT",
+                defect="The backup-age alert waits for 48 hours instead of 25.",
+            ),
         ),
         pytest.param(
             "grafana/dashboards/realtime.json",
             replace_once("sum(rate(messages_sent_total{", "sum(rate(chat_messages_sent_total{"),
             {"MON-DASH-IN-REPO": ["chat_messages_sent_total", "realtime"]},
             id="a-dashboard-querying-a-missing-metric-fails-only-the-dashboard-item",
+            marks=pytest.mark.turns_red(
+                "MON-DASH-IN-REPO",
+                defect="The realtime dashboard queries a metric that nothing exports.",
+            ),
+        ),
+        pytest.param(
+            "alerts.yml",
+            without_redis_memory_alert,
+            {"MON-ALERT-RULES": ["Redis memory near maxmemory (RedisMemoryFull)"]},
+            id="alerts-without-the-redis-memory-alert-of-the-original-fail-the-rules-item",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                defect="alerts.yml leaves out RedisMemoryFull, one of the original guide's eight.",
+            ),
         ),
         pytest.param(
             "alertmanager.yml",
             null_pager,
             {"MON-ALERT-ROUTES": ["pager receiver"]},
             id="critical-alerts-routed-to-a-receiver-without-integrations-fail-the-routes-item",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-ROUTES",
+                defect="The pager receiver that critical alerts route to has no integration.",
+            ),
         ),
     ],
 )
