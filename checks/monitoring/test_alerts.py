@@ -77,9 +77,7 @@ def test_alert_rules_cover_the_critical_cases_and_their_unit_tests_pass(
     monitoring: Monitoring,
     evidence: EvidenceLog,
 ) -> None:
-    """Without tested alerts for the eight cases of the original guide (outage, errors,
-    latency, memory, CPU, database connections, Redis memory, disk), an outage is found by
-    users."""
+    """Without tested alerts for the original guide's eight cases, users find the outage."""
     rules = monitoring.alert_rules()
     for what, recognise in REQUIRED_ALERTS.items():
         found = sorted({r.alert for r in rules if recognise(r)})
