@@ -25,13 +25,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from checks._chat import Actor, Tenant
 from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready
-from checks.monitoring._monitoring import REPO, describe_routes, promql, severity_routes
+from checks.monitoring._history import duration_s
+from checks.monitoring._monitoring import (
+    API_JOB,
+    REPO,
+    describe_routes,
+    promql,
+    severity_routes,
+)
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.probe.target import ProbeTarget
+from preflight.targets.alerting import DRILL_HOLD, DRILL_ROUTE_TIMING, SCRAPE_INTERVAL
 
 # The drill's time budget per phase, with room for a busy machine: a fault held until Prometheus
 # fires and Alertmanager delivers.
@@ -39,6 +48,7 @@ pytestmark = pytest.mark.budget(600)
 
 # The shipped routes the drill's alerts take (the drill's sink stands in for their receivers).
 ALERTMANAGER_CONFIG = REPO / "system" / "monitoring" / "alertmanager.yml"
+SLO = REPO / "system" / "monitoring" / "slo.yml"  # incidents.mttd: the detection target
 FIRE_TIMEOUT_S = 60.0  # fault to the first delivery, with the drill's shortened timings
 GRACE_S = 2.0  # after the first receiver got the alert, how long the others get
 BURST_INTERVAL_S = 0.05
@@ -306,3 +316,74 @@ def test_a_stopped_worker_pages_through_api_service_down(
         "the alert arrived, then started again"
     )
     _check(alert_drill, alert_drill.down, evidence)
+
+
+def _production_extra_s(alert: str) -> tuple[float, str]:
+    """Seconds the shipped configuration waits, beyond the drill's shortened one, between a
+    fault and the page for `alert` (critical): its rule's `for` and group evaluation interval,
+    the API's scrape interval and discovery refresh, and Alertmanager's group_wait; and how
+    that sum was made. The
+    shortened range windows are not added: a fault that fails most requests crosses a ratio
+    threshold within the first evaluations of any window."""
+    monitoring = REPO / "system" / "monitoring"
+    rules = yaml.safe_load((monitoring / "alerts.yml").read_text()) or {}
+    group, rule = next(
+        (g, r)
+        for g in rules.get("groups") or []
+        for r in g.get("rules") or []
+        if r.get("alert") == alert and (r.get("labels") or {}).get("severity") == "critical"
+    )
+    prometheus = yaml.safe_load((monitoring / "prometheus.yml").read_text()) or {}
+    glob = prometheus.get("global") or {}
+    job = next(j for j in prometheus.get("scrape_configs") or [] if j.get("job_name") == API_JOB)
+    route = (yaml.safe_load(ALERTMANAGER_CONFIG.read_text()) or {}).get("route") or {}
+    waits = [route.get("group_wait", "30s")] + [
+        r["group_wait"] for r in route.get("routes") or [] if "group_wait" in r
+    ]
+    shipped = {
+        "for": rule.get("for", "0s"),
+        "evaluation interval": group.get("interval") or glob.get("evaluation_interval", "1m"),
+        "scrape interval": job.get("scrape_interval") or glob.get("scrape_interval", "1m"),
+        "group_wait": max(waits, key=duration_s),
+        # A stopped worker leaves DNS discovery at its next refresh (Prometheus' default 30 s).
+        "discovery refresh": max(
+            (str(d.get("refresh_interval", "30s")) for d in job.get("dns_sd_configs") or []),
+            key=duration_s,
+            default="0s",
+        ),
+    }
+    drill = {
+        "discovery refresh": SCRAPE_INTERVAL,
+        "for": DRILL_HOLD,
+        "evaluation interval": SCRAPE_INTERVAL,
+        "scrape interval": SCRAPE_INTERVAL,
+        "group_wait": DRILL_ROUTE_TIMING["group_wait"],
+    }
+    extra = sum(max(0.0, duration_s(shipped[k]) - duration_s(drill[k])) for k in shipped)
+    how = ", ".join(f"{k} {shipped[k]} (drill {drill[k]})" for k in shipped)
+    return extra, how
+
+
+@pytest.mark.checklist("OPS-MTTD-MTTR")
+def test_the_drills_pages_come_within_the_detection_target_at_production_timings(
+    alert_drill: AlertDrill, evidence: EvidenceLog
+) -> None:
+    """A page that comes after the detection target leaves users to report the outage."""
+    target_s = duration_s(str(yaml.safe_load(SLO.read_text())["incidents"]["mttd"]))
+    late = []
+    for phase in (alert_drill.burst, alert_drill.down):
+        assert phase.reached, (
+            f"{phase.alert} must reach a receiver for detection to be measured (got none within "
+            f"{FIRE_TIMEOUT_S:g} s)"
+        )
+        measured = min(phase.reached.values())
+        extra, how = _production_extra_s(phase.alert)
+        evidence.figure(f"{phase.alert} detected in the drill after", measured, "s")
+        evidence.figure(f"{phase.alert} detection at production timings", measured + extra, "s")
+        evidence.note(f"{phase.alert}: {how}")
+        if measured + extra > target_s:
+            late.append(f"{phase.alert} {measured + extra:.0f} s ({measured:.0f} s in the drill)")
+    assert not late, (
+        f"every incident of the drill must page within the MTTD target of {target_s:.0f} s "
+        f"(slo.yml incidents.mttd) at production timings (got {'; '.join(late)})"
+    )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from checks.monitoring._history import duration_s, slo
 from checks.monitoring._monitoring import (
     API_JOB,
     PAGER_CONFIGS,
@@ -294,3 +295,29 @@ def test_backup_age_alert_fires_after_25_hours(
         f"a backup alert ({', '.join(alerts)}) must fire once the newest backup is older than "
         "25 hours (got none firing at 26 hours)"
     )
+
+
+INCIDENT_DOC = "system/docs/operations/runbooks.md"
+# The original launch document's operational targets.
+MTTD_TARGET_S = 5 * 60
+MTTR_TARGET_S = 60 * 60
+
+
+@pytest.mark.checklist("OPS-MTTD-MTTR")
+def test_detection_and_resolution_targets_are_declared_and_documented(
+    monitoring: Monitoring, evidence: EvidenceLog
+) -> None:
+    """Targets nobody wrote down are neither measured nor kept."""
+    declared = {
+        "mttd": (duration_s(str(slo(monitoring, "incidents", "mttd"))), MTTD_TARGET_S),
+        "mttr": (duration_s(str(slo(monitoring, "incidents", "mttr"))), MTTR_TARGET_S),
+    }
+    for name, (seconds, most) in declared.items():
+        evidence.figure(f"declared {name}", seconds / 60, "min")
+        assert seconds <= most, (
+            f"slo.yml in {monitoring.dir} must declare incidents.{name} of at most "
+            f"{most / 60:g} minutes (got {seconds / 60:g} minutes)"
+        )
+    doc = (REPO / INCIDENT_DOC).read_text()
+    for phrase in ("Mean time to detect (MTTD)", "Mean time to resolve (MTTR)"):
+        assert phrase in doc, f"{INCIDENT_DOC} must state the {phrase} target (got no such line)"

@@ -39,6 +39,7 @@ ARTEFACT_ITEMS = {
     "POST-ERROR-WATCH",
     "POST-LATENCY-WATCH",
     "BAK-FRESHNESS-ALERT",
+    "OPS-MTTD-MTTR",
 }
 LOG_ITEMS = {"MON-ACCESS-LOG", "DEP-LOGS-FLOWING", "MON-AUDIT-LOG", "MON-LOG-CENTRAL"}
 
@@ -170,6 +171,16 @@ def without_redis_memory_alert(text: str) -> str:
             marks=pytest.mark.turns_red(
                 "MON-ALERT-RULES",
                 defect="alerts.yml leaves out RedisMemoryFull, one of the original guide's eight.",
+            ),
+        ),
+        pytest.param(
+            "slo.yml",
+            replace_once("mttd: 5m", "mttd: 15m"),
+            {"OPS-MTTD-MTTR": ["incidents.mttd of at most 5 minutes (got 15 minutes)"]},
+            id="a-detection-target-of-15-minutes-fails-the-mttd-item",
+            marks=pytest.mark.turns_red(
+                "OPS-MTTD-MTTR",
+                defect="slo.yml declares a 15-minute detection target, not the original's 5.",
             ),
         ),
         pytest.param(
