@@ -1,7 +1,8 @@
 """The alert drill (POST-ALERT-DRILL): the target's own Prometheus and Alertmanager, running
 system/monitoring's rules and routes, watch an error burst (PostgreSQL stopped while users keep
 asking, so the API answers 503) and an API worker going down; HighErrorRate and APIServiceDown
-must reach the receivers a critical alert is routed to: the pager and the team's chat.
+must reach the receivers the shipped alertmanager.yml routes a critical alert to (asked of
+`amtool config routes test`: the pager and the team's chat).
 
 A webhook of the drill stands in for pager and chat: Alertmanager delivers every receiver there
 (`/<receiver>`), with its routes and inhibition as written. It listens where the target says
@@ -24,21 +25,30 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from checks._chat import Actor, Tenant
 from checks.drills._drills import api_workers, wait_edge_ready, wait_worker_ready
-from checks.monitoring._monitoring import promql
+from checks.monitoring._history import duration_s
+from checks.monitoring._monitoring import (
+    API_JOB,
+    REPO,
+    describe_routes,
+    promql,
+    severity_routes,
+)
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.probe.target import ProbeTarget
+from preflight.targets.alerting import DRILL_HOLD, DRILL_ROUTE_TIMING, SCRAPE_INTERVAL
 
 # The drill's time budget per phase, with room for a busy machine: a fault held until Prometheus
 # fires and Alertmanager delivers.
 pytestmark = pytest.mark.budget(600)
 
-# The paging policy of system/monitoring/alertmanager.yml, as the operations docs state it:
-# critical alerts page and reach the team's chat channel; warnings go to chat only.
-RECEIVERS = {"critical": frozenset({"pager", "chat"})}
+# The shipped routes the drill's alerts take (the drill's sink stands in for their receivers).
+ALERTMANAGER_CONFIG = REPO / "system" / "monitoring" / "alertmanager.yml"
+SLO = REPO / "system" / "monitoring" / "slo.yml"  # incidents.mttd: the detection target
 FIRE_TIMEOUT_S = 60.0  # fault to the first delivery, with the drill's shortened timings
 GRACE_S = 2.0  # after the first receiver got the alert, how long the others get
 BURST_INTERVAL_S = 0.05
@@ -128,6 +138,9 @@ class Phase:
 @dataclass
 class AlertDrill:
     routing: str
+    real_route: str  # what the shipped alertmanager.yml does with a critical alert
+    sink: str  # the drill's webhook, which every receiver delivered to instead
+    expected: frozenset[str]  # the receivers the shipped routes choose for a critical alert
     burst: Phase
     down: Phase
     deliveries: list[dict[str, Any]]
@@ -149,6 +162,9 @@ def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
             "receivers you can point at a test webhook"
         )
     routing = info.drills.alert_routing
+    chosen = severity_routes(ALERTMANAGER_CONFIG, ["critical"])
+    expected = frozenset(chosen["critical"])
+    real_route = describe_routes(ALERTMANAGER_CONFIG, chosen)[0]
     worker = api_workers(target)[0]
     instance = _instance(target, worker)
     postgres = target.control("postgres")
@@ -163,7 +179,7 @@ def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
             postgres.stop()
             try:
                 with _Burst(user):
-                    _await(webhook, burst, started, target)
+                    _await(webhook, burst, started, target, expected)
             finally:
                 postgres.start()
                 wait_edge_ready(target)
@@ -172,14 +188,16 @@ def alert_drill(target: ProbeTarget) -> Iterator[AlertDrill]:
             started = time.monotonic()
             control.stop()
             try:
-                _await(webhook, down, started, target)
+                _await(webhook, down, started, target, expected)
             finally:
                 control.start()
                 wait_worker_ready(target, worker)
         finally:
             routing.restore()
         duration = round(time.monotonic() - drill_started, 3)
-        yield AlertDrill(changed, burst, down, webhook.summary(), duration)
+        yield AlertDrill(
+            changed, real_route, webhook.url, expected, burst, down, webhook.summary(), duration
+        )
 
 
 def _instance(target: ProbeTarget, worker: str) -> str | None:
@@ -218,7 +236,9 @@ class _Burst:
         self._thread.join(timeout=15)
 
 
-def _await(webhook: Webhook, phase: Phase, since: float, target: ProbeTarget) -> None:
+def _await(
+    webhook: Webhook, phase: Phase, since: float, target: ProbeTarget, expected: frozenset[str]
+) -> None:
     """Until the alert reached a receiver (and the others had GRACE_S more), or the timeout."""
     first: float | None = None
 
@@ -228,7 +248,7 @@ def _await(webhook: Webhook, phase: Phase, since: float, target: ProbeTarget) ->
         if phase.reached and first is None:
             first = time.monotonic()
         return first is not None and (
-            time.monotonic() - first >= GRACE_S or set(phase.reached) >= RECEIVERS["critical"]
+            time.monotonic() - first >= GRACE_S or set(phase.reached) >= expected
         )
 
     until(settled, since + FIRE_TIMEOUT_S - time.monotonic(), interval=0.2)
@@ -246,12 +266,18 @@ def _firing(target: ProbeTarget, phase: Phase) -> bool:
     return bool(result)
 
 
-def _check(phase: Phase, evidence: EvidenceLog) -> None:
+def _check(drill: AlertDrill, phase: Phase, evidence: EvidenceLog) -> None:
     __tracebackhide__ = True
+    evidence.note(drill.routing)
+    evidence.note(
+        f"real route (amtool config routes test on the shipped {ALERTMANAGER_CONFIG.name}): "
+        f"{drill.real_route}; the drill's sink instead: every receiver delivered to the webhook "
+        f"{drill.sink}/<receiver>"
+    )
     for receiver, seconds in sorted(phase.reached.items()):
         evidence.figure(f"{phase.alert} reached {receiver} after", seconds, "s")
     where = f" for {phase.instance}" if phase.instance else ""
-    expected = RECEIVERS["critical"]
+    expected = drill.expected
     if not phase.reached:
         fired = "firing in Prometheus" if phase.firing_in_prometheus else "never firing"
         raise AssertionError(
@@ -269,7 +295,6 @@ def test_an_error_burst_pages_through_high_error_rate(
     alert_drill: AlertDrill, evidence: EvidenceLog
 ) -> None:
     """Alerting that was never exercised is assumed, not known, to work."""
-    evidence.note(alert_drill.routing)
     evidence.figure("drill duration", alert_drill.duration_s, "s")
     evidence.note(
         "error burst: PostgreSQL stopped while a user kept listing channels through the edge "
@@ -278,7 +303,7 @@ def test_an_error_burst_pages_through_high_error_rate(
     evidence.attach(
         "webhook deliveries", json.dumps(alert_drill.deliveries, indent=1), "application/json"
     )
-    _check(alert_drill.burst, evidence)
+    _check(alert_drill, alert_drill.burst, evidence)
 
 
 @pytest.mark.checklist("POST-ALERT-DRILL")
@@ -286,9 +311,79 @@ def test_a_stopped_worker_pages_through_api_service_down(
     alert_drill: AlertDrill, evidence: EvidenceLog
 ) -> None:
     """Alerting that was never exercised is assumed, not known, to work."""
-    evidence.note(alert_drill.routing)
     evidence.note(
         f"worker down: {alert_drill.down.instance or 'an API worker'} stopped (SIGTERM) until "
         "the alert arrived, then started again"
     )
-    _check(alert_drill.down, evidence)
+    _check(alert_drill, alert_drill.down, evidence)
+
+
+def _production_extra_s(alert: str) -> tuple[float, str]:
+    """Seconds the shipped configuration waits, beyond the drill's shortened one, between a
+    fault and the page for `alert` (critical): its rule's `for` and group evaluation interval,
+    the API's scrape interval and discovery refresh, and Alertmanager's group_wait; and how
+    that sum was made. The
+    shortened range windows are not added: a fault that fails most requests crosses a ratio
+    threshold within the first evaluations of any window."""
+    monitoring = REPO / "system" / "monitoring"
+    rules = yaml.safe_load((monitoring / "alerts.yml").read_text()) or {}
+    group, rule = next(
+        (g, r)
+        for g in rules.get("groups") or []
+        for r in g.get("rules") or []
+        if r.get("alert") == alert and (r.get("labels") or {}).get("severity") == "critical"
+    )
+    prometheus = yaml.safe_load((monitoring / "prometheus.yml").read_text()) or {}
+    glob = prometheus.get("global") or {}
+    job = next(j for j in prometheus.get("scrape_configs") or [] if j.get("job_name") == API_JOB)
+    route = (yaml.safe_load(ALERTMANAGER_CONFIG.read_text()) or {}).get("route") or {}
+    waits = [route.get("group_wait", "30s")] + [
+        r["group_wait"] for r in route.get("routes") or [] if "group_wait" in r
+    ]
+    shipped = {
+        "for": rule.get("for", "0s"),
+        "evaluation interval": group.get("interval") or glob.get("evaluation_interval", "1m"),
+        "scrape interval": job.get("scrape_interval") or glob.get("scrape_interval", "1m"),
+        "group_wait": max(waits, key=duration_s),
+        # A stopped worker leaves DNS discovery at its next refresh (Prometheus' default 30 s).
+        "discovery refresh": max(
+            (str(d.get("refresh_interval", "30s")) for d in job.get("dns_sd_configs") or []),
+            key=duration_s,
+            default="0s",
+        ),
+    }
+    drill = {
+        "discovery refresh": SCRAPE_INTERVAL,
+        "for": DRILL_HOLD,
+        "evaluation interval": SCRAPE_INTERVAL,
+        "scrape interval": SCRAPE_INTERVAL,
+        "group_wait": DRILL_ROUTE_TIMING["group_wait"],
+    }
+    extra = sum(max(0.0, duration_s(shipped[k]) - duration_s(drill[k])) for k in shipped)
+    how = ", ".join(f"{k} {shipped[k]} (drill {drill[k]})" for k in shipped)
+    return extra, how
+
+
+@pytest.mark.checklist("OPS-MTTD-MTTR")
+def test_the_drills_pages_come_within_the_detection_target_at_production_timings(
+    alert_drill: AlertDrill, evidence: EvidenceLog
+) -> None:
+    """A page that comes after the detection target leaves users to report the outage."""
+    target_s = duration_s(str(yaml.safe_load(SLO.read_text())["incidents"]["mttd"]))
+    late = []
+    for phase in (alert_drill.burst, alert_drill.down):
+        assert phase.reached, (
+            f"{phase.alert} must reach a receiver for detection to be measured (got none within "
+            f"{FIRE_TIMEOUT_S:g} s)"
+        )
+        measured = min(phase.reached.values())
+        extra, how = _production_extra_s(phase.alert)
+        evidence.figure(f"{phase.alert} detected in the drill after", measured, "s")
+        evidence.figure(f"{phase.alert} detection at production timings", measured + extra, "s")
+        evidence.note(f"{phase.alert}: {how}")
+        if measured + extra > target_s:
+            late.append(f"{phase.alert} {measured + extra:.0f} s ({measured:.0f} s in the drill)")
+    assert not late, (
+        f"every incident of the drill must page within the MTTD target of {target_s:.0f} s "
+        f"(slo.yml incidents.mttd) at production timings (got {'; '.join(late)})"
+    )

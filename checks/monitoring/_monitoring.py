@@ -129,6 +129,66 @@ def fires(
     raise RuntimeError(f"promtool could not evaluate the rules: {last_lines(out)}")
 
 
+# -- Alertmanager routes -------------------------------------------------------------------------
+
+PAGER_CONFIGS = ("pagerduty_configs", "opsgenie_configs", "victorops_configs")
+RECEIVER_CONFIGS = (
+    *PAGER_CONFIGS,
+    "slack_configs",
+    "email_configs",
+    "webhook_configs",
+    "msteams_configs",
+    "telegram_configs",
+    "pushover_configs",
+    "discord_configs",
+    "webex_configs",
+    "sns_configs",
+    "wechat_configs",
+)
+
+
+def routes(config: Path, labels: dict[str, str]) -> list[str]:
+    """The receivers Alertmanager's routing tree of `config` chooses for an alert with `labels`
+    (`amtool config routes test`)."""
+    args = [f"{k}={v}" for k, v in sorted(labels.items())]
+    code, out = run([tool("amtool"), "config", "routes", "test", f"--config.file={config}", *args])
+    if code != 0:
+        raise RuntimeError(f"amtool config routes test failed (exit {code}): {last_lines(out)}")
+    lines = [line for line in out.splitlines() if line.strip() and "Warning:" not in line]
+    return lines[-1].strip().split(",") if lines else []
+
+
+def integrations(config: Path) -> dict[str, list[str]]:
+    """Receiver name -> the integrations it delivers through (`slack_configs`, ...)."""
+    data = yaml.safe_load(config.read_text()) or {}
+    return {
+        str(r.get("name")): [c for c in RECEIVER_CONFIGS if r.get(c)]
+        for r in data.get("receivers") or []
+    }
+
+
+def severity_routes(config: Path, severities: Iterable[str]) -> dict[str, list[str]]:
+    """Severity -> the receivers the routes of `config` choose for an alert of that severity
+    (as alerts.yml labels them: `service="chatsdk"`, the API's job)."""
+    return {
+        severity: routes(config, {"severity": severity, "service": "chatsdk", "job": API_JOB})
+        for severity in sorted(set(severities))
+    }
+
+
+def describe_routes(config: Path, chosen: dict[str, list[str]]) -> list[str]:
+    """One line per severity: the receivers chosen and what each delivers through."""
+    kinds = integrations(config)
+    return [
+        f"severity={severity}: the route of {config.name} chooses "
+        + (
+            ", ".join(f"{n} ({', '.join(kinds.get(n) or ['no integration'])})" for n in names)
+            or "nothing"
+        )
+        for severity, names in chosen.items()
+    ]
+
+
 # -- PromQL --------------------------------------------------------------------------------------
 
 KEYWORDS = frozenset(

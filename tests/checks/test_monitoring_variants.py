@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from preflight.targets.base import Deployment, Edge, Observability, TargetInfo
 from preflight.targets.native import NativeTestOptions
 from preflight.targets.native.target import RUNS_WITHOUT
 from preflight.targets.procs import free_port
+from tests.checks.history import Operation, Week, prometheus_with_history
 from tests.checks.support import (
     REPO,
     apply_edits,
@@ -36,6 +39,7 @@ ARTEFACT_ITEMS = {
     "POST-ERROR-WATCH",
     "POST-LATENCY-WATCH",
     "BAK-FRESHNESS-ALERT",
+    "OPS-MTTD-MTTR",
 }
 LOG_ITEMS = {"MON-ACCESS-LOG", "DEP-LOGS-FLOWING", "MON-AUDIT-LOG", "MON-LOG-CENTRAL"}
 
@@ -80,6 +84,11 @@ def null_pager(text: str) -> str:
     return re.sub(r"(?ms)^  - name: pager\n.*?(?=^  - name: chat)", "  - name: pager\n", text)
 
 
+def without_redis_memory_alert(text: str) -> str:
+    """alerts.yml without RedisMemoryFull (nor its unit tests: only the rule is missing)."""
+    return re.sub(r"(?ms)^      # Used memory as a share of maxmemory.*?(?=^  - name: )", "", text)
+
+
 @pytest.mark.parametrize(
     ("relative", "edit", "reasons"),
     [
@@ -96,6 +105,11 @@ def null_pager(text: str) -> str:
                 defect="An error-ratio alert compared with 1 instead of 0.01: it can never fire.",
             ),
             id="an-error-ratio-compared-to-1-instead-of-1-percent-cannot-fire",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                "POST-ERROR-WATCH",
+                defect="The error-ratio alert compares with 1, not 0.01: it never fires.",
+            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -111,6 +125,11 @@ def null_pager(text: str) -> str:
                 "(http_request_duration_bucket).",
             ),
             id="a-metric-name-typo-in-the-latency-alert-is-caught",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                "POST-LATENCY-WATCH",
+                defect="The latency alert selects a metric nobody exports (a name typo).",
+            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -124,6 +143,10 @@ def null_pager(text: str) -> str:
                 defect="A service-down alert blind to workers that left service discovery.",
             ),
             id="a-service-down-alert-blind-to-workers-that-left-discovery-fails-its-unit-test",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                defect="APIServiceDown ignores workers that left discovery: none pages.",
+            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -134,6 +157,10 @@ def null_pager(text: str) -> str:
                 defect="An alert (DiskUsageHigh) without its runbook_url.",
             ),
             id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RUNBOOKS",
+                defect="DiskUsageHigh carries no runbook_url annotation.",
+            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -144,6 +171,10 @@ def null_pager(text: str) -> str:
                 defect="A backup freshness alert that waits 48 hours instead of 25.",
             ),
             id="a-backup-alert-at-48-hours-fails-the-freshness-item",
+            marks=pytest.mark.turns_red(
+                "BAK-FRESHNESS-ALERT",
+                defect="The backup-age alert waits for 48 hours instead of 25.",
+            ),
         ),
         pytest.param(
             "grafana/dashboards/realtime.json",
@@ -154,6 +185,30 @@ def null_pager(text: str) -> str:
                 defect="A dashboard panel querying a metric nothing exports.",
             ),
             id="a-dashboard-querying-a-missing-metric-fails-only-the-dashboard-item",
+            marks=pytest.mark.turns_red(
+                "MON-DASH-IN-REPO",
+                defect="The realtime dashboard queries a metric that nothing exports.",
+            ),
+        ),
+        pytest.param(
+            "alerts.yml",
+            without_redis_memory_alert,
+            {"MON-ALERT-RULES": ["Redis memory near maxmemory (RedisMemoryFull)"]},
+            id="alerts-without-the-redis-memory-alert-of-the-original-fail-the-rules-item",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-RULES",
+                defect="alerts.yml leaves out RedisMemoryFull, one of the original guide's eight.",
+            ),
+        ),
+        pytest.param(
+            "slo.yml",
+            replace_once("mttd: 5m", "mttd: 15m"),
+            {"OPS-MTTD-MTTR": ["incidents.mttd of at most 5 minutes (got 15 minutes)"]},
+            id="a-detection-target-of-15-minutes-fails-the-mttd-item",
+            marks=pytest.mark.turns_red(
+                "OPS-MTTD-MTTR",
+                defect="slo.yml declares a 15-minute detection target, not the original's 5.",
+            ),
         ),
         pytest.param(
             "alertmanager.yml",
@@ -164,6 +219,10 @@ def null_pager(text: str) -> str:
                 defect="Critical alerts routed to a pager receiver without integrations.",
             ),
             id="critical-alerts-routed-to-a-receiver-without-integrations-fail-the-routes-item",
+            marks=pytest.mark.turns_red(
+                "MON-ALERT-ROUTES",
+                defect="The pager receiver that critical alerts route to has no integration.",
+            ),
         ),
     ],
 )
@@ -250,3 +309,133 @@ def test_grafana_is_judged_only_where_the_target_names_one_and_a_dead_one_fails(
     assert f"Grafana at http://127.0.0.1:{port} must answer /api/health" in reason
     assert "no answer" in reason
     assert "s3cret-pw" not in reason
+
+
+# -- the items read from the target's Prometheus over a window of production history ---------
+
+HISTORY_ITEMS = {"POST-PERF-REVIEW", "POST-REAL-USAGE", "MON-UPTIME-SLO", "MON-PROM-RETENTION"}
+
+
+@pytest.fixture(scope="module")
+def status_page() -> Iterator[str]:
+    """A status page on this machine's loopback, for a repository copy that declares it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/status"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _StatusPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"all systems operational")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def history_outcomes(
+    tmp: Path, week: Week | None, page: str, retention: str = "30d"
+) -> dict[str, tuple[Outcome, str]]:
+    """The history items' outcomes against a Prometheus holding `week`, judging a repository
+    whose slo.yml declares the status page `page`."""
+    repo = broken_copy(tmp, "slo.yml", replace_once("status_page: null", f"status_page: {page}"))
+    with prometheus_with_history(tmp / "prometheus", week, retention) as info:
+        results = probe(info, "monitoring/test_history.py", items=HISTORY_ITEMS, repo_dir=repo)
+    return outcomes(results)
+
+
+def test_a_week_within_every_target_passes_the_history_items(
+    tmp_path: Path, status_page: str
+) -> None:
+    found = history_outcomes(tmp_path, Week(), status_page)
+    assert {item: o for item, (o, _) in found.items()} == dict.fromkeys(
+        HISTORY_ITEMS, Outcome.PASS
+    ), found
+
+
+def test_without_a_week_of_history_the_history_items_skip_saying_so(
+    tmp_path: Path, status_page: str
+) -> None:
+    found = history_outcomes(tmp_path, Week(days=0.5), status_page)
+    for item in ("POST-PERF-REVIEW", "POST-REAL-USAGE", "MON-UPTIME-SLO"):
+        outcome, reason = found[item]
+        assert outcome is Outcome.SKIP, (item, outcome, reason)
+        assert "no production history over the window" in reason, (item, reason)
+    assert found["MON-PROM-RETENTION"][0] is Outcome.PASS, found
+
+
+@pytest.mark.parametrize(
+    ("week", "retention", "red", "phrase"),
+    [
+        pytest.param(
+            Week(slow_days=2),
+            "30d",
+            "POST-PERF-REVIEW",
+            "p95 latency below 500 ms",
+            id="two-slow-days-in-the-first-week-fail-the-performance-review",
+            marks=pytest.mark.turns_red(
+                "POST-PERF-REVIEW",
+                defect="The API's p95 latency was about 0.9 s on the last two days of the week.",
+            ),
+        ),
+        pytest.param(
+            Week(
+                operations=(
+                    Operation("GET", "/v1/channels", 0.9),
+                    Operation("POST", "/v1/channels/{channel_id}/messages", 0.1, 0.05),
+                )
+            ),
+            "30d",
+            "POST-REAL-USAGE",
+            "POST /v1/channels/{channel_id}/messages 5.00%",
+            id="one-operation-failing-five-percent-under-the-observed-mix-fails-real-usage",
+            marks=pytest.mark.turns_red(
+                "POST-REAL-USAGE",
+                defect="Sending messages, a tenth of the traffic, failed 5 % all week.",
+            ),
+        ),
+        pytest.param(
+            Week(down_minutes=30),
+            "30d",
+            "MON-UPTIME-SLO",
+            "must be up 99.9%",
+            id="thirty-minutes-down-in-a-week-fail-the-uptime-objective",
+            marks=pytest.mark.turns_red(
+                "MON-UPTIME-SLO", defect="Every API worker was down for 30 minutes of the week."
+            ),
+        ),
+        pytest.param(
+            Week(),
+            "15d",
+            "MON-PROM-RETENTION",
+            "at least 30d",
+            id="a-prometheus-keeping-15-days-fails-the-retention-item",
+            marks=pytest.mark.turns_red(
+                "MON-PROM-RETENTION", defect="Prometheus runs with its default retention, 15 days."
+            ),
+        ),
+    ],
+)
+def test_a_breach_in_the_history_turns_exactly_its_item_red(
+    tmp_path: Path, status_page: str, *, week: Week, retention: str, red: str, phrase: str
+) -> None:
+    found = history_outcomes(tmp_path, week, status_page, retention)
+    failed = {item: reason for item, (o, reason) in found.items() if o is Outcome.FAIL}
+    assert set(failed) == {red}, found
+    assert phrase in failed[red], failed[red]
+
+
+@pytest.mark.turns_red(
+    "MON-UPTIME-SLO", defect="slo.yml declares no status page that publishes the uptime."
+)
+def test_no_status_page_fails_the_uptime_item(tmp_path: Path) -> None:
+    with prometheus_with_history(tmp_path, Week()) as info:
+        red = failing(probe(info, "monitoring/test_history.py", items={"MON-UPTIME-SLO"}))
+    assert set(red) == {"MON-UPTIME-SLO"}, red
+    assert "must declare the status page" in red["MON-UPTIME-SLO"]

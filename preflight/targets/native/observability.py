@@ -242,7 +242,7 @@ def start_observability(
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'prometheus-data'}",
                 f"--web.listen-address=127.0.0.1:{ports.prometheus}",
-                "--storage.tsdb.retention.time=1d",
+                "--storage.tsdb.retention.time=30d",  # MON-PROM-RETENTION (slo.yml)
                 # Alerts go out at once and again every interval (default: a minute), so an
                 # alert that fired before Alertmanager was discovered is not held back.
                 f"--rules.alert.resend-delay={SCRAPE_INTERVAL}",
