@@ -159,8 +159,9 @@ def _audit_reaches_the_store(
 def test_every_component_ships_its_logs_to_the_central_store(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
-    """Scattered logs make incidents slow to diagnose: each component's fresh event must reach
-    the central store over the network, and the request records as JSON with the request id."""
+    """Scattered logs make incidents slow to diagnose; every component must ship to one store."""
+    # Each component's fresh event must reach the central store over the network, and the
+    # request records as JSON with the request id.
     target.requires("log_store")
     store = target.info.observability.log_store
     assert store is not None
