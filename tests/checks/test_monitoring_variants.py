@@ -105,11 +105,6 @@ def without_redis_memory_alert(text: str) -> str:
                 defect="An error-ratio alert compared with 1 instead of 0.01: it can never fire.",
             ),
             id="an-error-ratio-compared-to-1-instead-of-1-percent-cannot-fire",
-            marks=pytest.mark.turns_red(
-                "MON-ALERT-RULES",
-                "POST-ERROR-WATCH",
-                defect="The error-ratio alert compares with 1, not 0.01: it never fires.",
-            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -125,11 +120,6 @@ def without_redis_memory_alert(text: str) -> str:
                 "(http_request_duration_bucket).",
             ),
             id="a-metric-name-typo-in-the-latency-alert-is-caught",
-            marks=pytest.mark.turns_red(
-                "MON-ALERT-RULES",
-                "POST-LATENCY-WATCH",
-                defect="The latency alert selects a metric nobody exports (a name typo).",
-            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -143,10 +133,6 @@ def without_redis_memory_alert(text: str) -> str:
                 defect="A service-down alert blind to workers that left service discovery.",
             ),
             id="a-service-down-alert-blind-to-workers-that-left-discovery-fails-its-unit-test",
-            marks=pytest.mark.turns_red(
-                "MON-ALERT-RULES",
-                defect="APIServiceDown ignores workers that left discovery: none pages.",
-            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -157,10 +143,6 @@ def without_redis_memory_alert(text: str) -> str:
                 defect="An alert (DiskUsageHigh) without its runbook_url.",
             ),
             id="an-alert-without-a-runbook-link-fails-only-the-runbook-item",
-            marks=pytest.mark.turns_red(
-                "MON-ALERT-RUNBOOKS",
-                defect="DiskUsageHigh carries no runbook_url annotation.",
-            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -171,10 +153,6 @@ def without_redis_memory_alert(text: str) -> str:
                 defect="A backup freshness alert that waits 48 hours instead of 25.",
             ),
             id="a-backup-alert-at-48-hours-fails-the-freshness-item",
-            marks=pytest.mark.turns_red(
-                "BAK-FRESHNESS-ALERT",
-                defect="The backup-age alert waits for 48 hours instead of 25.",
-            ),
         ),
         pytest.param(
             "grafana/dashboards/realtime.json",
@@ -185,10 +163,6 @@ def without_redis_memory_alert(text: str) -> str:
                 defect="A dashboard panel querying a metric nothing exports.",
             ),
             id="a-dashboard-querying-a-missing-metric-fails-only-the-dashboard-item",
-            marks=pytest.mark.turns_red(
-                "MON-DASH-IN-REPO",
-                defect="The realtime dashboard queries a metric that nothing exports.",
-            ),
         ),
         pytest.param(
             "alerts.yml",
@@ -219,10 +193,6 @@ def without_redis_memory_alert(text: str) -> str:
                 defect="Critical alerts routed to a pager receiver without integrations.",
             ),
             id="critical-alerts-routed-to-a-receiver-without-integrations-fail-the-routes-item",
-            marks=pytest.mark.turns_red(
-                "MON-ALERT-ROUTES",
-                defect="The pager receiver that critical alerts route to has no integration.",
-            ),
         ),
     ],
 )
