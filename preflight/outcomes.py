@@ -110,19 +110,31 @@ class ProbeResults:
         )
 
 
+# A skip whose message starts with this says the probe looked and the target holds nothing it
+# could decide from yet (no production history, say): the item is `unverified`, not `skip`
+# (not applicable). Probes say it with preflight.probe.undecided(reason).
+UNDECIDED = "undecided: "
+
+
 def combine(
     results: Sequence[ProbeResult], optional: Callable[[ProbeResult], str | None] | None = None
 ) -> tuple[Outcome, str]:
     """An item's outcome from its tests: any fail -> fail; else any error -> error; else any
-    skipped part -> skip, with that part's reason (a pass says every part looked); else pass.
-    No test at all -> unverified. `optional` names the capability a skipped test is optional
-    for (None: it is not), as the checklist states: such a skip does not hold the item back."""
+    part the target could not yet decide (UNDECIDED) -> unverified; else any skipped part ->
+    skip, with that part's reason (a pass says every part looked); else pass. No test at all
+    -> unverified. `optional` names the capability a skipped test is optional for (None: it is
+    not), as the checklist states: such a skip does not hold the item back."""
     if not results:
         return Outcome.UNVERIFIED, "no probe ran for it"
     for outcome in (Outcome.FAIL, Outcome.ERROR):
         deciding = [r for r in results if r.outcome is outcome]
         if deciding:
             return outcome, _first_message(deciding)
+    undecided = [
+        r for r in results if r.outcome is Outcome.SKIP and r.message.startswith(UNDECIDED)
+    ]
+    if undecided:
+        return Outcome.UNVERIFIED, _first_message(undecided).removeprefix(UNDECIDED)
     passed = [r for r in results if r.outcome is Outcome.PASS]
     skipped = [r for r in results if r.outcome is Outcome.SKIP]
     excused = {r.nodeid: why for r in skipped if optional and (why := optional(r)) is not None}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from preflight.checklist import Item, OptionalPart, load_checklist
 from preflight.decide import decide_probe
-from preflight.outcomes import Outcome, ProbeResult, ProbeResults
+from preflight.outcomes import UNDECIDED, Outcome, ProbeResult, ProbeResults, combine
 
 REPO = Path(__file__).resolve().parents[1]
 STRONG = "checks/application/test_supervision.py::test_a_killed_worker_is_restarted"
@@ -81,3 +81,13 @@ def test_the_checklist_schema_takes_optional_parts(tmp_path: Path) -> None:
     cpu = next(i for i in load_checklist(path).items if i.id == "INF-RES-CPU")
     assert cpu.optional_for("checks/x.py::test_y") == "control"
     assert cpu.optional_for("checks/z.py::test_y") is None
+
+
+def test_a_probe_the_target_cannot_decide_yet_leaves_its_item_unverified_not_skipped() -> None:
+    undecided = ProbeResult("c.py::t", ("X",), Outcome.SKIP, UNDECIDED + "no history yet", 0.1)
+    passed = ProbeResult("c.py::p", ("X",), Outcome.PASS, "", 0.1)
+    failed = ProbeResult("c.py::f", ("X",), Outcome.FAIL, "too slow", 0.1)
+    assert combine([passed, undecided]) == (Outcome.UNVERIFIED, "no history yet [c.py::t]")
+    assert combine([undecided, failed])[0] is Outcome.FAIL
+    plain = ProbeResult("c.py::s", ("X",), Outcome.SKIP, "not a k8s target", 0.1)
+    assert combine([plain])[0] is Outcome.SKIP

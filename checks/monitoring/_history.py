@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from checks.monitoring._monitoring import API_JOB, Monitoring, prom
+from preflight.probe import undecided
 from preflight.probe.target import ProbeTarget
 
 HOUR_S = 3600.0
@@ -90,7 +89,7 @@ def held_window(target: ProbeTarget, length_s: float) -> Window:
             held = "less than an hour"  # the resolution of the query
         else:
             held = f"the last {human(end - first)}"
-        pytest.skip(
+        undecided(
             f"Prometheus at {target.prometheus_url} holds {held} of the API's samples "
             f'(up{{job="{API_JOB}"}}), less than the {human(length_s)} window: the target has '
             "no production history over the window to decide from"
