@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import socket
 import subprocess
 import sys
@@ -83,18 +82,59 @@ def test_checklist_show_names_the_tests_that_decide_each_item(
     monkeypatch.chdir(REPO)
     assert main(["checklist", "show"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    decided = {
-        row.split()[0]: nxt.strip().removeprefix("decided by: ")
-        for row, nxt in itertools.pairwise(lines)
-        if nxt.startswith("    decided by: ")
-    }
-    hsts = decided["SEC-HDR-HSTS"].split(", ")
+    decided = decided_by(lines)
+    hsts = decided["SEC-HDR-HSTS"]
     assert any(t.startswith("checks/security/test_headers.py::") for t in hsts), hsts
     assert any(t.startswith("checks/infrastructure/test_k8s.py::") for t in hsts), hsts
+    assert any(t.endswith(" cases)") for t in hsts), "a parametrized test is one line"
     manual = next(i for i in load_checklist(REPO / "checklist.yaml").items if i.verify == "manual")
-    assert decided[manual.id] == f"a signed attestation from {manual.owner}"
-    assert "no test yet (unverified)" not in decided.values()
+    assert decided[manual.id] == [f"a signed attestation from {manual.owner}"]
+    assert ["no test yet (unverified)"] not in decided.values()
     assert lines[-1].endswith("probe items have a test")
+
+
+def decided_by(lines: list[str]) -> dict[str, list[str]]:
+    """Item id -> its `decided by:` lines, from `checklist show`'s output."""
+    found: dict[str, list[str]] = {}
+    item = ""
+    for line in lines:
+        if not line.startswith(" "):
+            item = line.split()[0]
+        elif line.startswith("    decided by: "):
+            found.setdefault(item, []).append(line.removeprefix("    decided by: "))
+    return found
+
+
+def test_checklist_show_keeps_the_collection_until_a_probe_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    probe = checks / "test_hsts.py"
+    probe.write_text(
+        'import pytest\n\n\n@pytest.mark.checklist("SEC-HDR-HSTS")\ndef test_x():\n    pass\n'
+    )
+    args = ["checklist", "show", str(REPO / "checklist.yaml"), "SEC-HDR-HSTS", "--checks"]
+    assert main([*args, str(checks)]) == 0
+    assert decided_by(capsys.readouterr().out.splitlines())["SEC-HDR-HSTS"] == [
+        "test_hsts.py::test_x"
+    ]
+    assert len(list((tmp_path / "cache/preflight").iterdir())) == 1
+
+    def no_collection(*_: object) -> None:
+        raise AssertionError("the second listing must read the kept collection")
+
+    monkeypatch.setattr("preflight.plugin.collect_probes", no_collection)
+    assert main([*args, str(checks)]) == 0
+    assert "test_hsts.py::test_x" in capsys.readouterr().out
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    probe.write_text(probe.read_text().replace("test_x", "test_y"))
+    assert main([*args, str(checks)]) == 0
+    assert decided_by(capsys.readouterr().out.splitlines())["SEC-HDR-HSTS"] == [
+        "test_hsts.py::test_y"
+    ]
 
 
 def test_checklist_show_names_the_items_without_a_test(
@@ -107,14 +147,9 @@ def test_checklist_show_names_the_items_without_a_test(
     )
     args = ["checklist", "show", str(REPO / "checklist.yaml"), "--checks", str(checks)]
     assert main(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    decided = {
-        row.split()[0]: nxt.strip().removeprefix("decided by: ")
-        for row, nxt in itertools.pairwise(lines)
-        if nxt.startswith("    decided by: ")
-    }
-    assert decided["SEC-HDR-HSTS"] == "test_hsts.py::test_x"
-    assert decided["SEC-HDR-CSP"] == "no test yet (unverified)"
+    decided = decided_by(capsys.readouterr().out.splitlines())
+    assert decided["SEC-HDR-HSTS"] == ["test_hsts.py::test_x"]
+    assert decided["SEC-HDR-CSP"] == ["no test yet (unverified)"]
 
 
 def test_checklist_show_id_lists_the_broken_systems_shown_to_turn_it_red(

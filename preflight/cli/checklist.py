@@ -5,11 +5,16 @@ on."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
+from preflight import __version__
 from preflight.checklist import AREAS, DEFAULT_PATH, Item, load_checklist
-from preflight.cli._args import command_group
+from preflight.cli._args import SEVERITIES, choices, command_group
 from preflight.errors import PreflightError
 from preflight.redvariants import RedVariant, red_variants
 
@@ -57,7 +62,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="[FILE] [ID ...]",
         help=f"the checklist file (default {DEFAULT_PATH.name}) and/or item ids to show",
     )
-    show.add_argument("--area", choices=AREAS, help="only items of this area")
+    show.add_argument(
+        "--area",
+        dest="areas",
+        action=choices(AREAS, "area"),
+        metavar="AREA[,AREA]",
+        help=f"only items of these areas (repeatable); one of: {', '.join(AREAS)}",
+    )
+    show.add_argument(
+        "--severity",
+        dest="severities",
+        action=choices(SEVERITIES, "severity"),
+        metavar="SEV[,SEV]",
+        help="only items of these severities (repeatable): critical, high, medium, low",
+    )
     show.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
     show.add_argument(
         "--tests",
@@ -82,7 +100,9 @@ def cmd_checklist(args: argparse.Namespace) -> int:
     items = [
         i
         for i in checklist.items
-        if (args.area is None or i.area == args.area) and (not ids or i.id in ids)
+        if (not args.areas or i.area in args.areas)
+        and (not args.severities or i.severity in args.severities)
+        and (not ids or i.id in ids)
     ]
     deciders = _deciding_tests(checklist.path, args.checks)
     tests = args.tests or args.checks.resolve().parent / "tests"
@@ -95,7 +115,8 @@ def cmd_checklist(args: argparse.Namespace) -> int:
             "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]])
         )
         if n and deciders is not None:
-            print(f"    decided by: {_decided_by(items[n - 1], deciders)}")
+            for line in _decided_by(items[n - 1], deciders):
+                print(f"    decided by: {line}")
         if n and shown is not None:
             for line in _shown_able_to_fail(items[n - 1], shown):
                 print(f"    shown able to fail by: {line}")
@@ -107,8 +128,17 @@ def cmd_checklist(args: argparse.Namespace) -> int:
 
 
 def _deciding_tests(checklist_path: Path, checks: Path) -> dict[str, list[str]] | None:
+    """Item id -> the node ids of the tests marked with it, as pytest collects them. The
+    collection takes seconds, so it is kept in the user's cache, keyed by the probe sources, the
+    checklist and this version of preflight: a second listing reads it back."""
     if not checks.is_dir():
         return None
+    cached = _cache_file(checklist_path, checks)
+    try:
+        found: dict[str, list[str]] = json.loads(cached.read_text())
+        return found
+    except (OSError, ValueError):
+        pass
     from preflight.plugin import collect_probes  # noqa: PLC0415 - pytest: only when listing tests
 
     collected = collect_probes([checks], checklist_path)
@@ -116,21 +146,41 @@ def _deciding_tests(checklist_path: Path, checks: Path) -> dict[str, list[str]] 
         raise PreflightError(
             f"{checks}: the probes do not collect:\n  " + "\n  ".join(collected.errors)
         )
+    with contextlib.suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(collected.collected))
+        temporary.replace(cached)
     return collected.collected
 
 
-def _decided_by(item: Item, deciders: dict[str, list[str]]) -> str:
+def _cache_file(checklist_path: Path, checks: Path) -> Path:
+    digest = hashlib.sha256(__version__.encode())
+    for path in [checklist_path, *sorted(checks.rglob("*.py"))]:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "preflight" / f"collected-{digest.hexdigest()[:32]}.json"
+
+
+def _decided_by(item: Item, deciders: dict[str, list[str]]) -> list[str]:
+    """One line per deciding test function; a parametrized one once, with its case count."""
     if item.verify == "manual":
-        return f"a signed attestation from {item.owner}"
+        return [f"a signed attestation from {item.owner}"]
     if item.verify == "signoff":
-        return f"{item.owner}'s signature on the run record (preflight sign --role {item.owner})"
+        return [f"{item.owner}'s signature on the run record (preflight sign --role {item.owner})"]
     if item.verify == "load":
         scale = ", ".join(f"{k} {v}" for k, v in item.scale.items())
-        return f"the load profile: {item.metric} {item.comparison} {item.value:g}" + (
-            f" at {scale}" if scale else ""
-        )
-    tests = deciders.get(item.id, [])
-    return ", ".join(tests) if tests else "no test yet (unverified)"
+        return [
+            f"the load profile: {item.metric} {item.comparison} {item.value:g}"
+            + (f" at {scale}" if scale else "")
+        ]
+    cases: dict[str, int] = {}
+    for nodeid in deciders.get(item.id, []):
+        function = nodeid.split("[", 1)[0]
+        cases[function] = cases.get(function, 0) + 1
+    if not cases:
+        return ["no test yet (unverified)"]
+    return [f"{test} ({n} cases)" if n > 1 else test for test, n in cases.items()]
 
 
 def _shown_able_to_fail(item: Item, shown: dict[str, list[RedVariant]]) -> list[str]:
