@@ -6,6 +6,8 @@ import argparse
 import difflib
 from collections.abc import Callable
 
+from preflight.checklist import AREAS
+
 SEVERITIES = ("critical", "high", "medium", "low")
 
 
@@ -51,3 +53,22 @@ def command_group(
     if handler is not None:
         group.set_defaults(handler=handler)
     return group.add_subparsers(dest=dest, required=True, metavar="ACTION")
+
+
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """--area and --severity, each a repeatable comma-separated list (args.areas,
+    args.severities; None when not given)."""
+    parser.add_argument(
+        "--area",
+        dest="areas",
+        action=choices(AREAS, "area"),
+        metavar="AREA[,AREA]",
+        help=f"only items of these areas (repeatable); one of: {', '.join(AREAS)}",
+    )
+    parser.add_argument(
+        "--severity",
+        dest="severities",
+        action=choices(SEVERITIES, "severity"),
+        metavar="SEV[,SEV]",
+        help="only items of these severities (repeatable): critical, high, medium, low",
+    )

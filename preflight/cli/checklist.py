@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from preflight import __version__
-from preflight.checklist import AREAS, DEFAULT_PATH, Item, load_checklist
-from preflight.cli._args import SEVERITIES, choices, command_group
+from preflight.checklist import DEFAULT_PATH, Item, load_checklist
+from preflight.cli._args import add_selection, command_group
 from preflight.errors import PreflightError
 from preflight.redvariants import RedVariant, red_variants
 
@@ -62,20 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="[FILE] [ID ...]",
         help=f"the checklist file (default {DEFAULT_PATH.name}) and/or item ids to show",
     )
-    show.add_argument(
-        "--area",
-        dest="areas",
-        action=choices(AREAS, "area"),
-        metavar="AREA[,AREA]",
-        help=f"only items of these areas (repeatable); one of: {', '.join(AREAS)}",
-    )
-    show.add_argument(
-        "--severity",
-        dest="severities",
-        action=choices(SEVERITIES, "severity"),
-        metavar="SEV[,SEV]",
-        help="only items of these severities (repeatable): critical, high, medium, low",
-    )
+    add_selection(show)
     show.add_argument("--checks", type=Path, default=Path("checks"), help="probe folder (checks/)")
     show.add_argument(
         "--tests",

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from preflight.checklist import AREAS, DEFAULT_PATH
-from preflight.cli._args import SEVERITIES, choices
+from preflight.checklist import DEFAULT_PATH
+from preflight.cli._args import add_selection
 from preflight.errors import PreflightError
 from preflight.load import PROFILES
 from preflight.progress import Progress
@@ -43,20 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "containers (system/deploy's images and compose file on this machine's Docker "
         "engine), or a target file describing a running deployment (docs/targets.md)",
     )
-    p.add_argument(
-        "--area",
-        dest="areas",
-        action=choices(AREAS, "area"),
-        metavar="AREA[,AREA]",
-        help=f"only items of these areas (repeatable); one of: {', '.join(AREAS)}",
-    )
-    p.add_argument(
-        "--severity",
-        dest="severities",
-        action=choices(SEVERITIES, "severity"),
-        metavar="SEV[,SEV]",
-        help="only items of these severities (repeatable): critical, high, medium, low",
-    )
+    add_selection(p)
     p.add_argument(
         "--profile", default="smoke", choices=PROFILES, help="load profile (default smoke)"
     )
