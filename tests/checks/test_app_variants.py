@@ -4,8 +4,25 @@ defect turns exactly its items red, and the reason names it."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
+from preflight.targets.base import Deployment, Edge, TargetInfo
+from preflight.targets.containers.control import ContainerControl
+from preflight.targets.containers.engine import (
+    LAUNCHER_LABEL,
+    RUN_LABEL,
+    docker_available,
+    engine,
+    launcher,
+)
+from preflight.targets.containers.images import BOOKWORM, ensure_base
 from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, outcomes, probe
 
@@ -80,3 +97,84 @@ def test_an_api_without_per_user_limits_fails_tst_ratelimit() -> None:
         "must be refused with 429 after the documented burst of 40 at 20/s" in red["TST-RATELIMIT"]
     ), red
     assert "more than the" in red["TST-RATELIMIT"], red
+
+
+@pytest.mark.turns_red(
+    "INF-HA-NODES",
+    "PERF-RESOURCE-LIMITS",
+    defect="every API worker, PostgreSQL, Redis and NGINX run as processes of this one host, in "
+    "one cgroup, with no limits of their own",
+)
+def test_processes_of_one_host_fail_the_replica_spread_and_the_resource_limits() -> None:
+    with native() as info:
+        red = failing(
+            probe(
+                info,
+                "infrastructure/test_resources.py",
+                items={"INF-HA-NODES", "PERF-RESOURCE-LIMITS"},
+            )
+        )
+    assert set(red) == {"INF-HA-NODES", "PERF-RESOURCE-LIMITS"}, red
+    assert f"run on 1: {socket.gethostname()}: api-0, api-1)" in red["INF-HA-NODES"], red
+    assert (
+        "api-0, api-1, nginx, postgres, redis share the limits of cgroup"
+        in (red["PERF-RESOURCE-LIMITS"])
+    ), red
+
+
+@contextmanager
+def one_container(client: Any, run: str, **limits: int) -> Iterator[ContainerControl]:
+    """A container of this test on the machine's engine, with the given engine limits."""
+    container = client.containers.run(
+        ensure_base(client, BOOKWORM, print),
+        ["sleep", "300"],
+        name=run,
+        detach=True,
+        labels={RUN_LABEL: run, LAUNCHER_LABEL: launcher()},
+        **limits,
+    )
+    try:
+        yield ContainerControl(container)
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.turns_red(
+    "PERF-RESOURCE-LIMITS",
+    defect="one container of the deployment runs without the engine's CPU and memory limits",
+)
+def test_a_container_without_engine_limits_fails_perf_resource_limits() -> None:
+    """The containers target's placement read from `docker inspect`: with limits on every
+    container the probe passes; one container without them turns the item red, named."""
+    reason = docker_available()
+    assert reason is None, f"set-up starts a Docker engine (scripts/setup.sh): {reason}"
+    client = engine()
+    run = f"preflight-limits-{secrets.token_hex(4)}"
+    node = f"Docker engine {client.info().get('Name')}"
+    try:
+        with (
+            one_container(client, f"{run}-api", nano_cpus=500_000_000, mem_limit=64 * 2**20) as api,
+            one_container(client, f"{run}-redis") as redis,
+        ):
+
+            def decided(*controls: tuple[str, ContainerControl]) -> dict[str, Any]:
+                info = TargetInfo(
+                    name="one-engine",
+                    kind="external",
+                    edge=Edge("https://127.0.0.1:9"),
+                    admin_key="unused",
+                    deployment=Deployment(
+                        placement=lambda: {n: c.placement(n, node) for n, c in controls}
+                    ),
+                )
+                return outcomes(
+                    probe(info, "infrastructure/test_resources.py", items={"PERF-RESOURCE-LIMITS"})
+                )
+
+            limited = decided(("api", api))["PERF-RESOURCE-LIMITS"]
+            assert limited[0].value == "pass", limited
+            bare = decided(("api", api), ("redis", redis))["PERF-RESOURCE-LIMITS"]
+    finally:
+        client.close()
+    assert bare[0].value == "fail", bare
+    assert f"redis (container {run}-redis) has no CPU and no memory limit" in bare[1], bare
