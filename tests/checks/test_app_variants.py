@@ -3,16 +3,21 @@ defect turns exactly its items red, and the reason names it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
+from checks.drills._drills import wait_edge_ready
+from preflight.probe.target import ProbeTarget
 from preflight.targets.base import Deployment, Edge, TargetInfo
 from preflight.targets.containers.control import ContainerControl
 from preflight.targets.containers.engine import (
@@ -24,11 +29,11 @@ from preflight.targets.containers.engine import (
 )
 from preflight.targets.containers.images import BOOKWORM, ensure_base
 from preflight.targets.native import NativeTestOptions
-from tests.checks.support import failing, native, outcomes, probe
+from tests.checks.support import edge_templates, failing, native, outcomes, probe
 
 PROBES = ("application", "deployment/test_live_release.py", "performance/test_realtime_spread.py")
-# APP-HEALTH stops Redis; it is shown to pass on the healthy target and is left out here to keep
-# these variants fast.
+# APP-HEALTH stops Redis: left out of the configuration variants to keep them fast; the edge
+# variant below turns it red.
 NOT_HEALTH = {
     "APP-ENV-PRODUCTION-CONFIG",
     "APP-LOG-LEVEL",
@@ -178,3 +183,109 @@ def test_a_container_without_engine_limits_fails_perf_resource_limits() -> None:
         client.close()
     assert bare[0].value == "fail", bare
     assert f"redis (container {run}-redis) has no CPU and no memory limit" in bare[1], bare
+
+
+# An edge that keeps the second worker as a backup only, answers readiness itself, and gives an
+# idle WebSocket 8 s where the API pings every 20 s.
+EDGE_DEFECTS = {
+    "nginx.conf.j2": lambda text: text.replace(
+        "server {{ server }} max_fails=3 fail_timeout=2s;",
+        "server {{ server }} max_fails=3 fail_timeout=2s{% if not loop.first %} backup{% endif %};",
+    ).replace(
+        "        location /v1/ {\n",
+        "        location = /v1/health/ready {\n"
+        "            default_type application/json;\n"
+        '            return 200 \'{"status":"ready"}\';\n'
+        "        }\n\n"
+        "        location /v1/ {\n",
+        1,
+    ),
+    "proxy/websocket.conf": lambda text: text.replace(
+        "proxy_read_timeout 3600s;", "proxy_read_timeout 8s;"
+    ),
+}
+
+
+@pytest.mark.turns_red(
+    "INF-NET-LB",
+    "APP-HEALTH",
+    "DEP-WS-CONNECT",
+    defect="the edge sends every request to one worker (the other is a backup), answers "
+    "readiness itself, and closes a WebSocket idle for 8 s, before the API's 20 s heartbeat",
+)
+def test_an_edge_that_does_not_balance_fakes_readiness_and_cuts_idle_sockets(
+    tmp_path: Path,
+) -> None:
+    with native(
+        test=NativeTestOptions(edge_template_dir=edge_templates(tmp_path, EDGE_DEFECTS))
+    ) as info:
+        red = failing(
+            probe(
+                info,
+                "application/test_runtime.py",
+                "deployment/test_live_release.py",
+                "infrastructure/test_network.py",
+                items={"INF-NET-LB", "APP-HEALTH", "DEP-WS-CONNECT", "DEP-HEALTH-200"},
+            )
+        )
+    assert set(red) == {"INF-NET-LB", "APP-HEALTH", "DEP-WS-CONNECT"}, red
+    assert "must be spread over more than one API worker" in red["INF-NET-LB"], red
+    assert "must answer 503 within 10 s of Redis stopping (got 200)" in red["APP-HEALTH"], red
+    assert "none came; the socket was closed first" in red["DEP-WS-CONNECT"], red
+
+
+LIVE = {"DEP-MIGRATIONS-APPLIED", "DEP-HEALTH-PASSING", "DEP-SERVICES-RUNNING", "DEP-HEALTH-200"}
+
+
+def _forget_newest_migration(info: TargetInfo) -> int:
+    """Delete the newest row of schema_migrations, as a database restored from before the
+    release's last migration would lack it; returns its version."""
+
+    async def run() -> int:
+        conn = await asyncpg.connect(info.stores.postgres_dsn, timeout=10)
+        try:
+            return int(
+                await conn.fetchval(
+                    "DELETE FROM schema_migrations WHERE version = "
+                    "(SELECT max(version) FROM schema_migrations) RETURNING version"
+                )
+            )
+        finally:
+            await conn.close(timeout=10)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.turns_red(
+    "DEP-SERVICES-RUNNING",
+    "DEP-HEALTH-PASSING",
+    "DEP-HEALTH-200",
+    defect="Redis is stopped after the deploy",
+)
+@pytest.mark.turns_red(
+    "DEP-MIGRATIONS-APPLIED",
+    defect="the database lacks the release's newest migration (its schema_migrations row)",
+)
+def test_a_stopped_redis_and_a_missing_migration_fail_the_after_deploy_checks() -> None:
+    with native() as info:
+        redis = info.drills.control["redis"]
+        redis.stop()
+        try:
+            no_redis = failing(probe(info, "deployment/test_live_release.py", items=LIVE))
+        finally:
+            redis.start()
+        probing = ProbeTarget(info)
+        try:
+            wait_edge_ready(probing)
+        finally:
+            probing.close()
+        missing = _forget_newest_migration(info)
+        behind = failing(probe(info, "deployment/test_live_release.py", items=LIVE))
+    assert set(no_redis) == {"DEP-SERVICES-RUNNING", "DEP-HEALTH-PASSING", "DEP-HEALTH-200"}, (
+        no_redis
+    )
+    assert "redis must be running and answer worker" in no_redis["DEP-SERVICES-RUNNING"]
+    assert "(down: ['redis'])" in no_redis["DEP-HEALTH-PASSING"], no_redis
+    assert "/v1/health/ready must answer 200 (got 503)" in no_redis["DEP-HEALTH-200"], no_redis
+    assert set(behind) == {"DEP-MIGRATIONS-APPLIED"}, behind
+    assert f"(missing [{missing}])" in behind["DEP-MIGRATIONS-APPLIED"], behind
