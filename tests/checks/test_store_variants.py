@@ -69,6 +69,7 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
                     postgres_sql=["ALTER ROLE chatsdk RESET idle_in_transaction_session_timeout"],
                     redis_settings=["appendonly no", "maxmemory 0"],
                 ),
+                "workers": 1,
             },
             {
                 "SEC-PASSWORDS-STRONG": "password_encryption = md5",
@@ -77,7 +78,7 @@ def test_the_bundled_system_fails_only_what_it_honestly_lacks(
                 "INF-REDIS-AOF": "aof_enabled = 0",
                 "INF-REDIS-MAXMEM": "must have maxmemory set",
             },
-            id="md5-fsync-off-no-idle-timeout-aof-off-unbounded-redis",
+            id="md5-fsync-off-no-idle-timeout-aof-off-unbounded-redis-one-worker",
         ),
         pytest.param(
             {
