@@ -15,6 +15,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from preflight.outcomes import Outcome, ProbeResults
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import TargetInfo
@@ -87,6 +89,12 @@ def test_seeded_defects_turn_their_drills_red(tmp_path: Path) -> None:
     assert "500 internal_error" in red["RB-VERIFY-OLD"]
 
 
+@pytest.mark.turns_red(
+    "APP-GRACEFUL-SHUTDOWN",
+    "DEP-ZERO-DOWNTIME",
+    "RB-EXECUTE",
+    defect="the API worker exits 0 at once on SIGTERM, without draining",
+)
 def test_a_worker_that_does_not_drain_fails_the_restart_drills() -> None:
     """The point of the worker's own drain: nothing takes a worker out of the edge before a
     graceful stop, so a worker that exits at once on SIGTERM, with a clean exit code, cuts
