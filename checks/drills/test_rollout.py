@@ -396,10 +396,10 @@ def _smoke(target: ProbeTarget) -> str:
 def test_a_halted_rollout_leaves_the_old_workers_serving(
     rehearsal: Rehearsal, evidence: EvidenceLog
 ) -> None:
-    """A bad rollout that cannot be stopped reaches every instance: halted after the first
-    worker, the rollout must stay there (every other worker on the previous release, read again
-    and again through the halt), and a candidate that failed requests meanwhile must reach no
-    other worker."""
+    """A bad rollout that cannot be stopped reaches every instance."""
+    # Halted after the first worker, the rollout must stay there (every other worker on the
+    # previous release, read again and again through the halt), and a candidate that failed
+    # requests meanwhile must reach no other worker.
     rehearsal.record(evidence)
     first = rehearsal.first_id
     evidence.note(

@@ -135,8 +135,7 @@ def by(values: Mapping[str, str]) -> dict[str, list[str]]:
 def test_api_runs_as_three_replicas_on_distinct_nodes(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
-    """A single instance, or replicas that share one host, turn a crash or a node loss into an
-    outage."""
+    """A single instance, or replicas on one host, turn a crash or a node loss into an outage."""
     seen = target.metrics.runtime(evidence)
     evidence.note(f"workers answering through the edge: {sorted(seen)}")
     replicas = {n: p.node for n, p in placement(target, evidence).items() if p.service == "api"}
@@ -159,8 +158,9 @@ def test_api_runs_as_three_replicas_on_distinct_nodes(
 def test_every_running_component_has_its_own_cpu_and_memory_limits(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
-    """One runaway process can starve everything else on the node: each component needs CPU
-    and memory limits the kernel enforces on it alone."""
+    """One runaway process can starve everything else on the node."""
+    # Each component needs CPU and memory limits the kernel enforces on it alone: a limit on a
+    # scope several components share bounds them together, not each.
     found = placement(target, evidence)
     shared = {s: n for s, n in by({n: p.scope for n, p in found.items()}).items() if len(n) > 1}
     unlimited = [
