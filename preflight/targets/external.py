@@ -33,6 +33,10 @@ peak_requests_per_s: 180               # optional: API requests/s at the busiest
 cert_renewal:                          # optional: renew the edge's certificate now, as the
   command: ssh ops@edge1 chatsdk-renew-certificate  # deployment does when due (the renewal
   schedule: certbot renew every 12 h   # drill), and how it renews on its own
+placement:                             # optional: where each component runs, as declared by
+  api-1: {service: api, node: node-a, cpus: 2, memory_bytes: 2147483648}  # the file's author
+  api-2: {service: api, node: node-b}  # (INF-HA-NODES; cpus and memory_bytes, the limits set
+  redis: {service: redis, node: node-c}  # on it, for PERF-RESOURCE-LIMITS)
 ```
 """
 
@@ -43,7 +47,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +64,7 @@ from preflight.targets.base import (
     Edge,
     Job,
     Observability,
+    Placement,
     ShellControl,
     ShellJob,
     ShellRenewal,
@@ -139,6 +144,7 @@ FIELDS = {
     "jobs",
     "peak_requests_per_s",
     "cert_renewal",
+    "placement",
 }
 LIST_FIELDS = ("metrics_urls", "log_files")
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
@@ -182,7 +188,7 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
     values = {
         k: _resolve(path, k, v, env)
         for k, v in raw.items()
-        if k not in ("control", "jobs", "peak_requests_per_s", "cert_renewal")
+        if k not in ("control", "jobs", "peak_requests_per_s", "cert_renewal", "placement")
         and k not in LIST_FIELDS
     }
     _check_urls(path, values)
@@ -228,7 +234,8 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         deployment=Deployment(
             peak_requests_per_s=(
                 _peak(path, raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
-            )
+            ),
+            placement=_placement(path, raw["placement"]) if "placement" in raw else None,
         ),
     )
 
@@ -309,6 +316,35 @@ def _peak(path: Path, raw: object) -> float:
     if raw <= 0:
         raise _fail(path, "peak_requests_per_s", f"must be a positive number (got {raw!r})")
     return float(raw)
+
+
+def _placement(path: Path, raw: object) -> Callable[[], Mapping[str, Placement]]:
+    """The placement the file declares: component -> service, node and optional limits."""
+    if not isinstance(raw, dict) or not raw:
+        raise _fail(path, "placement", "must map each component to its service and node")
+    declared: dict[str, Placement] = {}
+    for name, spec in raw.items():
+        where = f"placement.{name}"
+        if not isinstance(spec, dict) or not {"service", "node"} <= set(spec):
+            raise _fail(path, where, "must give at least service and node")
+        unknown = sorted(set(spec) - {"service", "node", "cpus", "memory_bytes"})
+        if unknown:
+            raise _fail(path, f"{where}.{unknown[0]}", "is not a known field")
+        cpus, memory = spec.get("cpus"), spec.get("memory_bytes")
+        for key, value in (("cpus", cpus), ("memory_bytes", memory)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise _fail(path, f"{where}.{key}", f"must be a positive number (got {value!r})")
+        declared[str(name)] = Placement(
+            service=str(spec["service"]),
+            node=str(spec["node"]),
+            scope=f"component {name}",
+            cpus=float(cpus) if cpus is not None else None,
+            memory_bytes=int(memory) if memory is not None else None,
+            how=f"declared in the target file {path}",
+        )
+    return lambda: declared
 
 
 def _control(path: Path, raw: object) -> dict[str, ComponentControl]:
