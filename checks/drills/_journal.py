@@ -210,12 +210,20 @@ class Verdict:
             )
 
 
+def _own_client(actor: Actor) -> ChatClient:
+    """A sender's own connection to the edge, as the actor, with the journal's timeout."""
+    own = actor.client
+    return ChatClient(own.base_url, own.ca_file, own.headers, REQUEST_TIMEOUT_S)
+
+
 class Journal:
     """`with Journal(target, "label") as journal:` sets up an app, users and channels, starts
     the senders and receivers, and on exit stops them; `journal.verdict` holds the result.
 
     The workload stays well under the edge's per-address and the API's per-user limits: the
-    drills judge faults, not throttling."""
+    drills judge faults, not throttling. `sender_client` makes each sender's client (default:
+    the sender's own, from this machine's one address); a workload above the edge's
+    per-address rate gives each sender an address of its own (checks/drills/_sources.py)."""
 
     def __init__(
         self,
@@ -226,8 +234,10 @@ class Journal:
         receivers: int = 4,
         channels: int = 2,
         rate_per_sender: float = 4.0,
+        sender_client: Callable[[Actor], ChatClient] | None = None,
     ) -> None:
         self.target = target
+        self._sender_client = sender_client or _own_client
         self.label = label
         self.n_senders, self._n_receivers, self._n_channels = senders, receivers, channels
         self._interval = 1.0 / rate_per_sender
@@ -340,9 +350,7 @@ class Journal:
         thread.start()
 
     def _send_loop(self, actor: Actor, channel: str) -> None:
-        client = ChatClient(
-            actor.client.base_url, actor.client.ca_file, actor.client.headers, REQUEST_TIMEOUT_S
-        )
+        client = self._sender_client(actor)
         n = 0
         next_at = time.monotonic()
         try:
@@ -629,6 +637,13 @@ class Journal:
     def failed_attempts(self, since: float = 0.0, until: float = float("inf")) -> list[Attempt]:
         """The failed attempts that started within [since, until) (journal seconds)."""
         return [a for s in self.sends for a in s.attempts if a.failed and since <= a.at < until]
+
+    def acked_per_s(self, since: float, until: float) -> float:
+        """Sends acknowledged per second among those first tried within [since, until)."""
+        if until <= since:
+            return 0.0
+        acked = [s for s in self.sends if s.state == "acked" and since <= s.attempts[0].at < until]
+        return len(acked) / (until - since)
 
 
 def _retry_wait(response: Response | None) -> float:

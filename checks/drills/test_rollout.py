@@ -1,7 +1,8 @@
-"""Deploy drills under the client journal's workload: a rolling restart of every API worker
-(DEP-ZERO-DOWNTIME), and a rollout rehearsal (the RB-* items and DEP-MIGRATION-COMPAT): a candidate
-release goes to the first worker, the rollout halts there with both releases serving on the
-migrated schema, resumes to every worker, and is rolled back to the previous release.
+"""Deploy drills under the client journal's workload: rolling restarts of every API worker at
+100+ messages/s fanned out to sockets (DEP-ZERO-DOWNTIME), and a rollout rehearsal (the RB-*
+items and DEP-MIGRATION-COMPAT): a candidate release goes to the first worker, the rollout halts
+there with both releases serving on the migrated schema, resumes to every worker, and is rolled
+back to the previous release.
 
 A target needs `control` of its API workers for the rolling restart, and a release control
 (TargetInfo.releases) for the rehearsal. The native target has one release of the chat API, so
@@ -33,6 +34,7 @@ from checks.drills._drills import (
     worker_id,
 )
 from checks.drills._journal import (
+    REQUEST_TIMEOUT_S,
     Attempt,
     Journal,
     ReadBackFailed,
@@ -40,6 +42,7 @@ from checks.drills._journal import (
     assert_clean,
     statuses,
 )
+from checks.drills._sources import own_addresses
 from preflight.client import polite
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
@@ -50,6 +53,26 @@ from preflight.targets.base import ReleaseControl
 pytestmark = pytest.mark.budget(900)
 
 HALT_S = 2.0  # the rollout stays halted this long, both releases serving
+HALT_SAMPLE_S = 0.5  # how often the releases are read while halted
+# The original checklist's load for a zero-downtime deploy: 100+ messages/s, each fanned out to
+# sockets, through several rolling restarts of every worker.
+MESSAGES_PER_S = 100
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Load:
+    senders: int
+    rate_per_sender: float  # each user's sends/s, well under the API's per-user limit (20/s)
+    receivers: int  # sockets, each subscribed to every channel
+    channels: int
+
+    @property
+    def offered(self) -> float:
+        return self.senders * self.rate_per_sender
+
+
+LOAD = Load(senders=30, rate_per_sender=4.0, receivers=6, channels=3)
 # Statements that break the release before a migration: it reads or writes what they remove or
 # change. Expand/contract defers them to a later release (system/docs/operations/rollback.md).
 CONTRACTING = re.compile(
@@ -74,45 +97,50 @@ def test_a_rolling_restart_under_load_fails_no_request(
     serving_everywhere(target)
     held = HeldSender(target)
     stops: list[InFlight] = []
-    took: dict[str, float] = {}
-    with Journal(target, "rolling-restart") as journal:
+    took: dict[str, list[float]] = {w: [] for w in workers}
+    sources = own_addresses(target, REQUEST_TIMEOUT_S)
+    with Journal(
+        target,
+        "rolling-restart",
+        senders=LOAD.senders,
+        receivers=LOAD.receivers,
+        channels=LOAD.channels,
+        rate_per_sender=LOAD.rate_per_sender,
+        sender_client=sources,
+    ) as journal:
         journal.steady(STEADY_S)
         journal.mark("rollout")
-        for worker in workers:
-            control = target.control(worker)
-            started = time.monotonic()
-            try:
-                # A bare graceful stop: nothing takes the worker out of the edge first.
-                stops.append(held.stop(worker, control.stop))
-            finally:
-                control.start()
-                wait_worker_ready(target, worker)
-                # As a rolling update waits for the new pod's endpoint: the next worker goes
-                # only once the edge routes to this one again.
-                serving_everywhere(target)
-            took[worker] = round(time.monotonic() - started, 3)
+        for _ in range(ROUNDS):
+            for worker in workers:
+                took[worker].append(_restart(target, worker, held, stops))
         journal.mark("rolled")
         journal.steady(STEADY_S)
     verdict = journal.verdict
     assert verdict is not None
     verdict.record(evidence)
     failed = journal.failed_attempts()
+    rate = journal.acked_per_s(journal.marks["rollout"], journal.marks["rolled"])
     evidence.figure("failed_requests_during_rolling_restart", len(failed))
+    evidence.figure("messages/s acknowledged during the rolling restarts", round(rate, 1), "msg/s")
+    evidence.figure("messages/s offered", LOAD.offered, "msg/s")
+    evidence.figure("rolling restarts", ROUNDS)
     evidence.figure(
-        "rolling restart duration",
+        "rolling restarts duration",
         round(journal.marks["rolled"] - journal.marks["rollout"], 3),
         "s",
     )
     evidence.note(
-        f"restarted {', '.join(workers)} one at a time (SIGTERM, start, ready, routed to by the "
-        f"edge again; nothing took a worker out of the edge first) under "
-        f"{journal.n_senders} senders and {len(journal.receivers)} sockets; seconds per worker "
-        f"{took}"
+        f"restarted {', '.join(workers)} one at a time, {ROUNDS} rounds (SIGTERM, start, ready, "
+        f"routed to by the edge again; nothing took a worker out of the edge first) under "
+        f"{journal.n_senders} senders "
+        f"({'each from an address of its own' if sources else 'sharing one address'}) and "
+        f"{len(journal.receivers)} sockets each subscribed to all {len(journal.channels)} "
+        f"channels; seconds per restart {took}"
     )
     for stop in stops:
         evidence.note(stop.describe())
     assert not failed, (
-        f"a rolling restart of {', '.join(workers)} must fail no request (got {len(failed)}: "
+        f"rolling restarts of {', '.join(workers)} must fail no request (got {len(failed)}: "
         f"{statuses(failed)})"
     )
     cut = [s.describe() for s in stops if s.lost]
@@ -120,10 +148,35 @@ def test_a_rolling_restart_under_load_fails_no_request(
         f"a rolling restart must answer the requests in flight at each worker it stops "
         f"(got {'; '.join(cut)})"
     )
-    codes = {s.worker: s.exit_code for s in stops}
-    bad = {w: c for w, c in codes.items() if c not in (0, None)}
-    assert not bad, f"every worker must exit 0 when restarted (got {bad})"
+    bad = [f"{s.worker}: {s.exit_code}" for s in stops if s.exit_code not in (0, None)]
+    assert not bad, f"every worker must exit 0 when restarted (got {', '.join(bad)})"
     assert_clean("rolling restart", verdict)
+    if rate < MESSAGES_PER_S:
+        # Nothing failed, but not at the item's rate: the senders wait for each answer and
+        # share the machine with the system, so a slow run says as little of the system as of
+        # the load generator. Undecided, not passed.
+        raise RuntimeError(
+            f"the rolling restarts lost nothing, but at {rate:.1f} acknowledged messages/s of "
+            f"{LOAD.offered:g} offered, under the {MESSAGES_PER_S} the item asks: this run does "
+            "not decide it at its rate"
+        )
+
+
+def _restart(target: ProbeTarget, worker: str, held: HeldSender, stops: list[InFlight]) -> float:
+    """Stop `worker` (SIGTERM, a send held in flight at it), start it, wait until it is ready
+    and the edge routes to it again; returns the seconds it took."""
+    control = target.control(worker)
+    started = time.monotonic()
+    try:
+        # A bare graceful stop: nothing takes the worker out of the edge first.
+        stops.append(held.stop(worker, control.stop))
+    finally:
+        control.start()
+        wait_worker_ready(target, worker)
+        # As a rolling update waits for the new pod's endpoint: the next worker goes only once
+        # the edge routes to this one again.
+        serving_everywhere(target)
+    return round(time.monotonic() - started, 3)
 
 
 # -- the rollout rehearsal -----------------------------------------------------------------------
@@ -137,6 +190,8 @@ class Rehearsal:
     migration: str  # the candidate's newest migration file and its SQL
     first_id: str  # the worker id the first worker reports
     halted: dict[str, str] = field(default_factory=dict)  # worker id -> release while halted
+    # worker id -> release, read again and again through the halt (journal seconds, releases)
+    halted_samples: list[tuple[float, dict[str, str]]] = field(default_factory=list)
     halted_ready: dict[str, int] = field(default_factory=dict)  # worker id -> readiness
     rolled_out: dict[str, str] = field(default_factory=dict)
     rolled_back: dict[str, str] = field(default_factory=dict)
@@ -254,7 +309,7 @@ def _rehearse(
             journal.mark("rollout")
             deploy(first, candidate)
             journal.mark("halted")
-            journal.steady(HALT_S)
+            result.halted_samples = _releases_through(target, journal, HALT_S)
             halted = reports(target)
             result.halted = {w: r["version"] for w, r in halted.items()}
             result.schema_while_halted = sorted(
@@ -288,6 +343,20 @@ def _rehearse(
     result.failed_rollout += journal.failed_attempts(resumed, marks["rollback"])
     result.failed_rollback = journal.failed_attempts(marks["rollback"], marks["rolled back"])
     result.failed_after = journal.failed_attempts(marks["rolled back"])
+
+
+def _releases_through(
+    target: ProbeTarget, journal: Journal, seconds: float
+) -> list[tuple[float, dict[str, str]]]:
+    """Each worker's release, read through the edge every HALT_SAMPLE_S for `seconds` (at
+    least twice): a halt holds only if nothing moves on meanwhile."""
+    samples: list[tuple[float, dict[str, str]]] = []
+    end = time.monotonic() + seconds
+    while True:
+        samples.append((journal.now(), {w: r["version"] for w, r in reports(target).items()}))
+        if len(samples) >= 2 and time.monotonic() >= end:
+            return samples
+        time.sleep(HALT_SAMPLE_S)
 
 
 def _version_of(release: Path) -> str:
@@ -328,23 +397,40 @@ def test_a_halted_rollout_leaves_the_old_workers_serving(
     rehearsal: Rehearsal, evidence: EvidenceLog
 ) -> None:
     """A bad rollout that cannot be stopped reaches every instance."""
+    # Halted after the first worker, the rollout must stay there (every other worker on the
+    # previous release, read again and again through the halt), and a candidate that failed
+    # requests meanwhile must reach no other worker.
     rehearsal.record(evidence)
     first = rehearsal.first_id
-    old = {w: v for w, v in rehearsal.halted.items() if w != first}
     evidence.note(
         f"halted for {HALT_S:g} s after {rehearsal.workers[0]}: the rehearsal deploys one worker "
-        "at a time and stops there, as `kubectl rollout pause` would"
+        "at a time and stops there, as `kubectl rollout pause` would; releases read while "
+        f"halted: {rehearsal.halted_samples}"
     )
-    assert rehearsal.halted.get(first) == rehearsal.candidate, (
-        f"the rollout must have reached {rehearsal.workers[0]} before it halted (it runs "
-        f"{rehearsal.halted.get(first)})"
-    )
-    if not old:
-        raise RuntimeError(f"no worker but {rehearsal.workers[0]} answered while halted")
-    assert all(v == rehearsal.previous for v in old.values()), (
-        f"while the rollout is halted every other worker must still run {rehearsal.previous} "
-        f"(got {rehearsal.halted})"
-    )
+    if not rehearsal.halted_samples:
+        raise RuntimeError("the rehearsal read no release while the rollout was halted")
+    for at, releases in rehearsal.halted_samples:
+        assert releases.get(first) == rehearsal.candidate, (
+            f"the rollout must have reached {rehearsal.workers[0]} before it halted (it runs "
+            f"{releases.get(first)} at {at:.1f} s)"
+        )
+        old = {w: v for w, v in releases.items() if w != first}
+        if not old:
+            raise RuntimeError(f"no worker but {rehearsal.workers[0]} answered while halted")
+        assert all(v == rehearsal.previous for v in old.values()), (
+            f"while the rollout is halted after {rehearsal.workers[0]}, every other worker must "
+            f"still run {rehearsal.previous} (got {releases} at {at:.1f} s): the rollout did not "
+            "stop"
+        )
+    if rehearsal.aborted:
+        evidence.note(
+            f"requests failed while halted ({statuses(rehearsal.failed_halted)}): the rollout "
+            f"went no further than {rehearsal.workers[0]} and was rolled back"
+        )
+        assert not rehearsal.rolled_out, (
+            f"a rollout whose candidate failed requests while halted must go no further (it "
+            f"rolled out to {rehearsal.rolled_out})"
+        )
 
 
 @pytest.mark.checklist("DEP-MIGRATION-COMPAT")

@@ -1,4 +1,5 @@
-"""The nodes the API runs on: cores, memory, data volumes, and how many workers serve it.
+"""The nodes the API runs on: cores, memory, data volumes, how many replicas serve it on how many
+nodes, and the limits each running component has.
 
 Host resources are observable only where the target runs on this machine (the native target:
 its PostgreSQL, Redis, uploads and workers live in this process's temp dir). For a deployment
@@ -10,20 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
+from preflight.targets.base import Placement
 
 MIN_CORES = 4
 # A node sold as "8 GB" reports a little less as MemTotal (firmware and kernel reservations).
 MIN_MEMORY_BYTES = int(7.5 * 2**30)
 MIN_DISK_BYTES = 100 * 10**9
-# The item's own allowance for a target that runs on this one machine (the bundled native
-# target); a deployment elsewhere needs MIN_REPLICAS.
-MIN_WORKERS_ON_ONE_HOST = 2
 MIN_REPLICAS = 3
 
 
@@ -108,16 +108,74 @@ def test_data_volume_is_100_gb_of_ssd(target: ProbeTarget, evidence: EvidenceLog
     )
 
 
+def placement(target: ProbeTarget, evidence: EvidenceLog) -> dict[str, Placement]:
+    """Each running component -> where it runs and its limits, as the target reads them now
+    (skips where the target does not know)."""
+    target.requires("placement")
+    read = target.info.deployment.placement
+    assert read is not None
+    found = dict(read())
+    for name, where in sorted(found.items()):
+        evidence.note(
+            f"{name} ({where.service}): node {where.node}, {where.scope}, cpus {where.cpus}, "
+            f"memory {where.memory_bytes} bytes ({where.how})"
+        )
+    return found
+
+
+def by(values: Mapping[str, str]) -> dict[str, list[str]]:
+    """value -> the sorted keys that have it."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in sorted(values.items()):
+        grouped.setdefault(value, []).append(key)
+    return grouped
+
+
 @pytest.mark.checklist("INF-HA-NODES")
-def test_api_runs_as_several_workers(target: ProbeTarget, evidence: EvidenceLog) -> None:
-    """A single instance turns any crash or node loss into an outage."""
+def test_api_runs_as_three_replicas_on_distinct_nodes(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """A single instance, or replicas on one host, turn a crash or a node loss into an outage."""
     seen = target.metrics.runtime(evidence)
-    on_one_host = "processes" in target.capabilities
-    wanted = MIN_WORKERS_ON_ONE_HOST if on_one_host else MIN_REPLICAS
-    # The runtime report names worker and pid, not the node: distinct nodes are not observable
-    # through the API, so a deployment needs 3 distinct workers here and its spread is attested.
     evidence.note(f"workers answering through the edge: {sorted(seen)}")
-    assert len(seen) >= wanted, (
-        f"the API of target {target.name} must run as at least {wanted} workers behind the edge "
-        f"(reached {len(seen)})"
+    replicas = {n: p.node for n, p in placement(target, evidence).items() if p.service == "api"}
+    nodes = by(replicas)
+    evidence.figure("API replicas", len(replicas))
+    evidence.figure("distinct nodes under them", len(nodes))
+    assert len(nodes) >= MIN_REPLICAS, (
+        f"the API of target {target.name} must run as at least {MIN_REPLICAS} replicas on "
+        f"distinct nodes (its {len(replicas)} replicas run on {len(nodes)}: "
+        + "; ".join(f"{node}: {', '.join(names)}" for node, names in nodes.items())
+        + ")"
+    )
+    assert len(seen) >= MIN_REPLICAS, (
+        f"the API of target {target.name} must answer through the edge from at least "
+        f"{MIN_REPLICAS} replicas (reached {len(seen)}: {sorted(seen)})"
+    )
+
+
+@pytest.mark.checklist("PERF-RESOURCE-LIMITS")
+def test_every_running_component_has_its_own_cpu_and_memory_limits(
+    target: ProbeTarget, evidence: EvidenceLog
+) -> None:
+    """One runaway process can starve everything else on the node."""
+    # Each component needs CPU and memory limits the kernel enforces on it alone: a limit on a
+    # scope several components share bounds them together, not each.
+    found = placement(target, evidence)
+    shared = {s: n for s, n in by({n: p.scope for n, p in found.items()}).items() if len(n) > 1}
+    unlimited = [
+        f"{name} ({where.scope}) has no {' and no '.join(missing)} limit"
+        for name, where in sorted(found.items())
+        if (
+            missing := [
+                k for k, v in (("CPU", where.cpus), ("memory", where.memory_bytes)) if v is None
+            ]
+        )
+    ]
+    problems = unlimited + [
+        f"{', '.join(names)} share the limits of {scope}" for scope, names in shared.items()
+    ]
+    assert not problems, (
+        f"every component of target {target.name} must run with CPU and memory limits of its "
+        "own: " + "; ".join(problems)
     )

@@ -72,6 +72,11 @@ TARGET_FILE_FIELDS: dict[Capability, tuple[str, str]] = {
         "grafana_url",
         "add the URL of its Grafana (with a viewer's basic-auth credentials) to the target file",
     ),
+    "placement": (
+        "placement",
+        "declare each component's service and node (and its cpus and memory_bytes limits) "
+        "under placement in the target file",
+    ),
 }
 
 

@@ -40,6 +40,7 @@ Capability = Literal[
     "partitions",
     "cert_renewal",
     "failover",
+    "placement",
 ]
 ControlAction = Literal["stop", "start", "kill"]
 CONTROL_ACTIONS: tuple[ControlAction, ...] = ("stop", "start", "kill")
@@ -463,6 +464,23 @@ class Drills:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where one running component is and what bounds it there. `service`: what it is ("api"
+    for a replica the edge sends /v1 to; "postgres", "redis", "nginx", ...). `node`: the host it
+    runs on as its platform names it (this machine's host name, a Docker engine's name and id, a
+    Kubernetes node). `scope`: what its limits are set on (a container, a cgroup); components
+    sharing a scope share its limits. `cpus`, `memory_bytes`: the CPU and memory limits enforced
+    on that scope (None: none). `how`: where this was read, for a person."""
+
+    service: str
+    node: str
+    scope: str
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    how: str = ""
+
+
+@dataclass(frozen=True)
 class Deployment:
     """Facts about the deployment itself. `peak_requests_per_s`: the production peak the
     capacity item is measured against (POST-CAPACITY), requests/s at the busiest minute of real
@@ -471,11 +489,14 @@ class Deployment:
     (POST-BACKUP-RAN); None: they take the oldest API worker's start, which a drill or a load
     run's scaling step that restarts every worker moves. `runs_without`: parts the deployment
     does not run, with why, for a person ("grafana", "containers"): probes of such a part skip
-    with that reason instead of asking for a field of a target file."""
+    with that reason instead of asking for a field of a target file. `placement`: each running
+    component (by its name in `control`) -> where it runs and its limits, read now (INF-HA-NODES,
+    PERF-RESOURCE-LIMITS); None where the target does not know."""
 
     peak_requests_per_s: float | None = None
     deployed_at: float | None = None
     runs_without: Mapping[str, str] = field(default_factory=dict)
+    placement: Callable[[], Mapping[str, Placement]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -520,6 +541,7 @@ def offered(info: TargetInfo | None) -> frozenset[Capability]:
         "partitions": drills.partitions,
         "cert_renewal": info.edge.renewal,
         "failover": drills.failover,
+        "placement": info.deployment.placement,
     }
     return frozenset(name for name, value in given.items() if value)
 

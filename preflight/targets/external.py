@@ -33,6 +33,10 @@ peak_requests_per_s: 180               # optional: API requests/s at the busiest
 cert_renewal:                          # optional: renew the edge's certificate now, as the
   command: ssh ops@edge1 chatsdk-renew-certificate  # deployment does when due (the renewal
   schedule: certbot renew every 12 h   # drill), and how it renews on its own
+placement:                             # optional: where each component runs, as declared by
+  api-1: {service: api, node: node-a, cpus: 2, memory_bytes: 2147483648}  # the file's author
+  api-2: {service: api, node: node-b}  # (INF-HA-NODES; cpus and memory_bytes, the limits set
+  redis: {service: redis, node: node-c}  # on it, for PERF-RESOURCE-LIMITS)
 ```
 """
 
@@ -44,8 +48,9 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -60,6 +65,7 @@ from preflight.targets.base import (
     Drills,
     Edge,
     Observability,
+    Placement,
     ShellControl,
     ShellJob,
     ShellRenewal,
@@ -120,7 +126,14 @@ class ExternalTarget(Unsupervised):
 
 SCHEMA = "target"
 LIST_FIELDS = ("metrics_urls", "log_files")
-STRUCTURED = ("control", "jobs", "peak_requests_per_s", "cert_renewal", *LIST_FIELDS)
+STRUCTURED = (
+    "control",
+    "jobs",
+    "peak_requests_per_s",
+    "cert_renewal",
+    "placement",
+    *LIST_FIELDS,
+)
 SECRET_FIELDS = ("admin_key", "postgres_dsn", "redis_url", "jwt_secret", "grafana_url")
 URL_SCHEMES = {
     "edge_url": ("https",),
@@ -291,7 +304,8 @@ def load_target_file(path: Path, environ: Mapping[str, str] | None = None) -> Ta
         deployment=Deployment(
             peak_requests_per_s=(
                 float(raw["peak_requests_per_s"]) if "peak_requests_per_s" in raw else None
-            )
+            ),
+            placement=_placement(path, raw["placement"]) if "placement" in raw else None,
         ),
     )
 
@@ -352,6 +366,25 @@ def _relative(path: Path, value: str) -> Path:
     """A file named in the target file: absolute, or relative to the target file."""
     file = Path(value)
     return file if file.is_absolute() else (path.parent / file).resolve()
+
+
+def _placement(path: Path, raw: Mapping[str, Any]) -> Callable[[], Mapping[str, Placement]]:
+    """The placement the file declares (the schema checked its shape): component -> service,
+    node and optional limits."""
+    declared = {
+        str(name): Placement(
+            service=str(spec["service"]),
+            node=str(spec["node"]),
+            scope=f"component {name}",
+            cpus=float(spec["cpus"]) if spec.get("cpus") is not None else None,
+            memory_bytes=(
+                int(spec["memory_bytes"]) if spec.get("memory_bytes") is not None else None
+            ),
+            how=f"declared in the target file {path}",
+        )
+        for name, spec in raw.items()
+    }
+    return lambda: declared
 
 
 def _renewal(raw: object) -> ShellRenewal | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,7 +57,7 @@ class RunningServer:
         # from its first step on, aiohttp reads nothing more from any connection, so a request
         # whose body was still arriving (an upload the edge streams to us) would be cut.
         for site in list(self.runner.sites):
-            await site.stop()
+            await stop_listening(site, self.runner)
         lifecycle = self.app[LIFECYCLE]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.shutdown_timeout):
@@ -85,6 +87,34 @@ class RunningServer:
         remaining = DRAIN_BUDGET_SECONDS - (time.monotonic() - started)
         await asyncio.wait_for(cleanup, timeout=max(remaining, 0.1))
         log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
+
+
+async def stop_listening(site: web.BaseSite, runner: web.AppRunner) -> None:
+    """Close the site's listener without resetting the connections the kernel has already
+    completed for it: closing a listening socket resets every connection still in its accept
+    queue, and a proxy that connected has already sent its request on it (a POST it then
+    answers 502, since it does not send it again). Under load the queue is rarely empty. So the
+    socket is kept open through a duplicate while the site stops, its queue is accepted and
+    served (each answer with `Connection: close`, as the worker drains), and only then is it
+    closed: what connects afterwards is refused, and a proxy passes a refused connect on."""
+    server = getattr(site, "_server", None)
+    listening = [
+        socket.socket(s.family, s.type, s.proto, os.dup(s.fileno()))
+        for s in getattr(server, "sockets", None) or ()
+    ]
+    await site.stop()
+    loop = asyncio.get_running_loop()
+    for sock in listening:
+        with sock:
+            sock.setblocking(False)
+            while runner.server is not None:
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                conn.setblocking(False)
+                await loop.connect_accepted_socket(runner.server, conn)
+    await asyncio.sleep(0)  # the handlers of the accepted connections start reading
 
 
 async def start_server(

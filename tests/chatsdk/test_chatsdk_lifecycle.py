@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
-from chatsdk.keys import WEBSOCKETS
+from chatsdk.keys import LIFECYCLE, WEBSOCKETS
 from chatsdk.server import RunningServer
 from chatsdk.settings import Settings
 
@@ -145,3 +147,41 @@ def test_drain_finishes_a_request_whose_body_arrives_after_the_listener_closed(
         assert b"connection: close" in head.lower(), head
 
     run_app(settings, scenario, extra_routes=[web.post("/v1/test-echo", echo)])
+
+
+def test_drain_answers_the_connections_waiting_in_the_accept_queue(
+    settings: Settings, run_app: RunApp
+) -> None:
+    """Connections the kernel completed but the worker had not accepted yet when it stops
+    listening already carry a request (a proxy sends at once): they are accepted and answered,
+    not reset, and what connects afterwards is refused."""
+
+    def connect_and_send(host: str, port: int, n: int) -> list[socket.socket]:
+        clients = []
+        for _ in range(n):
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+            clients.append(sock)
+        return clients
+
+    def answers(clients: list[socket.socket]) -> list[bytes]:
+        heads = []
+        for sock in clients:
+            with sock:
+                try:
+                    heads.append(sock.recv(200).split(b"\r\n", 1)[0])
+                except ConnectionResetError:
+                    heads.append(b"reset")
+        return heads
+
+    async def scenario(server: RunningServer, client: aiohttp.ClientSession) -> None:
+        server.app[LIFECYCLE].draining = True  # as the drain delay has begun
+        # The loop is held, so nothing is accepted: the kernel queues the connections.
+        clients = connect_and_send(server.host, server.port, 5)
+        await server.drain()
+        heads = await asyncio.to_thread(answers, clients)
+        assert heads == [b"HTTP/1.1 200 OK"] * 5, heads
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((server.host, server.port), timeout=5).close()
+
+    run_app(dataclasses.replace(settings, drain_delay=0.0), scenario)

@@ -76,6 +76,12 @@ def minimal(**fields: str | None) -> str:
         (minimal(redis_url="http://r"), "redis_url", "redis"),
         (minimal(admin_key="''"), "admin_key", "non-empty"),
         (minimal(control="{api: {restart: x}}"), "control.api.restart", "stop, start, kill"),
+        (minimal(placement="{api-1: {node: a}}"), "placement.api-1.service", "is missing"),
+        (
+            minimal(placement="{api-1: {service: api, node: a, cpus: -1}}"),
+            "placement.api-1.cpus",
+            "positive number",
+        ),
     ],
 )
 def test_every_problem_names_the_field(tmp_path: Path, text: str, field: str, problem: str) -> None:
@@ -281,3 +287,20 @@ def test_the_certificate_renewal_command_runs_and_its_failure_is_named(tmp_path:
     for bad in ("cert_renewal: renew\n", "cert_renewal: {command: renew}\n"):
         with pytest.raises(TargetFileInvalid, match="`cert_renewal` must give `command`"):
             load_target_file(write(tmp_path, base + bad), {})
+
+
+def test_a_declared_placement_gives_each_component_its_node_and_limits(tmp_path: Path) -> None:
+    text = minimal(
+        placement="{api-1: {service: api, node: a, cpus: 2, memory_bytes: 1024}, "
+        "api-2: {service: api, node: b}}"
+    )
+    info = load_target_file(write(tmp_path, text), {})
+    assert "placement" in offered(info)
+    assert info.deployment.placement is not None
+    declared = info.deployment.placement()
+    assert {n: (p.service, p.node, p.cpus, p.memory_bytes) for n, p in declared.items()} == {
+        "api-1": ("api", "a", 2.0, 1024),
+        "api-2": ("api", "b", None, None),
+    }
+    assert "declared in the target file" in declared["api-1"].how
+    assert "placement" not in offered(load_target_file(write(tmp_path, minimal()), {}))

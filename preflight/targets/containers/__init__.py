@@ -759,6 +759,11 @@ class ContainersTarget(Unsupervised):
             )
             for r in self._running.values()
         }
+        services = {
+            _control_name(r.service, r.name): r.service.name for r in self._running.values()
+        }
+        engine = self._client.info()
+        node = f"Docker engine {engine.get('Name')} (id {engine.get('ID')})"
         api = plan.services.get("api")
         assert self._layout is not None
         releases = None
@@ -864,6 +869,9 @@ class ContainersTarget(Unsupervised):
                 failover=self._failover(plan, controls),
             ),
             deployment=Deployment(
+                placement=lambda: {
+                    name: c.placement(services[name], node) for name, c in controls.items()
+                },
                 deployed_at=self._deployed_at,
                 runs_without={
                     "grafana": "the compose deployment runs no Grafana: Debian does not package "

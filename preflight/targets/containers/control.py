@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from preflight.errors import TargetUnavailable
+from preflight.targets.base import Placement
 
 START_TIMEOUT_S = 60.0
 
@@ -69,6 +70,22 @@ class ContainerControl:
             self.container.reload()
             return int(self.container.attrs.get("RestartCount", 0))
         return 0
+
+    def placement(self, service: str, node: str) -> Placement:
+        """Where the container runs (`node`: its engine) and the limits the engine set on it
+        (HostConfig: NanoCpus, or CpuQuota over CpuPeriod; Memory; 0 means none)."""
+        self.container.reload()
+        host = self.container.attrs.get("HostConfig") or {}
+        nano, quota = int(host.get("NanoCpus") or 0), int(host.get("CpuQuota") or 0)
+        cpus = nano / 1e9 if nano else quota / int(host.get("CpuPeriod") or 100_000) or None
+        return Placement(
+            service=service,
+            node=node,
+            scope=f"container {self.container.name}",
+            cpus=cpus,
+            memory_bytes=int(host.get("Memory") or 0) or None,
+            how=f"docker inspect {self.container.name}: HostConfig NanoCpus/CpuQuota and Memory",
+        )
 
     def _running(self) -> bool:
         self.container.reload()

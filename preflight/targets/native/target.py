@@ -16,6 +16,7 @@ from pathlib import Path
 from preflight.errors import PreflightError
 from preflight.targets import base
 from preflight.targets.base import Capability, ProcessJob, TargetDescription, TargetInfo, offered
+from preflight.targets.cgroups import process_placement
 from preflight.targets.describe import describe_running
 from preflight.targets.errortracker import ErrorTracker, start_error_tracker
 from preflight.targets.logstore import SHIPPER, STORE, NativeLogStore, start_native
@@ -424,7 +425,11 @@ class NativeTarget:
                     else None
                 ),
             ),
-            deployment=base.Deployment(deployed_at=self.deployed_at, runs_without=RUNS_WITHOUT),
+            deployment=base.Deployment(
+                deployed_at=self.deployed_at,
+                runs_without=RUNS_WITHOUT,
+                placement=self.placement,
+            ),
         )
 
     # -- the contract (base.Target) ----------------------------------------------------------
@@ -473,6 +478,14 @@ class NativeTarget:
             c.name: c.pid
             for c in self.children
             if c.running() and (c.name in SYSTEM_COMPONENTS or is_worker(c.name))
+        }
+
+    def placement(self) -> dict[str, base.Placement]:
+        """Each running component of the system (`processes`) as a process of this machine, in
+        its cgroup (Deployment.placement)."""
+        return {
+            name: process_placement(pid, "api" if is_worker(name) else name)
+            for name, pid in self.processes().items()
         }
 
 
