@@ -21,14 +21,6 @@ IN_PROGRESS = "red variant in progress"
 EXCEPTIONS: dict[str, str] = {
     **dict.fromkeys(
         (
-            "SEC-SQLI",
-            "SEC-JWT-SECRET",
-            "INF-NET-CERT",
-            "SEC-DEFAULT-CREDS",
-            "SEC-XSS-STORED",
-            "SEC-UPLOAD-LIMITS",
-            "SEC-APIKEY-ISSUED",
-            "SEC-CERT-RENEWAL",
             "OPS-DB-LOSS",
             "BAK-*",
             "TST-WEBHOOKS",

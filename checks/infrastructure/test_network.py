@@ -77,10 +77,13 @@ def test_the_certificate_chains_matches_and_is_current(
     """An invalid certificate blocks clients or trains users to click through warnings."""
     deployment_certificate(target)
     host, port = target.edge_address
+    edge = target.info.edge
     trust = (
-        f"the target's CA {target.info.edge.ca_file}"
-        if target.info.edge.ca_file
-        else "the system CAs"
+        f"the root of the ACME CA the run started, {edge.ca_file}"
+        if edge.run_ca
+        else f"the CA the target declares, {edge.ca_file}"
+        if edge.ca_file
+        else "this machine's system trust store"
     )
     try:
         served = verified_handshake(target)
@@ -101,6 +104,13 @@ def test_the_certificate_chains_matches_and_is_current(
         f"the certificate of {host}:{port} must be valid now (got {start:%Y-%m-%d} to "
         f"{end:%Y-%m-%d})"
     )
+    if edge.run_ca:
+        pytest.skip(
+            f"the certificate of {host}:{port} matches {host} and is current, but its chain "
+            "verifies only to the root of the ACME CA this run started (pebble), not to a root "
+            "clients trust: run against the real edge (a target file with its ca_file, or none "
+            "for the system trust store) to decide this item"
+        )
 
 
 def _expected_workers(target: ProbeTarget) -> int | None:

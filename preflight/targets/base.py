@@ -313,8 +313,11 @@ class Edge:
 
     `harness_certificate`: the certificate was minted by the harness for this run (its own
     per-run CA), not obtained by the deployment: the certificate items judge nothing about the
-    deployment then and skip. `renewal`: the deployment's renewal on request, where the target
-    can run it (capability `cert_renewal`)."""
+    deployment then and skip. `run_ca`: the deployment obtained its certificate, but from a CA
+    the run started (the containers target's pebble), so `ca_file` is that CA's root: a chain
+    to it shows what the deployment's ACME client got, not that clients trust it (INF-NET-CERT
+    skips once that chain verified). `renewal`: the deployment's renewal on request, where the
+    target can run it (capability `cert_renewal`)."""
 
     url: str
     http_url: str | None = None
@@ -324,6 +327,7 @@ class Edge:
     # edge itself (None: probes read it from an NGINX master on this host, if there is one).
     config: Callable[[], str] | None = field(default=None, repr=False)
     harness_certificate: bool = False
+    run_ca: bool = False
     renewal: CertificateRenewal | None = field(default=None, repr=False)
 
 

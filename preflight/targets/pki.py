@@ -40,7 +40,11 @@ def make_pki(
     directory: Path,
     hostnames: Sequence[str] = ("localhost",),
     ips: Sequence[str] = ("127.0.0.1", "::1"),
+    leaf_issued: dt.datetime | None = None,
 ) -> Pki:
+    """The CA and a leaf for `hostnames` and `ips` in `directory`. The leaf's 90 days start at
+    `leaf_issued` (default: now, backdated a little); an earlier start makes an expired leaf
+    (the certificate variants' defect)."""
     if not hostnames:
         raise PreflightError("make_pki needs at least one hostname (it becomes the leaf's CN)")
     try:
@@ -95,8 +99,8 @@ def make_pki(
         .issuer_name(ca_name)
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + LEAF_VALIDITY)
+        .not_valid_before(leaf_issued or now)
+        .not_valid_after((leaf_issued or now) + LEAF_VALIDITY)
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -121,13 +121,14 @@ def _answers(url: str, ca: ssl.SSLContext) -> bool:
 
 
 @contextmanager
-def edge_for(port: int) -> Iterator[tuple[str, str, Path]]:
+def edge_for(port: int, **pki_options: Any) -> Iterator[tuple[str, str, Path]]:
     """An edge rendered from system/nginx in front of 127.0.0.1:port: (https url, plain-HTTP url,
-    CA file)."""
+    CA file). `pki_options`: make_pki's options for its certificate (default: one valid for
+    127.0.0.1)."""
     workdir = Path(tempfile.mkdtemp(prefix="preflight-standin-"))
     workdir.chmod(0o711)  # nginx's unprivileged workers traverse it (see the native target)
     try:
-        pki = make_pki(workdir / "pki")
+        pki = make_pki(workdir / "pki", **pki_options)
         https_port, http_port = free_port(), free_port()
         conf = render_edge(
             EdgeConfig(
@@ -143,7 +144,9 @@ def edge_for(port: int) -> Iterator[tuple[str, str, Path]]:
         edge.start()
         try:
             url = f"https://127.0.0.1:{https_port}"
-            ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+            ca = ssl.create_default_context()
+            ca.check_hostname = False  # a variant's certificate may name another host or
+            ca.verify_mode = ssl.CERT_NONE  # have expired: only "listening" is waited for here
             wait_until(edge, lambda: _answers(f"{url}/", ca), START_TIMEOUT_S, "listening")
             yield url, f"http://127.0.0.1:{http_port}", pki.ca_cert
         finally:
@@ -160,18 +163,24 @@ def backing() -> Iterator[TargetInfo]:
 
 
 @contextmanager
-def stand_in(backing: TargetInfo, tmp: Path) -> Iterator[TargetInfo]:
+def stand_in(
+    backing: TargetInfo, tmp: Path, jwt_secret: str | None = None, admin_key: str | None = None
+) -> Iterator[TargetInfo]:
     """The (possibly patched) chatsdk app behind its own edge, as a target the probes can use.
-    Patches must be in place before it starts: create_app reads the middlewares then."""
+    Patches must be in place before it starts: create_app reads the middlewares then. It signs
+    tokens with `jwt_secret` and knows the admin by `admin_key` (default: a random secret, the
+    backing target's key); the app is built from Settings directly, so a weak one is taken as it
+    is, as a deployment without the settings' length check would."""
     port = free_port()
     with edge_for(port) as (edge_url, http_url, ca_file):
         assert backing.stores.postgres_dsn
         assert backing.stores.redis_url
-        jwt_secret = secrets.token_urlsafe(48)
+        jwt_secret = jwt_secret or secrets.token_urlsafe(48)
+        admin_key = admin_key or backing.admin_key
         settings = Settings(
             database_url=backing.stores.postgres_dsn,
             redis_url=backing.stores.redis_url,
-            admin_key=backing.admin_key,
+            admin_key=admin_key,
             jwt_secret=jwt_secret,
             port=port,
             upload_dir=tmp / "uploads",
@@ -189,7 +198,7 @@ def stand_in(backing: TargetInfo, tmp: Path) -> Iterator[TargetInfo]:
                 name="stand-in",
                 kind="native",
                 edge=Edge(edge_url, http_url=http_url, ca_file=ca_file),
-                admin_key=backing.admin_key,
+                admin_key=admin_key,
                 jwt_secret=jwt_secret,
                 observability=Observability(metrics_urls=(f"http://127.0.0.1:{port}/metrics",)),
             )

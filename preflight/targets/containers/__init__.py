@@ -813,6 +813,7 @@ class ContainersTarget(Unsupervised):
                 clients=clients,
                 config=lambda: _edge_config(edge_id, edge_conf),
                 harness_certificate=renewal is None,  # minted by the run without an ACME client
+                run_ca=renewal is not None,  # obtained by certbot from the run's pebble
                 renewal=renewal,
             ),
             admin_key=values["admin_key"],
