@@ -87,4 +87,5 @@ def _decided_by(item: Item, deciders: dict[str, list[str]]) -> str:
             f" at {scale}" if scale else ""
         )
     tests = deciders.get(item.id, [])
-    return ", ".join(tests) if tests else "no test yet (unverified)"
+    decided = ", ".join(tests) if tests else "no test yet (unverified)"
+    return f"{decided}, and a signed attestation from {item.owner}" if item.attest else decided
