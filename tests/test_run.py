@@ -415,14 +415,28 @@ def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
     # DEP-SECURITY-SCAN cannot decide here: pip-audit's vulnerability service is unreachable.
     # INF-DB-VERSION fails on the native target only, truthfully: it runs this host's
     # PostgreSQL, 15 on Debian 12 (the shipped deployment runs 17: tests/targets).
+    # Two gaps are the bundled deployment's own, stated in its records and failing honestly:
+    # nobody on the example rota has acknowledged a test page, and it keeps messages 365 days
+    # where the original promised seven years. Probe items that need their owner's attestation
+    # too (`attest: true`) stay unverified after their probes pass: nobody attested here.
     undecidable = {"DEP-SECURITY-SCAN"}
-    native_only = {"INF-DB-VERSION": "must be version 16 or later (got 15."}
+    known_fails = {
+        "INF-DB-VERSION": "must be version 16 or later (got 15.",
+        "OPS-ONCALL-SHIFTS": "acknowledged no test page",
+        "CMP-RETENTION-PERIOD": "deletes messages after 365 days",
+    }
+    attested_too = {i.id for i in checklist.items if i.attest}
     unexpected = {
         item_id: (item["outcome"], item["reason"])
         for item_id, item in probed.items()
         if item["outcome"] not in ("pass", "skip", "waived")
         and item_id not in undecidable
-        and not (item["outcome"] == "fail" and native_only.get(item_id, "\0") in item["reason"])
+        and not (item["outcome"] == "fail" and known_fails.get(item_id, "\0") in item["reason"])
+        and not (
+            item_id in attested_too
+            and item["outcome"] == "unverified"
+            and "needs its owner's attestation too" in item["reason"]
+        )
     }
     assert not unexpected, unexpected
 
