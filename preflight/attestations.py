@@ -103,9 +103,10 @@ def create_attestation(
     now = as_utc(now or datetime.now(UTC))
     if role not in PANEL_ROLES:
         raise AttestationInvalid(f"{role!r} is not a sign-off role ({', '.join(PANEL_ROLES)})")
-    if item.verify != "manual":
+    if not item.attestable:
         raise AttestationInvalid(
-            f"{item.id} is verified by {item.verify}, not manual; only manual items are attested"
+            f"{item.id} is verified by {item.verify}, not manual; only manual items and probe "
+            "items marked `attest` are attested"
         )
     if end_of_day(expires) <= now:
         raise AttestationInvalid(f"--expires {expires} is in the past; choose a future date")

@@ -68,6 +68,12 @@ class Item:
     value: float | None = None
     scale: dict[str, int] = field(default_factory=dict)
     optional: tuple[OptionalPart, ...] = ()
+    attest: bool = False  # a probe item its owner must attest as well (decide_probe_attested)
+
+    @property
+    def attestable(self) -> bool:
+        """Whether its owner's signed attestation decides it (alone, or beside its probes)."""
+        return self.verify == "manual" or self.attest
 
     def optional_for(self, nodeid: str) -> str | None:
         """The capability whose absence may skip this test (None: the test is not optional)."""
@@ -87,6 +93,7 @@ class Item:
             "severity": self.severity,
             "owner": self.owner,
             "verify": self.verify,
+            **({"attest": True} if self.attest else {}),
             "source": self.source,
             "risk": self.risk,
             "remediation": self.remediation,
@@ -267,7 +274,8 @@ def _schema_problems(path: Path, data: object, lines: _Lines) -> list[tuple[int,
 
 
 def _rule_problems(path: Path, data: object, lines: _Lines) -> list[tuple[int, str]]:
-    """Rules the schema cannot say: ids are unique; only load items carry load fields."""
+    """Rules the schema cannot say: ids are unique; only load items carry load fields; only probe
+    items carry `attest` (a manual item is attested anyway)."""
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list):
         return []
@@ -301,6 +309,15 @@ def _rule_problems(path: Path, data: object, lines: _Lines) -> list[tuple[int, s
                             f"{name} (verify is {entry.get('verify')!r})",
                         )
                     )
+        if "attest" in entry and entry.get("verify") != "probe":
+            line = lines.item_line(index, "attest")
+            problems.append(
+                (
+                    line,
+                    f"{path}:{line}: {_item_label(data, index)}, field attest: only probe items "
+                    f"carry attest (verify is {entry.get('verify')!r})",
+                )
+            )
     return problems
 
 
@@ -325,6 +342,7 @@ def _item(entry: dict[str, Any], line: int) -> Item:
         optional=tuple(
             OptionalPart(str(p["test"]), str(p["when_missing"])) for p in entry.get("optional", ())
         ),
+        attest=bool(entry.get("attest", False)),
     )
 
 

@@ -2,8 +2,9 @@
 
 Probe items take the combined outcome of their tests; load items take the load runner's
 figures (unverified unless the profile that ran reached the item's scale); manual items are
-decided only by a valid signed attestation for the run's release. A fail becomes `waived` only
-when active waivers name every one of its failures.
+decided only by a valid signed attestation for the run's release. A probe item with `attest`
+needs both: its probes decide a fail, and it passes only once its owner's attestation holds too.
+A fail becomes `waived` only when active waivers name every one of its failures.
 Nothing is ever `pass` because nothing looked: an item that nothing decided is `unverified`.
 Sign-off items (`verify: signoff`) are decided after the run by signatures on its record
 (preflight/final_verdict.py): the run leaves them unverified and its gate does not count them.
@@ -54,6 +55,29 @@ def decide_probe(item: Item, probes: ProbeResults) -> Decision:
     else:
         reason = "no probe in checks/ is marked with this item"
     return Decision(item, True, Outcome.UNVERIFIED, reason)
+
+
+def decide_probe_attested(
+    item: Item, probes: ProbeResults, attestation: Mapping[str, Any] | None
+) -> Decision:
+    """A probe item that its owner must attest as well (`attest: true`): what the machine can
+    check is its probes, the human judgement is the attestation. Its probes failing, erring or
+    skipping decide it alone; once they pass it is unverified until the attestation holds, and a
+    pass only with both."""
+    decision = decide_probe(item, probes)
+    if decision.outcome is not Outcome.PASS:
+        return replace(decision, attestation=attestation)
+    if attestation is not None and attestation.get("status") == "valid":
+        signer, expires = attestation.get("signer"), attestation.get("expires")
+        reason = f"{decision.reason}; attested by {signer} ({item.owner}) until {expires}"
+        return replace(decision, reason=reason, attestation=attestation)
+    missing = (
+        str(attestation.get("reason") or f"attestation is {attestation.get('status')}")
+        if attestation is not None
+        else f"no signed attestation from {item.owner}"
+    )
+    reason = f"{decision.reason}, but the item needs its owner's attestation too: {missing}"
+    return replace(decision, outcome=Outcome.UNVERIFIED, reason=reason, attestation=attestation)
 
 
 def decide_load(item: Item, load: LoadResults) -> Decision:

@@ -25,6 +25,7 @@ from preflight.decide import (
     decide_load_gate,
     decide_manual,
     decide_probe,
+    decide_probe_attested,
     gate,
     not_selected,
     selection_filter,
@@ -206,7 +207,9 @@ def decide_all(
         if reason is not None:
             decisions.append(not_selected(item, reason))
             continue
-        if item.verify == "probe":
+        if item.verify == "probe" and item.attest:
+            decision = decide_probe_attested(item, probes, _attestation(inputs, item, now))
+        elif item.verify == "probe":
             decision = decide_probe(item, probes)
         elif item in gates:
             decision = decide_load_gate(item, load_decisions, load)
@@ -216,13 +219,16 @@ def decide_all(
         elif item.id == CI_TESTS_ITEM and inputs.ci_junit is not None:
             decision = decide_ci_junit(item, inputs.ci_junit, inputs.release)
         else:
-            verdict = evaluate_attestation(
-                item, inputs.attestations, inputs.registry, now, inputs.release
-            )
-            decision = decide_manual(item, verdict.to_json() if verdict.status != "none" else None)
+            decision = decide_manual(item, _attestation(inputs, item, now))
         decisions.append(apply_waiver(decision, waivers_for(item.id, inputs.waivers, now), now))
     order = {item.id: n for n, item in enumerate(inputs.checklist.items)}
     return sorted(decisions, key=lambda d: order[d.item.id])
+
+
+def _attestation(inputs: Inputs, item: Item, now: datetime) -> dict[str, Any] | None:
+    """The verdict on the item's newest attestation for this release (None: there is none)."""
+    verdict = evaluate_attestation(item, inputs.attestations, inputs.registry, now, inputs.release)
+    return verdict.to_json() if verdict.status != "none" else None
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ LOAD_UNVERIFIED_ID = "PERF-WS-DELIVERY-P95"  # load item, scale not reached: blo
 FIGURE_ID = "MON-ALERT-RULES"  # pass with figures and a text attachment
 WAIVED_ID = "BAK-OFFSITE"  # fail covered by an active waiver
 EXPIRED_WAIVER_ID = "BAK-FRESHNESS-ALERT"  # fail, its waiver expired: blocks
-ATTESTED_ID = "OPS-ONCALL-ROTA"  # manual, valid attestation
-EXPIRED_ATTESTATION_ID = "CMP-TOS"  # manual, attestation expired: unverified, medium
+ATTESTED_ID = "OPS-CHANNELS"  # manual, valid attestation
+EXPIRED_ATTESTATION_ID = "CMP-SECURITY-AUDIT"  # manual, attestation expired: unverified, medium
 SIGNOFF_ID = "SIGN-CTO"  # decided by the cto's signature after the run: never blocks the run
 SKIP_ID = "INF-K8S-QUOTA"  # not applicable to the native target
 # Probes also named in an item's message, which ends with the node id of the test deciding it.
@@ -376,7 +376,7 @@ def _sample_items() -> list[dict[str, Any]]:
                 "role": "ops-lead",
                 "signer": "Sam Ops",
                 "key_id": key_id(role_key("ops-lead")),
-                "note": "Rota for Dec-Feb published in PagerDuty; 6 engineers, 1-week shifts.",
+                "note": "Incident channel and status-page process walked through with the team.",
                 "signed_at": "2026-11-24T09:12:00Z",
                 "expires": "2027-05-25",
                 "status": "valid",
@@ -385,12 +385,12 @@ def _sample_items() -> list[dict[str, Any]]:
         make_item(
             EXPIRED_ATTESTATION_ID,
             "unverified",
-            "attestation by product-manager expired on 2026-06-30",
+            "attestation by security-lead expired on 2026-06-30",
             attestation={
-                "role": "product-manager",
-                "signer": "Pat Product",
-                "key_id": key_id(role_key("product-manager")),
-                "note": "Terms of service v3 reviewed by legal.",
+                "role": "security-lead",
+                "signer": "Sue Security",
+                "key_id": key_id(role_key("security-lead")),
+                "note": "Yearly security audit, report SA-2025-12, four findings with owners.",
                 "signed_at": "2025-12-30T16:00:00Z",
                 "expires": "2026-06-30",
                 "status": "expired",
@@ -425,7 +425,7 @@ def _filler(item: Item) -> dict[str, Any]:
     """Every other checklist item, decided the way a smoke run decides it."""
     if item.verify == "signoff":
         return make_item(item.id, "unverified", signoff_reason(item.owner))
-    if item.verify == "manual":
+    if item.attestable:  # manual, or a probe item that needs its owner's attestation too
         return make_item(item.id, "unverified", f"no attestation on file from {item.owner}")
     if item.verify == "load":
         return make_item(item.id, "unverified", "the smoke profile does not reach its scale")

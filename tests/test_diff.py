@@ -87,7 +87,7 @@ def test_changes_are_ordered_new_failures_first(
         (Kind.ADDED, FIGURE_ID, None, "pass"),
         (Kind.REMOVED, SKIP_ID, "skip", None),
     ]
-    assert changes[0].title.startswith("An on-call rota")
+    assert changes[0].title.startswith("An incident channel")
     assert changes[-1].title.startswith("The namespace has resource quotas")
     assert summary(changes) == (
         "8 changes: 2 new failures, 1 regression, 1 changed, 2 improvements, 1 added, 1 removed"

@@ -434,14 +434,42 @@ def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
     # DEP-SECURITY-SCAN cannot decide here: pip-audit's vulnerability service is unreachable.
     # INF-DB-VERSION fails on the native target only, truthfully: it runs this host's
     # PostgreSQL, 15 on Debian 12 (the shipped deployment runs 17: tests/targets).
+    # One gap is in the bundled deployment's records, failing honestly: nobody on the example
+    # rota has acknowledged a test page (only the people on call can). Probe items that need
+    # their owner's attestation too (`attest: true`) stay unverified after their probes pass:
+    # nobody attested here.
+    # PERF-RESOURCE-LIMITS fails on the native target only, truthfully: its processes run
+    # without limits of their own (the shipped deployment's containers have them: tests/targets).
+    # DEP-ZERO-DOWNTIME loses nothing but says when its senders, sharing the 2 cores, stayed
+    # under the item's 100 messages/s.
     undecidable = {"DEP-SECURITY-SCAN"}
-    native_only = {"INF-DB-VERSION": "must be version 16 or later (got 15."}
+    undecided_here = {
+        "DEP-ZERO-DOWNTIME": "does not decide it at its rate",
+        "POST-POSTMORTEM": "post-mortem is due within its first month",
+        "POST-DR-UPDATE": "due within the launch's first month",
+        **dict.fromkeys(
+            ("POST-PERF-REVIEW", "POST-REAL-USAGE", "MON-UPTIME-SLO"),
+            "no production history over the window",
+        ),
+    }
+    known_fails = {
+        "INF-DB-VERSION": "must be version 16 or later (got 15.",
+        "OPS-ONCALL-SHIFTS": "acknowledged no test page",
+        "PERF-RESOURCE-LIMITS": "must run with CPU and memory limits",
+    }
+    attested_too = {i.id for i in checklist.items if i.attest}
     unexpected = {
         item_id: (item["outcome"], item["reason"])
         for item_id, item in probed.items()
         if item["outcome"] not in ("pass", "skip", "waived")
         and item_id not in undecidable
-        and not (item["outcome"] == "fail" and native_only.get(item_id, "\0") in item["reason"])
+        and undecided_here.get(item_id, "\0") not in item["reason"]
+        and not (item["outcome"] == "fail" and known_fails.get(item_id, "\0") in item["reason"])
+        and not (
+            item_id in attested_too
+            and item["outcome"] == "unverified"
+            and "needs its owner's attestation too" in item["reason"]
+        )
     }
     assert not unexpected, unexpected
 

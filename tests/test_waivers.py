@@ -151,10 +151,10 @@ def test_a_missing_file_means_no_waivers(
         ),
         pytest.param(
             lambda keys: sign(
-                entry("OPS-ONCALL-ROTA", tests=None, message="."), keys["security-lead"]
+                entry("OPS-CHANNELS", tests=None, message="."), keys["security-lead"]
             ),
             1,
-            "waiver for OPS-ONCALL-ROTA, field item: OPS-ONCALL-ROTA is verify: manual; "
+            "waiver for OPS-CHANNELS, field item: OPS-CHANNELS is verify: manual; "
             "a manual item is attested by its owner, not waived",
             id="manual-item",
         ),

@@ -165,9 +165,12 @@ def _decided_by(item: Item, deciders: dict[str, list[str]]) -> list[str]:
     for nodeid in deciders.get(item.id, []):
         function = nodeid.split("[", 1)[0]
         cases[function] = cases.get(function, 0) + 1
-    if not cases:
-        return ["no test yet (unverified)"]
-    return [f"{test} ({n} cases)" if n > 1 else test for test, n in cases.items()]
+    lines = [f"{test} ({n} cases)" if n > 1 else test for test, n in cases.items()]
+    if not lines:
+        lines = ["no test yet (unverified)"]
+    if item.attest:
+        lines.append(f"and a signed attestation from {item.owner}")
+    return lines
 
 
 def _shown_able_to_fail(item: Item, shown: dict[str, list[RedVariant]]) -> list[str]:

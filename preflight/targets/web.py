@@ -7,8 +7,9 @@ when the bytes behind it (or behind anything it imports) change. The edge then s
 a year of immutable caching and the page itself with `no-cache` (INF-NET-STATIC-CACHE), from
 disk, never through the API workers (PERF-STATIC-CDN).
 
-Layout written under `dest`: `app/index.html` and `app/assets/*`, as the edge's web location
-(system/nginx/static/web-client.conf) expects with `root <dest>`.
+Layout written under `dest`: `app/index.html`, `app/assets/*` and the legal pages
+`app/legal/*.html` (the privacy policy and the terms, plain pages copied as they are), as the
+edge's web location (system/nginx/static/web-client.conf) expects with `root <dest>`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ASSET_DIR = "assets"
 ASSET_SUFFIXES = frozenset({".js", ".css", ".svg", ".png", ".webmanifest"})
 FINGERPRINT_HEX = 16
 PRELOAD_MARKER = "<!-- modulepreload -->"
+LEGAL_DIR = "legal"  # plain HTML pages served as they are: /app/legal/<name>.html
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*\.[a-z]+"
 # `import x from "./a.js"`, `export {y} from "./b.js"`, `import "./c.js"`, `import("./d.js")`.
@@ -62,7 +64,7 @@ def stage_web_client(source: Path, dest: Path) -> WebBuild:
         raise EdgeConfigInvalid(f"{source}/{ENTRY} is missing; point the web source at system/web")
     sources: dict[str, bytes] = {}
     for path in sorted(source.iterdir()):
-        if path.name == ENTRY or path.name.startswith("."):
+        if path.name in (ENTRY, LEGAL_DIR) or path.name.startswith("."):
             continue
         if path.is_dir() or path.suffix not in ASSET_SUFFIXES:
             raise EdgeConfigInvalid(
@@ -129,4 +131,19 @@ def stage_web_client(source: Path, dest: Path) -> WebBuild:
     entry = dest / "app" / ENTRY
     entry.write_text(page, encoding="utf-8")
     entry.chmod(0o644)
+    _stage_legal(source / LEGAL_DIR, dest / "app" / LEGAL_DIR)
     return WebBuild(dest, dict(staged))
+
+
+def _stage_legal(source: Path, dest: Path) -> None:
+    """Copy the legal pages (flat `*.html`) as they are; nothing else may be in their folder."""
+    if not source.is_dir():
+        return
+    dest.mkdir()
+    dest.chmod(0o755)
+    for path in sorted(source.iterdir()):
+        if path.suffix != ".html" or not _SAFE_NAME.match(path.name):
+            raise EdgeConfigInvalid(f"{path} is not a legal page (a plain `<name>.html`)")
+        copied = dest / path.name
+        copied.write_bytes(path.read_bytes())
+        copied.chmod(0o644)

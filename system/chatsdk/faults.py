@@ -10,6 +10,8 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
 - `ack_before_commit`: a message send answers 201 while its transaction is still open and
   commits ACK_BEFORE_COMMIT_DELAY_S later, so a crash in between loses an acknowledged message.
 - `no_rate_limits`: the per-user token buckets let everything through (TST-RATELIMIT's defect).
+- `no_ws_frame_limit`: a realtime socket may send any number of frames per second (the 50/s
+  flood limit of realtime.py is off; SEC-WS-FRAME-RATE's defect).
 - `unbounded_db_waits`: PostgreSQL connections have no bound of their own (no statement timeout,
   no TCP_USER_TIMEOUT): across a network partition a statement waits until the client gives up.
 - `unbounded_redis_waits`: the Redis client has no socket timeouts: across a network partition
@@ -29,6 +31,7 @@ EXIT_ON_SIGTERM = "exit_on_sigterm"
 QUIT_ON_SIGTERM = "quit_on_sigterm"
 ACK_BEFORE_COMMIT = "ack_before_commit"
 NO_RATE_LIMITS = "no_rate_limits"
+NO_WS_FRAME_LIMIT = "no_ws_frame_limit"
 UNBOUNDED_DB_WAITS = "unbounded_db_waits"
 UNBOUNDED_REDIS_WAITS = "unbounded_redis_waits"
 KNOWN = frozenset(
@@ -37,6 +40,7 @@ KNOWN = frozenset(
         QUIT_ON_SIGTERM,
         ACK_BEFORE_COMMIT,
         NO_RATE_LIMITS,
+        NO_WS_FRAME_LIMIT,
         UNBOUNDED_DB_WAITS,
         UNBOUNDED_REDIS_WAITS,
     }

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from chatsdk import db, drainer
+from chatsdk import db, drainer, faults
 from chatsdk.auth import User, decode_guarded, token_version, user_from_token
 from chatsdk.background import stop_task
 from chatsdk.errors import ApiError
@@ -59,6 +59,7 @@ MAX_QUEUE = 5000  # events waiting for one socket before it counts as too slow
 MAX_SUBSCRIPTIONS = 200
 BACKFILL_PAGE = 200
 FRAME_RATE, FRAME_BURST = 50.0, 100.0  # per socket: more than 50 frames/s sustained is a flood
+UNLIMITED = float("inf")  # a bucket of this rate lets everything through
 TYPING_RATE, TYPING_BURST = 1.0, 3.0  # per socket; excess typing frames are dropped silently
 MAX_BAD_FRAMES = 5
 MAX_PINGS_BEFORE_AUTH = 10
@@ -96,6 +97,8 @@ class TokenBucket:
         self.at = time.monotonic()
 
     def take(self) -> bool:
+        if self.rate == UNLIMITED:
+            return True
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
@@ -162,7 +165,8 @@ class Session:
         self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()
         self.closing = False
         self.resync_pending = False
-        self.frames = TokenBucket(FRAME_RATE, FRAME_BURST)
+        unlimited = faults.injected(faults.NO_WS_FRAME_LIMIT)  # test-only (chatsdk/faults.py)
+        self.frames = TokenBucket(UNLIMITED if unlimited else FRAME_RATE, FRAME_BURST)
         self.typing = TokenBucket(TYPING_RATE, TYPING_BURST)
         self.bad_frames = 0
 

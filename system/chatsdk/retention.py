@@ -2,10 +2,10 @@
 
 The policy (CHATSDK_RETENTION_* settings; days, 0 keeps that data for ever):
 
-- messages: RETENTION_MESSAGES_DAYS (365) after sending, their content is deleted: text and
-  client id set NULL, reactions, poll and attachment links deleted. The row stays as a tombstone,
-  so channels keep their gap-free seq.
-- uploads: RETENTION_UPLOADS_DAYS (365) after upload, marked deleted (filename and hash cleared)
+- messages: RETENTION_MESSAGES_DAYS (2557, seven years) after sending, their content is
+  deleted: text and client id set NULL, reactions, poll and attachment links deleted. The row
+  stays as a tombstone, so channels keep their gap-free seq.
+- uploads: RETENTION_UPLOADS_DAYS (2557) after upload, marked deleted (filename and hash cleared)
   and their bytes purged from storage.
 - refresh tokens: deleted once expired.
 - idempotency keys: deleted after 24 hours (a retry after a day is a new request).

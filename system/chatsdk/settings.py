@@ -82,8 +82,9 @@ class Settings:
     demo: bool = False
     # Data retention (chatsdk/retention.py): days messages and uploads are kept (0: for ever),
     # and how often each worker applies the policy.
-    retention_messages_days: int = 365
-    retention_uploads_days: int = 365
+    # Seven years with their leap days: the data retention policy the product publishes.
+    retention_messages_days: int = 2557
+    retention_uploads_days: int = 2557
     retention_interval: float = 3600.0
     # Throttling of failed authentication (chatsdk/auththrottle.py). Per client address: at most
     # auth_failure_burst failures in auth_burst_window seconds and auth_failures_per_address in
@@ -164,10 +165,10 @@ class Settings:
             ),
             demo=env.get("DEMO", _flag, default=False),
             retention_messages_days=env.get(
-                "RETENTION_MESSAGES_DAYS", _days, default=365, check=_at_most(36500)
+                "RETENTION_MESSAGES_DAYS", _days, default=2557, check=_at_most(36500)
             ),
             retention_uploads_days=env.get(
-                "RETENTION_UPLOADS_DAYS", _days, default=365, check=_at_most(36500)
+                "RETENTION_UPLOADS_DAYS", _days, default=2557, check=_at_most(36500)
             ),
             retention_interval=env.get(
                 "RETENTION_INTERVAL", _seconds, default=3600.0, check=_between(1.0, 86400.0)

@@ -86,7 +86,7 @@ def test_tools_get_the_password_in_the_environment_not_the_command_line() -> Non
 
 def test_retention_defaults_and_keep_for_ever() -> None:
     settings = Settings.from_env(VALID)
-    assert (settings.retention_messages_days, settings.retention_uploads_days) == (365, 365)
+    assert (settings.retention_messages_days, settings.retention_uploads_days) == (2557, 2557)
     forever = Settings.from_env({**VALID, "CHATSDK_RETENTION_MESSAGES_DAYS": "0"})
     assert forever.retention_messages_days == 0
     with pytest.raises(SettingsError, match="CHATSDK_RETENTION_UPLOADS_DAYS"):

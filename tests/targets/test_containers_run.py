@@ -61,7 +61,14 @@ UNDECIDABLE = {
         ("POST-PERF-REVIEW", "POST-REAL-USAGE", "MON-UPTIME-SLO"),
         "no production history over the window",
     ),
+    # Records due after the launch: its post-mortem, and the DR plan reviewed against it.
+    "POST-POSTMORTEM": "post-mortem is due within its first month",
+    "POST-DR-UPDATE": "due within the launch's first month",
 }
+# Operations records only people can complete: nobody on the example on-call rota has
+# acknowledged a test page. Probe items that need their owner's attestation too stay unverified
+# after their probes pass (nobody attests here).
+RECORD_GAPS = {"OPS-ONCALL-SHIFTS": "acknowledged no test page"}
 # Skips the shipped deployment has, each for a stated reason that is not a gap of its own.
 EXPECTED_SKIPS = {
     "MON-GRAFANA": "runs no Grafana",  # Debian packages none and no registry answers here
@@ -94,12 +101,19 @@ def test_the_checklist_decides_the_shipped_deployment_and_leaves_nothing_behind(
     assert set(probed) == {i.id for i in checklist.items if i.verify == "probe"}
     # Every probe item passes, or fails under a waiver in waivers.yaml, or is one of the named
     # exceptions above: no gap of the shipped deployment is skipped over.
+    attested_too = {i.id for i in checklist.items if i.attest}
     unexpected = {
         item_id: (item["outcome"], item["reason"])
         for item_id, item in probed.items()
         if item["outcome"] not in ("pass", "waived")
         and UNDECIDABLE.get(item_id, "\0") not in item["reason"]
         and not (item["outcome"] == "skip" and EXPECTED_SKIPS.get(item_id, "\0") in item["reason"])
+        and not (item["outcome"] == "fail" and RECORD_GAPS.get(item_id, "\0") in item["reason"])
+        and not (
+            item_id in attested_too
+            and item["outcome"] == "unverified"
+            and "needs its owner's attestation too" in item["reason"]
+        )
     }
     assert not unexpected, unexpected
 

@@ -88,3 +88,16 @@ def test_a_page_naming_a_missing_file_is_refused(tmp_path: Path) -> None:
     page.write_text(page.read_text().replace("app.css", "gone.css"))
     with pytest.raises(EdgeConfigInvalid, match=re.escape("refers to gone.css")):
         stage_web_client(source, tmp_path / "out")
+
+
+def test_the_legal_pages_are_staged_as_they_are_and_nothing_else_beside_them(
+    tmp_path: Path,
+) -> None:
+    build = stage_web_client(WEB_DIR, tmp_path / "out")
+    for name in ("privacy.html", "terms.html"):
+        staged = build.root / "app" / "legal" / name
+        assert staged.read_bytes() == (WEB_DIR / "legal" / name).read_bytes()
+    source = _copy(tmp_path)
+    (source / "legal" / "notes.txt").write_text("draft")
+    with pytest.raises(EdgeConfigInvalid, match="is not a legal page"):
+        stage_web_client(source, tmp_path / "again")
