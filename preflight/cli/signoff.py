@@ -132,11 +132,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     listing = sub.add_parser(
         "attestations",
-        help="list every manual item with the attestation that decides it, or why none does",
+        help="list every item an attestation decides, with the one that does, or why none does",
         description=(
-            "For each `verify: manual` item: the newest valid attestation for this release "
-            "(who, until when), else why the newest one does not count (expired, wrong role, "
-            "unregistered key, bad signature, another release) or that there is none. Exit 0."
+            "For each item an attestation decides (`verify: manual`, or `attest: true` beside "
+            "its probes): the newest valid attestation for this release (who, until when), "
+            "else why the newest one does not count (expired, wrong role, unregistered key, bad "
+            "signature, another release) or that there is none. Exit 0."
         ),
     )
     listing.add_argument(
@@ -340,14 +341,14 @@ def cmd_attestations(args: argparse.Namespace) -> int:
     found = attestations.load_attestations(args.dir)
     current = release.current_release(args.checklist)
     now = datetime.now(UTC)
-    manual = [item for item in loaded.items if item.verify == "manual"]
+    manual = [item for item in loaded.items if item.verify == "manual" or item.attest]
     width = max((len(item.id) for item in manual), default=0)
     valid = 0
     for item in manual:
         verdict = attestations.evaluate_attestation(item, found, registry, now, current)
         valid += verdict.valid
         print(f"{verdict.status:<16} {item.id:<{width}}  owner {item.owner}: {verdict.reason}")
-    print(f"{args.dir}: {valid} of {len(manual)} manual items attested for this release")
+    print(f"{args.dir}: {valid} of {len(manual)} items attested for this release")
     return EXIT_OK
 
 
