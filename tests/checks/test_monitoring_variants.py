@@ -457,6 +457,13 @@ def test_the_bundled_status_page_passes(target: TargetInfo) -> None:
     assert [r.outcome for r in results.for_item("MON-UPTIME-SLO")] == [Outcome.PASS], results
 
 
+def test_the_bundled_status_page_passes_showing_redis_down_while_it_is_stopped() -> None:
+    with native() as info:
+        info.drills.control["redis"].stop()
+        results = probe(info, STATUS_PAGE_TEST)
+    assert [r.outcome for r in results.for_item("MON-UPTIME-SLO")] == [Outcome.PASS], results
+
+
 @pytest.mark.turns_red(
     "MON-UPTIME-SLO", defect="The edge serves no status page: the web client ships no status.html."
 )
