@@ -47,8 +47,11 @@ def states(database_up: bool, redis_up: bool, draining: bool) -> dict[str, str]:
 
 
 def overall(components: dict[str, str]) -> str:
-    """The worst component's state."""
-    return max(components.values(), key=STATES.index)
+    """up when every component is; down without the database (nothing works without it);
+    degraded otherwise (without Redis, what needs it fails or waits: live updates stop)."""
+    if all(state == "up" for state in components.values()):
+        return "up"
+    return "down" if components["database"] == "down" else "degraded"
 
 
 async def _report(app: web.Application) -> dict[str, Any]:
