@@ -67,8 +67,8 @@ class EdgeConfig:
     ws_burst: int = 25
     # Loopback by default; the containers target listens on all addresses of its own namespace.
     listen_address: str = "127.0.0.1"
-    # The web client the edge serves under /app/ (staged with fingerprinted names by
-    # preflight.targets.web); None: system/web.
+    # The web client the edge serves under /app/, with its status page at /status (staged with
+    # fingerprinted names by preflight.targets.web); None: system/web.
     web_source: Path | None = None
     # Connections per NGINX worker (a proxied WebSocket takes two: client and upstream) and the
     # file descriptors each worker may open. The shipped values; bench/sockets.py raises them for

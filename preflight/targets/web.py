@@ -7,9 +7,13 @@ when the bytes behind it (or behind anything it imports) change. The edge then s
 a year of immutable caching and the page itself with `no-cache` (INF-NET-STATIC-CACHE), from
 disk, never through the API workers (PERF-STATIC-CDN).
 
-Layout written under `dest`: `app/index.html`, `app/assets/*` and the legal pages
-`app/legal/*.html` (the privacy policy and the terms, plain pages copied as they are), as the
-edge's web location (system/nginx/static/web-client.conf) expects with `root <dest>`.
+The status page (status.html, served at /status) is staged the same way, naming the same assets
+by their absolute path, since it is not served under /app/.
+
+Layout written under `dest`: `app/index.html`, `app/status.html` (where the source has one),
+`app/assets/*` and the legal pages `app/legal/*.html` (the privacy policy and the terms, plain
+pages copied as they are), as the edge's web locations (system/nginx/static/web-client.conf)
+expect with `root <dest>`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from preflight.errors import EdgeConfigInvalid
 # preflight/targets/web.py -> <repo>/system/web
 WEB_DIR = Path(__file__).resolve().parents[2] / "system" / "web"
 ENTRY = "index.html"
+STATUS_PAGE = "status.html"
+# Each page and the prefix its references to assets take: the client's page is at /app/, the
+# status page at /status.
+PAGES = {ENTRY: "", STATUS_PAGE: "/app/"}
 ASSET_DIR = "assets"
 ASSET_SUFFIXES = frozenset({".js", ".css", ".svg", ".png", ".webmanifest"})
 FINGERPRINT_HEX = 16
@@ -64,7 +72,7 @@ def stage_web_client(source: Path, dest: Path) -> WebBuild:
         raise EdgeConfigInvalid(f"{source}/{ENTRY} is missing; point the web source at system/web")
     sources: dict[str, bytes] = {}
     for path in sorted(source.iterdir()):
-        if path.name in (ENTRY, LEGAL_DIR) or path.name.startswith("."):
+        if path.name in PAGES or path.name == LEGAL_DIR or path.name.startswith("."):
             continue
         if path.is_dir() or path.suffix not in ASSET_SUFFIXES:
             raise EdgeConfigInvalid(
@@ -103,21 +111,11 @@ def stage_web_client(source: Path, dest: Path) -> WebBuild:
     for name in sources:
         stage(name, ("(assets)",))
 
-    page = (source / ENTRY).read_text(encoding="utf-8")
-
-    def page_ref(match: re.Match[str]) -> str:
-        name = match["name"]
-        if name not in staged:
-            raise EdgeConfigInvalid(f"{ENTRY} refers to {name}, which {source} does not have")
-        return f"{match['head']}{match['quote']}{ASSET_DIR}/{staged[name]}{match['quote']}"
-
-    page = _HTML_REF.sub(page_ref, page)
-    preload = "\n".join(
-        f'<link rel="modulepreload" href="{ASSET_DIR}/{staged[n]}">'
-        for n in sorted(staged)
-        if n.endswith(".js")
-    )
-    page = page.replace(PRELOAD_MARKER, preload)
+    pages = {
+        name: _page(source / name, prefix, staged)
+        for name, prefix in PAGES.items()
+        if (source / name).is_file()
+    }
 
     shutil.rmtree(dest, ignore_errors=True)
     assets = dest / "app" / ASSET_DIR
@@ -128,11 +126,34 @@ def stage_web_client(source: Path, dest: Path) -> WebBuild:
         target = assets / staged[name]
         target.write_bytes(content)
         target.chmod(0o644)
-    entry = dest / "app" / ENTRY
-    entry.write_text(page, encoding="utf-8")
-    entry.chmod(0o644)
+    for name, page in pages.items():
+        written = dest / "app" / name
+        written.write_text(page, encoding="utf-8")
+        written.chmod(0o644)
     _stage_legal(source / LEGAL_DIR, dest / "app" / LEGAL_DIR)
     return WebBuild(dest, dict(staged))
+
+
+def _page(path: Path, prefix: str, staged: dict[str, str]) -> str:
+    """The page at `path` naming its assets by their staged names under `prefix`, with a
+    modulepreload of every module where it has the marker."""
+    page = path.read_text(encoding="utf-8")
+
+    def page_ref(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in staged:
+            raise EdgeConfigInvalid(
+                f"{path.name} refers to {name}, which {path.parent} does not have"
+            )
+        return f"{match['head']}{match['quote']}{prefix}{ASSET_DIR}/{staged[name]}{match['quote']}"
+
+    page = _HTML_REF.sub(page_ref, page)
+    preload = "\n".join(
+        f'<link rel="modulepreload" href="{prefix}{ASSET_DIR}/{staged[n]}">'
+        for n in sorted(staged)
+        if n.endswith(".js")
+    )
+    return page.replace(PRELOAD_MARKER, preload)
 
 
 def _stage_legal(source: Path, dest: Path) -> None:

@@ -21,6 +21,7 @@ from chatsdk import (
     retention,
     runtime,
     service,
+    status,
     tokens,
     uploads,
     users,
@@ -97,6 +98,7 @@ MODULES = (
     runtime,
     errortracking,
     retention,
+    status,
 )
 
 

@@ -16,6 +16,8 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
   no TCP_USER_TIMEOUT): across a network partition a statement waits until the client gives up.
 - `unbounded_redis_waits`: the Redis client has no socket timeouts: across a network partition
   every command waits until the client gives up.
+- `status_always_up`: GET /v1/status reports every component up whatever it sees: a status page
+  that lies during an incident.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ NO_RATE_LIMITS = "no_rate_limits"
 NO_WS_FRAME_LIMIT = "no_ws_frame_limit"
 UNBOUNDED_DB_WAITS = "unbounded_db_waits"
 UNBOUNDED_REDIS_WAITS = "unbounded_redis_waits"
+STATUS_ALWAYS_UP = "status_always_up"
 KNOWN = frozenset(
     {
         EXIT_ON_SIGTERM,
@@ -43,6 +46,7 @@ KNOWN = frozenset(
         NO_WS_FRAME_LIMIT,
         UNBOUNDED_DB_WAITS,
         UNBOUNDED_REDIS_WAITS,
+        STATUS_ALWAYS_UP,
     }
 )
 ACK_BEFORE_COMMIT_DELAY_S = 0.5

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from chatsdk import validation
+from chatsdk import status, validation
 from chatsdk.outbox import PUBLIC_EVENT_TYPES
 from chatsdk.version import __version__
 
@@ -872,6 +872,7 @@ PATHS: dict[str, dict[str, Any]] = {
             ("200", {"type": "object"}, "The OpenAPI document."),
         )
     },
+    **status.OPENAPI_PATHS,
     "/metrics": {
         "get": {
             "operationId": "getMetrics",

@@ -4,10 +4,12 @@ that log too little. Each defect turns exactly its items red and the reason name
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -286,10 +288,31 @@ def test_grafana_is_judged_only_where_the_target_names_one_and_a_dead_one_fails(
 HISTORY_ITEMS = {"POST-PERF-REVIEW", "POST-REAL-USAGE", "MON-UPTIME-SLO", "MON-PROM-RETENTION"}
 
 
-@pytest.fixture(scope="module")
-def status_page() -> Iterator[str]:
-    """A status page on this machine's loopback, for a repository copy that declares it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusPage)
+ALL_UP = {"api": "up", "database": "up", "redis": "up", "realtime": "up"}
+
+
+@contextmanager
+def serving_status_page(components: Mapping[str, str]) -> Iterator[str]:
+    """A status page on this machine's loopback that reads a JSON reporting `components`, for a
+    repository copy that declares it."""
+    report = json.dumps({"status": "up", "components": components, "checked_at": "now"})
+    pages = {
+        "/status": ("text/html", '<main data-status-source="/status.json"></main>'),
+        "/status.json": ("application/json", report),
+    }
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            kind, body = pages.get(self.path, ("text/plain", ""))
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", kind)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -299,14 +322,11 @@ def status_page() -> Iterator[str]:
         server.server_close()
 
 
-class _StatusPage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"all systems operational")
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
+@pytest.fixture(scope="module")
+def status_page() -> Iterator[str]:
+    """A status page reporting every component up."""
+    with serving_status_page(ALL_UP) as url:
+        yield url
 
 
 def history_outcomes(
@@ -314,7 +334,7 @@ def history_outcomes(
 ) -> dict[str, tuple[Outcome, str]]:
     """The history items' outcomes against a Prometheus holding `week`, judging a repository
     whose slo.yml declares the status page `page`."""
-    repo = broken_copy(tmp, "slo.yml", replace_once("status_page: null", f"status_page: {page}"))
+    repo = broken_copy(tmp, "slo.yml", replace_once("status_page: /status", f"status_page: {page}"))
     with prometheus_with_history(tmp / "prometheus", week, retention) as info:
         results = probe(info, "monitoring/test_history.py", items=HISTORY_ITEMS, repo_dir=repo)
     return outcomes(results)
@@ -405,7 +425,66 @@ def test_a_breach_in_the_history_turns_exactly_its_item_red(
     "MON-UPTIME-SLO", defect="slo.yml declares no status page that publishes the uptime."
 )
 def test_no_status_page_fails_the_uptime_item(tmp_path: Path) -> None:
-    with prometheus_with_history(tmp_path, Week()) as info:
-        red = failing(probe(info, "monitoring/test_history.py", items={"MON-UPTIME-SLO"}))
+    repo = broken_copy(tmp_path, "slo.yml", replace_once("status_page: /status", "status_page:"))
+    with prometheus_with_history(tmp_path / "prometheus", Week()) as info:
+        red = failing(
+            probe(info, "monitoring/test_history.py", items={"MON-UPTIME-SLO"}, repo_dir=repo)
+        )
     assert set(red) == {"MON-UPTIME-SLO"}, red
     assert "must declare the status page" in red["MON-UPTIME-SLO"]
+
+
+@pytest.mark.turns_red(
+    "MON-UPTIME-SLO",
+    defect="The status page's JSON reports the API, PostgreSQL and the WebSocket but not Redis.",
+)
+def test_a_status_page_that_leaves_out_a_component_fails_the_uptime_item(tmp_path: Path) -> None:
+    without_redis = {name: state for name, state in ALL_UP.items() if name != "redis"}
+    with serving_status_page(without_redis) as page:
+        found = history_outcomes(tmp_path, Week(), page)
+    outcome, reason = found["MON-UPTIME-SLO"]
+    assert outcome is Outcome.FAIL, found
+    assert "must report each of api, database, redis, realtime" in reason, reason
+
+
+# -- the bundled system's status page (/status on the edge, reading /v1/status) ----------------
+
+STATUS_PAGE_TEST = "monitoring/test_history.py::test_a_status_page_publishes_the_uptime"
+
+
+def test_the_bundled_status_page_passes(target: TargetInfo) -> None:
+    results = probe(target, STATUS_PAGE_TEST)
+    assert [r.outcome for r in results.for_item("MON-UPTIME-SLO")] == [Outcome.PASS], results
+
+
+def test_the_bundled_status_page_passes_showing_redis_down_while_it_is_stopped() -> None:
+    with native() as info:
+        info.drills.control["redis"].stop()
+        results = probe(info, STATUS_PAGE_TEST)
+    assert [r.outcome for r in results.for_item("MON-UPTIME-SLO")] == [Outcome.PASS], results
+
+
+@pytest.mark.turns_red(
+    "MON-UPTIME-SLO", defect="The edge serves no status page: the web client ships no status.html."
+)
+def test_a_missing_status_page_fails_the_uptime_item(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    shutil.copytree(REPO / "system" / "web", web)
+    (web / "status.html").unlink()
+    with native(test=NativeTestOptions(web_dir=web)) as info:
+        red = failing(probe(info, STATUS_PAGE_TEST))
+    assert set(red) == {"MON-UPTIME-SLO"}, red
+    assert "/status must answer 200 (got 404)" in red["MON-UPTIME-SLO"]
+
+
+@pytest.mark.turns_red(
+    "MON-UPTIME-SLO",
+    defect="GET /v1/status reports every component up while Redis is stopped.",
+)
+def test_a_status_page_that_says_all_up_while_redis_is_down_fails_the_uptime_item() -> None:
+    with native(worker_env={"CHATSDK_FAULTS": "status_always_up"}) as info:
+        info.drills.control["redis"].stop()
+        red = failing(probe(info, STATUS_PAGE_TEST))
+    assert set(red) == {"MON-UPTIME-SLO"}, red
+    assert "redis up while it does not answer" in red["MON-UPTIME-SLO"]
+    assert "realtime up while Redis" in red["MON-UPTIME-SLO"]

@@ -46,6 +46,16 @@ def test_the_page_names_the_staged_assets_and_preloads_the_modules(tmp_path: Pat
     assert 'from "./api.js"' not in app
 
 
+def test_the_status_page_names_the_staged_assets_from_its_own_path(tmp_path: Path) -> None:
+    build = stage_web_client(WEB_DIR, tmp_path / "out")
+    page = (build.root / "app" / "status.html").read_text()
+    # Served at /status, not under /app/: it names the assets by their absolute path.
+    assert f'<script type="module" src="/app/assets/{build.assets["status.js"]}">' in page
+    assert f'href="/app/assets/{build.assets["status.css"]}"' in page
+    assert 'data-status-source="/v1/status"' in page
+    assert re.search(r"""<(?:script|link)[^>]*(?:src|href)=["'](?!/app/assets/)""", page) is None
+
+
 def test_a_change_renames_the_file_and_everything_that_imports_it(tmp_path: Path) -> None:
     source = _copy(tmp_path)
     before = stage_web_client(source, tmp_path / "before").assets
@@ -53,7 +63,7 @@ def test_a_change_renames_the_file_and_everything_that_imports_it(tmp_path: Path
     after = stage_web_client(source, tmp_path / "after").assets
     changed = {name for name in before if before[name] != after[name]}
     # dom.js, and the modules that import it directly or through another module.
-    assert changed == {"dom.js", "api.js", "views.js", "app.js"}, changed
+    assert changed == {"dom.js", "api.js", "views.js", "app.js", "status.js"}, changed
     assert after["app.css"] == before["app.css"]
 
 
