@@ -226,9 +226,8 @@ async def replay(conn: Any, user: User, key: str, request_hash: str) -> web.Resp
 @routes.get("/v1/channels")
 async def list_channels(request: web.Request) -> web.Response:
     user = await require_user(request)
-    after = request.query.get("after", "")
-    if after:
-        after = identifier()("after", after)
+    raw_after = request.query.get("after")  # present but empty is not an id either: 400
+    after = identifier()("after", raw_after) if raw_after is not None else ""
     limit = _query_limit(request)
     rows = await db.pool(request).fetch(
         "SELECT c.*, m.role, m.last_read_seq, "

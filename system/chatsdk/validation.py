@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -120,6 +121,9 @@ def identifier() -> Check:
 
 def integer(minimum: int = 0, maximum: int = 2**62) -> Check:
     def check(name: str, value: Any) -> int:
+        # JSON has one number type: 5.0 is the integer 5 (JSON Schema says so too), 5.5 is not.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad_request(f"Field {name} must be an integer.")
         if not minimum <= value <= maximum:
@@ -161,12 +165,31 @@ def list_of(item: Check, min_items: int = 0, max_items: int = 100, unique: bool 
     return check
 
 
+# An absolute URI of RFC 3986: ASCII only (an IRI's other characters are percent-encoded), a
+# host, and nothing outside the URI character set; the OpenAPI document's `uri` fields say so.
+URI_PATTERN = (
+    r"://(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+"
+    r"(?:[/?#](?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
+)
+
+
+def uri_pattern(schemes: tuple[str, ...]) -> str:
+    return f"^(?:{'|'.join(schemes)}){URI_PATTERN}$"
+
+
 def url(max_len: int = 2000, schemes: tuple[str, ...] = ("https", "http")) -> Check:
     base = string(1, max_len)
+    pattern = re.compile(uri_pattern(schemes))
 
     def check(name: str, value: Any) -> str:
         text: str = base(name, value)
-        if not any(text.startswith(f"{s}://") for s in schemes) or any(c.isspace() for c in text):
+        try:
+            parts = urlsplit(text)
+            valid = bool(pattern.fullmatch(text)) and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
             raise bad_request(f"Field {name} must be an {' or '.join(schemes)} URL.")
         return text
 
@@ -201,7 +224,7 @@ def path_id(request: web.Request, name: str) -> str:
 
 def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not raw.isdigit() or len(raw) > 18:
         raise bad_request(f"Query parameter {name} must be a non-negative integer.")
