@@ -206,9 +206,11 @@ def test_every_operation_answers_as_documented(target: ProbeTarget, evidence: Ev
         f"schemathesis must exercise every documented operation ({len(findings.operations)} of "
         f"{documented})"
     )
+    by_check = Counter(line.rsplit("(", 1)[-1].rstrip(")") for line in failures)
     assert not failures, (
         f"every documented operation must answer as /v1/openapi.json says ({len(failures)} "
-        f"deviations; first: {failures[0]})"
+        f"deviations, by check: {', '.join(f'{c} x{n}' for c, n in sorted(by_check.items()))}; "
+        f"first: {failures[0]})"
     )
 
 

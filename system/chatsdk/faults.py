@@ -16,6 +16,9 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
   every command waits until the client gives up.
 - `unsigned_webhooks`: webhook deliveries go out without X-ChatSDK-Signature, so a receiver
   cannot tell them from forged ones (TST-WEBHOOKS' defect).
+- `lenient_bodies`: JSON bodies keep fields their spec does not know instead of refusing them
+  (400 unknown_field), so the API accepts what its OpenAPI document forbids (TST-API-CONTRACT's
+  defect).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ NO_RATE_LIMITS = "no_rate_limits"
 UNBOUNDED_DB_WAITS = "unbounded_db_waits"
 UNBOUNDED_REDIS_WAITS = "unbounded_redis_waits"
 UNSIGNED_WEBHOOKS = "unsigned_webhooks"
+LENIENT_BODIES = "lenient_bodies"
 KNOWN = frozenset(
     {
         EXIT_ON_SIGTERM,
@@ -43,6 +47,7 @@ KNOWN = frozenset(
         UNBOUNDED_DB_WAITS,
         UNBOUNDED_REDIS_WAITS,
         UNSIGNED_WEBHOOKS,
+        LENIENT_BODIES,
     }
 )
 ACK_BEFORE_COMMIT_DELAY_S = 0.5
