@@ -33,7 +33,8 @@ def ref(name: str) -> Schema:
 
 
 def text(min_len: int = 1, max_len: int = 200) -> Schema:
-    return {"type": "string", "minLength": min_len, "maxLength": max_len}
+    # Any character but NUL, which PostgreSQL text cannot hold (validation.string refuses it).
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": "^[^\\x00]*$"}
 
 
 def ident() -> Schema:
@@ -115,7 +116,11 @@ SCHEMAS: dict[str, Schema] = {
     "RefreshTokenRequest": body({"refresh_token": text(1, 4096)}),
     "UpdateMeRequest": {
         **body({}, {"name": text(1, 200), "avatar_url": url(("https",))}),
-        "minProperties": 1,
+        # At least one of them, not null (null is the same as leaving a field out).
+        "anyOf": [
+            {"required": [name], "properties": {name: {"type": "string"}}}
+            for name in ("name", "avatar_url")
+        ],
     },
     "CreateChannelRequest": {
         **body(
@@ -125,7 +130,8 @@ SCHEMAS: dict[str, Schema] = {
             },
             {"member_ids": array(ident(), 0, 500)},
         ),
-        # A direct channel names its one other member (the caller may be listed too).
+        # A direct channel names its one other member, or only the caller (a channel with
+        # yourself); the caller may be listed too.
         "if": {"properties": {"kind": {"const": "direct"}}},
         "then": {
             "required": ["member_ids"],
@@ -398,7 +404,12 @@ PATH_PARAMS: dict[str, Schema] = {
     "poll_id": ident(),
     "upload_id": ident(),
     "webhook_id": ident(),
-    "emoji": {"type": "string", "minLength": 1, "maxLength": 32},
+    "emoji": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 32,
+        "pattern": validation.EMOJI_PATTERN,
+    },
 }
 QUERY_PARAMS: dict[str, dict[str, Any]] = {
     "limit": {"schema": integer(1, 200), "description": "Page size (default 50; channels 100)."},
@@ -589,7 +600,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/channels": {
         "post": op(
             "createChannel",
-            "Create a channel; the caller is its owner. Honours Idempotency-Key.",
+            "Create a channel; the caller is its owner. Honours Idempotency-Key. A member_ids "
+            "entry that names no user of the caller's app: 409 naming the field.",
             USER,
             ("201", ref("Channel"), "Created (or replayed, with Idempotent-Replayed: true)."),
             request="CreateChannelRequest",
@@ -632,7 +644,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/channels/{channel_id}/members": {
         "post": op(
             "addMembers",
-            "Add members (public: any member; private: the owner; direct: never).",
+            "Add members (public: any member; private: the owner; direct: never). A user_ids "
+            "entry that names no user of the caller's app: 409 naming the field.",
             USER,
             ("200", ref("MembersAdded"), "The ids actually added."),
             request="AddMembersRequest",
@@ -651,7 +664,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/channels/{channel_id}/read": {
         "post": op(
             "markRead",
-            "Move the caller's read position forward.",
+            "Move the caller's read position forward; a seq past the channel's last_seq marks "
+            "everything read.",
             USER,
             ("200", ref("ReadState"), "The read state."),
             request="MarkReadRequest",
@@ -662,11 +676,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/channels/{channel_id}/messages": {
         "post": op(
             "sendMessage",
-            "Send a message; a repeated client_msg_id returns the original (200).",
+            "Send a message; a repeated client_msg_id returns the original (200). A parent_id "
+            "or upload_ids naming nothing the sender may reference: 409 naming the field.",
             USER,
             ("201", ref("Message"), "Created."),
             request="SendMessageRequest",
-            errors=WRITE,
+            errors=("409", *WRITE),
             extra_ok={"200": _json(ref("Message"), "The original message (same client_msg_id).")},
         ),
         "get": op(
@@ -744,7 +759,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/polls/{poll_id}/votes": {
         "post": op(
             "vote",
-            "Vote (replaces the caller's earlier vote).",
+            "Vote (replaces the caller's earlier vote). An option_ids entry naming no option of "
+            "this poll: 409 naming the field.",
             USER,
             ("200", ref("Poll"), "The poll with its new counts."),
             request="VoteRequest",
@@ -756,8 +772,9 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": {
             **op(
                 "createUpload",
-                "Upload a file: a raw body with its Content-Type, or multipart (field `file`); "
-                "an empty one is refused (400 empty_upload). The stored type is sniffed from the "
+                "Upload a file: a raw body with any Content-Type but multipart (stored as sent), "
+                "or multipart with the one field `file`; an empty one is refused (400 "
+                "empty_upload). The stored type is sniffed from the "
                 "content. Over 100 MB: 413 from the edge.",
                 USER,
                 ("201", ref("Upload"), "Stored."),
@@ -780,9 +797,15 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "file": {"type": "string", "format": "binary", "minLength": 1}
                             },
                             "required": ["file"],
+                            # The file is the one part: any other is refused (400).
+                            "additionalProperties": False,
                         }
                     },
-                    "*/*": {"schema": {"type": "string", "minLength": 1}},
+                    # Any other type is stored as sent, like these two (said in the summary).
+                    # Not declared as */*: a generator then picks any encoding for it, JSON (a
+                    # JSON "" is two bytes, not empty) or multipart around a bare string, and
+                    # the document would promise what the body's bytes cannot show.
+                    "text/plain": {"schema": {"type": "string", "minLength": 1}},
                 },
             },
         }

@@ -18,6 +18,16 @@ from chatsdk.errors import ApiError, bad_request
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+# A reaction: an emoji or a short name ("thumbs_up", ":+1:", "merci", "спасибо"), 1 to 32
+# characters. ASCII is limited to letters, digits and _+-: (never markup, quotes or path syntax);
+# beyond ASCII any character counts except controls, spaces, and the invisible formatting and
+# direction marks that could disguise one name as another (the zero-width joiner U+200D that
+# emoji sequences need stays). The OpenAPI document publishes this same pattern.
+EMOJI_PATTERN = (
+    r"^(?:[A-Za-z0-9_+:-]|[^\x00-\xa0\xad\u1680\u180e\u2000-\u200c\u200e-\u202f"
+    r"\u205f-\u206f\u3000\ufeff])+$"
+)
+EMOJI = re.compile(EMOJI_PATTERN)
 
 
 async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
@@ -227,7 +237,8 @@ def query_int(request: web.Request, name: str, default: int | None, lo: int, hi:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    # 19 digits hold every bound in use (seqs go up to 2**62); the range check does the rest.
+    if not raw.isdigit() or len(raw) > 19:
         raise bad_request(f"Query parameter {name} must be a non-negative integer.")
     value = int(raw)
     if not lo <= value <= hi:
