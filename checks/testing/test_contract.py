@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from schemathesis.engine import Status, events, from_schema
 
 from checks._chat import Tenant, call, created
 from checks.security._actors import PNG_1X1
+from checks.testing._relay import relayed
 from preflight.client import expect
 from preflight.evidence import EvidenceLog
 from preflight.probe.target import ProbeTarget
@@ -102,13 +104,25 @@ class World:
         }
 
 
-def fuzzer(target: ProbeTarget, spec: dict[str, Any], world: World) -> Any:
-    """schemathesis on `spec` against the edge: every check, positive and negative data, every
-    phase; the world's ids in path parameters; Retry-After honoured on 429."""
+def fuzzer(
+    target: ProbeTarget, spec: dict[str, Any], world: World, base_url: str, *, stateful: bool
+) -> Any:
+    """schemathesis on `spec` against the edge at `base_url`: every check, positive and negative
+    data; Retry-After honoured on 429. Either its examples, coverage and fuzzing phases, with the
+    world's ids in path parameters, or (`stateful`) its stateful phase alone, where the ids come
+    from the links it follows (an id the world fixed would override the one a link carries, and
+    a request meant for what the previous step created would reach the world's object instead)."""
     ca_file = target.info.edge.ca_file
+    phases: dict[str, Any] = (
+        {"enabled": False, "stateful": {"enabled": True}}
+        if stateful
+        else {"stateful": {"enabled": False}}
+    )
+    parameters = {} if stateful else {f"path.{name}": value for name, value in world.ids.items()}
     config = schemathesis.Config.from_dict(
         {
-            "base-url": target.edge_url,
+            "phases": phases,
+            "base-url": base_url,
             "tls-verify": str(ca_file) if ca_file else True,
             "request-timeout": REQUEST_TIMEOUT_S,
             "rate-limit": "auto",
@@ -119,40 +133,53 @@ def fuzzer(target: ProbeTarget, spec: dict[str, Any], world: World) -> Any:
                 "max-examples": EXAMPLES_PER_OPERATION,
                 "database": "none",
                 # Garbage credentials in every request would be guesses: the API's throttle of
-                # failed authentication (per address) would lock this machine out of the API
+                # failed authentication (per address) would lock the fuzzer out of the API
                 # for minutes. ignored_auth still sends each operation one missing and one
                 # invalid credential of each kind.
                 "with-security-parameters": False,
             },
             "checks": {"enabled": True},
-            "parameters": {f"path.{name}": value for name, value in world.ids.items()},
+            "parameters": parameters,
         }
     )
     schema = schemathesis.openapi.from_dict(spec, config=config)
 
-    class Credentials:
+    class Client:
+        """What a well-behaved client adds to each request: the credentials, and a fresh
+        Idempotency-Key wherever one is sent. The fuzzer draws keys from a small pool of values
+        and reuses one with another body, which the API rightly refuses (422, as documented);
+        a client that means a new request sends a new key."""
+
         def get(self, case: Any, ctx: Any) -> dict[str, str]:
             return world.headers()
 
         def set(self, case: Any, data: dict[str, str], ctx: Any) -> None:
-            case.headers = {**(case.headers or {}), **data}
+            headers = {**(case.headers or {}), **data}
+            for name in headers:
+                if name.lower() == "idempotency-key":
+                    headers[name] = uuid.uuid4().hex
+            case.headers = headers
 
-    schema.auth(retry_on=[401])(Credentials)
+    schema.auth(retry_on=[401])(Client)
     return schema
 
 
 @dataclass
 class Findings:
-    """What the run found: one line per failed check (deduplicated), and what it covered."""
+    """What the run found: one line per failed check (deduplicated) with what was wrong and the
+    request again as curl, and what the run covered."""
 
-    failures: dict[str, None] = field(default_factory=dict)
+    failures: dict[str, str | None] = field(default_factory=dict)
     checks: Counter[str] = field(default_factory=Counter)
     operations: set[str] = field(default_factory=set)
     scenarios: int = 0
+    stateful_scenarios: int = 0
 
     def record(self, event: events.ScenarioFinished) -> None:
         self.scenarios += 1
-        if event.recorder.label != "Stateful tests":
+        if event.recorder.label == "Stateful tests":
+            self.stateful_scenarios += 1
+        else:
             self.operations.add(event.recorder.label)
         for case_id, nodes in event.recorder.checks.items():
             for node in nodes:
@@ -166,12 +193,16 @@ class Findings:
                         else event.recorder.label
                     )
                     line = f"[{event.phase.value}] {where}: {failure.title} ({node.name})"
-                    self.failures[line] = None
+                    # What was wrong and how to send the request again (curl), for the evidence.
+                    message = failure.message.strip().splitlines()
+                    self.failures[line] = " / ".join(
+                        part
+                        for part in (*message[:3], node.failure_info.code_sample.strip())
+                        if part
+                    )
 
 
-def run(schema: Any) -> tuple[Findings, float]:
-    findings = Findings()
-    started = time.monotonic()
+def run(schema: Any, findings: Findings) -> None:
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             findings.record(event)
@@ -182,7 +213,6 @@ def run(schema: Any) -> tuple[Findings, float]:
         elif isinstance(event, events.EngineFinished):
             for failure in event.failures:
                 findings.failures[f"{failure.operation}: {failure.title}"] = None
-    return findings, time.monotonic() - started
 
 
 @pytest.mark.checklist("TST-API-CONTRACT")
@@ -190,21 +220,34 @@ def test_every_operation_answers_as_documented(target: ProbeTarget, evidence: Ev
     """Undocumented or drifting endpoints break clients after deploy."""
     spec = openapi(target)
     world = World.create(target)
-    findings, elapsed = run(fuzzer(target, spec, world))
+    # From a client address of its own where there is one: the credentials the fuzzer gets
+    # wrong on purpose then count against that address's throttle, not the other probes'.
+    findings = Findings()
+    started = time.monotonic()
+    with relayed(target) as (base_url, source):
+        for stateful in (False, True):
+            run(fuzzer(target, spec, world, base_url, stateful=stateful), findings)
+    elapsed = time.monotonic() - started
+    evidence.note(f"fuzzer's client address: {source or 'the one this machine has'}")
     evidence.figure("operations exercised", len(findings.operations))
     evidence.figure("checks run", sum(findings.checks.values()))
+    evidence.figure("stateful scenarios", findings.stateful_scenarios)
     evidence.figure("run time", round(elapsed, 1), "s")
     evidence.figure("user tokens minted", world.tokens_minted)
     evidence.note("checks: " + ", ".join(f"{n} x{c}" for n, c in sorted(findings.checks.items())))
     failures = list(findings.failures)
     for failure in failures[:50]:
-        evidence.note(failure)
+        detail = findings.failures[failure]
+        evidence.note(f"{failure}: {detail}" if detail else failure)
     documented = sum(
         1 for item in spec["paths"].values() for method in item if method.upper() in METHODS
     )
     assert len(findings.operations) == documented, (
         f"schemathesis must exercise every documented operation ({len(findings.operations)} of "
         f"{documented})"
+    )
+    assert findings.stateful_scenarios > 0, (
+        "schemathesis's stateful phase must run (no scenario followed a link)"
     )
     by_check = Counter(line.rsplit("(", 1)[-1].rstrip(")") for line in failures)
     assert not failures, (
