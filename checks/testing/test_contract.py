@@ -215,7 +215,9 @@ def run(schema: Any, findings: Findings) -> None:
                 findings.failures[f"{failure.operation}: {failure.title}"] = None
 
 
-@pytest.mark.checklist("TST-API-CONTRACT")
+# The whole engine over every operation takes about 100 s on the native target and more than the
+# default 180 s on the containers target of a loaded 2-core machine.
+@pytest.mark.checklist("TST-API-CONTRACT", budget=600)
 def test_every_operation_answers_as_documented(target: ProbeTarget, evidence: EvidenceLog) -> None:
     """Undocumented or drifting endpoints break clients after deploy."""
     spec = openapi(target)
