@@ -23,8 +23,6 @@ EXCEPTIONS: dict[str, str] = {
         (
             "OPS-DB-LOSS",
             "BAK-*",
-            "TST-WEBHOOKS",
-            "TST-API-CONTRACT",
         ),
         IN_PROGRESS,
     ),

@@ -4,16 +4,19 @@
   channel's existence is only confirmed to its members. A member who may see but not change
   gets 403.
 - Kinds: `public` (any member may add members), `private` (only the owner adds), `direct`
-  (exactly two members, fixed at creation). The creator is the owner; only the owner renames or
+  (the caller and one other user, or the caller alone: a channel with yourself; fixed at
+  creation). The creator is the owner; only the owner renames or
   deletes (soft delete); the owner cannot leave (delete the channel instead).
 - Ids named in a body (`member_ids`, `user_ids`) that are not users of the caller's app are
-  invalid input (400 naming the field), the same answer for "unknown" and "other app".
+  well-formed ids of users that do not exist for the caller: 409 `unknown_reference` naming the
+  field, the same answer for "unknown" and "other app" (errors.unknown_reference).
 - `Idempotency-Key` on creation is stored in PostgreSQL with a hash of the body: the same key and
   body replay the first response (201, header `Idempotent-Replayed: true`), the same key with
   another body is 422. The key row is claimed with INSERT ... ON CONFLICT in the creating
   transaction, so a concurrent duplicate waits for the first and then replays it.
 - `unread` counts messages after the caller's read position that others sent and that are not
-  deleted (capped at UNREAD_CAP). Read positions only move forward, never past `last_seq`.
+  deleted (capped at UNREAD_CAP). Read positions only move forward, never past `last_seq`: a seq
+  beyond it marks everything read.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiohttp import web
 
 from chatsdk import db, membership, outbox, ratelimit
 from chatsdk.auth import User, require_user
-from chatsdk.errors import ApiError, bad_request, forbidden, not_found
+from chatsdk.errors import ApiError, bad_request, forbidden, not_found, unknown_reference
 from chatsdk.ids import new_id
 from chatsdk.validation import (
     Field,
@@ -96,7 +99,7 @@ async def require_role(conn: Any, user: User, channel_id: str, *, lock: bool = F
 
 
 async def check_users(conn: Any, app_id: str, field: str, user_ids: list[str]) -> None:
-    """400 naming the first id that is not a live user of the app."""
+    """409 naming the first id that is not a live user of the app."""
     if not user_ids:
         return
     found = {
@@ -109,7 +112,7 @@ async def check_users(conn: Any, app_id: str, field: str, user_ids: list[str]) -
     }
     for i, uid in enumerate(user_ids):
         if uid not in found:
-            raise bad_request(f"Field {field}[{i}] names no user of this app.")
+            raise unknown_reference(f"Field {field}[{i}] names no user of this app.")
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -143,8 +146,8 @@ async def create_channel(request: web.Request) -> web.Response:
     raw = await read_json(request)
     body = validate(raw, CREATE_SPEC)
     others = [u for u in dict.fromkeys(body.get("member_ids", [])) if u != user.user_id]
-    if body["kind"] == "direct" and len(others) != 1:
-        raise bad_request("Field member_ids must name exactly one other user for a direct channel.")
+    if body["kind"] == "direct" and not body.get("member_ids"):
+        raise bad_request("Field member_ids must name the other user (or you) of a direct channel.")
     request_hash = body_hash(request, raw)
     channel_id = new_id("ch")
     async with db.transaction(request) as conn:
@@ -161,6 +164,10 @@ async def create_channel(request: web.Request) -> web.Response:
             if claimed is None:
                 return await replay(conn, user, key, request_hash)
         await check_users(conn, user.app_id, "member_ids", others)
+        if body["kind"] == "direct" and len(others) > 1:
+            raise bad_request(
+                "Field member_ids must name at most one other user for a direct channel."
+            )
         row = await conn.fetchrow(
             "INSERT INTO channels (id, app_id, name, kind, created_by) "
             "VALUES ($1, $2, $3, $4, $5) "
@@ -226,9 +233,8 @@ async def replay(conn: Any, user: User, key: str, request_hash: str) -> web.Resp
 @routes.get("/v1/channels")
 async def list_channels(request: web.Request) -> web.Response:
     user = await require_user(request)
-    after = request.query.get("after", "")
-    if after:
-        after = identifier()("after", after)
+    raw_after = request.query.get("after")  # present but empty is not an id either: 400
+    after = identifier()("after", raw_after) if raw_after is not None else ""
     limit = _query_limit(request)
     rows = await db.pool(request).fetch(
         "SELECT c.*, m.role, m.last_read_seq, "
@@ -428,11 +434,8 @@ async def mark_read(request: web.Request) -> web.Response:
     seq = body["seq"]
     async with db.transaction(request) as conn:
         current = await require_role(conn, user, channel_id, lock=True)
-        if seq > current["last_seq"]:
-            raise bad_request(
-                f"Field seq must be at most the channel's last_seq ({current['last_seq']})."
-            )
-        position = max(seq, current["last_read_seq"])
+        # Past the end means "everything": the position stops at last_seq.
+        position = max(min(seq, current["last_seq"]), current["last_read_seq"])
         if position != current["last_read_seq"]:
             await conn.execute(
                 "UPDATE channel_members SET last_read_seq = $3 "

@@ -54,6 +54,15 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"No {what} with this id is visible to you.")
 
 
+def unknown_reference(message: str) -> ApiError:
+    """409 for a well-formed id in a body that names nothing the caller may reference (a user
+    of another app, a message of another channel, an option of another poll). The body's shape
+    is right, so not 400; the request's own resource exists, so not 404 (which says the URI
+    names nothing); what the id names is missing from the current state: 409. One answer for
+    "does not exist" and "not yours"."""
+    return ApiError(409, "unknown_reference", message)
+
+
 def forbidden(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
 

@@ -18,6 +18,11 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
   every command waits until the client gives up.
 - `status_always_up`: GET /v1/status reports every component up whatever it sees: a status page
   that lies during an incident.
+- `unsigned_webhooks`: webhook deliveries go out without X-ChatSDK-Signature, so a receiver
+  cannot tell them from forged ones (TST-WEBHOOKS' defect).
+- `lenient_bodies`: JSON bodies keep fields their spec does not know instead of refusing them
+  (400 unknown_field), so the API accepts what its OpenAPI document forbids (TST-API-CONTRACT's
+  defect).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ NO_WS_FRAME_LIMIT = "no_ws_frame_limit"
 UNBOUNDED_DB_WAITS = "unbounded_db_waits"
 UNBOUNDED_REDIS_WAITS = "unbounded_redis_waits"
 STATUS_ALWAYS_UP = "status_always_up"
+UNSIGNED_WEBHOOKS = "unsigned_webhooks"
+LENIENT_BODIES = "lenient_bodies"
 KNOWN = frozenset(
     {
         EXIT_ON_SIGTERM,
@@ -47,6 +54,8 @@ KNOWN = frozenset(
         UNBOUNDED_DB_WAITS,
         UNBOUNDED_REDIS_WAITS,
         STATUS_ALWAYS_UP,
+        UNSIGNED_WEBHOOKS,
+        LENIENT_BODIES,
     }
 )
 ACK_BEFORE_COMMIT_DELAY_S = 0.5

@@ -17,9 +17,10 @@ edits and tombstones.
   another, gets 404 and no data. Only the author edits; the author or the channel owner deletes.
 - Tombstones keep their seq and place in history with `text: null, deleted: true`; their
   attachments and reactions are removed. Tombstoned or poll messages cannot be edited (409).
-- Body references (`parent_id`, `upload_ids`) that are not visible to the sender are invalid input
-  (400 naming the field). Threads are one level deep: a reply's parent is a top-level message of
-  the same channel. Replies are also part of the channel's history (they have seqs).
+- Body references (`parent_id`, `upload_ids`) that name nothing visible to the sender are 409
+  `unknown_reference` naming the field (errors.unknown_reference). Threads are one level deep:
+  a reply's parent is a top-level message of the same channel (a reply as parent: 400). Replies
+  are also part of the channel's history (they have seqs).
 - History pages by seq through the (channel_id, seq) index, never OFFSET. `after_seq` pages
   forward from after_seq + 1; `before_seq` returns the `limit` messages just before it; neither
   returns the latest page. Pages are always in ascending seq; `has_more` says whether more exist
@@ -33,7 +34,6 @@ import contextlib
 import datetime
 import json
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +43,11 @@ from aiohttp import web
 
 from chatsdk import db, faults, membership, outbox, ratelimit
 from chatsdk.auth import User, require_user
-from chatsdk.errors import ApiError, bad_request, forbidden, not_found
+from chatsdk.errors import ApiError, bad_request, forbidden, not_found, unknown_reference
 from chatsdk.ids import new_id
 from chatsdk.keys import METRICS
 from chatsdk.validation import (
+    EMOJI,
     Field,
     identifier,
     list_of,
@@ -295,13 +296,16 @@ def new_message_event(
 async def check_references(
     conn: Any, user: User, channel_id: str, parent_id: str | None, upload_ids: list[str]
 ) -> None:
-    """400 unless the parent and the uploads are the sender's to reference. Checked before the
+    """409 unless the parent and the uploads are the sender's to reference (400 for a parent
+    that is itself a reply). Checked before the
     send, as before it was one statement: neither can change in a way the check misses (a
     message's channel and parent never change; uploads and messages are soft-deleted, and a
     hard delete fails the statement's foreign keys)."""
     if parent_id is not None:
         parent = await message_in_channel(conn, user, channel_id, parent_id)
-        if parent is None or parent["parent_id"] is not None:
+        if parent is None:
+            raise unknown_reference("Field parent_id names no message of this channel.")
+        if parent["parent_id"] is not None:
             raise bad_request("Field parent_id must name a top-level message of this channel.")
     if upload_ids:
         owned = await conn.fetchval(
@@ -312,7 +316,7 @@ async def check_references(
             upload_ids,
         )
         if owned != len(upload_ids):
-            raise bad_request("Field upload_ids must name uploads of the sender.")
+            raise unknown_reference("Field upload_ids must name uploads of the sender.")
 
 
 async def _existing_json(conn: Any, message_id: str) -> dict[str, Any]:
@@ -531,24 +535,12 @@ async def delete_message(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-# A reaction is an emoji (symbols, marks, joiners and variation selectors) or a short name such
-# as "thumbs_up" or ":+1:"; never markup, quotes or path syntax.
-EMOJI_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-:")
-EMOJI_JOINERS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
-
-
-def _emoji_char(ch: str) -> bool:
-    if ch.isascii():
-        return ch in EMOJI_ASCII
-    return ch in EMOJI_JOINERS or unicodedata.category(ch) in ("So", "Sk", "Sm", "Mn", "Me")
-
-
 def emoji_of(request: web.Request) -> str:
     value = str(request.match_info["emoji"])
-    if not 1 <= len(value) <= 32 or not all(_emoji_char(ch) for ch in value):
+    if not 1 <= len(value) <= 32 or not EMOJI.fullmatch(value):
         raise bad_request(
-            "Path parameter emoji must be an emoji or a short name of letters, digits and _+-: "
-            "(1 to 32 characters)."
+            "Path parameter emoji must be an emoji or a short name (letters and digits of any "
+            "script, _+-:), 1 to 32 characters, without spaces, controls or invisible marks."
         )
     return value
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from chatsdk import db, membership, outbox, ratelimit
 from chatsdk.auth import User, require_user
-from chatsdk.errors import ApiError, bad_request, not_found
+from chatsdk.errors import ApiError, bad_request, not_found, unknown_reference
 from chatsdk.ids import new_id
 from chatsdk.messages import Extras, append_message, message_json
 from chatsdk.validation import Field, boolean, identifier, list_of, path_id, read_body, string
@@ -149,15 +149,15 @@ async def vote(request: web.Request) -> web.Response:
         poll = await visible_poll(request, conn, user, poll_id)
         if poll["deleted_at"] is not None:
             raise ApiError(409, "poll_closed", "This poll's message was deleted; it is closed.")
-        if not poll["multiple"] and len(option_ids) != 1:
-            raise bad_request("Field option_ids must name exactly one option of this poll.")
         known = await conn.fetchval(
             "SELECT count(*) FROM poll_options WHERE poll_id = $1 AND id = ANY($2::text[])",
             poll_id,
             option_ids,
         )
         if known != len(option_ids):
-            raise bad_request("Field option_ids must name options of this poll.")
+            raise unknown_reference("Field option_ids must name options of this poll.")
+        if not poll["multiple"] and len(option_ids) != 1:
+            raise bad_request("Field option_ids must name exactly one option of this poll.")
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             f"vote:{poll_id}:{user.user_id}",

@@ -38,7 +38,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from chatsdk import db, outbox
+from chatsdk import db, faults, outbox
 from chatsdk.auth import require_app
 from chatsdk.background import stop_task
 from chatsdk.errors import ApiError, bad_request, not_found
@@ -272,6 +272,8 @@ async def _post(session: aiohttp.ClientSession, delivery: Any) -> tuple[int | No
         "X-ChatSDK-Timestamp": str(int(time.time())),
         "X-ChatSDK-Delivery-Attempt": str(delivery["attempts"] + 1),
     }
+    if faults.injected(faults.UNSIGNED_WEBHOOKS):  # test-only (chatsdk/faults.py)
+        del headers[SIGNATURE_HEADER]
     try:
         async with session.post(
             delivery["url"],

@@ -69,11 +69,16 @@ def test_channel_list_pages_by_id(app: AppCtx) -> None:
     assert rest["has_more"] is False
 
 
-def test_direct_channels_have_exactly_two_members(app: AppCtx) -> None:
+def test_direct_channels_have_two_members_or_only_the_caller(app: AppCtx) -> None:
     a, b, c = app.user(), app.user(), app.user()
     ch = create(a, "direct", b)
     assert sorted(ch["member_ids"]) == sorted([a.user_id, b.user_id])
-    for members in ([], [b.user_id, c.user_id], [a.user_id]):
+    alone = a.client.post(
+        "/v1/channels", {"name": "me", "kind": "direct", "member_ids": [a.user_id]}
+    )
+    assert alone.status == 201, f"a direct channel with yourself must be created (got {alone})"
+    assert alone.json()["member_ids"] == [a.user_id]
+    for members in ([], [b.user_id, c.user_id]):
         resp = a.client.post(
             "/v1/channels", {"name": "dm", "kind": "direct", "member_ids": members}
         )
@@ -108,7 +113,8 @@ def test_members_must_be_users_of_the_same_app(app: AppCtx, other_app: AppCtx) -
     for member_ids in ([stranger.user_id], ["nobody-here"]):
         body = {"name": "x", "kind": "private", "member_ids": member_ids}
         resp = owner.client.post("/v1/channels", body)
-        assert resp.status == 400
+        assert resp.status == 409
+        assert resp.json()["error"]["code"] == "unknown_reference"
         assert "member_ids[0]" in resp.json()["error"]["message"]
     assert my_channel_ids(owner) == []
     assert my_channel_ids(stranger) == []
@@ -279,7 +285,7 @@ def test_users_of_other_apps_cannot_be_added(world: dict[str, Any]) -> None:
     stranger: UserCtx = world["stranger"]
     cid = world["channel_id"]
     resp = owner.client.post(f"/v1/channels/{cid}/members", {"user_ids": [stranger.user_id]})
-    assert resp.status == 400
+    assert resp.status == 409
     assert stranger.client.get(f"/v1/channels/{cid}").status == 404
     assert cid not in my_channel_ids(stranger)
 
@@ -331,11 +337,12 @@ def test_read_state_and_unread_counts(app: AppCtx) -> None:
     # Never backwards.
     state = expect(reader.client.post(f"/v1/channels/{cid}/read", {"seq": 1}), 200)
     assert state["last_read_seq"] == 3
-    # Never past the end.
-    assert reader.client.post(f"/v1/channels/{cid}/read", {"seq": 5}).status == 400
     assert reader.client.post(f"/v1/channels/{cid}/read", {"seq": -1}).status == 400
     assert reader.client.post(f"/v1/channels/{cid}/read", {"seq": "3"}).status == 400
     assert expect(reader.client.get(f"/v1/channels/{cid}"), 200)["unread"] == 1
+    # Never past the end: a seq beyond it marks everything read and stops at last_seq.
+    state = expect(reader.client.post(f"/v1/channels/{cid}/read", {"seq": 5}), 200)
+    assert (state["last_read_seq"], state["unread"]) == (4, 0)
     # The writer's own read state is separate.
     assert expect(writer.client.get(f"/v1/channels/{cid}"), 200)["unread"] == 1
 

@@ -105,8 +105,8 @@ def test_repeating_a_client_msg_id_returns_the_original(app: AppCtx) -> None:
         ({"text": "x", "seq": 99}, 400),  # unknown field: the server owns seq
         ({"text": "x", "user_id": "someone"}, 400),
         ({"text": "x", "client_msg_id": "has space"}, 400),
-        ({"text": "x", "parent_id": "msg_doesnotexist"}, 400),
-        ({"text": "x", "upload_ids": ["up_doesnotexist"]}, 400),
+        ({"text": "x", "parent_id": "msg_doesnotexist"}, 409),
+        ({"text": "x", "upload_ids": ["up_doesnotexist"]}, 409),
     ],
 )
 def test_invalid_sends_are_refused(app: AppCtx, body: dict[str, Any], status: int) -> None:
@@ -204,7 +204,7 @@ def test_replies_form_a_thread(app: AppCtx) -> None:
     resp = owner.client.post(
         f"/v1/channels/{elsewhere}/messages", {"text": "x", "parent_id": root["message_id"]}
     )
-    assert resp.status == 400
+    assert resp.status == 409, "a parent in another channel names nothing this channel has"
 
 
 # --- attachments ------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_only_the_senders_own_uploads_can_be_attached(app: AppCtx, info: TargetI
     assert msg["upload_ids"] == [mine]
     assert history(member, cid)["messages"][0]["upload_ids"] == [mine]
     resp = owner.client.post(f"/v1/channels/{cid}/messages", {"text": "x", "upload_ids": [theirs]})
-    assert resp.status == 400
+    assert resp.status == 409
     # Deleting the message detaches the upload.
     assert owner.client.delete(f"/v1/channels/{cid}/messages/{msg['message_id']}").status == 204
     assert history(member, cid)["messages"][0]["upload_ids"] == []

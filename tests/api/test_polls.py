@@ -138,8 +138,8 @@ def test_options_of_another_poll_are_refused(app: AppCtx) -> None:
     cid = create_channel(owner)
     first, second = create_poll(owner, cid), create_poll(owner, cid)
     foreign = second["options"][0]["option_id"]
-    assert vote(owner, first["poll_id"], foreign).status == 400
-    assert vote(owner, first["poll_id"], "opt_nope").status == 400
+    assert vote(owner, first["poll_id"], foreign).status == 409
+    assert vote(owner, first["poll_id"], "opt_nope").status == 409
     assert sum(counts(expect(owner.client.get(f"/v1/polls/{first['poll_id']}"), 200))) == 0
 
 

@@ -231,7 +231,7 @@ def test_a_member_cannot_attach_someone_elses_upload(app: AppCtx) -> None:
     channel_id = make_channel(thief)
     body = {"text": "mine now", "upload_ids": [created["upload_id"]]}
     resp = thief.client.post(f"/v1/channels/{channel_id}/messages", body)
-    assert resp.status == 400, f"attaching another user's upload must fail (got {resp})"
+    assert resp.status == 409, f"attaching another user's upload must fail (got {resp})"
     assert thief.client.get(f"/v1/uploads/{created['upload_id']}").status == 404
 
 

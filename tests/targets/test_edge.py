@@ -556,6 +556,21 @@ def test_paths_outside_the_api_are_not_proxied(edge: Edge, upstream: Upstream) -
     assert upstream.hits["/etc/passwd"] == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [("/v1/channels/c1/messages?limit=1", "GET, HEAD, POST"), ("/v1/tokens", "POST")],
+)
+def test_trace_is_a_json_405_naming_the_allowed_methods(
+    edge: Edge, upstream: Upstream, path: str, allow: str
+) -> None:
+    before = sum(upstream.hits.values())
+    reply = https(edge, "TRACE", path)
+    assert_json_error(reply, 405, "method_not_allowed")
+    assert_security_headers(reply)
+    assert reply.get_all("Allow") == [allow]
+    assert sum(upstream.hits.values()) == before
+
+
 # --- limits ------------------------------------------------------------------------------------
 
 
