@@ -14,6 +14,8 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
   no TCP_USER_TIMEOUT): across a network partition a statement waits until the client gives up.
 - `unbounded_redis_waits`: the Redis client has no socket timeouts: across a network partition
   every command waits until the client gives up.
+- `ready_without_database`: readiness does not check PostgreSQL, so a worker that lost its
+  database stays ready and keeps taking requests it can only fail (OPS-DB-LOSS's defect).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ACK_BEFORE_COMMIT = "ack_before_commit"
 NO_RATE_LIMITS = "no_rate_limits"
 UNBOUNDED_DB_WAITS = "unbounded_db_waits"
 UNBOUNDED_REDIS_WAITS = "unbounded_redis_waits"
+READY_WITHOUT_DATABASE = "ready_without_database"
 KNOWN = frozenset(
     {
         EXIT_ON_SIGTERM,
@@ -39,6 +42,7 @@ KNOWN = frozenset(
         NO_RATE_LIMITS,
         UNBOUNDED_DB_WAITS,
         UNBOUNDED_REDIS_WAITS,
+        READY_WITHOUT_DATABASE,
     }
 )
 ACK_BEFORE_COMMIT_DELAY_S = 0.5
