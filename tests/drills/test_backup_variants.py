@@ -9,7 +9,8 @@ two ways, one run each: a pg_dump that leaves out the reactions' rows, copying f
 upload store and pruning after 7 days; and a pg_dump whose dump is cut short (nothing restores).
 A target of its own has a backup schedule that stops after its first run, another API workers
 whose readiness ignores PostgreSQL (CHATSDK_FAULTS=ready_without_database), which the database
-loss drill (OPS-DB-LOSS, checks/drills/test_faults.py) must see."""
+loss drill (OPS-DB-LOSS, checks/drills/test_faults.py) must see. Last, the backup job itself
+under the deployments' session limits: a dump longer than the idle-in-transaction timeout."""
 
 from __future__ import annotations
 
@@ -231,3 +232,22 @@ def test_readiness_that_ignores_the_database_fails_the_database_loss_drill() -> 
     outcome, reason = decided["OPS-DB-LOSS"]
     assert outcome is Outcome.FAIL, reason
     assert "readiness must fail within 10 s of PostgreSQL's fast restart (it stayed 200)" in reason
+
+
+SLOW_DUMP = '#!/bin/sh\nsleep 4\nexec {real} "$@"\n'
+
+
+def test_a_dump_longer_than_the_idle_transaction_timeout_still_backs_up(tmp_path: Path) -> None:
+    """The shipped deployments end sessions idle in a transaction after 60 s (compose,
+    Kubernetes); the job's transaction that exports pg_dump's snapshot waits idle while the dump
+    runs. Here the timeout is 2 s and the dump takes 4 s more: the backup must still succeed."""
+    with native(
+        workers=1,
+        backups=True,
+        test=NativeTestOptions(postgres_settings=["idle_in_transaction_session_timeout=2s"]),
+    ) as info:
+        slow = with_backup_job(
+            info, CHATSDK_BACKUP_PG_BIN=str(pg_bin_with(tmp_path, "slow", SLOW_DUMP))
+        )
+        result = slow.drills.jobs["backup"].run(timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-1000:]

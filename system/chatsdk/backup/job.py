@@ -198,6 +198,12 @@ async def snapshot_and_dump(settings: BackupSettings, dump: Path) -> dict[str, A
     conn = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_S)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            # This transaction waits idle while pg_dump runs, and the figures read every
+            # message: the deployments' session limits (idle_in_transaction_session_timeout
+            # 60 s, statement_timeout 30 s) would end it under a dump of any size.
+            await conn.execute(
+                "SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = 0"
+            )
             snapshot, snapshot_at, server = await conn.fetchrow(
                 "SELECT pg_export_snapshot(), now(), current_setting('server_version')"
             )
