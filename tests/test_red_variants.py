@@ -15,17 +15,9 @@ from preflight.redvariants import MarkerError, RedVariant, red_variants, scan
 
 REPO = Path(__file__).resolve().parents[1]
 SEVERITIES = ("critical", "high")
-IN_PROGRESS = "red variant in progress"
 
 # Item id (or a pattern of ids) -> why it has no red variant. The only list of exceptions.
 EXCEPTIONS: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "OPS-DB-LOSS",
-            "BAK-*",
-        ),
-        IN_PROGRESS,
-    ),
     "INF-RES-MEM": (
         "the probe reads the host kernel's MemTotal, which no target option or cgroup limit "
         "lowers: only a machine with less than 8 GB turns it red"
@@ -61,11 +53,10 @@ def test_every_critical_and_high_probe_item_has_a_red_variant_or_an_exception() 
     )
 
 
-def test_no_critical_item_is_excepted_for_good() -> None:
-    """Only the items whose red variants are being written may stay excepted while critical."""
+def test_no_critical_item_is_excepted() -> None:
     critical = probe_items(("critical",))
-    lasting = sorted(i for i in critical if excepted(i) not in (None, IN_PROGRESS))
-    assert not lasting, f"critical items must have a red variant: {lasting}"
+    excused = sorted(i for i in critical if excepted(i) is not None)
+    assert not excused, f"critical items must have a red variant: {excused}"
 
 
 def test_every_exception_is_still_needed_and_names_real_items() -> None:
@@ -75,9 +66,8 @@ def test_every_exception_is_still_needed_and_names_real_items() -> None:
         assert why.strip(), f"the exception of {key} gives no reason"
         matched = fnmatch.filter(items, key)
         assert matched, f"the exception {key} names no critical or high probe item"
-        if why != IN_PROGRESS:
-            stale = [i for i in matched if i in shown]
-            assert not stale, f"{stale} have a red variant now: remove their exception"
+        stale = [i for i in matched if i in shown]
+        assert not stale, f"{stale} have a red variant now: remove their exception"
 
 
 def test_every_marker_names_known_items(variants: list[RedVariant]) -> None:

@@ -1,8 +1,9 @@
 """What the backup and data-lifecycle drills share: a conversation with everything a user can
 leave behind (profile, messages, reactions, votes, an upload), the backup repository's catalogue
-(chatsdk.backup's catalogue.json), and the restore drill: back up, declare an incident, restore
-the newest backup into a new system (its own PostgreSQL, upload store, Redis, API and edge) and
-look at what that system serves through its edge."""
+(chatsdk.backup's catalogue.json), and the restore drill: load a data set of a real size
+(_dataset.py), back up, declare an incident, restore the newest backup into a new system (its own
+PostgreSQL, upload store, Redis, API and edge) and look at what that system serves through its
+edge."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +26,8 @@ from urllib.parse import quote
 import asyncpg
 
 from checks._chat import Actor, Tenant, call, created, send
+from checks.drills import _dataset
+from checks.drills._dataset import DataSet
 from preflight.client import ChatClient, expect
 from preflight.errors import PreflightError
 from preflight.probe.target import ProbeTarget
@@ -47,6 +51,9 @@ TIMEOUT_S = 10.0
 # job compares them before any worker starts.
 LIVE_TABLES = frozenset({"outbox", "webhook_deliveries"})
 JOB_TIMEOUT_S = 600.0
+# How much later than its interval a scheduled run may start and be listed (besides twice the
+# longest run yet): the scheduler waits out its interval start to start.
+SCHEDULE_GRACE_S = 30.0
 
 
 # -- a conversation ------------------------------------------------------------------------------
@@ -180,6 +187,24 @@ def successful(catalogue: dict[str, Any], trigger: str | None = None) -> list[di
     return sorted(found, key=lambda b: parse_time(str(b["finished_at"])))
 
 
+def scheduled_runs(catalogue: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run of the schedule, failed ones too, oldest first."""
+    runs = [b for b in catalogue.get("backups", []) if b.get("trigger") == "schedule"]
+    return sorted(runs, key=lambda b: parse_time(str(b["started_at"])))
+
+
+def run_gaps(runs: list[dict[str, Any]]) -> list[float]:
+    """Seconds between the starts of consecutive scheduled runs."""
+    starts = [parse_time(str(r["started_at"])) for r in runs]
+    return [(b - a).total_seconds() for a, b in pairwise(starts)]
+
+
+def schedule_grace_s(runs: list[dict[str, Any]]) -> float:
+    """How late a run may be listed: a fixed grace plus twice the longest run yet (the run due
+    is listed once it finishes, and a failed run is retried sooner, never later)."""
+    return SCHEDULE_GRACE_S + 2 * max(float(r.get("duration_s", 0)) for r in runs)
+
+
 @contextmanager
 def locked(repository: Path) -> Iterator[None]:
     """The repository's writer lock (chatsdk.backup takes the same one)."""
@@ -239,6 +264,18 @@ def sha256_file(path: Path) -> str:
 
 
 # -- what a database holds -----------------------------------------------------------------------
+
+
+async def _database_size(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn, timeout=TIMEOUT_S)
+    try:
+        return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await conn.close()
+
+
+def database_size(dsn: str) -> int:
+    return asyncio.run(_database_size(dsn))
 
 
 async def _figures(dsn: str) -> dict[str, Any]:
@@ -315,6 +352,9 @@ class RestoreDrill:
     serve_error: str = ""
     rto_s: float | None = None
     started_in_s: float | None = None
+    dataset: DataSet | None = None  # loaded into the target before the backup
+    restored_database_bytes: int | None = None  # pg_database_size of the restored database
+    measured_s: float = 0.0  # the drill's own reading of the restored database, not in the RTO
 
     @property
     def restored_ok(self) -> bool:
@@ -347,19 +387,33 @@ def _serve(restored: ProbeTarget, drill: RestoreDrill, t0: float) -> None:
 def restore_drill(
     target: ProbeTarget, log: Callable[[str], None] = lambda _m: None
 ) -> RestoreDrill:
-    """Back up a fresh conversation, write once more, declare the incident, restore the newest
-    backup into a new system and read the conversation back through its edge. Never
-    raises for what the system did wrong: the probes judge the result."""
-    repository = target.backup_dir
+    """Back up a fresh conversation and a data set of a real size, write once more, declare the
+    incident, restore the newest backup into a new system and read the conversation back
+    through its edge; then remove the data set. Never raises for what the system did wrong: the
+    probes judge the result."""
     target.job("backup")  # skips before anything is written when the target has no such job
     drill = RestoreDrill(converse(target, "restore"))
+    conv = drill.conversation
+    bulk = conv.tenant.channel(conv.owner)
+    try:
+        drill.dataset = _dataset.load(target.pg_dsn, conv.tenant.app_id, bulk, conv.owner.user_id)
+        _back_up_and_restore(target, drill, log)
+    finally:
+        _dataset.remove(target.pg_dsn, bulk)
+    return drill
+
+
+def _back_up_and_restore(
+    target: ProbeTarget, drill: RestoreDrill, log: Callable[[str], None]
+) -> None:
+    repository = target.backup_dir
     drill.backup, drill.backup_error = run_backup(target)
     conv = drill.conversation
     drill.lost_text = f"written after the backup {secrets.token_hex(4)}"
     send(conv.owner, conv.channel_id, drill.lost_text)
     drill.incident_at = datetime.now(UTC)
     if drill.backup is None:
-        return drill
+        return
     # The new system is built like the target under test where it can build one (a new
     # deployment of the same kind); else a native one on this machine, next to it.
     rebuild = target.info.backups.restore
@@ -374,12 +428,17 @@ def restore_drill(
             restored = ProbeTarget(info)
             try:
                 # Before anything is asked of it (a token minted writes a row).
+                t = time.monotonic()
                 drill.restored = figures(restored.pg_dsn)
+                drill.restored_database_bytes = database_size(restored.pg_dsn)
                 if info.stores.upload_dir is not None:
                     drill.restored_files = store_files(info.stores.upload_dir)
+                drill.measured_s = time.monotonic() - t
                 try:
                     _serve(restored, drill, t0)
-                    drill.rto_s = drill.served.ready_after_s
+                    served_s = drill.served.ready_after_s
+                    if served_s is not None:
+                        drill.rto_s = served_s - drill.measured_s
                 except (AssertionError, RuntimeError, OSError, ValueError, KeyError) as exc:
                     drill.serve_error = str(exc).splitlines()[0][:500]
             finally:
@@ -387,4 +446,3 @@ def restore_drill(
     except PreflightError as exc:
         drill.restore_error = str(exc)[:1000]
     drill.report = dict(system.restore_report or {})
-    return drill

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from checks.drills import _dataset
 from checks.drills._backup import (
     DAILY_MAX_AGE_S,
     DAY_S,
@@ -30,6 +31,9 @@ from checks.drills._backup import (
     read_catalogue,
     restore_drill,
     run_backup,
+    run_gaps,
+    schedule_grace_s,
+    scheduled_runs,
     sha256_file,
     successful,
     write_catalogue,
@@ -45,6 +49,7 @@ from preflight.probe.target import ProbeTarget
 pytestmark = pytest.mark.budget(1800)
 
 BACKUP_GAUGE = "chatsdk_backup_last_success_timestamp_seconds"
+MB = 1e6
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +156,7 @@ def test_a_scheduled_backup_job_has_produced_a_restorable_backup(
 
 
 @pytest.mark.checklist("BAK-DB-DAILY")
-def test_the_newest_scheduled_backup_is_less_than_25_hours_old(
+def test_the_schedule_runs_daily_and_its_last_run_succeeded_within_25_hours(
     target: ProbeTarget, evidence: EvidenceLog
 ) -> None:
     """A silently failing backup job is only discovered when a restore is needed."""
@@ -161,13 +166,40 @@ def test_the_newest_scheduled_backup_is_less_than_25_hours_old(
         f"the backups of {target.backup_dir} must be scheduled at least daily (got every "
         f"{every / 3600:.1f} h)"
     )
-    newest = scheduled_backups(target, evidence)[-1]
-    age = age_s(newest)
-    evidence.figure("age of the newest scheduled backup", age / 3600, "h")
-    backup_figures(evidence, newest)
+    runs = scheduled_runs(read_catalogue(target.backup_dir))
+    assert runs, f"the backup repository {target.backup_dir} must list a scheduled run (got none)"
+    last = runs[-1]
+    evidence.figure("scheduled runs observed", len(runs))
+    gaps = run_gaps(runs)
+    if gaps:
+        evidence.figure("longest gap between scheduled runs' starts", max(gaps), "s")
+    late = [g for g in gaps if g > every + schedule_grace_s(runs)]
+    assert not late, (
+        f"the schedule must start a run every {every:g} s (got gaps of "
+        f"{', '.join(f'{g:.0f} s' for g in late)} between runs)"
+    )
+    assert last.get("status") == "ok", (
+        f"the last scheduled run {last['id']} must have succeeded (got {last.get('status')}: "
+        f"{last.get('error')})"
+    )
+    age = age_s(last)
+    evidence.figure("age of the last scheduled run", age / 3600, "h")
+    backup_figures(evidence, last)
     assert age < DAILY_MAX_AGE_S, (
-        f"the newest scheduled backup {newest['id']} must be less than 25 h old (got "
-        f"{age / 3600:.1f} h, finished {newest['finished_at']})"
+        f"the last scheduled backup {last['id']} must be less than 25 h old (got "
+        f"{age / 3600:.1f} h, finished {last['finished_at']})"
+    )
+    # The run after the last is due one interval after the last started; one in progress is
+    # listed once it finishes. Past that (and a grace), the schedule has stopped firing.
+    overdue = age_s(last, "started_at") - every - schedule_grace_s(runs)
+    evidence.note(
+        f"{len(runs)} scheduled run(s) listed, the last {last['id']} started "
+        f"{last['started_at']}; the next is due {every:g} s after it"
+        + ("" if len(runs) > 1 else " (only the run at the schedule's start is observed yet)")
+    )
+    assert overdue <= 0, (
+        f"the schedule must have started the run due {every:g} s after {last['id']} (got none "
+        f"listed {overdue + schedule_grace_s(runs):.0f} s past that: the schedule stopped firing)"
     )
 
 
@@ -337,18 +369,52 @@ def test_a_full_restore_completes_within_the_rto(
     evidence: EvidenceLog, drill: RestoreDrill
 ) -> None:
     """An RTO that was never measured is a wish."""
-    require_restore(drill)
+    backup = require_restore(drill)
+    data = drill.dataset
+    assert data is not None
+    evidence.figure("data set: messages loaded", data.messages)
+    evidence.figure("data set: message text", data.text_bytes / MB, "MB")
+    evidence.figure("data set: database growth", data.database_growth_bytes / MB, "MB")
+    evidence.figure("data set: load (COPY)", round(data.load_s, 1), "s")
+    backup_figures(evidence, backup)
     for step, seconds in sorted(drill.report.get("steps", {}).items()):
         evidence.figure(f"restore step {step}", float(seconds), "s")
+    restored_messages = int(drill.restored.get("rows", {}).get("messages", 0))
+    restored_bytes = drill.restored_database_bytes or 0
+    restore_s = float(drill.report.get("duration_s", 0))
+    evidence.figure("messages restored", restored_messages)
+    evidence.figure("database restored", restored_bytes / MB, "MB")
+    evidence.figure("restore job (check, pg_restore, verify)", restore_s, "s")
+    pg_restore_s = float(drill.report.get("steps", {}).get("pg_restore_s", 0))
+    if pg_restore_s > 0:
+        evidence.figure(
+            "pg_restore throughput", round(restored_bytes / MB / pg_restore_s, 1), "MB/s"
+        )
+    if restore_s > 0:
+        evidence.figure("restore throughput", round(restored_bytes / MB / restore_s, 1), "MB/s")
+        evidence.figure(
+            "restore throughput (messages)", round(restored_messages / restore_s), "rows/s"
+        )
     evidence.figure("RTO objective", RTO_OBJECTIVE_S / 60, "min")
+    carried = restored_messages >= data.messages and data.text_bytes >= _dataset.TEXT_BYTES
+    assert carried, (
+        f"the restore must carry the data set of {data.messages} messages and "
+        f"{_dataset.TEXT_BYTES / MB:.0f} MB of text (got {restored_messages} messages restored, "
+        f"{data.text_bytes / MB:.0f} MB loaded)"
+    )
     assert drill.rto_s is not None, (
         f"the restored system must serve the restored data through its edge (got "
         f"{drill.serve_error or 'nothing served'})"
     )
-    evidence.figure("RTO (restore start to data served through the edge)", drill.rto_s, "s")
+    evidence.figure(
+        "RTO (restore start to data served through the edge)", round(drill.rto_s, 1), "s"
+    )
     evidence.note(
-        "restore = a new PostgreSQL (initdb), pg_restore of the newest dump, the upload store "
-        "copied back, Redis, API worker and edge started, first page of messages served"
+        f"restore = a new PostgreSQL (initdb), pg_restore of the newest dump "
+        f"({restored_messages} messages, {restored_bytes / MB:.0f} MB restored), the restore "
+        "job's check of rows and the message digest, the upload store copied back, Redis, API "
+        "worker and edge started, first page of messages served (the drill's own reading of the "
+        f"restored database, {drill.measured_s:.1f} s, left out)"
     )
     assert drill.rto_s < RTO_OBJECTIVE_S, (
         f"a full restore must complete within {RTO_OBJECTIVE_S / 60:g} min (got "

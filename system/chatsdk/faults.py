@@ -23,6 +23,8 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
 - `lenient_bodies`: JSON bodies keep fields their spec does not know instead of refusing them
   (400 unknown_field), so the API accepts what its OpenAPI document forbids (TST-API-CONTRACT's
   defect).
+- `ready_without_database`: readiness does not check PostgreSQL, so a worker that lost its
+  database stays ready and keeps taking requests it can only fail (OPS-DB-LOSS's defect).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ UNBOUNDED_REDIS_WAITS = "unbounded_redis_waits"
 STATUS_ALWAYS_UP = "status_always_up"
 UNSIGNED_WEBHOOKS = "unsigned_webhooks"
 LENIENT_BODIES = "lenient_bodies"
+READY_WITHOUT_DATABASE = "ready_without_database"
 KNOWN = frozenset(
     {
         EXIT_ON_SIGTERM,
@@ -56,6 +59,7 @@ KNOWN = frozenset(
         STATUS_ALWAYS_UP,
         UNSIGNED_WEBHOOKS,
         LENIENT_BODIES,
+        READY_WITHOUT_DATABASE,
     }
 )
 ACK_BEFORE_COMMIT_DELAY_S = 0.5

@@ -1,12 +1,16 @@
 """The backup, restore and data-lifecycle drills against a deliberately broken bundled system:
 each seeded defect turns its items red, and the reason names it.
 
-One target carries every defect whose items do not overlap: backups scheduled every two days,
+One target carries every defect whose items do not overlap: backups scheduled weekly,
 messages kept for ever, an erasure that a trigger quietly undoes (the messages keep their text),
 an export that cannot see reactions (a row-level security policy hides them from read-only
 transactions, which is how the export reads). The backup job the drills run is then broken in
 two ways, one run each: a pg_dump that leaves out the reactions' rows, copying from an empty
-upload store and pruning after 7 days; and a pg_dump whose dump is cut short (nothing restores)."""
+upload store and pruning after 7 days; and a pg_dump whose dump is cut short (nothing restores).
+A target of its own has a backup schedule that stops after its first run, another API workers
+whose readiness ignores PostgreSQL (CHATSDK_FAULTS=ready_without_database), which the database
+loss drill (OPS-DB-LOSS, checks/drills/test_faults.py) must see. Last, the backup job itself
+under the deployments' session limits: a dump longer than the idle-in-transaction timeout."""
 
 from __future__ import annotations
 
@@ -20,14 +24,18 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from checks.drills._backup import parse_time, read_catalogue, schedule_grace_s, scheduled_runs
+from preflight.outcomes import Outcome
 from preflight.postgres_bin import PG_BIN
 from preflight.targets.base import Deployment, ProcessJob, TargetInfo
 from preflight.targets.native import NativeTestOptions
 from tests.checks.support import failing, native, outcomes, probe
+from tests.drills.test_fault_variants import drills
 
 pytestmark = pytest.mark.native
 
 DRILLS = ("drills/test_backup.py", "drills/test_gdpr.py")
+WEEK_S = 7 * 86400
 
 # Seeded in the live database as the application role, which owns its tables.
 KEEP_TEXT = """
@@ -95,7 +103,7 @@ def broken() -> Iterator[TargetInfo]:
         workers=1,
         backups=True,
         worker_env={"CHATSDK_RETENTION_MESSAGES_DAYS": "0"},
-        test=NativeTestOptions(backup_env={"CHATSDK_BACKUP_EVERY": str(2 * 86400)}),
+        test=NativeTestOptions(backup_env={"CHATSDK_BACKUP_EVERY": str(WEEK_S)}),
     ) as info:
         assert info.stores.postgres_dsn is not None
         seed_sql(info.stores.postgres_dsn, KEEP_TEXT, HIDE_REACTIONS_FROM_READ_ONLY)
@@ -115,9 +123,9 @@ def broken() -> Iterator[TargetInfo]:
     "CMP-DATA-EXPORT",
     "CMP-ERASURE",
     "CMP-RETENTION",
-    defect="Backups every two days that leave out the reactions' rows, copy an empty upload store, "
-    "prune after 7 days and go nowhere off-site; messages kept for ever, an erasure a "
-    "trigger undoes and an export blind to reactions.",
+    defect="backups scheduled weekly, a pg_dump that leaves out the reactions' rows, an empty "
+    "upload store copied, pruning after 7 days, no off-site copy, messages kept for ever, a "
+    "trigger that undoes erasure and reactions hidden from the export's read-only reads",
 )
 def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Path) -> None:
     empty_store, offsite = tmp_path / "empty-store", tmp_path / "offsite"
@@ -133,8 +141,8 @@ def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Pa
     )
     red = failing(probe(info, *DRILLS))
     named = {
-        "BAK-DB-DAILY": "at least daily (got every 48.0 h)",
-        "BAK-RPO": "worst case of 48.",
+        "BAK-DB-DAILY": "at least daily (got every 168.0 h)",
+        "BAK-RPO": "worst case of 168.",
         "INF-DB-BACKUP": "table reactions: 0 rows restored",
         "BAK-VERIFY": "table reactions: 0 rows restored",
         "BAK-RESTORE-DRILL": "must carry the reaction",
@@ -152,8 +160,7 @@ def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Pa
 
 
 @pytest.mark.turns_red(
-    "BAK-RTO",
-    defect="A backup job whose database dump is cut short, so nothing restores.",
+    "BAK-RTO", defect="pg_dump's dump is cut short after 2 KiB, so no backup restores"
 )
 def test_a_backup_that_does_not_restore_fails_the_rto(broken: TargetInfo, tmp_path: Path) -> None:
     info = with_backup_job(
@@ -166,8 +173,7 @@ def test_a_backup_that_does_not_restore_fails_the_rto(broken: TargetInfo, tmp_pa
 
 
 @pytest.mark.turns_red(
-    "POST-BACKUP-RAN",
-    defect="A backup repository that holds no scheduled backup.",
+    "POST-BACKUP-RAN", defect="the backup repository is empty: the schedule never ran"
 )
 def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_path: Path) -> None:
     empty = tmp_path / "repository"
@@ -181,8 +187,7 @@ def test_a_deployment_whose_schedule_never_ran_fails(broken: TargetInfo, tmp_pat
 
 
 @pytest.mark.turns_red(
-    "POST-BACKUP-RAN",
-    defect="A deployment newer than every scheduled backup it holds.",
+    "POST-BACKUP-RAN", defect="the deployment happened after every scheduled backup it holds"
 )
 def test_no_scheduled_backup_since_the_deploy_fails(broken: TargetInfo) -> None:
     """The target says it deployed after every backup it holds: none ran since."""
@@ -191,3 +196,58 @@ def test_no_scheduled_backup_since_the_deploy_fails(broken: TargetInfo) -> None:
     outcome, reason = decided["POST-BACKUP-RAN"]
     assert outcome.value == "fail", decided
     assert "a scheduled backup must have succeeded since the deploy at" in reason, reason
+
+
+@pytest.mark.turns_red(
+    "BAK-DB-DAILY",
+    defect="the backup scheduler stops after its first run, so no second scheduled backup runs",
+)
+def test_a_schedule_that_never_fires_again_fails_the_daily_backup() -> None:
+    """Scheduled every 20 s, the scheduler stopped once its first run is listed: the run due
+    next never comes, which BAK-DB-DAILY sees once it is overdue."""
+    with native(
+        workers=1,
+        backups=True,
+        test=NativeTestOptions(backup_env={"CHATSDK_BACKUP_EVERY": "20"}),
+    ) as info:
+        info.drills.control["backup"].stop()
+        assert info.backups.dir is not None
+        runs = scheduled_runs(read_catalogue(info.backups.dir))
+        # Until the run due after the last is overdue by the probe's own measure.
+        due = parse_time(str(runs[-1]["started_at"])).timestamp() + 20 + schedule_grace_s(runs)
+        time.sleep(max(0.0, due - time.time()) + 1.0)
+        red = failing(probe(info, "drills/test_backup.py", items={"BAK-DB-DAILY"}))
+    assert set(red) == {"BAK-DB-DAILY"}, red
+    assert "the schedule stopped firing" in red["BAK-DB-DAILY"], red
+
+
+@pytest.mark.turns_red(
+    "OPS-DB-LOSS",
+    defect="the API's readiness does not check PostgreSQL, so a worker that lost its database "
+    "stays ready",
+)
+def test_readiness_that_ignores_the_database_fails_the_database_loss_drill() -> None:
+    with native(workers=1, worker_env={"CHATSDK_FAULTS": "ready_without_database"}) as info:
+        decided = outcomes(drills(info, ["test_faults.py"], "losing_postgresql and restart"))
+    outcome, reason = decided["OPS-DB-LOSS"]
+    assert outcome is Outcome.FAIL, reason
+    assert "readiness must fail within 10 s of PostgreSQL's fast restart (it stayed 200)" in reason
+
+
+SLOW_DUMP = '#!/bin/sh\nsleep 4\nexec {real} "$@"\n'
+
+
+def test_a_dump_longer_than_the_idle_transaction_timeout_still_backs_up(tmp_path: Path) -> None:
+    """The shipped deployments end sessions idle in a transaction after 60 s (compose,
+    Kubernetes); the job's transaction that exports pg_dump's snapshot waits idle while the dump
+    runs. Here the timeout is 2 s and the dump takes 4 s more: the backup must still succeed."""
+    with native(
+        workers=1,
+        backups=True,
+        test=NativeTestOptions(postgres_settings=["idle_in_transaction_session_timeout=2s"]),
+    ) as info:
+        slow = with_backup_job(
+            info, CHATSDK_BACKUP_PG_BIN=str(pg_bin_with(tmp_path, "slow", SLOW_DUMP))
+        )
+        result = slow.drills.jobs["backup"].run(timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-1000:]

@@ -151,10 +151,15 @@ class NativeTarget:
         started = self._start_workers(stack, workers) if opts.restore_from is None else []
         stack.edge.start(self.supervisor.spawn, stack.logs)
         self._start_postgres(stack)
-        if stack.standby is not None:
+        if stack.standby is not None and opts.restore_from is None:
             stack.standby.begin()  # its base backup runs while the workers get ready
         if opts.restore_from is not None:
             self._restore(stack, opts.restore_from)
+            if stack.standby is not None:
+                # Copied from the restored primary: a restore can write more WAL than the
+                # standby's slot keeps (max_slot_wal_keep_size), which a base backup begun
+                # before it would need and find removed.
+                stack.standby.begin()
             started = self._start_workers(stack, workers)
         self._wait_serving(stack, started)
         if stack.standby is not None:

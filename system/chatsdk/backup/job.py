@@ -42,6 +42,12 @@ UPLOADS_MANIFEST = "uploads.json"
 REDIS_FILE = "redis.rdb"
 MONITORING_SCHEMA = "monitoring"  # made by provisioning (system/deploy/postgres/20-monitoring.sql)
 COPY_CHUNK = 1024 * 1024
+# For the job's own long transactions (the snapshot held through pg_dump, the figures of every
+# message): the deployments set idle_in_transaction_session_timeout 60 s and statement_timeout
+# 30 s for every session, which a database of a gigabyte outlasts.
+NO_SESSION_LIMITS = (
+    "SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = 0"
+)
 
 
 class BackupFailed(ChatSDKError):
@@ -198,6 +204,9 @@ async def snapshot_and_dump(settings: BackupSettings, dump: Path) -> dict[str, A
     conn = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_S)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            # This transaction waits idle while pg_dump runs, and the figures read every
+            # message: the deployments' session limits would end it under a dump of any size.
+            await conn.execute(NO_SESSION_LIMITS)
             snapshot, snapshot_at, server = await conn.fetchrow(
                 "SELECT pg_export_snapshot(), now(), current_setting('server_version')"
             )

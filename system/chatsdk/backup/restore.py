@@ -24,6 +24,7 @@ from chatsdk.backup.figures import read_all
 from chatsdk.backup.job import (
     CONNECT_TIMEOUT_S,
     DEFAULT_PG_BIN,
+    NO_SESSION_LIMITS,
     BackupFailed,
     copy_hashed,
     libpq_target,
@@ -87,6 +88,7 @@ async def _figures(database_url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(NO_SESSION_LIMITS)
             return await read_all(conn)
     finally:
         await conn.close()
