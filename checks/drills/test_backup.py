@@ -42,6 +42,7 @@ from checks.monitoring._monitoring import SCRAPE_POLL_S, WATCH_TIMEOUT_S, prom, 
 from preflight.evidence import EvidenceLog
 from preflight.polling import until
 from preflight.postgres_bin import PG_BIN
+from preflight.probe import undecided
 from preflight.probe.target import ProbeTarget
 
 # The drill's time budget per phase, with room for a busy machine: backup jobs may take up to 10
@@ -396,7 +397,10 @@ def test_a_full_restore_completes_within_the_rto(
             "restore throughput (messages)", round(restored_messages / restore_s), "rows/s"
         )
     evidence.figure("RTO objective", RTO_OBJECTIVE_S / 60, "min")
-    carried = restored_messages >= data.messages and data.text_bytes >= _dataset.TEXT_BYTES
+    full = data.messages >= _dataset.MESSAGES
+    carried = restored_messages >= data.messages and (
+        data.text_bytes >= _dataset.TEXT_BYTES or not full
+    )
     assert carried, (
         f"the restore must carry the data set of {data.messages} messages and "
         f"{_dataset.TEXT_BYTES / MB:.0f} MB of text (got {restored_messages} messages restored, "
@@ -406,6 +410,12 @@ def test_a_full_restore_completes_within_the_rto(
         f"the restored system must serve the restored data through its edge (got "
         f"{drill.serve_error or 'nothing served'})"
     )
+    if not full:
+        undecided(
+            f"the drill restored {data.messages} messages ({_dataset.SIZE_VARIABLE} asked for "
+            f"fewer), not the item's {_dataset.MESSAGES}: a restore of that size says nothing "
+            "of the RTO"
+        )
     evidence.figure(
         "RTO (restore start to data served through the edge)", round(drill.rto_s, 1), "s"
     )

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from checks.drills._backup import parse_time, read_catalogue, schedule_grace_s, scheduled_runs
+from checks.drills._dataset import SIZE_VARIABLE
 from preflight.outcomes import Outcome
 from preflight.postgres_bin import PG_BIN
 from preflight.targets.base import Deployment, ProcessJob, TargetInfo
@@ -33,6 +34,14 @@ from tests.checks.support import failing, native, outcomes, probe
 from tests.drills.test_fault_variants import drills
 
 pytestmark = pytest.mark.native
+
+
+@pytest.fixture(autouse=True)
+def small_data_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defects here are not about size: the restore drill loads 20,000 messages, not a
+    million (BAK-RTO stays undecided at that size, so none of these tests can pass it)."""
+    monkeypatch.setenv(SIZE_VARIABLE, "20000")
+
 
 DRILLS = ("drills/test_backup.py", "drills/test_gdpr.py")
 WEEK_S = 7 * 86400
@@ -139,7 +148,11 @@ def test_each_seeded_defect_turns_its_drill_red(broken: TargetInfo, tmp_path: Pa
         CHATSDK_UPLOAD_DIR=str(empty_store),
         CHATSDK_BACKUP_RETENTION_DAYS="7",
     )
-    red = failing(probe(info, *DRILLS))
+    results = probe(info, *DRILLS)
+    red = failing(results)
+    rto, why = outcomes(results)["BAK-RTO"]
+    assert rto is Outcome.UNVERIFIED, "a restore of 20,000 messages must not decide BAK-RTO"
+    assert "says nothing of the RTO" in why, why
     named = {
         "BAK-DB-DAILY": "at least daily (got every 168.0 h)",
         "BAK-RPO": "worst case of 168.",
