@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from preflight.cli import main as cli_main
 from preflight.plugin import RunContext, run_probes
 from preflight.targets.base import Edge, TargetInfo
 from tests.checks.support import CHECKLIST, CHECKS, REPO, apply_edits, failing, outcomes
@@ -269,3 +271,22 @@ def test_defects_turn_exactly_their_items_red(
     assert set(red) == set(expected), red
     for item, words in expected.items():
         assert words in red[item], red[item]
+
+
+def test_registering_a_key_as_the_signing_doc_says_keeps_the_secrets_scan_green(
+    tmp_path: Path,
+) -> None:
+    """docs/signing-off.md's `keygen --register`, word for word (into a copy of the repository):
+    the public key it adds to signoff/keys.yaml is published on purpose, not a secret."""
+    copy = broken_copy(tmp_path, {})
+    doc = (REPO / "docs/signing-off.md").read_text()
+    command = next(line for line in doc.splitlines() if "keygen" in line and "--register" in line)
+    args = shlex.split(command.replace("~/.config/preflight", str(tmp_path)))[1:]
+    assert args[:2] == ["keygen", "--out"], command
+    keys = copy / "signoff" / "keys.yaml"
+    before = keys.read_text()
+    assert cli_main([*args, "--keys", str(keys)]) == 0
+    assert keys.read_text() != before, "the key is registered in the copy"
+    assert not (copy / "cto.pem").exists()
+    red = judge(copy)
+    assert "SEC-SECRETS-NOT-IN-CODE" not in red, red

@@ -304,3 +304,20 @@ def test_a_declared_placement_gives_each_component_its_node_and_limits(tmp_path:
     }
     assert "declared in the target file" in declared["api-1"].how
     assert "placement" not in offered(load_target_file(write(tmp_path, minimal()), {}))
+
+
+def test_the_documented_example_target_file_loads_as_written(tmp_path: Path) -> None:
+    """docs/verifying-a-deployment.md's example, word for word, with its secrets in the
+    environment and its CA file beside it."""
+    doc = (REPO / "docs/verifying-a-deployment.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "staging-ca.pem").write_text("pem")
+    environ = {
+        "STAGING_ADMIN_KEY": "k" * 40,
+        "STAGING_PG_DSN": "postgresql://app:pw@db.staging.example:5432/chatsdk",
+        "STAGING_REDIS_URL": "rediss://:pw@redis.staging.example:6379/0",
+    }
+    info = load_target_file(write(tmp_path, example), environ)
+    assert info.name == "staging"
+    assert info.deployment.placement is not None
+    assert {p.node for p in info.deployment.placement().values()} == {"node-a", "node-b", "node-c"}
