@@ -10,6 +10,7 @@ the newest records are dropped once the queue is full (the local stderr lines st
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import logging
 import logging.handlers
@@ -75,11 +76,14 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # Format here, in the caller's context: the formatter reads the request's context vars.
-        record.msg = self.format(record)
-        record.args = None
-        record.exc_info = None
-        record.exc_text = None
-        return record
+        # A copy is queued: the handlers after this one (error tracking reads exc_info) must see
+        # the record as it was logged.
+        shipped = copy.copy(record)
+        shipped.msg = self.format(record)
+        shipped.args = None
+        shipped.exc_info = None
+        shipped.exc_text = None
+        return shipped
 
 
 class Shipper:

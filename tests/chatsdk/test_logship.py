@@ -77,6 +77,35 @@ def test_a_store_that_is_away_loses_the_line_without_raising() -> None:
             logger.removeHandler(shipper.handler)
 
 
+def test_the_handlers_after_the_shipper_still_see_the_exception() -> None:
+    """Error tracking reads the record's exc_info after the shipper has queued it."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        shipper = Shipper(f"127.0.0.1:{probe.getsockname()[1]}", JsonFormatter("w7"))
+        logger = logging.getLogger("test.logship.exc")
+        logger.propagate = False
+        keep = Keep()
+        for handler in (shipper.handler, keep):
+            logger.addHandler(handler)
+        try:
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logger.exception("failed")
+        finally:
+            for handler in (shipper.handler, keep):
+                logger.removeHandler(handler)
+    (record,) = seen
+    assert record.exc_info is not None
+    assert record.exc_info[0] is ValueError
+
+
 @pytest.mark.parametrize("raw", ["logstore", ":5514", "logstore:port", "logstore:70000"])
 def test_a_server_must_be_host_and_port(raw: str) -> None:
     with pytest.raises(ValueError, match="host:port"):

@@ -1,8 +1,9 @@
 """The edge certificate as the certificate items judge it: on the containers target, issued by
 the run's ACME CA (pebble) to the compose file's certbot service and renewed on request while
-the edge keeps serving (INF-NET-CERT and SEC-CERT-RENEWAL pass, the drill included); with an
-edge that does not reload, both items are red (the drill included); on the native target, whose
-certificate the harness mints, the certificate probes skip and say why."""
+the edge keeps serving (SEC-CERT-RENEWAL passes, the drill included; INF-NET-CERT verifies the
+chain to pebble's root and the name, then skips: pebble's root is the run's, not one clients
+trust); with an edge that does not reload, both items are red (the drill included); on the
+native target, whose certificate the harness mints, the certificate probes skip and say why."""
 
 from __future__ import annotations
 
@@ -45,10 +46,13 @@ def test_the_containers_edge_serves_and_renews_what_its_acme_client_obtains() ->
         assert "cert_renewal" in offered(info)
         results = probe(info, *PROBES, items=ITEMS)
     decided = outcomes(results)
-    assert decided["INF-NET-CERT"][0] is Outcome.PASS, decided
+    outcome, reason = decided["INF-NET-CERT"]
+    assert outcome is Outcome.SKIP, decided
+    assert "verifies only to the root of the ACME CA this run started" in reason, reason
     assert decided["SEC-CERT-RENEWAL"][0] is Outcome.PASS, decided
     skipped = [r.nodeid for r in results.results if r.outcome is Outcome.SKIP]
-    assert not skipped, f"every certificate probe decides on this target: {skipped}"
+    undecided = [n for n in skipped if "test_network.py" not in n]
+    assert not undecided, f"every SEC-CERT-RENEWAL probe decides on this target: {undecided}"
     drill = next(r for r in results.results if "renewed_certificate" in r.nodeid)
     figures = {e["name"]: e["value"] for e in drill.evidence if e["kind"] == "figure"}
     assert "renewed_certificate_served_s" in figures, drill.evidence
@@ -61,7 +65,8 @@ def _compose_without_reload(folder: Path) -> Path:
     del doc["services"]["nginx"]["environment"]["CHATSDK_EDGE_CERT_WATCH"]
     text = yaml.safe_dump(doc, sort_keys=False)
     text = text.replace("context: ../..", f"context: {REPO_ROOT}")
-    text = text.replace("./postgres/", f"{DEPLOY}/postgres/")
+    for mounted in ("./postgres/", "./logstore"):
+        text = text.replace(mounted, f"{DEPLOY}/{mounted[2:]}")
     path = folder / "docker-compose.yml"
     path.write_text(text)
     return path
@@ -70,8 +75,7 @@ def _compose_without_reload(folder: Path) -> Path:
 @pytest.mark.turns_red(
     "INF-NET-CERT",
     "SEC-CERT-RENEWAL",
-    defect="A compose edge that never loads the certificate certbot obtains and keeps the "
-    "self-signed bootstrap one.",
+    defect="The compose file's edge never reloads the certificate its ACME client obtains.",
 )
 def test_a_renewal_that_does_not_reach_nginx_turns_the_certificate_items_red(
     tmp_path: Path,
