@@ -577,6 +577,13 @@ def _main(paths: Sequence[Path], args: Sequence[str], plugins: list[object]) -> 
         # report of it would become that probe's error, a verdict on an unrelated item.
         "-W",
         "default::pytest.PytestUnraisableExceptionWarning",
+        # schemathesis's pytest plugin (for schemathesis-style tests, which no probe is) imports
+        # part of schemathesis when a session starts. A caller that later forgets the modules a
+        # session imported (pytester does) leaves the parent package pointing at modules that
+        # are gone, and the contract probe's engine then emits events of classes the probe no
+        # longer recognises: 0 operations seen after a complete run.
+        "-p",
+        "no:schemathesis",
         *args,
     ]
     with _isolated_imports(paths):

@@ -8,6 +8,8 @@ import ipaddress
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import textwrap
 import threading
 import warnings
@@ -610,6 +612,29 @@ def test_collect_probes_maps_items_to_tests_without_a_target(tmp_path: Path) -> 
         "test_probe.py::test_one[1]",
         "test_probe.py::test_one[2]",
     ]
+
+
+def test_a_probe_session_imports_nothing_of_schemathesis(tmp_path: Path) -> None:
+    """schemathesis's pytest plugin half-imports schemathesis when a session starts; once a
+    caller forgets what a session imported (pytester does), the contract probe's engine and the
+    probe disagree on its event classes and the probe sees no operation run at all. A probe
+    session therefore never loads that plugin, whatever configuration it finds."""
+    tree = write_tree(tmp_path, TREE_PROBES)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from preflight.plugin import collect_probes\n"
+        f"results = collect_probes([Path({str(tree / 'probes')!r})], "
+        f"Path({str(tree / 'checklist.yaml')!r}))\n"
+        "assert results.errors == [], results.errors\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'schemathesis'))\n"
+    )
+    # From the tree, not the repository: no configuration of ours disables the plugin there.
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tree, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_an_unreadable_checklist_comes_back_as_an_error(tmp_path: Path) -> None:

@@ -203,16 +203,27 @@ class Findings:
 
 
 def run(schema: Any, findings: Findings) -> None:
+    finished = False
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             findings.record(event)
         elif isinstance(event, events.NonFatalError):
-            findings.failures[f"{event.label}: {event.info.title}"] = None
+            message = str(event.value).strip().splitlines()
+            findings.failures[f"{event.label}: {event.info.title}"] = " / ".join(message[:3])
         elif isinstance(event, events.FatalError):
             raise event.exception
         elif isinstance(event, events.EngineFinished):
+            finished = True
             for failure in event.failures:
                 findings.failures[f"{failure.operation}: {failure.title}"] = None
+    if not finished:
+        # Every engine run ends with EngineFinished. Without it the events came from classes
+        # other than the ones imported here (schemathesis loaded twice in this process), and
+        # nothing the engine found was seen: a harness fault, not the API's.
+        raise RuntimeError(
+            "schemathesis's events are not the classes this probe imported (is schemathesis "
+            "imported twice in this process?); its findings cannot be read"
+        )
 
 
 # The whole engine over every operation takes about 100 s on the native target and more than the
@@ -244,9 +255,10 @@ def test_every_operation_answers_as_documented(target: ProbeTarget, evidence: Ev
     documented = sum(
         1 for item in spec["paths"].values() for method in item if method.upper() in METHODS
     )
+    stopped = "; ".join(f"{line}: {findings.failures[line] or ''}" for line in failures[:3])
     assert len(findings.operations) == documented, (
         f"schemathesis must exercise every documented operation ({len(findings.operations)} of "
-        f"{documented})"
+        f"{documented}; what stopped it: {stopped or 'nothing it reported'})"
     )
     assert findings.stateful_scenarios > 0, (
         "schemathesis's stateful phase must run (no scenario followed a link)"
