@@ -189,7 +189,8 @@ class Dependencies:
                 self._settings.database_url,
                 min_size=POOL_MIN_SIZE,
                 max_size=POOL_MAX_SIZE,
-                timeout=CONNECT_TIMEOUT,
+                # Unbounded: asyncpg's own default, 60 s, longer than any client waits.
+                timeout=CONNECT_TIMEOUT if bounded else 60.0,
                 command_timeout=COMMAND_TIMEOUT if bounded else None,
                 max_inactive_connection_lifetime=60.0,
                 # Every statement observed in db_query_duration_seconds{operation}.

@@ -12,8 +12,9 @@ unless CHATSDK_FAULTS names a fault; never set it in a deployment.
 - `no_rate_limits`: the per-user token buckets let everything through (TST-RATELIMIT's defect).
 - `no_ws_frame_limit`: a realtime socket may send any number of frames per second (the 50/s
   flood limit of realtime.py is off; SEC-WS-FRAME-RATE's defect).
-- `unbounded_db_waits`: PostgreSQL connections have no bound of their own (no statement timeout,
-  no TCP_USER_TIMEOUT): across a network partition a statement waits until the client gives up.
+- `unbounded_db_waits`: PostgreSQL connections have no bound of their own (asyncpg's 60 s
+  connect timeout, no statement timeout, no TCP_USER_TIMEOUT): across a network partition a
+  statement on a pooled connection, and a new connection's SYN, wait until the client gives up.
 - `unbounded_redis_waits`: the Redis client has no socket timeouts: across a network partition
   every command waits until the client gives up.
 - `status_always_up`: GET /v1/status reports every component up whatever it sees: a status page

@@ -5,9 +5,11 @@ the same drills (checks/drills/test_partitions.py, `--target containers`).
 
 The defects are real configurations of the system, off in every deployment (chatsdk/faults.py),
 each seeded in a deployment of its own:
-- CHATSDK_FAULTS=unbounded_db_waits: PostgreSQL connections without a statement timeout or
-  TCP_USER_TIMEOUT, so a statement on a connection that meets the partition waits until the
-  client gives up.
+- CHATSDK_FAULTS=unbounded_db_waits: PostgreSQL connections without a connect timeout of their
+  own (asyncpg's 60 s), a statement timeout or TCP_USER_TIMEOUT, so a request that meets the
+  partition (on a pooled connection, or on a new one whose SYN goes unanswered) waits until the
+  client gives up. (With the 3 s connect timeout kept, only the requests that found a pooled
+  connection before the readiness check did would hang, and whether any did was a race.)
 - CHATSDK_FAULTS=unbounded_redis_waits: a Redis client without socket timeouts, so a command
   that meets the partition (on a held connection, or on a new one whose SYN goes unanswered)
   waits until the network heals."""
