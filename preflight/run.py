@@ -57,7 +57,9 @@ class RunOptions:
     areas: tuple[str, ...] | None = None
     severities: tuple[str, ...] | None = None
     profile: str = "smoke"
-    workers: int = 1  # load-generator processes (Locust master/worker mode when > 1)
+    # Load-generator processes (Locust master/worker mode when > 1); `preflight run` gives the
+    # profile's generator_processes unless --workers asks for more.
+    workers: int = 1
     api_workers: int = 2  # API worker processes of a native target
     out: Path = Path("reports")
     checks_dir: Path = Path("checks")

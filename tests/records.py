@@ -517,6 +517,22 @@ def make_record(
             "figures": {"api_latency_p95_ms": 84.0, "error_ratio_pct": 0.12},
             "valid": True,
             "invalid_reason": "",
+            "generator": {
+                "mode": "master/worker",
+                "workers": 2,
+                "cores": 2,
+                "cpu_by_process": {
+                    "locust-master": {"mean_pct": 3.1, "max_pct": 6.0},
+                    "locust-worker-1": {"mean_pct": 41.5, "max_pct": 58.2},
+                },
+            },
+            "cpu_per_request": {
+                "http_requests": 1200,
+                "generator_cpu_s": 30.0,
+                "generator_ms_per_request": 25.0,
+                "target_cpu_s": 18.0,
+                "target_ms_per_request": 15.0,
+            },
             "requests": {
                 "GET /v1/channels": {
                     "requests": 70,

@@ -25,7 +25,13 @@ from preflight.checklist import Item, load_checklist
 from preflight.decide import decide_load
 from preflight.load.figures import RunData, summarise
 from preflight.load.guards import Thresholds
-from preflight.load.locust import LOADTESTS, LOOPBACK_SOURCE_NET, LocustRunner, progress_line
+from preflight.load.locust import (
+    LOADTESTS,
+    LOOPBACK_SOURCE_NET,
+    LocustRunner,
+    cost_line,
+    progress_line,
+)
 from preflight.load.results import LoadResults
 from preflight.load.scaling import HOST_BOUND
 from preflight.outcomes import Outcome
@@ -181,6 +187,8 @@ def test_a_broken_target_stops_the_run_early(target: TargetInfo) -> None:
     assert time.monotonic() - started < 90, "the run was not stopped early"
     assert results.ran
     assert results.reason.startswith("stopped early: error ratio 100.0 %"), results.reason
+    # Six users keep one generator process far from its limit: the stop is the target's.
+    assert results.valid, results.invalid_reason
     assert results.figures["error_ratio_pct"].measured == 100.0
     item = next(i for i in load_items() if i.id == "PERF-ERROR-RATIO")
     decision = decide_load(item, results)
@@ -207,6 +215,42 @@ def test_two_workers_run_master_and_workers_and_aggregate(target: TargetInfo) ->
     assert results.scale_reached["users"] == TINY["users"]
     assert results.scale_reached["ws_connections"] == TINY["users"]
     assert "api_latency_p95_ms" in results.figures
+
+
+def test_an_early_stop_of_a_saturated_generator_blames_the_generator(smoke: RunData) -> None:
+    """The same run as if its SLO had stopped it at the end while its generator used more than
+    a limit of 0 %: the figures that stopped it are the generator's, and the run says so."""
+    stopped = dataclasses.replace(
+        smoke, stopped_early="API p95 13000 ms over the last 4 s", stopped_at=smoke.cpu[-1].t
+    )
+    results = summarise(stopped, Thresholds(window_s=4.0, saturation_pct=0.0))
+    assert not results.valid
+    assert "before the stop" in results.invalid_reason, results.invalid_reason
+    assert (
+        "the early stop (API p95 13000 ms over the last 4 s) measured the generator, not the "
+        "target" in results.invalid_reason
+    )
+    item = next(i for i in load_items() if i.id == "PERF-API-P95")
+    decision = decide_load(dataclasses.replace(item, scale={"users": 1}), results)
+    assert decision.outcome is Outcome.UNVERIFIED
+    assert "measured the generator" in decision.reason
+
+
+def test_the_record_puts_the_generators_cpu_per_request_beside_the_targets(
+    smoke: RunData,
+) -> None:
+    results = summarise(smoke, Thresholds())
+    cost = results.to_json()["cpu_per_request"]
+    assert cost["http_requests"] > 0
+    assert cost["generator_cpu_s"] > 0
+    assert cost["generator_ms_per_request"] > 0
+    # The native target's processes are this machine's: their CPU is read alongside.
+    assert cost["target_cpu_s"] > 0
+    assert cost["target_ms_per_request"] > 0
+    line = cost_line(results)
+    assert line.startswith(f"load: CPU per HTTP request ({cost['http_requests']} requests): "), line
+    assert f"generator {cost['generator_ms_per_request']:g} ms" in line
+    assert f"target {cost['target_ms_per_request']:g} ms" in line
 
 
 def test_no_load_items_runs_nothing(target: TargetInfo) -> None:
@@ -278,3 +322,9 @@ def test_progress_lines_say_what_the_run_is_doing(smoke: RunData) -> None:
     assert f"{last['sockets']} sockets" in text
     assert "req/s, p95 " in text
     assert text.endswith("failures in the last 10 s")
+    # With the samples taken meanwhile: the generator's CPU beside the target's.
+    text = progress_line(lines, started, 10.0, smoke.cpu, smoke.resources)
+    assert "failures in the last 10 s, CPU: generator " in text, text
+    assert "% (busiest process " in text
+    assert text.endswith(" %"), text
+    assert ", target " in text, text

@@ -669,6 +669,12 @@ def test_the_system_at_full_scale_and_the_scaling_step_are_tabled(html: str) -> 
     assert ["redis", "", "", "", "", "", "its process could not be read &lt;here&gt;"] in rows
     assert ["all of them (the host&#39;s cores)", "72.1 %", "", "", "", "", ""] in rows
     assert "Scaling step (closed loop, no think time): 1.02x" in load
+    # The generator beside the system it measured.
+    assert (
+        "The load generator beside it, on 2 cores: one HTTP request cost the generator 25 ms "
+        "of CPU and the target 15 ms"
+    ) in load
+    assert ["locust-worker-1", "41.5 %", "58.2 %"] in rows
     steps = [r for r in rows if r and r[0] in ("1", "2")]
     assert steps == [["1", "325.2", "3600.0", "0", ""], ["2", "330.9", "4700.0", "0", ""]]
     assert (

@@ -63,9 +63,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="load-generator processes for the load profile (1; more uses Locust's "
-        "master/worker mode on this machine)",
+        default=None,
+        help="load-generator processes for the load profile (default: as many as the profile "
+        "needs, its generator_processes in loadtests/profiles.yaml: smoke 1, release 2; more "
+        "than 1 uses Locust's master/worker mode on this machine; fewer than the profile needs "
+        "is refused)",
     )
     p.add_argument(
         "--api-workers", type=int, default=2, help="API worker processes of a native target (2)"
@@ -115,13 +117,21 @@ def _drills(value: str) -> tuple[str, ...] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    for option, value in (("--workers", args.workers), ("--api-workers", args.api_workers)):
-        if value < 1:
-            raise PreflightError(f"{option} must be at least 1 (got {value})")
+    if args.api_workers < 1:
+        raise PreflightError(f"--api-workers must be at least 1 (got {args.api_workers})")
+    if args.workers is not None and args.workers < 1:
+        raise PreflightError(f"--workers must be at least 1 (got {args.workers})")
     # The run's own modules (targets, Locust's runner, the probe plugin) load only for a run, so
     # the sign-off commands work in an install without them.
+    from preflight.load.locust import locust_runner  # noqa: PLC0415
     from preflight.load.runner import no_load_runner  # noqa: PLC0415
     from preflight.run import RunOptions, run  # noqa: PLC0415
+
+    # Before anything starts: the profile's own number of generator processes, or a refusal of
+    # fewer than it needs.
+    workers = args.workers or 1
+    if not args.no_load:
+        workers = locust_runner.processes(args.profile, args.workers or 0)
 
     options = RunOptions(
         checklist_path=args.checklist,
@@ -129,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         areas=tuple(args.areas) if args.areas else None,
         severities=tuple(args.severities) if args.severities else None,
         profile=args.profile,
-        workers=args.workers,
+        workers=workers,
         api_workers=args.api_workers,
         out=args.out,
         checks_dir=args.checks,

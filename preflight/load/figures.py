@@ -5,13 +5,14 @@ the scale reached, whether the run is evidence, the target's own figures sampled
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from preflight.load.apistats import ApiSample, api_details, api_figures
-from preflight.load.guards import CpuSample, Thresholds, saturation
+from preflight.load.guards import CpuSample, Thresholds, saturated_before_stop, saturation
 from preflight.load.headroom import (
     ResourceSample,
     declared_limits,
@@ -36,6 +37,7 @@ class RunData:
     mode: str
     exit_codes: Mapping[str, int | None]
     stopped_early: str = ""
+    stopped_at: float = 0.0  # time.time() of the early stop, if any
     log_tail: str = ""
     source_net: str = ""
     # The target seen from outside Locust during the run (headroom.py, apistats.py).
@@ -77,6 +79,15 @@ def summarise(data: RunData, limits: Thresholds, cores: int | None = None) -> Lo
         figures["ws_deliveries_per_s"] = (round(full_delivery.requests / span, 2), "deliveries/s")
         figures["requests_per_s"] = (round(full_http.requests / span, 2), "requests/s")
     invalid = saturation(data.cpu, window, cores, limits)
+    if data.stopped_early and data.stopped_at:
+        # A generator short of CPU delays its own requests and reads the delay as the target's:
+        # an early stop it caused says nothing about the target.
+        behind = saturated_before_stop(data.cpu, data.stopped_at, cores, limits)
+        if behind is not None:
+            invalid = (
+                f"{behind}, so the early stop ({data.stopped_early}) measured the generator, "
+                "not the target; give the load generator more processes or cores"
+            )
     reason = f"stopped early: {data.stopped_early}" if data.stopped_early else ""
     extra, absent, seen = target_figures(data, window)
     figures.update(extra)
@@ -170,6 +181,9 @@ def details(
             "max_pct": round(max(values), 1),
         }
     errors = next((line.get("errors") for line in reversed(lines) if line.get("final")), None)
+    requests = aggregate(lines, is_http).requests
+    generator_cpu_s = generator_cpu_seconds(data.cpu)
+    target_cpu_s = target_cpu_seconds(data.resources)
     return {
         "settings": dict(data.settings),
         "requests": {key: stat.to_json() for key, stat in by_type(lines).items()},
@@ -184,4 +198,46 @@ def details(
             "exit_codes": dict(data.exit_codes),
             "source_net": data.source_net,
         },
+        # What one HTTP request cost the generator and the target, over the whole run: a
+        # generator dearer than the target shares the machine's cores at the target's expense.
+        "cpu_per_request": cpu_per_request(generator_cpu_s, target_cpu_s, requests),
     }
+
+
+def cpu_per_request(
+    generator_s: float, target_s: float | None, requests: int
+) -> dict[str, float | int | None]:
+    def per_request(seconds: float | None) -> float | None:
+        return round(1000.0 * seconds / requests, 3) if seconds is not None and requests else None
+
+    return {
+        "http_requests": requests,
+        "generator_cpu_s": round(generator_s, 2),
+        "generator_ms_per_request": per_request(generator_s),
+        "target_cpu_s": round(target_s, 2) if target_s is not None else None,
+        "target_ms_per_request": per_request(target_s),
+    }
+
+
+def generator_cpu_seconds(samples: Sequence[CpuSample]) -> float:
+    """CPU seconds the Locust processes used: each sample is their CPU since the one before."""
+    total = 0.0
+    for before, sample in itertools.pairwise(samples):
+        total += sum(sample.per_process.values()) / 100.0 * (sample.t - before.t)
+    return total
+
+
+def target_cpu_seconds(samples: Sequence[ResourceSample]) -> float | None:
+    """CPU seconds the target's components used between the first and the last look (a
+    component that restarted counts from its new start); None where nothing was measured."""
+    if len(samples) < 2:
+        return None
+    total = 0.0
+    for before, sample in itertools.pairwise(samples):
+        for name, seconds in sample.cpu_seconds.items():
+            previous = before.cpu_seconds.get(name)
+            if previous is None:
+                continue
+            restarted = before.pids.get(name) != sample.pids.get(name)
+            total += seconds if restarted else max(seconds - previous, 0.0)
+    return total

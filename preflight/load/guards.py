@@ -73,6 +73,21 @@ def saturation(
     if window.lines:
         first, last = float(window.lines[0]["t"]), float(window.lines[-1]["t"])
         samples = [s for s in samples if first - 2.5 <= s.t <= last + 0.5] or list(samples)
+    why = generator_saturated(samples, cores, limits, "at full scale")
+    if why is not None:
+        return why
+    warned = [line for line in window.lines if line.get("cpu_warning")]
+    if warned and window.lines and not window.lines[0].get("cpu_warning"):
+        return "the load generator saturated: Locust warned of CPU above 90 % at full scale"
+    return None
+
+
+def generator_saturated(
+    samples: Sequence[CpuSample], cores: int, limits: Thresholds, when: str
+) -> str | None:
+    """Why the Locust processes of `samples` count as saturated (`when`: the span they cover,
+    for the sentence), or None: one process above the limit of its core on average, or all of
+    them together above the limit of the machine's cores."""
     if not samples:
         return None
     names = sorted({name for s in samples for name in s.per_process})
@@ -82,15 +97,23 @@ def saturation(
         if mean > limits.saturation_pct:
             return (
                 f"the load generator saturated: Locust process {name} used {mean:.0f} % of a "
-                f"core on average at full scale (limit {limits.saturation_pct:g} %)"
+                f"core on average {when} (limit {limits.saturation_pct:g} %)"
             )
     total = sum(sum(s.per_process.values()) for s in samples) / len(samples)
     if total > limits.saturation_pct * cores:
         return (
-            f"the load generator saturated: Locust used {total:.0f} % CPU in total at full "
-            f"scale, more than {limits.saturation_pct:g} % of the machine's {cores} cores"
+            f"the load generator saturated: Locust used {total:.0f} % CPU in total {when}, "
+            f"more than {limits.saturation_pct:g} % of the machine's {cores} cores"
         )
-    warned = [line for line in window.lines if line.get("cpu_warning")]
-    if warned and window.lines and not window.lines[0].get("cpu_warning"):
-        return "the load generator saturated: Locust warned of CPU above 90 % at full scale"
     return None
+
+
+def saturated_before_stop(
+    samples: Sequence[CpuSample], stopped_at: float, cores: int, limits: Thresholds
+) -> str | None:
+    """Whether the generator was saturated over the early-stop window that ended at
+    `stopped_at` (time.time()): then the figures that stopped the run are the generator's own
+    delays, not the target's, and the run is no evidence either way."""
+    recent = [s for s in samples if stopped_at - limits.window_s <= s.t <= stopped_at + 0.5]
+    when = f"over the {limits.window_s:g} s before the stop"
+    return generator_saturated(recent, cores, limits, when)

@@ -42,8 +42,8 @@ import yaml
 from preflight.checklist import Item
 from preflight.errors import PreflightError
 from preflight.load.apistats import ApiSample, ApiSampler
-from preflight.load.figures import RunData, summarise
-from preflight.load.guards import CpuSample, Thresholds, broken_slo
+from preflight.load.figures import RunData, summarise, target_cpu_seconds
+from preflight.load.guards import CpuSample, Thresholds, broken_slo, saturated_before_stop
 from preflight.load.headroom import ResourceSample, ResourceSampler
 from preflight.load.results import LoadResults
 from preflight.load.scaling import (
@@ -83,9 +83,16 @@ def source_net_for(edge_url: str, configured: str | None) -> str:
 PROGRESS_EVERY_S = 30.0
 
 
-def progress_line(lines: Sequence[Mapping[str, Any]], started: float, window_s: float) -> str:
+def progress_line(
+    lines: Sequence[Mapping[str, Any]],
+    started: float,
+    window_s: float,
+    cpu: Sequence[CpuSample] = (),
+    resources: Sequence[ResourceSample] = (),
+) -> str:
     """What the run is doing now, for the console: users, sockets, throughput, p95 and
-    failures over the last `window_s`."""
+    failures over the last `window_s`, and the CPU the generator and the target use now (each
+    in % of one core), so a generator out of CPU is seen beside the target it measures."""
     last = lines[-1]
     recent = [line for line in lines if float(line["t"]) > float(last["t"]) - window_s]
     every = aggregate(recent, lambda _key: True)
@@ -96,7 +103,39 @@ def progress_line(lines: Sequence[Mapping[str, Any]], started: float, window_s: 
         f"load: {float(last['t']) - started:.0f} s, {last['users']} users, "
         f"{last['sockets']} sockets, {rate}, p95 {percentile(http.hist, 0.95):g} ms, "
         f"{every.failures} failures in the last {window_s:g} s"
+        f"{cpu_now(cpu, resources)}"
     )
+
+
+def cost_line(results: LoadResults) -> str:
+    """The run's CPU per HTTP request, the generator's beside the target's, for the console."""
+    cost = results.details.get("cpu_per_request") or {}
+    if not results.ran or not cost.get("http_requests"):
+        return f"load: {results.reason or 'no request recorded'}"
+
+    def ms(key: str) -> str:
+        value = cost.get(key)
+        return f"{value:g} ms" if value is not None else "not measured"
+
+    return (
+        f"load: CPU per HTTP request ({cost['http_requests']} requests): generator "
+        f"{ms('generator_ms_per_request')}, target {ms('target_ms_per_request')}"
+        + ("" if results.valid else f"; no evidence: {results.invalid_reason}")
+    )
+
+
+def cpu_now(cpu: Sequence[CpuSample], resources: Sequence[ResourceSample]) -> str:
+    """ ", CPU: generator 97 % (busiest process 97 %), target 140 %" from the latest samples."""
+    parts = []
+    if cpu and cpu[-1].per_process:
+        values = cpu[-1].per_process.values()
+        parts.append(f"generator {sum(values):.0f} % (busiest process {max(values):.0f} %)")
+    if len(resources) >= 2:
+        used = target_cpu_seconds(resources[-2:])
+        span = resources[-1].t - resources[-2].t
+        if used is not None and span > 0:
+            parts.append(f"target {100.0 * used / span:.0f} %")
+    return f", CPU: {', '.join(parts)}" if parts else ""
 
 
 def read_profile(path: Path, name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,10 +145,33 @@ def read_profile(path: Path, name: str, overrides: Mapping[str, Any]) -> dict[st
     return {**profiles[name], **overrides}
 
 
+def generator_processes(settings: Mapping[str, Any], profile: str, requested: int) -> int:
+    """The Locust processes a run of `profile` uses: `requested`, or with 0 the profile's own
+    `generator_processes`; fewer than the profile needs is refused, saying how many."""
+    needed = settings.get("generator_processes", 1)
+    if isinstance(needed, bool) or not isinstance(needed, int) or needed < 1:
+        raise PreflightError(
+            f"load profile {profile}: generator_processes must be a whole number of at least 1 "
+            f"(got {needed!r})"
+        )
+    if requested == 0:
+        return needed
+    if requested < needed:
+        sockets = int(settings.get("users", 0)) * int(settings.get("sockets_per_user", 1))
+        raise PreflightError(
+            f"load profile {profile} needs at least {needed} load-generator processes "
+            f"({settings.get('users')} users holding {sockets} WebSockets saturate fewer, and a "
+            f"saturated generator measures its own delay, not the target's); run it with "
+            f"--workers {needed} or more, or leave --workers out"
+        )
+    return requested
+
+
 @dataclass(frozen=True)
 class LocustRunner:
     """`preflight run`'s load runner (RunOptions.load_runner). `overrides` replaces profile
-    settings (tests shorten smoke with it); `workers` > 1 runs a master and that many workers."""
+    settings (tests shorten smoke with it); `workers` > 1 runs a master and that many workers,
+    0 as many as the profile needs (generator_processes)."""
 
     locustfile: Path = LOADTESTS / "locustfile.py"
     profiles_file: Path = LOADTESTS / "profiles.yaml"
@@ -126,10 +188,18 @@ class LocustRunner:
             return LoadResults(profile=profile, ran=False, reason="no load items selected")
         settings = read_profile(self.profiles_file, profile, self.overrides)
         limits = Thresholds.of(settings, self.saturation_pct)
+        workers = generator_processes(settings, profile, workers)
         results = summarise(self.collect(info, profile, workers), limits)
+        self.log(cost_line(results))
         if results.ran and any(item.metric == SCALING_METRIC for item in items):
             results = self.with_scaling(info, profile, workers, settings, results)
         return results
+
+    def processes(self, profile: str, workers: int) -> int:
+        """generator_processes() for `profile` of this runner's profiles, before any target
+        starts: a refusal costs nothing then."""
+        settings = read_profile(self.profiles_file, profile, self.overrides)
+        return generator_processes(settings, profile, workers)
 
     def with_scaling(
         self,
@@ -230,7 +300,7 @@ class LocustRunner:
         )
         lines: list[dict[str, Any]] = []
         cpu: list[CpuSample] = []
-        stopped = ""
+        stopped, stopped_at = "", 0.0
         started = reported = time.time()
         offset = 0
         watch = TargetWatch.of(info)
@@ -246,12 +316,11 @@ class LocustRunner:
                 watch.sample()
                 if lines and time.time() - reported >= PROGRESS_EVERY_S:
                     reported = time.time()
-                    self.log(progress_line(lines, started, limits.window_s))
+                    self.log(progress_line(lines, started, limits.window_s, cpu, watch.resources))
                 offset = _read_lines(series, offset, lines)
                 reason = broken_slo(lines, ramp_s, started, limits) if not stopped else None
                 if reason:
-                    stopped = f"{reason}, at {time.time() - started:.0f} s"
-                    self.log(f"load: stopping early: {stopped}")
+                    stopped, stopped_at = self._stop_early(reason, started, cpu, limits)
                     children[0].signal(signal.SIGTERM)
                 if time.monotonic() > deadline and not stopped:
                     stopped = f"the run did not end within {self.grace_s:g} s of its schedule"
@@ -269,11 +338,25 @@ class LocustRunner:
             mode=mode,
             exit_codes=codes,
             stopped_early=stopped,
+            stopped_at=stopped_at,
             log_tail=children[0].log_tail(15).strip() if not lines else "",
             source_net=source_net,
             resources=watch.resources,
             api=watch.api,
         )
+
+    def _stop_early(
+        self, reason: str, started: float, cpu: Sequence[CpuSample], limits: Thresholds
+    ) -> tuple[str, float]:
+        """The early stop's sentence and time, said at once, with whether the generator was
+        saturated meanwhile (then the stop is the generator's, and the run no evidence)."""
+        stopped_at = time.time()
+        stopped = f"{reason}, at {stopped_at - started:.0f} s"
+        self.log(f"load: stopping early: {stopped}")
+        behind = saturated_before_stop(cpu, stopped_at, os.cpu_count() or 1, limits)
+        if behind is not None:
+            self.log(f"load: {behind}: the run is no evidence about the target")
+        return stopped, stopped_at
 
 
 def locust_env(info: TargetInfo) -> tuple[dict[str, str], str]:

@@ -354,6 +354,31 @@ def _load_components(load: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_generator(load: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The load generator beside the system it measured: each Locust process's CPU (% of one
+    core, mean and peak) and what one HTTP request cost the generator and the target."""
+    generator = load.get("generator")
+    if not isinstance(generator, Mapping):
+        return None
+    processes = [
+        {"name": name, "mean": _pct(cpu.get("mean_pct")), "max": _pct(cpu.get("max_pct"))}
+        for name, cpu in sorted((generator.get("cpu_by_process") or {}).items())
+    ]
+    cost = load.get("cpu_per_request") or {}
+
+    def ms(key: str) -> str:
+        value = cost.get(key)
+        return f"{value:g} ms" if isinstance(value, int | float) else "not measured"
+
+    return {
+        "processes": processes,
+        "cores": generator.get("cores"),
+        "requests": cost.get("http_requests"),
+        "generator_ms": ms("generator_ms_per_request"),
+        "target_ms": ms("target_ms_per_request"),
+    }
+
+
 def _load_scaling(load: Mapping[str, Any]) -> dict[str, Any] | None:
     scaling = load.get("scaling")
     if not isinstance(scaling, Mapping):
@@ -648,6 +673,7 @@ def render_html(record: Mapping[str, Any]) -> str:
         load_requests=sorted((record["load"].get("requests") or {}).items()),
         load_components=_load_components(record["load"]),
         load_scaling=_load_scaling(record["load"]),
+        load_generator=_load_generator(record["load"]),
         awaiting=[r.name for r in roles if not r.signed],
         harness=harness,
         digest=digest,
