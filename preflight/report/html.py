@@ -365,17 +365,12 @@ def _load_generator(load: Mapping[str, Any]) -> dict[str, Any] | None:
         for name, cpu in sorted((generator.get("cpu_by_process") or {}).items())
     ]
     cost = load.get("cpu_per_request") or {}
-
-    def ms(key: str) -> str:
-        value = cost.get(key)
-        return f"{value:g} ms" if isinstance(value, int | float) else "not measured"
-
     return {
         "processes": processes,
         "cores": generator.get("cores"),
         "requests": cost.get("http_requests"),
-        "generator_ms": ms("generator_ms_per_request"),
-        "target_ms": ms("target_ms_per_request"),
+        "generator_ms": format_value(cost.get("generator_ms_per_request"), "ms"),
+        "target_ms": format_value(cost.get("target_ms_per_request"), "ms"),
     }
 
 
