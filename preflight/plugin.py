@@ -504,9 +504,18 @@ def _classify(call: pytest.CallInfo[None]) -> tuple[Outcome | None, str]:
     if call.when == "call" and isinstance(exc, AssertionError | pytest.fail.Exception):
         return Outcome.FAIL, _first_line(str(exc)) or f"{excinfo.typename} without a message"
     detail = _first_line(str(exc))
+    waited = _waited_for(str(exc))
     return Outcome.ERROR, f"{excinfo.typename} during {call.when}" + (
         f": {detail}" if detail else ""
-    )
+    ) + (f" ({waited})" if waited and waited not in detail else "")
+
+
+def _waited_for(text: str) -> str:
+    """What a timed-out step waited for, from the call log a browser driver's timeout carries
+    (Playwright: `Call log:` then `- waiting for get_by_label("Question")`): the first line names
+    only the action, which leaves a reader guessing which of a journey's steps never happened."""
+    steps = (line.strip().removeprefix("- ") for line in text.splitlines())
+    return next((step for step in steps if step.startswith("waiting for ")), "")
 
 
 def _collect_error(report: pytest.CollectReport) -> str:

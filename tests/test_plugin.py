@@ -230,6 +230,13 @@ def test_teardown_error(broken_teardown):
     pass
 
 @pytest.mark.checklist("DEMO-THREE")
+def test_browser_step_timeout():
+    raise TimeoutError(
+        "Locator.fill: Timeout 10000ms exceeded.\\nCall log:\\n"
+        '  - waiting for get_by_label("Question")\\n'
+    )
+
+@pytest.mark.checklist("DEMO-THREE")
 def test_skip():
     pytest.skip("the target gives no Redis URL.")
 
@@ -264,7 +271,7 @@ def test_outcomes_summary_and_results_file(probes: pytest.Pytester) -> None:
         "test_probe.py::test_assert_fails",
         "test_probe.py::test_pytest_fail",
     ]
-    assert len(data["collected"]["DEMO-THREE"]) == 7
+    assert len(data["collected"]["DEMO-THREE"]) == 8
     results = read_results(probes.path / "reports" / "out.json")
     assert "test_probe.py::test_not_a_probe" not in results
     got = {nodeid.split("::")[1]: (r.outcome, r.message) for nodeid, r in results.items()}
@@ -277,6 +284,12 @@ def test_outcomes_summary_and_results_file(probes: pytest.Pytester) -> None:
         "test_pytest_fail": (Outcome.FAIL, "the edge answered 200 where 403 was required"),
         "test_exception_is_error": (Outcome.ERROR, "KeyError during call: 'missing'"),
         "test_setup_error": (Outcome.ERROR, "RuntimeError during setup: database unreachable"),
+        # A browser step's timeout names the step it waited for, not only the action.
+        "test_browser_step_timeout": (
+            Outcome.ERROR,
+            "TimeoutError during call: Locator.fill: Timeout 10000ms exceeded. "
+            '(waiting for get_by_label("Question"))',
+        ),
         "test_teardown_error": (Outcome.ERROR, "RuntimeError during teardown: cleanup failed"),
         "test_skip": (Outcome.SKIP, "the target gives no Redis URL."),
         "test_skipif": (Outcome.SKIP, "not applicable here"),

@@ -28,11 +28,13 @@ from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Locator,
     Page,
     Playwright,
     ViewportSize,
     sync_playwright,
 )
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from preflight.evidence import EvidenceLog
@@ -44,7 +46,7 @@ LAUNCH_TIMEOUT_MS = 30_000
 # How long a step may take before the journey gives up on it: generous, for a loaded 2-core
 # machine; a healthy system answers in well under a second. Not a performance target (the load
 # profile measures those), only the point where "not yet" becomes "never".
-STEP_TIMEOUT_MS = 10_000
+STEP_TIMEOUT_MS = 20_000
 STEP_TIMEOUT_S = STEP_TIMEOUT_MS / 1000  # the same, for polls of what is on screen
 DESKTOP: ViewportSize = {"width": 1024, "height": 700}
 SCREENSHOT_QUALITY = 60  # JPEG: a few tens of KB per screenshot in the record
@@ -105,6 +107,17 @@ class BrowserSession:
         person = Person(name, context, page, evidence, timeout_ms)
         page.on("pageerror", lambda error: person.errors.append(f"{name}: {error}"))
         return person
+
+    def screenshot_all(self, evidence: EvidenceLog, when: str) -> None:
+        """What every open page shows, as evidence (a page that no longer answers is noted)."""
+        for n, context in enumerate(self.contexts, 1):
+            for page in context.pages:
+                try:
+                    shot = page.screenshot(type="jpeg", quality=SCREENSHOT_QUALITY, timeout=5000)
+                except PlaywrightError as error:
+                    evidence.note(f"screenshot of browser {n} {when}: none ({error.message})")
+                    continue
+                evidence.attach(f"screenshot of browser {n} {when}", shot, "image/jpeg")
 
     def close_contexts(self) -> None:
         for context in self.contexts:
@@ -218,6 +231,18 @@ class Person:
         return found
 
     # -- doing things ------------------------------------------------------------------------
+
+    def opened(self, dialog: Locator) -> bool:
+        """Whether a dialog is open (within one step's timeout)."""
+        try:
+            dialog.wait_for(state="visible", timeout=self.timeout_ms)
+        except PlaywrightTimeout:
+            return False
+        return True
+
+    def title(self) -> str:
+        """What the page's header shows: the open channel, or "Pick a channel"."""
+        return self.page.locator("#channel-title").inner_text(timeout=1000)
 
     def open_channel(self, name: str) -> None:
         self.page.locator(".channel-button", has_text=f"# {name}").click()

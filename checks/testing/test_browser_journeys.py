@@ -25,6 +25,7 @@ from checks.testing._browser import (
     chromium,
     demo_or_skip,
 )
+from checks.testing.conftest import CALL_FAILED
 from preflight.evidence import EvidenceLog
 from preflight.polling import poll, until
 from preflight.probe.target import ProbeTarget
@@ -66,9 +67,14 @@ def browser(target: ProbeTarget) -> Iterator[BrowserSession]:
 
 
 @pytest.fixture
-def people(browser: BrowserSession) -> Iterator[BrowserSession]:
-    """The module's browser; every context a journey opened is closed after it."""
+def people(
+    request: pytest.FixtureRequest, browser: BrowserSession, evidence: EvidenceLog
+) -> Iterator[BrowserSession]:
+    """The module's browser; every context a journey opened is closed after it. A journey that
+    failed or broke leaves what each person's screen showed at that moment in its evidence."""
     yield browser
+    if request.node.stash.get(CALL_FAILED, False):
+        browser.screenshot_all(evidence, "when the journey stopped")
     browser.close_contexts()
 
 
@@ -262,6 +268,10 @@ def test_a_poll_is_created_and_voted_on_in_two_browsers(
     question = f"Lunch at noon? ({_token()})"
     ada.page.get_by_role("button", name="Poll", exact=True).click()
     dialog = ada.page.locator("#poll-dialog")
+    assert ada.opened(dialog), (
+        f"pressing Poll must open the new-poll dialog for {ada.name} within "
+        f"{STEP_TIMEOUT_S:.0f} s (the page shows {ada.title()!r})"
+    )
     dialog.get_by_label("Question").fill(question)
     dialog.get_by_label("Option 1").fill("Yes")
     dialog.get_by_label("Option 2").fill("No")

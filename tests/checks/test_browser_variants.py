@@ -128,6 +128,14 @@ def test_each_web_client_defect_turns_exactly_its_journey_red(tmp_path: Path) ->
     for item, named in WEB_EXPECTED.items():
         assert named in red[item], (item, red[item])
     assert outcomes(results)["TST-E2E-MESSAGE"][0] is Outcome.PASS
+    # A journey that failed shows what each person's screen showed when it stopped.
+    for result in results.for_item("TST-E2E-POLL"):
+        shots = [
+            e["name"]
+            for e in result.evidence
+            if e["kind"] == "attachment" and e["name"].endswith("when the journey stopped")
+        ]
+        assert shots == [f"screenshot of browser {n} when the journey stopped" for n in (1, 2)]
 
 
 @pytest.mark.native
