@@ -4,9 +4,10 @@ probe with `--verbose`; a live line shows the probe running when the stream is a
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -21,6 +22,7 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     verbose: bool = False
     start: float = field(default_factory=time.monotonic)
+    stages: list[tuple[str, float]] = field(default_factory=list)  # (stage, seconds), in order
     _area: str = ""
     _pending: dict[str, int] = field(default_factory=dict)
     _results: dict[str, list[ProbeResult]] = field(default_factory=dict)
@@ -31,6 +33,17 @@ class Progress:
 
     def log(self, message: str) -> None:
         self._write(f"[{self.elapsed:6.1f}s] {message}")
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time one stage of the run (also one that raised): where a run's time went."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            seconds = time.monotonic() - started
+            self.stages.append((name, seconds))
+            self.log(f"{name}: {seconds:.1f} s")
 
     def probes_collected(self, probes: Mapping[str, Sequence[str]]) -> None:
         """The probes a stage will run (node id -> item ids): an item's line waits for all of

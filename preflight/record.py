@@ -166,11 +166,13 @@ def build_record(
     signoff_roles: Sequence[str],
     previous: dict[str, Any] | None,
     red_variants: Mapping[str, Sequence[RedVariant]] | None = None,
+    stages: Sequence[tuple[str, float]] = (),
 ) -> dict[str, Any]:
     """The run's record, unsigned: what was selected and what ran, every item's decision with
     its evidence, the verdict, the load run and the drills, the waivers as of `now`, the roles
     whose sign-off it needs, and what changed since the `previous` run's record. An item with
-    `red_variants` (item id -> the tests that turned it red on a broken system) lists them."""
+    `red_variants` (item id -> the tests that turned it red on a broken system) lists them;
+    `stages` (name, seconds) says where the run's time went."""
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "canonical": CANONICAL,
@@ -179,6 +181,7 @@ def build_record(
         "started_at": iso_time(started),
         "finished_at": iso_time(datetime.now(UTC)),
         "duration_s": round(duration_s, 3),
+        "stages": [{"stage": name, "seconds": round(seconds, 1)} for name, seconds in stages],
         "checklist": {
             "path": str(checklist.path),
             "sha256": hashlib.sha256(checklist.path.read_bytes()).hexdigest(),

@@ -5,6 +5,7 @@ record -> reports. This module only sequences the stages; each one's work is in 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 from collections.abc import Callable, Sequence
@@ -150,22 +151,29 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
     )
     selection, target = select_target(options.target, target_options)
     progress.log(f"target: {selection.kind} ({selection.reason})")
-    with target as info:
+    with contextlib.ExitStack() as running:
+        with progress.stage("start the target"):
+            info = running.enter_context(target)
         target_description = target.describe().to_json()
         stage = _Stage(options, info, inputs, progress)
-        probes = stage.pytest(
-            "probes", [options.checks_dir], ignore=[options.checks_dir / DRILLS_DIR]
-        )
-        load = stage.load()
+        with progress.stage("probes"):
+            probes = stage.pytest(
+                "probes", [options.checks_dir], ignore=[options.checks_dir / DRILLS_DIR]
+            )
+        with progress.stage("load"):
+            load = stage.load()
         chosen = selected_drills(options.checks_dir, options.drills)
-        if chosen:
-            drills = stage.pytest("drills", list(chosen.values()))
-        else:
-            progress.log("drills: none selected (--drills none)")
-            drills = ProbeResults()
+        with progress.stage("drills"):
+            if chosen:
+                drills = stage.pytest("drills", list(chosen.values()))
+            else:
+                progress.log("drills: none selected (--drills none)")
+                drills = ProbeResults()
         probes.results.extend(drills.results)
         for item_id, nodes in drills.collected.items():
             probes.collected.setdefault(item_id, []).extend(nodes)
+        with progress.stage("stop the target"):
+            running.close()
 
     now = _now()
     decisions = decide_all(inputs, probes, load, now)
@@ -189,6 +197,7 @@ def run(options: RunOptions, progress: Progress | None = None) -> RunResult:
         # The repository's own red-variant tests (beside checks/): what each item was shown
         # able to fail on.
         red_variants=red_variants(options.checks_dir.resolve().parent),
+        stages=progress.stages,
     )
     signer = f"preflight {preflight_version()} run on {socket.gethostname()}"
     record = sign_as_harness(record, signer)

@@ -217,10 +217,24 @@ def test_run_decides_every_item_writes_three_outputs_and_gates(
     assert {p.name for p in run_dir.iterdir()} >= {"record.json", "report.html", "junit.xml"}
     cases = ET.parse(run_dir / "junit.xml").getroot().iter("testcase")  # noqa: S314 - our own output
     assert len(list(cases)) == 5
-    assert "T-TEAPOT" in (run_dir / "report.html").read_text()
+    report = (run_dir / "report.html").read_text()
+    assert "T-TEAPOT" in report
     # progress: the area and each probe's outcome on stderr, while it ran
     assert "area security" in err
     assert "fail  T-TEAPOT" in err
+    # where the time went: each stage, in order, timed in the record, the report and on stderr
+    stages = record["stages"]
+    assert [s["stage"] for s in stages] == [
+        "start the target",
+        "probes",
+        "load",
+        "drills",
+        "stop the target",
+    ]
+    assert stages[0]["seconds"] > 0, "starting PostgreSQL, Redis, workers and NGINX takes time"
+    assert sum(s["seconds"] for s in stages) <= record["duration_s"]
+    assert 'id="stages"' in report
+    assert f"start the target: {stages[0]['seconds']:.1f} s" in err
 
 
 def test_gate_follows_the_policy_and_an_active_waiver_waives(

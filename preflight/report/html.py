@@ -669,6 +669,7 @@ def render_html(record: Mapping[str, Any]) -> str:
         load_components=_load_components(record["load"]),
         load_scaling=_load_scaling(record["load"]),
         load_generator=_load_generator(record["load"]),
+        stages=[(s["stage"], format_value(s["seconds"], "s")) for s in record.get("stages") or ()],
         awaiting=[r.name for r in roles if not r.signed],
         harness=harness,
         digest=digest,
