@@ -341,26 +341,60 @@ def _frame(raw: str) -> str:
     return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1].rstrip(')')})"
 
 
+# Who owns a sample: the deepest frame whose file matches one of these, first match wins. The
+# socket write comes first: with the cores busy, a worker is often preempted right after a send()
+# wakes the peer, and the sampler records that frame (docs/PERFORMANCE.md, "What limits it").
+COMPONENTS = (
+    ("socket write", ("_SelectorSocketTransport.write ",)),
+    ("TLS to PostgreSQL", ("asyncio/sslproto.py", "/ssl.py")),
+    ("sentry_sdk", ("sentry_sdk/",)),
+    ("prometheus_client", ("prometheus_client/",)),
+    ("logging", ("logging/", "chatsdk/logs.py", "chatsdk/logship.py")),
+    ("json", ("json/",)),
+    ("jwt", ("jwt/",)),
+    ("asyncpg", ("asyncpg/", "chatsdk/dbtiming.py", "chatsdk/pooltiming.py")),
+    ("redis-py", ("redis/",)),
+    ("aiohttp websocket", ("aiohttp/_websocket/", "aiohttp/web_ws.py", "chatsdk/wsframes.py")),
+    ("aiohttp http", ("aiohttp/",)),
+    ("chatsdk", ("chatsdk/",)),
+    ("other threads waiting", ("threading.py", "queue.py")),
+    ("event loop", ("asyncio/", "selectors.py")),
+)
+
+
+def _component(stack: list[str]) -> str:
+    for raw in reversed(stack):
+        for name, patterns in COMPONENTS:
+            if any(p in raw for p in patterns):
+                return name
+    return "other"
+
+
 def summarise_profile(raw: Path, top: int = 20) -> dict[str, Any]:
-    """Self and inclusive shares of the frames in py-spy's raw (collapsed) output."""
+    """Self and inclusive shares of the frames in py-spy's raw (collapsed) output, and each
+    sample given to the component that owns its deepest known frame (COMPONENTS)."""
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    components: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
-        frames = [_frame(f) for f in stack.split(";")]
+        raw_frames = stack.split(";")
+        frames = [_frame(f) for f in raw_frames]
         total += count
         self_time[frames[-1]] += count
+        components[_component(raw_frames)] += count
         for frame in set(frames):
             inclusive[frame] += count
     if total == 0:
-        return {"self": [], "inclusive": []}
+        return {"self": [], "inclusive": [], "components": []}
     return {
         "self": [(f, round(100 * n / total, 1)) for f, n in self_time.most_common(top)],
         "inclusive": [(f, round(100 * n / total, 1)) for f, n in inclusive.most_common(top * 2)],
+        "components": [(c, round(100 * n / total, 1)) for c, n in components.most_common()],
         "samples": total,
     }
 
@@ -430,6 +464,7 @@ def run_step(  # noqa: PLR0915 - start, measure, drain, collect: one step reads 
     n_senders = max(1, math.ceil(rate / PER_SENDER_RATE))
     tokens = world.sender_tokens[:n_senders]
     assert len(tokens) == n_senders, f"{rate} msg/s needs {n_senders} sender users"
+    procs = min(procs, n_senders)  # a process without a sender user would have nothing to do
     spawn = mp.get_context("spawn")
     start_at = time.monotonic() + 1.5  # the processes start first, then send in step
     pipes, processes = [], []
@@ -617,7 +652,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0915 - the run, in order
+def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - the run, in order
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rates", default="100,250,500,750", help="msg/s per step, in order")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per step")
@@ -631,6 +666,12 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0915 - the run,
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="an extra step under py-spy")
     parser.add_argument("--profile-rate", type=float, default=500.0)
+    parser.add_argument(
+        "--profile-keep",
+        type=Path,
+        metavar="DIR",
+        help="keep py-spy's raw (collapsed) stacks of each worker in DIR",
+    )
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
     parser.add_argument(
         "--worker-env",
@@ -645,7 +686,7 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0915 - the run,
 
     report: dict[str, Any] = {
         "environment": environment(),
-        "args": vars(args) | {"out": str(args.out)},
+        "args": vars(args) | {"out": str(args.out), "profile_keep": str(args.profile_keep)},
     }
     print(f"environment: {report['environment']}", flush=True)
     options = NativeOptions(
@@ -737,7 +778,14 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0915 - the run,
                     print(f"py-spy {name}: top inclusive:", flush=True)
                     for frame, share in summary["inclusive"]:
                         print(f"    {share:5.1f} %  {frame}")
+                    print(f"py-spy {name}: by component (deepest known frame):", flush=True)
+                    for component, share in summary["components"]:
+                        print(f"    {share:5.1f} %  {component}")
                 report["profile_step"] = result
+                if args.profile_keep:
+                    args.profile_keep.mkdir(parents=True, exist_ok=True)
+                    for raw in profile_dir.iterdir():
+                        shutil.copy(raw, args.profile_keep / raw.name)
         finally:
             ctl.send(("quit", 0))
             receiver.join(timeout=10)

@@ -231,7 +231,9 @@ async def user_from_token(request: web.Request | web.Application, token: str) ->
     else:
         app = request
         claims = decode(app[SETTINGS].jwt_secret, token, "access")
-    version = await token_version(db.pool(app), claims["app"], claims["sub"])
+    async with db.pool(app).acquire() as conn:
+        version = await token_version(conn, claims["app"], claims["sub"])
+        conn.mark_stateless()  # one SELECT: no session reset needed (chatsdk/sessionreset.py)
     if version is None or claims["ver"] != version:
         raise unauthorized("The token has been revoked.")
     if isinstance(request, web.Request):

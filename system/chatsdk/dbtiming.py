@@ -23,6 +23,7 @@ import asyncpg
 from prometheus_client import Histogram
 
 from chatsdk.metrics import Metrics
+from chatsdk.sessionreset import MarkableConnection
 
 VERBS = frozenset(
     {"select", "insert", "update", "delete", "with", "begin", "commit", "rollback", "copy"}
@@ -66,7 +67,7 @@ def operation_of(sql: str) -> str:
 def timed_connection_class(histogram: Histogram) -> type[asyncpg.Connection]:
     """An asyncpg Connection subclass that observes each statement's duration in `histogram`."""
 
-    class TimedConnection(asyncpg.Connection):  # type: ignore[misc]
+    class TimedConnection(MarkableConnection):
         def _observe(self, sql: str, started: float) -> None:
             histogram.labels(operation_of(sql)).observe(time.perf_counter() - started)
 

@@ -26,6 +26,7 @@ from chatsdk.errors import MigrationError
 from chatsdk.metrics import Metrics
 from chatsdk.migrate import Migration, apply_migrations, load_migrations
 from chatsdk.pooltiming import TimedPool
+from chatsdk.sessionreset import reset_session
 from chatsdk.settings import Settings
 
 log = logging.getLogger("chatsdk.dependencies")
@@ -195,6 +196,8 @@ class Dependencies:
                 max_inactive_connection_lifetime=60.0,
                 # Every statement observed in db_query_duration_seconds{operation}.
                 connection_class=timed_connection_class(self._metrics.db_query_duration),
+                # asyncpg's reset query, skipped for a connection marked as left unchanged.
+                reset=reset_session,
                 init=_drop_when_unacknowledged if bounded else None,
             )
             # Every acquisition's wait observed in db_pool_wait_seconds.

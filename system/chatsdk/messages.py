@@ -377,6 +377,9 @@ async def send_message(request: web.Request) -> web.Response:
                     if row is None:
                         raise not_found("channel")
                     data = message_json(row, Extras(uploads={row["id"]: sorted(upload_ids)}))
+                    # Only SELECTs and the one-statement send ran, in autocommit: no session
+                    # reset needed (chatsdk/sessionreset.py).
+                    conn.mark_stateless()
         except asyncpg.UniqueViolationError as exc:
             if client_msg_id is None or exc.constraint_name != CLIENT_MSG_UNIQUE:
                 return _answered_or_raise(early, exc)
