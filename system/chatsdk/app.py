@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             drain_middleware,
+            errortracking.scope_middleware,
             request_id_middleware,
             metrics_middleware,
             error_middleware,

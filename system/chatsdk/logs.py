@@ -36,6 +36,10 @@ app_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "chatsdk_user_id", default=None
 )
+# The request being served, for error tracking's event (errortracking.scrub_event).
+request_var: contextvars.ContextVar[BaseRequest | None] = contextvars.ContextVar(
+    "chatsdk_request", default=None
+)
 
 ACCESS_LOGGER_NAME = "chatsdk.access"
 MASK = "[redacted]"
@@ -60,16 +64,18 @@ LOG_IDENTITY = web.RequestKey("log_identity", Identity)
 
 
 @contextlib.contextmanager
-def bind_request_context(request_id: str) -> Iterator[None]:
+def bind_request_context(request_id: str, request: BaseRequest | None = None) -> Iterator[None]:
     """A fresh log context for one request; everything set in it is undone at the end."""
     tokens = (
         request_id_var.set(request_id),
         app_id_var.set(None),
         user_id_var.set(None),
     )
+    request_token = request_var.set(request)
     try:
         yield
     finally:
+        request_var.reset(request_token)
         user_id_var.reset(tokens[2])
         app_id_var.reset(tokens[1])
         request_id_var.reset(tokens[0])

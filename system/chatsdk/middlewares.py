@@ -110,7 +110,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     request[REQUEST_ID] = request_id
     # A fresh log context per request: ids set by auth (app_id, user_id) never leak into the
     # next request served on the same connection.
-    with bind_request_context(request_id):
+    with bind_request_context(request_id, request):
         return await handler(request)
 
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from chatsdk.app import create_app
 from chatsdk.errors import SettingsError
 from chatsdk.errortracking import (
@@ -103,6 +103,22 @@ def test_an_event_leaves_with_its_request_id_and_without_credentials_or_personal
     for secret in (ADMIN_KEY, JWT_SECRET, API_KEY, "203.0.113.9", "eyJhbGciOi"):
         assert secret not in text
     assert event["exception"]["values"][0]["type"] == "Boom"
+
+
+def test_an_event_inside_a_request_carries_that_request_without_query_or_credentials() -> None:
+    request = make_mocked_request(
+        "POST",
+        "/v1/channels/c1/messages?token=abc",
+        headers={"Host": "chat.example", "User-Agent": "probe", "X-Admin-Key": ADMIN_KEY},
+    )
+    with bind_request_context("rid-2", request):
+        event = scrub_event({"event_id": "e2"}, {}, redact=Redactor(), worker_id="1")
+    assert event["request"] == {
+        "url": "http://chat.example/v1/channels/c1/messages",
+        "method": "POST",
+        "headers": {"Host": "chat.example", "User-Agent": "probe"},
+    }
+    assert event["tags"]["request_id"] == "rid-2"
 
 
 def test_an_event_outside_a_request_has_no_request_id() -> None:

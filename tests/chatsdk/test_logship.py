@@ -77,6 +77,27 @@ def test_a_store_that_is_away_loses_the_line_without_raising() -> None:
             logger.removeHandler(shipper.handler)
 
 
+def test_a_burst_of_lines_arrives_whole_and_in_order(listener: socket.socket) -> None:
+    """Lines are shipped in batches, each still its own message, none lost or reordered."""
+    shipper = Shipper(f"127.0.0.1:{listener.getsockname()[1]}", JsonFormatter("w7"))
+    logger = logging.getLogger("test.logship.burst")
+    logger.propagate = False
+    logger.addHandler(shipper.handler)
+    shipper.start()
+    try:
+        for n in range(500):
+            logger.warning("line %d", n)
+        conn, _addr = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            messages = [read_frame(conn).decode() for _ in range(500)]
+    finally:
+        shipper.stop()
+        logger.removeHandler(shipper.handler)
+    lines = [json.loads(m.partition(" - - ")[2])["msg"] for m in messages]
+    assert lines == [f"line {n}" for n in range(500)]
+
+
 def test_the_handlers_after_the_shipper_still_see_the_exception() -> None:
     """Error tracking reads the record's exc_info after the shipper has queued it."""
     seen: list[logging.LogRecord] = []
