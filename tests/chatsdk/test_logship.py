@@ -4,6 +4,7 @@ is away neither blocks nor breaks the worker's logging."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -34,24 +35,39 @@ def read_frame(conn: socket.socket) -> bytes:
     return body
 
 
-def test_a_line_arrives_as_an_rfc5424_message_with_the_json_record(
-    listener: socket.socket,
-) -> None:
-    port = listener.getsockname()[1]
-    shipper = Shipper(f"127.0.0.1:{port}", JsonFormatter("w7", Redactor(["s3cret-value-123"])))
-    logger = logging.getLogger("test.logship")
+@contextlib.contextmanager
+def shipping(
+    port: int, name: str, formatter: logging.Formatter | None = None
+) -> Iterator[logging.Logger]:
+    """A logger of its own whose lines a started Shipper sends to 127.0.0.1:`port`; stopped
+    (what it buffered shipped) on the way out."""
+    shipper = Shipper(f"127.0.0.1:{port}", formatter or JsonFormatter("w7"))
+    logger = logging.getLogger(name)
     logger.propagate = False
     logger.addHandler(shipper.handler)
     shipper.start()
     try:
-        logger.warning("hello %s", "s3cret-value-123", extra={"request_id": "r-1"})
-        conn, _addr = listener.accept()
-        with conn:
-            conn.settimeout(10)
-            message = read_frame(conn).decode()
+        yield logger
     finally:
         shipper.stop()
         logger.removeHandler(shipper.handler)
+
+
+def received(listener: socket.socket, count: int) -> list[str]:
+    """The first `count` messages of the first connection to `listener`."""
+    conn, _addr = listener.accept()
+    with conn:
+        conn.settimeout(10)
+        return [read_frame(conn).decode() for _ in range(count)]
+
+
+def test_a_line_arrives_as_an_rfc5424_message_with_the_json_record(
+    listener: socket.socket,
+) -> None:
+    formatter = JsonFormatter("w7", Redactor(["s3cret-value-123"]))
+    with shipping(listener.getsockname()[1], "test.logship", formatter) as logger:
+        logger.warning("hello %s", "s3cret-value-123", extra={"request_id": "r-1"})
+        (message,) = received(listener, 1)
     header, _sep, line = message.partition(" - - ")
     pri_version, _stamp, _host, app, _pid = header.split(" ")
     assert (pri_version, app) == ("<132>1", "chatsdk"), header  # local0.warning, RFC 5424
@@ -65,35 +81,16 @@ def test_a_store_that_is_away_loses_the_line_without_raising() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connections are refused
-        shipper = Shipper(f"127.0.0.1:{port}", JsonFormatter("w7"))
-        logger = logging.getLogger("test.logship.away")
-        logger.propagate = False
-        logger.addHandler(shipper.handler)
-        shipper.start()
-        try:
+        with shipping(port, "test.logship.away") as logger:
             logger.error("nobody listens")
-        finally:
-            shipper.stop()
-            logger.removeHandler(shipper.handler)
 
 
 def test_a_burst_of_lines_arrives_whole_and_in_order(listener: socket.socket) -> None:
     """Lines are shipped in batches, each still its own message, none lost or reordered."""
-    shipper = Shipper(f"127.0.0.1:{listener.getsockname()[1]}", JsonFormatter("w7"))
-    logger = logging.getLogger("test.logship.burst")
-    logger.propagate = False
-    logger.addHandler(shipper.handler)
-    shipper.start()
-    try:
+    with shipping(listener.getsockname()[1], "test.logship.burst") as logger:
         for n in range(500):
             logger.warning("line %d", n)
-        conn, _addr = listener.accept()
-        with conn:
-            conn.settimeout(10)
-            messages = [read_frame(conn).decode() for _ in range(500)]
-    finally:
-        shipper.stop()
-        logger.removeHandler(shipper.handler)
+        messages = received(listener, 500)
     lines = [json.loads(m.partition(" - - ")[2])["msg"] for m in messages]
     assert lines == [f"line {n}" for n in range(500)]
 
