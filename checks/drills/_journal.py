@@ -638,6 +638,14 @@ class Journal:
         """The failed attempts that started within [since, until) (journal seconds)."""
         return [a for s in self.sends for a in s.attempts if a.failed and since <= a.at < until]
 
+    def acked_within(self, since: float, until: float) -> list[Send]:
+        """The sends whose acknowledgement arrived within [since, until) (journal seconds)."""
+        return [
+            s
+            for s in self.sends
+            if s.state == "acked" and since <= s.attempts[-1].at + s.attempts[-1].took < until
+        ]
+
     def acked_per_s(self, since: float, until: float) -> float:
         """Sends acknowledged per second among those first tried within [since, until)."""
         if until <= since:

@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -115,6 +116,13 @@ class DatabaseFailover(Protocol):
     """PostgreSQL's failover, for the failover drill: promote the standby once the primary is
     lost (the drill kills it through `control`), and afterwards put the deployment back as it
     started (the lost primary rebuilt and primary again, the standby streaming from it)."""
+
+    def replication_held(self) -> AbstractContextManager[None]:
+        """For the block, the primary sends its standby nothing (its WAL senders stopped) while
+        its commits go on, as when the link between them stalls: what the primary acknowledges
+        then exists only on the primary, unless a commit waits for the standby (synchronous
+        replication). On exit the senders go on, or are killed if the primary died meanwhile."""
+        ...
 
     def promote(self) -> None:
         """Promote the standby (`pg_promote()`); returns once it accepts writes."""

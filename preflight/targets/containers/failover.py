@@ -15,10 +15,14 @@ it a standby of the promoted one; its own container then starts on that copy and
 switchover follows (the promoted one's fast shutdown sends it every WAL record), the old primary
 is promoted, and the other one is rebuilt the same way as its standby. The containers themselves
 are never replaced, so the target's controls, logs and published ports keep meaning what they
-meant."""
+meant.
+
+`replication_held()` stops the primary's WAL senders for the drill, so its standby is behind
+when the primary dies."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +57,22 @@ class ContainersFailover:
     network: str
     labels: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = field(default=lambda _m: None, repr=False)
+
+    @contextmanager
+    def replication_held(self) -> Iterator[None]:
+        """The primary's WAL senders stopped (SIGSTOP, by `docker exec`) for the block; then
+        continued if the container still runs (a `docker kill` meanwhile ended them with it)."""
+        pids = self._psql(self.primary, PRIMARY, "SELECT pid FROM pg_stat_replication").split()
+        if not pids:
+            raise TargetUnavailable(f"PostgreSQL {PRIMARY} has no WAL sender to hold: no standby")
+        self._signal(self.primary, PRIMARY, "STOP", pids)
+        try:
+            yield
+        finally:
+            self.primary.container.reload()
+            if self.primary.container.status == "running":
+                with contextlib.suppress(TargetUnavailable):
+                    self._signal(self.primary, PRIMARY, "CONT", pids)
 
     def promote(self) -> None:
         """Fence the lost primary, then `pg_promote()` on the standby; returns once it accepts
@@ -182,6 +202,18 @@ class ContainersFailover:
                 f"PostgreSQL {host} was not streaming from {source[1]} within "
                 f"{STREAMING_WITHIN_S:.0f} s; its last lines: {tail[-600:]}"
             )
+
+    def _signal(self, server: ContainerControl, name: str, signal: str, pids: list[str]) -> None:
+        """`kill -s signal pids` in `server`'s container (the shell's own kill)."""
+        try:
+            code, out = server.container.exec_run(
+                ["sh", "-c", 'kill -s "$0" "$@"', signal, *pids], user="postgres"
+            )
+        except Exception as exc:  # docker.errors.APIError: the container does not run
+            raise TargetUnavailable(f"PostgreSQL {name}: {exc}") from exc
+        if code != 0:
+            message = (out or b"").decode(errors="replace").strip()
+            raise TargetUnavailable(f"PostgreSQL {name}: kill -s {signal} failed: {message[-400:]}")
 
     def _psql(self, server: ContainerControl, name: str, sql: str) -> str:
         """`sql`'s one value, by psql in `server`'s container as the superuser."""

@@ -4,6 +4,8 @@ The standby is a second PostgreSQL server (postgres.Server) on its own port and 
 from the primary with `pg_basebackup -R` through the replication slot (servers.STANDBY_SLOT), so
 its copy carries the primary_conninfo it streams with; the target counts as started once the
 primary shows it streaming. Replication is asynchronous (system/docs/operations/replication.md).
+`Failover.replication_held` stops the primary's WAL senders for the failover drill, so the
+standby is behind when the primary dies.
 
 `Failover` (base.DatabaseFailover) promotes the standby when the primary is lost, and afterwards
 puts both servers back in their starting roles: the lost primary is rebuilt as a standby of the
@@ -14,10 +16,12 @@ back on the same ports, so the target's controls, DSNs and logs keep meaning wha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from preflight.errors import TargetUnavailable
 from preflight.polling import until
@@ -158,6 +162,32 @@ class Failover:
         self.primary = primary
         self.standby = standby
         self.supervisor = supervisor
+
+    @contextlib.contextmanager
+    def replication_held(self) -> Iterator[None]:
+        """The primary's WAL senders stopped (SIGSTOP) for the block. A stopped process cannot
+        see its postmaster die: if the primary was killed meanwhile they are killed too, or they
+        would hold its shared memory and port."""
+        pids = [
+            int(pid)
+            for pid in self.primary.psql(
+                "SELECT pid FROM pg_stat_replication", self.primary.superuser_password
+            ).split()
+        ]
+        if not pids:
+            raise TargetUnavailable(
+                f"PostgreSQL {self.primary.name} has no WAL sender to hold: no standby streams"
+            )
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            child = self.primary.child
+            alive = child is not None and child.running()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT if alive else signal.SIGKILL)
 
     def promote(self) -> None:
         """`pg_promote()` on the standby; returns once it accepts writes."""
