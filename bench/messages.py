@@ -41,7 +41,7 @@ import aiohttp
 
 from preflight.client import ChatClient, expect
 from preflight.postgres_bin import PG_BIN
-from preflight.targets.native import NativeOptions, NativeTarget
+from preflight.targets.native import NativeOptions, NativeTarget, NativeTestOptions
 
 RECIPIENTS = 10
 PER_SENDER_RATE = 12.0  # msg/s per sending user: under the API's 20/s send_message bucket
@@ -680,6 +680,12 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 -
         metavar="NAME=VALUE",
         help="extra environment for the API workers (e.g. to try a variant of the code)",
     )
+    parser.add_argument(
+        "--asynchronous-replication",
+        action="store_true",
+        help="without the synchronous replication guard: commits do not wait for the standby "
+        "(to measure what waiting for it costs)",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     rates = [float(x) for x in args.rates.split(",")]
     max_rate = max([*rates, args.profile_rate if args.profile else 0.0])
@@ -695,6 +701,7 @@ def main(argv: Iterable[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 -
         api_rate_per_s=1_000_000,
         ws_rate_per_s=10_000,
         worker_env=dict(item.split("=", 1) for item in args.worker_env),
+        test=NativeTestOptions(asynchronous_replication=args.asynchronous_replication),
     )
     target = NativeTarget(options)
     with target as info, tempfile.TemporaryDirectory(prefix="bench-messages-") as tmp:

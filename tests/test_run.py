@@ -469,9 +469,6 @@ def test_the_repository_checklist_runs_and_every_item_gets_an_outcome(
     known_fails = {
         "INF-DB-VERSION": "must be version 16 or later (got 15.",
         "OPS-ONCALL-SHIFTS": "acknowledged no test page",
-        # Asynchronous replication: the sends acknowledged while the standby was behind are
-        # lost with the primary (system/docs/operations/replication.md).
-        "BAK-FAILOVER-DRILL": "while its standby received nothing were lost with it",
         "PERF-RESOURCE-LIMITS": "must run with CPU and memory limits",
     }
     attested_too = {i.id for i in checklist.items if i.attest}

@@ -23,9 +23,10 @@ POSTGRES_SETTINGS = (
     # Query statistics (PERF-DB-SLOW-QUERIES): the app role reads its own statements' figures.
     "shared_preload_libraries=pg_stat_statements",
     "pg_stat_statements.track=top",
-    # Streaming replication to one asynchronous standby (system/docs/operations/replication.md
-    # says why asynchronous): a slot holds the WAL it still needs, bounded so a standby gone for
-    # good cannot fill the primary's disk; a standby retries a lost primary every second.
+    # Streaming replication to one standby, synchronous while it streams (the guard beside the
+    # pair sets synchronous_standby_names; system/docs/operations/replication.md): a slot holds
+    # the WAL it still needs, bounded so a standby gone for good cannot fill the primary's disk;
+    # a standby retries a lost primary every second.
     "max_slot_wal_keep_size=1GB",
     "wal_retrieve_retry_interval=1s",
 )

@@ -2,9 +2,8 @@
 a deliberately broken deployment: API workers whose database URL names the primary alone cannot
 follow the standby's promotion, so the drill turns red; its rejoin still puts the pair back
 (the old primary rebuilt and primary again, the standby streaming from it), so the replica probe
-after it passes. On the deployment system/deploy ships the workers follow, and the drill fails
-only on the sends its asynchronous replication loses (`preflight run --target containers --area
-backup --drills failover`; the full run in tests/targets/test_containers_run.py)."""
+after it passes. On the deployment system/deploy ships the same drill passes (`preflight run
+--target containers --area backup --drills failover`)."""
 
 from __future__ import annotations
 

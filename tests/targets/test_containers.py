@@ -68,6 +68,7 @@ def test_the_shipped_compose_file_starts_stores_before_the_api_and_the_edge_last
             "api",
             "realtime",
             "postgres-standby",
+            "postgres-sync-guard",
             "log-shipper",
             "postgres-exporter",
             "redis-exporter",

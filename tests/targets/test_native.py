@@ -398,8 +398,9 @@ def test_stop_leaves_no_process_and_no_temp_dir() -> None:
         assert target.dir is not None
         d = target.dir
         pids = target.pids()
-        # redis, errortracker, api-0, nginx, postgres, postgres-standby, logstore, log-shipper
-        assert len(pids) == 8
+        # redis, errortracker, api-0, nginx, postgres, postgres-standby, postgres-sync-guard,
+        # logstore, log-shipper
+        assert len(pids) == 9
         assert processes_mentioning(str(d))
     assert not d.exists()
     assert not processes_mentioning(str(d)), "processes outlived the target"

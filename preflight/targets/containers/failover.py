@@ -13,9 +13,10 @@ ships: the image's `rejoin-as-standby` command (system/deploy/images/postgres/en
 once in a container of the image with the lost primary's data volume, secrets and network, makes
 it a standby of the promoted one; its own container then starts on that copy and streams. A
 switchover follows (the promoted one's fast shutdown sends it every WAL record), the old primary
-is promoted, and the other one is rebuilt the same way as its standby. The containers themselves
-are never replaced, so the target's controls, logs and published ports keep meaning what they
-meant.
+is promoted, and the other one is rebuilt the same way as its standby; it returns once the
+deployment's guard (postgres-sync-guard) has made the primary's commits wait for it again. The
+containers themselves are never replaced, so the target's controls, logs and published ports
+keep meaning what they meant.
 
 `replication_held()` stops the primary's WAL senders for the drill, so its standby is behind
 when the primary dies."""
@@ -41,6 +42,7 @@ PROMOTE_WAIT_S = 60
 REJOIN_COMMAND = "rejoin-as-standby"
 COPY_TIMEOUT_S = 600  # the one-off copy of the other server's data
 STREAMING_WITHIN_S = 120.0
+SYNCHRONOUS_WITHIN_S = 30.0
 SETTLE_S = 30.0  # for a container the engine is restarting to run PostgreSQL (or stay down)
 
 
@@ -93,6 +95,7 @@ class ContainersFailover:
             with self._step(f"{PRIMARY} started again, {STANDBY} streaming from it"):
                 self.primary.start()
                 self._wait_streaming(source=(self.primary, PRIMARY), standby=self.standby)
+                self._wait_synchronous()
             return
         with self._step(f"{PRIMARY} rebuilt as a standby of {STANDBY}"):
             self._rebuild(self.primary, source=(self.standby, STANDBY))
@@ -101,6 +104,8 @@ class ContainersFailover:
             self._promote(self.primary, PRIMARY)
         with self._step(f"{STANDBY} rebuilt as a standby of {PRIMARY}"):
             self._rebuild(self.standby, source=(self.primary, PRIMARY))
+        with self._step(f"{PRIMARY} synchronous again (its guard)"):
+            self._wait_synchronous()
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -214,6 +219,17 @@ class ContainersFailover:
         if code != 0:
             message = (out or b"").decode(errors="replace").strip()
             raise TargetUnavailable(f"PostgreSQL {name}: kill -s {signal} failed: {message[-400:]}")
+
+    def _wait_synchronous(self) -> None:
+        """Until the primary's commits wait for its standby: the deployment's guard
+        (postgres-sync-guard) sets that within a second of the standby streaming."""
+        sql = "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')"
+        if not until(lambda: self._psql(self.primary, PRIMARY, sql) != "0", SYNCHRONOUS_WITHIN_S):
+            raise TargetUnavailable(
+                f"PostgreSQL {PRIMARY} did not replicate synchronously within "
+                f"{SYNCHRONOUS_WITHIN_S:.0f} s of its standby streaming: is postgres-sync-guard "
+                "running? (its logs say what it sees)"
+            )
 
     def _psql(self, server: ContainerControl, name: str, sql: str) -> str:
         """`sql`'s one value, by psql in `server`'s container as the superuser."""

@@ -68,7 +68,10 @@ IMAGES: tuple[Image, ...] = (
         "postgres",
         "system/deploy/images/postgres/Dockerfile",
         TRIXIE,
-        ("system/deploy/images/postgres/entrypoint.sh",),
+        (
+            "system/deploy/images/postgres/entrypoint.sh",
+            "system/deploy/images/postgres/sync-guard.sh",
+        ),
     ),
     Image("redis", "system/deploy/images/redis/Dockerfile", BOOKWORM),
     Image(

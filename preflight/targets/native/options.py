@@ -38,6 +38,10 @@ class NativeTestOptions:
     # The workers' DSN names the primary alone, not the standby after it: they cannot follow a
     # failover (the failover drill turns red).
     workers_primary_only: bool = False
+    # No synchronous replication guard beside the pair (system/deploy/images/postgres/
+    # sync-guard.sh): commits return before the standby has them, and the failover drill, which
+    # kills the primary while its standby is behind, finds them lost.
+    asynchronous_replication: bool = False
 
 
 @dataclass(frozen=True)

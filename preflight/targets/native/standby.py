@@ -3,7 +3,9 @@
 The standby is a second PostgreSQL server (postgres.Server) on its own port and folder, made
 from the primary with `pg_basebackup -R` through the replication slot (servers.STANDBY_SLOT), so
 its copy carries the primary_conninfo it streams with; the target counts as started once the
-primary shows it streaming. Replication is asynchronous (system/docs/operations/replication.md).
+primary shows it streaming. Replication is synchronous while the standby streams: the
+deployment's guard (system/deploy/images/postgres/sync-guard.sh) runs beside the pair as the
+process postgres-sync-guard (system/docs/operations/replication.md).
 `Failover.replication_held` stops the primary's WAL senders for the failover drill, so the
 standby is behind when the primary dies.
 
@@ -22,6 +24,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from preflight.errors import TargetUnavailable
 from preflight.polling import until
@@ -32,6 +35,18 @@ from preflight.targets.procs import Child, RunAs
 from preflight.targets.servers import REPLICATION_ROLE, STANDBY_SLOT
 
 STANDBY = "postgres-standby"
+GUARD = "postgres-sync-guard"
+# The guard the deployment runs beside its pair, run here the same way (its comment says what
+# it does): commits wait for a streaming standby, and for none while no standby streams.
+SYNC_GUARD = (
+    Path(__file__).resolve().parents[3]
+    / "system"
+    / "deploy"
+    / "images"
+    / "postgres"
+    / "sync-guard.sh"
+)
+SYNCHRONOUS_WITHIN_S = 15.0
 BASE_BACKUP_TIMEOUT_S = 120
 DROP_IDLE_SLOT = (
     f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "  # noqa: S608
@@ -116,6 +131,37 @@ def wait_streaming(primary: Postgres, source: Server, standby: Server) -> None:
         )
 
 
+def sync_guard(primary: Postgres, standby: Server) -> tuple[Child, dict[str, str]]:
+    """The guard's process, and its environment: both servers, the superuser's password file,
+    psql on its PATH. It runs as the postgres user, who alone reads that file."""
+    child = Child(GUARD, ["/bin/sh", str(SYNC_GUARD)], primary.logs / f"{GUARD}.log")
+    password = primary.dir / f"{GUARD}.pw"
+    password.write_text(primary.superuser_password + "\n")
+    password.chmod(0o600)
+    primary.own(password)
+    env = {
+        "PATH": f"{Path(primary.programs['psql']).parent}:/usr/bin:/bin",
+        "POSTGRES_SYNC_SERVERS": f"127.0.0.1:{primary.port} 127.0.0.1:{standby.port}",
+        "POSTGRES_PASSWORD_FILE": str(password),
+    }
+    return child, env
+
+
+def wait_synchronous(primary: Postgres, server: Server) -> None:
+    """Until `server`, a primary, waits for its standby on every commit (the guard set it)."""
+    sql = "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')"
+    if not until(
+        lambda: server.psql(sql, primary.superuser_password) != "0",
+        SYNCHRONOUS_WITHIN_S,
+        interval=0.1,
+    ):
+        raise TargetUnavailable(
+            f"PostgreSQL {server.name} did not replicate synchronously within "
+            f"{SYNCHRONOUS_WITHIN_S:.0f} s of its standby streaming; the end of the guard's "
+            f"log:\n{server.log_tail(GUARD)}"
+        )
+
+
 class Standby(Server):
     """The standby of `primary`, named postgres-standby."""
 
@@ -158,10 +204,18 @@ class Failover:
     """The failover drill's hands over the native target's primary and standby
     (base.DatabaseFailover)."""
 
-    def __init__(self, primary: Postgres, standby: Standby, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        primary: Postgres,
+        standby: Standby,
+        supervisor: Supervisor,
+        *,
+        synchronous: bool = True,
+    ) -> None:
         self.primary = primary
         self.standby = standby
         self.supervisor = supervisor
+        self.synchronous = synchronous  # a guard runs: the rejoined pair waits until it is
 
     @contextlib.contextmanager
     def replication_held(self) -> Iterator[None]:
@@ -200,12 +254,14 @@ class Failover:
         if self._in_recovery(standby):
             self._start(primary)
             wait_streaming(primary, primary, standby)
-            return
-        self._stop(primary)  # whatever is left of it: the promoted standby has the data now
-        self._rebuild(primary, source=standby)
-        self._stop(standby)  # a fast shutdown sends its last WAL to the new standby first
-        self._promote(primary)
-        self._rebuild(standby, source=primary)
+        else:
+            self._stop(primary)  # whatever is left of it: the promoted standby has the data now
+            self._rebuild(primary, source=standby)
+            self._stop(standby)  # a fast shutdown sends its last WAL to the new standby first
+            self._promote(primary)
+            self._rebuild(standby, source=primary)
+        if self.synchronous:
+            wait_synchronous(primary, primary)
 
     # -- steps -------------------------------------------------------------------------------
 

@@ -37,7 +37,14 @@ from preflight.targets.native.options import NativeOptions
 from preflight.targets.native.postgres import Postgres, Server, binaries
 from preflight.targets.native.redis import RedisServer
 from preflight.targets.native.releases import EXPAND_MIGRATION, WorkerReleases
-from preflight.targets.native.standby import STANDBY, Failover, Standby
+from preflight.targets.native.standby import (
+    GUARD,
+    STANDBY,
+    Failover,
+    Standby,
+    sync_guard,
+    wait_synchronous,
+)
 from preflight.targets.native.supervisor import RestartPolicy, Supervisor, is_worker
 from preflight.targets.native.workdir import executable, make_workdir, sweep_stale_dirs
 from preflight.targets.native.workers import WorkerSettings, redeploy, start_worker
@@ -50,6 +57,7 @@ STOP_ORDER = {
     **dict.fromkeys(OBSERVABILITY, -1),
     "nginx": 0,
     "redis": 2,
+    GUARD: 1,  # before the servers it watches
     STANDBY: 2,  # before its primary, which would otherwise wait to send it its last WAL
     "postgres": 3,
     "errortracker": 4,  # it receives what the draining workers still report
@@ -165,6 +173,10 @@ class NativeTarget:
         if stack.standby is not None:
             opts.log("starting the PostgreSQL standby")
             stack.standby.finish(self._spawn_as, stack.pki)
+            if not opts.test.asynchronous_replication:
+                guard, env = sync_guard(stack.postgres, stack.standby)
+                self.supervisor.spawn(guard, env=env, run_as=stack.postgres.run_as)
+                wait_synchronous(stack.postgres, stack.postgres)
         self.deployed_at = time.time()  # the release is serving: deployed
         tracker.wait_ready(opts.ready_timeout)
         observability = self._start_observability(stack) if opts.observability else None
@@ -425,7 +437,12 @@ class NativeTarget:
                     name: url for name, url in zip(workers, self.worker_urls, strict=False)
                 },
                 failover=(
-                    Failover(stack.postgres, stack.standby, self.supervisor)
+                    Failover(
+                        stack.postgres,
+                        stack.standby,
+                        self.supervisor,
+                        synchronous=not opts.test.asynchronous_replication,
+                    )
                     if stack.standby is not None
                     else None
                 ),
