@@ -12,7 +12,9 @@ the kill its WAL senders are stopped, as when the link between them stalls, whil
 A commit acknowledged before its standby had it is then lost with the primary, and its seq is
 given to the next message on the promoted one (a client that saw the lost message takes the new
 one for a repeat). Only a commit that waits for the standby (synchronous replication) survives
-this; with asynchronous replication the drill fails, and says how many sends were lost.
+this. With asynchronous replication the drill fails and says how many sends were lost, every
+time where the killed primary stays down (the native target); where a restart policy brings it
+back before the fence, it may send the held WAL first.
 
 Afterwards, still under the workload, the target's failover control rejoins the pair as it
 started (the lost primary rebuilt and primary again through a switchover, the standby streaming

@@ -12,6 +12,10 @@ REPLICATION_ROLE = "chatsdk_replicator"
 # The replication slot of the one standby, on the primary: WAL the standby has not received is
 # kept (at most max_slot_wal_keep_size) however long it is away.
 STANDBY_SLOT = "standby_1"
+# The WAL senders of a primary's standbys, which the failover drill stops for a while: a standby
+# reports the position it replayed, a base backup's WAL stream (the backup job, a standby still
+# being copied) none.
+HELD_SENDERS = "SELECT pid FROM pg_stat_replication WHERE replay_lsn IS NOT NULL"
 
 # Server settings beyond the defaults, as `-c name=value` pairs for `postgres`.
 POSTGRES_SETTINGS = (

@@ -23,7 +23,6 @@ when the primary dies."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from typing import Any
 from preflight.errors import TargetUnavailable
 from preflight.polling import until
 from preflight.targets.containers.control import ContainerControl
+from preflight.targets.servers import HELD_SENDERS
 
 PRIMARY = "postgres"  # the compose services, and their addresses on the network they share
 STANDBY = "postgres-standby"
@@ -62,19 +62,25 @@ class ContainersFailover:
 
     @contextmanager
     def replication_held(self) -> Iterator[None]:
-        """The primary's WAL senders stopped (SIGSTOP, by `docker exec`) for the block; then
-        continued if the container still runs (a `docker kill` meanwhile ended them with it)."""
-        pids = self._psql(self.primary, PRIMARY, "SELECT pid FROM pg_stat_replication").split()
+        """The WAL senders of the primary's standbys stopped (SIGSTOP, by `docker exec`) for the
+        block; then continued while the container still runs (a `docker kill` meanwhile ended
+        them with it)."""
+        pids = self._psql(self.primary, PRIMARY, HELD_SENDERS).split()
         if not pids:
             raise TargetUnavailable(f"PostgreSQL {PRIMARY} has no WAL sender to hold: no standby")
-        self._signal(self.primary, PRIMARY, "STOP", pids)
+        started = self._started_at()
         try:
+            self._signal(self.primary, PRIMARY, "STOP", pids)
             yield
         finally:
-            self.primary.container.reload()
-            if self.primary.container.status == "running":
-                with contextlib.suppress(TargetUnavailable):
-                    self._signal(self.primary, PRIMARY, "CONT", pids)
+            # The same run of the container: its senders are still stopped. A killed container
+            # took them with it, also when its restart policy has started it again since.
+            if self._started_at() == started and self.primary.container.status == "running":
+                self._signal(self.primary, PRIMARY, "CONT", pids)
+
+    def _started_at(self) -> str:
+        self.primary.container.reload()
+        return str((self.primary.container.attrs.get("State") or {}).get("StartedAt"))
 
     def promote(self) -> None:
         """Fence the lost primary, then `pg_promote()` on the standby; returns once it accepts

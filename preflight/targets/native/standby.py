@@ -32,7 +32,7 @@ from preflight.targets.native.postgres import Postgres, Server
 from preflight.targets.native.supervisor import Supervisor
 from preflight.targets.pki import Pki
 from preflight.targets.procs import Child, RunAs
-from preflight.targets.servers import REPLICATION_ROLE, STANDBY_SLOT
+from preflight.targets.servers import HELD_SENDERS, REPLICATION_ROLE, STANDBY_SLOT
 
 STANDBY = "postgres-standby"
 GUARD = "postgres-sync-guard"
@@ -219,22 +219,22 @@ class Failover:
 
     @contextlib.contextmanager
     def replication_held(self) -> Iterator[None]:
-        """The primary's WAL senders stopped (SIGSTOP) for the block. A stopped process cannot
+        """The WAL senders of the primary's standbys (those that report a replayed position,
+        not a base backup's stream) stopped (SIGSTOP) for the block. A stopped process cannot
         see its postmaster die: if the primary was killed meanwhile they are killed too, or they
-        would hold its shared memory and port."""
+        would keep its shared memory attached and the killed primary could not start again."""
         pids = [
             int(pid)
-            for pid in self.primary.psql(
-                "SELECT pid FROM pg_stat_replication", self.primary.superuser_password
-            ).split()
+            for pid in self.primary.psql(HELD_SENDERS, self.primary.superuser_password).split()
         ]
         if not pids:
             raise TargetUnavailable(
                 f"PostgreSQL {self.primary.name} has no WAL sender to hold: no standby streams"
             )
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
         try:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(pid, signal.SIGSTOP)
             yield
         finally:
             child = self.primary.child

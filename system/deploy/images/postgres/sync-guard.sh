@@ -10,8 +10,11 @@
 #   - to POSTGRES_SYNC_NAMES (default `ANY 1 (*)`: the first of any standbys to confirm) while
 #     a standby streams from it: commits wait until a standby has flushed them;
 #   - to '' while none does (the standby is down, being rebuilt, or not made yet): commits
-#     return at once, and the waiting ones are released, so losing the standby never stops
-#     writes. What such a primary commits is on it alone until a standby streams again.
+#     return at once, and the waiting ones are released, so losing the standby stops writes
+#     for one pass at most. What such a primary commits is on it alone until a standby streams
+#     again.
+# The setting is saved (postgresql.auto.conf) and a standby copied from the primary inherits it:
+# run the guard whenever the pair runs, or a primary left without a standby waits forever.
 # A standby is left alone; once promoted, it is a primary like any other.
 #
 # It connects as POSTGRES_USER (default postgres) with the password in POSTGRES_PASSWORD_FILE,
@@ -20,17 +23,18 @@
 # that file after every pass, for a health check.
 set -eu
 set -f # no file name expansion of what the servers answer
+cd / # psql warns on stderr about a working directory its user cannot read
 : "${POSTGRES_SYNC_SERVERS:?POSTGRES_SYNC_SERVERS must name the servers as host:port}"
 interval=${POSTGRES_SYNC_INTERVAL:-1}
 names=${POSTGRES_SYNC_NAMES:-ANY 1 (*)}
 PGPASSWORD=$(cat "${POSTGRES_PASSWORD_FILE:?POSTGRES_PASSWORD_FILE must name the superuser password file}")
 export PGPASSWORD PGCONNECT_TIMEOUT=3 PGAPPNAME=sync-guard
 user=${POSTGRES_USER:-postgres}
-# A standby streams as its own application name; a base backup's WAL stream (the backup job,
-# a standby being made) as pg_basebackup, which is no standby to wait for.
+# A standby reports the position it has replayed; a base backup's WAL stream (the backup job,
+# a standby still being copied) and pg_receivewal report none, and are no standby to wait for.
 query="SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'),
     (SELECT count(*) FROM pg_stat_replication
-     WHERE state = 'streaming' AND application_name NOT IN ('pg_basebackup', 'pg_receivewal'))"
+     WHERE state = 'streaming' AND replay_lsn IS NOT NULL)"
 
 log() { echo "sync-guard: $*"; }
 
@@ -47,24 +51,27 @@ note() { # $1 server, $2 state: log only when the server's state changed
 
 guard() { # $1 host:port
     host=${1%:*} port=${1##*:}
-    if ! row=$(psql -h "$host" -p "$port" -U "$user" -d postgres -XAt -F '|' -c "$query" 2>&1); then
-        note "$1" "unreachable ($(printf '%s' "$row" | tail -n 1))"
+    errors="$state_file/errors"
+    if ! row=$(psql -h "$host" -p "$port" -U "$user" -d postgres -XAt -F '|' -c "$query" \
+        2>"$errors"); then
+        note "$1" "unreachable ($(tail -n 1 "$errors"))"
         return 0
     fi
     recovery=$(printf '%s' "$row" | cut -d'|' -f1)
     current=$(printf '%s' "$row" | cut -d'|' -f2)
     streaming=$(printf '%s' "$row" | cut -d'|' -f3)
-    if [ "$recovery" = t ]; then
-        note "$1" "standby"
-        return 0
-    fi
+    case "$recovery:$streaming" in
+        t:*) note "$1" "standby"; return 0 ;;
+        f:[0-9]|f:[0-9][0-9]) ;;
+        *) note "$1" "answered what the guard cannot read: $row"; return 0 ;;
+    esac
     if [ "$streaming" -gt 0 ]; then want=$names; else want=""; fi
     if [ "$current" != "$want" ]; then
         escaped=$(printf '%s' "$want" | sed "s/'/''/g")
-        if ! out=$(psql -h "$host" -p "$port" -U "$user" -d postgres -XAtq -v ON_ERROR_STOP=1 \
+        if ! psql -h "$host" -p "$port" -U "$user" -d postgres -XAtq -v ON_ERROR_STOP=1 \
             -c "ALTER SYSTEM SET synchronous_standby_names = '$escaped'" \
-            -c "SELECT pg_reload_conf()" 2>&1); then
-            note "$1" "not set ($(printf '%s' "$out" | tail -n 1))"
+            -c "SELECT pg_reload_conf()" > /dev/null 2>"$errors"; then
+            note "$1" "not set ($(tail -n 1 "$errors"))"
             return 0
         fi
         log "$1: primary with $streaming standby streaming: synchronous_standby_names = '$want'"
