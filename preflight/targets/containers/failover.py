@@ -43,6 +43,7 @@ REJOIN_COMMAND = "rejoin-as-standby"
 COPY_TIMEOUT_S = 600  # the one-off copy of the other server's data
 STREAMING_WITHIN_S = 120.0
 SYNCHRONOUS_WITHIN_S = 30.0
+KILLED_WITHIN_S = 10.0  # a container the engine is killing shows it stopped (or restarted)
 SETTLE_S = 30.0  # for a container the engine is restarting to run PostgreSQL (or stay down)
 
 
@@ -73,10 +74,24 @@ class ContainersFailover:
             self._signal(self.primary, PRIMARY, "STOP", pids)
             yield
         finally:
-            # The same run of the container: its senders are still stopped. A killed container
-            # took them with it, also when its restart policy has started it again since.
-            if self._started_at() == started and self.primary.container.status == "running":
-                self._signal(self.primary, PRIMARY, "CONT", pids)
+            self._continue(pids, started)
+
+    def _continue(self, pids: list[str], started: str) -> None:
+        """SIGCONT to the held senders while the same run of the container goes on. A killed
+        container took them with it, also when its restart policy has started it again since;
+        one being killed refuses the exec, and is waited out as such."""
+
+        def same_run() -> bool:
+            return self._started_at() == started and self.primary.container.status == "running"
+
+        if not same_run():
+            return
+        try:
+            self._signal(self.primary, PRIMARY, "CONT", pids)
+        except TargetUnavailable:
+            if until(lambda: not same_run(), KILLED_WITHIN_S, interval=0.2):
+                return
+            raise
 
     def _started_at(self) -> str:
         self.primary.container.reload()
