@@ -15,6 +15,8 @@ from preflight.targets.containers import ContainersTarget
 from preflight.targets.containers.engine import docker_available
 from preflight.targets.edge import TEMPLATE_DIR
 from preflight.targets.native import NativeOptions, NativeTarget
+from preflight.targets.native.postgres import Postgres
+from preflight.targets.native.standby import Failover
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = REPO / "checks"
@@ -27,6 +29,19 @@ def native(**options: object) -> Iterator[TargetInfo]:
     redis_settings, worker_env, ...)."""
     with NativeTarget(NativeOptions(**options)) as info:  # type: ignore[arg-type]
         yield info
+
+
+def native_primary(info: TargetInfo) -> Postgres:
+    """A native target's PostgreSQL primary (the target runs its standby too)."""
+    failover = info.drills.failover
+    assert isinstance(failover, Failover), "a native target with its standby"
+    return failover.primary
+
+
+def primary_sql(info: TargetInfo) -> Callable[[str], str]:
+    """SQL on a native target's PostgreSQL primary as the superuser (psql's unaligned output)."""
+    primary = native_primary(info)
+    return lambda sql: primary.psql(sql, primary.superuser_password)
 
 
 @contextmanager

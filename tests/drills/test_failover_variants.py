@@ -11,25 +11,23 @@ import pytest
 
 from preflight.outcomes import Outcome
 from preflight.targets.native import NativeTestOptions
-from preflight.targets.native.standby import Failover
-from tests.checks.support import native, outcomes, probe
+from tests.checks.support import native, outcomes, primary_sql, probe
 from tests.drills.test_fault_variants import drills
 
 FAILOVER = "killed_primary"
+SYNC_STATE = "SELECT sync_state FROM pg_stat_replication"
 
 
 def test_the_failover_drill_passes_and_leaves_the_target_whole() -> None:
     with native() as info:
-        failover = info.drills.failover
-        assert isinstance(failover, Failover)
-        primary, password = failover.primary, failover.primary.superuser_password
-        sync = primary.psql("SELECT sync_state FROM pg_stat_replication", password)
+        sql = primary_sql(info)
+        sync = sql(SYNC_STATE)
         first = outcomes(drills(info, ["test_failover.py"], FAILOVER))
         # What runs after it finds the primary, its standby and the workers as they were: the
         # replica probe, and the drill that kills the primary and starts it again.
         after = outcomes(probe(info, "infrastructure/test_postgres.py", items={"INF-DB-REPLICA"}))
         kill = outcomes(drills(info, ["test_faults.py"], "killed_component and postgres"))
-        sync_after = primary.psql("SELECT sync_state FROM pg_stat_replication", password)
+        sync_after = sql(SYNC_STATE)
     assert (sync, sync_after) == ("quorum", "quorum"), "every commit waits for the standby"
     assert first["BAK-FAILOVER-DRILL"][0] is Outcome.PASS, first
     assert after["INF-DB-REPLICA"][0] is Outcome.PASS, after
@@ -61,10 +59,7 @@ def red_failover_drill(variant: NativeTestOptions, sync_state: str) -> str:
     """The failover drill on a native target with `variant`, whose primary shows its standby in
     `sync_state`; the drill's reason, once it is sure the drill failed."""
     with native(test=variant) as info:
-        failover = info.drills.failover
-        assert isinstance(failover, Failover)
-        primary, password = failover.primary, failover.primary.superuser_password
-        assert primary.psql("SELECT sync_state FROM pg_stat_replication", password) == sync_state
+        assert primary_sql(info)(SYNC_STATE) == sync_state
         decided = outcomes(drills(info, ["test_failover.py"], FAILOVER))
     outcome, reason = decided["BAK-FAILOVER-DRILL"]
     assert outcome is Outcome.FAIL, reason

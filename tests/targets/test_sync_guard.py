@@ -6,8 +6,8 @@ the standby streams again."""
 from __future__ import annotations
 
 from preflight.polling import until
-from preflight.targets.native.standby import GUARD, Failover
-from tests.checks.support import native
+from preflight.targets.native.standby import GUARD
+from tests.checks.support import native, native_primary, primary_sql
 
 SETTING = "SELECT current_setting('synchronous_standby_names')"
 SYNC_STATE = "SELECT coalesce(string_agg(sync_state, ','), 'none') FROM pg_stat_replication"
@@ -15,13 +15,7 @@ SYNC_STATE = "SELECT coalesce(string_agg(sync_state, ','), 'none') FROM pg_stat_
 
 def test_the_guard_turns_the_wait_off_while_the_standby_is_down_and_on_once_it_streams() -> None:
     with native() as info:
-        failover = info.drills.failover
-        assert isinstance(failover, Failover)
-        primary, password = failover.primary, failover.primary.superuser_password
-
-        def sql(text: str) -> str:
-            return primary.psql(text, password)
-
+        sql = primary_sql(info)
         standby = info.drills.control["postgres-standby"]
         before = (sql(SETTING), sql(SYNC_STATE))
         standby.stop()
@@ -33,7 +27,7 @@ def test_the_guard_turns_the_wait_off_while_the_standby_is_down_and_on_once_it_s
         back = until(lambda: sql(SYNC_STATE) == "quorum", 30, interval=0.2)
         sql("INSERT INTO guard_check VALUES (2)")
         rows = sql("SELECT count(*) FROM guard_check")
-        log = (primary.logs / f"{GUARD}.log").read_text()
+        log = (native_primary(info).logs / f"{GUARD}.log").read_text()
     assert before == ("ANY 1 (*)", "quorum"), before
     assert while_down == ("", "none"), while_down
     assert back, "the guard turns the wait on again once the standby streams"
