@@ -13,14 +13,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
@@ -31,7 +34,10 @@ from playwright.sync_api import (
     Locator,
     Page,
     Playwright,
+    Request,
+    Response,
     ViewportSize,
+    WebSocket,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -48,6 +54,10 @@ LAUNCH_TIMEOUT_MS = 30_000
 # profile measures those), only the point where "not yet" becomes "never".
 STEP_TIMEOUT_MS = 20_000
 STEP_TIMEOUT_S = STEP_TIMEOUT_MS / 1000  # the same, for polls of what is on screen
+# Signing in is several steps in one: the sign-in request, the first channel list, then the
+# realtime socket's connect and auth; it gets two steps' time before "never".
+SIGN_IN_TIMEOUT_MS = 2 * STEP_TIMEOUT_MS
+NETWORK_NOTES = 8  # what a failed wait names of the page's last network trouble
 DESKTOP: ViewportSize = {"width": 1024, "height": 700}
 SCREENSHOT_QUALITY = 60  # JPEG: a few tens of KB per screenshot in the record
 SESSION_KEY = "chatsdk.session"
@@ -106,6 +116,7 @@ class BrowserSession:
         name = f"{label} {secrets.token_hex(3)}"
         person = Person(name, context, page, evidence, timeout_ms)
         page.on("pageerror", lambda error: person.errors.append(f"{name}: {error}"))
+        watch_network(page, person.network)
         return person
 
     def screenshot_all(self, evidence: EvidenceLog, when: str) -> None:
@@ -124,6 +135,44 @@ class BrowserSession:
             with contextlib.suppress(Exception):
                 context.close()
         self.contexts.clear()
+
+
+def watch_network(page: Page, notes: list[str]) -> None:
+    """Keep what went wrong on the page's network, newest last: answers of 400 and above (with
+    Retry-After), requests that got no answer, and the realtime socket's errors, refusals and
+    closes; a wait that fails names the last of them."""
+
+    def note(text: str) -> None:
+        notes.append(f"{time.strftime('%H:%M:%S')} {text}")
+        del notes[:-NETWORK_NOTES]
+
+    def answered(response: Response) -> None:
+        if response.status >= 400:
+            retry = response.headers.get("retry-after")
+            after = f" (Retry-After {retry})" if retry else ""
+            request = response.request
+            note(f"{request.method} {urlsplit(request.url).path} -> {response.status}{after}")
+
+    def failed(request: Request) -> None:
+        note(f"{request.method} {urlsplit(request.url).path} failed: {request.failure}")
+
+    def socket(ws: WebSocket) -> None:
+        path = urlsplit(ws.url).path
+        note(f"WebSocket {path} opening")
+        ws.on("socketerror", lambda error: note(f"WebSocket {path} error: {error}"))
+        ws.on("close", lambda _ws: note(f"WebSocket {path} closed"))
+
+        def received(payload: str | bytes) -> None:
+            with contextlib.suppress(ValueError):
+                frame = json.loads(payload)
+                if isinstance(frame, dict) and frame.get("type") == "error":
+                    note(f"WebSocket {path} error frame {json.dumps(frame)[:160]}")
+
+        ws.on("framereceived", received)
+
+    page.on("response", answered)
+    page.on("requestfailed", failed)
+    page.on("websocket", socket)
 
 
 @contextlib.contextmanager
@@ -183,6 +232,7 @@ class Person:
     evidence: EvidenceLog
     timeout_ms: int = STEP_TIMEOUT_MS  # how long one step may take (a slow link: longer)
     errors: list[str] = field(default_factory=list)
+    network: list[str] = field(default_factory=list)  # watch_network's notes
 
     # -- getting in ------------------------------------------------------------------------
 
@@ -198,19 +248,35 @@ class Person:
         self.open_client()
         self.page.get_by_label("Your name").fill(self.name)
         self.page.get_by_role("button", name="Sign in").click()
-        self.wait_live(f"{self.name} signing in")
+        self.wait_live(f"{self.name} signing in", max(SIGN_IN_TIMEOUT_MS, self.timeout_ms))
 
-    def wait_live(self, when: str) -> None:
+    def wait_live(self, when: str, timeout_ms: int | None = None) -> None:
         __tracebackhide__ = True
+        wait_ms = timeout_ms or self.timeout_ms
         status = self.page.locator("#status")
         try:
-            self.page.locator("#status[data-state=live]").wait_for()
+            self.page.locator("#status[data-state=live]").wait_for(timeout=wait_ms)
         except PlaywrightTimeout:
             shown = status.text_content(timeout=1000) if status.count() else "no status at all"
             raise AssertionError(
                 f"the web client must be live (signed in, realtime connected) after {when} within "
-                f"{self.timeout_ms / 1000:.0f} s (it shows {shown!r})"
+                f"{wait_ms / 1000:.0f} s (it shows {shown!r}{self.screen_state()})"
             ) from None
+
+    def screen_state(self) -> str:
+        """Where the client stands, for a failed wait: still on the sign-in form (and its error),
+        and the page's last network trouble."""
+        parts = []
+        with contextlib.suppress(PlaywrightError):
+            if self.page.locator("#signin").is_visible():
+                error = self.page.locator("#signin-error")
+                shown = error.text_content(timeout=1000) if error.is_visible() else None
+                parts.append(f"; still on the sign-in form, {shown or 'with no error shown'}")
+        if self.network:
+            parts.append(f"; its network: {' | '.join(self.network)}")
+        else:
+            parts.append("; no network trouble seen")
+        return "".join(parts)
 
     @property
     def user_id(self) -> str:
