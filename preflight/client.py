@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import socket
 import ssl
 import threading
 import time
@@ -40,12 +41,39 @@ class Response:
         return f"{self.method} {self.path} -> {self.status} {self.body[:300]!r}"
 
 
+class _FromConnection(http.client.HTTPSConnection):
+    """HTTPS to the edge's name (TLS verified for it, sent as Host) by way of `via`, from
+    `source`: one client of the edge among many where this machine can be many
+    (ProbeTarget.clients)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        timeout: float,
+        *,
+        source: str,
+        via: tuple[str, int],
+    ) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._tls, self._via, self._source = context, via, source
+
+    def connect(self) -> None:
+        sock = socket.create_connection(self._via, self.timeout, (self._source, 0))
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+
+
 @dataclass
 class ChatClient:
     base_url: str
     ca_file: Path | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 10.0
+    # A client address of its own (ProbeTarget.client_address) and the edge's address to reach
+    # it at (ClientNetwork.address); None: the connection leaves as the system chooses.
+    source: str | None = None
+    via: tuple[str, int] | None = None
     # One kept-alive connection per thread; closed by close() and when the client is dropped.
     _conns: dict[int, http.client.HTTPSConnection] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -63,7 +91,11 @@ class ChatClient:
 
     def with_headers(self, **headers: str) -> ChatClient:
         merged = {**self.headers, **{k.replace("_", "-"): v for k, v in headers.items()}}
-        return ChatClient(self.base_url, self.ca_file, merged, self.timeout)
+        return ChatClient(self.base_url, self.ca_file, merged, self.timeout, self.source, self.via)
+
+    def from_address(self, source: str, via: tuple[str, int]) -> ChatClient:
+        """The same client, its connections leaving from `source` for the edge at `via`."""
+        return ChatClient(self.base_url, self.ca_file, self.headers, self.timeout, source, via)
 
     def as_admin(self, admin_key: str) -> ChatClient:
         return self.with_headers(**{"X-Admin-Key": admin_key})
@@ -80,12 +112,15 @@ class ChatClient:
             conn = self._conns.get(me)
             if conn is None:
                 url = urlsplit(self.base_url)
-                conn = http.client.HTTPSConnection(
-                    url.hostname or "",
-                    url.port or 443,
-                    context=self.ssl_context(),
-                    timeout=self.timeout,
-                )
+                host, port, tls = url.hostname or "", url.port or 443, self.ssl_context()
+                if self.source is not None and self.via is not None:
+                    conn = _FromConnection(
+                        host, port, tls, self.timeout, source=self.source, via=self.via
+                    )
+                else:
+                    conn = http.client.HTTPSConnection(
+                        host, port, context=tls, timeout=self.timeout
+                    )
                 self._conns[me] = conn
         return conn
 

@@ -113,11 +113,13 @@ def connect(
     ssl: ssl_module.SSLContext | None = None,
     open_timeout: float = 10,
     source_address: tuple[str, int] | None = None,
+    via: tuple[str, int] | None = None,
     **kwargs: Any,
 ) -> ClientConnection:
     """websockets' `connect(url, ...)` with the same arguments; for a wss:// URL the TLS runs in
     a `TLSSocket`. `source_address` binds the client's end (a loopback address of the caller's
-    choosing, as the throttling tests use)."""
+    choosing, as the throttling tests use); `via` (wss:// only) is the address to reach the
+    URL's host at, TLS still verified for the URL's name."""
     parts = urlsplit(url)
     if parts.scheme != "wss":  # no TLS, no race: websockets' own connect (its extra keyword
         if source_address is not None:  # arguments go to socket.create_connection)
@@ -125,7 +127,8 @@ def connect(
         return _connect(url, open_timeout=open_timeout, **kwargs)
     deadline = Deadline(open_timeout)
     host = parts.hostname or ""
-    raw = socket.create_connection((host, parts.port or 443), deadline.timeout(), source_address)
+    address = via or (host, parts.port or 443)
+    raw = socket.create_connection(address, deadline.timeout(), source_address)
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         raw.settimeout(deadline.timeout())

@@ -4,51 +4,11 @@ would meet the edge's per-address rate limit, which judges clients, not deploys.
 
 from __future__ import annotations
 
-import http.client
-import socket
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from checks._chat import Actor
 from preflight.client import ChatClient
 from preflight.probe.target import ProbeTarget
-
-
-class _FromConnection(http.client.HTTPSConnection):
-    """HTTPS to the edge's name (TLS verified for it, sent as Host) by way of `via`, from
-    `source`."""
-
-    def __init__(self, client: OwnAddressClient) -> None:
-        url = urlsplit(client.base_url)
-        super().__init__(
-            url.hostname or "",
-            url.port or 443,
-            context=client.ssl_context(),
-            timeout=client.timeout,
-        )
-        self._via, self._source = client.via, client.source
-
-    def connect(self) -> None:
-        sock = socket.create_connection(self._via, self.timeout, (self._source, 0))
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
-
-
-@dataclass
-class OwnAddressClient(ChatClient):
-    """A ChatClient whose connections leave from `source` for the edge at `via`."""
-
-    source: str = "127.0.0.1"
-    via: tuple[str, int] = ("127.0.0.1", 443)
-
-    def _connection(self) -> http.client.HTTPSConnection:
-        me = threading.get_ident()
-        with self._lock:
-            conn = self._conns.get(me)
-            if conn is None:
-                conn = self._conns[me] = _FromConnection(self)
-        return conn
 
 
 def own_addresses(target: ProbeTarget, timeout: float) -> Callable[[Actor], ChatClient] | None:
@@ -62,8 +22,6 @@ def own_addresses(target: ProbeTarget, timeout: float) -> Callable[[Actor], Chat
         source = target.client_address()
         assert source is not None
         own = actor.client
-        return OwnAddressClient(
-            own.base_url, own.ca_file, own.headers, timeout, source=source, via=clients.address
-        )
+        return ChatClient(own.base_url, own.ca_file, own.headers, timeout, source, clients.address)
 
     return client_for

@@ -107,11 +107,18 @@ class WsAnswer:
 
 
 def ws_connect(
-    target: ProbeTarget, origin: str | None = None, url: str | None = None
+    target: ProbeTarget, origin: str | None = None, url: str | None = None, *, own: bool = False
 ) -> ClientConnection:
+    """A realtime socket; `own`: from an address of its own where this machine can be many
+    clients (ProbeTarget.own_client), for a probe that sends what the throttles count."""
+    url = url or target.ws_url
+    secure = url.startswith("wss://")
+    clients, source = (target.clients, target.client_address()) if own else (None, None)
     return connect(
-        url or target.ws_url,
-        ssl=target.ssl_context() if (url or target.ws_url).startswith("wss://") else None,
+        url,
+        ssl=target.ssl_context() if secure else None,
+        source_address=(source, 0) if clients and source else None,
+        via=clients.address if clients and source and secure else None,
         origin=origin,
         open_timeout=WS_TIMEOUT_S,
         close_timeout=2,
@@ -122,13 +129,19 @@ def ws_connect(
 
 
 def ws_authenticate(
-    target: ProbeTarget, token: str | None, origin: str | None = None, url: str | None = None
+    target: ProbeTarget,
+    token: str | None,
+    origin: str | None = None,
+    url: str | None = None,
+    *,
+    own: bool = False,
 ) -> WsAnswer:
     """Open a socket and send the auth frame with `token` (None: send nothing and wait). A
-    handshake that times out or cannot connect twice raises: that decides nothing."""
+    handshake that times out or cannot connect twice raises: that decides nothing. `own`: from
+    an address of its own (ws_connect)."""
     for attempt in (1, 2):
         try:
-            conn = ws_connect(target, origin, url)
+            conn = ws_connect(target, origin, url, own=own)
             break
         except InvalidStatus as exc:
             status = exc.response.status_code

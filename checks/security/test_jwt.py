@@ -171,8 +171,11 @@ QUERY_CREDENTIALS = {
 }
 
 
+# Forged and defective tokens are what the throttle of failed authentication counts: they are
+# sent from addresses of their own (ProbeTarget.own_client), so that these probes never throttle
+# the address the other probes share.
 def http_answer(target: ProbeTarget, token: str) -> Response:
-    return call(target.http.as_user(token), "GET", "/v1/me")
+    return call(target.own_client().as_user(token), "GET", "/v1/me")
 
 
 @pytest.mark.checklist("TST-AUTH")
@@ -195,7 +198,7 @@ def test_forged_tokens_are_refused_by_the_websocket(
     target: ProbeTarget, actors: Actors, evidence: EvidenceLog, forgery: str
 ) -> None:
     """A realtime endpoint that trusts a forged token streams anyone's messages."""
-    answer = ws_authenticate(target, FORGERIES[forgery](actors))
+    answer = ws_authenticate(target, FORGERIES[forgery](actors), own=True)
     evidence.note(f"{target.ws_url} with a token with {forgery}: {answer.what}")
     refused = not answer.accepted and bool(answer.close_code or answer.handshake_status)
     assert refused, f"{target.ws_url} must refuse a token with {forgery} (got {answer.what})"
@@ -256,7 +259,7 @@ def test_genuinely_signed_tokens_with_a_bad_claim_are_refused(
     assert response.status == 401, (
         f"GET /v1/me with a token {defect} must be refused with 401 (got {response.status})"
     )
-    answer = ws_authenticate(target, token)
+    answer = ws_authenticate(target, token, own=True)
     evidence.note(f"{target.ws_url} with a token {defect}: {answer.what}")
     refused = not answer.accepted and bool(answer.close_code or answer.handshake_status)
     assert refused, f"{target.ws_url} must refuse a token {defect} (got {answer.what})"
