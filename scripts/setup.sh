@@ -161,6 +161,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "setup: refresh the lock with 'make lock' and commit uv.lock with it." >&2
         exit 2
     fi
+    # The lock checked against the package index once: the same check as --locked, resolved in
+    # full, which leaves the index pages of every package in uv's cache for the tests that run
+    # `uv lock --check --offline` (a cache without them fails those tests, not the lock).
+    if ! scripts/uv.sh lock --check --quiet; then
+        echo "setup: uv.lock does not match pyproject.toml: run 'make lock' and commit it." >&2
+        exit 2
+    fi
     echo "$want" > "$stamp"
 fi
 
