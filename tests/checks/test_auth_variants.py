@@ -12,6 +12,7 @@ defect."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import secrets
@@ -390,6 +391,30 @@ def baseline(backing: TargetInfo, tmp_path_factory: pytest.TempPathFactory) -> d
 
 def test_the_unpatched_stand_in_passes_every_item(baseline: dict[str, str]) -> None:
     assert baseline == {}, json.dumps(baseline, indent=1)
+
+
+def test_the_probes_never_throttle_the_address_they_share(
+    backing: TargetInfo, baseline: dict[str, str]
+) -> None:
+    """The probes that send failed authentications on purpose (forged tokens, guessed keys) send
+    them from addresses of their own: over the whole baseline run, the address every other probe
+    and the browser journeys share (127.0.0.1) takes only incidental failures (a refused key
+    here and there), under half the throttle's burst, so that a full run's other probes cannot
+    bring it to the burst and find it throttled by each other's failures. (TST-AUTH's forgeries
+    alone once took it to 24 of 25.) Runs before the defects add theirs."""
+    assert backing.stores.redis_url is not None
+    store = redis.Redis.from_url(backing.stores.redis_url)
+    try:
+        failures = store.zcard(chatsdk.auththrottle._key("a", "127.0.0.1"))
+    finally:
+        store.close()
+    defaults: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
+    burst, window = int(defaults["auth_failure_burst"]), float(defaults["auth_burst_window"])
+    assert failures < burst // 2, (
+        f"the probes sent {failures} failed authentications from 127.0.0.1, the address they "
+        f"share; {burst} within {window:g} s throttle it for every probe, so probes that fail "
+        "on purpose must send from addresses of their own (ProbeTarget.own_client)"
+    )
 
 
 # One marker per entry of DEFECTS (the parameters).
