@@ -13,6 +13,11 @@ Three measurements against one native target (2 API workers, 1 NGINX worker, TLS
 3. Locust (FastHttpUser, no wait time, one process) on the same API read: the load generator's
    requests/s per core of its own CPU, against wrk's requests/s per core of wrk's CPU.
 
+Each wrk step also gives the CPU each component spent per request (API workers, NGINX,
+PostgreSQL, Redis), in milliseconds: what bounds the read rate on these cores. With --profile,
+an extra API-read step runs py-spy on every API worker and prints where their time goes, by
+component (bench/messages.py's COMPONENTS).
+
 The edge's per-address limits are raised for the run (every request comes from 127.0.0.1); the
 API's per-user limits stay as shipped. A benchmark, not a test: pytest does not collect it.
 """
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from bench.messages import environment, machine_busy, tree_cpu
+from bench.messages import environment, machine_busy, summarise_profile, tree_cpu
 from preflight.client import ChatClient, expect
 from preflight.targets.native import NativeOptions, NativeTarget
 
@@ -81,8 +86,44 @@ class Reader(FastHttpUser):
 """
 
 
+def component_pids(target: NativeTarget) -> dict[str, list[int]]:
+    pids = {c.name: c.pid for c in target.children if c.running()}
+    return {
+        "api": [p for n, p in pids.items() if n.startswith("api-")],
+        "nginx": [pids["nginx"]],
+        "postgres": [pids["postgres"]],
+        "redis": [pids["redis"]],
+    }
+
+
+def components_cpu(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {g: sum(tree_cpu(p) for p in ps) for g, ps in groups.items()}
+
+
+def py_spy(
+    pids: list[int], seconds: int, out_dir: Path
+) -> list[tuple[Path, subprocess.Popen[bytes]]]:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        raise SystemExit(f"--profile needs py-spy ({spy} is missing: make setup installs it)")
+    started = []
+    for pid in pids:
+        out = out_dir / f"api-{pid}.txt"
+        command = [str(spy), "record", "-p", str(pid), "-d", str(seconds), "-r", "100"]
+        command += ["-f", "raw", "-o", str(out), "--nonblocking"]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append((out, proc))
+    return started
+
+
 def wrk(
-    url: str, path: str, tokens: list[str], args: argparse.Namespace, tmp: Path
+    url: str,
+    path: str,
+    tokens: list[str],
+    args: argparse.Namespace,
+    tmp: Path,
+    *,
+    groups: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     script = tmp / "wrk.lua"
     script.write_text(WRK_SCRIPT.format(tokens=", ".join(json.dumps(t) for t in tokens), path=path))
@@ -96,6 +137,7 @@ def wrk(
         url + path,
     ]
     busy0, total0 = machine_busy()
+    parts0 = components_cpu(groups or {})
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     cpu = 0.0
     while proc.poll() is None:
@@ -103,6 +145,7 @@ def wrk(
         time.sleep(0.5)
     out = proc.stdout.read() if proc.stdout else ""
     busy1, total1 = machine_busy()
+    parts1 = components_cpu(groups or {})
     line = next((x for x in out.splitlines() if x.startswith("{")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({proc.returncode}):\n{out}")
@@ -112,6 +155,10 @@ def wrk(
     figures["generator_cpu_s"] = round(cpu, 2)
     figures["per_core_requests_per_s"] = round(figures["requests"] / cpu, 1) if cpu else None
     figures["machine_busy_pct"] = round(100 * (busy1 - busy0) / (total1 - total0), 1)
+    if groups and figures["requests"]:
+        figures["cpu_ms_per_request"] = {
+            g: round(1000 * (parts1[g] - parts0[g]) / figures["requests"], 3) for g in groups
+        }
     figures["command"] = " ".join(command)
     return figures
 
@@ -172,6 +219,31 @@ def locust(
     }
 
 
+def profiled(
+    url: str,
+    read: str,
+    tokens: list[str],
+    args: argparse.Namespace,
+    tmp: Path,
+    *,
+    groups: dict[str, list[int]],
+) -> dict[str, Any]:
+    """The API read again with py-spy on every API worker; where their samples go."""
+    spies = py_spy(groups["api"], args.duration, tmp)
+    figures = wrk(url, read, tokens, args, tmp, groups=groups)
+    figures["profile"] = {}
+    for out, proc in spies:
+        proc.wait(timeout=60)
+        if out.exists():
+            figures["profile"][out.stem] = summary = summarise_profile(out)
+            print(f"py-spy {out.stem}, {summary.get('samples', 0)} samples, by component:")
+            for component, share in summary["components"]:
+                print(f"  {share:5.1f} %  {component}")
+    shown = {k: v for k, v in figures.items() if k not in ("command", "profile")}
+    print(f"profile step (wrk_api_read under py-spy): {shown}", flush=True)
+    return figures
+
+
 def world(chat: ChatClient, admin_key: str, users: int) -> tuple[str, list[str]]:
     created = expect(chat.as_admin(admin_key).post("/v1/apps", {"name": "bench-http"}), 201)
     backend = chat.as_app(created["api_key"])
@@ -202,6 +274,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=64, help="bearer tokens to rotate over (64)")
     parser.add_argument("--workers", type=int, default=2, help="API workers (2)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument(
+        "--profile", action="store_true", help="an extra API-read step under py-spy"
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -211,20 +286,25 @@ def main(argv: Iterable[str] | None = None) -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     options = NativeOptions(workers=args.workers, api_rate_per_s=1_000_000, ws_rate_per_s=10_000)
-    with NativeTarget(options) as info, tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+    target = NativeTarget(options)
+    with target as info, tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         chat = ChatClient.for_target(info)
         channel_id, tokens = world(chat, info.admin_key, args.users)
         read = f"/v1/channels/{channel_id}/messages?limit={PAGE}"
+        groups = component_pids(target)
+        url = info.edge.url
         steps: dict[str, Callable[[], dict[str, Any]]] = {
-            "wrk_static_nginx": lambda: wrk(info.edge.url, STATIC_PATH, [], args, Path(tmp)),
-            "wrk_api_read": lambda: wrk(info.edge.url, read, tokens, args, Path(tmp)),
-            "locust_api_read": lambda: locust(info.edge.url, read, tokens, args, Path(tmp)),
+            "wrk_static_nginx": lambda: wrk(url, STATIC_PATH, [], args, Path(tmp), groups=groups),
+            "wrk_api_read": lambda: wrk(url, read, tokens, args, Path(tmp), groups=groups),
+            "locust_api_read": lambda: locust(url, read, tokens, args, Path(tmp)),
         }
         for name, step in steps.items():
             figures = step()
             report[name] = figures
             shown = {k: v for k, v in figures.items() if k != "command"}
             print(f"{name}: {shown}", flush=True)
+        if args.profile:
+            report["profile_step"] = profiled(url, read, tokens, args, Path(tmp), groups=groups)
     api, static, loc = report["wrk_api_read"], report["wrk_static_nginx"], report["locust_api_read"]
     report["ratios"] = {
         "api_over_static_nginx": round(api["requests_per_s"] / static["requests_per_s"], 3),
