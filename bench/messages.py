@@ -343,7 +343,8 @@ def _frame(raw: str) -> str:
 
 # Who owns a sample: the deepest frame whose file matches one of these, first match wins. The
 # socket write comes first: with the cores busy, a worker is often preempted right after a send()
-# wakes the peer, and the sampler records that frame (docs/PERFORMANCE.md, "What limits it").
+# wakes the peer, and the sampler records that frame (docs/PERFORMANCE.md, "API CPU per message:
+# where a worker's CPU goes").
 COMPONENTS = (
     ("socket write", ("_SelectorSocketTransport.write ",)),
     ("TLS to PostgreSQL", ("asyncio/sslproto.py", "/ssl.py")),
