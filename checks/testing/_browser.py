@@ -138,9 +138,9 @@ class BrowserSession:
 
 
 def watch_network(page: Page, notes: list[str]) -> None:
-    """Keep what went wrong on the page's network, newest last: answers of 400 and above (with
-    Retry-After), requests that got no answer, and the realtime socket's errors, refusals and
-    closes; a wait that fails names the last of them."""
+    """Keep what a failed wait should name of the page's network, newest last: answers of 400
+    and above (with Retry-After), requests that got no answer, and every realtime socket's
+    opening, errors, error frames and close."""
 
     def note(text: str) -> None:
         notes.append(f"{time.strftime('%H:%M:%S')} {text}")
